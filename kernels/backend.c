@@ -1,0 +1,52 @@
+/* Backend selection and the sticky error shared by all backends. */
+#include "kernels/ops.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void glm_backend_fail(glm_backend *be, glm_status status, const char *fmt, ...)
+{
+    if (be->status != GLM_OK) return; /* keep the first failure: later ones are consequences */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(be->err.msg, sizeof(be->err.msg), fmt, ap);
+    va_end(ap);
+    be->err.status = status;
+    be->status = status;
+}
+
+glm_status glm_backend_take_error(glm_backend *be, glm_error *err)
+{
+    glm_status status = be->status;
+    if (status != GLM_OK && err) {
+        err->status = status;
+        snprintf(err->msg, sizeof(err->msg), "%s backend: %s", be->name, be->err.msg);
+    }
+    be->status = GLM_OK;
+    be->err.msg[0] = '\0';
+    return status;
+}
+
+glm_status glm_backend_create(const char *name, int device_index, glm_backend **out,
+                              glm_error *err)
+{
+    if (strcmp(name, "cpu") == 0) return glm_backend_cpu_create(0, out, err);
+    if (strcmp(name, "cuda") == 0) return glm_backend_cuda_create(device_index, out, err);
+    return glm_fail(err, GLM_ERR_INVALID_ARG, "unknown device '%s' (expected cpu or cuda)", name);
+}
+
+void glm_backend_destroy(glm_backend *be)
+{
+    if (be) be->ops->destroy(be);
+}
+
+#ifndef GLM4V_HAVE_CUDA
+glm_status glm_backend_cuda_create(int device_index, glm_backend **out, glm_error *err)
+{
+    (void)device_index;
+    *out = NULL;
+    return glm_fail(err, GLM_ERR_UNSUPPORTED,
+                    "this build has no CUDA backend (configure with -DGLM4V_CUDA=ON)");
+}
+#endif

@@ -1,0 +1,1 @@
+/* backend_cpu: not written yet */

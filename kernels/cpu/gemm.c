@@ -1,0 +1,1 @@
+/* gemm: not written yet */

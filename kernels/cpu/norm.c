@@ -1,0 +1,1 @@
+/* norm: not written yet */

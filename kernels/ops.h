@@ -1,0 +1,221 @@
+/* The op interface: everything the GLM-4V forward pass asks of a compute backend.
+ *
+ * Model code (worker/) calls only the glm_op_* wrappers below; each backend (kernels/cpu/,
+ * kernels/cuda/) fills one glm_backend_ops table. Tensors point into backend memory (device
+ * memory for CUDA), so model code never dereferences tensor data.
+ *
+ * Errors are sticky, as with CUDA's own launch errors: compute ops return nothing, and the first
+ * failure (a bad shape, a failed launch) is recorded in the backend and turns every later op into
+ * a no-op until glm_backend_take_error() is called. Model code checks once per forward pass. This
+ * keeps the forward pass readable top to bottom and matches asynchronous GPU execution, where a
+ * fault surfaces later than the launch that caused it.
+ *
+ * Conventions for all compute ops:
+ *  - Tensors are contiguous row-major. "[M, K]" means M rows of K.
+ *  - Float tensors are of the backend's act_dtype (activations) or weight_dtype (weights);
+ *    index tensors are GLM_I32.
+ *  - Accumulation is in float32 on every backend.
+ *  - Linear weights are [out, in] as in the Hugging Face checkpoint: y = x W^T + b.
+ *  - Outputs may not alias inputs unless the op says so.
+ */
+#ifndef GLM4V_OPS_H
+#define GLM4V_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "kernels/tensor.h"
+
+typedef enum glm_activation {
+    GLM_ACT_NONE = 0,
+    GLM_ACT_GELU, /* exact erf form: 0.5 x (1 + erf(x / sqrt 2)) */
+} glm_activation;
+
+/* Describes one varlen batch for decoder attention over the paged KV cache.
+ *
+ * Sequence s contributes query rows q_start[s] .. q_start[s+1]-1 of the step. Those queries are
+ * the LAST q_len = q_start[s+1]-q_start[s] positions of its ctx_len[s] cached keys (their K/V were
+ * stored by glm_op_kv_store earlier in the same step), so query i of sequence s attends keys
+ * 0 .. ctx_len[s] - q_len + i (causal). A prefill chunk has q_len > 1; a decode step has q_len 1.
+ * Key j of sequence s lives in cache slot block_table[s * max_blocks_per_seq + j / block_size] *
+ * block_size + j % block_size. */
+typedef struct glm_attn_batch {
+    int n_seqs;
+    int n_tokens;           /* q_start[n_seqs] */
+    int block_size;         /* tokens per KV block */
+    int max_blocks_per_seq; /* row stride of block_table */
+    int max_q_len;          /* upper bounds known on the host, for launch sizing; a captured */
+    int max_ctx_len;        /* graph passes capacities here so replays stay valid */
+    /* backend memory, GLM_I32 */
+    const int32_t *q_start;     /* [n_seqs + 1] */
+    const int32_t *ctx_len;     /* [n_seqs] */
+    const int32_t *block_table; /* [n_seqs * max_blocks_per_seq] */
+    /* the same q_start and ctx_len on the host, for backends that plan work on the CPU */
+    const int32_t *q_start_host;
+    const int32_t *ctx_len_host;
+} glm_attn_batch;
+
+/* Sampling parameters of one row of logits (see glm_op_sample). */
+typedef struct glm_sample_params {
+    float temperature; /* <= 0: greedy */
+    int top_k;         /* <= 0: off */
+    float top_p;       /* >= 1: off */
+    uint64_t seed;     /* per request; the step index is mixed in by the caller */
+    int n_logprobs;    /* top-n logprobs to return, 0: none */
+} glm_sample_params;
+
+typedef struct glm_backend glm_backend;
+
+typedef struct glm_backend_ops {
+    /* ---- memory ---- */
+    glm_status (*alloc)(glm_backend *be, size_t bytes, void **out);
+    void (*free)(glm_backend *be, void *ptr);
+    /* Host -> backend. The host buffer may be reused as soon as the call returns. */
+    void (*upload)(glm_backend *be, void *dst, const void *src_host, size_t bytes);
+    /* Backend -> host; waits for all queued work first. */
+    void (*download)(glm_backend *be, void *dst_host, const void *src, size_t bytes);
+    void (*copy)(glm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(glm_backend *be, void *dst, size_t bytes);
+    void (*synchronize)(glm_backend *be);
+    /* Free bytes of backend memory (for sizing the KV cache); SIZE_MAX when unbounded. */
+    size_t (*free_memory)(glm_backend *be);
+    /* The backend's stream (cudaStream_t) for communicators; NULL on the CPU. */
+    void *(*native_stream)(glm_backend *be);
+    void (*destroy)(glm_backend *be);
+
+    /* ---- dense math ---- */
+    /* y[M,N] = act(x[M,K] w[N,K]^T + bias[N]); bias may be NULL. */
+    void (*linear)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
+                   glm_activation act);
+    /* y = a + b, elementwise, same shapes; y may alias a or b. */
+    void (*add)(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);
+    /* x *= s in place. */
+    void (*scale)(glm_backend *be, glm_tensor x, float s);
+    /* y = gelu(x), exact erf form; y may alias x. */
+    void (*gelu)(glm_backend *be, glm_tensor y, glm_tensor x);
+    /* x is [M, 2F] = [a | b]; y[M, F] = silu(a) * b. */
+    void (*silu_mul)(glm_backend *be, glm_tensor y, glm_tensor x);
+
+    /* ---- normalization (row-wise over the last dim, float32 statistics) ---- */
+    /* y = w * x / sqrt(mean(x^2) + eps); y may alias x. */
+    void (*rmsnorm)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, float eps);
+    /* Fused residual: resid += delta; y = rmsnorm(resid). */
+    void (*add_rmsnorm)(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                        glm_tensor w, float eps);
+    /* y = (x - mean) / sqrt(var + eps) * w + b; y may alias x. */
+    void (*layernorm)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
+                      float eps);
+
+    /* ---- embedding and row movement ---- */
+    /* y[T, H] = table[ids[t] - vocab_start] for ids inside [vocab_start, vocab_start + rows of
+     * table), zero rows otherwise (other ranks' vocab shards, and image slots marked with -1). */
+    void (*embedding)(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
+                      int64_t vocab_start);
+    /* dst rows [dst_row, dst_row + n) = src rows [src_row, src_row + n); same row width. */
+    void (*copy_rows)(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor src,
+                      int64_t src_row, int64_t n_rows);
+    /* y[n, C] = x[idx[n], C]. */
+    void (*gather_rows)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx);
+
+    /* ---- decoder attention ---- */
+    /* GLM rotary in place on the q and k heads of a fused qkv row [T, (nq + 2 nkv) * head_dim]
+     * laid out [q heads | k heads | v heads]: within each head the first rope_dim dims rotate as
+     * interleaved pairs (d[2i], d[2i+1]) by angle pos[t] * theta^(-2i / rope_dim). */
+    void (*rope)(glm_backend *be, glm_tensor qkv, glm_tensor positions, int n_q_heads,
+                 int n_kv_heads, int head_dim, int rope_dim, float theta);
+    /* Store the k and v heads of each qkv row t into cache slot slots[t] of k_cache / v_cache,
+     * each [n_slots, n_kv_heads * head_dim]. */
+    void (*kv_store)(glm_backend *be, glm_tensor k_cache, glm_tensor v_cache, glm_tensor qkv,
+                     glm_tensor slots, int n_q_heads, int n_kv_heads, int head_dim);
+    /* out[T, nq * head_dim]: causal attention of the q heads of qkv over the paged cache as
+     * described by batch; query head n reads kv head n / (nq / nkv). */
+    void (*attention_paged)(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,
+                            glm_tensor v_cache, const glm_attn_batch *batch, int n_q_heads,
+                            int n_kv_heads, int head_dim, float scale);
+
+    /* ---- vision ---- */
+    /* Bidirectional attention within each of n_seqs sequences of seq_len rows of
+     * qkv [n_seqs * seq_len, 3 * n_heads * head_dim] laid out [q heads | k heads | v heads];
+     * out [n_seqs * seq_len, n_heads * head_dim]. */
+    void (*attention_full)(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_seqs,
+                           int seq_len, int n_heads, int head_dim, float scale);
+    /* im2col for the patch conv: pixels [n, C, S, S] -> y [n * g * g, C * p * p] with g = S / p,
+     * patches row-major over the grid, columns ordered (c, ky, kx) like the conv weight. */
+    void (*patchify)(glm_backend *be, glm_tensor y, glm_tensor pixels, int patch);
+    /* im2col for the 2x2 stride-2 conv over token rows: x [n * g * g, C] (grid row-major) ->
+     * y [n * (g/2) * (g/2), C * 4], columns ordered (c, ky, kx). */
+    void (*im2col_2x2)(glm_backend *be, glm_tensor y, glm_tensor x, int n_images, int grid);
+    /* y [n, 1 + P, C]: y[i, 0] = cls + pos[0], y[i, 1 + j] = patches[i * P + j] + pos[1 + j]. */
+    void (*vision_embed)(glm_backend *be, glm_tensor y, glm_tensor patches, glm_tensor cls,
+                         glm_tensor pos, int n_images);
+
+    /* ---- sampling (optional: NULL means the caller samples on the host) ---- */
+    /* For each row r of logits [R, V]: ids[r] (GLM_I32, host memory) drawn per params[r]; when
+     * logprobs is non-NULL it receives, per row, the chosen token's logprob followed by
+     * params[r].n_logprobs (id, logprob) pairs, host memory. */
+    void (*sample)(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_tensor logits,
+                   const glm_sample_params *params, int n_rows, uint64_t step);
+
+    /* ---- graphs (optional: NULL on backends that have none) ---- */
+    /* Capture the ops issued between begin and end under key; replay runs them again with the
+     * same pointers. Returns false (and captures nothing) when unsupported. */
+    bool (*graph_begin)(glm_backend *be, int key);
+    void (*graph_end)(glm_backend *be, int key);
+    bool (*graph_replay)(glm_backend *be, int key);
+} glm_backend_ops;
+
+struct glm_backend {
+    const glm_backend_ops *ops;
+    const char *name;       /* "cpu", "cuda" */
+    glm_dtype weight_dtype; /* weights are converted to this when loaded */
+    glm_dtype act_dtype;    /* activations and the KV cache */
+    glm_status status;      /* sticky: first failure of a compute op */
+    glm_error err;
+    void *impl;
+};
+
+/* Backend constructors. device_index selects the GPU (the MPI local rank). */
+glm_status glm_backend_cpu_create(int n_threads, glm_backend **out, glm_error *err);
+glm_status glm_backend_cuda_create(int device_index, glm_backend **out, glm_error *err);
+glm_status glm_backend_create(const char *name, int device_index, glm_backend **out,
+                              glm_error *err);
+void glm_backend_destroy(glm_backend *be);
+
+/* Records the first op failure; later ops see be->status != GLM_OK and do nothing. */
+void glm_backend_fail(glm_backend *be, glm_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Returns the sticky status (copying its message into err) and clears it. */
+glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
+
+/* ---- wrappers the model calls: skip work once the backend has failed ---- */
+#define GLM_OP(be, name, ...)                                                                      \
+    do {                                                                                           \
+        if ((be)->status == GLM_OK) (be)->ops->name((be), __VA_ARGS__);                            \
+    } while (0)
+
+#define glm_op_linear(be, ...) GLM_OP(be, linear, __VA_ARGS__)
+#define glm_op_add(be, ...) GLM_OP(be, add, __VA_ARGS__)
+#define glm_op_scale(be, ...) GLM_OP(be, scale, __VA_ARGS__)
+#define glm_op_gelu(be, ...) GLM_OP(be, gelu, __VA_ARGS__)
+#define glm_op_silu_mul(be, ...) GLM_OP(be, silu_mul, __VA_ARGS__)
+#define glm_op_rmsnorm(be, ...) GLM_OP(be, rmsnorm, __VA_ARGS__)
+#define glm_op_add_rmsnorm(be, ...) GLM_OP(be, add_rmsnorm, __VA_ARGS__)
+#define glm_op_layernorm(be, ...) GLM_OP(be, layernorm, __VA_ARGS__)
+#define glm_op_embedding(be, ...) GLM_OP(be, embedding, __VA_ARGS__)
+#define glm_op_copy_rows(be, ...) GLM_OP(be, copy_rows, __VA_ARGS__)
+#define glm_op_gather_rows(be, ...) GLM_OP(be, gather_rows, __VA_ARGS__)
+#define glm_op_rope(be, ...) GLM_OP(be, rope, __VA_ARGS__)
+#define glm_op_kv_store(be, ...) GLM_OP(be, kv_store, __VA_ARGS__)
+#define glm_op_attention_paged(be, ...) GLM_OP(be, attention_paged, __VA_ARGS__)
+#define glm_op_attention_full(be, ...) GLM_OP(be, attention_full, __VA_ARGS__)
+#define glm_op_patchify(be, ...) GLM_OP(be, patchify, __VA_ARGS__)
+#define glm_op_im2col_2x2(be, ...) GLM_OP(be, im2col_2x2, __VA_ARGS__)
+#define glm_op_vision_embed(be, ...) GLM_OP(be, vision_embed, __VA_ARGS__)
+#define glm_op_upload(be, ...) GLM_OP(be, upload, __VA_ARGS__)
+#define glm_op_download(be, ...) GLM_OP(be, download, __VA_ARGS__)
+#define glm_op_copy(be, ...) GLM_OP(be, copy, __VA_ARGS__)
+#define glm_op_zero(be, ...) GLM_OP(be, zero, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,1 @@
+/* checkpoint: not written yet */

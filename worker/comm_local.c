@@ -1,0 +1,1 @@
+/* comm_local: not written yet */

@@ -1,0 +1,1 @@
+/* decoder: not written yet */

@@ -1,0 +1,1 @@
+/* shard_plan: not written yet */

@@ -1,0 +1,1 @@
+/* step_plan: not written yet */
