@@ -1,0 +1,1 @@
+/* replaced by generated glm4v.pb-c.c */
