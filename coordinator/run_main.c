@@ -1,1 +1,278 @@
-int main(void) { return 0; }
+/* glm4v-run: one request through the model, on one rank or a tensor-parallel group started by
+ * mpirun. Rank 0 reads the inputs and drives generation; the other ranks serve its step plans.
+ *
+ *   glm4v-run --model DIR [--device cpu|cuda] [--tp N] --input-ids 1,2,3 [--pixels F[:T]] ...
+ *
+ * Exit codes: 0 success, 1 runtime failure (loading, backend), 2 bad flags or inputs. */
+#include <errno.h>
+#include <getopt.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/generate.h"
+#include "coordinator/run_inputs.h"
+#include "worker/rank_context.h"
+#include "worker/safetensors.h"
+#include "worker/step_exec.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: glm4v-run --model DIR [options]\n"
+            "  --device cpu|cuda        compute backend (default cpu)\n"
+            "  --tp N                   tensor-parallel ranks (= mpirun -np N; default 1)\n"
+            "  --input-ids 1,2,3        prompt as token ids\n"
+            "  --prompt TEXT            prompt text (chat template applied)\n"
+            "  --system TEXT            system message\n"
+            "  --image FILE             JPEG/PNG/WebP image for the prompt\n"
+            "  --pixels FILE[:TENSOR]   preprocessed pixels [1,3,S,S] from a safetensors file\n"
+            "                           (tensor default: pixel_values)\n"
+            "  --max-new-tokens N       tokens to generate (default 32; 0: prefill only)\n"
+            "  --ignore-eos             do not stop at eos ids\n"
+            "  --dump-logits OUT        write logits [prompt positions, vocab] float32 to OUT\n"
+            "  --dump-pixels OUT        write the preprocessed image as pixel_values to OUT\n"
+            "  --json                   print one JSON object with the results\n"
+            "  --prefill-chunk N        prompt tokens per step (default 512)\n"
+            "  --random-weights SEED    random weights of the config's shape (benchmarks)\n"
+            "  --gpu-memory GIB         memory budget per rank (default: free minus a margin)\n"
+            "  --threads N              CPU threads per rank (default: OpenMP's)\n");
+}
+
+static int parse_int(const char *s, const char *flag, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "glm4v-run: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo,
+                hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Returns 0, or 2 for a usage error (message printed by rank 0). */
+static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank_options *ro)
+{
+    enum { O_IDS = 256, O_PIXELS, O_MAXNEW, O_IGNORE_EOS, O_DUMP_LOGITS, O_DUMP_PIXELS, O_JSON,
+           O_CHUNK, O_RANDOM, O_GPU_MEM, O_THREADS, O_PROMPT, O_SYSTEM, O_IMAGE, O_TP, O_DEVICE,
+           O_MODEL, O_HELP };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"device", required_argument, 0, O_DEVICE},
+        {"tp", required_argument, 0, O_TP},
+        {"input-ids", required_argument, 0, O_IDS},
+        {"prompt", required_argument, 0, O_PROMPT},
+        {"system", required_argument, 0, O_SYSTEM},
+        {"image", required_argument, 0, O_IMAGE},
+        {"pixels", required_argument, 0, O_PIXELS},
+        {"max-new-tokens", required_argument, 0, O_MAXNEW},
+        {"ignore-eos", no_argument, 0, O_IGNORE_EOS},
+        {"dump-logits", required_argument, 0, O_DUMP_LOGITS},
+        {"dump-pixels", required_argument, 0, O_DUMP_PIXELS},
+        {"json", no_argument, 0, O_JSON},
+        {"prefill-chunk", required_argument, 0, O_CHUNK},
+        {"random-weights", required_argument, 0, O_RANDOM},
+        {"gpu-memory", required_argument, 0, O_GPU_MEM},
+        {"threads", required_argument, 0, O_THREADS},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    memset(a, 0, sizeof(*a));
+    memset(ro, 0, sizeof(*ro));
+    ro->device = "cpu";
+    ro->tp = 1;
+    a->max_new_tokens = 32;
+    a->prefill_chunk = 512;
+    opterr = 0;
+    long v;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: ro->model_dir = optarg; break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+                if (!rank) fprintf(stderr, "glm4v-run: --device must be cpu or cuda\n");
+                return 2;
+            }
+            ro->device = optarg;
+            break;
+        case O_TP:
+            if (parse_int(optarg, "--tp", 1, 64, &v)) return 2;
+            ro->tp = (int)v;
+            break;
+        case O_IDS: a->input_ids = optarg; break;
+        case O_PROMPT: a->prompt = optarg; break;
+        case O_SYSTEM: a->system = optarg; break;
+        case O_IMAGE: a->image = optarg; break;
+        case O_PIXELS: a->pixels = optarg; break;
+        case O_MAXNEW:
+            if (parse_int(optarg, "--max-new-tokens", 0, 1 << 20, &v)) return 2;
+            a->max_new_tokens = (int)v;
+            break;
+        case O_IGNORE_EOS: a->ignore_eos = true; break;
+        case O_DUMP_LOGITS: a->dump_logits = optarg; break;
+        case O_DUMP_PIXELS: a->dump_pixels = optarg; break;
+        case O_JSON: a->json = true; break;
+        case O_CHUNK:
+            if (parse_int(optarg, "--prefill-chunk", 1, 1 << 16, &v)) return 2;
+            a->prefill_chunk = (int)v;
+            break;
+        case O_RANDOM:
+            if (parse_int(optarg, "--random-weights", 0, 0x7fffffff, &v)) return 2;
+            ro->model.use_random_weights = 1;
+            ro->model.random_seed = (uint64_t)v;
+            break;
+        case O_GPU_MEM:
+            ro->gpu_memory_gib = strtod(optarg, NULL);
+            if (ro->gpu_memory_gib <= 0) {
+                if (!rank) fprintf(stderr, "glm4v-run: --gpu-memory expects a positive GiB\n");
+                return 2;
+            }
+            break;
+        case O_THREADS:
+            if (parse_int(optarg, "--threads", 1, 1024, &v)) return 2;
+            ro->cpu_threads = (int)v;
+            break;
+        case O_HELP:
+            if (!rank) usage(stdout);
+            exit(0);
+        default:
+            if (!rank) {
+                fprintf(stderr, "glm4v-run: unknown or incomplete option '%s'\n",
+                        argv[optind - 1]);
+                usage(stderr);
+            }
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        if (!rank) fprintf(stderr, "glm4v-run: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!ro->model_dir) {
+        if (!rank) fprintf(stderr, "glm4v-run: --model DIR is required\n");
+        return 2;
+    }
+    if (!a->input_ids == !a->prompt) {
+        if (!rank) fprintf(stderr, "glm4v-run: give exactly one of --input-ids and --prompt\n");
+        return 2;
+    }
+    if (a->image && a->pixels) {
+        if (!rank) fprintf(stderr, "glm4v-run: give --image or --pixels, not both\n");
+        return 2;
+    }
+    if (a->input_ids && (a->image || a->system)) {
+        if (!rank)
+            fprintf(stderr, "glm4v-run: --image and --system need --prompt (with --input-ids, "
+                            "give preprocessed --pixels and the image ids yourself)\n");
+        return 2;
+    }
+    return 0;
+}
+
+static int write_logits(const char *path, const float *logits, int rows, int vocab)
+{
+    glm_st_write_tensor t = {.name = "logits", .dtype = GLM_F32, .ndim = 2,
+                             .shape = {rows, vocab}, .data = logits};
+    glm_error err = {0};
+    if (glm_safetensors_write(path, &t, 1, &err)) {
+        fprintf(stderr, "glm4v-run: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* Rank 0: inputs -> generation -> output. Returns the process exit code. */
+static int drive(glm_rank_context *ctx, glm_run_args *a)
+{
+    glm_error err = {0};
+    glm_run_inputs in = {0};
+    int code = 0;
+    glm_status st = glm_run_inputs_prepare(a, &ctx->cfg, glm_model_image_rows(ctx->model), &in,
+                                           &err);
+    int spliced = 0;
+    glm_generate_request req = {.max_new_tokens = a->max_new_tokens,
+                                .ignore_eos = a->ignore_eos,
+                                .prefill_chunk = a->prefill_chunk};
+    if (!st) {
+        req.ids = in.ids;
+        req.n_ids = in.n_ids;
+        req.pixels = in.pixels;
+        st = glm_generate_validate(ctx->model, &req, &spliced, &err);
+    }
+    if (st) {
+        fprintf(stderr, "glm4v-run: %s\n", err.msg);
+        glm_run_inputs_free(&in);
+        return 2;
+    }
+    if (a->dump_logits &&
+        !(req.dump_logits = malloc(sizeof(float) * (size_t)spliced * ctx->cfg.padded_vocab_size))) {
+        fprintf(stderr, "glm4v-run: out of memory for %d x %d logits\n", spliced,
+                ctx->cfg.padded_vocab_size);
+        glm_run_inputs_free(&in);
+        return 1;
+    }
+    glm_generate_result res;
+    st = glm_generate(ctx->model, &ctx->world, &req, &res, &err);
+    if (st) {
+        fprintf(stderr, "glm4v-run: %s\n", err.msg);
+        code = st == GLM_ERR_INVALID_ARG || st == GLM_ERR_LIMIT ? 2 : 1;
+    } else {
+        if (a->dump_logits)
+            code = write_logits(a->dump_logits, req.dump_logits, spliced,
+                                ctx->cfg.padded_vocab_size);
+        glm_run_print_result(a, &in, &res, stdout);
+        glm_generate_result_free(&res);
+    }
+    free(req.dump_logits);
+    glm_run_inputs_free(&in);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+
+    glm_run_args args;
+    glm_rank_options ro;
+    int code = parse_args(argc, argv, rank, &args, &ro);
+    if (code) {
+        MPI_Finalize();
+        return code;
+    }
+    glm_model_options_default(&ro.model);
+    ro.model.max_seqs = 1;
+    ro.model.max_step_tokens = args.prefill_chunk;
+    ro.model.max_logit_rows = args.dump_logits ? args.prefill_chunk : 1;
+    ro.model.image_pool_slots = 1;
+
+    glm_rank_context ctx;
+    glm_error err = {0};
+    glm_status st = glm_rank_context_create(&ro, &ctx, &err);
+    if (st) {
+        fprintf(stderr, "glm4v-run: rank %d: %s\n", rank, err.msg);
+        MPI_Finalize();
+        return st == GLM_ERR_INVALID_ARG ? 2 : 1;
+    }
+    if (rank == 0) {
+        char line[512];
+        glm_shard_plan_describe(&ctx.cfg, glm_model_shard_plan(ctx.model), line, sizeof(line));
+        if (ctx.size > 1) fprintf(stderr, "glm4v-run: %s\n", line);
+        glm_model_describe_memory(ctx.model, line, sizeof(line));
+        fprintf(stderr, "glm4v-run: %s\n", line);
+        code = drive(&ctx, &args);
+        if (glm_step_shutdown(&ctx.world, &err)) code = 1;
+    } else if (glm_worker_serve(ctx.model, &ctx.world, &err)) {
+        fprintf(stderr, "glm4v-run: rank %d: %s\n", rank, err.msg);
+        code = 1;
+    }
+    glm_rank_context_destroy(&ctx);
+    MPI_Finalize();
+    return code;
+}

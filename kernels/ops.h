@@ -58,6 +58,11 @@ typedef struct glm_attn_batch {
 } glm_attn_batch;
 
 /* Sampling parameters of one row of logits (see glm_op_sample). */
+/* Per-row capacity of the logprobs output of sample: row r starts at r * GLM_LOGPROBS_STRIDE and
+ * holds [chosen logprob, id0, lp0, id1, lp1, ...] (ids stored as float, exact below 2^24). */
+#define GLM_SAMPLE_MAX_LOGPROBS 20
+#define GLM_LOGPROBS_STRIDE (1 + 2 * GLM_SAMPLE_MAX_LOGPROBS)
+
 typedef struct glm_sample_params {
     float temperature; /* <= 0: greedy */
     int top_k;         /* <= 0: off */
@@ -151,6 +156,12 @@ typedef struct glm_backend_ops {
     void (*vision_embed)(glm_backend *be, glm_tensor y, glm_tensor patches, glm_tensor cls,
                          glm_tensor pos, int n_images);
 
+    /* ---- weight initialisation ---- */
+    /* Fills t with mean + std * N(0,1) from a counter-based generator keyed by seed, so a full-size
+     * model can be made on the device in seconds without a checkpoint (benchmarks). std == 0 gives
+     * a constant. */
+    void (*fill_normal)(glm_backend *be, glm_tensor t, uint64_t seed, float mean, float std);
+
     /* ---- sampling (optional: NULL means the caller samples on the host) ---- */
     /* For each row r of logits [R, V]: ids[r] (GLM_I32, host memory) drawn per params[r]; when
      * logprobs is non-NULL it receives, per row, the chosen token's logprob followed by
@@ -171,6 +182,7 @@ struct glm_backend {
     const char *name;       /* "cpu", "cuda" */
     glm_dtype weight_dtype; /* weights are converted to this when loaded */
     glm_dtype act_dtype;    /* activations and the KV cache */
+    bool host_memory;       /* backend memory is plain host memory (loader may write into it) */
     glm_status status;      /* sticky: first failure of a compute op */
     glm_error err;
     void *impl;
@@ -213,6 +225,7 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
 #define glm_op_patchify(be, ...) GLM_OP(be, patchify, __VA_ARGS__)
 #define glm_op_im2col_2x2(be, ...) GLM_OP(be, im2col_2x2, __VA_ARGS__)
 #define glm_op_vision_embed(be, ...) GLM_OP(be, vision_embed, __VA_ARGS__)
+#define glm_op_fill_normal(be, ...) GLM_OP(be, fill_normal, __VA_ARGS__)
 #define glm_op_upload(be, ...) GLM_OP(be, upload, __VA_ARGS__)
 #define glm_op_download(be, ...) GLM_OP(be, download, __VA_ARGS__)
 #define glm_op_copy(be, ...) GLM_OP(be, copy, __VA_ARGS__)

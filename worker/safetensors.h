@@ -8,6 +8,7 @@
 #ifndef GLM4V_SAFETENSORS_H
 #define GLM4V_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,11 +23,16 @@ typedef struct glm_st_tensor {
     const void *data; /* inside the mapping; valid until the file is closed */
     size_t bytes;
     const char *file; /* path of the file that holds it, for messages */
+    bool mapped;      /* data lies in a read-only file mapping: pages may be dropped after reading */
 } glm_st_tensor;
 
 typedef struct glm_safetensors glm_safetensors;
 
 glm_status glm_safetensors_open(const char *path, glm_safetensors **out, glm_error *err);
+/* Same validation over a file image already in memory (bytes[0..size) is the whole file; the
+ * caller keeps it alive until close). name is used in messages. Used by tests and the fuzzer. */
+glm_status glm_safetensors_open_memory(const void *bytes, size_t size, const char *name,
+                                       glm_safetensors **out, glm_error *err);
 void glm_safetensors_close(glm_safetensors *st);
 size_t glm_safetensors_count(const glm_safetensors *st);
 const glm_st_tensor *glm_safetensors_at(const glm_safetensors *st, size_t index);

@@ -1,1 +1,131 @@
-/* vision: not written yet */
+/* The EVA2-CLIP vision tower and GLU projector, tensor-parallel, written against the op interface.
+ *
+ * pixels -> patch conv -> [cls | patches] + positions -> N post-normalized layers ->
+ * drop cls -> 2x2 conv -> linear_proj -> LayerNorm -> GELU -> SwiGLU -> [boi | tokens | eoi] / 8
+ * into the image pool. Row-parallel GEMMs are summed with one all-reduce each; their biases are
+ * added by rank 0 alone so the sum counts them once. */
+#include "worker/model_internal.h"
+
+#include <math.h>
+
+/* Rows of a scratch tensor actually in use this batch. */
+static glm_tensor rows_of(const glm_tensor *t, int64_t n)
+{
+    return glm_tensor_row_view(t, 0, n);
+}
+
+static glm_status allreduce(glm_model *m, glm_tensor t, glm_error *err)
+{
+    if (m->comm->size == 1) return GLM_OK;
+    glm_status st =
+        m->comm->ops->allreduce_sum(m->comm, t.data, (size_t)glm_tensor_numel(&t), t.dtype);
+    if (st) return glm_fail(err, st, "vision all-reduce: %s", m->comm->err.msg);
+    return GLM_OK;
+}
+
+/* x += LN(row-parallel GEMM of `in` summed over ranks). */
+static glm_status residual_branch(glm_model *m, glm_tensor x, glm_tensor in, glm_tensor w,
+                                  const glm_tensor *bias, glm_tensor ln_w, glm_tensor ln_b,
+                                  glm_tensor delta, glm_error *err)
+{
+    glm_backend *be = m->be;
+    const glm_tensor *b = m->plan.tp_rank == 0 ? bias : NULL;
+    glm_op_linear(be, delta, in, w, b, GLM_ACT_NONE);
+    glm_status st = allreduce(m, delta, err);
+    if (st) return st;
+    glm_op_layernorm(be, delta, delta, ln_w, ln_b, m->cfg.vision.layer_norm_eps);
+    glm_op_add(be, x, x, delta);
+    return GLM_OK;
+}
+
+static glm_status vision_layer(glm_model *m, const glm_vision_layer_weights *L, int n_images,
+                               int64_t rows, glm_error *err)
+{
+    glm_backend *be = m->be;
+    const glm_vision_config *v = &m->cfg.vision;
+    vision_scratch *s = &m->vs;
+    int seq = (int)(rows / n_images), head_dim = v->hidden_size / v->num_heads;
+    glm_tensor x = rows_of(&s->x, rows), delta = rows_of(&s->delta, rows);
+
+    glm_tensor qkv = rows_of(&s->qkv, rows), attn = rows_of(&s->attn, rows);
+    glm_op_linear(be, qkv, x, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
+    glm_op_attention_full(be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
+                          1.0f / sqrtf((float)head_dim));
+    glm_status st = residual_branch(m, x, attn, L->dense_w, &L->dense_b, L->ln_in_w, L->ln_in_b,
+                                    delta, err);
+    if (st) return st;
+
+    glm_tensor mlp = rows_of(&s->mlp, rows);
+    glm_op_linear(be, mlp, x, L->fc1_w, &L->fc1_b, GLM_ACT_GELU);
+    return residual_branch(m, x, mlp, L->fc2_w, &L->fc2_b, L->ln_post_w, L->ln_post_b, delta, err);
+}
+
+/* conv 2x2 -> linear_proj -> LayerNorm -> GELU -> silu(gate) * up -> down, on n * (g/2)^2 rows. */
+static glm_status projector(glm_model *m, int n_images, int grid, glm_error *err)
+{
+    glm_backend *be = m->be;
+    vision_scratch *s = &m->vs;
+    const glm_weights *w = &m->w;
+    int64_t rows = (int64_t)n_images * (grid / 2) * (grid / 2);
+    glm_tensor tokens = rows_of(&s->tokens, (int64_t)n_images * grid * grid);
+    glm_tensor cols = rows_of(&s->cols, rows), conv = rows_of(&s->conv, rows);
+    glm_tensor proj = rows_of(&s->proj, rows), gate_up = rows_of(&s->gate_up, rows);
+    glm_tensor act = rows_of(&s->act, rows);
+
+    glm_op_im2col_2x2(be, cols, tokens, n_images, grid);
+    glm_op_linear(be, conv, cols, w->conv_w, &w->conv_b, GLM_ACT_NONE);
+    glm_op_linear(be, proj, conv, w->proj_w, NULL, GLM_ACT_NONE);
+    glm_status st = allreduce(m, proj, err);
+    if (st) return st;
+    glm_op_layernorm(be, proj, proj, w->norm1_w, w->norm1_b, 1e-5f); /* nn.LayerNorm default */
+    glm_op_gelu(be, proj, proj);
+    glm_op_linear(be, gate_up, proj, w->gate_up_w, NULL, GLM_ACT_NONE);
+    glm_op_silu_mul(be, act, gate_up);
+    glm_op_linear(be, proj, act, w->down_w, NULL, GLM_ACT_NONE);
+    return allreduce(m, proj, err);
+}
+
+glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, glm_error *err)
+{
+    glm_backend *be = m->be;
+    const glm_vision_config *v = &m->cfg.vision;
+    vision_scratch *s = &m->vs;
+    const glm_weights *w = &m->w;
+    int grid = v->image_size / v->patch_size;
+    int64_t n_patches = (int64_t)grid * grid, seq = 1 + n_patches, rows = n_images * seq;
+
+    glm_tensor pixels = glm_tensor_4d(be->act_dtype, n_images, v->in_channels, v->image_size,
+                                      v->image_size, s->pixels.data);
+    glm_tensor patches = rows_of(&s->patches, n_images * n_patches);
+    glm_tensor patch_out = rows_of(&s->patch_out, n_images * n_patches);
+    glm_op_patchify(be, patches, pixels, v->patch_size);
+    glm_op_linear(be, patch_out, patches, w->patch_w, &w->patch_b, GLM_ACT_NONE);
+    glm_tensor x3 = glm_tensor_3d(be->act_dtype, n_images, seq, v->hidden_size, s->x.data);
+    glm_op_vision_embed(be, x3, patch_out, w->cls, w->pos, n_images);
+
+    for (int j = 0; j < v->num_layers; j++) {
+        glm_status st = vision_layer(m, &w->vlayers[j], n_images, rows, err);
+        if (st) return st;
+    }
+
+    /* drop each image's cls row */
+    for (int i = 0; i < n_images; i++)
+        glm_op_copy_rows(be, s->tokens, (int64_t)i * n_patches, s->x, (int64_t)i * seq + 1,
+                         n_patches);
+    glm_status st = projector(m, n_images, grid, err);
+    if (st) return st;
+
+    /* [boi | tokens | eoi] / scaling_factor into each image's pool slot */
+    int64_t per_image = (int64_t)(grid / 2) * (grid / 2);
+    glm_tensor boi = glm_tensor_2d(be->act_dtype, 1, m->cfg.hidden_size, w->boi.data);
+    glm_tensor eoi = glm_tensor_2d(be->act_dtype, 1, m->cfg.hidden_size, w->eoi.data);
+    for (int i = 0; i < n_images; i++) {
+        int64_t base = (int64_t)slots[i] * m->image_rows;
+        glm_op_copy_rows(be, m->image_pool, base, boi, 0, 1);
+        glm_op_copy_rows(be, m->image_pool, base + 1, s->proj, i * per_image, per_image);
+        glm_op_copy_rows(be, m->image_pool, base + 1 + per_image, eoi, 0, 1);
+        glm_tensor slot = glm_tensor_row_view(&m->image_pool, base, m->image_rows);
+        glm_op_scale(be, slot, 1.0f / v->scaling_factor);
+    }
+    return glm_backend_take_error(be, err);
+}

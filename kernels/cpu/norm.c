@@ -1,1 +1,88 @@
-/* norm: not written yet */
+/* Row-wise normalization: RMSNorm (decoder), fused residual add + RMSNorm, LayerNorm (vision).
+ *
+ * Statistics are summed in double (cheap next to the GEMMs around them and it removes the
+ * summation order as a source of difference between backends); the normalized value is formed in
+ * float32 in the same order as the PyTorch reference: y = w * (x * rsqrt(ms + eps)). Every row is
+ * read completely before its output is written, so y may alias x. */
+#include <math.h>
+
+#include "kernels/cpu/cpu_internal.h"
+
+#define NORM_PARALLEL_MIN 16384
+
+static void rmsnorm_row(float *y, const float *x, const float *w, int64_t h, float eps)
+{
+    double ss = 0.0;
+    for (int64_t i = 0; i < h; i++)
+        ss += (double)x[i] * (double)x[i];
+    float ms = (float)(ss / (double)h);
+    float r = 1.0f / sqrtf(ms + eps);
+    for (int64_t i = 0; i < h; i++)
+        y[i] = w[i] * (x[i] * r);
+}
+
+static bool check_norm(glm_backend *be, const char *op, const glm_tensor *y, const glm_tensor *x,
+                       const glm_tensor *w)
+{
+    if (!cpu_expect_dtype(be, op, "x", x, GLM_F32)) return false;
+    int64_t rows = glm_tensor_rows(x), h = glm_tensor_cols(x);
+    return cpu_expect_matrix(be, op, "y", y, GLM_F32, rows, h) &&
+           cpu_expect_matrix(be, op, "w", w, GLM_F32, 1, h);
+}
+
+void cpu_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, float eps)
+{
+    if (!check_norm(be, "rmsnorm", &y, &x, &w)) return;
+    int64_t rows = glm_tensor_rows(&x), h = glm_tensor_cols(&x);
+    float *yd = y.data;
+    const float *xd = x.data, *wd = w.data;
+#pragma omp parallel for num_threads(cpu_threads(be)) if (rows * h > NORM_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        rmsnorm_row(yd + r * h, xd + r * h, wd, h, eps);
+}
+
+void cpu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                     glm_tensor w, float eps)
+{
+    const char *op = "add_rmsnorm";
+    if (!check_norm(be, op, &y, &resid, &w)) return;
+    int64_t rows = glm_tensor_rows(&resid), h = glm_tensor_cols(&resid);
+    if (!cpu_expect_matrix(be, op, "delta", &delta, GLM_F32, rows, h)) return;
+    float *yd = y.data, *rd = resid.data;
+    const float *dd = delta.data, *wd = w.data;
+#pragma omp parallel for num_threads(cpu_threads(be)) if (rows * h > NORM_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        float *rr = rd + r * h;
+        const float *dr = dd + r * h;
+        for (int64_t i = 0; i < h; i++)
+            rr[i] += dr[i];
+        rmsnorm_row(yd + r * h, rr, wd, h, eps);
+    }
+}
+
+void cpu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
+                   float eps)
+{
+    if (!check_norm(be, "layernorm", &y, &x, &w)) return;
+    int64_t rows = glm_tensor_rows(&x), h = glm_tensor_cols(&x);
+    if (!cpu_expect_matrix(be, "layernorm", "b", &b, GLM_F32, 1, h)) return;
+    float *yd = y.data;
+    const float *xd = x.data, *wd = w.data, *bd = b.data;
+#pragma omp parallel for num_threads(cpu_threads(be)) if (rows * h > NORM_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = xd + r * h;
+        float *yr = yd + r * h;
+        double sum = 0.0;
+        for (int64_t i = 0; i < h; i++)
+            sum += xr[i];
+        double mean = h ? sum / (double)h : 0.0;
+        double var = 0.0; /* two passes: biased variance without cancellation */
+        for (int64_t i = 0; i < h; i++)
+            var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+        var = h ? var / (double)h : 0.0;
+        float meanf = (float)mean;
+        float rstd = (float)(1.0 / sqrt(var + (double)eps));
+        for (int64_t i = 0; i < h; i++)
+            yr[i] = (xr[i] - meanf) * rstd * wd[i] + bd[i];
+    }
+}

@@ -1,0 +1,50 @@
+/* Redis connection helpers shared by the server queue (redis_queue.c) and the clients: URL parsing,
+ * connect + AUTH + SELECT, and the one checking helper for hiredis replies.
+ *
+ * Passwords never appear in an error message or a log line: messages name host:port/db only. */
+#ifndef GLM4V_REDIS_CONN_H
+#define GLM4V_REDIS_CONN_H
+
+#include "common/status.h"
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+
+typedef struct glm_redis_url {
+    char host[256];
+    int port;          /* 6379 when absent */
+    int db;            /* 0 when absent */
+    char user[128];    /* ACL user, "" for the default user */
+    char password[256];
+    bool has_password; /* the URL carried a password */
+} glm_redis_url;
+
+/* Parses redis://[[user]:password@]host[:port][/db] (also accepts a bare host[:port]). */
+glm_status glm_redis_url_parse(const char *url, glm_redis_url *out, glm_error *err);
+
+/* Connects, authenticates (password overrides the URL's when not NULL), selects the db and PINGs.
+ * Timeouts in ms; command_timeout_ms 0 = none. On failure *out is NULL. */
+glm_status glm_redis_connect(const glm_redis_url *url, const char *password, int connect_timeout_ms,
+                             int command_timeout_ms, redisContext **out, glm_error *err);
+
+/* Sets the socket timeout of c (ms; 0 = none). */
+void glm_redis_set_timeout(redisContext *c, int timeout_ms);
+
+/* The checking helper for every hiredis reply: GLM_OK when reply is not NULL, not an error and of
+ * expected_type (-1 = any non-error type; REDIS_REPLY_NIL is accepted where expected_type is
+ * REDIS_REPLY_ARRAY or REDIS_REPLY_STRING, as Redis answers "nothing" that way). Otherwise fills err
+ * with what + the cause and returns GLM_ERR_IO (connection lost: reply NULL, c->err set) or
+ * GLM_ERR_FORMAT (Redis error reply or unexpected type). Does not free the reply. */
+glm_status glm_redis_check(const redisContext *c, const redisReply *reply, int expected_type,
+                           const char *what, glm_error *err);
+
+#define REDIS_CHECK(ctx, reply, type, what, err) glm_redis_check((ctx), (reply), (type), (what), (err))
+
+/* True when reply is an error reply starting with prefix ("NOSCRIPT", "BUSYGROUP", "NOGROUP"). */
+bool glm_redis_is_error(const redisReply *reply, const char *prefix);
+
+/* Milliseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
+long long glm_now_mono_ms(void);
+long long glm_now_unix_ms(void);
+
+#endif

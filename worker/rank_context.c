@@ -1,0 +1,89 @@
+#include "worker/rank_context.h"
+
+#include <stdio.h>
+#include <string.h>
+
+glm_status glm_rank_agree(MPI_Comm comm, glm_status mine)
+{
+    int in = (int)mine, out = 0;
+    if (MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) return GLM_ERR_COMM;
+    return (glm_status)out;
+}
+
+static glm_status create_comm(const glm_rank_options *opt, glm_rank_context *ctx, glm_error *err)
+{
+    if (ctx->size == 1) return glm_comm_local_create(ctx->be, &ctx->comm, err);
+    if (strcmp(opt->device, "cuda") == 0) {
+#ifdef GLM4V_HAVE_CUDA
+        return glm_comm_nccl_create(ctx->be, &ctx->world, &ctx->comm, err);
+#else
+        return glm_fail(err, GLM_ERR_UNSUPPORTED, "this build has no NCCL");
+#endif
+    }
+    return glm_comm_mpi_create(ctx->be, &ctx->world, &ctx->comm, err);
+}
+
+static glm_status create_local(const glm_rank_options *opt, glm_rank_context *ctx, glm_error *err)
+{
+    glm_status st;
+    if (opt->tp != ctx->size)
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "--tp %d but mpirun started %d rank%s (use mpirun -np %d)", opt->tp,
+                        ctx->size, ctx->size == 1 ? "" : "s", opt->tp);
+    if ((st = glm_config_load(opt->model_dir, &ctx->cfg, err))) return st;
+    glm_shard_plan plan;
+    if ((st = glm_shard_plan_make(&ctx->cfg, ctx->rank, ctx->size, &plan, err))) return st;
+    if (strcmp(opt->device, "cpu") == 0)
+        st = glm_backend_cpu_create(opt->cpu_threads, &ctx->be, err);
+    else
+        st = glm_backend_create(opt->device, ctx->local_rank, &ctx->be, err);
+    if (st) return st;
+    if (!opt->model.use_random_weights && (st = glm_checkpoint_open(opt->model_dir, &ctx->ck, err)))
+        return st;
+    return GLM_OK;
+}
+
+glm_status glm_rank_context_create(const glm_rank_options *opt, glm_rank_context *ctx,
+                                   glm_error *err)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->world = MPI_COMM_WORLD;
+    MPI_Comm_rank(ctx->world, &ctx->rank);
+    MPI_Comm_size(ctx->world, &ctx->size);
+    MPI_Comm node;
+    MPI_Comm_split_type(ctx->world, MPI_COMM_TYPE_SHARED, ctx->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &ctx->local_rank);
+    MPI_Comm_free(&node);
+
+    /* steps that may fail on one rank alone are followed by an agreement, so no rank waits in a
+     * collective that a failed peer will never enter */
+    glm_status st = create_local(opt, ctx, err);
+    glm_status all = glm_rank_agree(ctx->world, st);
+    if (!st && all) st = glm_fail(err, all, "another rank failed to start");
+    if (!st) {
+        st = create_comm(opt, ctx, err);
+        all = glm_rank_agree(ctx->world, st);
+        if (!st && all) st = glm_fail(err, all, "another rank failed to start");
+    }
+    if (!st) {
+        glm_model_options mo = opt->model;
+        if (opt->gpu_memory_gib > 0) mo.total_memory_bytes = (size_t)(opt->gpu_memory_gib * (1 << 30));
+        st = glm_model_create(&ctx->cfg, &mo, ctx->ck, ctx->be, ctx->comm, &ctx->model, err);
+        all = glm_rank_agree(ctx->world, st);
+        if (!st && all) st = glm_fail(err, all, "another rank failed to load its shard");
+    }
+    if (st) glm_rank_context_destroy(ctx);
+    return st;
+}
+
+void glm_rank_context_destroy(glm_rank_context *ctx)
+{
+    glm_model_destroy(ctx->model);
+    glm_checkpoint_close(ctx->ck);
+    glm_comm_destroy(ctx->comm);
+    glm_backend_destroy(ctx->be);
+    ctx->model = NULL;
+    ctx->ck = NULL;
+    ctx->comm = NULL;
+    ctx->be = NULL;
+}

@@ -1,0 +1,42 @@
+/* Everything one MPI rank of a replica holds: its place in the group, its backend (the GPU of
+ * its local rank, or the CPU), the communicator, the config, the mapped checkpoint and the model
+ * shard. glm4v-run and glm4v-serve set a rank up the same way through this. */
+#ifndef GLM4V_RANK_CONTEXT_H
+#define GLM4V_RANK_CONTEXT_H
+
+#include <mpi.h>
+
+#include "worker/checkpoint.h"
+#include "worker/comm.h"
+#include "worker/config.h"
+#include "worker/model.h"
+
+typedef struct glm_rank_options {
+    const char *model_dir;
+    const char *device; /* "cpu" or "cuda" */
+    int tp;             /* must equal the MPI world size */
+    int cpu_threads;    /* 0: OpenMP default */
+    double gpu_memory_gib; /* 0: free memory minus a margin */
+    glm_model_options model;
+} glm_rank_options;
+
+typedef struct glm_rank_context {
+    MPI_Comm world;
+    int rank, size, local_rank;
+    glm_backend *be;
+    glm_comm *comm;
+    glm_model_config cfg;
+    glm_checkpoint *ck;
+    glm_model *model;
+} glm_rank_context;
+
+/* Collective: every rank calls it; all succeed or all return the same failure (each rank's own
+ * message in err; ranks that were fine report that a peer failed). */
+glm_status glm_rank_context_create(const glm_rank_options *opt, glm_rank_context *ctx,
+                                   glm_error *err);
+void glm_rank_context_destroy(glm_rank_context *ctx);
+
+/* Collective agreement on a status: the worst (highest) code across the group. */
+glm_status glm_rank_agree(MPI_Comm comm, glm_status mine);
+
+#endif

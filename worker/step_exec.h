@@ -1,0 +1,20 @@
+/* Running steps across the tensor-parallel group. Rank 0 (the coordinator) calls
+ * glm_step_execute with a plan it built; every other rank sits in glm_worker_serve, which receives
+ * the same plans by MPI_Bcast and runs them, until rank 0 sends a shutdown plan. */
+#ifndef GLM4V_STEP_EXEC_H
+#define GLM4V_STEP_EXEC_H
+
+#include "worker/model.h"
+#include "worker/step_plan.h"
+
+/* Rank 0: broadcast plan, encode its new images (pixels_host [n_images, C, S, S]), run the
+ * decoder step, return logits [n_logit_rows, vocab] in logits_host. mpi_comm may be NULL for a
+ * single rank. */
+glm_status glm_step_execute(glm_model *m, glm_step_plan *plan, const float *pixels_host,
+                            float *logits_host, const void *mpi_comm, glm_error *err);
+/* Rank 0: tells the other ranks to leave glm_worker_serve. */
+glm_status glm_step_shutdown(const void *mpi_comm, glm_error *err);
+/* Ranks > 0: run plans until shutdown. */
+glm_status glm_worker_serve(glm_model *m, const void *mpi_comm, glm_error *err);
+
+#endif
