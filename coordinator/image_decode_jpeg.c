@@ -42,7 +42,8 @@ static void fail_with_message(j_common_ptr cinfo, glm_status status)
 static void on_error_exit(j_common_ptr cinfo)
 {
     switch (cinfo->err->msg_code) {
-    case JERR_EMPTY_IMAGE: /* height 0 in SOF (DNL marker), which Pillow rejects as well */
+    case JERR_EMPTY_IMAGE:    /* height 0 in SOF (DNL marker), which Pillow rejects as well */
+    case JERR_IMAGE_TOO_BIG:  /* a side over libjpeg's 65500 */
         fail_with_message(cinfo, GLM_ERR_LIMIT);
         break;
     case JERR_BAD_PRECISION: /* 12-bit samples */

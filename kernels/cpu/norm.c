@@ -2,7 +2,8 @@
  *
  * Statistics are summed in double (cheap next to the GEMMs around them and it removes the
  * summation order as a source of difference between backends); the normalized value is formed in
- * float32 in the same order as the PyTorch reference: y = w * (x * rsqrt(ms + eps)). Every row is
+ * float32 in the same order as the PyTorch reference: y = w * (x * rsqrt(ms + eps)); LayerNorm
+ * centres and scales in double before the float32 affine step. Every row is
  * read completely before its output is written, so y may alias x. */
 #include <math.h>
 
@@ -80,9 +81,9 @@ void cpu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, gl
         for (int64_t i = 0; i < h; i++)
             var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
         var = h ? var / (double)h : 0.0;
-        float meanf = (float)mean;
-        float rstd = (float)(1.0 / sqrt(var + (double)eps));
+        double rstd = 1.0 / sqrt(var + (double)eps);
+        /* centre in double: x - mean cancels badly in float when the row has a large offset */
         for (int64_t i = 0; i < h; i++)
-            yr[i] = (xr[i] - meanf) * rstd * wd[i] + bd[i];
+            yr[i] = (float)(((double)xr[i] - mean) * rstd) * wd[i] + bd[i];
     }
 }

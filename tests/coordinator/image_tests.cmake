@@ -16,4 +16,4 @@ endif()
 
 # Benchmark helper for scripts/bench-image.sh (not a test).
 add_executable(test_image_bench test_image_bench.c)
-target_link_libraries(test_image_bench PRIVATE glm4v_coordinator)
+target_link_libraries(test_image_bench PRIVATE glm4v_coordinator glm4v_testutil)

@@ -1,1 +1,15 @@
-# redis tests
+# redis tests: the job codec needs nothing; the queue tests start their own redis-server
+# (Debian's, on 127.0.0.1, a free port, a temp dir) and stop it, even when they fail.
+set(_redis_dir ${CMAKE_CURRENT_LIST_DIR})
+add_library(glm4v_redis_fixture STATIC ${_redis_dir}/redis_fixture.c)
+target_link_libraries(glm4v_redis_fixture PUBLIC glm4v_testutil PkgConfig::HIREDIS)
+
+glm4v_add_test(test_job_codec SOURCES ${_redis_dir}/test_job_codec.c LIBS glm4v_redis
+  LABELS redis TIMEOUT 30)
+glm4v_add_test(test_redis_queue SOURCES ${_redis_dir}/test_redis_queue.c
+  LIBS glm4v_client glm4v_redis_fixture LABELS redis TIMEOUT 30)
+glm4v_add_test(test_redis_restart SOURCES ${_redis_dir}/test_redis_restart.c
+  LIBS glm4v_client glm4v_redis_fixture LABELS redis TIMEOUT 30)
+glm4v_add_test(test_redis_submit SOURCES ${_redis_dir}/test_redis_submit.c
+  LIBS glm4v_client glm4v_redis_fixture ARGS $<TARGET_FILE:glm4v-submit> LABELS redis TIMEOUT 30)
+add_dependencies(test_redis_submit glm4v-submit)

@@ -60,6 +60,21 @@ static char *read_text(const char *path, size_t *len)
     return text;
 }
 
+/* Our repair of the raw bytes must equal Node's lenient decoding; the record's text becomes the
+ * repaired bytes, since cJSON strings end at U+0000 and Node's text may contain it. */
+static void check_repair(record *r, size_t index)
+{
+    glm_bytes repaired = {0};
+    glm_utf8_sanitize(r->input.data, r->input.len, &repaired, NULL);
+    glm_bytes_append(&repaired, "", 0, NULL);
+    int has_nul = memchr(r->input.data, 0, r->input.len) != NULL;
+    size_t n = has_nul ? strlen(repaired.data) : repaired.len;
+    CHECK_MSG(n == r->text.len && memcmp(repaired.data, r->text.data, n) == 0,
+              "record %zu: our U+FFFD repair differs from Node's UTF-8 decoder", index + 1);
+    glm_bytes_free(&r->text);
+    r->text = repaired;
+}
+
 static record *read_corpus(const char *path, size_t *n_records)
 {
     size_t len;
@@ -86,6 +101,7 @@ static record *read_corpus(const char *path, size_t *n_records)
             if (cJSON_IsString(raw)) {
                 r->has_raw = 1;
                 base64_into(raw->valuestring, &r->input);
+                check_repair(r, n - 1);
             } else {
                 glm_bytes_append(&r->input, r->text.data, r->text.len, NULL);
             }

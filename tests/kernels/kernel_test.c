@@ -15,7 +15,8 @@ glm_backend *kt_backend(int n_threads)
 
 void kt_poison(float *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
 }
 
 float *kt_poisoned(size_t n)
@@ -30,7 +31,8 @@ float *kt_random(test_rng *rng, size_t n, double scale)
 {
     float *p = malloc((n ? n : 1) * sizeof(float));
     if (!p) exit(2);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(scale * test_rng_normal(rng));
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)(scale * test_rng_normal(rng));
     return p;
 }
 
@@ -77,8 +79,8 @@ bool kt_equal(const char *what, const float *got, const float *ref, size_t n)
 
 void kt_expect_error(glm_backend *be, glm_status status, const char *what)
 {
-    CHECK_MSG(be->status == status, "%s: status %s, expected %s", what,
-              glm_status_name(be->status), glm_status_name(status));
+    CHECK_MSG(be->status == status, "%s: status %s, expected %s", what, glm_status_name(be->status),
+              glm_status_name(status));
     glm_error err = {0};
     glm_status taken = glm_backend_take_error(be, &err);
     CHECK_MSG(taken == status, "%s: take_error gave %s", what, glm_status_name(taken));

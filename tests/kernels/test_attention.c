@@ -14,14 +14,17 @@ static void attend_ref(double *out, const float *q, const float **keys, const fl
     double *s = kt_doubles((size_t)n), max = -INFINITY, sum = 0;
     for (int j = 0; j < n; j++) {
         double d = 0;
-        for (int i = 0; i < hd; i++) d += (double)q[i] * keys[j][i];
+        for (int i = 0; i < hd; i++)
+            d += (double)q[i] * keys[j][i];
         s[j] = d * scale;
         if (s[j] > max) max = s[j];
     }
-    for (int j = 0; j < n; j++) sum += (s[j] = exp(s[j] - max));
+    for (int j = 0; j < n; j++)
+        sum += (s[j] = exp(s[j] - max));
     for (int i = 0; i < hd; i++) {
         double acc = 0;
-        for (int j = 0; j < n; j++) acc += s[j] * vals[j][i];
+        for (int j = 0; j < n; j++)
+            acc += s[j] * vals[j][i];
         out[i] = acc / sum;
     }
     free(s);
@@ -59,7 +62,8 @@ static void check_paged(glm_backend *be, test_rng *rng, const paged_case *c)
     int pool = n_blocks_used + 3;
     int64_t n_slots = (int64_t)pool * bs;
     int32_t *blocks = malloc((size_t)pool * sizeof(int32_t));
-    for (int i = 0; i < pool; i++) blocks[i] = i;
+    for (int i = 0; i < pool; i++)
+        blocks[i] = i;
     shuffle(rng, blocks, pool);
     int32_t *table = malloc((size_t)(n_seqs * c->max_blocks) * sizeof(int32_t));
     int next = 0;
@@ -158,7 +162,8 @@ static void check_paged(glm_backend *be, test_rng *rng, const paged_case *c)
         kt_expect_error(be, GLM_ERR_SHAPE, "attention_paged ctx past the block table");
         ctx_len[0] = c->q_len[0] - 1;
         glm_op_attention_paged(be, outt, qkvt, kt, vt, &batch, c->nq, c->nkv, hd, scale);
-        kt_expect_error(be, c->q_len[0] > 0 ? GLM_ERR_SHAPE : GLM_OK, "attention_paged ctx < q_len");
+        kt_expect_error(be, c->q_len[0] > 0 ? GLM_ERR_SHAPE : GLM_OK,
+                        "attention_paged ctx < q_len");
         ctx_len[0] = c->ctx[0];
 
         batch.n_tokens = n_tokens + 1;
@@ -258,8 +263,14 @@ int main(void)
     for (int i = 0; i < 24; i++)
         random_paged(be, &rng, ratios[i % 6][0], ratios[i % 6][1], head_dims[i % 4]);
     /* one long decode context with a block size that does not divide it */
-    paged_case c = {.n_seqs = 2, .nq = 4, .nkv = 2, .hd = 128, .block_size = 7,
-                    .max_blocks = 300, .q_len = {1, 5}, .ctx = {2000, 900}};
+    paged_case c = {.n_seqs = 2,
+                    .nq = 4,
+                    .nkv = 2,
+                    .hd = 128,
+                    .block_size = 7,
+                    .max_blocks = 300,
+                    .q_len = {1, 5},
+                    .ctx = {2000, 900}};
     check_paged(be, &rng, &c);
     check_full(be, &rng, 1, 1, 1, 16);
     check_full(be, &rng, 2, 10, 4, 112);

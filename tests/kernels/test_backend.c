@@ -11,16 +11,16 @@ static void check_table(glm_backend *be)
     CHECK(be->status == GLM_OK);
     const glm_backend_ops *o = be->ops;
     void *required[] = {
-        (void *)o->alloc,       (void *)o->free,        (void *)o->upload,
-        (void *)o->download,    (void *)o->copy,        (void *)o->zero,
-        (void *)o->synchronize, (void *)o->free_memory, (void *)o->native_stream,
-        (void *)o->destroy,     (void *)o->linear,      (void *)o->add,
-        (void *)o->scale,       (void *)o->gelu,        (void *)o->silu_mul,
-        (void *)o->rmsnorm,     (void *)o->add_rmsnorm, (void *)o->layernorm,
-        (void *)o->embedding,   (void *)o->copy_rows,   (void *)o->gather_rows,
-        (void *)o->rope,        (void *)o->kv_store,    (void *)o->attention_paged,
-        (void *)o->attention_full, (void *)o->patchify, (void *)o->im2col_2x2,
-        (void *)o->vision_embed, (void *)o->sample,
+        (void *)o->alloc,          (void *)o->free,        (void *)o->upload,
+        (void *)o->download,       (void *)o->copy,        (void *)o->zero,
+        (void *)o->synchronize,    (void *)o->free_memory, (void *)o->native_stream,
+        (void *)o->destroy,        (void *)o->linear,      (void *)o->add,
+        (void *)o->scale,          (void *)o->gelu,        (void *)o->silu_mul,
+        (void *)o->rmsnorm,        (void *)o->add_rmsnorm, (void *)o->layernorm,
+        (void *)o->embedding,      (void *)o->copy_rows,   (void *)o->gather_rows,
+        (void *)o->rope,           (void *)o->kv_store,    (void *)o->attention_paged,
+        (void *)o->attention_full, (void *)o->patchify,    (void *)o->im2col_2x2,
+        (void *)o->vision_embed,   (void *)o->sample,
     };
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
         CHECK_MSG(required[i] != NULL, "op %zu is NULL", i);
@@ -40,7 +40,8 @@ static void check_memory(glm_backend *be)
     }
     enum { n = 1000 };
     unsigned char host[n], back[n];
-    for (int i = 0; i < n; i++) host[i] = (unsigned char)(i * 7 + 3);
+    for (int i = 0; i < n; i++)
+        host[i] = (unsigned char)(i * 7 + 3);
     void *a = NULL, *b = NULL;
     CHECK(be->ops->alloc(be, n, &a) == GLM_OK && be->ops->alloc(be, n, &b) == GLM_OK);
     glm_op_upload(be, a, host, (size_t)n);
@@ -49,12 +50,14 @@ static void check_memory(glm_backend *be)
     glm_op_download(be, back, b, (size_t)n);
     be->ops->synchronize(be);
     bool same = true;
-    for (int i = 0; i < n; i++) same &= back[i] == (unsigned char)(i * 7 + 3);
+    for (int i = 0; i < n; i++)
+        same &= back[i] == (unsigned char)(i * 7 + 3);
     CHECK(same);
     glm_op_zero(be, b, (size_t)n);
     glm_op_download(be, back, b, (size_t)n);
     bool zero = true;
-    for (int i = 0; i < n; i++) zero &= back[i] == 0;
+    for (int i = 0; i < n; i++)
+        zero &= back[i] == 0;
     CHECK(zero);
     be->ops->free(be, a);
     be->ops->free(be, b);

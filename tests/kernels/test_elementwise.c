@@ -14,7 +14,8 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t rows, int64_t col
     float *a = kt_random(rng, n, 2.0), *b = kt_random(rng, n, 2.0), *y = kt_poisoned(n);
     double *ref = kt_doubles(2 * n);
 
-    for (size_t i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
+    for (size_t i = 0; i < n; i++)
+        ref[i] = (double)a[i] + b[i];
     glm_op_add(be, glm_tensor_2d(GLM_F32, rows, cols, y), glm_tensor_2d(GLM_F32, rows, cols, a),
                glm_tensor_2d(GLM_F32, rows, cols, b));
     snprintf(what, sizeof(what), "add [%lld, %lld]", (long long)rows, (long long)cols);
@@ -27,12 +28,14 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t rows, int64_t col
     kt_close("add in place", a2, ref, n, 6e-8, 0);
 
     float s = (float)test_rng_normal(rng);
-    for (size_t i = 0; i < n; i++) ref[i] = (double)a2[i] * s;
+    for (size_t i = 0; i < n; i++)
+        ref[i] = (double)a2[i] * s;
     glm_op_scale(be, a2t, s);
     kt_close("scale", a2, ref, n, 6e-8, 0);
 
     kt_poison(y, n);
-    for (size_t i = 0; i < n; i++) ref[i] = 0.5 * a[i] * (1.0 + erf(a[i] / sqrt(2.0)));
+    for (size_t i = 0; i < n; i++)
+        ref[i] = 0.5 * a[i] * (1.0 + erf(a[i] / sqrt(2.0)));
     glm_op_gelu(be, glm_tensor_2d(GLM_F32, rows, cols, y), glm_tensor_2d(GLM_F32, rows, cols, a));
     snprintf(what, sizeof(what), "gelu [%lld, %lld]", (long long)rows, (long long)cols);
     kt_close(what, y, ref, n, 1e-6, 1e-7);

@@ -13,7 +13,7 @@ static void check_embedding(glm_backend *be, test_rng *rng, int64_t vocab_rows, 
     for (int64_t t = 0; t < n; t++) {
         /* ids inside the shard, in other shards, and -1 image slots */
         int kind = test_rng_int(rng, 0, 3);
-        ids[t] = kind == 0 ? -1
+        ids[t] = kind == 0   ? -1
                  : kind == 1 ? test_rng_int(rng, 0, (int)(vocab_start + 2 * vocab_rows))
                              : (int32_t)(vocab_start + test_rng_int(rng, 0, (int)vocab_rows - 1));
         int64_t row = ids[t] - vocab_start;

@@ -11,9 +11,11 @@ static void rms_ref(double *y, const float *x, const float *w, int64_t rows, int
 {
     for (int64_t r = 0; r < rows; r++) {
         double ss = 0;
-        for (int64_t i = 0; i < h; i++) ss += (double)x[r * h + i] * x[r * h + i];
+        for (int64_t i = 0; i < h; i++)
+            ss += (double)x[r * h + i] * x[r * h + i];
         double inv = 1.0 / sqrt(ss / (double)h + eps);
-        for (int64_t i = 0; i < h; i++) y[r * h + i] = (double)w[i] * x[r * h + i] * inv;
+        for (int64_t i = 0; i < h; i++)
+            y[r * h + i] = (double)w[i] * x[r * h + i] * inv;
     }
 }
 
@@ -25,7 +27,8 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t rows, int64_t h)
     float *x = kt_random(rng, n, 3.0), *w = kt_random(rng, (size_t)h, 1.0);
     float *b = kt_random(rng, (size_t)h, 1.0), *y = kt_poisoned(n);
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < h; i++) x[r * h + i] += (float)(10.0 * (r % 3));
+        for (int64_t i = 0; i < h; i++)
+            x[r * h + i] += (float)(10.0 * (r % 3));
     double *ref = kt_doubles(n);
     float eps = 1.5625e-07f;
 
@@ -39,7 +42,8 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t rows, int64_t h)
     /* add_rmsnorm: resid += delta exactly as a float add, then rmsnorm of the sum */
     float *resid = kt_random(rng, n, 1.0), *delta = kt_random(rng, n, 1.0);
     float *sum = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) sum[i] = resid[i] + delta[i];
+    for (size_t i = 0; i < n; i++)
+        sum[i] = resid[i] + delta[i];
     rms_ref(ref, sum, w, rows, h, eps);
     kt_poison(y, n);
     glm_op_add_rmsnorm(be, yt, glm_tensor_2d(GLM_F32, rows, h, resid),
@@ -50,9 +54,11 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t rows, int64_t h)
     /* layernorm, then in place */
     for (int64_t r = 0; r < rows; r++) {
         double mean = 0, var = 0;
-        for (int64_t i = 0; i < h; i++) mean += x[r * h + i];
+        for (int64_t i = 0; i < h; i++)
+            mean += x[r * h + i];
         mean /= (double)h;
-        for (int64_t i = 0; i < h; i++) var += (x[r * h + i] - mean) * (x[r * h + i] - mean);
+        for (int64_t i = 0; i < h; i++)
+            var += (x[r * h + i] - mean) * (x[r * h + i] - mean);
         var /= (double)h;
         for (int64_t i = 0; i < h; i++)
             ref[r * h + i] = (x[r * h + i] - mean) / sqrt(var + 1e-6) * w[i] + b[i];

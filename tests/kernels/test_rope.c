@@ -14,9 +14,11 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t n_tokens, int nq,
     float *qkv = kt_random(rng, n, 1.0), *orig = malloc(n * sizeof(float));
     memcpy(orig, qkv, n * sizeof(float));
     int32_t *pos = malloc((size_t)n_tokens * sizeof(int32_t));
-    for (int64_t t = 0; t < n_tokens; t++) pos[t] = test_rng_int(rng, 0, max_pos);
+    for (int64_t t = 0; t < n_tokens; t++)
+        pos[t] = test_rng_int(rng, 0, max_pos);
     double *ref = kt_doubles(n);
-    for (size_t i = 0; i < n; i++) ref[i] = orig[i];
+    for (size_t i = 0; i < n; i++)
+        ref[i] = orig[i];
     for (int64_t t = 0; t < n_tokens; t++)
         for (int h = 0; h < nq + nkv; h++) {
             double *x = ref + t * width + (int64_t)h * hd;
@@ -53,18 +55,19 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t n_tokens, int nq,
 static void check_identity(glm_backend *be)
 {
     float row[3 * 8];
-    for (int i = 0; i < 24; i++) row[i] = (float)(i + 1);
+    for (int i = 0; i < 24; i++)
+        row[i] = (float)(i + 1);
     float copy[24];
     memcpy(copy, row, sizeof(row));
     int32_t pos = 0;
-    glm_op_rope(be, glm_tensor_2d(GLM_F32, 1, 24, row), glm_tensor_1d(GLM_I32, 1, &pos), 1, 1, 8,
-                8, 10000.0f);
+    glm_op_rope(be, glm_tensor_2d(GLM_F32, 1, 24, row), glm_tensor_1d(GLM_I32, 1, &pos), 1, 1, 8, 8,
+                10000.0f);
     kt_equal("rope at position 0", row, copy, 24);
     /* pair 0 has inv_freq 1: angle = pos exactly */
     float pair[3 * 2] = {1.0f, 0.0f, 0.0f, 1.0f, 5.0f, 6.0f};
     pos = 1;
-    glm_op_rope(be, glm_tensor_2d(GLM_F32, 1, 6, pair), glm_tensor_1d(GLM_I32, 1, &pos), 1, 1, 2,
-                2, 10000.0f);
+    glm_op_rope(be, glm_tensor_2d(GLM_F32, 1, 6, pair), glm_tensor_1d(GLM_I32, 1, &pos), 1, 1, 2, 2,
+                10000.0f);
     double ref[6] = {cos(1.0), sin(1.0), -sin(1.0), cos(1.0), 5.0, 6.0};
     kt_close("rope of unit vectors", pair, ref, 6, 1e-7, 1e-7);
 }
@@ -73,17 +76,17 @@ static void check_errors(glm_backend *be)
 {
     float buf[64] = {0};
     int32_t pos[2] = {0, 1};
-    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 16, buf), glm_tensor_1d(GLM_I32, 2, pos), 2, 1, 4,
-                3, 10000.0f);
+    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 16, buf), glm_tensor_1d(GLM_I32, 2, pos), 2, 1, 4, 3,
+                10000.0f);
     kt_expect_error(be, GLM_ERR_SHAPE, "rope odd rope_dim");
-    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 16, buf), glm_tensor_1d(GLM_I32, 2, pos), 2, 1, 4,
-                8, 10000.0f);
+    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 16, buf), glm_tensor_1d(GLM_I32, 2, pos), 2, 1, 4, 8,
+                10000.0f);
     kt_expect_error(be, GLM_ERR_SHAPE, "rope rope_dim > head_dim");
-    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 12, buf), glm_tensor_1d(GLM_I32, 2, pos), 2, 1, 4,
-                4, 10000.0f);
+    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 12, buf), glm_tensor_1d(GLM_I32, 2, pos), 2, 1, 4, 4,
+                10000.0f);
     kt_expect_error(be, GLM_ERR_SHAPE, "rope qkv width");
-    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 16, buf), glm_tensor_1d(GLM_I32, 1, pos), 2, 1, 4,
-                4, 10000.0f);
+    glm_op_rope(be, glm_tensor_2d(GLM_F32, 2, 16, buf), glm_tensor_1d(GLM_I32, 1, pos), 2, 1, 4, 4,
+                10000.0f);
     kt_expect_error(be, GLM_ERR_SHAPE, "rope positions length");
 }
 

@@ -74,7 +74,8 @@ static void check_embed(glm_backend *be, test_rng *rng, int n, int p, int c, int
     kt_equal("vision_embed", y, ref, n_out);
     glm_op_vision_embed(be, yt, pt, ct, glm_tensor_2d(GLM_F32, p, c, pos), n);
     kt_expect_error(be, GLM_ERR_SHAPE, "vision_embed short pos table");
-    glm_op_vision_embed(be, yt, pt, glm_tensor_1d(GLM_F32, c + 1, cls), glm_tensor_2d(GLM_F32, 1 + p, c, pos), n);
+    glm_op_vision_embed(be, yt, pt, glm_tensor_1d(GLM_F32, c + 1, cls),
+                        glm_tensor_2d(GLM_F32, 1 + p, c, pos), n);
     kt_expect_error(be, GLM_ERR_SHAPE, "vision_embed cls width");
     free(patches), free(cls), free(pos), free(y), free(ref);
 }

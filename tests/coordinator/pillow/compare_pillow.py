@@ -72,7 +72,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tool", required=True)
     ap.add_argument("--count", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=20240611)
+    ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--sizes", default="1120,56,84")
     ap.add_argument("--keep", action="store_true", help="keep the generated images")
     args = ap.parse_args()

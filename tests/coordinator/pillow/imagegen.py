@@ -231,4 +231,4 @@ def catalogue(count, seed):
                 w, h = rng.randint(2000, 4001), rng.randint(1500, 3001)
         if kind.startswith("webp"):
             w, h = min(w, 16383), min(h, 16383)
-        yield i, kind, int(w), int(h), make_variant(kind, np.random.RandomState(seed * 1000 + i), int(w), int(h))
+        yield i, kind, int(w), int(h), make_variant(kind, np.random.RandomState((seed * 1000 + i) % (1 << 32)), int(w), int(h))

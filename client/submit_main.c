@@ -1,0 +1,367 @@
+/* glm4v-submit: sends one job to the cluster through Redis and prints the answer as it streams.
+ *
+ * Exit codes: 0 done, 1 the job failed (its Result carries an error), 2 usage error,
+ * 3 transport error or timeout. */
+#include "client/redis_client.h"
+#include "coordinator/job_codec.h"
+#include "coordinator/redis_conn.h"
+#include "coordinator/result_json.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { EXIT_JOB_ERROR = 1, EXIT_USAGE = 2, EXIT_TRANSPORT = 3 };
+#define MAX_STOPS 16
+
+typedef struct submit_args {
+    const char *url, *prefix, *id, *image_path, *system, *prompt, *password_file;
+    glm_sampling sampling;
+    const char *stops[MAX_STOPS];
+    double timeout_s;
+    bool json, status;
+} submit_args;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE] [--system TEXT]\n"
+            "                    --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]\n"
+            "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
+            "                    [--timeout SEC] [--json] [--password-file FILE]\n"
+            "       glm4v-submit --redis URL [--prefix P] --status\n"
+            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
+            "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
+}
+
+/* Parses a number in [lo, hi]; returns false (with a message) when it is not one. */
+static bool parse_number(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "glm4v-submit: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv, submit_args *a)
+{
+    static const struct option opts[] = {
+        {"redis", required_argument, 0, 'r'},         {"prefix", required_argument, 0, 'P'},
+        {"id", required_argument, 0, 'i'},            {"image", required_argument, 0, 'I'},
+        {"system", required_argument, 0, 's'},        {"prompt", required_argument, 0, 'p'},
+        {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
+        {"top-p", required_argument, 0, 'T'},         {"top-k", required_argument, 0, 'k'},
+        {"seed", required_argument, 0, 'S'},          {"stop", required_argument, 0, 'x'},
+        {"logprobs", required_argument, 0, 'l'},      {"timeout", required_argument, 0, 'o'},
+        {"json", no_argument, 0, 'j'},                {"status", no_argument, 0, 'u'},
+        {"password-file", required_argument, 0, 'w'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    memset(a, 0, sizeof *a);
+    a->prefix = "glm4v";
+    a->timeout_s = 300;
+    a->sampling = glm_sampling_defaults();
+    a->sampling.stop = a->stops;
+    int c;
+    double v;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r': a->url = optarg; break;
+        case 'P': a->prefix = optarg; break;
+        case 'i': a->id = optarg; break;
+        case 'I': a->image_path = optarg; break;
+        case 's': a->system = optarg; break;
+        case 'p': a->prompt = optarg; break;
+        case 'w': a->password_file = optarg; break;
+        case 'j': a->json = true; break;
+        case 'u': a->status = true; break;
+        case 'h': usage(stdout); exit(0);
+        case 'n':
+            if (!parse_number("--max-new-tokens", optarg, 1, 1 << 20, &v)) return EXIT_USAGE;
+            a->sampling.max_new_tokens = (uint32_t)v;
+            break;
+        case 't':
+            if (!parse_number("--temperature", optarg, 0, 100, &v)) return EXIT_USAGE;
+            a->sampling.temperature = (float)v;
+            break;
+        case 'T':
+            if (!parse_number("--top-p", optarg, 0, 1, &v)) return EXIT_USAGE;
+            a->sampling.top_p = (float)v;
+            break;
+        case 'k':
+            if (!parse_number("--top-k", optarg, 0, 1 << 20, &v)) return EXIT_USAGE;
+            a->sampling.top_k = (uint32_t)v;
+            break;
+        case 'S':
+            if (!parse_number("--seed", optarg, 0, 1.8e19, &v)) return EXIT_USAGE;
+            a->sampling.has_seed = true;
+            a->sampling.seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'x':
+            if (a->sampling.n_stop == MAX_STOPS) {
+                fprintf(stderr, "glm4v-submit: at most %d --stop strings\n", MAX_STOPS);
+                return EXIT_USAGE;
+            }
+            a->stops[a->sampling.n_stop++] = optarg;
+            break;
+        case 'l':
+            if (!parse_number("--logprobs", optarg, 0, 1000, &v)) return EXIT_USAGE;
+            a->sampling.has_logprobs = true;
+            a->sampling.logprobs = (uint32_t)v;
+            break;
+        case 'o':
+            if (!parse_number("--timeout", optarg, 0.001, 1e7, &a->timeout_s)) return EXIT_USAGE;
+            break;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind < argc || !a->url || (!a->status && !a->prompt)) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (a->id && !glm_job_id_valid(a->id)) {
+        fprintf(stderr, "glm4v-submit: --id must be 1..%d bytes of [A-Za-z0-9._:@/-]\n",
+                GLM_JOB_ID_MAX);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* The password from --password-file (first line) or $GLM4V_REDIS_PASSWORD; "" when neither. */
+static int read_password(const char *file, char *pw, size_t cap)
+{
+    pw[0] = '\0';
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f || !fgets(pw, (int)cap, f)) {
+            fprintf(stderr, "glm4v-submit: cannot read password file %s\n", file);
+            if (f) fclose(f);
+            return EXIT_USAGE;
+        }
+        fclose(f);
+        pw[strcspn(pw, "\r\n")] = '\0';
+    } else if (getenv("GLM4V_REDIS_PASSWORD")) {
+        snprintf(pw, cap, "%s", getenv("GLM4V_REDIS_PASSWORD"));
+    }
+    return 0;
+}
+
+/* A random RFC 4122 version 4 UUID. */
+static void make_uuid(char out[37])
+{
+    unsigned char b[16] = {0};
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(b, 1, sizeof b, f) != sizeof b) {
+        long long t = glm_now_unix_ms();
+        for (int i = 0; i < 16; i++) b[i] = (unsigned char)((t >> (i % 8 * 8)) ^ (i * 37));
+    }
+    if (f) fclose(f);
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+/* Streams chunk text to stdout. Text is printed only while it extends what was printed before:
+ * a chunk lost while Redis was away or a restarted attempt stops the live stream, and the final
+ * Result (which always carries the whole text) fills in the rest. */
+typedef struct stream_printer {
+    char *printed, *attempt_text;
+    size_t n_printed, n_attempt, cap_printed, cap_attempt;
+    uint32_t attempt, next_index;
+    bool broken;
+} stream_printer;
+
+static bool append(char **buf, size_t *n, size_t *cap, const char *s, size_t len)
+{
+    if (*n + len + 1 > *cap) {
+        size_t nc = (*n + len + 1) * 2;
+        char *g = realloc(*buf, nc);
+        if (!g) return false;
+        *buf = g;
+        *cap = nc;
+    }
+    memcpy(*buf + *n, s, len);
+    *n += len;
+    (*buf)[*n] = '\0';
+    return true;
+}
+
+static void print_delta(stream_printer *p, const char *text, size_t len)
+{
+    /* text is the whole answer so far; print what extends p->printed, if it does */
+    if (len <= p->n_printed || memcmp(text, p->printed, p->n_printed) != 0) return;
+    fwrite(text + p->n_printed, 1, len - p->n_printed, stdout);
+    fflush(stdout);
+    append(&p->printed, &p->n_printed, &p->cap_printed, text + p->n_printed, len - p->n_printed);
+}
+
+static void on_chunk(stream_printer *p, const glm_chunk *c)
+{
+    if (c->attempt > p->attempt) { /* a new delivery restarted the job */
+        p->attempt = c->attempt;
+        p->next_index = 0;
+        p->n_attempt = 0;
+        p->broken = false;
+    }
+    if (c->attempt < p->attempt || p->broken) return;
+    if (c->index != p->next_index) {
+        p->broken = true;
+        return;
+    }
+    p->next_index++;
+    if (!append(&p->attempt_text, &p->n_attempt, &p->cap_attempt, c->text, strlen(c->text)))
+        p->broken = true;
+    else
+        print_delta(p, p->attempt_text, p->n_attempt);
+}
+
+static int wait_for_result(glm_client *client, const char *id, const submit_args *a)
+{
+    stream_printer p = {0};
+    char cursor[48] = "0-0";
+    long long deadline = glm_now_mono_ms() + (long long)(a->timeout_s * 1000.0);
+    int rc = EXIT_TRANSPORT;
+    for (;;) {
+        long long left = deadline - glm_now_mono_ms();
+        if (left <= 0) {
+            fprintf(stderr, "glm4v-submit: no result for job %s within %g s\n", id, a->timeout_s);
+            break;
+        }
+        glm_client_event ev;
+        glm_error err = {0};
+        if (glm_client_next(client, id, cursor, left < 1000 ? (int)left : 1000, &ev, &err) !=
+            GLM_OK) {
+            fprintf(stderr, "glm4v-submit: %s\n", err.msg);
+            break;
+        }
+        if (ev.kind == GLM_EVENT_CHUNK) {
+            if (!a->json) on_chunk(&p, ev.chunk);
+            glm_chunk_free(ev.chunk);
+            continue;
+        }
+        if (ev.kind != GLM_EVENT_RESULT) continue;
+        const glm_result *r = ev.result;
+        if (a->json) {
+            char *json = glm_result_to_json(r);
+            if (json) printf("%s\n", json);
+            free(json);
+        } else if (r->error_code == GLM_EC_OK) {
+            size_t n = strlen(r->text);
+            if (p.n_printed > 0 && (n < p.n_printed || memcmp(r->text, p.printed, p.n_printed))) {
+                fprintf(stderr, "\nglm4v-submit: the streamed text was restarted; full answer:\n");
+                p.n_printed = 0;
+            }
+            print_delta(&p, r->text, n);
+            printf("\n");
+        }
+        if (r->error_code != GLM_EC_OK)
+            fprintf(stderr, "glm4v-submit: job %s failed: %s: %s\n", id,
+                    glm_error_code_name(r->error_code), r->error_message);
+        rc = r->error_code == GLM_EC_OK ? 0 : EXIT_JOB_ERROR;
+        glm_result_free(ev.result);
+        break;
+    }
+    fflush(stdout);
+    free(p.printed);
+    free(p.attempt_text);
+    return rc;
+}
+
+/* Builds and encodes the job: optional system message, then one user message with the prompt and
+ * the optional image. */
+static int encode_job(const submit_args *a, const char *id, uint8_t **bytes, size_t *len)
+{
+    glm_message msgs[2];
+    size_t n = 0;
+    uint8_t *image = NULL;
+    size_t image_bytes = 0;
+    if (a->image_path) {
+        FILE *f = fopen(a->image_path, "rb");
+        if (f && fseek(f, 0, SEEK_END) == 0) {
+            long sz = ftell(f);
+            rewind(f);
+            image = sz > 0 ? malloc((size_t)sz) : NULL;
+            if (image && fread(image, 1, (size_t)sz, f) == (size_t)sz) image_bytes = (size_t)sz;
+        }
+        if (f) fclose(f);
+        if (!image_bytes) {
+            fprintf(stderr, "glm4v-submit: cannot read image %s\n", a->image_path);
+            free(image);
+            return EXIT_USAGE;
+        }
+    }
+    if (a->system) msgs[n++] = (glm_message){.role = GLM_ROLE_SYSTEM, .content = a->system};
+    msgs[n++] = (glm_message){.role = GLM_ROLE_USER,
+                              .content = a->prompt,
+                              .image = image,
+                              .image_bytes = image_bytes,
+                              .image_format = ""};
+    glm_job job = {.version = GLM4V_PROTOCOL_VERSION,
+                   .id = id,
+                   .messages = msgs,
+                   .n_messages = n,
+                   .sampling = a->sampling};
+    glm_error err = {0};
+    glm_status st = glm_job_encode(&job, bytes, len, &err);
+    free(image);
+    if (st != GLM_OK) {
+        fprintf(stderr, "glm4v-submit: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    submit_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc;
+    char password[512];
+    if ((rc = read_password(a.password_file, password, sizeof password))) return rc;
+
+    glm_client *client = NULL;
+    glm_error err = {0};
+    glm_status st = glm_client_connect(a.url, password[0] ? password : NULL, a.prefix, 5000,
+                                       &client, &err);
+    memset(password, 0, sizeof password);
+    if (st != GLM_OK) {
+        fprintf(stderr, "glm4v-submit: %s\n", err.msg);
+        return st == GLM_ERR_INVALID_ARG || st == GLM_ERR_UNSUPPORTED ? EXIT_USAGE : EXIT_TRANSPORT;
+    }
+    if (a.status) {
+        st = glm_client_status(client, stdout, &err);
+        if (st != GLM_OK) fprintf(stderr, "glm4v-submit: %s\n", err.msg);
+        glm_client_destroy(client);
+        return st == GLM_OK ? 0 : EXIT_TRANSPORT;
+    }
+    char uuid[37];
+    const char *id = a.id;
+    if (!id) {
+        make_uuid(uuid);
+        id = uuid;
+    }
+    uint8_t *job = NULL;
+    size_t len = 0;
+    rc = encode_job(&a, id, &job, &len);
+    if (rc == 0) {
+        st = glm_client_submit(client, id, job, len, &err);
+        if (st != GLM_OK) {
+            fprintf(stderr, "glm4v-submit: %s\n", err.msg);
+            rc = EXIT_TRANSPORT;
+        } else {
+            rc = wait_for_result(client, id, &a);
+        }
+    }
+    free(job);
+    glm_client_destroy(client);
+    return rc;
+}

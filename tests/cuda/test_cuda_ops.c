@@ -1,0 +1,802 @@
+/* Checks every op of the CUDA backend against a double-precision reference computed here, on
+ * random bf16 inputs (never zeros) with NaN-poisoned outputs; sampling is checked against the CPU
+ * backend, whose RNG the GPU must reproduce. Options:
+ *   --small   only small shapes (for compute-sanitizer --tool memcheck)
+ *   --bench   also time linear, vision attention and decode attention (CUDA events) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "common/dtype.h"
+#include "kernels/ops.h"
+#include "tests/testutil.h"
+
+static glm_backend *be;
+static test_rng rng;
+static int small_only;
+
+/* ---- helpers ---- */
+
+static float *rand_host(size_t n, double scale)
+{
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        double v = test_rng_normal(&rng) * scale;
+        if (v == 0.0) v = 1e-3;
+        h[i] = glm_bf16_to_f32(glm_f32_to_bf16((float)v)); /* both sides see bf16 values */
+    }
+    return h;
+}
+
+static void *dev_bf16(const float *h, size_t n)
+{
+    uint16_t *b = malloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++) b[i] = glm_f32_to_bf16(h[i]);
+    void *d = NULL;
+    be->ops->alloc(be, n * 2 + 16, &d);
+    be->ops->upload(be, d, b, n * 2);
+    free(b);
+    return d;
+}
+
+static void *dev_i32(const int32_t *h, size_t n)
+{
+    void *d = NULL;
+    be->ops->alloc(be, n * 4 + 16, &d);
+    be->ops->upload(be, d, h, n * 4);
+    return d;
+}
+
+/* A bf16 output buffer filled with NaN, so unwritten elements fail the check. */
+static void *dev_poisoned(size_t n)
+{
+    uint16_t *b = malloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++) b[i] = 0x7fc0;
+    void *d = NULL;
+    be->ops->alloc(be, n * 2 + 16, &d);
+    be->ops->upload(be, d, b, n * 2);
+    free(b);
+    return d;
+}
+
+static float *down_bf16(const void *d, size_t n)
+{
+    uint16_t *b = malloc(n * 2 + 2);
+    float *f = malloc(n * sizeof(float) + 4);
+    be->ops->download(be, b, d, n * 2);
+    for (size_t i = 0; i < n; i++) f[i] = glm_bf16_to_f32(b[i]);
+    free(b);
+    return f;
+}
+
+static double rel_l2(const float *out, const double *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(out[i])) return INFINITY;
+        num += (out[i] - ref[i]) * (out[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void expect_close(const char *what, const void *d_out, const double *ref, size_t n,
+                         double tol)
+{
+    glm_error err;
+    float *out = down_bf16(d_out, n);
+    glm_status st = glm_backend_take_error(be, &err);
+    CHECK_MSG(st == GLM_OK, "%s: backend error %s", what, err.msg);
+    double e = rel_l2(out, ref, n);
+    CHECK_MSG(e < tol, "%s: relative L2 error %.3g (tol %.1g)", what, e, tol);
+    printf("  %-48s rel_l2 %.2e\n", what, e);
+    free(out);
+}
+
+static glm_tensor t2(void *d, int64_t r, int64_t c)
+{
+    return glm_tensor_2d(GLM_BF16, r, c, d);
+}
+
+static double gelu_ref(double x)
+{
+    return 0.5 * x * (1 + erf(x / sqrt(2.0)));
+}
+
+static double bf(double x) /* rounding of an intermediate stored as bf16 */
+{
+    return glm_bf16_to_f32(glm_f32_to_bf16((float)x));
+}
+
+/* ---- dense ---- */
+
+static void test_linear(int m, int n, int k, int with_bias, int gelu)
+{
+    float *x = rand_host((size_t)m * k, 1), *w = rand_host((size_t)n * k, 0.05),
+          *b = rand_host((size_t)n, 0.5);
+    void *dx = dev_bf16(x, (size_t)m * k), *dw = dev_bf16(w, (size_t)n * k), *db = dev_bf16(b, n);
+    void *dy = dev_poisoned((size_t)m * n);
+    glm_tensor bias = glm_tensor_1d(GLM_BF16, n, db);
+    glm_op_linear(be, t2(dy, m, n), t2(dx, m, k), t2(dw, n, k), with_bias ? &bias : NULL,
+                  gelu ? GLM_ACT_GELU : GLM_ACT_NONE);
+    double *ref = malloc(sizeof(double) * m * n);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = with_bias ? b[j] : 0;
+            for (int q = 0; q < k; q++) acc += (double)x[(size_t)i * k + q] * w[(size_t)j * k + q];
+            ref[(size_t)i * n + j] = gelu ? gelu_ref(acc) : acc;
+        }
+    char name[96];
+    snprintf(name, sizeof(name), "linear %dx%dx%d%s%s", m, n, k, with_bias ? " +bias" : "",
+             gelu ? " +gelu" : "");
+    expect_close(name, dy, ref, (size_t)m * n, 1e-2);
+    be->ops->free(be, dx), be->ops->free(be, dw), be->ops->free(be, db), be->ops->free(be, dy);
+    free(x), free(w), free(b), free(ref);
+}
+
+static void test_elementwise(int64_t n)
+{
+    float *a = rand_host(n, 1), *b = rand_host(n, 1);
+    void *da = dev_bf16(a, n), *db = dev_bf16(b, n), *dy = dev_poisoned(n);
+    double *ref = malloc(sizeof(double) * n);
+    char name[64];
+    glm_op_add(be, t2(dy, 1, n), t2(da, 1, n), t2(db, 1, n));
+    for (int64_t i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
+    snprintf(name, sizeof(name), "add n=%lld", (long long)n);
+    expect_close(name, dy, ref, n, 1e-2);
+    glm_op_gelu(be, t2(dy, 1, n), t2(da, 1, n));
+    for (int64_t i = 0; i < n; i++) ref[i] = gelu_ref(a[i]);
+    snprintf(name, sizeof(name), "gelu n=%lld", (long long)n);
+    expect_close(name, dy, ref, n, 1e-2);
+    glm_op_scale(be, t2(da, 1, n), 0.37f);
+    for (int64_t i = 0; i < n; i++) ref[i] = a[i] * 0.37;
+    snprintf(name, sizeof(name), "scale n=%lld", (long long)n);
+    expect_close(name, da, ref, n, 1e-2);
+    be->ops->free(be, da), be->ops->free(be, db), be->ops->free(be, dy);
+    free(a), free(b), free(ref);
+}
+
+static void test_silu_mul(int m, int f)
+{
+    float *x = rand_host((size_t)m * 2 * f, 1);
+    void *dx = dev_bf16(x, (size_t)m * 2 * f), *dy = dev_poisoned((size_t)m * f);
+    glm_op_silu_mul(be, t2(dy, m, f), t2(dx, m, 2 * f));
+    double *ref = malloc(sizeof(double) * m * f);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < f; j++) {
+            double a = x[(size_t)i * 2 * f + j], b = x[(size_t)i * 2 * f + f + j];
+            ref[(size_t)i * f + j] = a / (1 + exp(-a)) * b;
+        }
+    char name[64];
+    snprintf(name, sizeof(name), "silu_mul %dx%d", m, f);
+    expect_close(name, dy, ref, (size_t)m * f, 1e-2);
+    be->ops->free(be, dx), be->ops->free(be, dy);
+    free(x), free(ref);
+}
+
+static void test_norms(int rows, int cols)
+{
+    size_t n = (size_t)rows * cols;
+    float *x = rand_host(n, 2), *d = rand_host(n, 1), *w = rand_host(cols, 1),
+          *b = rand_host(cols, 1);
+    for (size_t i = 0; i < n; i++) x[i] = (float)bf(x[i] + 0.5); /* a mean for layernorm */
+    void *dx = dev_bf16(x, n), *dd = dev_bf16(d, n), *dw = dev_bf16(w, cols), *db = dev_bf16(b, cols);
+    void *dy = dev_poisoned(n);
+    double *ref = malloc(sizeof(double) * n), *resid = malloc(sizeof(double) * n);
+    char name[64];
+    glm_tensor wt = glm_tensor_1d(GLM_BF16, cols, dw), bt = glm_tensor_1d(GLM_BF16, cols, db);
+    float eps = 1e-5f;
+
+    glm_op_rmsnorm(be, t2(dy, rows, cols), t2(dx, rows, cols), wt, eps);
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int c = 0; c < cols; c++) ss += (double)x[r * cols + c] * x[r * cols + c];
+        double inv = 1 / sqrt(ss / cols + eps);
+        for (int c = 0; c < cols; c++) ref[r * cols + c] = w[c] * x[r * cols + c] * inv;
+    }
+    snprintf(name, sizeof(name), "rmsnorm %dx%d", rows, cols);
+    expect_close(name, dy, ref, n, 1e-2);
+
+    glm_op_layernorm(be, t2(dy, rows, cols), t2(dx, rows, cols), wt, bt, eps);
+    for (int r = 0; r < rows; r++) {
+        double mean = 0, var = 0;
+        for (int c = 0; c < cols; c++) mean += x[r * cols + c];
+        mean /= cols;
+        for (int c = 0; c < cols; c++) var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
+        double inv = 1 / sqrt(var / cols + eps);
+        for (int c = 0; c < cols; c++) ref[r * cols + c] = (x[r * cols + c] - mean) * inv * w[c] + b[c];
+    }
+    snprintf(name, sizeof(name), "layernorm %dx%d", rows, cols);
+    expect_close(name, dy, ref, n, 1e-2);
+
+    glm_op_add_rmsnorm(be, t2(dy, rows, cols), t2(dx, rows, cols), t2(dd, rows, cols), wt, eps);
+    for (size_t i = 0; i < n; i++) resid[i] = bf((double)x[i] + d[i]);
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int c = 0; c < cols; c++) ss += resid[r * cols + c] * resid[r * cols + c];
+        double inv = 1 / sqrt(ss / cols + eps);
+        for (int c = 0; c < cols; c++) ref[r * cols + c] = w[c] * resid[r * cols + c] * inv;
+    }
+    snprintf(name, sizeof(name), "add_rmsnorm %dx%d (normed)", rows, cols);
+    expect_close(name, dy, ref, n, 1e-2);
+    snprintf(name, sizeof(name), "add_rmsnorm %dx%d (residual)", rows, cols);
+    expect_close(name, dx, resid, n, 1e-2);
+    be->ops->free(be, dx), be->ops->free(be, dd), be->ops->free(be, dw), be->ops->free(be, db);
+    be->ops->free(be, dy);
+    free(x), free(d), free(w), free(b), free(ref), free(resid);
+}
+
+/* ---- rows ---- */
+
+static void test_rows(int vocab, int hidden, int n_ids, int vocab_start)
+{
+    float *table = rand_host((size_t)vocab * hidden, 1);
+    int32_t *ids = malloc(sizeof(int32_t) * n_ids);
+    for (int i = 0; i < n_ids; i++) {
+        int kind = test_rng_int(&rng, 0, 5);
+        ids[i] = kind == 0 ? -1 : kind == 1 ? vocab_start + vocab + test_rng_int(&rng, 0, 10)
+                                            : vocab_start + test_rng_int(&rng, 0, vocab - 1);
+    }
+    void *dt = dev_bf16(table, (size_t)vocab * hidden), *di = dev_i32(ids, n_ids);
+    void *dy = dev_poisoned((size_t)n_ids * hidden);
+    double *ref = malloc(sizeof(double) * n_ids * hidden);
+    glm_op_embedding(be, t2(dy, n_ids, hidden), t2(dt, vocab, hidden),
+                     glm_tensor_1d(GLM_I32, n_ids, di), vocab_start);
+    for (int i = 0; i < n_ids; i++)
+        for (int c = 0; c < hidden; c++) {
+            int64_t row = (int64_t)ids[i] - vocab_start;
+            ref[(size_t)i * hidden + c] =
+                ids[i] >= 0 && row >= 0 && row < vocab ? table[row * hidden + c] : 0.0;
+        }
+    char name[64];
+    snprintf(name, sizeof(name), "embedding %d ids x %d (start %d)", n_ids, hidden, vocab_start);
+    expect_close(name, dy, ref, (size_t)n_ids * hidden, 1e-6);
+
+    for (int i = 0; i < n_ids; i++) ids[i] = test_rng_int(&rng, 0, vocab - 1);
+    be->ops->upload(be, di, ids, sizeof(int32_t) * n_ids);
+    glm_op_gather_rows(be, t2(dy, n_ids, hidden), t2(dt, vocab, hidden),
+                       glm_tensor_1d(GLM_I32, n_ids, di));
+    for (int i = 0; i < n_ids; i++)
+        for (int c = 0; c < hidden; c++)
+            ref[(size_t)i * hidden + c] = table[(size_t)ids[i] * hidden + c];
+    snprintf(name, sizeof(name), "gather_rows %d x %d", n_ids, hidden);
+    expect_close(name, dy, ref, (size_t)n_ids * hidden, 1e-6);
+
+    int n = n_ids / 2;
+    glm_op_copy_rows(be, t2(dy, n_ids, hidden), 1, t2(dt, vocab, hidden), 2, n);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < hidden; c++) ref[(size_t)(1 + i) * hidden + c] = table[(size_t)(2 + i) * hidden + c];
+    snprintf(name, sizeof(name), "copy_rows %d x %d", n, hidden);
+    expect_close(name, dy, ref, (size_t)n_ids * hidden, 1e-6);
+    be->ops->free(be, dt), be->ops->free(be, di), be->ops->free(be, dy);
+    free(table), free(ids), free(ref);
+}
+
+/* ---- rope and kv ---- */
+
+static void test_rope_kv(int t, int nq, int nkv, int hd, int rope_dim)
+{
+    int width = (nq + 2 * nkv) * hd;
+    float *qkv = rand_host((size_t)t * width, 1);
+    int32_t *pos = malloc(sizeof(int32_t) * t), *slots = malloc(sizeof(int32_t) * t);
+    for (int i = 0; i < t; i++) pos[i] = test_rng_int(&rng, 0, 8000);
+    int n_slots = 2 * t + 3;
+    for (int i = 0; i < t; i++) slots[i] = i % 5 == 4 ? -1 : 2 * i + 1; /* -1: padding */
+    void *dq = dev_bf16(qkv, (size_t)t * width), *dp = dev_i32(pos, t), *ds = dev_i32(slots, t);
+    double *ref = malloc(sizeof(double) * t * width);
+    for (size_t i = 0; i < (size_t)t * width; i++) ref[i] = qkv[i];
+    float theta = 10000.f;
+    glm_op_rope(be, t2(dq, t, width), glm_tensor_1d(GLM_I32, t, dp), nq, nkv, hd, rope_dim, theta);
+    for (int i = 0; i < t; i++)
+        for (int h = 0; h < nq + nkv; h++)
+            for (int p = 0; p < rope_dim / 2; p++) {
+                double ang = pos[i] * pow(theta, -2.0 * p / rope_dim);
+                double *d = ref + (size_t)i * width + h * hd + 2 * p;
+                double a = d[0], b = d[1];
+                d[0] = a * cos(ang) - b * sin(ang);
+                d[1] = a * sin(ang) + b * cos(ang);
+            }
+    char name[80];
+    snprintf(name, sizeof(name), "rope t=%d %d/%d heads hd %d rot %d", t, nq, nkv, hd, rope_dim);
+    expect_close(name, dq, ref, (size_t)t * width, 1e-2);
+
+    int kvw = nkv * hd;
+    float *kv0 = rand_host((size_t)n_slots * kvw, 1);
+    void *dk = dev_bf16(kv0, (size_t)n_slots * kvw), *dv = dev_bf16(kv0, (size_t)n_slots * kvw);
+    float *rq = down_bf16(dq, (size_t)t * width);
+    glm_op_kv_store(be, t2(dk, n_slots, kvw), t2(dv, n_slots, kvw), t2(dq, t, width),
+                    glm_tensor_1d(GLM_I32, t, ds), nq, nkv, hd);
+    double *rk = malloc(sizeof(double) * n_slots * kvw), *rv = malloc(sizeof(double) * n_slots * kvw);
+    for (size_t i = 0; i < (size_t)n_slots * kvw; i++) rk[i] = rv[i] = kv0[i];
+    for (int i = 0; i < t; i++)
+        if (slots[i] >= 0)
+            for (int c = 0; c < kvw; c++) {
+                rk[(size_t)slots[i] * kvw + c] = rq[(size_t)i * width + nq * hd + c];
+                rv[(size_t)slots[i] * kvw + c] = rq[(size_t)i * width + nq * hd + kvw + c];
+            }
+    expect_close("kv_store k", dk, rk, (size_t)n_slots * kvw, 1e-6);
+    expect_close("kv_store v", dv, rv, (size_t)n_slots * kvw, 1e-6);
+    be->ops->free(be, dq), be->ops->free(be, dp), be->ops->free(be, ds);
+    be->ops->free(be, dk), be->ops->free(be, dv);
+    free(qkv), free(pos), free(slots), free(ref), free(kv0), free(rq), free(rk), free(rv);
+}
+
+/* ---- vision data movement ---- */
+
+static void test_vision(int n_img, int ch, int size, int patch, int hidden)
+{
+    int g = size / patch, P = g * g, cols = ch * patch * patch;
+    size_t npix = (size_t)n_img * ch * size * size;
+    float *pix = rand_host(npix, 1);
+    void *dpix;
+    be->ops->alloc(be, npix * 4, &dpix);
+    be->ops->upload(be, dpix, pix, npix * 4); /* f32 pixels */
+    void *dy = dev_poisoned((size_t)n_img * P * cols);
+    glm_op_patchify(be, t2(dy, (int64_t)n_img * P, cols),
+                    glm_tensor_4d(GLM_F32, n_img, ch, size, size, dpix), patch);
+    double *ref = malloc(sizeof(double) * n_img * P * cols);
+    for (int i = 0; i < n_img; i++)
+        for (int gy = 0; gy < g; gy++)
+            for (int gx = 0; gx < g; gx++)
+                for (int c = 0; c < ch; c++)
+                    for (int ky = 0; ky < patch; ky++)
+                        for (int kx = 0; kx < patch; kx++)
+                            ref[((size_t)(i * P + gy * g + gx)) * cols + (c * patch + ky) * patch + kx] =
+                                pix[(((size_t)i * ch + c) * size + gy * patch + ky) * size + gx * patch + kx];
+    expect_close("patchify", dy, ref, (size_t)n_img * P * cols, 1e-2);
+    free(ref);
+
+    /* im2col_2x2 over a [n * g * g, hidden] token grid */
+    float *x = rand_host((size_t)n_img * P * hidden, 1);
+    void *dx = dev_bf16(x, (size_t)n_img * P * hidden);
+    int h2 = g / 2;
+    void *dz = dev_poisoned((size_t)n_img * h2 * h2 * hidden * 4);
+    glm_op_im2col_2x2(be, t2(dz, (int64_t)n_img * h2 * h2, hidden * 4),
+                      t2(dx, (int64_t)n_img * P, hidden), n_img, g);
+    ref = malloc(sizeof(double) * n_img * h2 * h2 * hidden * 4);
+    for (int i = 0; i < n_img; i++)
+        for (int oy = 0; oy < h2; oy++)
+            for (int ox = 0; ox < h2; ox++)
+                for (int c = 0; c < hidden; c++)
+                    for (int ky = 0; ky < 2; ky++)
+                        for (int kx = 0; kx < 2; kx++)
+                            ref[((size_t)(i * h2 * h2 + oy * h2 + ox)) * hidden * 4 + c * 4 + ky * 2 + kx] =
+                                x[((size_t)i * P + (2 * oy + ky) * g + 2 * ox + kx) * hidden + c];
+    expect_close("im2col_2x2", dz, ref, (size_t)n_img * h2 * h2 * hidden * 4, 1e-6);
+    free(ref);
+
+    float *cls = rand_host(hidden, 1), *posv = rand_host((size_t)(P + 1) * hidden, 1);
+    void *dc = dev_bf16(cls, hidden), *dpos = dev_bf16(posv, (size_t)(P + 1) * hidden);
+    void *de = dev_poisoned((size_t)n_img * (P + 1) * hidden);
+    glm_op_vision_embed(be, glm_tensor_3d(GLM_BF16, n_img, P + 1, hidden, de),
+                        t2(dx, (int64_t)n_img * P, hidden), glm_tensor_1d(GLM_BF16, hidden, dc),
+                        t2(dpos, P + 1, hidden), n_img);
+    ref = malloc(sizeof(double) * n_img * (P + 1) * hidden);
+    for (int i = 0; i < n_img; i++)
+        for (int j = 0; j <= P; j++)
+            for (int c = 0; c < hidden; c++)
+                ref[((size_t)i * (P + 1) + j) * hidden + c] =
+                    (j == 0 ? cls[c] : x[((size_t)i * P + j - 1) * hidden + c]) + posv[(size_t)j * hidden + c];
+    expect_close("vision_embed", de, ref, (size_t)n_img * (P + 1) * hidden, 1e-2);
+    be->ops->free(be, dpix), be->ops->free(be, dy), be->ops->free(be, dx), be->ops->free(be, dz);
+    be->ops->free(be, dc), be->ops->free(be, dpos), be->ops->free(be, de);
+    free(pix), free(x), free(cls), free(posv), free(ref);
+}
+
+/* ---- attention ---- */
+
+/* Reference softmax(q k^T * scale) v for one query row over n keys given by row pointers. */
+static void attend_ref(double *out, const float *q, const float *const *k, const float *const *v,
+                       int n, int hd, double scale)
+{
+    double *s = malloc(sizeof(double) * n), mx = -INFINITY, sum = 0;
+    for (int j = 0; j < n; j++) {
+        double d = 0;
+        for (int c = 0; c < hd; c++) d += (double)q[c] * k[j][c];
+        s[j] = d * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    for (int j = 0; j < n; j++) sum += (s[j] = exp(s[j] - mx));
+    for (int c = 0; c < hd; c++) out[c] = 0;
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < hd; c++) out[c] += s[j] / sum * v[j][c];
+    free(s);
+}
+
+static void test_attention_full(int n_seqs, int seq, int heads, int hd, int row_step)
+{
+    int width = 3 * heads * hd, ow = heads * hd;
+    size_t n = (size_t)n_seqs * seq;
+    float *qkv = rand_host(n * width, 1);
+    void *dq = dev_bf16(qkv, n * width), *dout = dev_poisoned(n * ow);
+    double scale = 1 / sqrt((double)hd);
+    glm_op_attention_full(be, t2(dout, n, ow), t2(dq, n, width), n_seqs, seq, heads, hd, (float)scale);
+    float *out = down_bf16(dout, n * ow);
+    const float **kp = malloc(sizeof(float *) * seq), **vp = malloc(sizeof(float *) * seq);
+    double *ref = malloc(sizeof(double) * n * ow);
+    float *got = malloc(sizeof(float) * n * ow);
+    size_t m = 0;
+    for (int s = 0; s < n_seqs; s++)
+        for (int h = 0; h < heads; h++) {
+            for (int j = 0; j < seq; j++) {
+                kp[j] = qkv + ((size_t)s * seq + j) * width + (heads + h) * hd;
+                vp[j] = qkv + ((size_t)s * seq + j) * width + (2 * heads + h) * hd;
+            }
+            for (int i = 0; i < seq; i++) {
+                if (i % row_step != 0 && i != seq - 1) continue;
+                size_t row = (size_t)s * seq + i;
+                attend_ref(ref + m, qkv + row * width + h * hd, kp, vp, seq, hd, scale);
+                memcpy(got + m, out + row * ow + h * hd, sizeof(float) * hd);
+                m += hd;
+            }
+        }
+    /* every element must have been written, even rows the reference skips */
+    int nan_count = 0;
+    for (size_t i = 0; i < n * ow; i++) nan_count += isnan(out[i]);
+    CHECK_MSG(nan_count == 0, "attention_full: %d unwritten outputs", nan_count);
+    double e = rel_l2(got, ref, m);
+    CHECK_MSG(e < 1e-2, "attention_full %dx%d h%d d%d: rel_l2 %.3g", n_seqs, seq, heads, hd, e);
+    printf("  attention_full seqs %d len %d heads %d hd %-3d        rel_l2 %.2e\n", n_seqs, seq,
+           heads, hd, e);
+    be->ops->free(be, dq), be->ops->free(be, dout);
+    free(qkv), free(out), free(kp), free(vp), free(ref), free(got);
+}
+
+/* Paged attention: seqs with (q_len, ctx_len); a random block table over a shared cache. */
+static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, int nq, int nkv,
+                                 int hd, int block_size)
+{
+    int width = (nq + 2 * nkv) * hd, kvw = nkv * hd, ow = nq * hd;
+    int32_t *q_start = malloc(sizeof(int32_t) * (n_seqs + 1));
+    int max_blocks = 0, max_q = 0, max_ctx = 0, total_blocks = 0;
+    q_start[0] = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        q_start[s + 1] = q_start[s] + q_len[s];
+        int nb = (ctx[s] + block_size - 1) / block_size;
+        if (nb > max_blocks) max_blocks = nb;
+        if (q_len[s] > max_q) max_q = q_len[s];
+        if (ctx[s] > max_ctx) max_ctx = ctx[s];
+        total_blocks += nb;
+    }
+    int n_tokens = q_start[n_seqs];
+    int n_slots = (total_blocks + 3) * block_size;
+    int32_t *table = malloc(sizeof(int32_t) * n_seqs * max_blocks);
+    /* a random permutation of blocks, so neighbouring keys live far apart */
+    int n_cache_blocks = total_blocks + 3;
+    int32_t *perm = malloc(sizeof(int32_t) * n_cache_blocks);
+    for (int i = 0; i < n_cache_blocks; i++) perm[i] = i;
+    for (int i = n_cache_blocks - 1; i > 0; i--) {
+        int j = test_rng_int(&rng, 0, i), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    int next = 0;
+    for (int s = 0; s < n_seqs; s++)
+        for (int b = 0; b < max_blocks; b++)
+            table[s * max_blocks + b] = b * block_size < ctx[s] ? perm[next++] : -1;
+    float *qkv = rand_host((size_t)n_tokens * width, 1);
+    float *kc = rand_host((size_t)n_slots * kvw, 1), *vc = rand_host((size_t)n_slots * kvw, 1);
+    void *dq = dev_bf16(qkv, (size_t)n_tokens * width), *dk = dev_bf16(kc, (size_t)n_slots * kvw),
+         *dv = dev_bf16(vc, (size_t)n_slots * kvw), *dout = dev_poisoned((size_t)n_tokens * ow);
+    int32_t *ctx32 = malloc(sizeof(int32_t) * n_seqs);
+    for (int s = 0; s < n_seqs; s++) ctx32[s] = ctx[s];
+    void *dqs = dev_i32(q_start, n_seqs + 1), *dctx = dev_i32(ctx32, n_seqs),
+         *dtab = dev_i32(table, (size_t)n_seqs * max_blocks);
+    glm_attn_batch batch = {.n_seqs = n_seqs, .n_tokens = n_tokens, .block_size = block_size,
+                            .max_blocks_per_seq = max_blocks, .max_q_len = max_q,
+                            .max_ctx_len = max_ctx, .q_start = dqs, .ctx_len = dctx,
+                            .block_table = dtab, .q_start_host = q_start, .ctx_len_host = ctx32};
+    double scale = 1 / sqrt((double)hd);
+    glm_op_attention_paged(be, t2(dout, n_tokens, ow), t2(dq, n_tokens, width),
+                           t2(dk, n_slots, kvw), t2(dv, n_slots, kvw), &batch, nq, nkv, hd,
+                           (float)scale);
+    double *ref = malloc(sizeof(double) * n_tokens * ow);
+    const float **kp = malloc(sizeof(float *) * max_ctx), **vp = malloc(sizeof(float *) * max_ctx);
+    for (int s = 0; s < n_seqs; s++)
+        for (int h = 0; h < nq; h++) {
+            int kvh = h / (nq / nkv);
+            for (int j = 0; j < ctx[s]; j++) {
+                size_t slot = (size_t)table[s * max_blocks + j / block_size] * block_size + j % block_size;
+                kp[j] = kc + slot * kvw + kvh * hd;
+                vp[j] = vc + slot * kvw + kvh * hd;
+            }
+            for (int i = 0; i < q_len[s]; i++) {
+                int t = q_start[s] + i;
+                attend_ref(ref + (size_t)t * ow + h * hd, qkv + (size_t)t * width + h * hd, kp, vp,
+                           ctx[s] - q_len[s] + i + 1, hd, scale);
+            }
+        }
+    char name[96];
+    snprintf(name, sizeof(name), "attention_paged %d seqs (q %d, ctx %d..) %d/%d hd %d", n_seqs,
+             q_len[0], ctx[0], nq, nkv, hd);
+    expect_close(name, dout, ref, (size_t)n_tokens * ow, 1e-2);
+    be->ops->free(be, dq), be->ops->free(be, dk), be->ops->free(be, dv), be->ops->free(be, dout);
+    be->ops->free(be, dqs), be->ops->free(be, dctx), be->ops->free(be, dtab);
+    free(q_start), free(table), free(perm), free(qkv), free(kc), free(vc), free(ctx32), free(ref);
+    free(kp), free(vp);
+}
+
+/* ---- sampling: the CPU backend is the reference ---- */
+
+static void test_sample(int rows, int vocab)
+{
+    glm_backend *cpu = NULL;
+    glm_error err;
+    if (glm_backend_cpu_create(1, &cpu, &err) != GLM_OK || !cpu->ops->sample) {
+        printf("  sample: no CPU backend to compare with (%s), skipped\n", err.msg);
+        if (cpu) glm_backend_destroy(cpu);
+        return;
+    }
+    float *logits = rand_host((size_t)rows * vocab, 3);
+    void *dl = dev_bf16(logits, (size_t)rows * vocab);
+    void *cl = NULL;
+    cpu->ops->alloc(cpu, (size_t)rows * vocab * 4, &cl);
+    cpu->ops->upload(cpu, cl, logits, (size_t)rows * vocab * 4);
+    glm_sample_params *p = calloc(rows, sizeof(*p));
+    for (int r = 0; r < rows; r++) {
+        int kind = r % 5;
+        p[r].temperature = kind == 0 ? 0.f : 0.6f + 0.3f * (r % 3);
+        p[r].top_k = kind == 2 ? 40 : kind == 4 ? 5 : 0;
+        p[r].top_p = kind == 3 ? 0.8f : kind == 4 ? 0.9f : 1.f;
+        p[r].seed = 1234 + 77 * r;
+        p[r].n_logprobs = r % 2 ? 5 : 0;
+    }
+    int32_t *gid = malloc(sizeof(int32_t) * rows), *cid = malloc(sizeof(int32_t) * rows);
+    float *glp = malloc(sizeof(float) * rows * GLM_LOGPROBS_STRIDE),
+          *clp = malloc(sizeof(float) * rows * GLM_LOGPROBS_STRIDE);
+    int agree = 0, lp_bad = 0;
+    for (uint64_t step = 0; step < 8; step++) {
+        be->ops->sample(be, gid, glp, glm_tensor_2d(GLM_BF16, rows, vocab, dl), p, rows, step);
+        cpu->ops->sample(cpu, cid, clp, glm_tensor_2d(GLM_F32, rows, vocab, cl), p, rows, step);
+        CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "sample: %s", err.msg);
+        for (int r = 0; r < rows; r++) {
+            agree += gid[r] == cid[r];
+            for (int i = 0; i < 1 + 2 * p[r].n_logprobs; i++)
+                lp_bad += fabsf(glp[r * GLM_LOGPROBS_STRIDE + i] - clp[r * GLM_LOGPROBS_STRIDE + i]) > 1e-3f;
+        }
+    }
+    /* equal logits and equal RNG: every draw should agree (a rare rounding tie aside) */
+    CHECK_MSG(agree >= 8 * rows - 1, "sample: GPU and CPU agree on %d of %d draws", agree, 8 * rows);
+    CHECK_MSG(lp_bad == 0, "sample: %d logprob values differ from the CPU", lp_bad);
+    printf("  sample %d rows x %d: %d/%d draws equal to the CPU's, %d logprob mismatches\n", rows,
+           vocab, agree, 8 * rows, lp_bad);
+    be->ops->free(be, dl);
+    cpu->ops->free(cpu, cl);
+    glm_backend_destroy(cpu);
+    free(logits), free(p), free(gid), free(cid), free(glp), free(clp);
+}
+
+/* ---- graphs ---- */
+
+static void test_graph(void)
+{
+    int n = 1000;
+    float *a = rand_host(n, 1), *b = rand_host(n, 1);
+    void *da = dev_bf16(a, n), *db = dev_bf16(b, n), *dy = dev_poisoned(n);
+    CHECK(be->ops->graph_begin(be, 7));
+    glm_op_add(be, t2(dy, 1, n), t2(da, 1, n), t2(db, 1, n));
+    glm_op_scale(be, t2(dy, 1, n), 2.f);
+    be->ops->graph_end(be, 7);
+    float *a2 = rand_host(n, 1);
+    uint16_t *h = malloc(2 * n);
+    for (int i = 0; i < n; i++) h[i] = glm_f32_to_bf16(a2[i]);
+    be->ops->upload(be, da, h, 2 * n);
+    CHECK(be->ops->graph_replay(be, 7));
+    CHECK(!be->ops->graph_replay(be, 8));
+    double *ref = malloc(sizeof(double) * n);
+    for (int i = 0; i < n; i++) ref[i] = 2.0 * bf((double)a2[i] + b[i]);
+    expect_close("graph replay (add, scale)", dy, ref, n, 1e-2);
+    be->ops->free(be, da), be->ops->free(be, db), be->ops->free(be, dy);
+    free(a), free(b), free(a2), free(h), free(ref);
+}
+
+/* ---- errors are sticky and carry context ---- */
+
+static void test_errors(void)
+{
+    glm_error err;
+    void *p = NULL;
+    glm_status st = be->ops->alloc(be, (size_t)1 << 50, &p);
+    CHECK(st == GLM_ERR_DEVICE_OOM && p == NULL);
+    CHECK(glm_backend_take_error(be, &err) == GLM_ERR_DEVICE_OOM);
+    CHECK_MSG(strstr(err.msg, "requested") != NULL, "OOM message: %s", err.msg);
+    glm_op_add(be, t2(NULL, 1, 4), t2(NULL, 1, 4), t2(NULL, 1, 5));
+    CHECK(glm_backend_take_error(be, &err) == GLM_ERR_SHAPE);
+}
+
+/* ---- timing ---- */
+
+static float time_ms(void (*fn)(void *), void *arg, int reps)
+{
+    cudaStream_t s = (cudaStream_t)be->ops->native_stream(be);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    for (int i = 0; i < 3; i++) fn(arg);
+    float best[64], ms;
+    for (int i = 0; i < reps && i < 64; i++) {
+        cudaEventRecord(e0, s);
+        fn(arg);
+        cudaEventRecord(e1, s);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&best[i], e0, e1);
+    }
+    /* median */
+    for (int i = 0; i < reps; i++)
+        for (int j = i + 1; j < reps; j++)
+            if (best[j] < best[i]) ms = best[i], best[i] = best[j], best[j] = ms;
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return best[reps / 2];
+}
+
+typedef struct lin_args { glm_tensor y, x, w; } lin_args;
+static void run_linear(void *a)
+{
+    lin_args *l = a;
+    glm_op_linear(be, l->y, l->x, l->w, NULL, GLM_ACT_NONE);
+}
+typedef struct att_args { glm_tensor out, qkv; int seqs, len, heads, hd; } att_args;
+static void run_att(void *a)
+{
+    att_args *t = a;
+    glm_op_attention_full(be, t->out, t->qkv, t->seqs, t->len, t->heads, t->hd, 0.0945f);
+}
+typedef struct pag_args { glm_tensor out, qkv, k, v; glm_attn_batch b; int nq, nkv, hd; } pag_args;
+static void run_paged(void *a)
+{
+    pag_args *t = a;
+    glm_op_attention_paged(be, t->out, t->qkv, t->k, t->v, &t->b, t->nq, t->nkv, t->hd, 0.088f);
+}
+typedef struct cp_args { void *d, *s; size_t n; } cp_args;
+static void run_copy(void *a)
+{
+    cp_args *c = a;
+    be->ops->copy(be, c->d, c->s, c->n);
+}
+
+static void *dev_random(size_t n)
+{
+    void *d = NULL;
+    be->ops->alloc(be, n * 2, &d);
+    be->ops->fill_normal(be, glm_tensor_1d(GLM_BF16, (int64_t)n, d), n, 0.f, 1.f);
+    return d;
+}
+
+static void bench(void)
+{
+    printf("\nbenchmarks (median of 20, CUDA events)\n");
+    cp_args c = {NULL, NULL, (size_t)1 << 30};
+    be->ops->alloc(be, c.n, &c.d);
+    c.s = dev_random(c.n / 2);
+    float ms = time_ms(run_copy, &c, 20);
+    printf("  device copy 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, 2.0 * c.n / ms / 1e6);
+    be->ops->free(be, c.d), be->ops->free(be, c.s);
+
+    int shapes[][3] = {{8192, 4096, 4096}, {6401, 1792, 1792}, {6401, 15360, 1792},
+                       {6401, 1792, 15360}, {1, 4608, 4096}, {8, 27392, 4096},
+                       {64, 27392, 4096}, {256, 4096, 13696}};
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        int m = shapes[i][0], n = shapes[i][1], k = shapes[i][2];
+        lin_args l = {t2(dev_random((size_t)m * n), m, n), t2(dev_random((size_t)m * k), m, k),
+                      t2(dev_random((size_t)n * k), n, k)};
+        ms = time_ms(run_linear, &l, 20);
+        double bytes = 2.0 * ((double)m * k + (double)n * k + (double)m * n);
+        printf("  linear M %5d N %5d K %5d: %8.3f ms %7.1f TFLOP/s %7.0f GB/s\n", m, n, k, ms,
+               2.0 * m * n * k / ms / 1e9, bytes / ms / 1e6);
+        be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
+    }
+
+    int len = 6401, heads = 16, hd = 112;
+    att_args a = {t2(dev_random((size_t)len * heads * hd), len, heads * hd),
+                  t2(dev_random((size_t)len * 3 * heads * hd), len, 3 * heads * hd), 1, len, heads, hd};
+    ms = time_ms(run_att, &a, 10);
+    printf("  attention_full 6401 x 16 heads x 112: %.3f ms, %.1f TFLOP/s\n", ms,
+           4.0 * len * len * heads * hd / ms / 1e9);
+    be->ops->free(be, a.out.data), be->ops->free(be, a.qkv.data);
+
+    int ctxs[] = {1024, 4096, 8192}, batches[] = {1, 8, 32};
+    for (int ci = 0; ci < 3; ci++)
+        for (int bi = 0; bi < 3; bi++) {
+            int ctx = ctxs[ci], ns = batches[bi], bs = 16, nq = 32, nkv = 2;
+            hd = 128;
+            int mb = ctx / bs, slots = ns * mb * bs;
+            int32_t *qs = malloc(4 * (ns + 1)), *cl = malloc(4 * ns), *tab = malloc(4 * ns * mb);
+            for (int s = 0; s <= ns; s++) qs[s] = s;
+            for (int s = 0; s < ns; s++) cl[s] = ctx;
+            for (int i = 0; i < ns * mb; i++) tab[i] = (i * 7919) % (ns * mb);
+            pag_args p = {t2(dev_random((size_t)ns * nq * hd), ns, nq * hd),
+                          t2(dev_random((size_t)ns * (nq + 2 * nkv) * hd), ns, (nq + 2 * nkv) * hd),
+                          t2(dev_random((size_t)slots * nkv * hd), slots, nkv * hd),
+                          t2(dev_random((size_t)slots * nkv * hd), slots, nkv * hd),
+                          {ns, ns, bs, mb, 1, ctx, dev_i32(qs, ns + 1), dev_i32(cl, ns),
+                           dev_i32(tab, ns * mb), qs, cl}, nq, nkv, hd};
+            ms = time_ms(run_paged, &p, 20);
+            double bytes = 2.0 * 2 * (double)ns * ctx * nkv * hd;
+            printf("  decode attention %2d seqs x ctx %4d (32q/2kv, hd 128): %.4f ms, %.0f GB/s\n", ns,
+                   ctx, ms, bytes / ms / 1e6);
+            be->ops->free(be, p.out.data), be->ops->free(be, p.qkv.data);
+            be->ops->free(be, p.k.data), be->ops->free(be, p.v.data);
+            be->ops->free(be, (void *)p.b.q_start), be->ops->free(be, (void *)p.b.ctx_len);
+            be->ops->free(be, (void *)p.b.block_table);
+            free(qs), free(cl), free(tab);
+        }
+    glm_error err;
+    CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "bench: %s", err.msg);
+}
+
+int main(int argc, char **argv)
+{
+    int do_bench = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--small") == 0) small_only = 1;
+        if (strcmp(argv[i], "--bench") == 0) do_bench = 1;
+    }
+    glm_error err;
+    if (glm_backend_cuda_create(0, &be, &err) != GLM_OK) {
+        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
+        return 1;
+    }
+    test_rng_seed(&rng, 20240611);
+    printf("dense\n");
+    test_linear(1, 64, 32, 0, 0);
+    test_linear(7, 96, 48, 1, 0);
+    test_linear(33, 200, 72, 1, 1);
+    test_linear(5, 24, 12, 1, 1); /* tiny test-model widths */
+    test_elementwise(1000);
+    test_elementwise(1003);
+    test_silu_mul(3, 64);
+    test_silu_mul(5, 13);
+    test_norms(3, 48);
+    test_norms(2, 36);
+    test_rows(50, 32, 17, 0);
+    test_rows(40, 12, 9, 100);
+    printf("rope / kv\n");
+    test_rope_kv(9, 4, 2, 16, 8);
+    test_rope_kv(5, 4, 2, 24, 12);
+    printf("vision\n");
+    test_vision(2, 3, 28, 14, 16);
+    printf("attention\n");
+    test_attention_full(2, 37, 4, 8, 1);
+    test_attention_full(1, 70, 4, 12, 1);
+    test_attention_full(1, 65, 2, 16, 1);
+    test_attention_full(1, 130, 2, 112, 3);
+    {
+        int q[] = {5, 1}, c[] = {5, 9};
+        test_attention_paged(2, q, c, 4, 2, 16, 4);
+        int q2[] = {37, 1, 1}, c2[] = {60, 33, 2};
+        test_attention_paged(3, q2, c2, 4, 2, 24, 16);
+    }
+    printf("sample / graph / errors\n");
+    test_sample(5, 300);
+    test_graph();
+    test_errors();
+    if (!small_only) {
+        printf("real shapes\n");
+        test_linear(257, 1024, 512, 1, 0);
+        test_linear(19, 4608, 4096, 1, 0);
+        test_linear(64, 1792, 1792, 1, 1);
+        test_elementwise(1 << 20);
+        test_silu_mul(7, 13696);
+        test_norms(5, 4096);
+        test_norms(3, 1792);
+        test_rows(1000, 4096, 33, 500);
+        test_rope_kv(33, 32, 2, 128, 64);
+        test_vision(1, 3, 112, 14, 1792);
+        test_attention_full(1, 6401, 1, 112, 97);
+        test_attention_full(2, 257, 3, 128, 5);
+        test_attention_full(1, 1601, 16, 112, 211);
+        int q1[] = {200, 77}, c1[] = {300, 77};
+        test_attention_paged(2, q1, c1, 32, 2, 128, 16);
+        int q2[] = {1, 1, 1, 1}, c2[] = {1000, 4096, 8192, 3001};
+        test_attention_paged(4, q2, c2, 32, 2, 128, 16);
+        int q3[] = {1, 1}, c3[] = {2048, 7};
+        test_attention_paged(2, q3, c3, 16, 1, 128, 16);
+        int q4[] = {1, 3, 1}, c4[] = {5000, 70, 1};
+        test_attention_paged(3, q4, c4, 8, 4, 64, 32);
+        test_sample(16, 151552);
+    }
+    if (do_bench) bench();
+    glm_backend_destroy(be);
+    return test_finish("cuda ops");
+}
