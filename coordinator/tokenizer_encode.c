@@ -10,7 +10,7 @@
  * with \s spelled out as the Unicode White_Space set. tiktoken runs it with Rust's regex, whose \s
  * is White_Space; PCRE2's \s under UCP is \p{Z}, \h and \v, which adds U+180E (Mongolian vowel
  * separator, no longer White_Space since Unicode 6.3) and would split text differently there. */
-#define WS "\\s"
+#define WS "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 static const char pretokenize_pattern[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
     "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"

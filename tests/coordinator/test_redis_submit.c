@@ -1,0 +1,260 @@
+/* glm4v-submit end to end against a fake server: this test plays the server with the queue API
+ * (reads the job, checks it, writes chunks and the Result) while the real glm4v-submit binary
+ * (argv[1]) streams the text or prints the --json Result. Also --status, exit codes, password
+ * handling. */
+#include "coordinator/redis_queue.h"
+#include "tests/coordinator/redis_fixture.h"
+#include "tests/testutil.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static redis_fixture fx;
+static const char *submit_bin;
+
+typedef struct child {
+    pid_t pid;
+    int out_fd;
+} child;
+
+/* Starts glm4v-submit with args (NULL-terminated); stdout goes to a pipe, stderr passes through. */
+static child start_submit(const char *const *args, const char *password_env)
+{
+    int fds[2];
+    child ch = {-1, -1};
+    if (pipe(fds) != 0) return ch;
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = submit_bin;
+    while (*args && n < 31) argv[n++] = *args++;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        if (password_env)
+            setenv("GLM4V_REDIS_PASSWORD", password_env, 1);
+        else
+            unsetenv("GLM4V_REDIS_PASSWORD");
+        execv(submit_bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    ch.pid = pid;
+    ch.out_fd = fds[0];
+    return ch;
+}
+
+/* Reads the child's stdout to EOF into buf and returns its exit code. */
+static int finish_submit(child ch, char *buf, size_t cap)
+{
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < cap && (k = read(ch.out_fd, buf + n, cap - 1 - n)) > 0) n += (size_t)k;
+    buf[n] = '\0';
+    close(ch.out_fd);
+    int status = 0;
+    waitpid(ch.pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static glm_queue *make_server(const char *server_id)
+{
+    glm_queue_config cfg = glm_queue_config_default();
+    cfg.url = fx.url;
+    cfg.prefix = "sb";
+    cfg.server_id = server_id;
+    cfg.server_version = "fake 0.1";
+    glm_queue *q = NULL;
+    glm_error err = {0};
+    CHECK_MSG(glm_queue_create(&cfg, &q, &err) == GLM_OK, "%s", err.msg);
+    if (q) CHECK(glm_queue_ensure_group(q, &err) == GLM_OK);
+    return q;
+}
+
+/* Plays the server for one job: streams pieces as chunks, then a Result (or an error Result). */
+static void serve_one(glm_queue *q, const char *const *pieces, glm_error_code fail_with,
+                      const uint8_t *want_image, size_t want_image_bytes)
+{
+    glm_queue_job j;
+    size_t n = 0;
+    glm_error err = {0};
+    for (int tries = 0; tries < 50 && n == 0; tries++)
+        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
+    CHECK(n == 1);
+    if (n != 1) return;
+    glm_job *job = NULL;
+    glm_job_problem pr;
+    CHECK(glm_job_decode(j.bytes, j.len, &job, &pr) == GLM_OK);
+    CHECK(job && glm_job_validate(job, NULL, &pr) == GLM_OK);
+    CHECK(job && strcmp(job->id, j.job_id) == 0);
+    if (job) {
+        const glm_message *user = &job->messages[job->n_messages - 1];
+        CHECK(user->role == GLM_ROLE_USER && strcmp(user->content, "describe it") == 0);
+        CHECK(job->sampling.max_new_tokens == 16 && job->sampling.temperature == 0.0f);
+        CHECK(job->sampling.n_stop == 2 && strcmp(job->sampling.stop[1], "</s>") == 0);
+        CHECK(user->image_bytes == want_image_bytes);
+        if (want_image)
+            CHECK(user->image && memcmp(user->image, want_image, want_image_bytes) == 0);
+        if (want_image) CHECK(job->n_messages == 2 && job->messages[0].role == GLM_ROLE_SYSTEM);
+    }
+    char text[256] = "";
+    int32_t ids[16];
+    uint32_t n_ids = 0;
+    for (uint32_t i = 0; pieces && pieces[i]; i++) {
+        ids[n_ids] = 100 + (int32_t)i;
+        glm_chunk c = {.id = j.job_id, .index = i, .attempt = 1, .text = pieces[i],
+                       .token_ids = &ids[n_ids], .n_tokens = 1};
+        n_ids++;
+        strcat(text, pieces[i]);
+        uint8_t *b;
+        size_t len;
+        CHECK(glm_chunk_encode(&c, &b, &len, NULL) == GLM_OK);
+        CHECK(glm_queue_write_chunk(q, j.job_id, b, len, &err) == GLM_OK);
+        free(b);
+    }
+    uint8_t *b;
+    size_t len;
+    if (fail_with != GLM_EC_OK) {
+        CHECK(glm_result_encode_error(j.job_id, fail_with, "image does not decode", "fake-1", 1, &b,
+                                      &len, NULL) == GLM_OK);
+    } else {
+        glm_result r = {.id = j.job_id, .text = text, .token_ids = ids, .n_tokens = n_ids,
+                        .finish_reason = GLM_FINISH_LENGTH, .usage = {12, 4, n_ids},
+                        .timings = {1, 2, 3, 4, 10}, .server_id = "fake-1", .attempts = 1};
+        CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
+    }
+    glm_finish_outcome outcome;
+    CHECK(glm_queue_finish(q, j.entry_id, j.job_id, b, len, &outcome, &err) == GLM_OK);
+    CHECK(outcome == GLM_RESULT_WRITTEN);
+    free(b);
+    glm_job_free(job);
+    glm_queue_job_clear(&j);
+}
+
+static const char *const JOB_ARGS_TAIL[] = {"--prompt", "describe it", "--max-new-tokens", "16",
+                                            "--temperature", "0", "--stop", "\n\n", "--stop",
+                                            "</s>", NULL};
+
+static void build_args(const char **out, const char *const *head)
+{
+    int n = 0;
+    out[n++] = "--redis";
+    out[n++] = fx.url;
+    out[n++] = "--prefix";
+    out[n++] = "sb";
+    while (*head) out[n++] = *head++;
+    for (const char *const *t = JOB_ARGS_TAIL; *t; t++) out[n++] = *t;
+    out[n] = NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_redis_submit PATH/glm4v-submit\n");
+        return 2;
+    }
+    submit_bin = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    if (redis_fixture_start(&fx, false) != 0) {
+        CHECK_MSG(0, "redis-server did not start");
+        return test_finish("test_redis_submit");
+    }
+    glm_queue *q = make_server("fake-1");
+    if (!q) goto out;
+    char buf[8192];
+    const char *args[40];
+
+    /* streamed text */
+    const char *pieces[] = {"A red ", "bicycle ", "\xe8\x87\xaa\xe8\xa1\x8c\xe8\xbd\xa6.", NULL};
+    build_args(args, (const char *[]){"--id", "plain-1", NULL});
+    child ch = start_submit(args, NULL);
+    serve_one(q, pieces, GLM_EC_OK, NULL, 0);
+    int rc = finish_submit(ch, buf, sizeof buf);
+    CHECK_MSG(rc == 0, "exit %d", rc);
+    CHECK_MSG(strcmp(buf, "A red bicycle \xe8\x87\xaa\xe8\xa1\x8c\xe8\xbd\xa6.\n") == 0, "got '%s'",
+              buf);
+
+    /* --json with an image and a system prompt */
+    char *dir = test_mkdtemp();
+    char image_path[600];
+    snprintf(image_path, sizeof image_path, "%s/img.png", dir);
+    const uint8_t image[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 7};
+    test_write_file(image_path, image, sizeof image);
+    build_args(args, (const char *[]){"--json", "--image", image_path, "--system", "sys", "--id",
+                                      "json-1", NULL});
+    ch = start_submit(args, NULL);
+    serve_one(q, pieces, GLM_EC_OK, image, sizeof image);
+    rc = finish_submit(ch, buf, sizeof buf);
+    CHECK(rc == 0);
+    cJSON *o = cJSON_Parse(buf);
+    CHECK_MSG(o != NULL, "not JSON: '%s'", buf);
+    if (o) {
+        CHECK(strcmp(cJSON_GetObjectItem(o, "id")->valuestring, "json-1") == 0);
+        CHECK(strstr(cJSON_GetObjectItem(o, "text")->valuestring, "bicycle") != NULL);
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(o, "token_ids")) == 3);
+        CHECK(strcmp(cJSON_GetObjectItem(o, "finish_reason")->valuestring, "length") == 0);
+        CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "image_tokens")->valueint == 4);
+        CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "timings"), "total_ms")->valuedouble ==
+              10);
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "error")));
+    }
+    cJSON_Delete(o);
+    test_rmtree(dir);
+    free(dir);
+
+    /* a job error: exit 1, --json carries the error */
+    build_args(args, (const char *[]){"--json", NULL});
+    ch = start_submit(args, NULL);
+    serve_one(q, NULL, GLM_EC_BAD_IMAGE, NULL, 0);
+    rc = finish_submit(ch, buf, sizeof buf);
+    CHECK_MSG(rc == 1, "exit %d", rc);
+    o = cJSON_Parse(buf);
+    cJSON *e = o ? cJSON_GetObjectItem(o, "error") : NULL;
+    CHECK(e && strcmp(cJSON_GetObjectItem(e, "code")->valuestring, "BAD_IMAGE") == 0);
+    cJSON_Delete(o);
+
+    /* nobody serves: timeout -> exit 3 (the job stays queued; the status shows it) */
+    build_args(args, (const char *[]){"--timeout", "0.5", NULL});
+    rc = finish_submit(start_submit(args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 3, "exit %d", rc);
+
+    /* --status: live server, queue depth, pending, dead letters */
+    glm_error err = {0};
+    CHECK(glm_queue_heartbeat(q, &(glm_server_load){.running = 1}, &err) == GLM_OK);
+    const char *status_args[] = {"--redis", fx.url, "--prefix", "sb", "--status", NULL};
+    rc = finish_submit(start_submit(status_args, NULL), buf, sizeof buf);
+    CHECK(rc == 0);
+    CHECK_MSG(strstr(buf, "server fake-1 ") && strstr(buf, "\"version\":\"fake 0.1\""), "%s", buf);
+    CHECK_MSG(strstr(buf, "servers: 1 live") && strstr(buf, "queue depth: 1") &&
+                  strstr(buf, "pending: 0") && strstr(buf, "dead letters: 0"),
+              "%s", buf);
+
+    /* transport and usage errors */
+    char bad_url[64];
+    snprintf(bad_url, sizeof bad_url, "redis://:hunter2@127.0.0.1:%d", fx.port);
+    const char *pw_args[] = {"--redis", bad_url, "--prompt", "x", NULL};
+    rc = finish_submit(start_submit(pw_args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 2, "password in URL: exit %d", rc);
+    /* Redis has no password: AUTH fails, a transport error; the password is not printed */
+    const char *plain_args[] = {"--redis", fx.url, "--prompt", "x", NULL};
+    rc = finish_submit(start_submit(plain_args, "hunter2"), buf, sizeof buf);
+    CHECK_MSG(rc == 3, "AUTH against a password-less server: exit %d", rc);
+    const char *down_args[] = {"--redis", "redis://127.0.0.1:1", "--prompt", "x", NULL};
+    rc = finish_submit(start_submit(down_args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 3, "unreachable: exit %d", rc);
+    const char *usage_args[] = {"--redis", fx.url, NULL};
+    rc = finish_submit(start_submit(usage_args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 2, "no prompt: exit %d", rc);
+    const char *bad_t[] = {"--redis", fx.url, "--prompt", "x", "--temperature", "hot", NULL};
+    rc = finish_submit(start_submit(bad_t, NULL), buf, sizeof buf);
+    CHECK(rc == 2);
+out:
+    glm_queue_destroy(q);
+    redis_fixture_destroy(&fx);
+    return test_finish("test_redis_submit");
+}
