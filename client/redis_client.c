@@ -120,7 +120,8 @@ static long long integer_command(glm_client *c, int argc, const char **argv, con
                                  glm_error *err)
 {
     redisReply *r = redisCommandArgv(c->ctx, argc, argv, NULL);
-    long long v = REDIS_CHECK(c->ctx, r, REDIS_REPLY_INTEGER, what, err) == GLM_OK ? r->integer : -1;
+    long long v =
+        REDIS_CHECK(c->ctx, r, REDIS_REPLY_INTEGER, what, err) == GLM_OK ? r->integer : -1;
     if (r) freeReplyObject(r);
     return v;
 }

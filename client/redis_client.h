@@ -12,8 +12,9 @@
 
 typedef struct glm_client glm_client;
 
-/* Connects to url (redis://host[:port][/db]; a URL carrying a password is refused so passwords never
- * sit on a command line) with password (NULL = none). timeout_ms bounds connect and each command. */
+/* Connects to url (redis://host[:port][/db]; a URL carrying a password is refused so passwords
+ * never sit on a command line) with password (NULL = none). timeout_ms bounds connect and each
+ * command. */
 glm_status glm_client_connect(const char *url, const char *password, const char *prefix,
                               int timeout_ms, glm_client **out, glm_error *err);
 void glm_client_destroy(glm_client *c);

@@ -26,14 +26,14 @@ typedef struct submit_args {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE] [--system TEXT]\n"
-            "                    --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]\n"
-            "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
-            "                    [--timeout SEC] [--json] [--password-file FILE]\n"
-            "       glm4v-submit --redis URL [--prefix P] --status\n"
-            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
-            "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
+    fprintf(
+        f, "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE] [--system TEXT]\n"
+           "                    --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]\n"
+           "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
+           "                    [--timeout SEC] [--json] [--password-file FILE]\n"
+           "       glm4v-submit --redis URL [--prefix P] --status\n"
+           "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
+           "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
 }
 
 /* Parses a number in [lo, hi]; returns false (with a message) when it is not one. */
@@ -53,15 +53,24 @@ static bool parse_number(const char *flag, const char *s, double lo, double hi, 
 static int parse_args(int argc, char **argv, submit_args *a)
 {
     static const struct option opts[] = {
-        {"redis", required_argument, 0, 'r'},         {"prefix", required_argument, 0, 'P'},
-        {"id", required_argument, 0, 'i'},            {"image", required_argument, 0, 'I'},
-        {"system", required_argument, 0, 's'},        {"prompt", required_argument, 0, 'p'},
-        {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
-        {"top-p", required_argument, 0, 'T'},         {"top-k", required_argument, 0, 'k'},
-        {"seed", required_argument, 0, 'S'},          {"stop", required_argument, 0, 'x'},
-        {"logprobs", required_argument, 0, 'l'},      {"timeout", required_argument, 0, 'o'},
-        {"json", no_argument, 0, 'j'},                {"status", no_argument, 0, 'u'},
-        {"password-file", required_argument, 0, 'w'}, {"help", no_argument, 0, 'h'},
+        {"redis", required_argument, 0, 'r'},
+        {"prefix", required_argument, 0, 'P'},
+        {"id", required_argument, 0, 'i'},
+        {"image", required_argument, 0, 'I'},
+        {"system", required_argument, 0, 's'},
+        {"prompt", required_argument, 0, 'p'},
+        {"max-new-tokens", required_argument, 0, 'n'},
+        {"temperature", required_argument, 0, 't'},
+        {"top-p", required_argument, 0, 'T'},
+        {"top-k", required_argument, 0, 'k'},
+        {"seed", required_argument, 0, 'S'},
+        {"stop", required_argument, 0, 'x'},
+        {"logprobs", required_argument, 0, 'l'},
+        {"timeout", required_argument, 0, 'o'},
+        {"json", no_argument, 0, 'j'},
+        {"status", no_argument, 0, 'u'},
+        {"password-file", required_argument, 0, 'w'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
@@ -73,16 +82,36 @@ static int parse_args(int argc, char **argv, submit_args *a)
     double v;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'r': a->url = optarg; break;
-        case 'P': a->prefix = optarg; break;
-        case 'i': a->id = optarg; break;
-        case 'I': a->image_path = optarg; break;
-        case 's': a->system = optarg; break;
-        case 'p': a->prompt = optarg; break;
-        case 'w': a->password_file = optarg; break;
-        case 'j': a->json = true; break;
-        case 'u': a->status = true; break;
-        case 'h': usage(stdout); exit(0);
+        case 'r':
+            a->url = optarg;
+            break;
+        case 'P':
+            a->prefix = optarg;
+            break;
+        case 'i':
+            a->id = optarg;
+            break;
+        case 'I':
+            a->image_path = optarg;
+            break;
+        case 's':
+            a->system = optarg;
+            break;
+        case 'p':
+            a->prompt = optarg;
+            break;
+        case 'w':
+            a->password_file = optarg;
+            break;
+        case 'j':
+            a->json = true;
+            break;
+        case 'u':
+            a->status = true;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
         case 'n':
             if (!parse_number("--max-new-tokens", optarg, 1, 1 << 20, &v)) return EXIT_USAGE;
             a->sampling.max_new_tokens = (uint32_t)v;
@@ -119,7 +148,9 @@ static int parse_args(int argc, char **argv, submit_args *a)
         case 'o':
             if (!parse_number("--timeout", optarg, 0.001, 1e7, &a->timeout_s)) return EXIT_USAGE;
             break;
-        default: usage(stderr); return EXIT_USAGE;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (optind < argc || !a->url || (!a->status && !a->prompt)) {
@@ -160,14 +191,15 @@ static void make_uuid(char out[37])
     FILE *f = fopen("/dev/urandom", "rb");
     if (!f || fread(b, 1, sizeof b, f) != sizeof b) {
         long long t = glm_now_unix_ms();
-        for (int i = 0; i < 16; i++) b[i] = (unsigned char)((t >> (i % 8 * 8)) ^ (i * 37));
+        for (int i = 0; i < 16; i++)
+            b[i] = (unsigned char)((t >> (i % 8 * 8)) ^ (i * 37));
     }
     if (f) fclose(f);
     b[6] = (b[6] & 0x0F) | 0x40;
     b[8] = (b[8] & 0x3F) | 0x80;
     snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 /* Streams chunk text to stdout. Text is printed only while it extends what was printed before:
@@ -198,7 +230,8 @@ static bool append(char **buf, size_t *n, size_t *cap, const char *s, size_t len
 static void print_delta(stream_printer *p, const char *text, size_t len)
 {
     /* text is the whole answer so far; print what extends p->printed, if it does */
-    if (len <= p->n_printed || memcmp(text, p->printed, p->n_printed) != 0) return;
+    if (len <= p->n_printed || (p->n_printed && memcmp(text, p->printed, p->n_printed) != 0))
+        return;
     fwrite(text + p->n_printed, 1, len - p->n_printed, stdout);
     fflush(stdout);
     append(&p->printed, &p->n_printed, &p->cap_printed, text + p->n_printed, len - p->n_printed);
@@ -330,8 +363,8 @@ int main(int argc, char **argv)
 
     glm_client *client = NULL;
     glm_error err = {0};
-    glm_status st = glm_client_connect(a.url, password[0] ? password : NULL, a.prefix, 5000,
-                                       &client, &err);
+    glm_status st =
+        glm_client_connect(a.url, password[0] ? password : NULL, a.prefix, 5000, &client, &err);
     memset(password, 0, sizeof password);
     if (st != GLM_OK) {
         fprintf(stderr, "glm4v-submit: %s\n", err.msg);

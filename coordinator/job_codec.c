@@ -13,33 +13,55 @@
 const char *glm_role_name(glm_role role)
 {
     switch (role) {
-    case GLM_ROLE_SYSTEM: return "system";
-    case GLM_ROLE_USER: return "user";
-    case GLM_ROLE_ASSISTANT: return "assistant";
-    case GLM_ROLE_OBSERVATION: return "observation";
-    default: return "unspecified";
+    case GLM_ROLE_SYSTEM:
+        return "system";
+    case GLM_ROLE_USER:
+        return "user";
+    case GLM_ROLE_ASSISTANT:
+        return "assistant";
+    case GLM_ROLE_OBSERVATION:
+        return "observation";
+    default:
+        return "unspecified";
     }
 }
 
 const char *glm_finish_reason_name(glm_finish_reason r)
 {
     switch (r) {
-    case GLM_FINISH_STOP: return "stop";
-    case GLM_FINISH_LENGTH: return "length";
-    case GLM_FINISH_STOP_STRING: return "stop_string";
-    case GLM_FINISH_ERROR: return "error";
-    case GLM_FINISH_ABORTED: return "aborted";
-    default: return "unspecified";
+    case GLM_FINISH_STOP:
+        return "stop";
+    case GLM_FINISH_LENGTH:
+        return "length";
+    case GLM_FINISH_STOP_STRING:
+        return "stop_string";
+    case GLM_FINISH_ERROR:
+        return "error";
+    case GLM_FINISH_ABORTED:
+        return "aborted";
+    default:
+        return "unspecified";
     }
 }
 
 const char *glm_error_code_name(glm_error_code code)
 {
     static const char *const names[] = {
-        "OK",           "INVALID_REQUEST",   "PROMPT_TOO_LONG", "BAD_IMAGE",
-        "UNSUPPORTED_IMAGE", "IMAGE_TOO_LARGE", "BAD_SAMPLING", "MALFORMED_JOB",
-        "UNKNOWN_FIELD", "DEADLINE_EXCEEDED", "INTERNAL",       "POISON",
-        "EMPTY_PROMPT", "UNSUPPORTED_VERSION", "TOO_MANY_IMAGES",
+        "OK",
+        "INVALID_REQUEST",
+        "PROMPT_TOO_LONG",
+        "BAD_IMAGE",
+        "UNSUPPORTED_IMAGE",
+        "IMAGE_TOO_LARGE",
+        "BAD_SAMPLING",
+        "MALFORMED_JOB",
+        "UNKNOWN_FIELD",
+        "DEADLINE_EXCEEDED",
+        "INTERNAL",
+        "POISON",
+        "EMPTY_PROMPT",
+        "UNSUPPORTED_VERSION",
+        "TOO_MANY_IMAGES",
     };
     if ((unsigned)code < sizeof names / sizeof names[0]) return names[code];
     return "UNKNOWN_ERROR_CODE";
@@ -321,18 +343,16 @@ glm_status glm_job_validate(const glm_job *job, const glm_job_limits *limits, gl
                           "image of %zu bytes > limit %zu", m->image_bytes, lim->max_image_bytes);
     }
     if (n_images > lim->max_images)
-        return refuse(pr, GLM_ERR_LIMIT, GLM_EC_TOO_MANY_IMAGES, "%zu images > limit %zu",
-                      n_images, lim->max_images);
-    if (n_nonempty == 0)
-        return refuse(pr, bad, GLM_EC_EMPTY_PROMPT, "every message is empty");
+        return refuse(pr, GLM_ERR_LIMIT, GLM_EC_TOO_MANY_IMAGES, "%zu images > limit %zu", n_images,
+                      lim->max_images);
+    if (n_nonempty == 0) return refuse(pr, bad, GLM_EC_EMPTY_PROMPT, "every message is empty");
     return validate_sampling(&job->sampling, lim, pr);
 }
 
 /* Serializes any protobuf-c message into a new malloc'd buffer. */
 glm_status glm_pack_message(const ProtobufCMessage *m, uint8_t **bytes, size_t *len,
                             glm_error *err);
-glm_status glm_pack_message(const ProtobufCMessage *m, uint8_t **bytes, size_t *len,
-                            glm_error *err)
+glm_status glm_pack_message(const ProtobufCMessage *m, uint8_t **bytes, size_t *len, glm_error *err)
 {
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *buf = malloc(n ? n : 1);
@@ -371,8 +391,7 @@ glm_status glm_job_encode(const glm_job *job, uint8_t **bytes, size_t *len, glm_
             images[i].has_data = 1;
             images[i].data.data = (uint8_t *)m->image;
             images[i].data.len = m->image_bytes;
-            if (m->image_format && *m->image_format)
-                images[i].format = (char *)m->image_format;
+            if (m->image_format && *m->image_format) images[i].format = (char *)m->image_format;
             msgs[i].image = &images[i];
         }
         msg_ptrs[i] = &msgs[i];

@@ -54,9 +54,9 @@ typedef enum glm_error_code {
     GLM_EC_TOO_MANY_IMAGES = 14,
 } glm_error_code;
 
-const char *glm_role_name(glm_role role);                  /* "system", "user", ... */
-const char *glm_finish_reason_name(glm_finish_reason r);   /* "stop", "length", ... */
-const char *glm_error_code_name(glm_error_code code);      /* "BAD_IMAGE", ... */
+const char *glm_role_name(glm_role role);                /* "system", "user", ... */
+const char *glm_finish_reason_name(glm_finish_reason r); /* "stop", "length", ... */
+const char *glm_error_code_name(glm_error_code code);    /* "BAD_IMAGE", ... */
 
 typedef struct glm_sampling {
     uint32_t max_new_tokens; /* 0 = server default */
@@ -79,10 +79,10 @@ glm_sampling glm_sampling_defaults(void);
 
 typedef struct glm_message {
     glm_role role;
-    const char *content;        /* NUL-terminated UTF-8, never NULL after decode ("" if unset) */
-    const uint8_t *image;       /* NULL when the message has no image */
+    const char *content;  /* NUL-terminated UTF-8, never NULL after decode ("" if unset) */
+    const uint8_t *image; /* NULL when the message has no image */
     size_t image_bytes;
-    const char *image_format;   /* hint, "" when unset */
+    const char *image_format; /* hint, "" when unset */
 } glm_message;
 
 typedef struct glm_job {
@@ -149,14 +149,14 @@ typedef struct glm_result {
 /* Limits applied by glm_job_validate; glm_job_limits_default() gives the server's defaults. */
 typedef struct glm_job_limits {
     size_t max_messages;
-    size_t max_content_bytes;  /* per message */
+    size_t max_content_bytes; /* per message */
     size_t max_image_bytes;
-    size_t max_images;         /* GLM-4V: 1 */
-    uint32_t max_new_tokens;   /* upper bound on SamplingParams.max_new_tokens */
-    size_t max_stop;           /* stop strings */
-    size_t max_stop_bytes;     /* per stop string */
+    size_t max_images;       /* GLM-4V: 1 */
+    uint32_t max_new_tokens; /* upper bound on SamplingParams.max_new_tokens */
+    size_t max_stop;         /* stop strings */
+    size_t max_stop_bytes;   /* per stop string */
     size_t max_stop_ids;
-    int32_t vocab_size;        /* stop_ids must lie in [0, vocab_size) */
+    int32_t vocab_size; /* stop_ids must lie in [0, vocab_size) */
     uint32_t max_logprobs;
 } glm_job_limits;
 

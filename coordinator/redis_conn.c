@@ -106,7 +106,8 @@ glm_status glm_redis_connect(const glm_redis_url *url, const char *password, int
     *out = NULL;
     struct timeval tv = {connect_timeout_ms / 1000, (connect_timeout_ms % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(url->host, url->port, tv);
-    if (!c) return glm_fail(err, GLM_ERR_NOMEM, "redis %s:%d: cannot allocate", url->host, url->port);
+    if (!c)
+        return glm_fail(err, GLM_ERR_NOMEM, "redis %s:%d: cannot allocate", url->host, url->port);
     if (c->err) {
         glm_fail(err, GLM_ERR_IO, "redis %s:%d: %s", url->host, url->port, c->errstr);
         redisFree(c);
@@ -124,11 +125,12 @@ glm_status glm_redis_connect(const glm_redis_url *url, const char *password, int
     if (st == GLM_OK && url->db != 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", url->db);
-        st = simple_command(c, 2, (const char *[]){"SELECT", db}, REDIS_REPLY_STATUS, "SELECT",
-                            err);
+        st =
+            simple_command(c, 2, (const char *[]){"SELECT", db}, REDIS_REPLY_STATUS, "SELECT", err);
     }
     /* PING also catches a server still loading its AOF (-LOADING), which refuses commands. */
-    if (st == GLM_OK) st = simple_command(c, 1, (const char *[]){"PING"}, REDIS_REPLY_STATUS, "PING", err);
+    if (st == GLM_OK)
+        st = simple_command(c, 1, (const char *[]){"PING"}, REDIS_REPLY_STATUS, "PING", err);
     if (st != GLM_OK) {
         glm_error_prefix(err, "redis %s:%d/%d", url->host, url->port, url->db);
         redisFree(c);

@@ -12,9 +12,9 @@
 
 typedef struct glm_redis_url {
     char host[256];
-    int port;          /* 6379 when absent */
-    int db;            /* 0 when absent */
-    char user[128];    /* ACL user, "" for the default user */
+    int port;       /* 6379 when absent */
+    int db;         /* 0 when absent */
+    char user[128]; /* ACL user, "" for the default user */
     char password[256];
     bool has_password; /* the URL carried a password */
 } glm_redis_url;
@@ -32,13 +32,14 @@ void glm_redis_set_timeout(redisContext *c, int timeout_ms);
 
 /* The checking helper for every hiredis reply: GLM_OK when reply is not NULL, not an error and of
  * expected_type (-1 = any non-error type; REDIS_REPLY_NIL is accepted where expected_type is
- * REDIS_REPLY_ARRAY or REDIS_REPLY_STRING, as Redis answers "nothing" that way). Otherwise fills err
- * with what + the cause and returns GLM_ERR_IO (connection lost: reply NULL, c->err set) or
+ * REDIS_REPLY_ARRAY or REDIS_REPLY_STRING, as Redis answers "nothing" that way). Otherwise fills
+ * err with what + the cause and returns GLM_ERR_IO (connection lost: reply NULL, c->err set) or
  * GLM_ERR_FORMAT (Redis error reply or unexpected type). Does not free the reply. */
 glm_status glm_redis_check(const redisContext *c, const redisReply *reply, int expected_type,
                            const char *what, glm_error *err);
 
-#define REDIS_CHECK(ctx, reply, type, what, err) glm_redis_check((ctx), (reply), (type), (what), (err))
+#define REDIS_CHECK(ctx, reply, type, what, err)                                                   \
+    glm_redis_check((ctx), (reply), (type), (what), (err))
 
 /* True when reply is an error reply starting with prefix ("NOSCRIPT", "BUSYGROUP", "NOGROUP"). */
 bool glm_redis_is_error(const redisReply *reply, const char *prefix);

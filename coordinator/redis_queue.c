@@ -77,15 +77,16 @@ void glm_queue_job_clear(glm_queue_job *job)
     memset(job, 0, sizeof *job);
 }
 
-/* ---- connection ---------------------------------------------------------------------------------- */
+/* ---- connection
+ * ---------------------------------------------------------------------------------- */
 
 static void drop_connection(glm_queue *q)
 {
     if (q->ctx) redisFree(q->ctx);
     q->ctx = NULL;
     q->next_connect_ms = glm_now_mono_ms() + q->backoff_ms;
-    q->backoff_ms = q->backoff_ms * 2 > q->cfg.backoff_max_ms ? q->cfg.backoff_max_ms
-                                                              : q->backoff_ms * 2;
+    q->backoff_ms =
+        q->backoff_ms * 2 > q->cfg.backoff_max_ms ? q->cfg.backoff_max_ms : q->backoff_ms * 2;
 }
 
 /* Checks a reply; a lost connection (NULL reply) drops the context so a later call reconnects. */
@@ -143,9 +144,10 @@ glm_status glm_queue_create(const glm_queue_config *cfg, glm_queue **out, glm_er
     if (st == GLM_OK && (!cfg->prefix || !*cfg->prefix || strlen(cfg->prefix) >= sizeof q->prefix))
         st = glm_fail(err, GLM_ERR_INVALID_ARG, "queue prefix must be 1..%zu bytes",
                       sizeof q->prefix - 1);
-    if (st == GLM_OK && (!glm_job_id_valid(cfg->server_id) ||
-                         strlen(cfg->server_id) >= sizeof q->server_id))
-        st = glm_fail(err, GLM_ERR_INVALID_ARG, "server id must be 1..127 bytes of [A-Za-z0-9._:@/-]");
+    if (st == GLM_OK &&
+        (!glm_job_id_valid(cfg->server_id) || strlen(cfg->server_id) >= sizeof q->server_id))
+        st = glm_fail(err, GLM_ERR_INVALID_ARG,
+                      "server id must be 1..127 bytes of [A-Za-z0-9._:@/-]");
     if (st == GLM_OK && cfg->password && !(q->password = strdup(cfg->password)))
         st = glm_fail(err, GLM_ERR_NOMEM, "glm_queue_create");
     if (st != GLM_OK) {
@@ -185,7 +187,8 @@ void glm_queue_destroy(glm_queue *q)
     if (q->n_outbox)
         fprintf(stderr, "glm_queue %s: %zu finished results could not be written to Redis\n",
                 q->server_id, q->n_outbox);
-    for (size_t i = 0; i < q->n_outbox; i++) free(q->outbox[i].bytes);
+    for (size_t i = 0; i < q->n_outbox; i++)
+        free(q->outbox[i].bytes);
     free(q->outbox);
     if (q->ctx) redisFree(q->ctx);
     if (q->password) {
@@ -233,14 +236,15 @@ bool glm_queue_reading(const glm_queue *q)
     return q->reading;
 }
 
-/* ---- reading ------------------------------------------------------------------------------------- */
+/* ---- reading
+ * ------------------------------------------------------------------------------------- */
 
 /* Fills job from one stream entry reply: [id, [field, value, ...]]. */
 static glm_status parse_entry(const redisReply *e, glm_queue_job *job, glm_error *err)
 {
     memset(job, 0, sizeof *job);
-    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING ||
-        e->element[0]->len >= sizeof job->entry_id)
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= sizeof job->entry_id)
         return glm_fail(err, GLM_ERR_FORMAT, "unexpected stream entry shape");
     memcpy(job->entry_id, e->element[0]->str, e->element[0]->len);
     job->deliveries = 1;
@@ -274,7 +278,7 @@ glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue
     snprintf(count, sizeof count, "%zu", max_jobs);
     snprintf(block, sizeof block, "%d", block_ms > 0 ? block_ms : 0);
     const char *argv[] = {"XREADGROUP", "GROUP", q->key_group, q->server_id, "COUNT", count,
-                          "BLOCK", block, "STREAMS", q->key_jobs, ">"};
+                          "BLOCK",      block,   "STREAMS",    q->key_jobs,  ">"};
     /* BLOCK 0 would wait forever; we never want that from a scheduler loop. */
     if (block_ms <= 0) argv[7] = "1";
     glm_redis_set_timeout(q->ctx, q->cfg.command_timeout_ms + (block_ms > 0 ? block_ms : 1));
@@ -313,8 +317,9 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
     snprintf(maxd, sizeof maxd, "%d", q->cfg.max_deliveries);
     snprintf(rttl, sizeof rttl, "%d", q->cfg.result_ttl_s);
     snprintf(dttl, sizeof dttl, "%d", q->cfg.done_ttl_s);
-    const char *args[] = {q->key_jobs, q->key_dead, q->key_group, q->server_id, idle,
-                          q->claim_cursor, count, maxd, q->prefix, rttl, dttl};
+    const char *args[] = {
+        q->key_jobs, q->key_dead, q->key_group, q->server_id, idle, q->claim_cursor,
+        count,       maxd,        q->prefix,    rttl,         dttl};
     redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_CLAIM, 2, 11, args, NULL);
     if (glm_redis_is_error(r, "NOGROUP")) {
         freeReplyObject(r);
@@ -353,8 +358,7 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
     return st;
 }
 
-glm_status glm_queue_ack_if_done(glm_queue *q, const glm_queue_job *job, bool *done,
-                                 glm_error *err)
+glm_status glm_queue_ack_if_done(glm_queue *q, const glm_queue_job *job, bool *done, glm_error *err)
 {
     *done = false;
     if (!job->job_id[0]) return GLM_OK;
@@ -370,7 +374,8 @@ glm_status glm_queue_ack_if_done(glm_queue *q, const glm_queue_job *job, bool *d
     return st;
 }
 
-/* ---- writing ------------------------------------------------------------------------------------- */
+/* ---- writing
+ * ------------------------------------------------------------------------------------- */
 
 glm_status glm_queue_write_chunk(glm_queue *q, const char *job_id, const void *chunk, size_t len,
                                  glm_error *err)
@@ -406,10 +411,11 @@ static glm_status run_finish(glm_queue *q, const char *entry_id, const char *job
     snprintf(done_key, sizeof done_key, "%s:done:%s", q->prefix, job_id);
     snprintf(rttl, sizeof rttl, "%d", q->cfg.result_ttl_s);
     snprintf(dttl, sizeof dttl, "%d", q->cfg.done_ttl_s);
-    const char *args[] = {q->key_jobs, out_key, done_key, q->key_group, entry_id, result, rttl,
-                          dttl};
+    const char *args[] = {q->key_jobs, out_key, done_key, q->key_group,
+                          entry_id,    result,  rttl,     dttl};
     size_t lens[8];
-    for (int i = 0; i < 8; i++) lens[i] = i == 5 ? len : strlen(args[i]);
+    for (int i = 0; i < 8; i++)
+        lens[i] = i == 5 ? len : strlen(args[i]);
     redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_FINISH, 3, 8, args, lens);
     glm_status st = check(q, r, REDIS_REPLY_ARRAY, "finish script", err);
     if (st == GLM_OK && (r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER))
@@ -430,9 +436,9 @@ static void flush_outbox(glm_queue *q)
         outbox_item *it = &q->outbox[i];
         glm_finish_outcome outcome;
         glm_error err = {0};
-        glm_status st = q->ctx ? run_finish(q, it->entry_id, it->job_id, it->bytes, it->len,
-                                            &outcome, &err)
-                               : GLM_ERR_IO;
+        glm_status st =
+            q->ctx ? run_finish(q, it->entry_id, it->job_id, it->bytes, it->len, &outcome, &err)
+                   : GLM_ERR_IO;
         if (st == GLM_OK) {
             free(it->bytes);
             continue;
@@ -491,11 +497,16 @@ glm_status glm_queue_dead_letter(glm_queue *q, const glm_queue_job *job, const c
 {
     glm_status st = queue_conn(q, err);
     if (st != GLM_OK) return st;
-    const char *args[] = {q->key_jobs, q->key_dead, q->key_group, job->entry_id,
-                          job->bytes ? (const char *)job->bytes : "", reason ? reason : "",
+    const char *args[] = {q->key_jobs,
+                          q->key_dead,
+                          q->key_group,
+                          job->entry_id,
+                          job->bytes ? (const char *)job->bytes : "",
+                          reason ? reason : "",
                           q->server_id};
     size_t lens[7];
-    for (int i = 0; i < 7; i++) lens[i] = i == 4 ? (job->bytes ? job->len : 0) : strlen(args[i]);
+    for (int i = 0; i < 7; i++)
+        lens[i] = i == 4 ? (job->bytes ? job->len : 0) : strlen(args[i]);
     redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_DEAD_LETTER, 2, 7, args, lens);
     st = check(q, r, REDIS_REPLY_INTEGER, "dead-letter script", err);
     if (st == GLM_OK) q->dead++;
@@ -510,14 +521,15 @@ glm_status glm_queue_hand_back(glm_queue *q, const char *entry_id, glm_error *er
     char idle[24];
     snprintf(idle, sizeof idle, "%d", q->cfg.visibility_timeout_ms);
     const char *argv[] = {"XCLAIM", q->key_jobs, q->key_group, q->server_id, "0",
-                          entry_id, "IDLE",      idle,        "JUSTID"};
+                          entry_id, "IDLE",      idle,         "JUSTID"};
     redisReply *r = redisCommandArgv(q->ctx, 9, argv, NULL);
     st = check(q, r, REDIS_REPLY_ARRAY, "XCLAIM hand back", err);
     if (r) freeReplyObject(r);
     return st;
 }
 
-/* ---- liveness ------------------------------------------------------------------------------------ */
+/* ---- liveness
+ * ------------------------------------------------------------------------------------ */
 
 glm_status glm_queue_heartbeat(glm_queue *q, const glm_server_load *load, glm_error *err)
 {

@@ -48,11 +48,11 @@ glm_queue_config glm_queue_config_default(void);
 /* One delivered stream entry. The Job bytes are not decoded here (glm_job_decode does that), so
  * malformed jobs reach the caller and get an error Result like any other bad request. */
 typedef struct glm_queue_job {
-    char entry_id[48];                /* stream entry id, "1700000000000-0" */
-    char job_id[GLM_JOB_ID_MAX + 1];  /* the entry's "id" field; "" if absent or not a valid id */
-    uint8_t *bytes;                   /* the entry's "job" field (malloc'd; NULL if absent) */
+    char entry_id[48];               /* stream entry id, "1700000000000-0" */
+    char job_id[GLM_JOB_ID_MAX + 1]; /* the entry's "id" field; "" if absent or not a valid id */
+    uint8_t *bytes;                  /* the entry's "job" field (malloc'd; NULL if absent) */
     size_t len;
-    uint32_t deliveries;              /* 1 on first delivery, +1 per claim */
+    uint32_t deliveries; /* 1 on first delivery, +1 per claim */
 } glm_queue_job;
 
 void glm_queue_job_clear(glm_queue_job *job);
@@ -64,9 +64,9 @@ typedef enum glm_finish_outcome {
 } glm_finish_outcome;
 
 typedef struct glm_server_load {
-    int running;  /* sequences in the running batch */
-    int waiting;  /* admitted but not yet running */
-    double load;  /* 0..1, e.g. KV blocks in use */
+    int running; /* sequences in the running batch */
+    int waiting; /* admitted but not yet running */
+    double load; /* 0..1, e.g. KV blocks in use */
 } glm_server_load;
 
 /* Creates the queue and tries to connect once; a failed first connection is returned as an error

@@ -7,20 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char FINISH_LUA[] =
-    "local written = 0\n"
-    "if redis.call('EXISTS', KEYS[3]) == 0 then\n"
-    "  redis.call('XADD', KEYS[2], '*', 'result', ARGV[3])\n"
-    "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
-    "  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[5])\n"
-    "  written = 1\n"
-    "end\n"
-    "local acked = 0\n"
-    "if ARGV[2] ~= '' then\n"
-    "  acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
-    "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
-    "end\n"
-    "return {written, acked}\n";
+static const char FINISH_LUA[] = "local written = 0\n"
+                                 "if redis.call('EXISTS', KEYS[3]) == 0 then\n"
+                                 "  redis.call('XADD', KEYS[2], '*', 'result', ARGV[3])\n"
+                                 "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+                                 "  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[5])\n"
+                                 "  written = 1\n"
+                                 "end\n"
+                                 "local acked = 0\n"
+                                 "if ARGV[2] ~= '' then\n"
+                                 "  acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+                                 "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
+                                 "end\n"
+                                 "return {written, acked}\n";
 
 /* The POISON Result is protobuf glm4v.Result written by hand (proto2 wire format): version=1,
  * id, finish_reason=ERROR(4), error{code=POISON(11), message}, server_id, attempts. Keep the field
@@ -78,13 +77,12 @@ static const char CLAIM_LUA[] =
     "end\n"
     "return {claimed[1], n_dead, out}\n";
 
-static const char ACK_IF_DONE_LUA[] =
-    "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-    "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
-    "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n";
+static const char ACK_IF_DONE_LUA[] = "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+                                      "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+                                      "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
+                                      "  return 1\n"
+                                      "end\n"
+                                      "return 0\n";
 
 static const char DEAD_LETTER_LUA[] =
     "redis.call('XADD', KEYS[2], '*', 'entry', ARGV[2], 'id', '', 'job', ARGV[3],\n"
@@ -94,7 +92,7 @@ static const char DEAD_LETTER_LUA[] =
     "return 1\n";
 
 static const char *const SCRIPT_SOURCE[GLM_SCRIPT_COUNT] = {FINISH_LUA, CLAIM_LUA, ACK_IF_DONE_LUA,
-                                                             DEAD_LETTER_LUA};
+                                                            DEAD_LETTER_LUA};
 
 /* SCRIPT LOAD; returns 0 on success, -1 with *fail holding the reply (or NULL) otherwise. */
 static int load_script(redisContext *c, glm_redis_scripts *s, glm_redis_script_id id,

@@ -2,8 +2,8 @@
  * fallback (a restarted Redis has an empty script cache and answers NOSCRIPT).
  *
  * Scripts touch keys derived from the job id (<prefix>:out:<id>, <prefix>:done:<id>) that the
- * claim script cannot declare in KEYS up front. That is fine on a single Redis or Sentinel; on Redis
- * Cluster, put the prefix in a hash tag ("{glm4v}") so every key lives in one slot. */
+ * claim script cannot declare in KEYS up front. That is fine on a single Redis or Sentinel; on
+ * Redis Cluster, put the prefix in a hash tag ("{glm4v}") so every key lives in one slot. */
 #ifndef GLM4V_REDIS_SCRIPTS_H
 #define GLM4V_REDIS_SCRIPTS_H
 
@@ -22,8 +22,8 @@ typedef enum glm_redis_script_id {
     GLM_SCRIPT_CLAIM,
     /* KEYS jobs, done:<id>; ARGV group, entry id. Acks when the marker exists. Returns 0/1. */
     GLM_SCRIPT_ACK_IF_DONE,
-    /* KEYS jobs, dead; ARGV group, entry id, job bytes, reason, consumer. Moves an entry that has no
-     * usable job id to the dead stream and acks it. Returns 1. */
+    /* KEYS jobs, dead; ARGV group, entry id, job bytes, reason, consumer. Moves an entry that has
+     * no usable job id to the dead stream and acks it. Returns 1. */
     GLM_SCRIPT_DEAD_LETTER,
     GLM_SCRIPT_COUNT,
 } glm_redis_script_id;

@@ -10,7 +10,8 @@
 glm_status glm_pack_message(const ProtobufCMessage *m, uint8_t **bytes, size_t *len,
                             glm_error *err);
 
-/* ---- logprobs, shared by Chunk and Result ------------------------------------------------------ */
+/* ---- logprobs, shared by Chunk and Result ------------------------------------------------------
+ */
 
 /* Protobuf view of n glm_token_logprobs; all of it lives in one allocation (free the returned
  * pointer array only). Returns NULL when n == 0 or on allocation failure (*failed tells which). */
@@ -19,7 +20,8 @@ static Glm4v__TokenLogprobs **logprobs_to_pb(const glm_token_logprobs *lp, size_
     *failed = false;
     if (n == 0 || !lp) return NULL;
     size_t n_top = 0;
-    for (size_t i = 0; i < n; i++) n_top += lp[i].n_top;
+    for (size_t i = 0; i < n; i++)
+        n_top += lp[i].n_top;
     size_t bytes = n * (sizeof(Glm4v__TokenLogprobs *) + sizeof(Glm4v__TokenLogprobs)) +
                    n_top * (sizeof(Glm4v__TopLogprob *) + sizeof(Glm4v__TopLogprob));
     Glm4v__TokenLogprobs **ptrs = calloc(1, bytes);
@@ -50,13 +52,13 @@ static Glm4v__TokenLogprobs **logprobs_to_pb(const glm_token_logprobs *lp, size_
 }
 
 /* glm view of decoded logprobs, one allocation. NULL when n == 0 or on allocation failure. */
-static glm_token_logprobs *logprobs_from_pb(Glm4v__TokenLogprobs *const *pb, size_t n,
-                                            bool *failed)
+static glm_token_logprobs *logprobs_from_pb(Glm4v__TokenLogprobs *const *pb, size_t n, bool *failed)
 {
     *failed = false;
     if (n == 0) return NULL;
     size_t n_top = 0;
-    for (size_t i = 0; i < n; i++) n_top += pb[i]->n_top;
+    for (size_t i = 0; i < n; i++)
+        n_top += pb[i]->n_top;
     glm_token_logprobs *lp = calloc(1, n * sizeof *lp + n_top * sizeof(glm_top_logprob));
     if (!lp) {
         *failed = true;
@@ -76,7 +78,8 @@ static glm_token_logprobs *logprobs_from_pb(Glm4v__TokenLogprobs *const *pb, siz
     return lp;
 }
 
-/* ---- Chunk --------------------------------------------------------------------------------------- */
+/* ---- Chunk
+ * --------------------------------------------------------------------------------------- */
 
 glm_status glm_chunk_encode(const glm_chunk *chunk, uint8_t **bytes, size_t *len, glm_error *err)
 {
@@ -106,8 +109,8 @@ glm_status glm_chunk_decode(const void *bytes, size_t len, glm_chunk **out, glm_
     if (!pb) return glm_fail(err, GLM_ERR_FORMAT, "%zu bytes do not parse as glm4v.Chunk", len);
     glm_chunk *c = calloc(1, sizeof *c);
     bool failed = false;
-    const glm_token_logprobs *lp = c ? logprobs_from_pb(pb->logprobs, pb->n_logprobs, &failed)
-                                     : NULL;
+    const glm_token_logprobs *lp =
+        c ? logprobs_from_pb(pb->logprobs, pb->n_logprobs, &failed) : NULL;
     if (!c || failed) {
         free(c);
         glm4v__chunk__free_unpacked(pb, NULL);
@@ -134,7 +137,8 @@ void glm_chunk_free(glm_chunk *chunk)
     free(chunk);
 }
 
-/* ---- Result -------------------------------------------------------------------------------------- */
+/* ---- Result
+ * -------------------------------------------------------------------------------------- */
 
 glm_status glm_result_encode(const glm_result *r, uint8_t **bytes, size_t *len, glm_error *err)
 {
@@ -210,8 +214,8 @@ glm_status glm_result_decode(const void *bytes, size_t len, glm_result **out, gl
     if (!pb) return glm_fail(err, GLM_ERR_FORMAT, "%zu bytes do not parse as glm4v.Result", len);
     glm_result *r = calloc(1, sizeof *r);
     bool failed = false;
-    const glm_token_logprobs *lp = r ? logprobs_from_pb(pb->logprobs, pb->n_logprobs, &failed)
-                                     : NULL;
+    const glm_token_logprobs *lp =
+        r ? logprobs_from_pb(pb->logprobs, pb->n_logprobs, &failed) : NULL;
     if (!r || failed) {
         free(r);
         glm4v__result__free_unpacked(pb, NULL);

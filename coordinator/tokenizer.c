@@ -153,16 +153,29 @@ uint64_t tok_hash(const unsigned char *p, size_t len)
     return h ^ (h >> 32);
 }
 
+static uint64_t head_of(const unsigned char *p, size_t len)
+{
+    uint64_t head = 0;
+    memcpy(&head, p, len < 8 ? len : 8);
+    return head;
+}
+
+static bool slot_holds(const glm_tokenizer *tok, const tok_slot *slot, uint64_t head,
+                       const unsigned char *p, size_t len)
+{
+    return slot->head == head && slot->len == len &&
+           (len <= 8 ||
+            memcmp(tok->token_bytes + tok->token_offset[slot->rank] + 8, p + 8, len - 8) == 0);
+}
+
 int32_t tok_rank_of(const glm_tokenizer *tok, const unsigned char *p, size_t len)
 {
     if (len > tok->max_token_len) return -1;
-    uint64_t h = tok_hash(p, len);
-    for (size_t i = (size_t)h & tok->slot_mask;; i = (i + 1) & tok->slot_mask) {
+    uint64_t head = head_of(p, len);
+    for (size_t i = (size_t)tok_hash(p, len) & tok->slot_mask;; i = (i + 1) & tok->slot_mask) {
         const tok_slot *slot = &tok->slots[i];
         if (slot->rank < 0) return -1;
-        if (slot->tag == (uint32_t)h && tok->token_len[slot->rank] == len &&
-            memcmp(tok->token_bytes + tok->token_offset[slot->rank], p, len) == 0)
-            return slot->rank;
+        if (slot_holds(tok, slot, head, p, len)) return slot->rank;
     }
 }
 
@@ -171,17 +184,16 @@ static int32_t table_insert(glm_tokenizer *tok, int32_t rank)
 {
     const unsigned char *p = (const unsigned char *)tok->token_bytes + tok->token_offset[rank];
     size_t len = tok->token_len[rank];
-    uint64_t h = tok_hash(p, len);
-    for (size_t i = (size_t)h & tok->slot_mask;; i = (i + 1) & tok->slot_mask) {
+    uint64_t head = head_of(p, len);
+    for (size_t i = (size_t)tok_hash(p, len) & tok->slot_mask;; i = (i + 1) & tok->slot_mask) {
         tok_slot *slot = &tok->slots[i];
         if (slot->rank < 0) {
-            slot->tag = (uint32_t)h;
+            slot->head = head;
+            slot->len = (uint32_t)len;
             slot->rank = rank;
             return -1;
         }
-        if (slot->tag == (uint32_t)h && tok->token_len[slot->rank] == len &&
-            memcmp(tok->token_bytes + tok->token_offset[slot->rank], p, len) == 0)
-            return slot->rank;
+        if (slot_holds(tok, slot, head, p, len)) return slot->rank;
     }
 }
 

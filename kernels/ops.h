@@ -58,16 +58,21 @@ typedef struct glm_attn_batch {
 } glm_attn_batch;
 
 /* Sampling parameters of one row of logits (see glm_op_sample). */
-/* Per-row capacity of the logprobs output of sample: row r starts at r * GLM_LOGPROBS_STRIDE and
- * holds [chosen logprob, id0, lp0, id1, lp1, ...] (ids stored as float, exact below 2^24). */
+/* Per-row capacity of the logprobs output of sample: row r starts at r *
+ * GLM_SAMPLE_LOGPROBS_STRIDE and holds [chosen logprob, id0, lp0, id1, lp1, ...]; pairs past the
+ * row's n_logprobs hold (-1, -inf); ids are stored as float (exact below 2^24). Logprobs are the
+ * log-softmax of the raw, unscaled logits. */
 #define GLM_SAMPLE_MAX_LOGPROBS 20
-#define GLM_LOGPROBS_STRIDE (1 + 2 * GLM_SAMPLE_MAX_LOGPROBS)
+#define GLM_SAMPLE_LOGPROBS_STRIDE (1 + 2 * GLM_SAMPLE_MAX_LOGPROBS)
+#define GLM_LOGPROBS_STRIDE GLM_SAMPLE_LOGPROBS_STRIDE
 
 typedef struct glm_sample_params {
     float temperature; /* <= 0: greedy */
     int top_k;         /* <= 0: off */
     float top_p;       /* >= 1: off */
-    uint64_t seed;     /* per request; the step index is mixed in by the caller */
+    uint64_t seed;     /* per request; the op hashes (seed, step) into the draw, so callers that
+                          batch rows of different requests pass each row's own token index by
+                          folding it into seed and step 0 (see kernels/sample_rng.h) */
     int n_logprobs;    /* top-n logprobs to return, 0: none */
 } glm_sample_params;
 
@@ -201,7 +206,9 @@ void glm_backend_fail(glm_backend *be, glm_status status, const char *fmt, ...)
 /* Returns the sticky status (copying its message into err) and clears it. */
 glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
 
-/* ---- wrappers the model calls: skip work once the backend has failed ---- */
+/* ---- wrappers the model calls: skip work once the backend has failed ----
+ * Note: this covers download too, so a caller must check the status (glm_backend_take_error)
+ * before trusting host data a download was meant to fill. */
 #define GLM_OP(be, name, ...)                                                                      \
     do {                                                                                           \
         if ((be)->status == GLM_OK) (be)->ops->name((be), __VA_ARGS__);                            \
@@ -225,6 +232,7 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
 #define glm_op_patchify(be, ...) GLM_OP(be, patchify, __VA_ARGS__)
 #define glm_op_im2col_2x2(be, ...) GLM_OP(be, im2col_2x2, __VA_ARGS__)
 #define glm_op_vision_embed(be, ...) GLM_OP(be, vision_embed, __VA_ARGS__)
+#define glm_op_sample(be, ...) GLM_OP(be, sample, __VA_ARGS__)
 #define glm_op_fill_normal(be, ...) GLM_OP(be, fill_normal, __VA_ARGS__)
 #define glm_op_upload(be, ...) GLM_OP(be, upload, __VA_ARGS__)
 #define glm_op_download(be, ...) GLM_OP(be, download, __VA_ARGS__)

@@ -139,6 +139,7 @@ static const glm_backend_ops cpu_ops = {
     .im2col_2x2 = cpu_im2col_2x2,
     .vision_embed = cpu_vision_embed,
     .sample = cpu_sample,
+    .fill_normal = cpu_fill_normal,
     .graph_begin = NULL,
     .graph_end = NULL,
     .graph_replay = NULL,
@@ -168,6 +169,7 @@ glm_status glm_backend_cpu_create(int n_threads, glm_backend **out, glm_error *e
     be->name = "cpu";
     be->weight_dtype = GLM_F32;
     be->act_dtype = GLM_F32;
+    be->host_memory = true;
     be->status = GLM_OK;
     be->impl = impl;
     *out = be;

@@ -67,6 +67,7 @@ void cpu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const
                 glm_activation act);
 /* elementwise.c */
 float cpu_gelu_scalar(float x);
+void cpu_fill_normal(glm_backend *be, glm_tensor t, uint64_t seed, float mean, float std);
 void cpu_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);
 void cpu_scale(glm_backend *be, glm_tensor x, float s);
 void cpu_gelu(glm_backend *be, glm_tensor y, glm_tensor x);

@@ -52,7 +52,7 @@ void cpu_rope(glm_backend *be, glm_tensor qkv, glm_tensor positions, int n_q_hea
             for (int i = 0; i < half; i++) {
                 float x0 = x[2 * i], x1 = x[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
                 x[2 * i] = x0 * c - x1 * s;
-                x[2 * i + 1] = x1 * c - x0 * s;
+                x[2 * i + 1] = x1 * c + x0 * s;
             }
         }
     }

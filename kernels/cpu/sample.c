@@ -139,7 +139,8 @@ static void write_logprobs(float *out, candidate *c, const float *logits, int64_
     if (isfinite(max))
         for (int64_t i = 0; i < vocab; i++)
             sum += exp((double)c[i].logit - (double)max);
-    double lse = (double)max + log(sum);
+    /* all -inf (or NaN): every logprob is -inf; a +inf logit makes the rest NaN, as in torch */
+    double lse = isfinite(max) ? (double)max + log(sum) : max < 0 ? 0.0 : (double)max;
     out[0] = (float)((double)c[chosen].logit - lse);
     int64_t n = n_logprobs < vocab ? n_logprobs : vocab;
     if (n > 0) {

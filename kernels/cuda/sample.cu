@@ -10,6 +10,11 @@
  * per-thread contiguous chunks of ids. Weights follow the CPU: e_i = expf(l_i / T - max / T). */
 #include "kernels/cuda/common.cuh"
 
+#ifndef GLM_SAMPLE_LOGPROBS_STRIDE /* ops.h names it; kept here while the interface settles */
+#define GLM_SAMPLE_MAX_LOGPROBS 20
+#define GLM_SAMPLE_LOGPROBS_STRIDE (1 + 2 * GLM_SAMPLE_MAX_LOGPROBS)
+#endif
+
 #include <string.h>
 
 #define SAMPLE_THREADS 1024
@@ -306,7 +311,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
             s += exp((double)logit_at(c.row, is_f32, i) - (double)max_v);
     double lse = (double)max_v + log(block_sum_t<double>(s, sh_d));
-    float *out = logprobs + (int64_t)r * GLM_LOGPROBS_STRIDE;
+    float *out = logprobs + (int64_t)r * GLM_SAMPLE_LOGPROBS_STRIDE;
     if (threadIdx.x == 0) out[0] = (float)((double)logit_at(c.row, is_f32, chosen) - lse);
     int n = p.n_logprobs < vocab ? p.n_logprobs : (int)vocab;
     float prev_v = max_v;
@@ -340,7 +345,7 @@ void cuda_sample(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_t
     if (n_rows == 0) return;
     size_t params_bytes = (size_t)n_rows * sizeof(glm_sample_params);
     size_t ids_bytes = ((size_t)n_rows * sizeof(int32_t) + 15) / 16 * 16;
-    size_t lp_bytes = logprobs_host ? (size_t)n_rows * GLM_LOGPROBS_STRIDE * sizeof(float) : 0;
+    size_t lp_bytes = logprobs_host ? (size_t)n_rows * GLM_SAMPLE_LOGPROBS_STRIDE * sizeof(float) : 0;
     size_t params_off = 0, ids_off = (params_bytes + 15) / 16 * 16, lp_off = ids_off + ids_bytes;
     size_t total = lp_off + lp_bytes;
     if (cb->sample_host_bytes < total) {

@@ -97,8 +97,8 @@ static int spawn(redis_fixture *f)
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(1);
-        const char *bin = getenv("GLM4V_REDIS_SERVER") ? getenv("GLM4V_REDIS_SERVER")
-                                                       : "redis-server";
+        const char *bin =
+            getenv("GLM4V_REDIS_SERVER") ? getenv("GLM4V_REDIS_SERVER") : "redis-server";
         execlp(bin, bin, "--port", port, "--bind", "127.0.0.1", "--dir", f->dir, "--save", "",
                "--appendonly", f->appendonly ? "yes" : "no", "--appendfsync", "always",
                "--daemonize", "no", "--logfile", log, (char *)NULL);

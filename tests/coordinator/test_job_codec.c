@@ -19,8 +19,12 @@ static glm_job sample_job(glm_message *msgs, const char *const *stops, const int
                             .image = IMAGE,
                             .image_bytes = sizeof IMAGE,
                             .image_format = "png"};
-    glm_job job = {.version = GLM4V_PROTOCOL_VERSION, .id = "job-1", .messages = msgs,
-                   .n_messages = 2, .priority = -3, .deadline_unix_ms = 1700000000123ull};
+    glm_job job = {.version = GLM4V_PROTOCOL_VERSION,
+                   .id = "job-1",
+                   .messages = msgs,
+                   .n_messages = 2,
+                   .priority = -3,
+                   .deadline_unix_ms = 1700000000123ull};
     job.sampling = glm_sampling_defaults();
     job.sampling.max_new_tokens = 77;
     job.sampling.temperature = 0.0f;
@@ -54,7 +58,8 @@ static void test_job_round_trip(void)
     CHECK(strcmp(d->id, "job-1") == 0);
     CHECK(d->version == GLM4V_PROTOCOL_VERSION);
     CHECK(d->n_messages == 2);
-    CHECK(d->messages[0].role == GLM_ROLE_SYSTEM && strcmp(d->messages[0].content, "be brief") == 0);
+    CHECK(d->messages[0].role == GLM_ROLE_SYSTEM &&
+          strcmp(d->messages[0].content, "be brief") == 0);
     CHECK(d->messages[0].image == NULL);
     CHECK(d->messages[1].role == GLM_ROLE_USER);
     CHECK(strcmp(d->messages[1].content, msgs[1].content) == 0);
@@ -204,7 +209,8 @@ static void test_malformed_and_random(void)
     for (int i = 0; i < 1000; i++) {
         uint8_t buf[512];
         size_t n = (size_t)test_rng_int(&rng, 0, (int)sizeof buf);
-        for (size_t k = 0; k < n; k++) buf[k] = (uint8_t)test_rng_next(&rng);
+        for (size_t k = 0; k < n; k++)
+            buf[k] = (uint8_t)test_rng_next(&rng);
         glm_status st = glm_job_decode(buf, n, &d, &pr);
         if (st == GLM_OK) {
             /* whatever parses must still pass or fail validation cleanly */
@@ -252,7 +258,7 @@ static void test_validation(void)
         msgs[1].role = GLM_ROLE_USER;                                                              \
         msgs[1].content = "hi";                                                                    \
         mutation;                                                                                  \
-        CHECK_MSG(validate_code(&j) == (code), "%s -> %s", #mutation,                            \
+        CHECK_MSG(validate_code(&j) == (code), "%s -> %s", #mutation,                              \
                   glm_error_code_name(validate_code(&j)));                                         \
     } while (0)
     EXPECT(j.sampling.temperature = -0.5f, GLM_EC_BAD_SAMPLING);
@@ -288,8 +294,14 @@ static void test_result_and_chunk(void)
     glm_top_logprob tops[3] = {{5, -0.1f}, {6, -2.5f}, {7, -3.0f}};
     glm_token_logprobs lp[2] = {{5, -0.1f, tops, 2}, {7, -3.0f, tops + 2, 1}};
     const int32_t toks[2] = {5, 7};
-    glm_chunk c = {.id = "j", .index = 3, .attempt = 2, .text = "ab", .token_ids = toks,
-                   .n_tokens = 2, .logprobs = lp, .n_logprobs = 2};
+    glm_chunk c = {.id = "j",
+                   .index = 3,
+                   .attempt = 2,
+                   .text = "ab",
+                   .token_ids = toks,
+                   .n_tokens = 2,
+                   .logprobs = lp,
+                   .n_logprobs = 2};
     uint8_t *bytes;
     size_t len;
     CHECK(glm_chunk_encode(&c, &bytes, &len, NULL) == GLM_OK);
@@ -305,10 +317,17 @@ static void test_result_and_chunk(void)
     glm_chunk_free(dc);
     free(bytes);
 
-    glm_result r = {.id = "j", .text = "a \"quoted\"\nline", .token_ids = toks, .n_tokens = 2,
-                    .finish_reason = GLM_FINISH_STOP_STRING, .usage = {10, 4, 2},
-                    .timings = {1.5, 2, 3, 4, 10.5}, .server_id = "s1", .attempts = 1,
-                    .logprobs = lp, .n_logprobs = 2};
+    glm_result r = {.id = "j",
+                    .text = "a \"quoted\"\nline",
+                    .token_ids = toks,
+                    .n_tokens = 2,
+                    .finish_reason = GLM_FINISH_STOP_STRING,
+                    .usage = {10, 4, 2},
+                    .timings = {1.5, 2, 3, 4, 10.5},
+                    .server_id = "s1",
+                    .attempts = 1,
+                    .logprobs = lp,
+                    .n_logprobs = 2};
     CHECK(glm_result_encode(&r, &bytes, &len, NULL) == GLM_OK);
     glm_result *dr = NULL;
     CHECK(glm_result_decode(bytes, len, &dr, NULL) == GLM_OK);

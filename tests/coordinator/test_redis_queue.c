@@ -73,7 +73,9 @@ static void submit(const char *prefix, const char *id)
 
 static glm_finish_outcome finish(glm_queue *q, const glm_queue_job *job, const char *text)
 {
-    glm_result r = {.id = job->job_id, .text = text, .finish_reason = GLM_FINISH_STOP,
+    glm_result r = {.id = job->job_id,
+                    .text = text,
+                    .finish_reason = GLM_FINISH_STOP,
                     .attempts = job->deliveries};
     uint8_t *bytes;
     size_t len;
@@ -161,7 +163,8 @@ static void test_read_finish_once(void)
     CHECK(glm_queue_ack_if_done(q, &jobs[0], &done, &err) == GLM_OK && done);
     CHECK(pending("t1") == 0);
 out:
-    for (size_t i = 0; i < n; i++) glm_queue_job_clear(&jobs[i]);
+    for (size_t i = 0; i < n; i++)
+        glm_queue_job_clear(&jobs[i]);
     glm_queue_destroy(q);
 }
 

@@ -58,8 +58,8 @@ int main(void)
     glm_client *c = NULL;
     CHECK(glm_client_connect(fx.url, NULL, "rs", 2000, &c, &err) == GLM_OK);
     glm_message m = {.role = GLM_ROLE_USER, .content = "survive a restart"};
-    glm_job job = {.id = "job-r", .messages = &m, .n_messages = 1,
-                   .sampling = glm_sampling_defaults()};
+    glm_job job = {
+        .id = "job-r", .messages = &m, .n_messages = 1, .sampling = glm_sampling_defaults()};
     uint8_t *bytes;
     size_t len;
     CHECK(glm_job_encode(&job, &bytes, &len, NULL) == GLM_OK);
@@ -80,12 +80,14 @@ int main(void)
     free(bytes);
     CHECK(!glm_queue_connected(q));
 
-    glm_result r = {.id = "job-r", .text = "done after restart", .finish_reason = GLM_FINISH_STOP,
+    glm_result r = {.id = "job-r",
+                    .text = "done after restart",
+                    .finish_reason = GLM_FINISH_STOP,
                     .attempts = 1};
     CHECK(glm_result_encode(&r, &bytes, &len, NULL) == GLM_OK);
     glm_finish_outcome outcome = GLM_RESULT_WRITTEN;
-    CHECK_MSG(glm_queue_finish(q, j.entry_id, "job-r", bytes, len, &outcome, &err) == GLM_OK,
-              "%s", err.msg);
+    CHECK_MSG(glm_queue_finish(q, j.entry_id, "job-r", bytes, len, &outcome, &err) == GLM_OK, "%s",
+              err.msg);
     CHECK(outcome == GLM_RESULT_QUEUED && glm_queue_outbox_size(q) == 1);
     /* a second finish of the same job while down (a retry) is held too; the marker dedups it */
     CHECK(glm_queue_finish(q, j.entry_id, "job-r", bytes, len, &outcome, &err) == GLM_OK);
@@ -102,8 +104,8 @@ int main(void)
         glm_queue_tick(q, NULL, &err);
         sleep_ms(25);
     }
-    CHECK_MSG(glm_queue_outbox_size(q) == 0 && glm_queue_connected(q), "after %d ticks: %s",
-              ticks, err.msg);
+    CHECK_MSG(glm_queue_outbox_size(q) == 0 && glm_queue_connected(q), "after %d ticks: %s", ticks,
+              err.msg);
     CHECK(glm_queue_duplicates(q) == 1); /* the second held Result found the first one's marker */
     CHECK(query_int("XPENDING rs:jobs rs:servers") == 0);
     CHECK(query_int("XLEN rs:out:job-r") == 1);

@@ -7,6 +7,7 @@
 #include "tests/testutil.h"
 
 #include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -29,7 +30,8 @@ static child start_submit(const char *const *args, const char *password_env)
     const char *argv[32];
     int n = 0;
     argv[n++] = submit_bin;
-    while (*args && n < 31) argv[n++] = *args++;
+    while (*args && n < 31)
+        argv[n++] = *args++;
     argv[n] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
@@ -54,7 +56,8 @@ static int finish_submit(child ch, char *buf, size_t cap)
 {
     size_t n = 0;
     ssize_t k;
-    while (n + 1 < cap && (k = read(ch.out_fd, buf + n, cap - 1 - n)) > 0) n += (size_t)k;
+    while (n + 1 < cap && (k = read(ch.out_fd, buf + n, cap - 1 - n)) > 0)
+        n += (size_t)k;
     buf[n] = '\0';
     close(ch.out_fd);
     int status = 0;
@@ -107,8 +110,12 @@ static void serve_one(glm_queue *q, const char *const *pieces, glm_error_code fa
     uint32_t n_ids = 0;
     for (uint32_t i = 0; pieces && pieces[i]; i++) {
         ids[n_ids] = 100 + (int32_t)i;
-        glm_chunk c = {.id = j.job_id, .index = i, .attempt = 1, .text = pieces[i],
-                       .token_ids = &ids[n_ids], .n_tokens = 1};
+        glm_chunk c = {.id = j.job_id,
+                       .index = i,
+                       .attempt = 1,
+                       .text = pieces[i],
+                       .token_ids = &ids[n_ids],
+                       .n_tokens = 1};
         n_ids++;
         strcat(text, pieces[i]);
         uint8_t *b;
@@ -123,9 +130,15 @@ static void serve_one(glm_queue *q, const char *const *pieces, glm_error_code fa
         CHECK(glm_result_encode_error(j.job_id, fail_with, "image does not decode", "fake-1", 1, &b,
                                       &len, NULL) == GLM_OK);
     } else {
-        glm_result r = {.id = j.job_id, .text = text, .token_ids = ids, .n_tokens = n_ids,
-                        .finish_reason = GLM_FINISH_LENGTH, .usage = {12, 4, n_ids},
-                        .timings = {1, 2, 3, 4, 10}, .server_id = "fake-1", .attempts = 1};
+        glm_result r = {.id = j.job_id,
+                        .text = text,
+                        .token_ids = ids,
+                        .n_tokens = n_ids,
+                        .finish_reason = GLM_FINISH_LENGTH,
+                        .usage = {12, 4, n_ids},
+                        .timings = {1, 2, 3, 4, 10},
+                        .server_id = "fake-1",
+                        .attempts = 1};
         CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
     }
     glm_finish_outcome outcome;
@@ -136,9 +149,17 @@ static void serve_one(glm_queue *q, const char *const *pieces, glm_error_code fa
     glm_queue_job_clear(&j);
 }
 
-static const char *const JOB_ARGS_TAIL[] = {"--prompt", "describe it", "--max-new-tokens", "16",
-                                            "--temperature", "0", "--stop", "\n\n", "--stop",
-                                            "</s>", NULL};
+static const char *const JOB_ARGS_TAIL[] = {"--prompt",
+                                            "describe it",
+                                            "--max-new-tokens",
+                                            "16",
+                                            "--temperature",
+                                            "0",
+                                            "--stop",
+                                            "\n\n",
+                                            "--stop",
+                                            "</s>",
+                                            NULL};
 
 static void build_args(const char **out, const char *const *head)
 {
@@ -147,8 +168,10 @@ static void build_args(const char **out, const char *const *head)
     out[n++] = fx.url;
     out[n++] = "--prefix";
     out[n++] = "sb";
-    while (*head) out[n++] = *head++;
-    for (const char *const *t = JOB_ARGS_TAIL; *t; t++) out[n++] = *t;
+    while (*head)
+        out[n++] = *head++;
+    for (const char *const *t = JOB_ARGS_TAIL; *t; t++)
+        out[n++] = *t;
     out[n] = NULL;
 }
 
@@ -253,6 +276,38 @@ int main(int argc, char **argv)
     const char *bad_t[] = {"--redis", fx.url, "--prompt", "x", "--temperature", "hot", NULL};
     rc = finish_submit(start_submit(bad_t, NULL), buf, sizeof buf);
     CHECK(rc == 2);
+
+    /* a password-protected Redis: the password comes from a file or the environment */
+    redisContext *admin = redisConnect("127.0.0.1", fx.port);
+    redisReply *r = admin ? redisCommand(admin, "CONFIG SET requirepass s3cret") : NULL;
+    CHECK(r && r->type == REDIS_REPLY_STATUS);
+    if (r) freeReplyObject(r);
+    if (admin) redisFree(admin);
+    char *pw_dir = test_mkdtemp();
+    char pw_file[600];
+    snprintf(pw_file, sizeof pw_file, "%s/pw", pw_dir);
+    test_write_file(pw_file, "s3cret\n", 7);
+    const char *file_args[] = {"--redis",         fx.url,  "--prefix", "sb", "--status",
+                               "--password-file", pw_file, NULL};
+    rc = finish_submit(start_submit(file_args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 0 && strstr(buf, "queue depth: 1"), "password file: exit %d", rc);
+    rc = finish_submit(start_submit(status_args, "s3cret"), buf, sizeof buf);
+    CHECK_MSG(rc == 0, "password env: exit %d", rc);
+    rc = finish_submit(start_submit(status_args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 3, "no password: exit %d", rc);
+    test_rmtree(pw_dir);
+    free(pw_dir);
+    /* the server side takes the password as a separate argument */
+    glm_queue_config cfg = glm_queue_config_default();
+    cfg.url = fx.url;
+    cfg.prefix = "sb";
+    cfg.server_id = "fake-2";
+    cfg.password = "s3cret";
+    glm_queue *q2 = NULL;
+    CHECK_MSG(glm_queue_create(&cfg, &q2, &err) == GLM_OK, "%s", err.msg);
+    glm_queue_destroy(q2);
+    cfg.password = "wrong";
+    CHECK(glm_queue_create(&cfg, &q2, &err) != GLM_OK && !strstr(err.msg, "wrong"));
 out:
     glm_queue_destroy(q);
     redis_fixture_destroy(&fx);

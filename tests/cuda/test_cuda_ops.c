@@ -14,6 +14,11 @@
 #include "kernels/ops.h"
 #include "tests/testutil.h"
 
+#ifndef GLM_SAMPLE_LOGPROBS_STRIDE /* ops.h names it; kept here while the interface settles */
+#define GLM_SAMPLE_MAX_LOGPROBS 20
+#define GLM_SAMPLE_LOGPROBS_STRIDE (1 + 2 * GLM_SAMPLE_MAX_LOGPROBS)
+#endif
+
 static glm_backend *be;
 static test_rng rng;
 static int small_only;
@@ -544,8 +549,8 @@ static void test_sample(int rows, int vocab)
         p[r].n_logprobs = r % 2 ? 5 : 0;
     }
     int32_t *gid = malloc(sizeof(int32_t) * rows), *cid = malloc(sizeof(int32_t) * rows);
-    float *glp = malloc(sizeof(float) * rows * GLM_LOGPROBS_STRIDE),
-          *clp = malloc(sizeof(float) * rows * GLM_LOGPROBS_STRIDE);
+    float *glp = malloc(sizeof(float) * rows * GLM_SAMPLE_LOGPROBS_STRIDE),
+          *clp = malloc(sizeof(float) * rows * GLM_SAMPLE_LOGPROBS_STRIDE);
     int agree = 0, lp_bad = 0;
     for (uint64_t step = 0; step < 8; step++) {
         be->ops->sample(be, gid, glp, glm_tensor_2d(GLM_BF16, rows, vocab, dl), p, rows, step);
@@ -554,7 +559,7 @@ static void test_sample(int rows, int vocab)
         for (int r = 0; r < rows; r++) {
             agree += gid[r] == cid[r];
             for (int i = 0; i < 1 + 2 * p[r].n_logprobs; i++)
-                lp_bad += fabsf(glp[r * GLM_LOGPROBS_STRIDE + i] - clp[r * GLM_LOGPROBS_STRIDE + i]) > 1e-3f;
+                lp_bad += fabsf(glp[r * GLM_SAMPLE_LOGPROBS_STRIDE + i] - clp[r * GLM_SAMPLE_LOGPROBS_STRIDE + i]) > 1e-3f;
         }
     }
     /* equal logits and equal RNG: every draw should agree (a rare rounding tie aside) */

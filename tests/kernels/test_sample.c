@@ -189,6 +189,7 @@ static void check_logprobs(glm_backend *be, test_rng *rng)
             int best = -1;
             for (int i = 0; i < vocab; i++)
                 if (!used[i] && (best < 0 || l[i] > l[best])) best = i;
+            if (best < 0) break;
             used[best] = true;
             ok &= id == (float)best && fabs(v - (l[best] - lse)) < 1e-5;
         }

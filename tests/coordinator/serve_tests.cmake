@@ -1,0 +1,1 @@
+glm4v_add_test(test_scheduler SOURCES test_scheduler.c LIBS glm4v_coordinator)
