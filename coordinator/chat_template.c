@@ -55,8 +55,8 @@ static glm_status append_message(const glm_tokenizer *tok, const glm_chat_messag
         if (st == GLM_OK) st = push_special(tok, "<|endoftext|>", &prompt->ids, err);
         if (st == GLM_OK) st = push_special(tok, "<|end_of_image|>", &prompt->ids, err);
     }
-    if (st == GLM_OK) st = glm_tokenizer_encode(tok, msg->content, msg->content_len, &prompt->ids,
-                                                err);
+    if (st == GLM_OK)
+        st = glm_tokenizer_encode(tok, msg->content, msg->content_len, &prompt->ids, err);
     if (st != GLM_OK) glm_error_prefix(err, "message %zu", index);
     return st;
 }

@@ -180,11 +180,11 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
     /* decode: one token per step through the cache */
     t0 = now_ms();
     int position = layout.n_ids, kv_index = layout.n_rows;
-    res->finish = GLM_FINISH_LENGTH;
+    res->finish = GLM_GEN_FINISH_LENGTH;
     while (!st && res->n_ids < req->max_new_tokens) {
         res->ids[res->n_ids++] = next;
         if (!req->ignore_eos && glm_config_is_eos(cfg, next)) {
-            res->finish = GLM_FINISH_STOP;
+            res->finish = GLM_GEN_FINISH_STOP;
             break;
         }
         if (res->n_ids == req->max_new_tokens) break;

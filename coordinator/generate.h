@@ -20,15 +20,15 @@ typedef struct glm_generate_request {
     float *dump_logits;  /* optional [spliced length, vocab]: logits of every prompt position */
 } glm_generate_request;
 
-typedef enum glm_finish_reason {
-    GLM_FINISH_LENGTH = 0,
-    GLM_FINISH_STOP, /* an eos id was generated */
-} glm_finish_reason;
+typedef enum glm_gen_finish {
+    GLM_GEN_FINISH_LENGTH = 0,
+    GLM_GEN_FINISH_STOP, /* an eos id was generated */
+} glm_gen_finish;
 
 typedef struct glm_generate_result {
     int32_t *ids; /* generated ids (malloc'd), the eos id included when it stopped */
     int n_ids;
-    glm_finish_reason finish;
+    glm_gen_finish finish;
     int spliced_length; /* rows the prompt took in the KV cache */
     int n_images;
     double vision_ms, prefill_ms, decode_ms;

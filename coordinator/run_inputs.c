@@ -96,9 +96,9 @@ void glm_run_inputs_free(glm_run_inputs *in)
     memset(in, 0, sizeof(*in));
 }
 
-static const char *finish_name(glm_finish_reason f)
+static const char *finish_name(glm_gen_finish f)
 {
-    return f == GLM_FINISH_STOP ? "stop" : "length";
+    return f == GLM_GEN_FINISH_STOP ? "stop" : "length";
 }
 
 void glm_run_print_result(const glm_run_args *a, const glm_run_inputs *in,

@@ -34,7 +34,8 @@ static int encode_stdin(const glm_tokenizer *tok, const glm_bytes *in)
         fprintf(stderr, "glm4v-tokenize: %s\n", err.msg);
         return 1;
     }
-    for (size_t i = 0; i < ids.n; i++) printf(i ? " %d" : "%d", ids.ids[i]);
+    for (size_t i = 0; i < ids.n; i++)
+        printf(i ? " %d" : "%d", ids.ids[i]);
     putchar('\n');
     glm_token_ids_free(&ids);
     return 0;
@@ -50,7 +51,8 @@ static int parse_ids(const glm_bytes *in, glm_token_ids *ids)
             continue;
         }
         const char *word = p;
-        while (p < end && !strchr(" \t\r\n", *p)) p++;
+        while (p < end && !strchr(" \t\r\n", *p))
+            p++;
         long long value = 0;
         int ok = p - word <= 10;
         for (const char *d = word; ok && d < p; d++) {

@@ -8,10 +8,20 @@
 #include <string.h>
 
 static const char *const special_names[GLM_TOKENIZER_N_SPECIAL] = {
-    "<|endoftext|>", "[MASK]",          "[gMASK]",          "[sMASK]",
-    "<sop>",         "<eop>",           "<|system|>",       "<|user|>",
-    "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>",
-    "<|begin_of_video|>", "<|end_of_video|>",
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
 };
 
 /* ---- growable buffers ------------------------------------------------------------------------ */
@@ -47,7 +57,8 @@ glm_status glm_bytes_append(glm_bytes *buf, const void *data, size_t len, glm_er
 {
     if (buf->len + len + 1 > buf->cap) {
         size_t cap = buf->cap ? buf->cap : 64;
-        while (cap < buf->len + len + 1) cap *= 2;
+        while (cap < buf->len + len + 1)
+            cap *= 2;
         char *grown = realloc(buf->data, cap);
         if (!grown) return glm_fail(err, GLM_ERR_NOMEM, "byte buffer: cannot grow to %zu", cap);
         buf->data = grown;
@@ -254,7 +265,8 @@ static glm_status parse_line(glm_tokenizer *tok, const char *name, size_t line_n
                              size_t len, size_t *arena_used, glm_error *err)
 {
     const char *space = memchr(line, ' ', len);
-    if (!space) return glm_fail(err, GLM_ERR_FORMAT, "%s:%zu: expected 'base64 rank'", name, line_no);
+    if (!space)
+        return glm_fail(err, GLM_ERR_FORMAT, "%s:%zu: expected 'base64 rank'", name, line_no);
     size_t b64_len = (size_t)(space - line);
     char *dst = tok->token_bytes + *arena_used;
     long n_bytes = base64_decode(line, b64_len, dst);
@@ -296,13 +308,15 @@ static glm_status allocate_tables(glm_tokenizer *tok, size_t n_lines, size_t fil
     tok->token_offset = malloc(n_lines * sizeof *tok->token_offset);
     tok->token_len = malloc(n_lines * sizeof *tok->token_len);
     size_t n_slots = 64;
-    while (n_slots < n_lines * 2) n_slots *= 2;
+    while (n_slots < n_lines * 2)
+        n_slots *= 2;
     tok->slots = malloc(n_slots * sizeof *tok->slots);
     tok->slot_mask = n_slots - 1;
     if (!tok->token_bytes || !tok->token_offset || !tok->token_len || !tok->slots)
         return glm_fail(err, GLM_ERR_NOMEM, "tokenizer: no memory for %zu tokens", n_lines);
     memset(tok->token_len, 0xFF, n_lines * sizeof *tok->token_len);
-    for (size_t i = 0; i < n_slots; i++) tok->slots[i].rank = -1;
+    for (size_t i = 0; i < n_slots; i++)
+        tok->slots[i].rank = -1;
     return GLM_OK;
 }
 
@@ -321,22 +335,24 @@ static glm_status parse_ranks(glm_tokenizer *tok, const char *data, size_t len, 
         const char *line_end = nl ? nl : end;
         line_no++;
         if (line_end > p && line_end[-1] == '\r') line_end--;
-        if (line_end > p) st = parse_line(tok, name, line_no, p, (size_t)(line_end - p),
-                                          &arena_used, err);
+        if (line_end > p)
+            st = parse_line(tok, name, line_no, p, (size_t)(line_end - p), &arena_used, err);
         p = nl ? nl + 1 : end;
     }
     for (int b = 0; st == GLM_OK && b < 256; b++) {
         unsigned char byte = (unsigned char)b;
         tok->byte_rank[b] = tok_rank_of(tok, &byte, 1);
         if (tok->byte_rank[b] < 0)
-            st = glm_fail(err, GLM_ERR_FORMAT, "%s: byte 0x%02X is not a token (needed to encode "
-                          "arbitrary text)", name, b);
+            st = glm_fail(err, GLM_ERR_FORMAT,
+                          "%s: byte 0x%02X is not a token (needed to encode "
+                          "arbitrary text)",
+                          name, b);
     }
     return st;
 }
 
-glm_status glm_tokenizer_load_buffer(const char *data, size_t len, const char *name,
-                                     unsigned flags, glm_tokenizer **out, glm_error *err)
+glm_status glm_tokenizer_load_buffer(const char *data, size_t len, const char *name, unsigned flags,
+                                     glm_tokenizer **out, glm_error *err)
 {
     *out = NULL;
     glm_tokenizer *tok = calloc(1, sizeof *tok);

@@ -45,8 +45,8 @@ glm_status glm_bytes_append(glm_bytes *buf, const void *data, size_t len, glm_er
 
 /* Load flags for glm_tokenizer_load_ex. */
 enum {
-    GLM_TOKENIZER_NO_JIT = 1u << 0,      /* use the PCRE2 interpreter even where JIT works */
-    GLM_TOKENIZER_HEAP_MERGE = 1u << 1,  /* use the heap merge for every piece (tests) */
+    GLM_TOKENIZER_NO_JIT = 1u << 0,     /* use the PCRE2 interpreter even where JIT works */
+    GLM_TOKENIZER_HEAP_MERGE = 1u << 1, /* use the heap merge for every piece (tests) */
 };
 
 /* Reads a tiktoken-format file (one "base64(token bytes) rank" per line). Ranks must be exactly
@@ -55,8 +55,8 @@ glm_status glm_tokenizer_load(const char *path, glm_tokenizer **out, glm_error *
 glm_status glm_tokenizer_load_ex(const char *path, unsigned flags, glm_tokenizer **out,
                                  glm_error *err);
 /* Same, from a buffer in memory (name is used in messages). */
-glm_status glm_tokenizer_load_buffer(const char *data, size_t len, const char *name,
-                                     unsigned flags, glm_tokenizer **out, glm_error *err);
+glm_status glm_tokenizer_load_buffer(const char *data, size_t len, const char *name, unsigned flags,
+                                     glm_tokenizer **out, glm_error *err);
 void glm_tokenizer_destroy(glm_tokenizer *tok);
 
 /* Ordinary BPE ranks (the first special id). */

@@ -10,15 +10,16 @@
  * with \s spelled out as the Unicode White_Space set. tiktoken runs it with Rust's regex, whose \s
  * is White_Space; PCRE2's \s under UCP is \p{Z}, \h and \v, which adds U+180E (Mongolian vowel
  * separator, no longer White_Space since Unicode 6.3) and would split text differently there. */
-#define WS "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-static const char pretokenize_pattern[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
-    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
-    "|\\p{N}{1,3}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
-    "|[" WS "]*[\\r\\n]+"
-    "|[" WS "]+(?![^" WS "])"
-    "|[" WS "]+";
+#define WS                                                                                         \
+    "\\t-\\r "                                                                                     \
+    "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+static const char pretokenize_pattern[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+                                          "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+                                          "|\\p{N}{1,3}"
+                                          "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
+                                          "|[" WS "]*[\\r\\n]+"
+                                          "|[" WS "]+(?![^" WS "])"
+                                          "|[" WS "]+";
 #undef WS
 
 /* Pieces up to this many bytes merge with tiktoken's own scan (quadratic, but tiny and cache
@@ -54,7 +55,8 @@ static glm_status merge_linear(const glm_tokenizer *tok, const unsigned char *pi
     size_t start[LINEAR_MERGE_MAX + 1];
     int32_t rank[LINEAR_MERGE_MAX], pair_rank[LINEAR_MERGE_MAX];
     size_t n = len;
-    for (size_t k = 0; k <= n; k++) start[k] = k;
+    for (size_t k = 0; k <= n; k++)
+        start[k] = k;
     for (size_t k = 0; k < n; k++) {
         rank[k] = tok->byte_rank[piece[k]];
         pair_rank[k] = k + 1 < n ? tok_rank_of(tok, piece + k, 2) : -1;
@@ -70,9 +72,9 @@ static glm_status merge_linear(const glm_tokenizer *tok, const unsigned char *pi
         memmove(&rank[best + 1], &rank[best + 2], (n - best - 2) * sizeof rank[0]);
         memmove(&pair_rank[best + 1], &pair_rank[best + 2], (n - best - 2) * sizeof pair_rank[0]);
         n--;
-        pair_rank[best] = best + 1 < n ? tok_rank_of(tok, piece + start[best],
-                                                     start[best + 2] - start[best])
-                                       : -1;
+        pair_rank[best] = best + 1 < n
+                              ? tok_rank_of(tok, piece + start[best], start[best + 2] - start[best])
+                              : -1;
         if (best > 0)
             pair_rank[best - 1] =
                 tok_rank_of(tok, piece + start[best - 1], start[best + 1] - start[best - 1]);
@@ -89,11 +91,11 @@ static glm_status merge_linear(const glm_tokenizer *tok, const unsigned char *pi
  * changes, so the key order (rank, index) is tiktoken's (lowest rank, leftmost). Entries go stale
  * when a neighbour merges; a popped entry counts only if its rank is still its part's pair rank. */
 typedef struct merge_state {
-    uint32_t *next;      /* [len + 1] index of the following part; len marks the end */
-    uint32_t *prev;      /* [len] index of the preceding part; UINT32_MAX for the first */
-    int32_t *rank;       /* [len] rank of the part's own bytes */
-    int32_t *pair_rank;  /* [len] rank of the part joined with the next one, -1 if none */
-    uint64_t *heap;      /* (pair_rank << 32 | part) */
+    uint32_t *next;     /* [len + 1] index of the following part; len marks the end */
+    uint32_t *prev;     /* [len] index of the preceding part; UINT32_MAX for the first */
+    int32_t *rank;      /* [len] rank of the part's own bytes */
+    int32_t *pair_rank; /* [len] rank of the part joined with the next one, -1 if none */
+    uint64_t *heap;     /* (pair_rank << 32 | part) */
     size_t heap_n;
 } merge_state;
 
@@ -156,7 +158,8 @@ static glm_status merge_heap(const glm_tokenizer *tok, const unsigned char *piec
         m.rank[i] = tok->byte_rank[piece[i]];
     }
     m.next[len] = (uint32_t)len;
-    for (uint32_t i = 0; i < len; i++) update_pair(tok, &m, piece, len, i);
+    for (uint32_t i = 0; i < len; i++)
+        update_pair(tok, &m, piece, len, i);
     while (m.heap_n) {
         uint64_t key = heap_pop(&m);
         uint32_t i = (uint32_t)key;

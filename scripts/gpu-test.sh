@@ -68,7 +68,8 @@ fi
 if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
   CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   "$CS" --tool memcheck --leak-check no --error-exitcode 3 "$bin" --small >/tmp/memcheck.log 2>&1 \
-    && echo "memcheck: clean" || { echo "memcheck: FAILED"; tail -40 /tmp/memcheck.log; status=1; }
+    && echo "memcheck: clean" \
+    || { echo "memcheck: FAILED"; grep -A6 "^========= [A-Z]" /tmp/memcheck.log | head -60; status=1; }
 fi
 if [ "${GLM4V_GPU_BENCH:-0}" = 1 ]; then "$bin" --small --bench | sed -n '/benchmarks/,$p'; fi
 exit $status

@@ -60,7 +60,8 @@ static glm_status open_shard(glm_checkpoint *ck, size_t i, const char *name, glm
 static glm_status build_name_table(glm_checkpoint *ck, glm_error *err)
 {
     size_t n = 0;
-    for (size_t i = 0; i < ck->n_shards; i++) n += glm_safetensors_count(ck->shards[i]);
+    for (size_t i = 0; i < ck->n_shards; i++)
+        n += glm_safetensors_count(ck->shards[i]);
     ck->by_name = malloc((n ? n : 1) * sizeof(*ck->by_name));
     if (!ck->by_name) return glm_fail(err, GLM_ERR_NOMEM, "%s: out of memory", ck->dir);
     for (size_t i = 0; i < ck->n_shards; i++)
@@ -104,7 +105,10 @@ static char *read_small_file(const char *path, size_t limit, size_t *len, glm_st
     size_t n = buf ? fread(buf, 1, limit + 1, f) : 0;
     int bad = !buf || ferror(f) || n > limit;
     if (bad)
-        *status = glm_fail(err, !buf ? GLM_ERR_NOMEM : n > limit ? GLM_ERR_LIMIT : GLM_ERR_IO,
+        *status = glm_fail(err,
+                           !buf        ? GLM_ERR_NOMEM
+                           : n > limit ? GLM_ERR_LIMIT
+                                       : GLM_ERR_IO,
                            "%s: cannot read (limit %zu bytes)", path, limit);
     fclose(f);
     if (bad) {
@@ -146,7 +150,8 @@ static glm_status collect_shards(glm_checkpoint *ck, const char *index_path, con
         ck->n_shards = i + 1; /* close frees what was copied so far */
         if (!ck->shard_names[i]) return glm_fail(err, GLM_ERR_NOMEM, "%s: out of memory", ck->dir);
     }
-    for (size_t i = unique; i < n; i++) ck->shard_names[i] = NULL;
+    for (size_t i = unique; i < n; i++)
+        ck->shard_names[i] = NULL;
     return GLM_OK;
 }
 
@@ -247,8 +252,8 @@ glm_status glm_checkpoint_open(const char *model_dir, glm_checkpoint **out, glm_
         if (stat(path, &sb) == 0)
             s = open_single(ck, err);
         else
-            s = glm_fail(err, GLM_ERR_MISSING, "%s: neither %s nor %s found", model_dir,
-                         INDEX_NAME, SINGLE_NAME);
+            s = glm_fail(err, GLM_ERR_MISSING, "%s: neither %s nor %s found", model_dir, INDEX_NAME,
+                         SINGLE_NAME);
     }
     if (s != GLM_OK) {
         glm_checkpoint_close(ck);
@@ -291,7 +296,8 @@ static void format_shape(char *buf, size_t len, int ndim, const int64_t *shape)
 {
     size_t used = (size_t)snprintf(buf, len, "[");
     for (int d = 0; d < ndim && used < len; d++)
-        used += (size_t)snprintf(buf + used, len - used, d ? ", %lld" : "%lld", (long long)shape[d]);
+        used +=
+            (size_t)snprintf(buf + used, len - used, d ? ", %lld" : "%lld", (long long)shape[d]);
     if (used < len) snprintf(buf + used, len - used, "]");
 }
 
@@ -302,7 +308,8 @@ glm_status glm_checkpoint_expect(const glm_checkpoint *ck, const char *name, int
     const glm_st_tensor *t = glm_checkpoint_find(ck, name);
     if (!t) return glm_fail(err, GLM_ERR_MISSING, "%s: tensor '%.200s' not found", ck->dir, name);
     bool same = t->ndim == ndim;
-    for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+    for (int d = 0; same && d < ndim; d++)
+        same = t->shape[d] == shape[d];
     if (!same) {
         char have[128], want[128];
         format_shape(have, sizeof(have), t->ndim, t->shape);
@@ -383,7 +390,8 @@ glm_status glm_tensor_read_block(const glm_st_tensor *t, int64_t row0, int64_t n
 {
     if (!t) return glm_fail(err, GLM_ERR_INVALID_ARG, "read_block: no tensor");
     int64_t rows = t->ndim == 0 ? 1 : t->shape[0], cols = 1;
-    for (int d = 1; d < t->ndim; d++) cols *= t->shape[d];
+    for (int d = 1; d < t->ndim; d++)
+        cols *= t->shape[d];
     if (row0 < 0 || n_rows < 0 || col0 < 0 || n_cols < 0 || row0 > rows - n_rows ||
         col0 > cols - n_cols)
         return glm_fail(err, GLM_ERR_SHAPE,
@@ -396,8 +404,8 @@ glm_status glm_tensor_read_block(const glm_st_tensor *t, int64_t row0, int64_t n
         return glm_fail(err, GLM_ERR_INVALID_ARG, "%s: tensor '%.200s': no destination", t->file,
                         t->name);
     size_t ssize = glm_dtype_size(t->dtype), dsize = glm_dtype_size(dst_dtype);
-    const unsigned char *src = (const unsigned char *)t->data + ((size_t)row0 * (size_t)cols +
-                                                                  (size_t)col0) * ssize;
+    const unsigned char *src =
+        (const unsigned char *)t->data + ((size_t)row0 * (size_t)cols + (size_t)col0) * ssize;
     unsigned char *out = dst;
     /* Whole rows are contiguous in the file: one run instead of n_rows. */
     bool whole_rows = n_cols == cols;
@@ -406,8 +414,9 @@ glm_status glm_tensor_read_block(const glm_st_tensor *t, int64_t row0, int64_t n
     for (size_t r = 0; r < runs; r++) {
         if (convert_run(out + r * run_len * dsize, dst_dtype, src + r * (size_t)cols * ssize,
                         t->dtype, run_len) != 0)
-            return glm_fail(err, GLM_ERR_UNSUPPORTED, "%s: tensor '%.200s': cannot convert %s to %s",
-                            t->file, t->name, glm_dtype_name(t->dtype), glm_dtype_name(dst_dtype));
+            return glm_fail(err, GLM_ERR_UNSUPPORTED,
+                            "%s: tensor '%.200s': cannot convert %s to %s", t->file, t->name,
+                            glm_dtype_name(t->dtype), glm_dtype_name(dst_dtype));
     }
     if (t->mapped) {
         size_t span = ((size_t)(n_rows - 1) * (size_t)cols + (size_t)n_cols) * ssize;

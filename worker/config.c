@@ -39,8 +39,7 @@ static glm_status read_size(const cJSON *obj, const char *source, const char *pr
                             const char *key, int *out, glm_error *err)
 {
     const cJSON *item = find_key(obj, key);
-    if (!item)
-        return glm_fail(err, GLM_ERR_MISSING, "%s: missing key '%s%s'", source, prefix, key);
+    if (!item) return glm_fail(err, GLM_ERR_MISSING, "%s: missing key '%s%s'", source, prefix, key);
     glm_status st = read_int_value(item, source, prefix, key, out, err);
     if (st != GLM_OK) return st;
     if (*out <= 0)
@@ -114,7 +113,8 @@ static glm_status read_eos(const cJSON *obj, const char *source, glm_model_confi
     const cJSON *id;
     cJSON_ArrayForEach(id, item)
     {
-        glm_status st = read_int_value(id, source, "", "eos_token_id[]", &cfg->eos_token_ids[i], err);
+        glm_status st =
+            read_int_value(id, source, "", "eos_token_id[]", &cfg->eos_token_ids[i], err);
         if (st != GLM_OK) return st;
         i++;
     }
@@ -231,9 +231,10 @@ static glm_status check_config(const glm_model_config *cfg, const char *source, 
 
     const glm_vision_config *vc = &cfg->vision;
     if (vc->image_size % vc->patch_size != 0)
-        return glm_fail(err, GLM_ERR_SHAPE,
-                        "%s: key 'vision_config.image_size' (%d) is not a multiple of patch_size (%d)",
-                        source, vc->image_size, vc->patch_size);
+        return glm_fail(
+            err, GLM_ERR_SHAPE,
+            "%s: key 'vision_config.image_size' (%d) is not a multiple of patch_size (%d)", source,
+            vc->image_size, vc->patch_size);
     int grid = vc->image_size / vc->patch_size;
     if (grid % 2 != 0)
         return glm_fail(err, GLM_ERR_SHAPE,
@@ -277,8 +278,8 @@ glm_status glm_config_parse(const char *json, size_t len, const char *source, gl
     if (!source) source = "config.json";
     if (!json || !cfg) return glm_fail(err, GLM_ERR_INVALID_ARG, "%s: no config text", source);
     if (len > CONFIG_MAX_BYTES)
-        return glm_fail(err, GLM_ERR_LIMIT, "%s: %zu bytes is larger than the %d-byte limit", source,
-                        len, CONFIG_MAX_BYTES);
+        return glm_fail(err, GLM_ERR_LIMIT, "%s: %zu bytes is larger than the %d-byte limit",
+                        source, len, CONFIG_MAX_BYTES);
     glm_model_config parsed;
     memset(&parsed, 0, sizeof(parsed));
     parsed.rope_ratio = 1.0f;

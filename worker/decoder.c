@@ -100,6 +100,7 @@ static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *lo
     glm_backend *be = m->be;
     decoder_scratch *s = &m->ds;
     int64_t n = p->n_logit_rows, tp = m->plan.tp_size, vocab_local = m->plan.vocab;
+    m->last_logits = (glm_tensor){0};
     if (n == 0) return GLM_OK;
     glm_tensor logit_in = rows_of(&s->logit_in, n), logits = rows_of(&s->logits, n);
     glm_op_gather_rows(be, logit_in, rows_of(&s->hnorm, p->n_tokens), i32_view(&s->logit_rows, n));
@@ -122,6 +123,7 @@ static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *lo
     } else {
         full = logits;
     }
+    m->last_logits = full;
     if (logits_host && m->plan.tp_rank == 0) {
         size_t count = (size_t)glm_tensor_numel(&full);
         if (be->act_dtype == GLM_F32) {

@@ -329,3 +329,15 @@ glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, float *logits
     if (st) return st;
     return glm_decoder_forward(m, plan, logits_host, err);
 }
+
+glm_status glm_model_sample(glm_model *m, const glm_sample_params *params, int n_rows,
+                            int32_t *ids_host, float *logprobs_host, glm_error *err)
+{
+    if (!m->last_logits.data || glm_tensor_rows(&m->last_logits) != n_rows)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "sample: the last step produced %lld logit rows, "
+                        "not %d", (long long)glm_tensor_rows(&m->last_logits), n_rows);
+    if (!m->be->ops->sample)
+        return glm_fail(err, GLM_ERR_UNSUPPORTED, "%s backend cannot sample", m->be->name);
+    glm_op_sample(m->be, ids_host, logprobs_host, m->last_logits, params, n_rows, 0);
+    return glm_backend_take_error(m->be, err);
+}

@@ -65,4 +65,10 @@ glm_status glm_model_read_image_embeds(glm_model *m, int slot, float *out_host, 
 glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, float *logits_host,
                           glm_error *err);
 
+/* Rank 0, after glm_model_step: draws one token per logit row of that step on the backend
+ * (greedy, temperature, top-k, top-p per row) and copies only the ids (and requested logprobs,
+ * GLM_SAMPLE_LOGPROBS_STRIDE floats per row) to the host. */
+glm_status glm_model_sample(glm_model *m, const glm_sample_params *params, int n_rows,
+                            int32_t *ids_host, float *logprobs_host, glm_error *err);
+
 #endif

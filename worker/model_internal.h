@@ -57,6 +57,7 @@ struct glm_model {
     size_t scratch_bytes;
     decoder_scratch ds;
     vision_scratch vs;
+    glm_tensor last_logits; /* [rows, vocab] of the last step, for glm_model_sample */
     /* host staging for the step's I32 arrays */
     int32_t *host_reorder;
 };

@@ -45,10 +45,10 @@ static int dtype_from_name(const char *s, glm_dtype *out)
     static const struct {
         const char *name;
         glm_dtype dtype;
-    } known[] = {{"F32", GLM_F32}, {"BF16", GLM_BF16}, {"F16", GLM_F16},
-                 {"I32", GLM_I32}, {"I64", GLM_I64}};
-    static const char *unsupported[] = {"F64", "U8", "I8", "U16", "I16", "U32", "U64",
-                                        "BOOL", "F8_E4M3", "F8_E5M2", "C64"};
+    } known[] = {
+        {"F32", GLM_F32}, {"BF16", GLM_BF16}, {"F16", GLM_F16}, {"I32", GLM_I32}, {"I64", GLM_I64}};
+    static const char *unsupported[] = {"F64", "U8",   "I8",      "U16",     "I16", "U32",
+                                        "U64", "BOOL", "F8_E4M3", "F8_E5M2", "C64"};
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         if (!strcmp(s, known[i].name)) {
             *out = known[i].dtype;
@@ -101,7 +101,8 @@ static glm_status parse_shape(const glm_safetensors *st, const char *name, const
         n = overflow ? 0 : n * v;
         t->shape[d++] = (int64_t)v;
     }
-    for (; d < GLM_MAX_DIMS; d++) t->shape[d] = 1;
+    for (; d < GLM_MAX_DIMS; d++)
+        t->shape[d] = 1;
     /* A shape whose product overflows can never match its byte range; report it as such below. */
     *numel = overflow ? UINT64_MAX : n;
     return GLM_OK;
@@ -132,12 +133,13 @@ static glm_status parse_offsets(const glm_safetensors *st, const char *name, con
                         st->data_bytes);
     uint64_t elem = glm_dtype_size(t->dtype);
     if (numel == UINT64_MAX || numel > UINT64_MAX / elem || numel * elem != e - b)
-        return glm_fail(err, GLM_ERR_FORMAT,
-                        "%s: tensor '%.200s': %llu bytes in data_offsets but shape x %s needs %s%llu",
-                        st->path, name, (unsigned long long)(e - b), glm_dtype_name(t->dtype),
-                        numel == UINT64_MAX ? "more than " : "",
-                        numel == UINT64_MAX ? (unsigned long long)UINT64_MAX
-                                            : (unsigned long long)(numel * elem));
+        return glm_fail(
+            err, GLM_ERR_FORMAT,
+            "%s: tensor '%.200s': %llu bytes in data_offsets but shape x %s needs %s%llu", st->path,
+            name, (unsigned long long)(e - b), glm_dtype_name(t->dtype),
+            numel == UINT64_MAX ? "more than " : "",
+            numel == UINT64_MAX ? (unsigned long long)UINT64_MAX
+                                : (unsigned long long)(numel * elem));
     t->data = st->data_area + b;
     t->bytes = (size_t)(e - b);
     range->begin = (size_t)b;
@@ -164,11 +166,11 @@ static glm_status parse_entry(glm_safetensors *st, const cJSON *entry, glm_st_te
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "%s: tensor '%.200s': dtype %s is not supported",
                         st->path, name, dtype->valuestring);
     if (known < 0)
-        return glm_fail(err, GLM_ERR_FORMAT, "%s: tensor '%.200s': unknown dtype '%.32s'",
-                        st->path, name, dtype->valuestring);
+        return glm_fail(err, GLM_ERR_FORMAT, "%s: tensor '%.200s': unknown dtype '%.32s'", st->path,
+                        name, dtype->valuestring);
     uint64_t numel = 0;
-    glm_status s = parse_shape(st, name, cJSON_GetObjectItemCaseSensitive(entry, "shape"), t,
-                               &numel, err);
+    glm_status s =
+        parse_shape(st, name, cJSON_GetObjectItemCaseSensitive(entry, "shape"), t, &numel, err);
     if (s != GLM_OK) return s;
     return parse_offsets(st, name, cJSON_GetObjectItemCaseSensitive(entry, "data_offsets"), numel,
                          t, range, err);
@@ -214,7 +216,8 @@ static glm_status build_name_index(glm_safetensors *st, glm_error *err)
 {
     st->by_name = malloc((st->n_tensors ? st->n_tensors : 1) * sizeof(*st->by_name));
     if (!st->by_name) return glm_fail(err, GLM_ERR_NOMEM, "%s: out of memory", st->path);
-    for (size_t i = 0; i < st->n_tensors; i++) st->by_name[i] = &st->tensors[i];
+    for (size_t i = 0; i < st->n_tensors; i++)
+        st->by_name[i] = &st->tensors[i];
     qsort(st->by_name, st->n_tensors, sizeof(*st->by_name), compare_by_name);
     for (size_t i = 1; i < st->n_tensors; i++)
         if (!strcmp(st->by_name[i - 1]->name, st->by_name[i]->name))
@@ -272,7 +275,8 @@ static glm_status parse_file(glm_safetensors *st, const unsigned char *bytes, si
         return glm_fail(err, GLM_ERR_FORMAT,
                         "%s: %zu bytes is too short for the 8-byte header length", st->path, size);
     uint64_t header_len = 0;
-    for (int i = 7; i >= 0; i--) header_len = header_len << 8 | bytes[i];
+    for (int i = 7; i >= 0; i--)
+        header_len = header_len << 8 | bytes[i];
     if (header_len > size - 8)
         return glm_fail(err, GLM_ERR_FORMAT,
                         "%s: header length %llu runs past the end of the %zu-byte file", st->path,
@@ -384,7 +388,8 @@ void glm_safetensors_close(glm_safetensors *st)
 {
     if (!st) return;
     if (st->tensors)
-        for (size_t i = 0; i < st->n_tensors; i++) free((char *)st->tensors[i].name);
+        for (size_t i = 0; i < st->n_tensors; i++)
+            free((char *)st->tensors[i].name);
     free(st->tensors);
     free(st->by_name);
     if (st->map) munmap(st->map, st->map_bytes);
@@ -461,7 +466,8 @@ static glm_status build_header(const char *path, const glm_st_write_tensor *tens
         cJSON *entry = cJSON_AddObjectToObject(root, t->name);
         cJSON *shape = entry ? cJSON_AddArrayToObject(entry, "shape") : NULL;
         cJSON *offsets = entry ? cJSON_AddArrayToObject(entry, "data_offsets") : NULL;
-        if (!shape || !offsets || !cJSON_AddStringToObject(entry, "dtype", glm_dtype_name(t->dtype)))
+        if (!shape || !offsets ||
+            !cJSON_AddStringToObject(entry, "dtype", glm_dtype_name(t->dtype)))
             goto nomem;
         for (int d = 0; d < t->ndim; d++)
             if (!cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]))) goto nomem;
@@ -502,7 +508,8 @@ static glm_status check_unique_names(const char *path, const glm_st_write_tensor
 {
     const char **names = malloc((n ? n : 1) * sizeof(*names));
     if (!names) return glm_fail(err, GLM_ERR_NOMEM, "%s: out of memory", path);
-    for (size_t i = 0; i < n; i++) names[i] = tensors[i].name ? tensors[i].name : "";
+    for (size_t i = 0; i < n; i++)
+        names[i] = tensors[i].name ? tensors[i].name : "";
     qsort(names, n, sizeof(*names), compare_names);
     glm_status s = GLM_OK;
     for (size_t i = 1; i < n && s == GLM_OK; i++)
@@ -569,10 +576,12 @@ glm_status glm_safetensors_write(const char *path, const glm_st_write_tensor *te
         return glm_fail(err, GLM_ERR_IO, "%s: cannot create temp file: %s", path, strerror(errno));
     }
     unsigned char len_le[8];
-    for (int i = 0; i < 8; i++) len_le[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len_le[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
     int bad = fchmod(fd, 0644) != 0 || write_all(fd, len_le, 8) != 0 ||
               write_all(fd, header, header_len) != 0;
-    for (size_t i = 0; i < n && !bad; i++) bad = write_all(fd, tensors[i].data, sizes[i]) != 0;
+    for (size_t i = 0; i < n && !bad; i++)
+        bad = write_all(fd, tensors[i].data, sizes[i]) != 0;
     int saved = errno;
     if (!bad && fsync(fd) != 0) bad = 1, saved = errno;
     if (close(fd) != 0 && !bad) bad = 1, saved = errno;

@@ -23,7 +23,7 @@ typedef struct glm_st_tensor {
     const void *data; /* inside the mapping; valid until the file is closed */
     size_t bytes;
     const char *file; /* path of the file that holds it, for messages */
-    bool mapped;      /* data lies in a read-only file mapping: pages may be dropped after reading */
+    bool mapped; /* data lies in a read-only file mapping: pages may be dropped after reading */
 } glm_st_tensor;
 
 typedef struct glm_safetensors glm_safetensors;

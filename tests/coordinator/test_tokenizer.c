@@ -201,15 +201,31 @@ static void test_utf8_repair(const glm_tokenizer *tok)
         const char *out;
     } cases[] = {
         {"\x80", 1, "\xEF\xBF\xBD"},
-        {"a\xFF" "b", 3, "a\xEF\xBF\xBD" "b"},
+        {"a\xFF"
+         "b",
+         3,
+         "a\xEF\xBF\xBD"
+         "b"},
         {"\xC3", 1, "\xEF\xBF\xBD"},
-        {"\xC3" "A", 2, "\xEF\xBF\xBD" "A"},
+        {"\xC3"
+         "A",
+         2,
+         "\xEF\xBF\xBD"
+         "A"},
         {"\xE4\xB8", 2, "\xEF\xBF\xBD"},
-        {"\xE4\xB8\xAD" "Z", 4, "\xE4\xB8\xAD" "Z"},
+        {"\xE4\xB8\xAD"
+         "Z",
+         4,
+         "\xE4\xB8\xAD"
+         "Z"},
         {"\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},
         {"\xE0\x80\xAF", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},
         {"\xF0\x9F\x98", 3, "\xEF\xBF\xBD"},
-        {"\xF0\x9F\x98" "A", 4, "\xEF\xBF\xBD" "A"},
+        {"\xF0\x9F\x98"
+         "A",
+         4,
+         "\xEF\xBF\xBD"
+         "A"},
         {"\xF4\x90\x80\x80", 4, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},
         {"\xF5\x80", 2, "\xEF\xBF\xBD\xEF\xBF\xBD"},
         {"\xC0\xAF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD"},
@@ -244,7 +260,8 @@ static void test_no_injection_and_bad_ids(const glm_tokenizer *tok)
     glm_error err = {0};
     CHECK(glm_tokenizer_encode(tok, text, strlen(text), &ids, &err) == GLM_OK);
     int any_special = 0;
-    for (size_t i = 0; i < ids.n; i++) any_special |= glm_tokenizer_is_special(tok, ids.ids[i]);
+    for (size_t i = 0; i < ids.n; i++)
+        any_special |= glm_tokenizer_is_special(tok, ids.ids[i]);
     CHECK_MSG(!any_special, "typed special-token text became a special id");
     CHECK(glm_tokenizer_decode(tok, ids.ids, ids.n, &out, &err) == GLM_OK);
     CHECK(out.len == strlen(text) && memcmp(out.data, text, out.len) == 0);
@@ -264,7 +281,8 @@ static void test_no_injection_and_bad_ids(const glm_tokenizer *tok)
     const char *bytes;
     size_t len;
     CHECK(glm_tokenizer_token_bytes(tok, -5, &bytes, &len, &err) == GLM_ERR_INVALID_ARG);
-    CHECK(glm_tokenizer_special_name(0) && strcmp(glm_tokenizer_special_name(0), "<|endoftext|>") == 0);
+    CHECK(glm_tokenizer_special_name(0) &&
+          strcmp(glm_tokenizer_special_name(0), "<|endoftext|>") == 0);
     CHECK(glm_tokenizer_special_name(GLM_TOKENIZER_N_SPECIAL) == NULL);
     ids.n = 0;
     CHECK(glm_tokenizer_encode(tok, "", 0, &ids, &err) == GLM_OK && ids.n == 0);
@@ -275,14 +293,15 @@ static void test_no_injection_and_bad_ids(const glm_tokenizer *tok)
 /* 100 KB of one character (or of whitespace) must encode fast and round-trip. */
 static void test_long_pieces(const glm_tokenizer *tok)
 {
-    static const char *units[] = {"a", " ", "\n", "\t ", "7", "!", "\xE5\x9B\xBE", "\xF0\x9F\x98\x80",
-                                  " \n", "\xE3\x80\x80"};
+    static const char *units[] = {
+        "a", " ", "\n", "\t ", "7", "!", "\xE5\x9B\xBE", "\xF0\x9F\x98\x80", " \n", "\xE3\x80\x80"};
     const size_t target = 100 * 1000;
     for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
         glm_bytes text = {0}, back = {0};
         glm_token_ids ids = {0};
         glm_error err = {0};
-        while (text.len < target) glm_bytes_append(&text, units[u], strlen(units[u]), NULL);
+        while (text.len < target)
+            glm_bytes_append(&text, units[u], strlen(units[u]), NULL);
         clock_t t0 = clock();
         CHECK(glm_tokenizer_encode(tok, text.data, text.len, &ids, &err) == GLM_OK);
         double seconds = (double)(clock() - t0) / CLOCKS_PER_SEC;
@@ -300,10 +319,34 @@ static void test_long_pieces(const glm_tokenizer *tok)
 /* Random mixed text: the interpreter and the heap merge give the default path's ids. */
 static void test_variants_agree(const char *path)
 {
-    static const char *atoms[] = {"a", "b", "e", "the", " ", "  ", "\n", "\r\n", "\t", "'s", "'LL",
-                                  "1", "42", "!", "?!", ".", "\xE5\x9B\xBE", "\xE7\x89\x87",
-                                  "\xF0\x9F\x98\x80", "\xC3\xA9", "\xE3\x80\x80", "\xC2\xA0",
-                                  "\xE1\xA0\x8E", "\xFF", "\xE4\xB8", "D", "es", "cribe"};
+    static const char *atoms[] = {"a",
+                                  "b",
+                                  "e",
+                                  "the",
+                                  " ",
+                                  "  ",
+                                  "\n",
+                                  "\r\n",
+                                  "\t",
+                                  "'s",
+                                  "'LL",
+                                  "1",
+                                  "42",
+                                  "!",
+                                  "?!",
+                                  ".",
+                                  "\xE5\x9B\xBE",
+                                  "\xE7\x89\x87",
+                                  "\xF0\x9F\x98\x80",
+                                  "\xC3\xA9",
+                                  "\xE3\x80\x80",
+                                  "\xC2\xA0",
+                                  "\xE1\xA0\x8E",
+                                  "\xFF",
+                                  "\xE4\xB8",
+                                  "D",
+                                  "es",
+                                  "cribe"};
     glm_error err = {0};
     glm_tokenizer *fast = NULL, *slow = NULL;
     CHECK(glm_tokenizer_load(path, &fast, &err) == GLM_OK);
@@ -320,7 +363,8 @@ static void test_variants_agree(const char *path)
         for (int i = 0; i < n_atoms; i++) {
             const char *a = atoms[test_rng_int(&rng, 0, sizeof atoms / sizeof atoms[0] - 1)];
             int reps = test_rng_int(&rng, 0, 9) == 0 ? test_rng_int(&rng, 2, 90) : 1;
-            for (int r = 0; r < reps; r++) glm_bytes_append(&text, a, strlen(a), NULL);
+            for (int r = 0; r < reps; r++)
+                glm_bytes_append(&text, a, strlen(a), NULL);
         }
         glm_token_ids a = {0}, b = {0};
         glm_tokenizer_encode(fast, text.data, text.len, &a, &err);
@@ -360,8 +404,8 @@ static void test_chat_template(const glm_tokenizer *tok)
     glm_token_ids want = {0};
     glm_token_ids_push(&want, glm_tokenizer_special_id(tok, "[gMASK]"), NULL);
     glm_token_ids_push(&want, glm_tokenizer_special_id(tok, "<sop>"), NULL);
-    const char *roles[] = {"<|system|>", "<|user|>", NULL, "<|assistant|>", "<|observation|>",
-                           "<|user|>"};
+    const char *roles[] = {"<|system|>",    "<|user|>",        NULL,
+                           "<|assistant|>", "<|observation|>", "<|user|>"};
     size_t boi = 0;
     for (int i = 0; i < 6; i++) {
         if (!roles[i]) continue;
@@ -405,7 +449,8 @@ static void test_chat_template(const glm_tokenizer *tok)
 
 int main(void)
 {
-    for (size_t i = 0; i < sizeof folders / sizeof folders[0]; i++) test_golden_folder(folders[i]);
+    for (size_t i = 0; i < sizeof folders / sizeof folders[0]; i++)
+        test_golden_folder(folders[i]);
     test_file_validation();
 
     char path[1024];

@@ -57,8 +57,8 @@ static void test_split_characters(const glm_tokenizer *tok)
     /* 图 (E5 9B BE) over 3 tokens, then é (C3 A9) over 2, then ASCII */
     int32_t cjk[] = {byte_token(tok, 0xE5), byte_token(tok, 0x9B), byte_token(tok, 0xBE),
                      byte_token(tok, 0xC3), byte_token(tok, 0xA9), byte_token(tok, 'x')};
-    const char *cjk_out[] = {"", "", "\xE5\x9B\xBE", "\xE5\x9B\xBE", "\xE5\x9B\xBE\xC3\xA9",
-                             "\xE5\x9B\xBE\xC3\xA9x"};
+    const char *cjk_out[] = {
+        "", "", "\xE5\x9B\xBE", "\xE5\x9B\xBE", "\xE5\x9B\xBE\xC3\xA9", "\xE5\x9B\xBE\xC3\xA9x"};
     expect_stream(tok, cjk, 6, cjk_out, cjk_out[5], "CJK in 3 tokens, Latin in 2");
 
     /* multi-byte tokens that end or start mid-character: " \xD0" + "\xBA\xD0\xB0\xD0\xBA" is
@@ -85,15 +85,19 @@ static void test_invalid_sequences(const glm_tokenizer *tok)
 {
     /* C3 then 'A': the C3 can never complete */
     int32_t a[] = {byte_token(tok, 0xC3), byte_token(tok, 'A')};
-    const char *a_out[] = {"", "\xEF\xBF\xBD" "A"};
+    const char *a_out[] = {"", "\xEF\xBF\xBD"
+                               "A"};
     expect_stream(tok, a, 2, a_out, a_out[1], "C3 A");
     /* a lone continuation byte flows out at once */
     int32_t b[] = {byte_token(tok, 0x80), byte_token(tok, 'b')};
-    const char *b_out[] = {"\xEF\xBF\xBD", "\xEF\xBF\xBD" "b"};
+    const char *b_out[] = {"\xEF\xBF\xBD", "\xEF\xBF\xBD"
+                                           "b"};
     expect_stream(tok, b, 2, b_out, b_out[1], "lone 80");
     /* F0 9F then 'A': one U+FFFD for the maximal subpart F0 9F */
     int32_t c[] = {byte_token(tok, 0xF0), byte_token(tok, 0x9F), byte_token(tok, 'A')};
-    const char *c_out[] = {"", "", "\xEF\xBF\xBD" "A"};
+    const char *c_out[] = {"", "",
+                           "\xEF\xBF\xBD"
+                           "A"};
     expect_stream(tok, c, 3, c_out, c_out[2], "F0 9F A");
     /* ED A0: a surrogate is invalid as soon as its second byte shows it */
     int32_t s[] = {byte_token(tok, 0xED), byte_token(tok, 0xA0), byte_token(tok, 0x80)};
@@ -129,9 +133,17 @@ static void test_invalid_sequences(const glm_tokenizer *tok)
  * end it equals the repaired decode of all ids. */
 static void test_stream_invariant(const glm_tokenizer *tok)
 {
-    static const char *atoms[] = {"a", " ", "\n", "\xE5\x9B\xBE", "\xE7\x89\x87", "\xC3\xA9",
-                                  "\xF0\x9F\x98\x80", "\xD0\xBA\xD0\xB0\xD0\xBA", "\xEF\xBC\x8C",
-                                  "\xE9\x98\xB3", "!"};
+    static const char *atoms[] = {"a",
+                                  " ",
+                                  "\n",
+                                  "\xE5\x9B\xBE",
+                                  "\xE7\x89\x87",
+                                  "\xC3\xA9",
+                                  "\xF0\x9F\x98\x80",
+                                  "\xD0\xBA\xD0\xB0\xD0\xBA",
+                                  "\xEF\xBC\x8C",
+                                  "\xE9\x98\xB3",
+                                  "!"};
     test_rng rng;
     test_rng_seed(&rng, 11);
     glm_error err = {0};

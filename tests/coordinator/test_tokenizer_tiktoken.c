@@ -93,7 +93,14 @@ static record *read_corpus(const char *path, size_t *n_records)
                 fprintf(stderr, "%s: record %zu is not {\"text\": ...}\n", path, n + 1);
                 exit(1);
             }
-            if (n == cap) recs = realloc(recs, (cap *= 2) * sizeof *recs);
+            if (n == cap) {
+                record *grown = realloc(recs, (cap *= 2) * sizeof *recs);
+                if (!grown) {
+                    fprintf(stderr, "out of memory reading %s\n", path);
+                    exit(1);
+                }
+                recs = grown;
+            }
             record *r = &recs[n++];
             memset(r, 0, sizeof *r);
             /* cJSON stops at NUL, so texts with U+0000 are not in the corpus by design */
@@ -117,7 +124,8 @@ static record *read_corpus(const char *path, size_t *n_records)
 static void print_ids(const char *label, const int32_t *ids, size_t n)
 {
     fprintf(stderr, "  %s (%zu):", label, n);
-    for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+    for (size_t i = 0; i < n && i < 40; i++)
+        fprintf(stderr, " %d", ids[i]);
     fprintf(stderr, n > 40 ? " ...\n" : "\n");
 }
 
@@ -131,7 +139,8 @@ static char *parse_expected(char *p, glm_token_ids *ids)
         if (end == p) break;
         glm_token_ids_push(ids, (int32_t)v, NULL);
         p = end;
-        while (*p == ' ') p++;
+        while (*p == ' ')
+            p++;
     }
     return *p == '\n' ? p + 1 : p;
 }
@@ -150,7 +159,8 @@ static void compare_corpus(const glm_tokenizer *tok, const char *variant, const 
         ids.n = 0;
         decoded.len = 0;
         streamed.len = 0;
-        glm_status st = glm_tokenizer_encode(tok, recs[i].input.data, recs[i].input.len, &ids, &err);
+        glm_status st =
+            glm_tokenizer_encode(tok, recs[i].input.data, recs[i].input.len, &ids, &err);
         CHECK_MSG(st == GLM_OK, "%s record %zu: %s", variant, i + 1, err.msg);
         int same = ids.n == want.n && memcmp(ids.ids, want.ids, ids.n * sizeof *ids.ids) == 0;
         if (!same) {
@@ -166,10 +176,12 @@ static void compare_corpus(const glm_tokenizer *tok, const char *variant, const 
         glm_tokenizer_decode(tok, ids.ids, ids.n, &decoded, &err);
         glm_detokenizer d;
         glm_detokenizer_init(&d, tok);
-        for (size_t k = 0; k < ids.n; k++) glm_detokenizer_push(&d, ids.ids[k], &streamed, &err);
+        for (size_t k = 0; k < ids.n; k++)
+            glm_detokenizer_push(&d, ids.ids[k], &streamed, &err);
         glm_detokenizer_flush(&d, &streamed, &err);
-        if (decoded.len != recs[i].text.len || memcmp(decoded.data, recs[i].text.data, decoded.len) ||
-            streamed.len != decoded.len || memcmp(streamed.data, decoded.data, decoded.len)) {
+        if (decoded.len != recs[i].text.len ||
+            memcmp(decoded.data, recs[i].text.data, decoded.len) || streamed.len != decoded.len ||
+            memcmp(streamed.data, decoded.data, decoded.len)) {
             roundtrip_failures++;
             if (shown++ < 5)
                 fprintf(stderr, "%s: record %zu does not round-trip\n", variant, i + 1);
@@ -202,7 +214,8 @@ static int bench(const glm_tokenizer *tok, const record *recs, size_t n, int run
 {
     glm_token_ids ids = {0};
     size_t bytes = 0, tokens = 0;
-    for (size_t i = 0; i < n; i++) bytes += recs[i].text.len;
+    for (size_t i = 0; i < n; i++)
+        bytes += recs[i].text.len;
     double best = 1e30;
     for (int r = 0; r < runs; r++) {
         double t0 = now_s();
@@ -216,7 +229,8 @@ static int bench(const glm_tokenizer *tok, const record *recs, size_t n, int run
         if (s < best) best = s;
     }
     printf("{\"bytes\":%zu,\"tokens\":%zu,\"seconds\":%.6f,\"mb_per_s\":%.3f,\"jit\":%s}\n", bytes,
-           tokens, best, (double)bytes / 1e6 / best, glm_tokenizer_uses_jit(tok) ? "true" : "false");
+           tokens, best, (double)bytes / 1e6 / best,
+           glm_tokenizer_uses_jit(tok) ? "true" : "false");
     glm_token_ids_free(&ids);
     return 0;
 }

@@ -602,11 +602,13 @@ static void test_graph(void)
 static void test_errors(void)
 {
     glm_error err;
-    void *p = NULL;
-    glm_status st = be->ops->alloc(be, (size_t)1 << 50, &p);
-    CHECK(st == GLM_ERR_DEVICE_OOM && p == NULL);
-    CHECK(glm_backend_take_error(be, &err) == GLM_ERR_DEVICE_OOM);
-    CHECK_MSG(strstr(err.msg, "requested") != NULL, "OOM message: %s", err.msg);
+    if (!small_only) { /* --small runs under memcheck, which counts the failed cudaMalloc */
+        void *p = NULL;
+        glm_status st = be->ops->alloc(be, (size_t)1 << 50, &p);
+        CHECK(st == GLM_ERR_DEVICE_OOM && p == NULL);
+        CHECK(glm_backend_take_error(be, &err) == GLM_ERR_DEVICE_OOM);
+        CHECK_MSG(strstr(err.msg, "requested") != NULL, "OOM message: %s", err.msg);
+    }
     glm_op_add(be, t2(NULL, 1, 4), t2(NULL, 1, 4), t2(NULL, 1, 5));
     CHECK(glm_backend_take_error(be, &err) == GLM_ERR_SHAPE);
 }

@@ -34,14 +34,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 static void mutate(char *buf, size_t *len, test_rng *rng)
 {
-    static const char *tokens[] = {"-1", "0", "1e999", "2147483648", "\"", "{", "[", "]", "}",
-                                   ",", "null", "true", "[]", "3.5", "\"bfloat16\""};
+    static const char *tokens[] = {"-1",   "0",    "1e999", "2147483648", "\"",
+                                   "{",    "[",    "]",     "}",          ",",
+                                   "null", "true", "[]",    "3.5",        "\"bfloat16\""};
     int edits = test_rng_int(rng, 1, 3);
-    for (int e = 0; e < edits && *len > 0; e++) {
+    for (int e = 0; e<edits && * len> 0; e++) {
         size_t at = (size_t)(test_rng_next(rng) % *len);
         switch (test_rng_int(rng, 0, 2)) {
-        case 0: buf[at] = (char)test_rng_next(rng); break;
-        case 1: *len = at; break;
+        case 0:
+            buf[at] = (char)test_rng_next(rng);
+            break;
+        case 1:
+            *len = at;
+            break;
         default: {
             const char *tok = tokens[test_rng_int(rng, 0, sizeof(tokens) / sizeof(tokens[0]) - 1)];
             size_t n = strlen(tok);

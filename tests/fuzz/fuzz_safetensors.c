@@ -19,7 +19,8 @@ static void walk(const glm_safetensors *st)
         const glm_st_tensor *t = glm_safetensors_at(st, i);
         if (glm_safetensors_find(st, t->name) != t) abort(); /* names are unique */
         int64_t rows = t->ndim == 0 ? 1 : t->shape[0], cols = 1;
-        for (int d = 1; d < t->ndim; d++) cols *= t->shape[d];
+        for (int d = 1; d < t->ndim; d++)
+            cols *= t->shape[d];
         if (rows == 0 || cols == 0) continue;
         float out[4];
         int64_t nr = rows < 2 ? rows : 2, nc = cols < 2 ? cols : 2;
@@ -55,24 +56,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 /* Mutations aimed at the header: most bytes that matter to the parser live there. */
 static void mutate(uint8_t *buf, size_t *len, test_rng *rng)
 {
-    static const char *tokens[] = {"-1", "1e999", "\"", "{", "]", ",", "0", "18446744073709551615",
-                                   "\"F64\"", "[]", "null", ":", "9007199254740993"};
+    static const char *tokens[] = {"-1",
+                                   "1e999",
+                                   "\"",
+                                   "{",
+                                   "]",
+                                   ",",
+                                   "0",
+                                   "18446744073709551615",
+                                   "\"F64\"",
+                                   "[]",
+                                   "null",
+                                   ":",
+                                   "9007199254740993"};
     size_t header_end = *len < 8 ? *len : 8 + (size_t)(buf[0] | buf[1] << 8);
     if (header_end > *len) header_end = *len;
     int edits = test_rng_int(rng, 1, 4);
-    for (int e = 0; e < edits && *len > 0; e++) {
+    for (int e = 0; e<edits && * len> 0; e++) {
         size_t at = (size_t)(test_rng_next(rng) % (header_end ? header_end : *len));
         switch (test_rng_int(rng, 0, 4)) {
-        case 0: buf[at] ^= (uint8_t)(1u << test_rng_int(rng, 0, 7)); break;
-        case 1: buf[at] = (uint8_t)test_rng_next(rng); break;
-        case 2: *len = at; break;
+        case 0:
+            buf[at] ^= (uint8_t)(1u << test_rng_int(rng, 0, 7));
+            break;
+        case 1:
+            buf[at] = (uint8_t)test_rng_next(rng);
+            break;
+        case 2:
+            *len = at;
+            break;
         case 3: {
             const char *tok = tokens[test_rng_int(rng, 0, sizeof(tokens) / sizeof(tokens[0]) - 1)];
             size_t n = strlen(tok);
             if (at + n <= *len) memcpy(buf + at, tok, n);
             break;
         }
-        default: buf[test_rng_int(rng, 0, 7) % (*len < 8 ? *len : 8)] = (uint8_t)test_rng_next(rng);
+        default:
+            buf[test_rng_int(rng, 0, 7) % (*len < 8 ? *len : 8)] = (uint8_t)test_rng_next(rng);
         }
     }
 }
@@ -115,7 +134,8 @@ int main(int argc, char **argv)
     test_rng_seed(&rng, 20240611);
     int failures = 0;
     if (argc > 1) {
-        for (int i = 1; i < argc; i++) failures += replay(argv[i], 0, &rng);
+        for (int i = 1; i < argc; i++)
+            failures += replay(argv[i], 0, &rng);
         return failures ? 1 : 0;
     }
     const char *files[] = {"glm4v-tiny-a/model.safetensors",

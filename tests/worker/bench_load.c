@@ -81,10 +81,16 @@ static int cmd_gen(const char *dir, long total_mb)
             snprintf(names[k], sizeof(names[k]), "layers.%d.mlp.weight", s * BIG_PER_SHARD + j);
             snprintf(names[k + 1], sizeof(names[k + 1]), "layers.%d.norm.weight",
                      s * BIG_PER_SHARD + j);
-            t[2 * j] = (glm_st_write_tensor){.name = names[k], .dtype = GLM_BF16, .ndim = 2,
-                                             .shape = {ROWS, cols}, .data = values};
-            t[2 * j + 1] = (glm_st_write_tensor){.name = names[k + 1], .dtype = GLM_BF16, .ndim = 1,
-                                                 .shape = {ROWS}, .data = values};
+            t[2 * j] = (glm_st_write_tensor){.name = names[k],
+                                             .dtype = GLM_BF16,
+                                             .ndim = 2,
+                                             .shape = {ROWS, cols},
+                                             .data = values};
+            t[2 * j + 1] = (glm_st_write_tensor){.name = names[k + 1],
+                                                 .dtype = GLM_BF16,
+                                                 .ndim = 1,
+                                                 .shape = {ROWS},
+                                                 .data = values};
             fprintf(index, "%s\"%s\": \"%s\", \"%s\": \"%s\"", k ? ", " : "", names[k],
                     shard_name(s), names[k + 1], shard_name(s));
         }
@@ -128,11 +134,13 @@ static int cmd_read(const char *dir, int cold)
         int fd = open(path, O_RDONLY);
         if (fd < 0) return fprintf(stderr, "%s: cannot open\n", path), 1;
         ssize_t r;
-        while ((r = read(fd, buf, buf_len)) > 0) bytes += (double)r;
+        while ((r = read(fd, buf, buf_len)) > 0)
+            bytes += (double)r;
         close(fd);
     }
     double s = now_s() - t0;
-    printf("mb=%.0f s=%.3f mbps=%.0f rss_mb=%.0f\n", bytes / 1e6, s, bytes / 1e6 / s, peak_rss_mb());
+    printf("mb=%.0f s=%.3f mbps=%.0f rss_mb=%.0f\n", bytes / 1e6, s, bytes / 1e6 / s,
+           peak_rss_mb());
     free(buf);
     return 0;
 }
@@ -151,7 +159,8 @@ static int cmd_load(const char *dir, glm_dtype dst, int cold)
     for (int i = 0; i < N_SHARDS * BIG_PER_SHARD; i++) {
         char name[64];
         for (int kind = 0; kind < 2; kind++) {
-            snprintf(name, sizeof(name), kind ? "layers.%d.norm.weight" : "layers.%d.mlp.weight", i);
+            snprintf(name, sizeof(name), kind ? "layers.%d.norm.weight" : "layers.%d.mlp.weight",
+                     i);
             const glm_st_tensor *t = glm_checkpoint_find(ck, name);
             if (!t) return fprintf(stderr, "%s missing\n", name), 1;
             size_t elems = t->bytes / glm_dtype_size(t->dtype);
@@ -181,7 +190,8 @@ static int cmd_load(const char *dir, glm_dtype dst, int cold)
         bytes += (double)t->bytes;
     }
     double s = now_s() - t0;
-    printf("mb=%.0f s=%.3f mbps=%.0f rss_mb=%.0f\n", bytes / 1e6, s, bytes / 1e6 / s, peak_rss_mb());
+    printf("mb=%.0f s=%.3f mbps=%.0f rss_mb=%.0f\n", bytes / 1e6, s, bytes / 1e6 / s,
+           peak_rss_mb());
     free(buf);
     glm_checkpoint_close(ck);
     return 0;
@@ -202,11 +212,13 @@ static int cmd_clean(const char *dir)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 3 && !strcmp(argv[1], "gen")) return cmd_gen(argv[2], argc > 3 ? atol(argv[3]) : 2048);
+    if (argc >= 3 && !strcmp(argv[1], "gen"))
+        return cmd_gen(argv[2], argc > 3 ? atol(argv[3]) : 2048);
     if (argc >= 3 && !strcmp(argv[1], "clean")) return cmd_clean(argv[2]);
     int cold = argc > 3 && !strcmp(argv[argc - 1], "cold");
     if (argc == 4 && !strcmp(argv[1], "read")) return cmd_read(argv[2], cold);
-    if (argc == 5 && !strcmp(argv[1], "load") && (!strcmp(argv[3], "f32") || !strcmp(argv[3], "bf16")))
+    if (argc == 5 && !strcmp(argv[1], "load") &&
+        (!strcmp(argv[3], "f32") || !strcmp(argv[3], "bf16")))
         return cmd_load(argv[2], !strcmp(argv[3], "f32") ? GLM_F32 : GLM_BF16, cold);
     fprintf(stderr, "usage: bench_load gen DIR [MB] | read DIR cold|warm | "
                     "load DIR f32|bf16 cold|warm | clean DIR\n");

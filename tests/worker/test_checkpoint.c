@@ -51,17 +51,21 @@ static void test_open_index(void)
     /* expect: right shape, wrong shape, absent. */
     const glm_st_tensor *t = NULL;
     int64_t emb[] = {464, 96}, wrong[] = {96, 464};
-    CHECK(ck && glm_checkpoint_expect(ck, "transformer.embedding.word_embeddings.weight", 2, emb, &t,
-                                      &err) == GLM_OK && t && t->dtype == GLM_BF16);
-    CHECK(ck && glm_checkpoint_expect(ck, "transformer.embedding.word_embeddings.weight", 2, wrong,
-                                      &t, &err) == GLM_ERR_SHAPE && t == NULL);
+    CHECK(ck &&
+          glm_checkpoint_expect(ck, "transformer.embedding.word_embeddings.weight", 2, emb, &t,
+                                &err) == GLM_OK &&
+          t && t->dtype == GLM_BF16);
+    CHECK(ck &&
+          glm_checkpoint_expect(ck, "transformer.embedding.word_embeddings.weight", 2, wrong, &t,
+                                &err) == GLM_ERR_SHAPE &&
+          t == NULL);
     CHECK_MSG(strstr(err.msg, "model-0000") && strstr(err.msg, "word_embeddings") &&
                   strstr(err.msg, "[464, 96]") && strstr(err.msg, "[96, 464]"),
               "%s", err.msg);
     CHECK(ck && glm_checkpoint_expect(ck, "transformer.embedding.word_embeddings.weight", 1, emb,
                                       NULL, &err) == GLM_ERR_SHAPE);
-    CHECK(ck && glm_checkpoint_expect(ck, "transformer.missing", 2, emb, &t, &err) ==
-                    GLM_ERR_MISSING);
+    CHECK(ck &&
+          glm_checkpoint_expect(ck, "transformer.missing", 2, emb, &t, &err) == GLM_ERR_MISSING);
     CHECK(strstr(err.msg, "transformer.missing") && strstr(err.msg, "glm4v-tiny-b"));
     cJSON_Delete(index);
     glm_checkpoint_close(ck);
@@ -74,8 +78,8 @@ static void test_open_single(void)
     CHECK_MSG(glm_checkpoint_open(golden("glm4v-tiny-a"), &ck, &err) == GLM_OK, "%s", err.msg);
     int64_t conv[] = {64, 32, 2, 2};
     const glm_st_tensor *t = NULL;
-    CHECK(ck && glm_checkpoint_expect(ck, "transformer.vision.conv.weight", 4, conv, &t, &err) ==
-                    GLM_OK);
+    CHECK(ck &&
+          glm_checkpoint_expect(ck, "transformer.vision.conv.weight", 4, conv, &t, &err) == GLM_OK);
     CHECK(t && t->dtype == GLM_F32 && ends_with(t->file, "glm4v-tiny-a/model.safetensors"));
     glm_checkpoint_close(ck);
     glm_checkpoint_close(NULL);
@@ -87,7 +91,8 @@ static void test_open_single(void)
 static void check_blocks(const glm_st_tensor *t)
 {
     int64_t rows = t->shape[0], cols = 1;
-    for (int d = 1; d < t->ndim; d++) cols *= t->shape[d];
+    for (int d = 1; d < t->ndim; d++)
+        cols *= t->shape[d];
     float *full = malloc((size_t)(rows * cols) * sizeof(float));
     float *block = malloc((size_t)(rows * cols) * sizeof(float));
     uint16_t *half = malloc((size_t)(rows * cols) * sizeof(uint16_t));
@@ -132,11 +137,11 @@ static void test_read_blocks(const char *folder)
     CHECK_MSG(glm_checkpoint_open(golden(folder), &ck, &err) == GLM_OK, "%s", err.msg);
     if (!ck) return;
     const char *names[] = {
-        "transformer.embedding.word_embeddings.weight",                  /* 2-D */
-        "transformer.encoder.final_layernorm.weight",                    /* 1-D */
+        "transformer.embedding.word_embeddings.weight", /* 2-D */
+        "transformer.encoder.final_layernorm.weight",   /* 1-D */
         "transformer.encoder.layers.0.self_attention.query_key_value.weight",
-        "transformer.vision.conv.weight",                                /* 4-D */
-        "transformer.vision.boi",                                        /* [1, 1, h] */
+        "transformer.vision.conv.weight", /* 4-D */
+        "transformer.vision.boi",         /* [1, 1, h] */
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         const glm_st_tensor *t = glm_checkpoint_find(ck, names[i]);
@@ -153,9 +158,9 @@ static void test_read_blocks(const char *folder)
     /* Out of range in every direction. */
     float one;
     int64_t R = t->shape[0], C = t->shape[1];
-    int64_t bad[][4] = {{R, 1, 0, 1},  {0, R + 1, 0, 1},  {-1, 1, 0, 1},          {0, 1, C, 1},
-                        {0, 1, -1, 1}, {0, 1, 0, C + 1},  {1, INT64_MAX, 0, 1},   {0, -1, 0, 1},
-                        {0, 1, 1, INT64_MAX}};
+    int64_t bad[][4] = {{R, 1, 0, 1},         {0, R + 1, 0, 1}, {-1, 1, 0, 1},
+                        {0, 1, C, 1},         {0, 1, -1, 1},    {0, 1, 0, C + 1},
+                        {1, INT64_MAX, 0, 1}, {0, -1, 0, 1},    {0, 1, 1, INT64_MAX}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         glm_status st = glm_tensor_read_block(t, bad[i][0], bad[i][1], bad[i][2], bad[i][3], &one,
                                               GLM_F32, &err);
@@ -195,14 +200,16 @@ static void test_unaligned_and_release(void)
     snprintf(path, sizeof(path), "%s/odd.safetensors", tmp_dir);
     const int64_t rows = 1024, cols = 520; /* 2.1 MB of F32: above the release threshold */
     char header[256];
-    int hl = snprintf(header, sizeof(header),
-                      "{\"big\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[0,%lld]}}"
-                      " ",
-                      (long long)rows, (long long)cols, (long long)(rows * cols * 4));
+    int hl =
+        snprintf(header, sizeof(header),
+                 "{\"big\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[0,%lld]}}"
+                 " ",
+                 (long long)rows, (long long)cols, (long long)(rows * cols * 4));
     if (hl % 2 == 0) header[hl++] = ' '; /* odd length: F32 values sit at odd addresses */
     size_t total = 8 + (size_t)hl + (size_t)(rows * cols * 4);
     unsigned char *file = calloc(1, total);
-    for (int i = 0; i < 8; i++) file[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        file[i] = (unsigned char)((uint64_t)hl >> (8 * i));
     memcpy(file + 8, header, (size_t)hl);
     for (int64_t i = 0; i < rows * cols; i++) {
         float v = (float)i * 0.5f - 1000.0f;
@@ -220,7 +227,8 @@ static void test_unaligned_and_release(void)
         memset(out, 0, (size_t)(rows * cols) * sizeof(float));
         CHECK(glm_tensor_read_block(t, 0, rows, 0, cols, out, GLM_F32, &err) == GLM_OK);
         size_t bad = 0;
-        for (int64_t i = 0; i < rows * cols; i++) bad += out[i] != (float)i * 0.5f - 1000.0f;
+        for (int64_t i = 0; i < rows * cols; i++)
+            bad += out[i] != (float)i * 0.5f - 1000.0f;
         CHECK_MSG(bad == 0, "pass %d: %zu bad", pass, bad);
         CHECK(glm_tensor_read_block(t, 7, 3, 11, 5, out, GLM_F32, &err) == GLM_OK);
         CHECK(out[0] == (float)(7 * cols + 11) * 0.5f - 1000.0f);
@@ -291,23 +299,39 @@ static void set_shard(cJSON *map, const char *tensor, const char *shard)
 {
     cJSON_ReplaceItemInObjectCaseSensitive(map, tensor, cJSON_CreateString(shard));
 }
-static void edit_missing_shard(cJSON *map) { set_shard(map, CONV, "model-00003-of-00002.safetensors"); }
+static void edit_missing_shard(cJSON *map)
+{
+    set_shard(map, CONV, "model-00003-of-00002.safetensors");
+}
 static void edit_wrong_shard(cJSON *map)
 {
     const cJSON *s = cJSON_GetObjectItem(map, EMB);
     set_shard(map, EMB, strcmp(s->valuestring, SHARD1) ? SHARD1 : SHARD2);
 }
-static void edit_nowhere(cJSON *map) { cJSON_AddStringToObject(map, "transformer.ghost", SHARD1); }
-static void edit_escape(cJSON *map) { set_shard(map, CONV, "../" SHARD1); }
-static void edit_escape_deep(cJSON *map) { set_shard(map, CONV, "sub/../../" SHARD1); }
-static void edit_absolute(cJSON *map) { set_shard(map, CONV, "/etc/passwd"); }
+static void edit_nowhere(cJSON *map)
+{
+    cJSON_AddStringToObject(map, "transformer.ghost", SHARD1);
+}
+static void edit_escape(cJSON *map)
+{
+    set_shard(map, CONV, "../" SHARD1);
+}
+static void edit_escape_deep(cJSON *map)
+{
+    set_shard(map, CONV, "sub/../../" SHARD1);
+}
+static void edit_absolute(cJSON *map)
+{
+    set_shard(map, CONV, "/etc/passwd");
+}
 static void edit_not_string(cJSON *map)
 {
     cJSON_ReplaceItemInObjectCaseSensitive(map, CONV, cJSON_CreateNumber(1));
 }
 static void edit_empty(cJSON *map)
 {
-    while (map->child) cJSON_Delete(cJSON_DetachItemViaPointer(map, map->child));
+    while (map->child)
+        cJSON_Delete(cJSON_DetachItemViaPointer(map, map->child));
 }
 
 static void test_broken_folders(void)

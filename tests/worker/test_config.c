@@ -1,5 +1,6 @@
 /* config.json parsing: both golden configs read back exactly, and every malformed variant (built
- * here by editing the golden text) fails with the right status and a message naming file and key. */
+ * here by editing the golden text) fails with the right status and a message naming file and key.
+ */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -67,7 +68,8 @@ static void test_tiny_b(void)
     CHECK(c.torch_dtype == GLM_BF16);
     CHECK(c.boi_token_id == 460 && c.eoi_token_id == 461 && c.pad_token_id == 450);
     CHECK(c.n_eos_token_ids == 3 && c.eos_token_ids[2] == 459);
-    CHECK(c.vision.hidden_size == 48 && c.vision.num_layers == 3 && c.vision.intermediate_size == 80);
+    CHECK(c.vision.hidden_size == 48 && c.vision.num_layers == 3 &&
+          c.vision.intermediate_size == 80);
     CHECK(c.vision.image_size == 84 && c.vision.num_positions == 37);
     CHECK(glm_config_vision_grid(&c) == 6 && glm_config_image_tokens(&c) == 9);
 }
@@ -113,17 +115,15 @@ static void expect_fail(const char *key, const char *value, glm_status want, con
 
 static void test_missing_keys(void)
 {
-    const char *required[] = {"num_layers",          "hidden_size",
-                              "ffn_hidden_size",     "kv_channels",
-                              "num_attention_heads", "multi_query_group_num",
-                              "padded_vocab_size",   "seq_length",
-                              "layernorm_epsilon",   "eos_token_id",
-                              "boi_token_id",        "eoi_token_id"};
+    const char *required[] = {"num_layers",        "hidden_size",         "ffn_hidden_size",
+                              "kv_channels",       "num_attention_heads", "multi_query_group_num",
+                              "padded_vocab_size", "seq_length",          "layernorm_epsilon",
+                              "eos_token_id",      "boi_token_id",        "eoi_token_id"};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
         expect_fail(required[i], NULL, GLM_ERR_MISSING, required[i]);
-    const char *vision[] = {"vision_config.hidden_size",   "vision_config.num_heads",
+    const char *vision[] = {"vision_config.hidden_size",       "vision_config.num_heads",
                             "vision_config.num_hidden_layers", "vision_config.intermediate_size",
-                            "vision_config.image_size",    "vision_config.patch_size",
+                            "vision_config.image_size",        "vision_config.patch_size",
                             "vision_config.num_positions"};
     for (size_t i = 0; i < sizeof(vision) / sizeof(vision[0]); i++)
         expect_fail(vision[i], NULL, GLM_ERR_MISSING, vision[i]);

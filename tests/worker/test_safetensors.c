@@ -32,7 +32,8 @@ static int parts_load(const char *path, st_parts *p)
     p->file = test_read_file(path, &p->file_len);
     if (!p->file || p->file_len < 8) return -1;
     uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = n << 8 | p->file[i];
+    for (int i = 7; i >= 0; i--)
+        n = n << 8 | p->file[i];
     p->header_len = (size_t)n;
     p->header = cJSON_ParseWithLength((const char *)p->file + 8, p->header_len);
     p->data = p->file + 8 + p->header_len;
@@ -61,7 +62,8 @@ static const char *write_raw(const char *name, uint64_t header_len_field, const 
     snprintf(path, sizeof(path), "%s/%s", tmp_dir, name);
     size_t total = 8 + header_len + data_len;
     unsigned char *buf = malloc(total);
-    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(header_len_field >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)(header_len_field >> (8 * i));
     memcpy(buf + 8, header, header_len);
     if (data_len) memcpy(buf + 8 + header_len, data, data_len);
     CHECK(test_write_file(path, buf, total) == 0);
@@ -92,7 +94,8 @@ static void expect_open(const char *path, glm_status want, const char *tensor, c
     glm_safetensors_close(st);
     if (getenv("GLM4V_TEST_VERBOSE")) printf("%-28s %s\n", what, err.msg);
     CHECK_MSG(strstr(err.msg, path) != NULL, "%s: file not named in '%s'", what, err.msg);
-    if (tensor) CHECK_MSG(strstr(err.msg, tensor) != NULL, "%s: '%s' not in '%s'", what, tensor, err.msg);
+    if (tensor)
+        CHECK_MSG(strstr(err.msg, tensor) != NULL, "%s: '%s' not in '%s'", what, tensor, err.msg);
 
     size_t len = 0;
     unsigned char *bytes = test_read_file(path, &len);
@@ -178,7 +181,8 @@ static void check_bf16_values(void)
         const unsigned char *raw = p.data + (size_t)off->valuedouble;
         size_t n = t->bytes / 2;
         int64_t cols = 1;
-        for (int d = 1; d < t->ndim; d++) cols *= t->shape[d];
+        for (int d = 1; d < t->ndim; d++)
+            cols *= t->shape[d];
         float *out = malloc(n * sizeof(float));
         CHECK(glm_tensor_read_block(t, 0, t->shape[0], 0, cols, out, GLM_F32, &err) == GLM_OK);
         size_t bad = 0, nonzero = 0;
@@ -218,11 +222,18 @@ static void test_round_trip(void)
     uint16_t bf16[6], f16[5];
     int32_t i32[3] = {-1, 0, 2147483647};
     int64_t i64[2] = {-5, (int64_t)1 << 40};
-    for (int i = 0; i < 24; i++) f32[i] = (float)i * 0.25f - 3.0f;
-    for (int i = 0; i < 6; i++) bf16[i] = glm_f32_to_bf16((float)i - 2.5f);
-    for (int i = 0; i < 5; i++) f16[i] = glm_f32_to_f16((float)i * 0.1f);
+    for (int i = 0; i < 24; i++)
+        f32[i] = (float)i * 0.25f - 3.0f;
+    for (int i = 0; i < 6; i++)
+        bf16[i] = glm_f32_to_bf16((float)i - 2.5f);
+    for (int i = 0; i < 5; i++)
+        f16[i] = glm_f32_to_f16((float)i * 0.1f);
     glm_st_write_tensor w[] = {
-        {.name = "z.last.written.first", .dtype = GLM_F32, .ndim = 4, .shape = {1, 2, 3, 4}, .data = f32},
+        {.name = "z.last.written.first",
+         .dtype = GLM_F32,
+         .ndim = 4,
+         .shape = {1, 2, 3, 4},
+         .data = f32},
         {.name = "b16", .dtype = GLM_BF16, .ndim = 2, .shape = {2, 3}, .data = bf16},
         {.name = "h16", .dtype = GLM_F16, .ndim = 1, .shape = {5}, .data = f16},
         {.name = "i32 \"quoted\" name", .dtype = GLM_I32, .ndim = 1, .shape = {3}, .data = i32},
@@ -295,8 +306,14 @@ static void expect_entry_edit(const st_parts *good, const char *tensor, const ch
 
 static void test_truncated(const st_parts *good)
 {
-    size_t cuts[] = {0, 4, 7, 8, 8 + good->header_len / 2, 8 + good->header_len,
-                     8 + good->header_len + good->data_len / 2, good->file_len - 1};
+    size_t cuts[] = {0,
+                     4,
+                     7,
+                     8,
+                     8 + good->header_len / 2,
+                     8 + good->header_len,
+                     8 + good->header_len + good->data_len / 2,
+                     good->file_len - 1};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/cut%zu.safetensors", tmp_dir, cuts[i]);
@@ -316,8 +333,8 @@ static void test_bad_lengths(const st_parts *good)
     path = write_raw("absurd.safetensors", (uint64_t)1 << 63, hdr, good->header_len, good->data,
                      good->data_len);
     expect_open(path, GLM_ERR_FORMAT, NULL, "header length 2^63");
-    path = write_raw("max.safetensors", UINT64_MAX, hdr, good->header_len, good->data,
-                     good->data_len);
+    path =
+        write_raw("max.safetensors", UINT64_MAX, hdr, good->header_len, good->data, good->data_len);
     expect_open(path, GLM_ERR_FORMAT, NULL, "header length 2^64-1");
     path = write_raw("short.safetensors", good->header_len - 1, hdr, good->header_len, good->data,
                      good->data_len);
@@ -328,7 +345,8 @@ static void test_bad_lengths(const st_parts *good)
     snprintf(big, sizeof(big), "%s/huge.safetensors", tmp_dir);
     uint64_t n = 100000001;
     unsigned char len_le[8];
-    for (int i = 0; i < 8; i++) len_le[i] = (unsigned char)(n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len_le[i] = (unsigned char)(n >> (8 * i));
     int fd = open(big, O_CREAT | O_TRUNC | O_WRONLY, 0644);
     CHECK(fd >= 0 && write(fd, len_le, 8) == 8 && ftruncate(fd, (off_t)(8 + n)) == 0);
     if (fd >= 0) close(fd);

@@ -1,0 +1,186 @@
+/* glm4v-serve: one replica of the cluster, started as `mpirun -np TP glm4v-serve ...`.
+ *
+ * Rank 0 is the coordinator: it takes jobs from the Redis stream, turns them into sequences,
+ * runs the continuous-batching loop (step plan -> all ranks -> logits -> sampled tokens), streams
+ * Chunks and writes each Result, acknowledging the job in the same step. Ranks > 0 run the step
+ * plans rank 0 broadcasts. SIGTERM drains: no new jobs, running ones finish within the grace
+ * period, the rest are handed back for other replicas, exit 0.
+ *
+ * Exit codes: 0 clean stop, 1 runtime failure, 2 bad flags. */
+#include <getopt.h>
+#include <mpi.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coordinator/metrics.h"
+#include "coordinator/serve_loop.h"
+#include "worker/rank_context.h"
+#include "worker/step_exec.h"
+
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_sigterm(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mpirun -np TP glm4v-serve --model DIR [options]\n"
+            "  --device cpu|cuda          backend (default cpu)\n"
+            "  --tp N                     tensor-parallel ranks (= mpirun -np)\n"
+            "  --redis URL                redis://host:port[/db] (default redis://127.0.0.1:6379)\n"
+            "  --redis-password-file F    Redis password (or env GLM4V_REDIS_PASSWORD)\n"
+            "  --prefix P                 key prefix (default glm4v)\n"
+            "  --server-id ID             consumer name (default host-pid)\n"
+            "  --max-batch N              sequences per step (default 64)\n"
+            "  --max-tokens-per-step N    token budget per step (default 2048)\n"
+            "  --prefill-chunk N          prompt rows per sequence per step (default 512)\n"
+            "  --max-new-tokens N         default when a job gives none (default 256)\n"
+            "  --vision-cache N           image embeddings kept (default 16)\n"
+            "  --kv-blocks N              KV blocks (default: from memory)\n"
+            "  --gpu-memory GIB           memory budget per rank\n"
+            "  --visibility-timeout-ms N  reclaim jobs idle this long (default 60000)\n"
+            "  --max-deliveries N         dead-letter after N deliveries (default 3)\n"
+            "  --grace-ms N               SIGTERM drain time (default 30000)\n"
+            "  --metrics-port P           Prometheus /metrics port (0: off; default off)\n"
+            "  --metrics-bind ADDR        bind address (default 127.0.0.1)\n"
+            "  --crash-on-prompt TEXT     fault injection for tests: abort on a prompt holding TEXT\n"
+            "  --random-weights SEED      random full-size weights (benchmarks)\n");
+}
+
+static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, glm_rank_options *ro)
+{
+    enum { O_MODEL = 256, O_DEVICE, O_TP, O_REDIS, O_PWFILE, O_PREFIX, O_ID, O_BATCH, O_BUDGET,
+           O_CHUNK, O_MAXNEW, O_VCACHE, O_KVB, O_GPU, O_VIS, O_DELIV, O_GRACE, O_MPORT, O_MBIND,
+           O_CRASH, O_RANDOM, O_HELP };
+    static const struct option opts[] = {
+        {"model", 1, 0, O_MODEL},           {"device", 1, 0, O_DEVICE},
+        {"tp", 1, 0, O_TP},                 {"redis", 1, 0, O_REDIS},
+        {"redis-password-file", 1, 0, O_PWFILE}, {"prefix", 1, 0, O_PREFIX},
+        {"server-id", 1, 0, O_ID},          {"max-batch", 1, 0, O_BATCH},
+        {"max-tokens-per-step", 1, 0, O_BUDGET}, {"prefill-chunk", 1, 0, O_CHUNK},
+        {"max-new-tokens", 1, 0, O_MAXNEW}, {"vision-cache", 1, 0, O_VCACHE},
+        {"kv-blocks", 1, 0, O_KVB},         {"gpu-memory", 1, 0, O_GPU},
+        {"visibility-timeout-ms", 1, 0, O_VIS}, {"max-deliveries", 1, 0, O_DELIV},
+        {"grace-ms", 1, 0, O_GRACE},        {"metrics-port", 1, 0, O_MPORT},
+        {"metrics-bind", 1, 0, O_MBIND},    {"crash-on-prompt", 1, 0, O_CRASH},
+        {"random-weights", 1, 0, O_RANDOM}, {"help", 0, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    glm_serve_options_default(so);
+    memset(ro, 0, sizeof(*ro));
+    ro->device = "cpu";
+    ro->tp = 1;
+    glm_model_options_default(&ro->model);
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        long v = optarg ? atol(optarg) : 0;
+        switch (c) {
+        case O_MODEL: ro->model_dir = optarg; break;
+        case O_DEVICE: ro->device = optarg; break;
+        case O_TP: ro->tp = (int)v; break;
+        case O_REDIS:
+            if (strchr(optarg, '@')) {
+                if (!rank)
+                    fprintf(stderr, "glm4v-serve: passwords do not go on the command line; use "
+                                    "--redis-password-file or GLM4V_REDIS_PASSWORD\n");
+                return 2;
+            }
+            so->redis_url = optarg;
+            break;
+        case O_PWFILE: so->password_file = optarg; break;
+        case O_PREFIX: so->prefix = optarg; break;
+        case O_ID: so->server_id = optarg; break;
+        case O_BATCH: so->max_batch = (int)v; break;
+        case O_BUDGET: so->max_tokens_per_step = (int)v; break;
+        case O_CHUNK: so->prefill_chunk = (int)v; break;
+        case O_MAXNEW: so->default_max_new_tokens = (int)v; break;
+        case O_VCACHE: so->vision_cache = (int)v; break;
+        case O_KVB: ro->model.kv_blocks = (int)v; break;
+        case O_GPU: ro->gpu_memory_gib = atof(optarg); break;
+        case O_VIS: so->visibility_timeout_ms = (int)v; break;
+        case O_DELIV: so->max_deliveries = (int)v; break;
+        case O_GRACE: so->grace_ms = (int)v; break;
+        case O_MPORT: so->metrics_port = (int)v; break;
+        case O_MBIND: so->metrics_bind = optarg; break;
+        case O_CRASH: so->crash_on_prompt = optarg; break;
+        case O_RANDOM:
+            ro->model.use_random_weights = 1;
+            ro->model.random_seed = (uint64_t)v;
+            break;
+        case O_HELP:
+            if (!rank) usage(stdout);
+            exit(0);
+        default:
+            if (!rank) {
+                fprintf(stderr, "glm4v-serve: unknown or incomplete option '%s'\n",
+                        argv[optind - 1]);
+                usage(stderr);
+            }
+            return 2;
+        }
+    }
+    if (!ro->model_dir) {
+        if (!rank) fprintf(stderr, "glm4v-serve: --model DIR is required\n");
+        return 2;
+    }
+    if (so->max_batch < 1 || so->max_tokens_per_step < so->max_batch || so->prefill_chunk < 1 ||
+        so->vision_cache < 1 || so->max_deliveries < 1 || so->grace_ms < 0) {
+        if (!rank) fprintf(stderr, "glm4v-serve: batch/budget/chunk/cache values out of range\n");
+        return 2;
+    }
+    /* the model's capacities follow the scheduler's */
+    ro->model.max_seqs = so->max_batch;
+    ro->model.max_step_tokens = so->max_tokens_per_step;
+    ro->model.max_logit_rows = so->max_batch;
+    ro->model.max_images = so->max_images_per_step;
+    ro->model.image_pool_slots = so->vision_cache;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    /* every rank ignores the signal's default action; only rank 0 acts on it */
+    struct sigaction sa = {.sa_handler = on_sigterm};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    glm_serve_options so;
+    glm_rank_options ro;
+    int code = parse_args(argc, argv, rank, &so, &ro);
+    if (code) {
+        MPI_Finalize();
+        return code;
+    }
+    glm_rank_context ctx;
+    glm_error err = {0};
+    if (glm_rank_context_create(&ro, &ctx, &err)) {
+        fprintf(stderr, "glm4v-serve: rank %d: %s\n", rank, err.msg);
+        MPI_Finalize();
+        return 1;
+    }
+    if (rank == 0) {
+        code = glm_serve_run(&ctx, &ro, &so, &stop_requested, &err) ? 1 : 0;
+        if (code) fprintf(stderr, "glm4v-serve: %s\n", err.msg);
+        glm_error e2 = {0};
+        if (glm_step_shutdown(&ctx.world, &e2)) code = 1;
+    } else if (glm_worker_serve(ctx.model, &ctx.world, &err)) {
+        fprintf(stderr, "glm4v-serve: rank %d: %s\n", rank, err.msg);
+        code = 1;
+    }
+    glm_rank_context_destroy(&ctx);
+    MPI_Finalize();
+    return code;
+}
