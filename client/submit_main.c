@@ -30,7 +30,7 @@ static void usage(FILE *f)
         f, "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE] [--system TEXT]\n"
            "                    --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]\n"
            "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
-           "                    [--timeout SEC] [--json] [--password-file FILE]\n"
+           "                    [--timeout SEC] [--json] [--ignore-eos] [--password-file FILE]\n"
            "       glm4v-submit --redis URL [--prefix P] --status\n"
            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
            "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
@@ -68,6 +68,7 @@ static int parse_args(int argc, char **argv, submit_args *a)
         {"logprobs", required_argument, 0, 'l'},
         {"timeout", required_argument, 0, 'o'},
         {"json", no_argument, 0, 'j'},
+        {"ignore-eos", no_argument, 0, 'E'},
         {"status", no_argument, 0, 'u'},
         {"password-file", required_argument, 0, 'w'},
         {"help", no_argument, 0, 'h'},
@@ -145,6 +146,7 @@ static int parse_args(int argc, char **argv, submit_args *a)
             a->sampling.has_logprobs = true;
             a->sampling.logprobs = (uint32_t)v;
             break;
+        case 'E': a->sampling.ignore_eos = true; break;
         case 'o':
             if (!parse_number("--timeout", optarg, 0.001, 1e7, &a->timeout_s)) return EXIT_USAGE;
             break;

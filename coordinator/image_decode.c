@@ -57,11 +57,10 @@ glm_status glm_image_check_size(const char *format, uint64_t width, uint64_t hei
                         format, (unsigned long long)width, (unsigned long long)height,
                         limits->max_side);
     if (width * height > limits->max_pixels)
-        return glm_fail(err, GLM_ERR_LIMIT,
-                        "%s: image is %llux%llu = %llu pixels, over the limit of %llu", format,
-                        (unsigned long long)width, (unsigned long long)height,
-                        (unsigned long long)(width * height),
-                        (unsigned long long)limits->max_pixels);
+        return glm_fail(
+            err, GLM_ERR_LIMIT, "%s: image is %llux%llu = %llu pixels, over the limit of %llu",
+            format, (unsigned long long)width, (unsigned long long)height,
+            (unsigned long long)(width * height), (unsigned long long)limits->max_pixels);
     return GLM_OK;
 }
 
@@ -74,8 +73,8 @@ glm_status glm_image_decode_rgb(const uint8_t *data, size_t len, const glm_image
     if (!limits) limits = &defaults;
     if (!data || len == 0) return glm_fail(err, GLM_ERR_FORMAT, "image: empty image data");
     if ((uint64_t)len > limits->max_file_bytes)
-        return glm_fail(err, GLM_ERR_LIMIT, "image: file is %zu bytes, over the limit of %llu",
-                        len, (unsigned long long)limits->max_file_bytes);
+        return glm_fail(err, GLM_ERR_LIMIT, "image: file is %zu bytes, over the limit of %llu", len,
+                        (unsigned long long)limits->max_file_bytes);
 
     switch (glm_image_sniff(data, len)) {
     case GLM_IMAGE_JPEG:

@@ -42,8 +42,8 @@ static void fail_with_message(j_common_ptr cinfo, glm_status status)
 static void on_error_exit(j_common_ptr cinfo)
 {
     switch (cinfo->err->msg_code) {
-    case JERR_EMPTY_IMAGE:    /* height 0 in SOF (DNL marker), which Pillow rejects as well */
-    case JERR_IMAGE_TOO_BIG:  /* a side over libjpeg's 65500 */
+    case JERR_EMPTY_IMAGE:   /* height 0 in SOF (DNL marker), which Pillow rejects as well */
+    case JERR_IMAGE_TOO_BIG: /* a side over libjpeg's 65500 */
         fail_with_message(cinfo, GLM_ERR_LIMIT);
         break;
     case JERR_BAD_PRECISION: /* 12-bit samples */
@@ -124,8 +124,10 @@ static void read_scanlines(j_decompress_ptr cinfo, uint8_t *strip, glm_rgb_image
         int got = (int)jpeg_read_scanlines(cinfo, rows, (JDIMENSION)n);
         for (int i = 0; i < got && comps != 3; i++) {
             uint8_t *dst = img->rgb + (size_t)(y0 + i) * 3 * width;
-            if (comps == 1) gray_row_to_rgb(rows[i], width, dst);
-            else cmyk_row_to_rgb(rows[i], width, dst);
+            if (comps == 1)
+                gray_row_to_rgb(rows[i], width, dst);
+            else
+                cmyk_row_to_rgb(rows[i], width, dst);
         }
     }
 }
@@ -164,7 +166,8 @@ glm_status glm_image_decode_jpeg(const uint8_t *data, size_t len, const glm_imag
         return glm_fail(err, GLM_ERR_FORMAT, "jpeg: no image in file (tables only)");
     }
 
-    glm_status st = glm_image_check_size("jpeg", cinfo.image_width, cinfo.image_height, limits, err);
+    glm_status st =
+        glm_image_check_size("jpeg", cinfo.image_width, cinfo.image_height, limits, err);
     if (st != GLM_OK) {
         jpeg_destroy_decompress(&cinfo);
         return st;
@@ -184,22 +187,20 @@ glm_status glm_image_decode_jpeg(const uint8_t *data, size_t len, const glm_imag
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "jpeg: cannot handle %d-component images",
                         cinfo.num_components);
     }
-    cinfo.dct_method = JDCT_ISLOW;      /* Pillow's default; the fast IDCTs change pixels */
-    cinfo.do_fancy_upsampling = TRUE;   /* likewise */
-    cinfo.do_block_smoothing = TRUE;    /* libjpeg default, used by Pillow for progressive files */
+    cinfo.dct_method = JDCT_ISLOW;    /* Pillow's default; the fast IDCTs change pixels */
+    cinfo.do_fancy_upsampling = TRUE; /* likewise */
+    cinfo.do_block_smoothing = TRUE;  /* libjpeg default, used by Pillow for progressive files */
     cinfo.scale_num = cinfo.scale_denom = 1;
 
     jpeg_start_decompress(&cinfo);
     const int width = (int)cinfo.output_width, height = (int)cinfo.output_height;
     rgb = malloc((size_t)width * height * 3);
-    if (cinfo.output_components != 3)
-        strip = malloc((size_t)width * cinfo.output_components * 16);
+    if (cinfo.output_components != 3) strip = malloc((size_t)width * cinfo.output_components * 16);
     if (!rgb || (cinfo.output_components != 3 && !strip)) {
         jpeg_destroy_decompress(&cinfo);
         free(rgb);
         free(strip);
-        return glm_fail(err, GLM_ERR_NOMEM, "jpeg: cannot allocate %dx%d RGB image", width,
-                        height);
+        return glm_fail(err, GLM_ERR_NOMEM, "jpeg: cannot allocate %dx%d RGB image", width, height);
     }
     glm_rgb_image img = {width, height, rgb};
     read_scanlines(&cinfo, strip, &img);

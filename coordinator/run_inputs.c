@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include "common/dtype.h"
+#include "coordinator/chat_template.h"
+#include "coordinator/image.h"
+#include "coordinator/tokenizer.h"
 #include "worker/safetensors.h"
 
 static glm_status parse_ids(const char *list, glm_run_inputs *in, glm_error *err)
@@ -77,20 +80,85 @@ static glm_status load_pixels(const char *spec, const glm_model_config *cfg, glm
     return s;
 }
 
+/* --image FILE: decode, convert, resize, normalize exactly as the server does. */
+static glm_status load_image(const char *path, const glm_model_config *cfg, glm_run_inputs *in,
+                             glm_error *err)
+{
+    if (!cfg->has_vision)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "--image given but the model has no vision");
+    FILE *f = fopen(path, "rb");
+    if (!f) return glm_fail(err, GLM_ERR_INVALID_ARG, "--image: cannot open %s", path);
+    glm_image_limits limits = glm_image_limits_default();
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0 || (uint64_t)n > limits.max_file_bytes) {
+        fclose(f);
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "--image: %s is larger than %llu bytes", path,
+                        (unsigned long long)limits.max_file_bytes);
+    }
+    uint8_t *bytes = malloc((size_t)n + 1);
+    size_t got = bytes ? fread(bytes, 1, (size_t)n, f) : 0;
+    fclose(f);
+    const glm_vision_config *v = &cfg->vision;
+    size_t count = (size_t)v->in_channels * v->image_size * v->image_size;
+    glm_status st = GLM_OK;
+    if (!bytes || got != (size_t)n) st = glm_fail(err, GLM_ERR_IO, "--image: cannot read %s", path);
+    else if (!(in->pixels = malloc(count * sizeof(float))))
+        st = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    else if ((st = glm_image_preprocess(bytes, (size_t)n, v->image_size, &limits, in->pixels, err)))
+        glm_error_prefix(err, "--image %s", path);
+    free(bytes);
+    return st ? (st == GLM_ERR_NOMEM || st == GLM_ERR_IO ? st : GLM_ERR_INVALID_ARG) : GLM_OK;
+}
+
+/* --prompt / --system / --image through the chat template. */
+static glm_status encode_prompt(const glm_run_args *a, glm_run_inputs *in, glm_error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tokenizer.model", a->model_dir);
+    glm_tokenizer *tok = NULL;
+    glm_status st = glm_tokenizer_load(path, &tok, err);
+    if (st) return st;
+    in->tokenizer = tok;
+    glm_chat_message msgs[2];
+    size_t n = 0;
+    if (a->system)
+        msgs[n++] = (glm_chat_message){.role = GLM_CHAT_SYSTEM, .content = a->system,
+                                       .content_len = strlen(a->system)};
+    msgs[n++] = (glm_chat_message){.role = GLM_CHAT_USER, .content = a->prompt,
+                                   .content_len = strlen(a->prompt), .has_image = a->image != NULL};
+    glm_chat_prompt prompt = {0};
+    st = glm_chat_template_apply(tok, msgs, n, true, &prompt, err);
+    if (st) return st;
+    in->ids = prompt.ids.ids; /* ownership moves to in */
+    in->n_ids = (int)prompt.ids.n;
+    return GLM_OK;
+}
+
 glm_status glm_run_inputs_prepare(const glm_run_args *a, const glm_model_config *cfg,
                                   int image_rows, glm_run_inputs *in, glm_error *err)
 {
     (void)image_rows;
     memset(in, 0, sizeof(*in));
-    glm_status st = GLM_OK;
-    if (a->input_ids) st = parse_ids(a->input_ids, in, err);
-    else st = glm_fail(err, GLM_ERR_UNSUPPORTED, "--prompt is not available in this build yet");
+    glm_status st = a->input_ids ? parse_ids(a->input_ids, in, err) : encode_prompt(a, in, err);
     if (!st && a->pixels) st = load_pixels(a->pixels, cfg, in, err);
+    if (!st && a->image) st = load_image(a->image, cfg, in, err);
+    if (!st && a->dump_pixels && in->pixels) {
+        const glm_vision_config *v = &cfg->vision;
+        glm_st_write_tensor t = {.name = "pixel_values", .dtype = GLM_F32, .ndim = 4,
+                                 .shape = {1, v->in_channels, v->image_size, v->image_size},
+                                 .data = in->pixels};
+        st = glm_safetensors_write(a->dump_pixels, &t, 1, err);
+    } else if (!st && a->dump_pixels) {
+        st = glm_fail(err, GLM_ERR_INVALID_ARG, "--dump-pixels needs --image or --pixels");
+    }
     return st;
 }
 
 void glm_run_inputs_free(glm_run_inputs *in)
 {
+    glm_tokenizer_destroy(in->tokenizer);
     free(in->ids);
     free(in->pixels);
     memset(in, 0, sizeof(*in));
@@ -104,12 +172,28 @@ static const char *finish_name(glm_gen_finish f)
 void glm_run_print_result(const glm_run_args *a, const glm_run_inputs *in,
                           const glm_generate_result *res, FILE *out)
 {
+    /* the answer's text, when a tokenizer is at hand; a final eos is not text */
+    glm_bytes text = {0};
+    if (in->tokenizer) {
+        int n = res->n_ids;
+        if (res->finish == GLM_GEN_FINISH_STOP && n > 0) n--;
+        glm_error err = {0};
+        if (glm_tokenizer_decode(in->tokenizer, res->ids, (size_t)n, &text, &err)) text.len = 0;
+    }
     if (!a->json) {
-        for (int i = 0; i < res->n_ids; i++) fprintf(out, "%s%d", i ? " " : "", res->ids[i]);
-        fputc('\n', out);
+        if (in->tokenizer) {
+            fwrite(text.data ? text.data : "", 1, text.len, out);
+            fputc('\n', out);
+        } else {
+            for (int i = 0; i < res->n_ids; i++) fprintf(out, "%s%d", i ? " " : "", res->ids[i]);
+            fputc('\n', out);
+        }
+        glm_bytes_free(&text);
         return;
     }
     cJSON *o = cJSON_CreateObject();
+    if (in->tokenizer) cJSON_AddStringToObject(o, "text", text.data ? text.data : "");
+    glm_bytes_free(&text);
     cJSON *ids = cJSON_AddArrayToObject(o, "generated_ids");
     for (int i = 0; i < res->n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(res->ids[i]));
     cJSON *prompt = cJSON_AddArrayToObject(o, "prompt_ids");

@@ -242,6 +242,7 @@ int main(int argc, char **argv)
     glm_run_args args;
     glm_rank_options ro;
     int code = parse_args(argc, argv, rank, &args, &ro);
+    args.model_dir = ro.model_dir;
     if (code) {
         MPI_Finalize();
         return code;

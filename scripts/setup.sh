@@ -13,7 +13,7 @@ packages=(
     libcjson-dev libpcre2-dev libxxhash-dev         # config + JSONL, tokenizer regex, image hash
     libjpeg62-turbo-dev libpng-dev libwebp-dev      # image decoding
     libmicrohttpd-dev                               # Prometheus metrics endpoint
-    python3 python3-pil python3-numpy               # Pillow reference for the image tests
+    python3 python3-pil python3-numpy python3-yaml  # Pillow reference, manifest checks
     clang libclang-rt-14-dev                        # libFuzzer + sanitizers
     shellcheck                                      # script lint test
 )

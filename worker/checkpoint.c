@@ -205,7 +205,7 @@ static glm_status open_from_index(glm_checkpoint *ck, const char *index_path, gl
     else
         s = collect_shards(ck, index_path, map, err);
     if (s == GLM_OK) {
-        ck->shards = calloc(ck->n_shards, sizeof(*ck->shards));
+        ck->shards = calloc(ck->n_shards ? ck->n_shards : 1, sizeof(*ck->shards));
         if (!ck->shards) s = glm_fail(err, GLM_ERR_NOMEM, "%s: out of memory", index_path);
     }
     for (size_t i = 0; s == GLM_OK && i < ck->n_shards; i++) {

@@ -43,7 +43,7 @@ int main(int argc, char **argv)
         return 2;
     }
     float *pixels = malloc(sizeof(float) * 3 * size * size);
-    double t_decode[100], t_resize[100], t_norm[100], t_total[100];
+    double t_decode[100] = {0}, t_resize[100] = {0}, t_norm[100] = {0}, t_total[100] = {0};
     glm_error err = {0};
     for (int r = 0; r < runs; r++) {
         glm_rgb_image img, out;

@@ -19,7 +19,8 @@ typedef struct buffer {
     size_t len;
 } buffer;
 
-/* ---- encoders for the fixtures ---------------------------------------------------------------- */
+/* ---- encoders for the fixtures ----------------------------------------------------------------
+ */
 
 static void fill_pattern(uint8_t *px, int w, int h, int comps)
 {
@@ -120,7 +121,8 @@ static buffer copy_buffer(const buffer *src)
 
 static void put_be32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
 }
 
 /* Rewrites the IHDR size of a PNG, with a valid CRC so libpng would accept the chunk itself. */
@@ -144,7 +146,8 @@ static void jpeg_set_size(buffer *b, uint16_t w, uint16_t h)
     CHECK_MSG(0, "no SOF marker");
 }
 
-/* ---- checks ----------------------------------------------------------------------------------- */
+/* ---- checks -----------------------------------------------------------------------------------
+ */
 
 /* Decodes and checks the status; on failure the output must be empty and the message set. */
 static void expect_status(const char *what, const uint8_t *data, size_t len,
@@ -294,7 +297,7 @@ static void test_animated_webp(void)
     put_be32(b + 4, 0);
     b[4] = sizeof(b) - 8;
     b[16] = 10;
-    b[20] = 0x02; /* animation */
+    b[20] = 0x02;           /* animation */
     b[24] = 63, b[27] = 47; /* canvas 64x48 (minus one, 24-bit LE) */
     memcpy(b + 30, "ANIM", 4);
     b[34] = 6;

@@ -89,9 +89,10 @@ static void test_against_reference(void)
 {
     test_rng rng;
     test_rng_seed(&rng, 3);
-    const int cases[][4] = {{640, 480, 1120, 1120}, {4000, 300, 1120, 56}, {97, 1301, 84, 84},
-                            {1, 1, 56, 56},         {3, 2, 1120, 1120},    {1120, 500, 1120, 1120},
-                            {700, 1120, 1120, 1120}, {2240, 2240, 1120, 1120}, {13, 7, 5, 3}};
+    const int cases[][4] = {
+        {640, 480, 1120, 1120},  {4000, 300, 1120, 56},    {97, 1301, 84, 84},
+        {1, 1, 56, 56},          {3, 2, 1120, 1120},       {1120, 500, 1120, 1120},
+        {700, 1120, 1120, 1120}, {2240, 2240, 1120, 1120}, {13, 7, 5, 3}};
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int w = cases[t][0], h = cases[t][1], ow = cases[t][2], oh = cases[t][3];
         glm_rgb_image in = random_image(&rng, w, h, t % 2 == 0), out;
@@ -108,8 +109,8 @@ static void test_against_reference(void)
             max_diff = d > max_diff ? d : max_diff;
             same += d == 0;
         }
-        CHECK_MSG(max_diff <= 1, "%dx%d -> %dx%d: max diff %d from the double reference", w, h,
-                  ow, oh, max_diff);
+        CHECK_MSG(max_diff <= 1, "%dx%d -> %dx%d: max diff %d from the double reference", w, h, ow,
+                  oh, max_diff);
         CHECK_MSG(same >= n * 3 / 4, "%dx%d -> %dx%d: only %zu of %zu equal", w, h, ow, oh, same,
                   n);
         free(ref);
@@ -118,7 +119,8 @@ static void test_against_reference(void)
     }
 }
 
-/* ---- invariants ------------------------------------------------------------------------------- */
+/* ---- invariants -------------------------------------------------------------------------------
+ */
 
 static void test_invariants(void)
 {
@@ -130,7 +132,8 @@ static void test_invariants(void)
     /* Constant images stay constant (weights sum to 1 in fixed point, within rounding). */
     const int sizes[][2] = {{1, 1}, {5, 3}, {333, 777}, {4000, 17}};
     for (size_t t = 0; t < 4; t++) {
-        glm_rgb_image in = {sizes[t][0], sizes[t][1], malloc((size_t)sizes[t][0] * sizes[t][1] * 3)};
+        glm_rgb_image in = {sizes[t][0], sizes[t][1],
+                            malloc((size_t)sizes[t][0] * sizes[t][1] * 3)};
         for (size_t i = 0; i < (size_t)in.width * in.height * 3; i++)
             in.rgb[i] = (uint8_t)(i % 3 == 0 ? 0 : i % 3 == 1 ? 255 : 77);
         CHECK(glm_image_resize_bicubic(&in, 56, 84, &out, &err) == GLM_OK);
@@ -168,9 +171,8 @@ static void test_pillow_values(void)
     static const uint8_t expect_3x3[] = {19,  50,  81,  106, 137, 178, 193, 224, 106,
                                          124, 155, 186, 149, 180, 63,  26,  57,  88,
                                          221, 137, 19,  98,  65,  106, 123, 162, 193};
-    static const uint8_t expect_7x4_row0[] = {0,   23,  54,  21,  52,  82,  63,
-                                              94,  128, 101, 132, 176, 149, 180,
-                                              235, 195, 226, 137, 223, 254, 0};
+    static const uint8_t expect_7x4_row0[] = {0,   23,  54,  21,  52,  82,  63,  94,  128, 101, 132,
+                                              176, 149, 180, 235, 195, 226, 137, 223, 254, 0};
     static const uint8_t expect_1x1[] = {117, 131, 112};
     uint8_t px[5 * 3 * 3];
     for (int y = 0; y < 3; y++)
@@ -193,7 +195,8 @@ static void test_pillow_values(void)
     glm_rgb_image_free(&out);
 }
 
-/* ---- normalization ---------------------------------------------------------------------------- */
+/* ---- normalization ----------------------------------------------------------------------------
+ */
 
 static void test_normalize(void)
 {

@@ -1,9 +1,8 @@
 /* libFuzzer harness for the safetensors reader: any byte string is parsed as a whole file from
  * memory (the same validation as a mapped file); whatever opens must be safe to walk and read.
  *
- * Built with clang and -DGLM4V_FUZZ=ON it links libFuzzer:
- *   build/bin/fuzz_safetensors -max_len=65536 corpus/
- * Otherwise GLM4V_FUZZ_REPLAY_MAIN adds a main that replays the golden files and deterministic
+ * scripts/fuzz.sh builds it with libFuzzer (clang, GLM4V_FUZZ=ON, tests/fuzz/CMakeLists.txt).
+ * With GLM4V_FUZZ_REPLAY_MAIN (tests/worker/loader_tests.cmake) adds a main that replays the golden files and deterministic
  * mutations of them (a ctest that runs in about a second). */
 #include <stdint.h>
 #include <stdlib.h>

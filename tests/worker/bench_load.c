@@ -71,7 +71,11 @@ static int cmd_gen(const char *dir, long total_mb)
     char path[1024];
     snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
     FILE *index = fopen(path, "w");
-    if (!index) return fprintf(stderr, "%s: cannot create\n", path), 1;
+    if (!index) {
+        fprintf(stderr, "%s: cannot create\n", path);
+        free(values);
+        return 1;
+    }
     fprintf(index, "{\"metadata\": {}, \"weight_map\": {");
     char names[N_SHARDS * BIG_PER_SHARD * 2][64];
     int k = 0;
@@ -132,7 +136,11 @@ static int cmd_read(const char *dir, int cold)
     for (int s = 0; s < N_SHARDS; s++) {
         shard_path(path, sizeof(path), dir, s);
         int fd = open(path, O_RDONLY);
-        if (fd < 0) return fprintf(stderr, "%s: cannot open\n", path), 1;
+        if (fd < 0) {
+            fprintf(stderr, "%s: cannot open\n", path);
+            free(buf);
+            return 1;
+        }
         ssize_t r;
         while ((r = read(fd, buf, buf_len)) > 0)
             bytes += (double)r;

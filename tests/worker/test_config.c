@@ -166,11 +166,13 @@ static void test_accepted_variants(void)
     glm_error err = {0};
     glm_status st = parse_edited("eos_token_id", "407", &c, &err);
     CHECK_MSG(st == GLM_OK, "%s", err.msg);
-    CHECK(c.n_eos_token_ids == 1 && glm_config_is_eos(&c, 407) && !glm_config_is_eos(&c, 400));
+    CHECK(st == GLM_OK && c.n_eos_token_ids == 1 && glm_config_is_eos(&c, 407) &&
+          !glm_config_is_eos(&c, 400));
 
     st = parse_edited("vision_config", NULL, &c, &err);
     CHECK_MSG(st == GLM_OK, "%s", err.msg);
-    CHECK(!c.has_vision && glm_config_vision_grid(&c) == 0 && glm_config_image_tokens(&c) == 0);
+    CHECK(st == GLM_OK && !c.has_vision && glm_config_vision_grid(&c) == 0 &&
+          glm_config_image_tokens(&c) == 0);
 
     st = parse_edited("torch_dtype", NULL, &c, &err);
     CHECK(st == GLM_OK && c.torch_dtype == GLM_F32);

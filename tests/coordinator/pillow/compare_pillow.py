@@ -30,10 +30,13 @@ STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
 def normalize_reference(rgb):
-    """torchvision ToTensor + Normalize, in float32 and in the same order: x/255, -mean, /std."""
-    x = np.asarray(rgb).astype(np.float32) / np.float32(255)
-    x = (x - MEAN) / STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """torchvision ToTensor + Normalize, in float32 and in the same order: x/255, -mean, /std.
+    Element-wise, so it is computed once for the 256 possible values per channel and gathered
+    (identical floats, a third of the time on 1120x1120 images)."""
+    levels = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)
+    table = ((levels.astype(np.float32) / np.float32(255)) - MEAN) / STD  # [256, 3] float32
+    arr = np.asarray(rgb)
+    return np.stack([table[arr[..., c], c] for c in range(3)])
 
 
 class Tool:
@@ -114,10 +117,13 @@ def main():
             st["same"] += int((diff == 0).sum())
             st["maxdiff"] = max(st["maxdiff"], int(diff.max()))
             ref_pixels = normalize_reference(ref_resized)
-            fdiff = np.abs(pixels - ref_pixels)
+            if i == 0:  # the table form must equal the direct element-wise numpy computation
+                direct = (ref_resized.astype(np.float32) / np.float32(255) - MEAN) / STD
+                assert np.array_equal(direct.transpose(2, 0, 1), ref_pixels)
+            fdiff = np.zeros(1, np.float32) if np.array_equal(pixels, ref_pixels) else np.abs(pixels - ref_pixels)
             st["fmax"] = max(st["fmax"], float(fdiff.max()))
-            st["fn"] += fdiff.size
-            st["fsame"] += int((fdiff == 0).sum())
+            st["fn"] += pixels.size
+            st["fsame"] += pixels.size if fdiff.size == 1 else int((fdiff == 0).sum())
             if diff.max() > 1:
                 failures.append("%s: resized %d differs by %d" % (path, s, diff.max()))
             if (fdiff > (1.0 / 255.0) / STD[:, None, None] + 1e-6).any():

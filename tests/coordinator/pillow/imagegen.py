@@ -151,7 +151,7 @@ def make_variant(kind, rng, w, h):
         return _pil_bytes(Image.fromarray(content(rng, w, h, 2), "LA"), "PNG")
     if kind in ("png_p", "png_p_trns", "png_p4", "png_p2", "png_p1"):
         colors = {"png_p4": 16, "png_p2": 4, "png_p1": 2}.get(kind, 256)
-        im = Image.fromarray(content(rng, w, h, 3)).quantize(colors=colors)
+        im = Image.fromarray(content(rng, w, h, 3)).quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
         kw = {"bits": {16: 4, 4: 2, 2: 1}[colors]} if colors < 256 else {}
         if kind == "png_p_trns":
             kw["transparency"] = bytes(rng.randint(0, 256, 40).astype(np.uint8))
@@ -233,3 +233,20 @@ def catalogue(count, seed):
             # big images only where encoding is fast (the hand-written PNG encoder is Python)
             w, h = min(w, 1500), min(h, 1200)
         yield i, kind, int(w), int(h), make_variant(kind, np.random.RandomState((seed * 1000 + i) % (1 << 32)), int(w), int(h))
+
+
+def write_seeds(out_dir):
+    """A few tiny valid images of every kind, as a fuzzing seed corpus (fuzz_image)."""
+    import os
+    os.makedirs(out_dir, exist_ok=True)
+    for i, kind in enumerate(KINDS):
+        data = make_variant(kind, np.random.RandomState(i), 7 + i % 5, 5 + i % 3)
+        with open(os.path.join(out_dir, "%02d_%s" % (i, kind)), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) != 3 or sys.argv[1] != "seeds":
+        sys.exit("usage: imagegen.py seeds DIR")
+    write_seeds(sys.argv[2])

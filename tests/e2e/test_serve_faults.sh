@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Faults, end to end:
+#  - kill -9 of one of two replicas while it holds running jobs: every job completes exactly once;
+#  - redis-server restarted (AOF on) mid-run: the server reconnects and every job finishes;
+#  - a poison job that crashes its server on every delivery ends in the dead-letter stream;
+#  - SIGTERM drains: running jobs finish, the replica exits 0, nothing is lost.
+# usage: test_serve_faults.sh BIN_DIR TESTDATA
+source "$(dirname "$0")/serve_lib.sh"
+e2e_setup "$1" "$2"
+root=$(cd "$(dirname "$0")/../.." && pwd)
+p="Describe the picture in detail."
+wait_results() { # wait_results PREFIX-OF-IDS COUNT TIMEOUT_S
+    local deadline=$((SECONDS + $3)) n
+    while [ $SECONDS -lt $deadline ]; do
+        n=0
+        for i in $(seq 0 $(($2 - 1))); do [ "$(e2e_result_count "$1-$i")" -ge 1 ] && n=$((n + 1)); done
+        [ $n -eq "$2" ] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+exactly_once() { # exactly_once PREFIX COUNT
+    for i in $(seq 0 $(($2 - 1))); do
+        [ "$(e2e_result_count "$1-$i")" = 1 ] || { echo "job $1-$i has $(e2e_result_count "$1-$i") results" >&2; return 1; }
+    done
+}
+
+# 1. kill -9 of a replica holding running jobs
+e2e_start_replica a 1 --visibility-timeout-ms 2000 --max-batch 8 || exit 1
+victim=$REPLICA_PID
+e2e_start_replica b 1 --visibility-timeout-ms 2000 --max-batch 8 || exit 1
+for i in $(seq 0 23); do
+    e2e_submit --id kill-$i --prompt "$p $i" --max-new-tokens 40 --temperature 0 --ignore-eos \
+        --timeout 240 >"$E2E_DIR/kill-$i.json" 2>/dev/null &
+    pids+=($!)
+done
+for _ in $(seq 200); do grep -q "accepted" "$E2E_DIR/a.log" && break; sleep 0.05; done
+kill -9 -- "-$victim"
+wait "${pids[@]}"
+pids=()
+e2e_check "kill -9: all 24 jobs answered" wait_results kill 24 60
+e2e_check "kill -9: each exactly once" exactly_once kill 24
+e2e_check "kill -9: the survivor reclaimed jobs" grep -q "reclaimed" "$E2E_DIR/b.log"
+ok=0
+for i in $(seq 0 23); do
+    [ "$(e2e_json "$E2E_DIR/kill-$i.json" "len(d['token_ids'])" 2>/dev/null)" = 40 ] && ok=$((ok + 1))
+done
+e2e_check "kill -9: every client got its full answer ($ok/24)" [ $ok -eq 24 ]
+
+# 2. redis-server restart mid-run (the jobs are in the AOF)
+for i in $(seq 0 7); do
+    e2e_submit --id rr-$i --prompt "$p" --max-new-tokens 30 --temperature 0 --timeout 5 \
+        >/dev/null 2>&1 &
+    pids+=($!)
+done
+sleep 1
+e2e_redis_stop
+sleep 1
+e2e_redis_start
+wait "${pids[@]}"
+pids=()
+e2e_check "redis restart: all 8 jobs answered" wait_results rr 8 90
+e2e_check "redis restart: each exactly once" exactly_once rr 8
+
+# 3. poison job: crashes its server on every delivery until it is dead-lettered
+kill -9 -- "-$REPLICA_PID"
+supervise() { # restarts a crashing replica, like systemd's Restart=on-failure
+    for k in 1 2 3 4 5; do
+        mpirun --bind-to none -np 1 "$BIN/glm4v-serve" --tp 1 --model "$MODEL" --redis "$REDIS_URL" \
+            --prefix "$PREFIX" --server-id "poison$k" --crash-on-prompt POISON \
+            --visibility-timeout-ms 500 --max-deliveries 2 >>"$E2E_DIR/poison.log" 2>&1 </dev/null
+        [ -e "$E2E_DIR/stop-supervisor" ] && return
+    done
+}
+supervise &
+sup=$!
+e2e_submit --id poison-0 --prompt "POISON pill" --max-new-tokens 4 --timeout 60 >"$E2E_DIR/poison.json" 2>/dev/null
+e2e_check "poison: error result POISON" [ "$(e2e_json "$E2E_DIR/poison.json" "d['error']['code']" 2>/dev/null)" = POISON ]
+e2e_check "poison: in the dead-letter stream" [ "$(redis-cli -p "$REDIS_PORT" XLEN "$PREFIX:dead")" -ge 1 ]
+e2e_submit --id after-poison-0 --prompt "$p" --max-new-tokens 4 --timeout 60 >/dev/null 2>&1
+e2e_check "poison: the next job is served" [ "$(e2e_result_count after-poison-0)" = 1 ]
+touch "$E2E_DIR/stop-supervisor"
+pkill -9 -f -- "--server-id poison" 2>/dev/null
+wait $sup 2>/dev/null
+
+# 4. SIGTERM drain: rank 0 gets the signal (deploy/common/glm4v-drain.sh), running jobs finish
+e2e_start_replica d 2 --grace-ms 60000 || exit 1
+for i in $(seq 0 5); do
+    e2e_submit --id drain-$i --prompt "$p" --max-new-tokens 30 --temperature 0 --ignore-eos \
+        --timeout 120 >"$E2E_DIR/drain-$i.json" 2>/dev/null &
+    pids+=($!)
+done
+for _ in $(seq 200); do [ "$(grep -c accepted "$E2E_DIR/d.log")" -ge 6 ] && break; sleep 0.05; done
+bash "$root/deploy/common/glm4v-drain.sh" --mpirun-pid "$REPLICA_PID" --timeout 120
+e2e_check "drain: the replica exited cleanly" [ $? -eq 0 ]
+wait "${pids[@]}"
+e2e_check "drain: all 6 running jobs finished" wait_results drain 6 5
+e2e_check "drain: logged" grep -q "draining" "$E2E_DIR/d.log"
+
+e2e_finish serve_faults
