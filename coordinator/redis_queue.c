@@ -277,12 +277,15 @@ glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue
     char count[24], block[24];
     snprintf(count, sizeof count, "%zu", max_jobs);
     snprintf(block, sizeof block, "%d", block_ms > 0 ? block_ms : 0);
-    const char *argv[] = {"XREADGROUP", "GROUP", q->key_group, q->server_id, "COUNT", count,
-                          "BLOCK",      block,   "STREAMS",    q->key_jobs,  ">"};
-    /* BLOCK 0 would wait forever; we never want that from a scheduler loop. */
-    if (block_ms <= 0) argv[7] = "1";
-    glm_redis_set_timeout(q->ctx, q->cfg.command_timeout_ms + (block_ms > 0 ? block_ms : 1));
-    redisReply *r = redisCommandArgv(q->ctx, 11, argv, NULL);
+    /* With work running the read must not block at all: BLOCK 0 waits forever, and even BLOCK 1
+     * waits up to a Redis cron tick (100 ms at hz 10), so a busy server polls without BLOCK. */
+    const char *blocking[] = {"XREADGROUP", "GROUP", q->key_group, q->server_id, "COUNT", count,
+                              "BLOCK",      block,   "STREAMS",    q->key_jobs,  ">"};
+    const char *polling[] = {"XREADGROUP", "GROUP",      q->key_group, q->server_id,
+                             "COUNT",      count,        "STREAMS",    q->key_jobs,  ">"};
+    glm_redis_set_timeout(q->ctx, q->cfg.command_timeout_ms + (block_ms > 0 ? block_ms : 0));
+    redisReply *r = block_ms > 0 ? redisCommandArgv(q->ctx, 11, blocking, NULL)
+                                 : redisCommandArgv(q->ctx, 9, polling, NULL);
     if (q->ctx) glm_redis_set_timeout(q->ctx, q->cfg.command_timeout_ms);
     if (glm_redis_is_error(r, "NOGROUP")) { /* Redis lost its data (no persistence): recreate */
         freeReplyObject(r);

@@ -30,6 +30,7 @@ for h in "${harnesses[@]}"; do
     safetensors) cp "$testdata"/glm4v-tiny-a/golden.safetensors "$corpus"/ 2>/dev/null || true ;;
     config) cp "$testdata"/glm4v-tiny-*/config.json "$corpus"/ 2>/dev/null || true ;;
     tokenizer) printf 'Describe the picture in detail.' >"$corpus"/seed ;;
+    image) /usr/bin/python3 tests/coordinator/pillow/imagegen.py seeds "$corpus" >/dev/null ;;
     esac
     if [ -d tests/fuzz/seeds/$h ]; then cp tests/fuzz/seeds/$h/* "$corpus"/ 2>/dev/null || true; fi
     echo "fuzz: $h for ${seconds}s"

@@ -450,6 +450,9 @@ static void test_attention_full(int n_seqs, int seq, int heads, int hd, int row_
     free(qkv), free(out), free(kp), free(vp), free(ref), free(got);
 }
 
+/* When > 0, paged tests pass this max_ctx_len (a capacity, as under graph capture). */
+static int paged_cap_ctx = 0;
+
 /* Paged attention: seqs with (q_len, ctx_len); a random block table over a shared cache. */
 static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, int nq, int nkv,
                                  int hd, int block_size)
@@ -491,7 +494,8 @@ static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, i
          *dtab = dev_i32(table, (size_t)n_seqs * max_blocks);
     glm_attn_batch batch = {.n_seqs = n_seqs, .n_tokens = n_tokens, .block_size = block_size,
                             .max_blocks_per_seq = max_blocks, .max_q_len = max_q,
-                            .max_ctx_len = max_ctx, .q_start = dqs, .ctx_len = dctx,
+                            .max_ctx_len = paged_cap_ctx > max_ctx ? paged_cap_ctx : max_ctx,
+                            .q_start = dqs, .ctx_len = dctx,
                             .block_table = dtab, .q_start_host = q_start, .ctx_len_host = ctx32};
     double scale = 1 / sqrt((double)hd);
     glm_op_attention_paged(be, t2(dout, n_tokens, ow), t2(dq, n_tokens, width),
@@ -514,8 +518,8 @@ static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, i
             }
         }
     char name[96];
-    snprintf(name, sizeof(name), "attention_paged %d seqs (q %d, ctx %d..) %d/%d hd %d", n_seqs,
-             q_len[0], ctx[0], nq, nkv, hd);
+    snprintf(name, sizeof(name), "attention_paged %d seqs (q %d, ctx %d..) %d/%d hd %d%s", n_seqs,
+             q_len[0], ctx[0], nq, nkv, hd, paged_cap_ctx ? " (capacity ctx)" : "");
     expect_close(name, dout, ref, (size_t)n_tokens * ow, 1e-2);
     be->ops->free(be, dq), be->ops->free(be, dk), be->ops->free(be, dv), be->ops->free(be, dout);
     be->ops->free(be, dqs), be->ops->free(be, dctx), be->ops->free(be, dtab);
@@ -697,14 +701,19 @@ static void bench(void)
     int len = 6401, heads = 16, hd = 112;
     att_args a = {t2(dev_random((size_t)len * heads * hd), len, heads * hd),
                   t2(dev_random((size_t)len * 3 * heads * hd), len, 3 * heads * hd), 1, len, heads, hd};
-    ms = time_ms(run_att, &a, 10);
-    printf("  attention_full 6401 x 16 heads x 112: %.3f ms, %.1f TFLOP/s\n", ms,
-           4.0 * len * len * heads * hd / ms / 1e9);
+    const char *variants[] = {"1", "2"};
+    for (int vi = 0; vi < 2; vi++) {
+        setenv("GLM4V_FA_MT", variants[vi], 1);
+        ms = time_ms(run_att, &a, 10);
+        printf("  attention_full 6401 x 16 heads x 112 (MT %s): %.3f ms, %.1f TFLOP/s\n", variants[vi],
+               ms, 4.0 * len * len * heads * hd / ms / 1e9);
+    }
+    unsetenv("GLM4V_FA_MT");
     be->ops->free(be, a.out.data), be->ops->free(be, a.qkv.data);
 
-    int ctxs[] = {1024, 4096, 8192}, batches[] = {1, 8, 32};
+    int ctxs[] = {1024, 4096, 8192}, batches[] = {1, 8, 32, 128};
     for (int ci = 0; ci < 3; ci++)
-        for (int bi = 0; bi < 3; bi++) {
+        for (int bi = 0; bi < 4; bi++) {
             int ctx = ctxs[ci], ns = batches[bi], bs = 16, nq = 32, nkv = 2;
             hd = 128;
             int mb = ctx / bs, slots = ns * mb * bs;
@@ -720,14 +729,43 @@ static void bench(void)
                            dev_i32(tab, ns * mb), qs, cl}, nq, nkv, hd};
             ms = time_ms(run_paged, &p, 20);
             double bytes = 2.0 * 2 * (double)ns * ctx * nkv * hd;
-            printf("  decode attention %2d seqs x ctx %4d (32q/2kv, hd 128): %.4f ms, %.0f GB/s\n", ns,
+            printf("  decode attention %3d seqs x ctx %4d (32q/2kv, hd 128): %.4f ms, %.0f GB/s\n", ns,
                    ctx, ms, bytes / ms / 1e6);
+            if (ctx == 1024 && ns != 8) { /* graph mode: the grid sized for an 8192 capacity */
+                p.b.max_ctx_len = 8192;
+                ms = time_ms(run_paged, &p, 20);
+                printf("  decode attention %3d seqs x ctx %4d, capacity 8192:  %.4f ms, %.0f GB/s\n", ns,
+                       ctx, ms, bytes / ms / 1e6);
+            }
             be->ops->free(be, p.out.data), be->ops->free(be, p.qkv.data);
             be->ops->free(be, p.k.data), be->ops->free(be, p.v.data);
             be->ops->free(be, (void *)p.b.q_start), be->ops->free(be, (void *)p.b.ctx_len);
             be->ops->free(be, (void *)p.b.block_table);
             free(qs), free(cl), free(tab);
         }
+    { /* causal paged prefill of one image prompt: 1632 tokens, 32q/2kv, hd 128 */
+        int n = 1632, bs = 16, nq = 32, nkv = 2, mb = (n + bs - 1) / bs, slots = mb * bs;
+        int32_t qs[2] = {0, n}, cl[1] = {n}, *tab = malloc(4 * mb);
+        for (int i = 0; i < mb; i++) tab[i] = i;
+        pag_args p = {t2(dev_random((size_t)n * nq * 128), n, nq * 128),
+                      t2(dev_random((size_t)n * (nq + 2 * nkv) * 128), n, (nq + 2 * nkv) * 128),
+                      t2(dev_random((size_t)slots * nkv * 128), slots, nkv * 128),
+                      t2(dev_random((size_t)slots * nkv * 128), slots, nkv * 128),
+                      {1, n, bs, mb, n, n, dev_i32(qs, 2), dev_i32(cl, 1), dev_i32(tab, mb), qs, cl},
+                      nq, nkv, 128};
+        for (int vi = 0; vi < 2; vi++) {
+            setenv("GLM4V_FA_MT", variants[vi], 1);
+            ms = time_ms(run_paged, &p, 20);
+            printf("  prefill attention 1632 causal (32q/2kv, hd 128, MT %s): %.4f ms, %.1f TFLOP/s\n",
+                   variants[vi], ms, 2.0 * n * (double)n * nq * 128 / ms / 1e9);
+        }
+        unsetenv("GLM4V_FA_MT");
+        be->ops->free(be, p.out.data), be->ops->free(be, p.qkv.data);
+        be->ops->free(be, p.k.data), be->ops->free(be, p.v.data);
+        be->ops->free(be, (void *)p.b.q_start), be->ops->free(be, (void *)p.b.ctx_len);
+        be->ops->free(be, (void *)p.b.block_table);
+        free(tab);
+    }
     glm_error err;
     CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "bench: %s", err.msg);
 }
@@ -773,6 +811,17 @@ int main(int argc, char **argv)
         test_attention_paged(2, q, c, 4, 2, 16, 4);
         int q2[] = {37, 1, 1}, c2[] = {60, 33, 2};
         test_attention_paged(3, q2, c2, 4, 2, 24, 16);
+        /* the pipelined kernels (head dim >= 64; decode for every q_len 1) */
+        test_attention_full(1, 70, 2, 64, 1);
+        test_attention_full(2, 131, 1, 112, 1);
+        test_attention_paged(3, q2, c2, 4, 2, 64, 16);
+        int q3[] = {1, 1, 1}, c3[] = {37, 1, 100};
+        test_attention_paged(3, q3, c3, 16, 1, 64, 4);
+        test_attention_paged(3, q3, c3, 8, 2, 128, 16);
+        int q4[] = {1, 1, 1}, c4[] = {70, 0, 3}; /* ctx 0: a graph's padding row, output 0 */
+        paged_cap_ctx = 1000;
+        test_attention_paged(3, q4, c4, 16, 1, 64, 16);
+        paged_cap_ctx = 0;
     }
     printf("sample / graph / errors\n");
     test_sample(5, 300);
@@ -801,6 +850,12 @@ int main(int argc, char **argv)
         test_attention_paged(2, q3, c3, 16, 1, 128, 16);
         int q4[] = {1, 3, 1}, c4[] = {5000, 70, 1};
         test_attention_paged(3, q4, c4, 8, 4, 64, 32);
+        int q5[] = {1, 1, 1}, c5[] = {1000, 0, 17};
+        paged_cap_ctx = 8192;
+        test_attention_paged(3, q5, c5, 32, 2, 128, 16);
+        paged_cap_ctx = 0;
+        int q6[] = {1632}, c6[] = {1632};
+        test_attention_paged(1, q6, c6, 32, 2, 128, 16);
         test_sample(16, 151552);
     }
     if (do_bench) bench();

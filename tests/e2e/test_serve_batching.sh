@@ -69,7 +69,7 @@ e2e_check "top-k 1 equals greedy" [ "$(e2e_json "$E2E_DIR/k1.json" "d['token_ids
 # finish reasons: length, and a stop string cut out of the greedy text
 e2e_submit --id len --prompt "$p" --max-new-tokens 5 --temperature 0 >"$E2E_DIR/len.json"
 e2e_check "max_new_tokens -> length" [ "$(e2e_json "$E2E_DIR/len.json" \
-    "d['finish_reason'], len(d['token_ids'])")" = "('length', 5)" ]
+    "d['finish_reason'], len(d['token_ids'])")" = "length 5" ]
 e2e_submit --id full --prompt "Hello" --max-new-tokens 12 --temperature 0 >"$E2E_DIR/full.json"
 stop=$(e2e_json "$E2E_DIR/full.json" "d['text'][3:5]")
 e2e_submit --id stopped --prompt "Hello" --max-new-tokens 12 --temperature 0 --stop "$stop" \

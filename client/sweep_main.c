@@ -1,0 +1,375 @@
+/* glm4v-sweep: runs a JSONL file of image/question rows through the cluster and writes one JSONL
+ * Result per row, resumably (docs/SWEEP.md).
+ *
+ * Exit codes: 0 every row answered without error; 1 done, but some rows carry an error Result or
+ * input lines were malformed; 2 usage error (or an output file that is not ours); 3 Redis or file
+ * error, or jobs that timed out (the output is incomplete: re-run to resume); 128+N stopped by
+ * signal N (re-run to resume). */
+#include "client/sweep_args.h"
+#include "client/sweep_input.h"
+#include "client/sweep_job.h"
+#include "client/sweep_order.h"
+#include "client/sweep_output.h"
+#include "client/sweep_progress.h"
+#include "client/sweep_queue.h"
+#include "coordinator/redis_conn.h"
+#include "coordinator/result_json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The one piece of global state: a signal handler can only talk to the loop through it. */
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    g_stop_signal = sig;
+}
+
+typedef struct sweep_run {
+    const sweep_args *a;
+    sweep_input in;
+    int in_fd;
+    size_t *order; /* rows to run, in submission order */
+    size_t n_order, next;
+    sweep_flight *flights; /* jobs in flight, a->window at most */
+    size_t n_flights;
+    glm_result **results; /* scratch, a->window entries */
+    sweep_queue *q;
+    sweep_output *out;
+    sweep_stats stats;
+    sweep_progress progress;
+    size_t max_image_bytes;
+    size_t errors_before; /* lines of the resumed output that carry an error */
+    bool failed;          /* a Redis or file error stopped the run */
+} sweep_run;
+
+/* Reports a per-row problem on stderr, keeping the progress line intact. */
+static void row_message(sweep_run *run, const sweep_row *row, const char *what, const char *msg)
+{
+    sweep_progress_break(&run->progress);
+    fprintf(stderr, "glm4v-sweep: %s:%ld: id %s: %s%s\n", run->a->in, row->line_no, row->id, what,
+            msg);
+}
+
+/* Writes a Result as row's line and counts it. The line's id is the row id, whatever prefix the
+ * job id carried. */
+static void settle(sweep_run *run, size_t row_index, glm_result *r, bool from_server)
+{
+    const sweep_row *row = &run->in.rows[row_index];
+    r->id = row->id;
+    char *json = glm_result_to_json(r);
+    glm_error err = {0};
+    if (!json || sweep_output_write(run->out, row_index, json, &err) != GLM_OK) {
+        row_message(run, row, "", json ? err.msg : "out of memory");
+        run->failed = true;
+    }
+    free(json);
+    sweep_stats_add(&run->stats, r, from_server);
+}
+
+/* Writes the sweep's own error line for a row the cluster never saw. */
+static void settle_client_error(sweep_run *run, size_t row_index, glm_error_code code,
+                                const char *message)
+{
+    row_message(run, &run->in.rows[row_index], "", message);
+    glm_result r = {.version = GLM4V_PROTOCOL_VERSION,
+                    .text = "",
+                    .finish_reason = GLM_FINISH_ERROR,
+                    .error_code = code,
+                    .error_message = message,
+                    .server_id = "glm4v-sweep"};
+    settle(run, row_index, &r, false);
+}
+
+static void job_id_of(const sweep_run *run, size_t row_index, char out[GLM_JOB_ID_MAX + 1])
+{
+    snprintf(out, GLM_JOB_ID_MAX + 1, "%s%s", run->a->job_prefix, run->in.rows[row_index].id);
+}
+
+/* Builds and submits row's job; returns false when the row was settled here instead (a missing
+ * image) or a fatal error set run->failed. */
+static bool submit_row(sweep_run *run, size_t row_index, const char *job_id)
+{
+    const sweep_row *row = &run->in.rows[row_index];
+    sweep_line line;
+    glm_error err = {0};
+    if (sweep_input_reread(run->in_fd, row, &line, &err) != GLM_OK) {
+        row_message(run, row, "", err.msg);
+        run->failed = true;
+        return false;
+    }
+    uint8_t *image = NULL, *bytes = NULL;
+    size_t image_bytes = 0, len = 0;
+    glm_status st = GLM_OK;
+    if (line.image) {
+        char path[4096];
+        if (line.image[0] == '/')
+            snprintf(path, sizeof path, "%s", line.image);
+        else
+            snprintf(path, sizeof path, "%s/%s", run->a->image_root, line.image);
+        st = sweep_job_read_image(path, run->max_image_bytes, &image, &image_bytes, &err);
+        if (st != GLM_OK) {
+            settle_client_error(run, row_index,
+                                st == GLM_ERR_LIMIT ? GLM_EC_IMAGE_TOO_LARGE : GLM_EC_BAD_IMAGE,
+                                err.msg);
+            sweep_line_free(&line);
+            return false;
+        }
+    }
+    glm_sampling sampling = sweep_job_sampling(&run->a->sampling, run->a->sweep_seed, &line);
+    st = sweep_job_encode(&line, job_id, &sampling, image, image_bytes, &bytes, &len, &err);
+    free(image);
+    sweep_line_free(&line);
+    if (st != GLM_OK) {
+        settle_client_error(run, row_index, GLM_EC_INVALID_REQUEST, err.msg);
+        return false;
+    }
+    st = sweep_queue_submit(run->q, job_id, bytes, len, &err);
+    free(bytes);
+    if (st != GLM_OK) {
+        row_message(run, row, "", err.msg);
+        run->failed = true;
+        return false;
+    }
+    return true;
+}
+
+/* Starts rows until the window is full: rows whose Result is still in Redis (an interrupted run,
+ * a re-run) are settled from there without running again; the rest are submitted. */
+static void fill_window(sweep_run *run)
+{
+    size_t room = (size_t)run->a->window - run->n_flights;
+    if (room > run->n_order - run->next) room = run->n_order - run->next;
+    if (room == 0) return;
+    char(*job_ids)[GLM_JOB_ID_MAX + 1] = malloc(room * sizeof *job_ids);
+    const char **ids = malloc(room * sizeof *ids);
+    glm_result **found = run->results; /* room <= window */
+    glm_error err = {0};
+    if (!job_ids || !ids) {
+        fprintf(stderr, "glm4v-sweep: out of memory\n");
+        run->failed = true;
+    }
+    for (size_t k = 0; !run->failed && k < room; k++) {
+        job_id_of(run, run->order[run->next + k], job_ids[k]);
+        ids[k] = job_ids[k];
+    }
+    if (!run->failed && sweep_queue_lookup(run->q, ids, room, found, &err) != GLM_OK) {
+        sweep_progress_break(&run->progress);
+        fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
+        run->failed = true;
+    }
+    for (size_t k = 0; !run->failed && k < room; k++) {
+        size_t row_index = run->order[run->next++];
+        if (found[k]) {
+            run->stats.from_redis++;
+            settle(run, row_index, found[k], true);
+            glm_result_free(found[k]);
+            found[k] = NULL;
+        } else if (submit_row(run, row_index, job_ids[k])) {
+            sweep_flight *f = &run->flights[run->n_flights++];
+            snprintf(f->job_id, sizeof f->job_id, "%s", job_ids[k]);
+            snprintf(f->cursor, sizeof f->cursor, "0-0");
+            f->row = row_index;
+            f->submitted_ms = glm_now_mono_ms();
+            f->deadline_ms = f->submitted_ms + (long long)(run->a->timeout_s * 1000.0);
+        }
+    }
+    for (size_t k = 0; k < room; k++) /* left over after a failure */
+        if (found[k]) glm_result_free(found[k]);
+    free(job_ids);
+    free(ids);
+}
+
+/* Waits a little for Results of the jobs in flight, settles them, and gives up on jobs past their
+ * deadline (no line: a re-run tries them again). */
+static void collect_results(sweep_run *run, int block_ms)
+{
+    glm_error err = {0};
+    if (sweep_queue_poll(run->q, run->flights, run->n_flights, block_ms, run->results, &err) !=
+        GLM_OK) {
+        sweep_progress_break(&run->progress);
+        fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
+        run->failed = true;
+        return;
+    }
+    long long now = glm_now_mono_ms();
+    size_t kept = 0;
+    for (size_t i = 0; i < run->n_flights; i++) {
+        sweep_flight *f = &run->flights[i];
+        if (run->results[i]) {
+            settle(run, f->row, run->results[i], true);
+            glm_result_free(run->results[i]);
+            run->results[i] = NULL;
+            continue;
+        }
+        if (now > f->deadline_ms) {
+            row_message(run, &run->in.rows[f->row], "no result within --timeout; ",
+                        "left for a re-run");
+            run->stats.timed_out++;
+            sweep_output_skip(run->out, f->row);
+            continue;
+        }
+        run->flights[kept++] = *f;
+    }
+    run->n_flights = kept;
+}
+
+static void run_loop(sweep_run *run)
+{
+    while (!run->failed && !g_stop_signal && (run->next < run->n_order || run->n_flights > 0)) {
+        fill_window(run);
+        if (run->failed) break;
+        if (run->n_flights > 0) collect_results(run, 100);
+        sweep_progress_update(&run->progress, &run->stats, run->n_flights, false);
+    }
+}
+
+static int exit_code(const sweep_run *run)
+{
+    if (g_stop_signal) return 128 + g_stop_signal;
+    if (run->failed || run->stats.timed_out) return EXIT_IO;
+    if (run->stats.errors || run->errors_before || run->stats.malformed) return EXIT_ROW_ERRORS;
+    return 0;
+}
+
+/* Loads the input, scans the output and works out what is left to do. */
+static int prepare(sweep_run *run, sweep_idset *done)
+{
+    const sweep_args *a = run->a;
+    glm_error err = {0};
+    FILE *errors = fopen(a->errors, "w"); /* rewritten each run: the input is checked again */
+    if (!errors) {
+        fprintf(stderr, "glm4v-sweep: cannot write %s: %s\n", a->errors, strerror(errno));
+        return EXIT_IO;
+    }
+    glm_status st = sweep_input_load(a->in, a->job_prefix, stderr, errors, &run->in, &err);
+    fclose(errors);
+    if (st != GLM_OK) {
+        fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
+        return EXIT_IO;
+    }
+    sweep_resume_info info;
+    if ((st = sweep_resume_scan(a->out, done, &info, &err)) != GLM_OK) {
+        fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
+        return st == GLM_ERR_FORMAT ? EXIT_USAGE : EXIT_IO;
+    }
+    run->errors_before = info.n_error_lines;
+    if (info.n_lines || info.torn_bytes)
+        fprintf(stderr, "glm4v-sweep: resuming: %s holds %zu lines%s\n", a->out, info.n_lines,
+                info.torn_bytes ? " (a torn last line was cut away)" : "");
+    run->order = malloc((run->in.n_rows + 1) * sizeof *run->order);
+    if (!run->order) return EXIT_IO;
+    run->n_order = sweep_order_submission(&run->in, done, run->order);
+    run->stats.total = run->in.n_rows;
+    run->stats.done_before = run->in.n_rows - run->n_order;
+    run->stats.malformed = run->in.n_malformed;
+    fprintf(stderr,
+            "glm4v-sweep: %zu rows (%zu malformed lines skipped, see %s), %zu already answered, "
+            "%zu to run\n",
+            run->in.n_rows, run->in.n_malformed, a->errors, run->stats.done_before, run->n_order);
+    return 0;
+}
+
+/* Connects and opens what the loop needs. */
+static int start(sweep_run *run, const sweep_idset *done, const char *password)
+{
+    const sweep_args *a = run->a;
+    glm_error err = {0};
+    glm_status st = sweep_queue_connect(a->url, password[0] ? password : NULL, a->prefix, 10000,
+                                        &run->q, &err);
+    if (st != GLM_OK) {
+        fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
+        return st == GLM_ERR_INVALID_ARG || st == GLM_ERR_UNSUPPORTED ? EXIT_USAGE : EXIT_IO;
+    }
+    run->in_fd = open(a->in, O_RDONLY);
+    run->flights = calloc((size_t)a->window, sizeof *run->flights);
+    run->results = calloc((size_t)a->window, sizeof *run->results);
+    if (run->in_fd < 0 || !run->flights || !run->results) {
+        fprintf(stderr, "glm4v-sweep: cannot reopen %s or out of memory\n", a->in);
+        return EXIT_IO;
+    }
+    if ((st = sweep_output_open(a->out, run->in.n_rows, a->ordered, &run->out, &err)) != GLM_OK) {
+        fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
+        return EXIT_IO;
+    }
+    for (size_t i = 0; a->ordered && i < run->in.n_rows; i++)
+        if (sweep_idset_has(done, run->in.rows[i].id)) sweep_output_skip(run->out, i);
+    return 0;
+}
+
+static void finish(sweep_run *run)
+{
+    sweep_progress_update(&run->progress, &run->stats, run->n_flights, true);
+    sweep_progress_break(&run->progress);
+    if (g_stop_signal)
+        fprintf(stderr,
+                "glm4v-sweep: stopped by signal %d: %zu lines written, %zu jobs left in flight "
+                "(their Results stay in Redis and are picked up by the next run); run the same "
+                "command again to resume\n",
+                (int)g_stop_signal, run->out ? sweep_output_written(run->out) : 0,
+                run->n_flights);
+    if (run->out && sweep_output_held(run->out))
+        fprintf(stderr, "glm4v-sweep: %zu answers held back for --ordered were not written\n",
+                sweep_output_held(run->out));
+    if (run->stats.timed_out)
+        fprintf(stderr, "glm4v-sweep: %zu rows timed out and have no line; re-run to retry them\n",
+                run->stats.timed_out);
+    glm_error err = {0};
+    if (sweep_output_close(run->out, &err) != GLM_OK) {
+        fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
+        run->failed = true;
+    }
+    run->out = NULL;
+    sweep_stats_summary(&run->stats, stderr);
+}
+
+int main(int argc, char **argv)
+{
+    sweep_args a;
+    int rc = sweep_args_parse(argc, argv, &a);
+    if (rc) return rc == SWEEP_ARGS_HELP ? 0 : rc;
+    char password[512];
+    if ((rc = sweep_read_password(a.password_file, password, sizeof password))) return rc;
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a closed Redis socket is an error to report, not a death */
+
+    sweep_run run = {.a = &a, .in_fd = -1};
+    run.max_image_bytes = glm_job_limits_default().max_image_bytes;
+    run.stats.start_ms = glm_now_mono_ms();
+    sweep_progress_init(&run.progress, stderr, isatty(STDERR_FILENO), a.progress_interval_ms);
+    sweep_idset done = {0};
+    rc = prepare(&run, &done);
+    if (rc == 0 && run.n_order > 0) {
+        rc = start(&run, &done, password);
+        if (rc == 0) {
+            run_loop(&run);
+            finish(&run);
+            rc = exit_code(&run);
+        }
+    } else if (rc == 0) {
+        sweep_stats_summary(&run.stats, stderr);
+        rc = exit_code(&run);
+    }
+    memset(password, 0, sizeof password);
+    sweep_output_close(run.out, NULL);
+    sweep_queue_destroy(run.q);
+    if (run.in_fd >= 0) close(run.in_fd);
+    free(run.flights);
+    free(run.results);
+    free(run.order);
+    sweep_stats_free(&run.stats);
+    sweep_idset_free(&done);
+    sweep_input_free(&run.in);
+    return rc;
+}
