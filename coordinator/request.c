@@ -124,6 +124,15 @@ static void setup_sampling(glm_request *r)
     r->seq.sample.n_logprobs = s->has_logprobs ? (int)s->logprobs : 0;
 }
 
+/* A request that could not be built hands the queue entry back to the caller, who still has to
+ * answer it (an error Result addressed by its job id). */
+static void give_back(glm_request *r, glm_queue_job *entry)
+{
+    *entry = r->entry;
+    memset(&r->entry, 0, sizeof(r->entry));
+    glm_request_destroy(r);
+}
+
 glm_status glm_request_create(const glm_request_env *env, glm_queue_job *entry, glm_request **out,
                               glm_error_code *code, char *msg, size_t msg_len)
 {
@@ -148,20 +157,20 @@ glm_status glm_request_create(const glm_request_env *env, glm_queue_job *entry, 
     if (st) {
         *code = problem.code;
         snprintf(msg, msg_len, "%s", problem.message);
-        glm_request_destroy(r);
+        give_back(r, entry);
         return st;
     }
     if (r->job->deadline_unix_ms && (double)r->job->deadline_unix_ms < wall_ms()) {
         *code = GLM_EC_DEADLINE_EXCEEDED;
         snprintf(msg, msg_len, "deadline passed before the job was started");
-        glm_request_destroy(r);
+        give_back(r, entry);
         return GLM_ERR_TIMEOUT;
     }
     glm_error err = {0};
     st = prepare(r, env, code, &err);
     if (st) {
         snprintf(msg, msg_len, "%s", err.msg);
-        glm_request_destroy(r);
+        give_back(r, entry);
         return st;
     }
     setup_sampling(r);
@@ -171,7 +180,7 @@ glm_status glm_request_create(const glm_request_env *env, glm_queue_job *entry, 
                                                                   GLM_SAMPLE_LOGPROBS_STRIDE))) {
         *code = GLM_EC_INTERNAL;
         snprintf(msg, msg_len, "out of memory");
-        glm_request_destroy(r);
+        give_back(r, entry);
         return GLM_ERR_NOMEM;
     }
     *out = r;

@@ -1,20 +1,73 @@
 #!/usr/bin/env bash
-# The main job: builds, then answers an image + text prompt on the built-in tiny checkpoint with
-# the CPU backend.  With a GPU and a real model folder:  scripts/demo.sh --device cuda --model DIR
+# The main job, end to end on one machine: build, start a private redis-server on 127.0.0.1,
+# start one replica of the cluster (`mpirun -np TP glm4v-serve`), send an image + text job with
+# glm4v-submit, print the answer as it streams, and stop everything cleanly.
+#
+#   scripts/demo.sh                                   # tiny test model, CPU backend, 2 ranks
+#   scripts/demo.sh --device cuda --model DIR --tp N  # a real GLM-4V-9B folder on N GPUs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=../shared/testdata/glm4v-tiny-b
 device=cpu
+tp=2
+image=
+prompt="Describe the picture in detail."
 while [ $# -gt 0 ]; do
     case $1 in
     --model) model=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
-    *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
+    --tp) tp=$2; shift 2 ;;
+    --image) image=$2; shift 2 ;;
+    --prompt) prompt=$2; shift 2 ;;
+    *) echo "demo.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
     esac
 done
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_mpi_yield_when_idle=1 NCCL_NVLS_ENABLE=0
+[ "$device" = cpu ] && export OMP_NUM_THREADS=1
+
 bash scripts/build.sh
-ids=$(/usr/bin/python3 -c "import json,sys; d=json.load(open('$model/golden.json')); \
-print(','.join(str(i) for i in [c for c in d['cases'] if c['name']=='image'][0]['input_ids']))")
-echo "glm4v-run on $model, image case, $device backend:"
-build/bin/glm4v-run --model "$model" --device "$device" --input-ids "$ids" \
-    --pixels "$model/golden.safetensors" --max-new-tokens 12 --ignore-eos --json
+
+run=$(mktemp -d)
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+serve_pid=
+cleanup() {
+    if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
+        bash deploy/common/glm4v-drain.sh --mpirun-pid "$serve_pid" --timeout 60 >/dev/null 2>&1 ||
+            kill -9 "$serve_pid" 2>/dev/null || true
+    fi
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    rm -rf "$run"
+}
+trap cleanup EXIT
+
+redis-server --port "$port" --bind 127.0.0.1 --save "" --dir "$run" --daemonize yes \
+    --logfile "$run/redis.log" >/dev/null
+until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+echo "demo: redis-server on 127.0.0.1:$port"
+
+mpirun --bind-to none -np "$tp" build/bin/glm4v-serve --device "$device" --tp "$tp" \
+    --model "$model" --redis "redis://127.0.0.1:$port" --prefix demo >"$run/serve.log" 2>&1 &
+serve_pid=$!
+until grep -q ready "$run/serve.log" 2>/dev/null; do
+    kill -0 "$serve_pid" 2>/dev/null || { cat "$run/serve.log" >&2; exit 1; }
+    sleep 0.2
+done
+echo "demo: $(grep ready "$run/serve.log" | sed 's/^glm4v-serve: //')"
+
+if [ -z "$image" ]; then
+    image=$run/demo.png
+    /usr/bin/python3 -c "
+from PIL import Image, ImageDraw
+im = Image.new('RGB', (640, 480), (200, 40, 40))
+d = ImageDraw.Draw(im)
+d.ellipse((220, 140, 420, 340), fill=(250, 220, 60))
+d.rectangle((0, 400, 640, 480), fill=(40, 120, 40))
+im.save('$image')"
+fi
+echo "demo: job: image $(basename "$image") + \"$prompt\""
+echo "demo: streamed answer:"
+build/bin/glm4v-submit --redis "redis://127.0.0.1:$port" --prefix demo --image "$image" \
+    --prompt "$prompt" --max-new-tokens 32 --temperature 0
+echo
+echo "demo: stopping the replica (drain) and redis-server"

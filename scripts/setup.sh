@@ -15,7 +15,7 @@ packages=(
     libmicrohttpd-dev                               # Prometheus metrics endpoint
     python3 python3-pil python3-numpy python3-yaml  # Pillow reference, manifest checks
     clang libclang-rt-14-dev                        # libFuzzer + sanitizers
-    shellcheck                                      # script lint test
+    shellcheck valgrind                             # script lint, memory tests
 )
 
 missing=()

@@ -8,6 +8,8 @@
 #include "worker/model_internal.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +94,21 @@ static glm_status decoder_layer(glm_model *m, int l, const glm_step_plan *p,
     return GLM_OK;
 }
 
+static glm_status logits_to_host(glm_model *m, glm_tensor full, float *logits_host,
+                                 glm_error *err);
+
+/* The row order for reassembling n gathered logit rows (tp > 1), uploaded before the step's ops
+ * (outside any graph capture). */
+static void upload_reorder(glm_model *m, int64_t n)
+{
+    int64_t tp = m->plan.tp_size;
+    if (tp <= 1 || n == 0) return;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < tp; r++) m->host_reorder[i * tp + r] = (int32_t)(r * n + i);
+    glm_tensor reorder = glm_tensor_1d(GLM_I32, n * tp, m->ds.reorder.data);
+    upload_i32(m->be, &reorder, m->host_reorder, n * tp);
+}
+
 /* Output layer on the requested rows; vocab shards gathered and reassembled into [n, vocab]
  * rows on every rank, then copied to the host on rank 0. */
 static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *logits_host,
@@ -114,16 +131,20 @@ static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *lo
         if (st) return glm_fail(err, st, "logits all-gather: %s", m->comm->err.msg);
         /* all is [tp][n][vocab_local]; row i of full is the tp pieces of row i in rank order,
          * i.e. as [n * tp, vocab_local] rows, row i * tp + r comes from all row r * n + i */
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t r = 0; r < tp; r++) m->host_reorder[i * tp + r] = (int32_t)(r * n + i);
         glm_tensor reorder = glm_tensor_1d(GLM_I32, n * tp, s->reorder.data);
-        upload_i32(be, &reorder, m->host_reorder, n * tp);
         glm_tensor pieces = glm_tensor_2d(be->act_dtype, n * tp, vocab_local, full.data);
         glm_op_gather_rows(be, pieces, all, reorder);
     } else {
         full = logits;
     }
     m->last_logits = full;
+    return logits_to_host(m, full, logits_host, err);
+}
+
+/* Rank 0 copies rows of logits to the host as float32. */
+static glm_status logits_to_host(glm_model *m, glm_tensor full, float *logits_host, glm_error *err)
+{
+    glm_backend *be = m->be;
     if (logits_host && m->plan.tp_rank == 0) {
         size_t count = (size_t)glm_tensor_numel(&full);
         if (be->act_dtype == GLM_F32) {
@@ -139,14 +160,227 @@ static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *lo
     return GLM_OK;
 }
 
-glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *p, float *logits_host,
-                               glm_error *err)
+/* Everything of a step after its index arrays are in device memory: embedding, layers, logits. */
+static glm_status run_step(glm_model *m, const glm_step_plan *p, const glm_attn_batch *batch,
+                           float *logits_host, glm_error *err)
 {
     glm_backend *be = m->be;
     const glm_model_config *cfg = &m->cfg;
     decoder_scratch *s = &m->ds;
     int64_t T = p->n_tokens;
+    glm_tensor resid = rows_of(&s->resid, T);
+    glm_op_embedding(be, resid, m->w.embedding, i32_view(&s->ids, T), m->plan.vocab_first);
+    glm_status st = allreduce(m, resid, err);
+    if (st) return st;
+    if (p->image_rows) splice_images(m, p, resid);
+    glm_op_rmsnorm(be, rows_of(&s->hnorm, T), resid, m->w.layers[0].input_norm,
+                   cfg->layernorm_epsilon);
+
+    for (int l = 0; l < cfg->num_layers; l++) {
+        st = decoder_layer(m, l, p, batch, err);
+        if (st) return st;
+    }
+    /* hnorm now holds final_layernorm(resid) */
+    return compute_logits(m, p, logits_host, err);
+}
+
+/* ---- decode steps through CUDA graphs ----
+ *
+ * A decode-only step (every q_len 1, no image rows) whose logits stay on the device (logits_host
+ * NULL: the server samples with glm_model_sample) is padded to a bucket of 1, 2, 4, ... 256 rows
+ * (capped by max_seqs, max_step_tokens and max_logit_rows) and run as the graph captured for
+ * that bucket on its first use. Padding rows are dummy sequences: token 0, position 0, KV slot -1
+ * (kv_store skips negative slots), ctx_len 0 (decode attention writes zeros, reads no KV block)
+ * and a zero block-table row; their logit rows repeat row 0 after the real ones, so the first
+ * n_logit_rows rows of the logits are the real rows. Index arrays are uploaded into the model's
+ * persistent device buffers (same addresses every step) before the replay, with the block table
+ * at its full stride (max_blocks_per_seq of the model) and attention sized for the model's whole
+ * context (max_ctx_len = max_blocks_per_seq * block_size, a capacity; the kernels read the real
+ * ctx_len from device memory). Graph keys are the bucket plus GRAPH_KEY_BASE; a per-model record
+ * (pointers the graphs bake in) makes a different model on the same backend recapture. NCCL
+ * collectives on the backend stream are captured with the step; the MPI communicator never meets
+ * a backend with graphs. GLM4V_NO_GRAPHS=1 turns the path off (measurements). */
+
+#define GRAPH_KEY_BASE 4096
+#define GRAPH_MAX_BUCKET 256
+#define GRAPH_MODELS 8
+
+typedef struct graph_state {
+    const glm_model *model;
+    const void *fingerprint[5]; /* buffers the captured graphs point at */
+    int n_layers;
+    bool captured[GRAPH_MAX_BUCKET + 1];
+    int32_t *host; /* padded index arrays */
+    size_t host_cap;
+} graph_state;
+
+static graph_state graph_states[GRAPH_MODELS];
+static pthread_mutex_t graph_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static graph_state *graph_state_of(glm_model *m)
+{
+    const void *fp[5] = {m->scratch_memory, m->kv.memory, m->w.arena, m->comm, m->be};
+    pthread_mutex_lock(&graph_lock);
+    graph_state *g = NULL, *free_slot = NULL;
+    for (int i = 0; i < GRAPH_MODELS && !g; i++) {
+        if (graph_states[i].model == m) g = &graph_states[i];
+        else if (!graph_states[i].model && !free_slot) free_slot = &graph_states[i];
+    }
+    if (!g && free_slot) {
+        g = free_slot;
+        g->model = m;
+        memset(g->captured, 0, sizeof(g->captured));
+        memcpy(g->fingerprint, fp, sizeof(fp));
+        g->n_layers = m->cfg.num_layers;
+    }
+    if (g && (memcmp(g->fingerprint, fp, sizeof(fp)) != 0 || g->n_layers != m->cfg.num_layers)) {
+        /* a new model at an old model's address: its graphs point at freed memory */
+        memset(g->captured, 0, sizeof(g->captured));
+        memcpy(g->fingerprint, fp, sizeof(fp));
+        g->n_layers = m->cfg.num_layers;
+    }
+    pthread_mutex_unlock(&graph_lock);
+    return g;
+}
+
+static int graph_bucket(const glm_model *m, int n)
+{
+    int cap = m->opt.max_seqs;
+    if (m->opt.max_step_tokens < cap) cap = m->opt.max_step_tokens;
+    int logit_cap = m->opt.max_logit_rows > 0 ? m->opt.max_logit_rows : m->opt.max_seqs;
+    if (logit_cap < cap) cap = logit_cap;
+    if (cap > GRAPH_MAX_BUCKET) cap = GRAPH_MAX_BUCKET;
+    int b = 1;
+    while (b < n) b *= 2;
+    if (b > cap) b = cap;
+    return b >= n ? b : 0;
+}
+
+/* Whether a step takes the padded decode path. With one rank that needs logits_host == NULL
+ * too; with several (NCCL) ranks, only rank 0 sees logits_host, so every rank pads whenever the
+ * plan allows it (the collectives must match), and rank 0 runs the padded step without a graph
+ * when it wants logits on the host. */
+static bool graph_eligible(const glm_model *m, const glm_step_plan *p, const float *logits_host)
+{
+    const glm_backend *be = m->be;
+    if (!be->ops->graph_begin || !be->ops->graph_end || !be->ops->graph_replay) return false;
+    if (logits_host && m->comm->size == 1) return false;
+    if (p->n_seqs == 0 || p->n_tokens != p->n_seqs || p->q_start[0] != 0) return false;
+    if (p->n_logit_rows > p->n_seqs || p->max_blocks_per_seq > m->max_blocks_per_seq) return false;
+    if (m->comm->size > 1 && (!m->comm->name || strcmp(m->comm->name, "nccl") != 0)) return false;
+    const char *off = getenv("GLM4V_NO_GRAPHS");
+    if (off && off[0] && strcmp(off, "0") != 0) return false;
+    for (int i = 0; i < p->n_seqs; i++)
+        if (p->q_start[i + 1] - p->q_start[i] != 1 || p->ctx_len[i] < 1) return false;
+    for (int t = 0; t < p->n_tokens; t++)
+        if (p->image_rows[t] >= 0) return false;
+    return graph_bucket(m, p->n_seqs) > 0;
+}
+
+static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *logits_host,
+                                glm_error *err)
+{
+    glm_backend *be = m->be;
+    decoder_scratch *s = &m->ds;
+    graph_state *g = graph_state_of(m);
+    if (!g) return glm_fail(err, GLM_ERR_LIMIT, "more than %d models use decode graphs", GRAPH_MODELS);
+    int n = p->n_seqs, B = graph_bucket(m, n), mb = m->max_blocks_per_seq;
+    size_t need = (size_t)6 * (B + 1) + (size_t)B * mb;
+    if (g->host_cap < need) {
+        int32_t *h = realloc(g->host, need * sizeof(int32_t));
+        if (!h) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for decode graph arrays");
+        g->host = h;
+        g->host_cap = need;
+    }
+    int32_t *ids = g->host, *pos = ids + B, *slots = pos + B, *lrows = slots + B;
+    int32_t *qs = lrows + B, *ctx = qs + B + 1, *table = ctx + B;
+    memcpy(ids, p->token_ids, sizeof(int32_t) * n);
+    memcpy(pos, p->positions, sizeof(int32_t) * n);
+    memcpy(slots, p->slots, sizeof(int32_t) * n);
+    memcpy(ctx, p->ctx_len, sizeof(int32_t) * n);
+    int nl = p->n_logit_rows;
+    memcpy(lrows, p->logit_rows, sizeof(int32_t) * nl);
+    for (int i = n; i < B; i++) ids[i] = 0, pos[i] = 0, slots[i] = -1, ctx[i] = 0;
+    for (int i = nl; i < B; i++) lrows[i] = nl > 0 ? lrows[0] : 0;
+    for (int i = 0; i <= B; i++) qs[i] = i;
+    memset(table, 0, sizeof(int32_t) * (size_t)B * mb);
+    for (int i = 0; i < n; i++)
+        memcpy(table + (size_t)i * mb, p->block_table + (size_t)i * p->max_blocks_per_seq,
+               sizeof(int32_t) * p->max_blocks_per_seq);
+    upload_i32(be, &s->ids, ids, B);
+    upload_i32(be, &s->positions, pos, B);
+    upload_i32(be, &s->slots, slots, B);
+    upload_i32(be, &s->logit_rows, lrows, B);
+    upload_i32(be, &s->q_start, qs, B + 1);
+    upload_i32(be, &s->ctx_len, ctx, B);
+    upload_i32(be, &s->block_table, table, (int64_t)B * mb);
+    upload_reorder(m, B);
+
+    /* the padded plan: only its sizes are read by the ops below (arrays live on the device) */
+    glm_step_plan pp = *p;
+    pp.n_seqs = B;
+    pp.n_tokens = B;
+    pp.n_logit_rows = B;
+    pp.max_blocks_per_seq = mb;
+    pp.image_rows = NULL;
+    pp.token_ids = ids, pp.positions = pos, pp.slots = slots, pp.logit_rows = lrows;
+    pp.q_start = qs, pp.ctx_len = ctx, pp.block_table = table;
+    glm_attn_batch batch = {
+        .n_seqs = B,
+        .n_tokens = B,
+        .block_size = m->kv.block_size,
+        .max_blocks_per_seq = mb,
+        .max_q_len = 1,
+        .max_ctx_len = mb * m->kv.block_size,
+        .q_start = s->q_start.data,
+        .ctx_len = s->ctx_len.data,
+        .block_table = s->block_table.data,
+        .q_start_host = qs,
+        .ctx_len_host = ctx,
+    };
+    int key = GRAPH_KEY_BASE + B;
+    glm_status st = GLM_OK;
+    glm_tensor full = glm_tensor_2d(be->act_dtype, B, m->plan.vocab * m->plan.tp_size,
+                                    m->plan.tp_size > 1 ? s->logits_full.data : s->logits.data);
+    if (logits_host) { /* rank 0 of a TP group that wants host logits: padded, no graph */
+        st = run_step(m, &pp, &batch, NULL, err);
+        if (st) return st;
+        m->last_logits = nl > 0 ? rows_of(&full, nl) : (glm_tensor){0};
+        if (nl > 0) st = logits_to_host(m, m->last_logits, logits_host, err);
+        if (st) return st;
+        return glm_backend_take_error(be, err);
+    }
+    if (!g->captured[B] || !be->ops->graph_replay(be, key)) {
+        st = glm_backend_take_error(be, err);
+        if (st) return st;
+        if (!be->ops->graph_begin(be, key)) {
+            st = glm_backend_take_error(be, err);
+            if (st) return st;
+            st = run_step(m, &pp, &batch, NULL, err); /* no graph slot left: run directly */
+        } else {
+            st = run_step(m, &pp, &batch, NULL, err);
+            be->ops->graph_end(be, key);
+            if (!st) st = glm_backend_take_error(be, err);
+            if (st) return st;
+            g->captured[B] = true;
+            if (!be->ops->graph_replay(be, key))
+                return glm_fail(err, GLM_ERR_BACKEND, "decode graph %d: replay failed", B);
+        }
+        if (st) return st;
+    }
+    /* compute_logits (when captured) left last_logits at the bucket's B rows */
+    m->last_logits = nl > 0 ? rows_of(&full, nl) : (glm_tensor){0};
+    return glm_backend_take_error(be, err);
+}
+
+glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *p, float *logits_host,
+                               glm_error *err)
+{
+    glm_backend *be = m->be;
+    decoder_scratch *s = &m->ds;
+    int64_t T = p->n_tokens;
     if (T == 0) return GLM_OK;
+    if (graph_eligible(m, p, logits_host)) return forward_graph(m, p, logits_host, err);
 
     upload_i32(be, &s->ids, p->token_ids, T);
     upload_i32(be, &s->positions, p->positions, T);
@@ -155,6 +389,7 @@ glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *p, float *logi
     upload_i32(be, &s->q_start, p->q_start, p->n_seqs + 1);
     upload_i32(be, &s->ctx_len, p->ctx_len, p->n_seqs);
     upload_i32(be, &s->block_table, p->block_table, (int64_t)p->n_seqs * p->max_blocks_per_seq);
+    upload_reorder(m, p->n_logit_rows);
 
     int max_q = 0, max_ctx = 0;
     for (int i = 0; i < p->n_seqs; i++) {
@@ -175,21 +410,7 @@ glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *p, float *logi
         .q_start_host = p->q_start,
         .ctx_len_host = p->ctx_len,
     };
-
-    glm_tensor resid = rows_of(&s->resid, T);
-    glm_op_embedding(be, resid, m->w.embedding, i32_view(&s->ids, T), m->plan.vocab_first);
-    glm_status st = allreduce(m, resid, err);
-    if (st) return st;
-    splice_images(m, p, resid);
-    glm_op_rmsnorm(be, rows_of(&s->hnorm, T), resid, m->w.layers[0].input_norm,
-                   cfg->layernorm_epsilon);
-
-    for (int l = 0; l < cfg->num_layers; l++) {
-        st = decoder_layer(m, l, p, &batch, err);
-        if (st) return st;
-    }
-    /* hnorm now holds final_layernorm(resid) */
-    st = compute_logits(m, p, logits_host, err);
+    glm_status st = run_step(m, p, &batch, logits_host, err);
     if (st) return st;
     return glm_backend_take_error(be, err);
 }

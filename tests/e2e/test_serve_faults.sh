@@ -26,11 +26,11 @@ exactly_once() { # exactly_once PREFIX COUNT
 }
 
 # 1. kill -9 of a replica holding running jobs
-e2e_start_replica a 1 --visibility-timeout-ms 2000 --max-batch 8 || exit 1
+e2e_start_replica a 1 --visibility-timeout-ms 2000 --max-batch 4 || exit 1
 victim=$REPLICA_PID
-e2e_start_replica b 1 --visibility-timeout-ms 2000 --max-batch 8 || exit 1
+e2e_start_replica b 1 --visibility-timeout-ms 2000 --max-batch 4 || exit 1
 for i in $(seq 0 23); do
-    e2e_submit --id kill-$i --prompt "$p $i" --max-new-tokens 40 --temperature 0 --ignore-eos \
+    e2e_submit --id kill-$i --prompt "$p $i" --max-new-tokens 300 --temperature 0 --ignore-eos \
         --timeout 240 >"$E2E_DIR/kill-$i.json" 2>/dev/null &
     pids+=($!)
 done
@@ -43,7 +43,7 @@ e2e_check "kill -9: each exactly once" exactly_once kill 24
 e2e_check "kill -9: the survivor reclaimed jobs" grep -q "reclaimed" "$E2E_DIR/b.log"
 ok=0
 for i in $(seq 0 23); do
-    [ "$(e2e_json "$E2E_DIR/kill-$i.json" "len(d['token_ids'])" 2>/dev/null)" = 40 ] && ok=$((ok + 1))
+    [ "$(e2e_json "$E2E_DIR/kill-$i.json" "len(d['token_ids'])" 2>/dev/null)" = 300 ] && ok=$((ok + 1))
 done
 e2e_check "kill -9: every client got its full answer ($ok/24)" [ $ok -eq 24 ]
 

@@ -26,3 +26,23 @@ add_test(NAME run_cli_errors
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_run_cli.sh $<TARGET_FILE:glm4v-run>
                  ${_tiny_a} ${_tiny_b} "${MPIEXEC_EXECUTABLE}")
 set_tests_properties(run_cli_errors PROPERTIES ENVIRONMENT "${GLM4V_MPI_ENV}" TIMEOUT 120)
+
+# Memory: the golden tests and the loader tests under valgrind (no leak, no invalid access of
+# ours; Open MPI's own start-up allocations are suppressed by tests/valgrind-mpi.supp).
+find_program(VALGRIND valgrind)
+if(VALGRIND)
+  set(_vg ${VALGRIND} --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=9
+      --suppressions=${CMAKE_SOURCE_DIR}/tests/valgrind-mpi.supp)
+  foreach(model a b)
+    add_test(NAME memcheck_golden_tiny_${model}
+             COMMAND ${_vg} $<TARGET_FILE:test_golden> ${_tiny_${model}})
+  endforeach()
+  foreach(t test_config test_safetensors test_checkpoint test_kv_cache)
+    add_test(NAME memcheck_${t} COMMAND ${_vg} $<TARGET_FILE:${t}>)
+  endforeach()
+  set_tests_properties(memcheck_golden_tiny_a memcheck_golden_tiny_b memcheck_test_config
+    memcheck_test_safetensors memcheck_test_checkpoint memcheck_test_kv_cache PROPERTIES
+    LABELS memcheck TIMEOUT 300 ENVIRONMENT "GLM4V_TESTDATA=${GLM4V_TESTDATA}")
+else()
+  message(WARNING "valgrind not found: the memcheck tests are not registered (scripts/setup.sh installs it)")
+endif()
