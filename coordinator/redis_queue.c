@@ -531,6 +531,28 @@ glm_status glm_queue_hand_back(glm_queue *q, const char *entry_id, glm_error *er
     return st;
 }
 
+glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n, glm_error *err)
+{
+    if (n == 0) return GLM_OK;
+    glm_status st = queue_conn(q, err);
+    if (st != GLM_OK) return st;
+    const char **argv = malloc((n + 6) * sizeof(*argv));
+    if (!argv) return glm_fail(err, GLM_ERR_NOMEM, "touch: out of memory");
+    size_t k = 0;
+    argv[k++] = "XCLAIM";
+    argv[k++] = q->key_jobs;
+    argv[k++] = q->key_group;
+    argv[k++] = q->server_id;
+    argv[k++] = "0";
+    for (size_t i = 0; i < n; i++) argv[k++] = entry_ids[i];
+    argv[k++] = "JUSTID"; /* idle back to 0; the delivery count is not touched */
+    redisReply *r = redisCommandArgv(q->ctx, (int)k, argv, NULL);
+    free(argv);
+    st = check(q, r, REDIS_REPLY_ARRAY, "XCLAIM touch", err);
+    if (r) freeReplyObject(r);
+    return st;
+}
+
 /* ---- liveness
  * ------------------------------------------------------------------------------------ */
 

@@ -114,6 +114,11 @@ glm_status glm_queue_dead_letter(glm_queue *q, const glm_queue_job *job, const c
 /* SIGTERM drain: marks a job this replica will not finish as idle past the visibility timeout
  * (XCLAIM ... IDLE, JUSTID so its delivery count is unchanged), so another replica claims it at
  * once instead of after the timeout. */
+/* Resets the idle time of entries this server is still working on (XCLAIM to itself, JUSTID),
+ * so a job that runs longer than the visibility timeout is not reclaimed from a live server.
+ * The serve loop calls it every third of the visibility timeout for all its in-flight jobs. */
+glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n, glm_error *err);
+
 glm_status glm_queue_hand_back(glm_queue *q, const char *entry_id, glm_error *err);
 
 /* From now on glm_queue_read and glm_queue_claim return no jobs; writing results continues. */

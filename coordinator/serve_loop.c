@@ -246,10 +246,38 @@ static void crash_if_poisoned(server *s, const glm_request *r)
         }
 }
 
+static bool tracked_entry(const server *s, const char *entry_id)
+{
+    for (int i = 0; i < s->n_requests; i++)
+        if (strcmp(s->requests[i]->entry.entry_id, entry_id) == 0) return true;
+    return false;
+}
+
+/* Keeps this server's in-flight entries fresh so live work is never reclaimed by another
+ * replica (or by this one) just because it runs longer than the visibility timeout. */
+static void touch_in_flight(server *s, double *last_touch)
+{
+    double period = s->so->visibility_timeout_ms / 3.0;
+    if (s->n_requests == 0 || glm_now_ms() - *last_touch < period) return;
+    *last_touch = glm_now_ms();
+    const char *ids[256];
+    glm_error err = {0};
+    for (int i = 0; i < s->n_requests;) {
+        size_t n = 0;
+        while (i < s->n_requests && n < 256) ids[n++] = s->requests[i++]->entry.entry_id;
+        if (glm_queue_touch(s->queue, ids, n, &err))
+            fprintf(stderr, "glm4v-serve: refreshing in-flight jobs failed: %s\n", err.msg);
+    }
+}
+
 static void accept_job(server *s, glm_queue_job *job)
 {
     glm_error err = {0};
     bool done = false;
+    if (tracked_entry(s, job->entry_id)) { /* a claim of our own work: already running here */
+        glm_queue_job_clear(job);
+        return;
+    }
     if (job->job_id[0] && glm_queue_ack_if_done(s->queue, job, &done, &err) == GLM_OK && done) {
         log_event(job->job_id, "already answered: acknowledged without recomputation");
         glm_queue_job_clear(job);
@@ -442,7 +470,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
     glm_model_describe_memory(ctx->model, line, sizeof(line));
     fprintf(stderr, "glm4v-serve: %s ready (%s, tp=%d); %s\n", s.server_id, ro->device, ctx->size,
             line);
-    double last_claim = 0, drain_deadline = 0;
+    double last_claim = 0, last_touch = glm_now_ms(), drain_deadline = 0;
     while (!st) {
         if (*stop && glm_queue_reading(s.queue)) {
             glm_queue_stop_reading(s.queue);
@@ -454,6 +482,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         glm_error tick_err = {0};
         glm_queue_tick(s.queue, &load, &tick_err);
         bool idle = !glm_scheduler_has_work(s.sched);
+        touch_in_flight(&s, &last_touch);
         take_jobs(&s, idle, &last_claim);
         if (glm_scheduler_has_work(s.sched)) st = run_step(&s, err);
         update_gauges(&s);

@@ -129,7 +129,7 @@ static glm_status check_usable(glm_comm *comm)
 static glm_status nccl_allreduce_sum(glm_comm *comm, void *data, size_t count, glm_dtype dtype)
 {
     nccl_impl *nc = comm->impl;
-    ncclDataType_t t;
+    ncclDataType_t t = ncclFloat32;
     glm_status st = check_usable(comm);
     if (st == GLM_OK) st = nccl_type(comm, dtype, &t);
     if (st != GLM_OK) return st;
@@ -141,7 +141,7 @@ static glm_status nccl_allgather(glm_comm *comm, void *dst, const void *src, siz
                                  glm_dtype dtype)
 {
     nccl_impl *nc = comm->impl;
-    ncclDataType_t t;
+    ncclDataType_t t = ncclFloat32;
     glm_status st = check_usable(comm);
     if (st == GLM_OK) st = nccl_type(comm, dtype, &t);
     if (st != GLM_OK) return st;
@@ -153,7 +153,7 @@ static glm_status nccl_broadcast(glm_comm *comm, void *data, size_t count, glm_d
                                  int root)
 {
     nccl_impl *nc = comm->impl;
-    ncclDataType_t t;
+    ncclDataType_t t = ncclFloat32;
     glm_status st = check_usable(comm);
     if (st == GLM_OK) st = nccl_type(comm, dtype, &t);
     if (st != GLM_OK) return st;

@@ -3,6 +3,7 @@
  * Each thread handles 8 bf16 (one 16-byte load per operand) when the length and pointers allow,
  * else one element; math is fp32. Grid-stride loops keep the grid small for huge tensors. */
 #include "kernels/cuda/common.cuh"
+#include "kernels/sample_rng.h"
 
 #define EW_THREADS 256
 
@@ -131,27 +132,14 @@ void cuda_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
     CUDA_CHECK_LAUNCH(be);
 }
 
-/* Counter-based normal numbers: element i gets Box-Muller of two uniforms hashed from (seed, i),
- * so the fill is the same for any grid and needs no state. */
-__device__ __forceinline__ uint64_t fill_mix64(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
+/* Counter-based normal numbers from kernels/sample_rng.h, the same function the CPU backend uses,
+ * so a random-weight model has the same weights on either backend (up to bf16 rounding). */
 __global__ void fill_normal_kernel(void *t, int is_f32, int64_t n, uint64_t seed, float mean,
                                    float std)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    uint64_t key = fill_mix64(seed);
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        uint64_t h = fill_mix64(key ^ (uint64_t)i);
-        float u1 = ((float)(h >> 40) + 0.5f) * 0x1p-24f; /* (0, 1) */
-        float u2 = (float)((h >> 16) & 0xffffff) * 0x1p-24f;
-        float z = sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
-        float v = mean + std * z;
+        float v = std == 0.f ? mean : mean + std * glm_fill_normal_value(seed, (uint64_t)i);
         if (is_f32)
             ((float *)t)[i] = v;
         else

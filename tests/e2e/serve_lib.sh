@@ -46,11 +46,20 @@ e2e_redis_stop() {
     done
 }
 
+# Kills a replica outright, like a node dying: its mpirun and every rank (Open MPI puts the ranks
+# in process groups of their own, so killing mpirun's group alone leaves them running).
+e2e_kill_replica() { # e2e_kill_replica NAME MPIRUN_PID
+    kill -9 -- "-$2" 2>/dev/null || kill -9 "$2" 2>/dev/null
+    pkill -9 -f -- "--prefix $PREFIX --server-id $1( |\$)" 2>/dev/null
+    return 0
+}
+
 e2e_cleanup() {
     local pid
     for pid in "${E2E_REPLICAS[@]}"; do kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null; done
+    pkill -9 -f -- "--prefix $PREFIX " 2>/dev/null
     e2e_redis_stop
-    rm -rf "$E2E_DIR"
+    [ -n "${E2E_KEEP:-}" ] && echo "kept $E2E_DIR" >&2 || rm -rf "$E2E_DIR"
 }
 
 e2e_setup() { # e2e_setup BIN_DIR TESTDATA

@@ -33,7 +33,8 @@ expect_error too-long PROMPT_TOO_LONG --prompt "$long" --max-new-tokens 100
 expect_error garbage-image BAD_IMAGE --prompt "What is this?" --image "$E2E_DIR/garbage.png"
 expect_error truncated-image BAD_IMAGE --prompt "What is this?" --image "$E2E_DIR/truncated.png"
 expect_error gif UNSUPPORTED_IMAGE --prompt "What is this?" --image "$E2E_DIR/fake.gif"
-expect_error top-k-huge BAD_SAMPLING --prompt "Hi" --top-k 100000000
+expect_error top-k-huge BAD_SAMPLING --prompt "Hi" --top-k 100000   # > the vocabulary
+expect_error top-p-zero BAD_SAMPLING --prompt "Hi" --top-p 0
 expect_error logprobs-many BAD_SAMPLING --prompt "Hi" --logprobs 500
 
 # 1000 random byte strings as jobs, straight into the stream (no client validation)

@@ -35,7 +35,7 @@ for i in $(seq 0 23); do
     pids+=($!)
 done
 for _ in $(seq 200); do grep -q "accepted" "$E2E_DIR/a.log" && break; sleep 0.05; done
-kill -9 -- "-$victim"
+e2e_kill_replica a "$victim"
 wait "${pids[@]}"
 pids=()
 e2e_check "kill -9: all 24 jobs answered" wait_results kill 24 60
@@ -63,7 +63,7 @@ e2e_check "redis restart: all 8 jobs answered" wait_results rr 8 90
 e2e_check "redis restart: each exactly once" exactly_once rr 8
 
 # 3. poison job: crashes its server on every delivery until it is dead-lettered
-kill -9 -- "-$REPLICA_PID"
+e2e_kill_replica b "$REPLICA_PID"
 supervise() { # restarts a crashing replica, like systemd's Restart=on-failure
     for k in 1 2 3 4 5; do
         mpirun --bind-to none -np 1 "$BIN/glm4v-serve" --tp 1 --model "$MODEL" --redis "$REDIS_URL" \
