@@ -10,26 +10,27 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: glm4v-sweep --in QUESTIONS.jsonl --out ANSWERS.jsonl [--image-root DIR]\n"
-            "                   [--window N] [--ordered] [--max-new-tokens N] [--temperature T]\n"
-            "                   [--top-p P] [--top-k K] [--seed S] [--stop STR]...\n"
-            "                   [--redis URL] [--prefix P] [--job-prefix STR] [--password-file F]\n"
-            "                   [--errors FILE] [--timeout SEC] [--progress-interval SEC]\n"
-            "Runs every line of QUESTIONS ({\"id\", \"image\", \"prompt\" or \"messages\", ...}) and\n"
-            "appends one Result line per id to ANSWERS; re-running skips ids ANSWERS holds.\n"
-            "  --image-root DIR     image paths are relative to DIR (default: QUESTIONS's dir)\n"
-            "  --window N           jobs in flight at most (default 64)\n"
-            "  --ordered            write in input order (buffers); default: completion order\n"
-            "  --temperature T      default 0 (greedy); sampled rows get seed hash(id) ^ --seed\n"
-            "  --redis URL          default redis://127.0.0.1:6379; password from --password-file\n"
-            "                       or $GLM4V_REDIS_PASSWORD, never from the URL\n"
-            "  --prefix P           Redis key prefix of the cluster (default glm4v)\n"
-            "  --job-prefix STR     Redis job id = STR + row id (output ids stay the row ids)\n"
-            "  --errors FILE        malformed input lines (default ANSWERS.errors)\n"
-            "  --timeout SEC        give up on a job after SEC (default 3600); no line is written\n"
-            "Exit: 0 all answered, 1 some rows failed or lines were malformed, 2 usage, 3 Redis,\n"
-            "file error or timeouts (re-run to resume), 128+N stopped by signal N.\n");
+    fprintf(
+        f,
+        "usage: glm4v-sweep --in QUESTIONS.jsonl --out ANSWERS.jsonl [--image-root DIR]\n"
+        "                   [--window N] [--ordered] [--max-new-tokens N] [--temperature T]\n"
+        "                   [--top-p P] [--top-k K] [--seed S] [--stop STR]...\n"
+        "                   [--redis URL] [--prefix P] [--job-prefix STR] [--password-file F]\n"
+        "                   [--errors FILE] [--timeout SEC] [--progress-interval SEC]\n"
+        "Runs every line of QUESTIONS ({\"id\", \"image\", \"prompt\" or \"messages\", ...}) and\n"
+        "appends one Result line per id to ANSWERS; re-running skips ids ANSWERS holds.\n"
+        "  --image-root DIR     image paths are relative to DIR (default: QUESTIONS's dir)\n"
+        "  --window N           jobs in flight at most (default 64)\n"
+        "  --ordered            write in input order (buffers); default: completion order\n"
+        "  --temperature T      default 0 (greedy); sampled rows get seed hash(id) ^ --seed\n"
+        "  --redis URL          default redis://127.0.0.1:6379; password from --password-file\n"
+        "                       or $GLM4V_REDIS_PASSWORD, never from the URL\n"
+        "  --prefix P           Redis key prefix of the cluster (default glm4v)\n"
+        "  --job-prefix STR     Redis job id = STR + row id (output ids stay the row ids)\n"
+        "  --errors FILE        malformed input lines (default ANSWERS.errors)\n"
+        "  --timeout SEC        give up on a job after SEC (default 3600); no line is written\n"
+        "Exit: 0 all answered, 1 some rows failed or lines were malformed, 2 usage, 3 Redis,\n"
+        "file error or timeouts (re-run to resume), 128+N stopped by signal N.\n");
 }
 
 /* Parses a number in [lo, hi]; false (with a message) when it is not one. */
@@ -47,8 +48,24 @@ static bool parse_number(const char *flag, const char *s, double lo, double hi, 
 }
 
 enum {
-    O_IN = 256, O_OUT, O_ERRORS, O_IMAGE_ROOT, O_WINDOW, O_ORDERED, O_MAX_NEW, O_TEMP, O_TOP_P,
-    O_TOP_K, O_SEED, O_STOP, O_REDIS, O_PREFIX, O_JOB_PREFIX, O_PASSWORD, O_TIMEOUT, O_PROGRESS,
+    O_IN = 256,
+    O_OUT,
+    O_ERRORS,
+    O_IMAGE_ROOT,
+    O_WINDOW,
+    O_ORDERED,
+    O_MAX_NEW,
+    O_TEMP,
+    O_TOP_P,
+    O_TOP_K,
+    O_SEED,
+    O_STOP,
+    O_REDIS,
+    O_PREFIX,
+    O_JOB_PREFIX,
+    O_PASSWORD,
+    O_TIMEOUT,
+    O_PROGRESS,
     O_HELP
 };
 
@@ -81,15 +98,33 @@ static bool apply_option(sweep_args *a, int c, const char *arg)
     double v;
     glm_sampling *s = &a->sampling;
     switch (c) {
-    case O_IN: a->in = arg; return true;
-    case O_OUT: a->out = arg; return true;
-    case O_ERRORS: a->errors = arg; return true;
-    case O_IMAGE_ROOT: a->image_root = arg; return true;
-    case O_ORDERED: a->ordered = true; return true;
-    case O_REDIS: a->url = arg; return true;
-    case O_PREFIX: a->prefix = arg; return true;
-    case O_JOB_PREFIX: a->job_prefix = arg; return true;
-    case O_PASSWORD: a->password_file = arg; return true;
+    case O_IN:
+        a->in = arg;
+        return true;
+    case O_OUT:
+        a->out = arg;
+        return true;
+    case O_ERRORS:
+        a->errors = arg;
+        return true;
+    case O_IMAGE_ROOT:
+        a->image_root = arg;
+        return true;
+    case O_ORDERED:
+        a->ordered = true;
+        return true;
+    case O_REDIS:
+        a->url = arg;
+        return true;
+    case O_PREFIX:
+        a->prefix = arg;
+        return true;
+    case O_JOB_PREFIX:
+        a->job_prefix = arg;
+        return true;
+    case O_PASSWORD:
+        a->password_file = arg;
+        return true;
     case O_WINDOW:
         if (!parse_number("--window", arg, 1, 100000, &v)) return false;
         a->window = (int)v;
@@ -121,12 +156,15 @@ static bool apply_option(sweep_args *a, int c, const char *arg)
         }
         a->stops[s->n_stop++] = arg;
         return true;
-    case O_TIMEOUT: return parse_number("--timeout", arg, 0.001, 1e7, &a->timeout_s);
+    case O_TIMEOUT:
+        return parse_number("--timeout", arg, 0.001, 1e7, &a->timeout_s);
     case O_PROGRESS:
         if (!parse_number("--progress-interval", arg, 0.1, 86400, &v)) return false;
         a->progress_interval_ms = (int)(v * 1000.0);
         return true;
-    default: usage(stderr); return false;
+    default:
+        usage(stderr);
+        return false;
     }
 }
 

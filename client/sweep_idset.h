@@ -1,5 +1,6 @@
 /* A set of row ids (strings), for duplicate detection in the input and for the ids a resumed
- * output file already holds. Open addressing with linear probing; the set owns copies of the ids. */
+ * output file already holds. Open addressing with linear probing; the set owns copies of the ids.
+ */
 #ifndef GLM4V_SWEEP_IDSET_H
 #define GLM4V_SWEEP_IDSET_H
 

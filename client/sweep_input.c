@@ -32,8 +32,8 @@ static glm_status parse_id(const cJSON *root, sweep_line *l, glm_error *err)
     double n;
     if (cJSON_IsString(id)) {
         if (!glm_job_id_valid(id->valuestring))
-            return glm_fail(err, GLM_ERR_FORMAT,
-                            "\"id\" must be 1..%d bytes of [A-Za-z0-9._:@/-]", GLM_JOB_ID_MAX);
+            return glm_fail(err, GLM_ERR_FORMAT, "\"id\" must be 1..%d bytes of [A-Za-z0-9._:@/-]",
+                            GLM_JOB_ID_MAX);
         snprintf(l->id, sizeof l->id, "%s", id->valuestring);
     } else if (get_integer(id, 0, 9007199254740992.0, &n)) {
         snprintf(l->id, sizeof l->id, "%.0f", n);
@@ -69,7 +69,8 @@ static glm_status parse_messages(const cJSON *root, sweep_line *l, glm_error *er
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (system && !cJSON_IsNull(system)) {
-        if (!cJSON_IsString(system)) return glm_fail(err, GLM_ERR_FORMAT, "\"system\" not a string");
+        if (!cJSON_IsString(system))
+            return glm_fail(err, GLM_ERR_FORMAT, "\"system\" not a string");
         l->system = system->valuestring;
         l->roles[l->n_messages] = GLM_ROLE_SYSTEM;
         l->contents[l->n_messages++] = system->valuestring;
@@ -77,7 +78,8 @@ static glm_status parse_messages(const cJSON *root, sweep_line *l, glm_error *er
     if (prompt && msgs)
         return glm_fail(err, GLM_ERR_FORMAT, "both \"prompt\" and \"messages\"; give one");
     if (prompt) {
-        if (!cJSON_IsString(prompt)) return glm_fail(err, GLM_ERR_FORMAT, "\"prompt\" not a string");
+        if (!cJSON_IsString(prompt))
+            return glm_fail(err, GLM_ERR_FORMAT, "\"prompt\" not a string");
         l->roles[l->n_messages] = GLM_ROLE_USER;
         l->contents[l->n_messages++] = prompt->valuestring;
         return GLM_OK;
@@ -262,29 +264,27 @@ static glm_status check_line(sweep_input *in, const char *path, const char *job_
 {
     sweep_line l;
     glm_error why = {0};
-    glm_status st = sweep_line_parse(text, len, &l, &why);
-    if (st == GLM_OK) {
-        char job_id[2 * GLM_JOB_ID_MAX + 2];
-        snprintf(job_id, sizeof job_id, "%s%s", job_id_prefix, l.id);
-        bool added = false;
-        if (!glm_job_id_valid(job_id)) {
-            st = glm_fail(&why, GLM_ERR_FORMAT, "job id \"%s\" (--job-prefix + id) too long",
-                          job_id);
-        } else if ((st = sweep_idset_add(&in->ids, l.id, &added, err)) != GLM_OK) {
-            sweep_line_free(&l);
-            return st; /* out of memory */
-        } else if (!added) {
-            st = glm_fail(&why, GLM_ERR_FORMAT, "duplicate id \"%s\"", l.id);
-        }
+    if (sweep_line_parse(text, len, &l, &why) != GLM_OK) {
+        in->n_malformed++;
+        report_malformed(path, line_no, text, len, why.msg, report_to, errors_file);
+        return GLM_OK;
     }
-    if (st == GLM_OK) {
+    char job_id[2 * GLM_JOB_ID_MAX + 2];
+    snprintf(job_id, sizeof job_id, "%s%s", job_id_prefix, l.id);
+    bool added = false;
+    glm_status st = GLM_OK;
+    if (!glm_job_id_valid(job_id))
+        glm_fail(&why, GLM_ERR_FORMAT, "job id \"%s\" (--job-prefix + id) too long", job_id);
+    else if ((st = sweep_idset_add(&in->ids, l.id, &added, err)) == GLM_OK && !added)
+        glm_fail(&why, GLM_ERR_FORMAT, "duplicate id \"%s\"", l.id);
+    else if (st == GLM_OK)
         st = keep_row(in, &l, line_no, offset, len, err);
-        sweep_line_free(&l);
-        return st;
+    sweep_line_free(&l);
+    if (why.msg[0]) {
+        in->n_malformed++;
+        report_malformed(path, line_no, text, len, why.msg, report_to, errors_file);
     }
-    in->n_malformed++;
-    report_malformed(path, line_no, text, len, why.msg, report_to, errors_file);
-    return GLM_OK;
+    return st; /* not OK only when out of memory */
 }
 
 glm_status sweep_input_load(const char *path, const char *job_id_prefix, FILE *report_to,

@@ -22,7 +22,8 @@ glm_sampling sweep_job_sampling(const glm_sampling *defaults, uint64_t sweep_see
         s.n_stop = o->n_stop;
     }
     s.has_seed = true;
-    s.seed = o->has_seed ? o->seed : sweep_fnv1a64(line->id) ^ sweep_seed;
+    /* 63 bits, so the seed can be handed to glm4v-submit --seed to reproduce one row */
+    s.seed = o->has_seed ? o->seed : (sweep_fnv1a64(line->id) ^ sweep_seed) & SWEEP_SEED_MASK;
     return s;
 }
 

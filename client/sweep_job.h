@@ -7,9 +7,12 @@
 
 #include <stdint.h>
 
+#define SWEEP_SEED_MASK 0x7fffffffffffffffull
+
 /* The sampling a line runs with: the command-line defaults, then the line's overrides. The seed is
- * the line's "seed" when it gives one, else FNV-1a-64(row id) XOR sweep_seed, so a re-run (or a
- * resumed run) draws the same tokens whatever the job id prefix or submission order. The stop
+ * the line's "seed" when it gives one, else the low 63 bits of FNV-1a-64(row id) XOR sweep_seed,
+ * so a re-run (or a resumed run) draws the same tokens whatever the job id prefix or submission
+ * order. The stop
  * pointers point into defaults or line. */
 glm_sampling sweep_job_sampling(const glm_sampling *defaults, uint64_t sweep_seed,
                                 const sweep_line *line);

@@ -280,8 +280,8 @@ static int start(sweep_run *run, const sweep_idset *done, const char *password)
 {
     const sweep_args *a = run->a;
     glm_error err = {0};
-    glm_status st = sweep_queue_connect(a->url, password[0] ? password : NULL, a->prefix, 10000,
-                                        &run->q, &err);
+    glm_status st =
+        sweep_queue_connect(a->url, password[0] ? password : NULL, a->prefix, 10000, &run->q, &err);
     if (st != GLM_OK) {
         fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
         return st == GLM_ERR_INVALID_ARG || st == GLM_ERR_UNSUPPORTED ? EXIT_USAGE : EXIT_IO;
@@ -293,7 +293,7 @@ static int start(sweep_run *run, const sweep_idset *done, const char *password)
         fprintf(stderr, "glm4v-sweep: cannot reopen %s or out of memory\n", a->in);
         return EXIT_IO;
     }
-    if ((st = sweep_output_open(a->out, run->in.n_rows, a->ordered, &run->out, &err)) != GLM_OK) {
+    if (sweep_output_open(a->out, run->in.n_rows, a->ordered, &run->out, &err) != GLM_OK) {
         fprintf(stderr, "glm4v-sweep: %s\n", err.msg);
         return EXIT_IO;
     }
@@ -308,11 +308,10 @@ static void finish(sweep_run *run)
     sweep_progress_break(&run->progress);
     if (g_stop_signal)
         fprintf(stderr,
-                "glm4v-sweep: stopped by signal %d: %zu lines written, %zu jobs left in flight "
+                "glm4v-sweep: stopped by signal %d: %zu lines written, %zu job(s) left in flight "
                 "(their Results stay in Redis and are picked up by the next run); run the same "
                 "command again to resume\n",
-                (int)g_stop_signal, run->out ? sweep_output_written(run->out) : 0,
-                run->n_flights);
+                (int)g_stop_signal, run->out ? sweep_output_written(run->out) : 0, run->n_flights);
     if (run->out && sweep_output_held(run->out))
         fprintf(stderr, "glm4v-sweep: %zu answers held back for --ordered were not written\n",
                 sweep_output_held(run->out));

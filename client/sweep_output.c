@@ -180,7 +180,8 @@ glm_status sweep_output_close(sweep_output *o, glm_error *err)
     if (o->ordered)
         for (size_t r = 0; r < o->rows; r++)
             free(o->lines[r]);
-    if (fclose(o->f) != 0) st = glm_fail(err, GLM_ERR_IO, "closing the output: %s", strerror(errno));
+    if (fclose(o->f) != 0)
+        st = glm_fail(err, GLM_ERR_IO, "closing the output: %s", strerror(errno));
     free(o->state);
     free(o->lines);
     free(o);

@@ -13,10 +13,10 @@
 #include <stddef.h>
 
 typedef struct sweep_resume_info {
-    size_t n_lines;         /* whole lines found */
-    size_t n_error_lines;   /* of which carry "error" != null */
-    size_t n_duplicates;    /* lines whose id came before (kept, counted once) */
-    long long torn_bytes;   /* bytes of a torn last line cut away (0: none) */
+    size_t n_lines;       /* whole lines found */
+    size_t n_error_lines; /* of which carry "error" != null */
+    size_t n_duplicates;  /* lines whose id came before (kept, counted once) */
+    long long torn_bytes; /* bytes of a torn last line cut away (0: none) */
 } sweep_resume_info;
 
 /* Reads an existing output file (a missing one is empty) and adds the "id" of every line to done.

@@ -114,8 +114,9 @@ void sweep_stats_summary(sweep_stats *s, FILE *f)
     double elapsed_s = (double)(glm_now_mono_ms() - s->start_ms) / 1000.0;
     if (elapsed_s < 1e-3) elapsed_s = 1e-3;
     fprintf(f, "glm4v-sweep summary:\n");
-    fprintf(f, "  rows: %zu valid, %zu already in the output, %zu answered now (%zu found in "
-               "Redis), %zu timed out, %zu malformed input lines\n",
+    fprintf(f,
+            "  rows: %zu valid, %zu already in the output, %zu answered now (%zu found in "
+            "Redis), %zu timed out, %zu malformed input lines\n",
             s->total, s->done_before, s->done, s->from_redis, s->timed_out, s->malformed);
     fprintf(f, "  finish reasons:");
     for (int i = 0; i < SWEEP_N_FINISH; i++)

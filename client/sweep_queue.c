@@ -70,8 +70,7 @@ static glm_result *entry_result(const redisReply *e)
         glm_result *r = NULL;
         glm_error err = {0};
         if (glm_result_decode(v->str, v->len, &r, &err) == GLM_OK) return r;
-        fprintf(stderr, "glm4v-sweep: skipping result entry %s: %s\n", e->element[0]->str,
-                err.msg);
+        fprintf(stderr, "glm4v-sweep: skipping result entry %s: %s\n", e->element[0]->str, err.msg);
     }
     return NULL;
 }
@@ -80,8 +79,9 @@ glm_status sweep_queue_lookup(sweep_queue *q, const char *const *job_ids, size_t
                               glm_result **results, glm_error *err)
 {
     char key[256];
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         results[i] = NULL;
+    for (size_t i = 0; i < n; i++) {
         out_key(q, job_ids[i], key, sizeof key);
         const char *argv[] = {"XREVRANGE", key, "+", "-", "COUNT", "1"};
         if (redisAppendCommandArgv(q->ctx, 6, argv, NULL) != REDIS_OK)
@@ -94,7 +94,7 @@ glm_status sweep_queue_lookup(sweep_queue *q, const char *const *job_ids, size_t
         if (redisGetReply(q->ctx, &reply) != REDIS_OK) reply = NULL;
         redisReply *r = reply;
         glm_status rs = REDIS_CHECK(q->ctx, r, REDIS_REPLY_ARRAY, "XREVRANGE result", err);
-        if (rs == GLM_OK && r->type == REDIS_REPLY_ARRAY && r->elements == 1)
+        if (rs == GLM_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements == 1)
             results[i] = entry_result(r->element[0]);
         if (r) freeReplyObject(r);
         if (rs != GLM_OK) {
@@ -189,7 +189,7 @@ glm_status sweep_queue_poll(sweep_queue *q, sweep_flight *jobs, size_t n, int bl
     redisReply *r = redisCommandArgv(q->ctx, (int)argc, argv, NULL);
     glm_redis_set_timeout(q->ctx, q->timeout_ms);
     glm_status st = REDIS_CHECK(q->ctx, r, REDIS_REPLY_ARRAY, "XREAD results", err);
-    if (st == GLM_OK && r->type == REDIS_REPLY_ARRAY) read_streams(q, r, jobs, n, results);
+    if (st == GLM_OK && r && r->type == REDIS_REPLY_ARRAY) read_streams(q, r, jobs, n, results);
     if (r) freeReplyObject(r);
     free(argv);
     free(keys);

@@ -1113,6 +1113,7 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
+    ctx.be->ops->synchronize(ctx.be); /* the random fill runs on the device */
     double create_s = (now_ms() - t0) / 1e3;
     mem_probe(ctx.be);
 

@@ -82,7 +82,8 @@ static void test_malformed_lines(void)
                   "user message");
     check_refused("{\"id\": \"a\", \"prompt\": \"p\", \"system\": 1}", "system");
     check_refused("{\"id\": \"a\", \"prompt\": \"p\", \"max_new_tokens\": 0}", "max_new_tokens");
-    check_refused("{\"id\": \"a\", \"prompt\": \"p\", \"max_new_tokens\": \"4\"}", "max_new_tokens");
+    check_refused("{\"id\": \"a\", \"prompt\": \"p\", \"max_new_tokens\": \"4\"}",
+                  "max_new_tokens");
     check_refused("{\"id\": \"a\", \"prompt\": \"p\", \"temperature\": -1}", "temperature");
     check_refused("{\"id\": \"a\", \"prompt\": \"p\", \"top_p\": 0}", "top_p");
     check_refused("{\"id\": \"a\", \"prompt\": \"p\", \"top_k\": -2}", "top_k");
@@ -107,17 +108,18 @@ static void test_load(const char *dir)
     char path[512], errors_path[512];
     snprintf(path, sizeof path, "%s/q.jsonl", dir);
     snprintf(errors_path, sizeof errors_path, "%s/q.errors", dir);
-    const char *text = "{\"id\": \"b\", \"image\": \"2.png\", \"prompt\": \"one\"}\n"     /* 1 */
-                       "\n"                                                             /* 2 */
-                       "{\"id\": \"a\", \"image\": \"1.png\", \"prompt\": \"two\"}\r\n" /* 3 */
-                       "not json\n"                                                     /* 4 */
-                       "{\"id\": \"b\", \"prompt\": \"dup\"}\n"                         /* 5 */
-                       "{\"id\": \"t\", \"prompt\": \"text only\"}\n"                   /* 6 */
-                       "{\"id\": \"c\", \"image\": \"2.png\", \"prompt\": \"three\"}\n" /* 7 */
-                       "{\"id\": \"" /* 8: a job id over 128 bytes with the prefix */
-                       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\", \"prompt\": \"p\"}\n"
-                       "{\"id\": \"z\", \"image\": \"1.png\", \"prompt\": \"last, no newline\"}";
+    const char *text =
+        "{\"id\": \"b\", \"image\": \"2.png\", \"prompt\": \"one\"}\n"   /* 1 */
+        "\n"                                                             /* 2 */
+        "{\"id\": \"a\", \"image\": \"1.png\", \"prompt\": \"two\"}\r\n" /* 3 */
+        "not json\n"                                                     /* 4 */
+        "{\"id\": \"b\", \"prompt\": \"dup\"}\n"                         /* 5 */
+        "{\"id\": \"t\", \"prompt\": \"text only\"}\n"                   /* 6 */
+        "{\"id\": \"c\", \"image\": \"2.png\", \"prompt\": \"three\"}\n" /* 7 */
+        "{\"id\": \"" /* 8: a job id over 128 bytes with the prefix */
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\", \"prompt\": \"p\"}\n"
+        "{\"id\": \"z\", \"image\": \"1.png\", \"prompt\": \"last, no newline\"}";
     CHECK(test_write_file(path, text, strlen(text)) == 0);
     FILE *errors = fopen(errors_path, "w");
     sweep_input in;
@@ -173,9 +175,12 @@ static void test_sampling(void)
     sweep_line l;
     glm_error err;
     CHECK(parses("{\"id\": \"row-1\", \"prompt\": \"p\"}", &l, &err));
-    glm_sampling s1 = sweep_job_sampling(&defaults, 0, &l), s2 = sweep_job_sampling(&defaults, 0, &l);
-    CHECK(s1.has_seed && s1.seed == s2.seed && s1.seed == sweep_fnv1a64("row-1"));
-    CHECK(sweep_job_sampling(&defaults, 77, &l).seed == (sweep_fnv1a64("row-1") ^ 77));
+    glm_sampling s1 = sweep_job_sampling(&defaults, 0, &l),
+                 s2 = sweep_job_sampling(&defaults, 0, &l);
+    CHECK(s1.has_seed && s1.seed == s2.seed);
+    CHECK(s1.seed == (sweep_fnv1a64("row-1") & SWEEP_SEED_MASK) && s1.seed < (1ull << 63));
+    CHECK(sweep_job_sampling(&defaults, 77, &l).seed ==
+          ((sweep_fnv1a64("row-1") ^ 77) & SWEEP_SEED_MASK));
     CHECK(s1.max_new_tokens == 9 && s1.temperature == 0 && s1.n_stop == 1);
     sweep_line_free(&l);
     CHECK(parses("{\"id\": \"row-2\", \"prompt\": \"p\", \"seed\": 3, \"temperature\": 1,"

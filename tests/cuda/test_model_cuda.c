@@ -204,7 +204,7 @@ int main(int argc, char **argv)
     ro.model.max_step_tokens = 512;
     ro.model.max_logit_rows = 512;
     ro.model.image_pool_slots = 1;
-    ro.model.kv_blocks = 0;
+    ro.model.kv_blocks = 2048; /* a few sequences' worth: the test needs no more */
     glm_rank_context ctx;
     glm_error err = {0};
     if (glm_rank_context_create(&ro, &ctx, &err)) {

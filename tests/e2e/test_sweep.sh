@@ -20,16 +20,24 @@ mkdir -p "$D/img"
 METRICS_PORT=$(e2e_free_port)
 e2e_start_replica r0 1 --max-batch 16 --vision-cache 8 --metrics-port "$METRICS_PORT" || exit 1
 
-sweep() { # sweep ARGS...: glm4v-sweep against the test cluster
-    "$BIN/glm4v-sweep" --redis "$REDIS_URL" --prefix "$PREFIX" --max-new-tokens 4 "$@"
-}
+# glm4v-sweep against the test cluster; an array, not a function, so that `"${SWEEP[@]}" ... &` gives the
+# sweep's own pid to kill (a backgrounded function is a subshell that would survive instead)
+SWEEP=("$BIN/glm4v-sweep" --redis "$REDIS_URL" --prefix "$PREFIX" --max-new-tokens 4)
 lines() { wc -l <"$1" | tr -d ' '; }
+not() { ! "$@"; }
+ends_with_newline() { [ "$(tail -c 1 "$1" | od -An -c | tr -d ' ')" = '\n' ]; }
+wait_for_lines() { # wait_for_lines FILE N: until FILE has N lines (30 s at most)
+    for _ in $(seq 3000); do
+        [ -f "$1" ] && [ "$(lines "$1")" -ge "$2" ] && return 0
+        sleep 0.01
+    done
+}
 hits() { $CHECK_PY metric "$METRICS_PORT" glm4v_vision_cache_hits_total; }
 
 # ---- 500 rows, uninterrupted -------------------------------------------------------------------
 hits0=$(hits)
 t0=$(date +%s.%N)
-sweep --in "$D/q.jsonl" --out "$D/a.jsonl" --job-prefix a- 2>"$D/a.err"
+"${SWEEP[@]}" --in "$D/q.jsonl" --out "$D/a.jsonl" --job-prefix a- 2>"$D/a.err"
 rc=$?
 t1=$(date +%s.%N)
 hits1=$(hits)
@@ -43,25 +51,23 @@ t0=$(date +%s)
 e2e_check "every 5th row equals glm4v-run alone" $CHECK_PY vs-run "$BIN" "$MODEL" "$D/q.jsonl" \
     "$D/a.jsonl" "$D" 5 4
 echo "glm4v-run comparison: $(($(date +%s) - t0)) s"
-sweep --in "$D/q.jsonl" --out "$D/a.jsonl" --job-prefix a- 2>"$D/a2.err"
-e2e_check "re-run of a finished sweep does nothing" [ $? -eq 0 ] && \
-    grep -q "500 already answered, 0 to run" "$D/a2.err" && [ "$(lines "$D/a.jsonl")" = 500 ]
+"${SWEEP[@]}" --in "$D/q.jsonl" --out "$D/a.jsonl" --job-prefix a- 2>"$D/a2.err"
+e2e_check "re-run of a finished sweep exits 0" [ $? -eq 0 ]
+e2e_check "re-run of a finished sweep runs nothing" grep -q "500 already answered, 0 to run" "$D/a2.err"
+e2e_check "re-run of a finished sweep adds nothing" [ "$(lines "$D/a.jsonl")" = 500 ]
 
 # ---- kill -9 halfway, a torn line, resume ------------------------------------------------------
-sweep --in "$D/q.jsonl" --out "$D/b.jsonl" --job-prefix b- --window 8 2>"$D/b1.err" &
+# --window 1 runs one job at a time, slow enough to be caught halfway
+"${SWEEP[@]}" --in "$D/q.jsonl" --out "$D/b.jsonl" --job-prefix b- --window 1 2>"$D/b1.err" &
 pid=$!
-for _ in $(seq 3000); do
-    [ -f "$D/b.jsonl" ] && [ "$(lines "$D/b.jsonl")" -ge 250 ] && break
-    sleep 0.01
-done
+wait_for_lines "$D/b.jsonl" 250
 kill -9 "$pid"
 wait "$pid" 2>/dev/null
 killed_at=$(lines "$D/b.jsonl")
 echo "sweep killed with $killed_at lines written"
-e2e_check "killed between 250 and 499 lines ($killed_at)" [ "$killed_at" -ge 250 ] && \
-    [ "$killed_at" -lt 500 ]
+e2e_check "killed between 250 and 499 lines ($killed_at)" [ "$killed_at" -ge 250 -a "$killed_at" -lt 500 ]
 printf '{"id":"r0003-q0","text":"a line the kill tore' >>"$D/b.jsonl"
-sweep --in "$D/q.jsonl" --out "$D/b.jsonl" --job-prefix b- 2>"$D/b2.err"
+"${SWEEP[@]}" --in "$D/q.jsonl" --out "$D/b.jsonl" --job-prefix b- 2>"$D/b2.err"
 e2e_check "resumed sweep exits 0" [ $? -eq 0 ]
 e2e_check "resume cut the torn line" grep -q "torn last line was cut away" "$D/b2.err"
 e2e_check "resumed file: every id once, no errors" $CHECK_PY complete "$D/q.jsonl" "$D/b.jsonl"
@@ -69,35 +75,41 @@ e2e_check "resumed file equals the uninterrupted run" $CHECK_PY same "$D/a.jsonl
 
 # ---- SIGINT, then --ordered --------------------------------------------------------------------
 head -120 "$D/q.jsonl" >"$D/q120.jsonl"
-sweep --in "$D/q120.jsonl" --out "$D/c.jsonl" --job-prefix c- --window 4 2>"$D/c1.err" &
+"${SWEEP[@]}" --in "$D/q120.jsonl" --out "$D/c.jsonl" --job-prefix c- --window 1 2>"$D/c1.err" &
 pid=$!
-for _ in $(seq 3000); do
-    [ -f "$D/c.jsonl" ] && [ "$(lines "$D/c.jsonl")" -ge 30 ] && break
-    sleep 0.01
-done
+wait_for_lines "$D/c.jsonl" 30
 kill -INT "$pid"
 wait "$pid"
 rc=$?
 e2e_check "SIGINT: exit 130 (rc $rc)" [ "$rc" -eq 130 ]
 e2e_check "SIGINT: says how to resume" grep -q "stopped by signal 2" "$D/c1.err"
-e2e_check "SIGINT: only whole lines" [ "$(tail -c 1 "$D/c.jsonl" | od -An -c | tr -d ' ')" = '\n' ]
-sweep --in "$D/q120.jsonl" --out "$D/c.jsonl" --job-prefix c- 2>"$D/c2.err"
+e2e_check "SIGINT: stopped before the end" [ "$(lines "$D/c.jsonl")" -lt 120 ]
+e2e_check "SIGINT: only whole lines" ends_with_newline "$D/c.jsonl"
+"${SWEEP[@]}" --in "$D/q120.jsonl" --out "$D/c.jsonl" --job-prefix c- 2>"$D/c2.err"
 e2e_check "after SIGINT the re-run completes" $CHECK_PY complete "$D/q120.jsonl" "$D/c.jsonl"
-sweep --in "$D/q120.jsonl" --out "$D/d.jsonl" --job-prefix d- --ordered 2>"$D/d.err"
+"${SWEEP[@]}" --in "$D/q120.jsonl" --out "$D/d.jsonl" --job-prefix d- --ordered 2>"$D/d.err"
 e2e_check "--ordered writes in input order" $CHECK_PY ordered "$D/q120.jsonl" "$D/d.jsonl"
 
 # ---- sampling reproduces: the seed comes from the row id, not the job id ------------------------
 head -24 "$D/q.jsonl" >"$D/q24.jsonl"
-sweep --in "$D/q24.jsonl" --out "$D/s1.jsonl" --job-prefix s1- --temperature 1.5 --max-new-tokens 8 \
+"${SWEEP[@]}" --in "$D/q24.jsonl" --out "$D/s1.jsonl" --job-prefix s1- --temperature 1.5 --max-new-tokens 8 \
     2>/dev/null
-sweep --in "$D/q24.jsonl" --out "$D/s2.jsonl" --job-prefix s2- --temperature 1.5 --max-new-tokens 8 \
+"${SWEEP[@]}" --in "$D/q24.jsonl" --out "$D/s2.jsonl" --job-prefix s2- --temperature 1.5 --max-new-tokens 8 \
     --window 3 2>/dev/null
-sweep --in "$D/q24.jsonl" --out "$D/s3.jsonl" --job-prefix s3- --temperature 1.5 --max-new-tokens 8 \
+"${SWEEP[@]}" --in "$D/q24.jsonl" --out "$D/s3.jsonl" --job-prefix s3- --temperature 1.5 --max-new-tokens 8 \
     --seed 99 2>/dev/null
-sweep --in "$D/q24.jsonl" --out "$D/g.jsonl" --job-prefix g- --max-new-tokens 8 2>/dev/null
+"${SWEEP[@]}" --in "$D/q24.jsonl" --out "$D/g.jsonl" --job-prefix g- --max-new-tokens 8 2>/dev/null
 e2e_check "sampled sweep reproduces" $CHECK_PY same "$D/s1.jsonl" "$D/s2.jsonl"
-e2e_check "--seed changes the draws" ! $CHECK_PY same "$D/s1.jsonl" "$D/s3.jsonl"
-e2e_check "sampling differs from greedy" ! $CHECK_PY same "$D/s1.jsonl" "$D/g.jsonl"
+e2e_check "--seed changes the draws" not $CHECK_PY same "$D/s1.jsonl" "$D/s3.jsonl"
+e2e_check "sampling differs from greedy" not $CHECK_PY same "$D/s1.jsonl" "$D/g.jsonl"
+# docs/SWEEP.md: a row's seed is FNV-1a-64(id) mod 2^63; glm4v-submit with it reproduces the row
+seed=$(/usr/bin/python3 -c 'import sys; h=0xcbf29ce484222325
+for b in sys.argv[1].encode(): h=((h^b)*0x100000001b3)%2**64
+print(h % 2**63)' r0000-q0)
+e2e_submit --image "$D/img/0000.jpg" --prompt "What is in the image?" --temperature 1.5 \
+    --max-new-tokens 8 --seed "$seed" >"$D/one.json"
+e2e_check "glm4v-submit --seed reproduces a sampled row" [ "$(e2e_json "$D/one.json" "d['token_ids']")" = \
+    "$(grep '"r0000-q0"' "$D/s1.jsonl" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["token_ids"])')" ]
 
 # ---- malformed lines, missing and corrupt images ------------------------------------------------
 head -c 300 "$D/img/0001.png" >"$D/img/truncated.png"
@@ -117,7 +129,7 @@ cat >"$D/bad.jsonl" <<'JSONL'
 {"id": "chat", "image": "img/0002.jpg", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "And the picture?"}]}
 {"id": "ok-2", "image": "img/0001.png", "prompt": "Describe the picture.", "max_new_tokens": 2}
 JSONL
-sweep --in "$D/bad.jsonl" --out "$D/bad.out.jsonl" 2>"$D/bad.err"
+"${SWEEP[@]}" --in "$D/bad.jsonl" --out "$D/bad.out.jsonl" 2>"$D/bad.err"
 rc=$?
 e2e_check "bad input: exit 1 (rc $rc)" [ "$rc" -eq 1 ]
 for n in 2 3 4 5 6; do
