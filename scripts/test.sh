@@ -8,7 +8,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 jobs=$(nproc 2>/dev/null || echo 2)
 
 bash scripts/build.sh
-(cd build && ctest --output-on-failure -j"$jobs" --timeout 600)
+# GPU tests (label gpu) need a GPU: scripts/gpu-test.sh and scripts/gpu-model-test.sh run them
+(cd build && ctest --output-on-failure -j"$jobs" --timeout 600 -LE gpu)
 
 
 # short fuzzing runs (longer ones: scripts/fuzz.sh 600)
