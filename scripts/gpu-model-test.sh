@@ -24,8 +24,8 @@ wide=${TMPDIR:-/tmp}/glm4v-wide
 python3 scripts/make_wide_checkpoint.py configs/glm-4v-wide-test "$wide"
 
 status=0
-run() { echo "== $*"; "$@" || status=1; }
-for m in glm4v-tiny-a glm4v-tiny-b "$wide"; do
+run() { echo "== $(date +%T) $*"; timeout "${STEP_TIMEOUT:-240}" "$@" || status=1; }
+for m in glm4v-tiny-b "$wide" glm4v-tiny-a; do
     dir=$m
     [ -d "$dir" ] || dir=$testdata/$m
     run "$B/bin/test_model_cuda" "$dir"
