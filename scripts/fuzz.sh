@@ -34,7 +34,7 @@ for h in "${harnesses[@]}"; do
     esac
     if [ -d tests/fuzz/seeds/$h ]; then cp tests/fuzz/seeds/$h/* "$corpus"/ 2>/dev/null || true; fi
     echo "fuzz: $h for ${seconds}s"
-    if ! build-fuzz/tests/fuzz/fuzz_"$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    if ! build-fuzz/bin/fuzz_"$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -max_len=65536 -artifact_prefix=build-fuzz/findings/"$h"- -print_final_stats=1 \
         "$corpus" 2>build-fuzz/fuzz_"$h".log; then
         echo "fuzz: $h FAILED (see build-fuzz/fuzz_$h.log)" >&2
