@@ -16,27 +16,17 @@ glm_status glm_client_connect(const char *url, const char *password, const char 
                               int timeout_ms, glm_client **out, glm_error *err)
 {
     *out = NULL;
-    glm_redis_url u;
-    glm_status st = glm_redis_url_parse(url, &u, err);
+    redisContext *ctx = NULL;
+    glm_status st = glm_redis_client_connect(url, password, prefix, 64, timeout_ms, &ctx, err);
     if (st != GLM_OK) return st;
-    if (u.has_password) {
-        memset(&u, 0, sizeof u);
-        return glm_fail(err, GLM_ERR_INVALID_ARG,
-                        "the Redis URL carries a password; command lines are visible to every "
-                        "user (ps, shell history), so pass it with --password-file FILE or "
-                        "GLM4V_REDIS_PASSWORD instead");
-    }
-    if (!prefix || !*prefix || strlen(prefix) >= 64)
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "prefix must be 1..63 bytes");
     glm_client *c = calloc(1, sizeof *c);
-    if (!c) return glm_fail(err, GLM_ERR_NOMEM, "glm_client_connect");
+    if (!c) {
+        redisFree(ctx);
+        return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    }
+    c->ctx = ctx;
     snprintf(c->prefix, sizeof c->prefix, "%s", prefix);
     c->timeout_ms = timeout_ms;
-    st = glm_redis_connect(&u, password, timeout_ms, timeout_ms, &c->ctx, err);
-    if (st != GLM_OK) {
-        free(c);
-        return st;
-    }
     *out = c;
     return GLM_OK;
 }

@@ -21,26 +21,18 @@ glm_status sweep_queue_connect(const char *url, const char *password, const char
                                int timeout_ms, sweep_queue **out, glm_error *err)
 {
     *out = NULL;
-    glm_redis_url u;
-    glm_status st = glm_redis_url_parse(url, &u, err);
+    redisContext *ctx = NULL;
+    glm_status st =
+        glm_redis_client_connect(url, password, prefix, PREFIX_MAX, timeout_ms, &ctx, err);
     if (st != GLM_OK) return st;
-    if (u.has_password) {
-        memset(&u, 0, sizeof u);
-        return glm_fail(err, GLM_ERR_INVALID_ARG,
-                        "the Redis URL carries a password; command lines are visible to every "
-                        "user, so pass it with --password-file FILE or GLM4V_REDIS_PASSWORD");
-    }
-    if (!prefix || !*prefix || strlen(prefix) >= PREFIX_MAX)
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "prefix must be 1..63 bytes");
     sweep_queue *q = calloc(1, sizeof *q);
-    if (!q) return glm_fail(err, GLM_ERR_NOMEM, "sweep_queue_connect");
+    if (!q) {
+        redisFree(ctx);
+        return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    }
+    q->ctx = ctx;
     snprintf(q->prefix, sizeof q->prefix, "%s", prefix);
     q->timeout_ms = timeout_ms;
-    st = glm_redis_connect(&u, password, timeout_ms, timeout_ms, &q->ctx, err);
-    if (st != GLM_OK) {
-        free(q);
-        return st;
-    }
     *out = q;
     return GLM_OK;
 }

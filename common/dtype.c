@@ -8,7 +8,10 @@ float glm_f16_to_f32(uint16_t h)
     uint32_t sign = (uint32_t)(h >> 15) << 31;
     uint32_t exp = (h >> 10) & 0x1f;
     uint32_t mant = h & 0x3ff;
-    union { uint32_t u; float f; } v;
+    union {
+        uint32_t u;
+        float f;
+    } v;
     if (exp == 0) {
         /* zero or subnormal: value = mant * 2^-24 */
         float f = ldexpf((float)mant, -24);
@@ -23,7 +26,10 @@ float glm_f16_to_f32(uint16_t h)
 
 uint16_t glm_f32_to_f16(float f)
 {
-    union { float f; uint32_t u; } v = {.f = f};
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = f};
     uint16_t sign = (uint16_t)((v.u >> 16) & 0x8000);
     float a = fabsf(f);
     if (isnan(f)) return sign | 0x7e00;
@@ -41,10 +47,14 @@ uint16_t glm_f32_to_f16(float f)
 static float load_float(const void *src, glm_dtype dtype, size_t i)
 {
     switch (dtype) {
-    case GLM_F32: return ((const float *)src)[i];
-    case GLM_BF16: return glm_bf16_to_f32(((const uint16_t *)src)[i]);
-    case GLM_F16: return glm_f16_to_f32(((const uint16_t *)src)[i]);
-    default: return 0.0f;
+    case GLM_F32:
+        return ((const float *)src)[i];
+    case GLM_BF16:
+        return glm_bf16_to_f32(((const uint16_t *)src)[i]);
+    case GLM_F16:
+        return glm_f16_to_f32(((const uint16_t *)src)[i]);
+    default:
+        return 0.0f;
     }
 }
 
@@ -60,10 +70,17 @@ int glm_convert(void *dst, glm_dtype dst_dtype, const void *src, glm_dtype src_d
     for (size_t i = 0; i < n; i++) {
         float x = load_float(src, src_dtype, i);
         switch (dst_dtype) {
-        case GLM_F32: ((float *)dst)[i] = x; break;
-        case GLM_BF16: ((uint16_t *)dst)[i] = glm_f32_to_bf16(x); break;
-        case GLM_F16: ((uint16_t *)dst)[i] = glm_f32_to_f16(x); break;
-        default: return -1;
+        case GLM_F32:
+            ((float *)dst)[i] = x;
+            break;
+        case GLM_BF16:
+            ((uint16_t *)dst)[i] = glm_f32_to_bf16(x);
+            break;
+        case GLM_F16:
+            ((uint16_t *)dst)[i] = glm_f32_to_f16(x);
+            break;
+        default:
+            return -1;
         }
     }
     return 0;

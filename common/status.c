@@ -37,19 +37,32 @@ glm_status glm_error_prefix(glm_error *err, const char *fmt, ...)
 const char *glm_status_name(glm_status status)
 {
     switch (status) {
-    case GLM_OK: return "ok";
-    case GLM_ERR_INVALID_ARG: return "invalid_argument";
-    case GLM_ERR_IO: return "io_error";
-    case GLM_ERR_FORMAT: return "bad_format";
-    case GLM_ERR_MISSING: return "missing";
-    case GLM_ERR_SHAPE: return "bad_shape";
-    case GLM_ERR_NOMEM: return "out_of_memory";
-    case GLM_ERR_DEVICE_OOM: return "device_out_of_memory";
-    case GLM_ERR_BACKEND: return "backend_error";
-    case GLM_ERR_COMM: return "communication_error";
-    case GLM_ERR_UNSUPPORTED: return "unsupported";
-    case GLM_ERR_LIMIT: return "limit_exceeded";
-    case GLM_ERR_TIMEOUT: return "timeout";
+    case GLM_OK:
+        return "ok";
+    case GLM_ERR_INVALID_ARG:
+        return "invalid_argument";
+    case GLM_ERR_IO:
+        return "io_error";
+    case GLM_ERR_FORMAT:
+        return "bad_format";
+    case GLM_ERR_MISSING:
+        return "missing";
+    case GLM_ERR_SHAPE:
+        return "bad_shape";
+    case GLM_ERR_NOMEM:
+        return "out_of_memory";
+    case GLM_ERR_DEVICE_OOM:
+        return "device_out_of_memory";
+    case GLM_ERR_BACKEND:
+        return "backend_error";
+    case GLM_ERR_COMM:
+        return "communication_error";
+    case GLM_ERR_UNSUPPORTED:
+        return "unsupported";
+    case GLM_ERR_LIMIT:
+        return "limit_exceeded";
+    case GLM_ERR_TIMEOUT:
+        return "timeout";
     }
     return "unknown";
 }

@@ -36,7 +36,8 @@ glm_status glm_fail(glm_error *err, glm_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Prepends "context: " to an existing message, for callers that add where a failure happened. */
-glm_status glm_error_prefix(glm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+glm_status glm_error_prefix(glm_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 const char *glm_status_name(glm_status status);
 

@@ -42,21 +42,23 @@ glm_status glm_generate_validate(const glm_model *m, const glm_generate_request 
                             req->ids[i], i, cfg->padded_vocab_size);
     int image_rows = cfg->has_vision ? glm_model_image_rows(m) : 3;
     glm_prompt_layout layout;
-    glm_status st = glm_prompt_layout_build(req->ids, req->n_ids, cfg->boi_token_id,
-                                            cfg->eoi_token_id, image_pad_id(cfg), image_rows,
-                                            &layout, err);
+    glm_status st =
+        glm_prompt_layout_build(req->ids, req->n_ids, cfg->boi_token_id, cfg->eoi_token_id,
+                                image_pad_id(cfg), image_rows, &layout, err);
     if (st) return st;
     int n_rows = layout.n_rows, n_images = layout.n_images;
     glm_prompt_layout_free(&layout);
     if (n_images > 0 && !cfg->has_vision)
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "the prompt has an image but the model has no "
-                                                  "vision tower");
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "the prompt has an image but the model has no "
+                        "vision tower");
     if (n_images > 1)
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "the prompt has %d images; GLM-4V takes one",
                         n_images);
     if (n_images > 0 && !req->pixels)
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "the prompt has an image but no pixels were "
-                                                  "given");
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "the prompt has an image but no pixels were "
+                        "given");
     if (n_images == 0 && req->pixels)
         return glm_fail(err, GLM_ERR_INVALID_ARG,
                         "pixels were given but the prompt has no <|begin_of_image|> marker");
@@ -70,9 +72,8 @@ glm_status glm_generate_validate(const glm_model *m, const glm_generate_request 
 
 /* Fills plan with rows [first, first + n) of the layout for one sequence. */
 static glm_status plan_prompt_chunk(glm_step_plan *plan, const glm_prompt_layout *layout,
-                                    const glm_block_table *table, int block_size,
-                                    int max_blocks, int first, int n, bool all_logits,
-                                    glm_error *err)
+                                    const glm_block_table *table, int block_size, int max_blocks,
+                                    int first, int n, bool all_logits, glm_error *err)
 {
     bool last = first + n == layout->n_rows;
     int n_logits = all_logits ? n : last ? 1 : 0;
@@ -92,7 +93,8 @@ static glm_status plan_prompt_chunk(glm_step_plan *plan, const glm_prompt_layout
     plan->ctx_len[0] = first + n;
     memset(plan->block_table, 0, sizeof(int32_t) * (size_t)max_blocks);
     memcpy(plan->block_table, table->blocks, sizeof(int32_t) * (size_t)table->n_blocks);
-    for (int i = 0; i < n_logits; i++) plan->logit_rows[i] = all_logits ? i : n - 1;
+    for (int i = 0; i < n_logits; i++)
+        plan->logit_rows[i] = all_logits ? i : n - 1;
     return GLM_OK;
 }
 
@@ -144,7 +146,8 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
                       layout.n_rows + req->max_new_tokens);
     if (!st && !(logits = malloc(sizeof(float) * (size_t)logit_rows * (size_t)vocab)))
         st = glm_fail(err, GLM_ERR_NOMEM, "out of host memory for logits");
-    res->ids = malloc(sizeof(int32_t) * (size_t)(req->max_new_tokens > 0 ? req->max_new_tokens : 1));
+    res->ids =
+        malloc(sizeof(int32_t) * (size_t)(req->max_new_tokens > 0 ? req->max_new_tokens : 1));
     if (!st && !res->ids) st = glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
     res->spliced_length = layout.n_rows;
     res->n_images = layout.n_images;
@@ -188,8 +191,8 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
             break;
         }
         if (res->n_ids == req->max_new_tokens) break;
-        st = plan_decode_token(&plan, &table, block_size, max_blocks, next, position, kv_index,
-                               err);
+        st =
+            plan_decode_token(&plan, &table, block_size, max_blocks, next, position, kv_index, err);
         if (!st) st = glm_step_execute(m, &plan, NULL, logits, mpi_comm, err);
         if (!st) next = argmax(logits, vocab);
         position++;

@@ -16,8 +16,8 @@ typedef struct glm_generate_request {
     const float *pixels; /* [n_images, C, S, S], or NULL for a text prompt */
     int max_new_tokens;
     bool ignore_eos;
-    int prefill_chunk;   /* tokens per prefill step (<= the model's max_step_tokens) */
-    float *dump_logits;  /* optional [spliced length, vocab]: logits of every prompt position */
+    int prefill_chunk;  /* tokens per prefill step (<= the model's max_step_tokens) */
+    float *dump_logits; /* optional [spliced length, vocab]: logits of every prompt position */
 } glm_generate_request;
 
 typedef enum glm_gen_finish {

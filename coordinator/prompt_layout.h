@@ -12,12 +12,12 @@
 #include "common/status.h"
 
 typedef struct glm_prompt_layout {
-    int n_rows;         /* spliced length: what the KV cache holds */
-    int n_ids;          /* id count: the rope position of the first generated token */
+    int n_rows; /* spliced length: what the KV cache holds */
+    int n_ids;  /* id count: the rope position of the first generated token */
     int n_images;
-    int32_t *token_ids; /* [n_rows], -1 on image rows */
-    int32_t *positions; /* [n_rows] */
-    int32_t *image_row; /* [n_rows] row within its image (0 .. image_rows-1), -1 on text */
+    int32_t *token_ids;   /* [n_rows], -1 on image rows */
+    int32_t *positions;   /* [n_rows] */
+    int32_t *image_row;   /* [n_rows] row within its image (0 .. image_rows-1), -1 on text */
     int32_t *image_index; /* [n_rows] which image of the prompt, -1 on text */
 } glm_prompt_layout;
 

@@ -153,3 +153,24 @@ long long glm_now_unix_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+glm_status glm_redis_client_connect(const char *url, const char *password, const char *prefix,
+                                    size_t prefix_cap, int timeout_ms, redisContext **ctx,
+                                    glm_error *err)
+{
+    glm_redis_url u;
+    glm_status st = glm_redis_url_parse(url, &u, err);
+    if (st != GLM_OK) return st;
+    if (u.has_password) {
+        memset(&u, 0, sizeof u);
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "the Redis URL carries a password; command lines are visible to every "
+                        "user (ps, shell history), so pass it with --password-file FILE or "
+                        "GLM4V_REDIS_PASSWORD instead");
+    }
+    if (!prefix || !*prefix || strlen(prefix) >= prefix_cap)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "prefix must be 1..%zu bytes", prefix_cap - 1);
+    st = glm_redis_connect(&u, password, timeout_ms, timeout_ms, ctx, err);
+    memset(&u, 0, sizeof u);
+    return st;
+}

@@ -24,6 +24,13 @@ glm_status glm_redis_url_parse(const char *url, glm_redis_url *out, glm_error *e
 
 /* Connects, authenticates (password overrides the URL's when not NULL), selects the db and PINGs.
  * Timeouts in ms; command_timeout_ms 0 = none. On failure *out is NULL. */
+/* For clients (glm4v-submit, glm4v-sweep): parses url, refuses one that carries a password
+ * (command lines are visible to every user; the password comes from a file or the environment),
+ * checks the key prefix and connects with timeout_ms for connecting and for commands. */
+glm_status glm_redis_client_connect(const char *url, const char *password, const char *prefix,
+                                    size_t prefix_cap, int timeout_ms, redisContext **ctx,
+                                    glm_error *err);
+
 glm_status glm_redis_connect(const glm_redis_url *url, const char *password, int connect_timeout_ms,
                              int command_timeout_ms, redisContext **out, glm_error *err);
 

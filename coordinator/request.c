@@ -25,19 +25,26 @@ static double wall_ms(void)
 static glm_chat_role chat_role(glm_role r)
 {
     switch (r) {
-    case GLM_ROLE_SYSTEM: return GLM_CHAT_SYSTEM;
-    case GLM_ROLE_ASSISTANT: return GLM_CHAT_ASSISTANT;
-    case GLM_ROLE_OBSERVATION: return GLM_CHAT_OBSERVATION;
-    default: return GLM_CHAT_USER;
+    case GLM_ROLE_SYSTEM:
+        return GLM_CHAT_SYSTEM;
+    case GLM_ROLE_ASSISTANT:
+        return GLM_CHAT_ASSISTANT;
+    case GLM_ROLE_OBSERVATION:
+        return GLM_CHAT_OBSERVATION;
+    default:
+        return GLM_CHAT_USER;
     }
 }
 
 static glm_error_code image_error_code(glm_status st)
 {
     switch (st) {
-    case GLM_ERR_LIMIT: return GLM_EC_IMAGE_TOO_LARGE;
-    case GLM_ERR_UNSUPPORTED: return GLM_EC_UNSUPPORTED_IMAGE;
-    default: return GLM_EC_BAD_IMAGE;
+    case GLM_ERR_LIMIT:
+        return GLM_EC_IMAGE_TOO_LARGE;
+    case GLM_ERR_UNSUPPORTED:
+        return GLM_EC_UNSUPPORTED_IMAGE;
+    default:
+        return GLM_EC_BAD_IMAGE;
     }
 }
 
@@ -73,7 +80,8 @@ static glm_status prepare(glm_request *r, const glm_request_env *env, glm_error_
         const glm_vision_config *v = &cfg->vision;
         size_t n = (size_t)v->in_channels * v->image_size * v->image_size;
         r->pixels = malloc(n * sizeof(float));
-        if (!r->pixels) st = glm_fail(err, GLM_ERR_NOMEM, "out of memory for pixels");
+        if (!r->pixels)
+            st = glm_fail(err, GLM_ERR_NOMEM, "out of memory for pixels");
         else
             st = glm_image_preprocess(image_msg->image, image_msg->image_bytes, v->image_size,
                                       &env->image_limits, r->pixels, err);
@@ -118,7 +126,8 @@ static void setup_sampling(glm_request *r)
     r->seq.sample.top_p = s->top_p > 0 ? s->top_p : 1.0f;
     uint64_t seed = s->has_seed ? s->seed : 0;
     if (!s->has_seed)
-        for (const char *p = r->job->id; *p; p++) seed = glm_sample_mix64(seed ^ (uint8_t)*p);
+        for (const char *p = r->job->id; *p; p++)
+            seed = glm_sample_mix64(seed ^ (uint8_t)*p);
     r->seq.sample.seed = seed;
     r->n_logprobs_wanted = s->has_logprobs ? (int)s->logprobs : -1;
     r->seq.sample.n_logprobs = s->has_logprobs ? (int)s->logprobs : 0;
@@ -176,8 +185,8 @@ glm_status glm_request_create(const glm_request_env *env, glm_queue_job *entry, 
     setup_sampling(r);
     r->seq.owner = r;
     if (r->n_logprobs_wanted >= 0 &&
-        !(r->logprobs = calloc((size_t)r->seq.max_new_tokens, sizeof(float) *
-                                                                  GLM_SAMPLE_LOGPROBS_STRIDE))) {
+        !(r->logprobs =
+              calloc((size_t)r->seq.max_new_tokens, sizeof(float) * GLM_SAMPLE_LOGPROBS_STRIDE))) {
         *code = GLM_EC_INTERNAL;
         snprintf(msg, msg_len, "out of memory");
         give_back(r, entry);
@@ -248,7 +257,8 @@ glm_status glm_request_on_token(glm_request *r, const glm_request_env *env, int3
     size_t before = r->text.len;
     glm_status st = GLM_OK;
     if (!is_end) st = glm_detokenizer_push(&r->detok, id, &r->text, err);
-    if (!st && r->seq.finish != GLM_SEQ_RUNNING) st = glm_detokenizer_flush(&r->detok, &r->text, err);
+    if (!st && r->seq.finish != GLM_SEQ_RUNNING)
+        st = glm_detokenizer_flush(&r->detok, &r->text, err);
     if (st) return st;
     long stop_at = find_stop(r, r->text.len - before);
     size_t safe;
@@ -258,8 +268,8 @@ glm_status glm_request_on_token(glm_request *r, const glm_request_env *env, int3
         *stop_string = true;
         safe = r->text.len;
     } else {
-        safe = r->seq.finish != GLM_SEQ_RUNNING ? r->text.len
-                                                : r->text.len - stop_prefix_overlap(r);
+        safe =
+            r->seq.finish != GLM_SEQ_RUNNING ? r->text.len : r->text.len - stop_prefix_overlap(r);
     }
     if (safe > r->text_emitted) {
         st = glm_bytes_append(delta, r->text.data + r->text_emitted, safe - r->text_emitted, err);
@@ -281,7 +291,8 @@ static glm_token_logprobs *logprobs_view(const glm_request *r, int first, int n,
         out[i].top = tops + (size_t)(first + i) * GLM_SAMPLE_MAX_LOGPROBS;
         out[i].n_top = (size_t)k;
         for (int j = 0; j < k; j++) {
-            tops[(size_t)(first + i) * GLM_SAMPLE_MAX_LOGPROBS + j].token_id = (int32_t)lp[1 + 2 * j];
+            tops[(size_t)(first + i) * GLM_SAMPLE_MAX_LOGPROBS + j].token_id =
+                (int32_t)lp[1 + 2 * j];
             tops[(size_t)(first + i) * GLM_SAMPLE_MAX_LOGPROBS + j].logprob = lp[2 + 2 * j];
         }
     }
@@ -315,10 +326,14 @@ glm_status glm_request_chunk(glm_request *r, const glm_bytes *delta, uint8_t **b
 static glm_finish_reason finish_reason(glm_seq_finish f)
 {
     switch (f) {
-    case GLM_SEQ_FINISHED_STOP: return GLM_FINISH_STOP;
-    case GLM_SEQ_FINISHED_STOP_STRING: return GLM_FINISH_STOP_STRING;
-    case GLM_SEQ_FINISHED_ERROR: return GLM_FINISH_ERROR;
-    default: return GLM_FINISH_LENGTH;
+    case GLM_SEQ_FINISHED_STOP:
+        return GLM_FINISH_STOP;
+    case GLM_SEQ_FINISHED_STOP_STRING:
+        return GLM_FINISH_STOP_STRING;
+    case GLM_SEQ_FINISHED_ERROR:
+        return GLM_FINISH_ERROR;
+    default:
+        return GLM_FINISH_LENGTH;
     }
 }
 

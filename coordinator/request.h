@@ -33,8 +33,8 @@ typedef struct glm_request {
     glm_sequence seq;
     float *pixels; /* [C, S, S] */
     glm_detokenizer detok;
-    glm_bytes text;       /* decoded so far */
-    size_t text_emitted;  /* bytes of text already streamed */
+    glm_bytes text;      /* decoded so far */
+    size_t text_emitted; /* bytes of text already streamed */
     uint32_t chunk_index;
     float *logprobs; /* per generated token, GLM_SAMPLE_LOGPROBS_STRIDE floats */
     int n_logprobs_wanted;

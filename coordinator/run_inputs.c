@@ -31,7 +31,8 @@ static glm_status parse_ids(const char *list, glm_run_inputs *in, glm_error *err
         }
         in->ids[in->n_ids++] = (int32_t)v;
         p = end;
-        if (*p == ',') p++;
+        if (*p == ',')
+            p++;
         else if (*p)
             return glm_fail(err, GLM_ERR_INVALID_ARG, "--input-ids: expected ',' near '%.20s'", p);
     }
@@ -66,12 +67,13 @@ static glm_status load_pixels(const char *spec, const glm_model_config *cfg, glm
                      "--pixels: %s:%s has shape [%lld,%lld,%lld,%lld], the model needs "
                      "[1,%d,%d,%d]",
                      path, name, (long long)t->shape[0], (long long)t->shape[1],
-                     (long long)t->shape[2], (long long)t->shape[3], v->in_channels,
-                     v->image_size, v->image_size);
+                     (long long)t->shape[2], (long long)t->shape[3], v->in_channels, v->image_size,
+                     v->image_size);
     } else {
         size_t n = (size_t)v->in_channels * v->image_size * v->image_size;
         in->pixels = malloc(n * sizeof(float));
-        if (!in->pixels) s = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+        if (!in->pixels)
+            s = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
         else if (glm_convert(in->pixels, GLM_F32, t->data, t->dtype, n))
             s = glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s:%s is not a float tensor", path,
                          name);
@@ -103,7 +105,8 @@ static glm_status load_image(const char *path, const glm_model_config *cfg, glm_
     const glm_vision_config *v = &cfg->vision;
     size_t count = (size_t)v->in_channels * v->image_size * v->image_size;
     glm_status st = GLM_OK;
-    if (!bytes || got != (size_t)n) st = glm_fail(err, GLM_ERR_IO, "--image: cannot read %s", path);
+    if (!bytes || got != (size_t)n)
+        st = glm_fail(err, GLM_ERR_IO, "--image: cannot read %s", path);
     else if (!(in->pixels = malloc(count * sizeof(float))))
         st = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
     else if ((st = glm_image_preprocess(bytes, (size_t)n, v->image_size, &limits, in->pixels, err)))
@@ -124,10 +127,12 @@ static glm_status encode_prompt(const glm_run_args *a, glm_run_inputs *in, glm_e
     glm_chat_message msgs[2];
     size_t n = 0;
     if (a->system)
-        msgs[n++] = (glm_chat_message){.role = GLM_CHAT_SYSTEM, .content = a->system,
-                                       .content_len = strlen(a->system)};
-    msgs[n++] = (glm_chat_message){.role = GLM_CHAT_USER, .content = a->prompt,
-                                   .content_len = strlen(a->prompt), .has_image = a->image != NULL};
+        msgs[n++] = (glm_chat_message){
+            .role = GLM_CHAT_SYSTEM, .content = a->system, .content_len = strlen(a->system)};
+    msgs[n++] = (glm_chat_message){.role = GLM_CHAT_USER,
+                                   .content = a->prompt,
+                                   .content_len = strlen(a->prompt),
+                                   .has_image = a->image != NULL};
     glm_chat_prompt prompt = {0};
     st = glm_chat_template_apply(tok, msgs, n, true, &prompt, err);
     if (st) return st;
@@ -146,7 +151,9 @@ glm_status glm_run_inputs_prepare(const glm_run_args *a, const glm_model_config 
     if (!st && a->image) st = load_image(a->image, cfg, in, err);
     if (!st && a->dump_pixels && in->pixels) {
         const glm_vision_config *v = &cfg->vision;
-        glm_st_write_tensor t = {.name = "pixel_values", .dtype = GLM_F32, .ndim = 4,
+        glm_st_write_tensor t = {.name = "pixel_values",
+                                 .dtype = GLM_F32,
+                                 .ndim = 4,
                                  .shape = {1, v->in_channels, v->image_size, v->image_size},
                                  .data = in->pixels};
         st = glm_safetensors_write(a->dump_pixels, &t, 1, err);
@@ -178,14 +185,21 @@ void glm_run_print_result(const glm_run_args *a, const glm_run_inputs *in,
         int n = res->n_ids;
         if (res->finish == GLM_GEN_FINISH_STOP && n > 0) n--;
         glm_error err = {0};
-        if (glm_tokenizer_decode(in->tokenizer, res->ids, (size_t)n, &text, &err)) text.len = 0;
+        /* invalid UTF-8 (a random model's bytes, a cut character) becomes U+FFFD, so the JSON
+         * output is always valid UTF-8 */
+        glm_bytes raw = {0};
+        if (glm_tokenizer_decode(in->tokenizer, res->ids, (size_t)n, &raw, &err) == GLM_OK &&
+            glm_utf8_sanitize(raw.data ? raw.data : "", raw.len, &text, &err) != GLM_OK)
+            text.len = 0;
+        glm_bytes_free(&raw);
     }
     if (!a->json) {
         if (in->tokenizer) {
             fwrite(text.data ? text.data : "", 1, text.len, out);
             fputc('\n', out);
         } else {
-            for (int i = 0; i < res->n_ids; i++) fprintf(out, "%s%d", i ? " " : "", res->ids[i]);
+            for (int i = 0; i < res->n_ids; i++)
+                fprintf(out, "%s%d", i ? " " : "", res->ids[i]);
             fputc('\n', out);
         }
         glm_bytes_free(&text);
@@ -195,9 +209,11 @@ void glm_run_print_result(const glm_run_args *a, const glm_run_inputs *in,
     if (in->tokenizer) cJSON_AddStringToObject(o, "text", text.data ? text.data : "");
     glm_bytes_free(&text);
     cJSON *ids = cJSON_AddArrayToObject(o, "generated_ids");
-    for (int i = 0; i < res->n_ids; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(res->ids[i]));
+    for (int i = 0; i < res->n_ids; i++)
+        cJSON_AddItemToArray(ids, cJSON_CreateNumber(res->ids[i]));
     cJSON *prompt = cJSON_AddArrayToObject(o, "prompt_ids");
-    for (int i = 0; i < in->n_ids; i++) cJSON_AddItemToArray(prompt, cJSON_CreateNumber(in->ids[i]));
+    for (int i = 0; i < in->n_ids; i++)
+        cJSON_AddItemToArray(prompt, cJSON_CreateNumber(in->ids[i]));
     cJSON_AddStringToObject(o, "finish_reason", finish_name(res->finish));
     cJSON_AddNumberToObject(o, "spliced_length", res->spliced_length);
     cJSON_AddNumberToObject(o, "images", res->n_images);

@@ -27,7 +27,7 @@ typedef struct glm_run_args {
 typedef struct glm_run_inputs {
     int32_t *ids;
     int n_ids;
-    float *pixels; /* [1, C, S, S] or NULL */
+    float *pixels;   /* [1, C, S, S] or NULL */
     void *tokenizer; /* glm_tokenizer when the prompt was text (for decoding the answer) */
 } glm_run_inputs;
 

@@ -19,25 +19,24 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: glm4v-run --model DIR [options]\n"
-            "  --device cpu|cuda        compute backend (default cpu)\n"
-            "  --tp N                   tensor-parallel ranks (= mpirun -np N; default 1)\n"
-            "  --input-ids 1,2,3        prompt as token ids\n"
-            "  --prompt TEXT            prompt text (chat template applied)\n"
-            "  --system TEXT            system message\n"
-            "  --image FILE             JPEG/PNG/WebP image for the prompt\n"
-            "  --pixels FILE[:TENSOR]   preprocessed pixels [1,3,S,S] from a safetensors file\n"
-            "                           (tensor default: pixel_values)\n"
-            "  --max-new-tokens N       tokens to generate (default 32; 0: prefill only)\n"
-            "  --ignore-eos             do not stop at eos ids\n"
-            "  --dump-logits OUT        write logits [prompt positions, vocab] float32 to OUT\n"
-            "  --dump-pixels OUT        write the preprocessed image as pixel_values to OUT\n"
-            "  --json                   print one JSON object with the results\n"
-            "  --prefill-chunk N        prompt tokens per step (default 512)\n"
-            "  --random-weights SEED    random weights of the config's shape (benchmarks)\n"
-            "  --gpu-memory GIB         memory budget per rank (default: free minus a margin)\n"
-            "  --threads N              CPU threads per rank (default: OpenMP's)\n");
+    fprintf(f, "usage: glm4v-run --model DIR [options]\n"
+               "  --device cpu|cuda        compute backend (default cpu)\n"
+               "  --tp N                   tensor-parallel ranks (= mpirun -np N; default 1)\n"
+               "  --input-ids 1,2,3        prompt as token ids\n"
+               "  --prompt TEXT            prompt text (chat template applied)\n"
+               "  --system TEXT            system message\n"
+               "  --image FILE             JPEG/PNG/WebP image for the prompt\n"
+               "  --pixels FILE[:TENSOR]   preprocessed pixels [1,3,S,S] from a safetensors file\n"
+               "                           (tensor default: pixel_values)\n"
+               "  --max-new-tokens N       tokens to generate (default 32; 0: prefill only)\n"
+               "  --ignore-eos             do not stop at eos ids\n"
+               "  --dump-logits OUT        write logits [prompt positions, vocab] float32 to OUT\n"
+               "  --dump-pixels OUT        write the preprocessed image as pixel_values to OUT\n"
+               "  --json                   print one JSON object with the results\n"
+               "  --prefill-chunk N        prompt tokens per step (default 512)\n"
+               "  --random-weights SEED    random weights of the config's shape (benchmarks)\n"
+               "  --gpu-memory GIB         memory budget per rank (default: free minus a margin)\n"
+               "  --threads N              CPU threads per rank (default: OpenMP's)\n");
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, long *out)
@@ -46,8 +45,8 @@ static int parse_int(const char *s, const char *flag, long lo, long hi, long *ou
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "glm4v-run: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo,
-                hi, s);
+        fprintf(stderr, "glm4v-run: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo, hi,
+                s);
         return -1;
     }
     *out = v;
@@ -57,9 +56,26 @@ static int parse_int(const char *s, const char *flag, long lo, long hi, long *ou
 /* Returns 0, or 2 for a usage error (message printed by rank 0). */
 static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank_options *ro)
 {
-    enum { O_IDS = 256, O_PIXELS, O_MAXNEW, O_IGNORE_EOS, O_DUMP_LOGITS, O_DUMP_PIXELS, O_JSON,
-           O_CHUNK, O_RANDOM, O_GPU_MEM, O_THREADS, O_PROMPT, O_SYSTEM, O_IMAGE, O_TP, O_DEVICE,
-           O_MODEL, O_HELP };
+    enum {
+        O_IDS = 256,
+        O_PIXELS,
+        O_MAXNEW,
+        O_IGNORE_EOS,
+        O_DUMP_LOGITS,
+        O_DUMP_PIXELS,
+        O_JSON,
+        O_CHUNK,
+        O_RANDOM,
+        O_GPU_MEM,
+        O_THREADS,
+        O_PROMPT,
+        O_SYSTEM,
+        O_IMAGE,
+        O_TP,
+        O_DEVICE,
+        O_MODEL,
+        O_HELP
+    };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
         {"device", required_argument, 0, O_DEVICE},
@@ -92,7 +108,9 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case O_MODEL: ro->model_dir = optarg; break;
+        case O_MODEL:
+            ro->model_dir = optarg;
+            break;
         case O_DEVICE:
             if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
                 if (!rank) fprintf(stderr, "glm4v-run: --device must be cpu or cuda\n");
@@ -104,19 +122,37 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             if (parse_int(optarg, "--tp", 1, 64, &v)) return 2;
             ro->tp = (int)v;
             break;
-        case O_IDS: a->input_ids = optarg; break;
-        case O_PROMPT: a->prompt = optarg; break;
-        case O_SYSTEM: a->system = optarg; break;
-        case O_IMAGE: a->image = optarg; break;
-        case O_PIXELS: a->pixels = optarg; break;
+        case O_IDS:
+            a->input_ids = optarg;
+            break;
+        case O_PROMPT:
+            a->prompt = optarg;
+            break;
+        case O_SYSTEM:
+            a->system = optarg;
+            break;
+        case O_IMAGE:
+            a->image = optarg;
+            break;
+        case O_PIXELS:
+            a->pixels = optarg;
+            break;
         case O_MAXNEW:
             if (parse_int(optarg, "--max-new-tokens", 0, 1 << 20, &v)) return 2;
             a->max_new_tokens = (int)v;
             break;
-        case O_IGNORE_EOS: a->ignore_eos = true; break;
-        case O_DUMP_LOGITS: a->dump_logits = optarg; break;
-        case O_DUMP_PIXELS: a->dump_pixels = optarg; break;
-        case O_JSON: a->json = true; break;
+        case O_IGNORE_EOS:
+            a->ignore_eos = true;
+            break;
+        case O_DUMP_LOGITS:
+            a->dump_logits = optarg;
+            break;
+        case O_DUMP_PIXELS:
+            a->dump_pixels = optarg;
+            break;
+        case O_JSON:
+            a->json = true;
+            break;
         case O_CHUNK:
             if (parse_int(optarg, "--prefill-chunk", 1, 1 << 16, &v)) return 2;
             a->prefill_chunk = (int)v;
@@ -142,8 +178,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             exit(0);
         default:
             if (!rank) {
-                fprintf(stderr, "glm4v-run: unknown or incomplete option '%s'\n",
-                        argv[optind - 1]);
+                fprintf(stderr, "glm4v-run: unknown or incomplete option '%s'\n", argv[optind - 1]);
                 usage(stderr);
             }
             return 2;
@@ -176,8 +211,8 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
 
 static int write_logits(const char *path, const float *logits, int rows, int vocab)
 {
-    glm_st_write_tensor t = {.name = "logits", .dtype = GLM_F32, .ndim = 2,
-                             .shape = {rows, vocab}, .data = logits};
+    glm_st_write_tensor t = {
+        .name = "logits", .dtype = GLM_F32, .ndim = 2, .shape = {rows, vocab}, .data = logits};
     glm_error err = {0};
     if (glm_safetensors_write(path, &t, 1, &err)) {
         fprintf(stderr, "glm4v-run: %s\n", err.msg);
@@ -192,8 +227,8 @@ static int drive(glm_rank_context *ctx, glm_run_args *a)
     glm_error err = {0};
     glm_run_inputs in = {0};
     int code = 0;
-    glm_status st = glm_run_inputs_prepare(a, &ctx->cfg, glm_model_image_rows(ctx->model), &in,
-                                           &err);
+    glm_status st =
+        glm_run_inputs_prepare(a, &ctx->cfg, glm_model_image_rows(ctx->model), &in, &err);
     int spliced = 0;
     glm_generate_request req = {.max_new_tokens = a->max_new_tokens,
                                 .ignore_eos = a->ignore_eos,
@@ -223,8 +258,8 @@ static int drive(glm_rank_context *ctx, glm_run_args *a)
         code = st == GLM_ERR_INVALID_ARG || st == GLM_ERR_LIMIT ? 2 : 1;
     } else {
         if (a->dump_logits)
-            code = write_logits(a->dump_logits, req.dump_logits, spliced,
-                                ctx->cfg.padded_vocab_size);
+            code =
+                write_logits(a->dump_logits, req.dump_logits, spliced, ctx->cfg.padded_vocab_size);
         glm_run_print_result(a, &in, &res, stdout);
         glm_generate_result_free(&res);
     }

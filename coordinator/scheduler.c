@@ -33,8 +33,8 @@ glm_status glm_scheduler_create(const glm_scheduler_config *cfg, glm_image_cache
     s->running = calloc((size_t)nb, sizeof(*s->running));
     s->step_seqs = calloc((size_t)nb, sizeof(*s->step_seqs));
     s->new_image_slots = calloc((size_t)ni, sizeof(int));
-    s->pixels = cfg->pixel_floats > 0 ? malloc(sizeof(float) * (size_t)ni * cfg->pixel_floats)
-                                      : NULL;
+    s->pixels =
+        cfg->pixel_floats > 0 ? malloc(sizeof(float) * (size_t)ni * cfg->pixel_floats) : NULL;
     glm_status st = glm_block_allocator_init(&s->blocks, cfg->n_blocks, err);
     if (!st && (!s->running || !s->step_seqs || !s->new_image_slots ||
                 (cfg->pixel_floats > 0 && !s->pixels)))
@@ -82,7 +82,8 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
     int live = s->n_running + s->n_waiting + 1;
     if (live > s->cap_waiting) {
         int cap = s->cap_waiting ? s->cap_waiting : 64;
-        while (cap < live) cap *= 2;
+        while (cap < live)
+            cap *= 2;
         glm_sequence **w = realloc(s->waiting, (size_t)cap * sizeof(*w));
         if (!w) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for the waiting queue");
         s->waiting = w;
@@ -242,13 +243,15 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
             if (n == 0) continue;
             int before = s->n_running;
             bool ok = reserve_rows(s, q, n);
-            if (!ok) preempt(s, q); /* nothing younger to free: this one waits */
+            if (!ok)
+                preempt(s, q); /* nothing younger to free: this one waits */
             else {
                 add_to_step(s, q, n);
                 budget -= n;
             }
-            if (s->n_running != before) i = -1; /* the array shifted: rescan, skipping the
-                                                   sequences already in the step */
+            if (s->n_running != before)
+                i = -1; /* the array shifted: rescan, skipping the
+                           sequences already in the step */
         }
     }
     /* 2. admit waiting sequences in order while budget, batch room, blocks and images allow */
@@ -296,7 +299,8 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
             logit_seqs[l++] = q;
         }
     }
-    for (int i = 0; i < s->n_new_images; i++) p->image_slots[i] = s->new_image_slots[i];
+    for (int i = 0; i < s->n_new_images; i++)
+        p->image_slots[i] = s->new_image_slots[i];
     *pixels = s->pixels;
     return GLM_OK;
 }

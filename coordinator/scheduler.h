@@ -42,7 +42,7 @@ typedef struct glm_sequence {
     int32_t *generated;
     int n_generated;
     int cap_generated;
-    int n_cached; /* rows whose KV is in the cache */
+    int n_cached;   /* rows whose KV is in the cache */
     int image_slot; /* -1 when it holds none */
     glm_block_table table;
     uint64_t arrival;
@@ -61,7 +61,7 @@ typedef struct glm_scheduler_config {
     int block_size;
     int n_blocks;
     int max_blocks_per_seq;
-    int image_rows; /* pool rows per image */
+    int image_rows;   /* pool rows per image */
     int pixel_floats; /* C * S * S */
     int seq_length;
     const int *eos_ids;
@@ -80,7 +80,8 @@ bool glm_scheduler_has_work(const glm_scheduler *s);
 
 /* Builds the next step into plan; pixels of the images to encode are copied into a buffer the
  * scheduler owns (*pixels, [plan->n_images, C, S, S]). logit_seqs[i] receives the sequence of
- * logit row i (capacity max_batch). Returns GLM_OK with plan->n_tokens == 0 when nothing can run. */
+ * logit row i (capacity max_batch). Returns GLM_OK with plan->n_tokens == 0 when nothing can run.
+ */
 glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *plan, const float **pixels,
                                   glm_sequence **logit_seqs, glm_error *err);
 /* After the step ran: marks new images ready, advances every scheduled sequence's cache, and

@@ -52,7 +52,8 @@ typedef struct server {
     char password[256];
 } server;
 
-static void log_event(const char *job_id, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_event(const char *job_id, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #include <stdarg.h>
 static void log_event(const char *job_id, const char *fmt, ...)
@@ -90,8 +91,10 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     const glm_model_config *cfg = &ctx->cfg;
     char host[64] = "host";
     gethostname(host, sizeof(host) - 1);
-    if (so->server_id) snprintf(s->server_id, sizeof(s->server_id), "%s", so->server_id);
-    else snprintf(s->server_id, sizeof(s->server_id), "%s-%d", host, (int)getpid());
+    if (so->server_id)
+        snprintf(s->server_id, sizeof(s->server_id), "%s", so->server_id);
+    else
+        snprintf(s->server_id, sizeof(s->server_id), "%s-%d", host, (int)getpid());
 
     char path[4096];
     snprintf(path, sizeof(path), "%s/tokenizer.model", ro->model_dir);
@@ -158,7 +161,8 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
 
 static void server_free(server *s)
 {
-    for (int i = 0; i < s->n_requests; i++) glm_request_destroy(s->requests[i]);
+    for (int i = 0; i < s->n_requests; i++)
+        glm_request_destroy(s->requests[i]);
     free(s->requests);
     free(s->logit_seqs);
     free(s->params);
@@ -178,8 +182,8 @@ static glm_server_load current_load(server *s)
     glm_scheduler_stats st = glm_scheduler_stats_get(s->sched);
     return (glm_server_load){.running = st.running,
                              .waiting = st.waiting,
-                             .load = st.blocks_total ? (double)st.blocks_used / st.blocks_total
-                                                     : 0};
+                             .load =
+                                 st.blocks_total ? (double)st.blocks_used / st.blocks_total : 0};
 }
 
 /* Writes a Result and acks its job; a Result that cannot be written now stays in the queue's
@@ -264,7 +268,8 @@ static void touch_in_flight(server *s, double *last_touch)
     glm_error err = {0};
     for (int i = 0; i < s->n_requests;) {
         size_t n = 0;
-        while (i < s->n_requests && n < 256) ids[n++] = s->requests[i++]->entry.entry_id;
+        while (i < s->n_requests && n < 256)
+            ids[n++] = s->requests[i++]->entry.entry_id;
         if (glm_queue_touch(s->queue, ids, n, &err))
             fprintf(stderr, "glm4v-serve: refreshing in-flight jobs failed: %s\n", err.msg);
     }
@@ -326,7 +331,8 @@ static void take_jobs(server *s, bool idle, double *last_claim)
     size_t room = (size_t)(2 * s->so->max_batch - s->n_requests);
     if (room > READ_BATCH) room = READ_BATCH;
     if (glm_queue_read(s->queue, room, idle ? IDLE_BLOCK_MS : 0, jobs, &n, &err) == GLM_OK) {
-        for (size_t i = 0; i < n; i++) accept_job(s, &jobs[i]);
+        for (size_t i = 0; i < n; i++)
+            accept_job(s, &jobs[i]);
     } else if (idle) {
         usleep(IDLE_BLOCK_MS * 1000); /* Redis away: the queue reconnects in tick */
     }
@@ -347,8 +353,8 @@ static void complete(server *s, glm_request *r)
                         (r->queue_ms + r->t_done - r->t_received) / 1e3);
     log_event(r->job->id, "done: %d tokens, %s", r->seq.n_generated,
               r->seq.finish == GLM_SEQ_FINISHED_STOP_STRING ? "stop string"
-              : r->seq.finish == GLM_SEQ_FINISHED_STOP     ? "stop"
-                                                           : "length");
+              : r->seq.finish == GLM_SEQ_FINISHED_STOP      ? "stop"
+                                                            : "length");
     untrack(s, r);
     glm_request_destroy(r);
 }
@@ -366,8 +372,9 @@ static void deliver_tokens(server *s, int n_rows)
             glm_metrics_observe(s->metrics, GLM_HISTOGRAM_TIME_TO_FIRST_TOKEN,
                                 (r->queue_ms + glm_now_ms() - r->t_received) / 1e3);
         bool stop_string = false;
-        if (glm_request_on_token(r, &s->env, id, s->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE,
-                                 &stop_string, &delta, &err)) {
+        if (glm_request_on_token(r, &s->env, id,
+                                 s->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE, &stop_string,
+                                 &delta, &err)) {
             log_event(r->job->id, "detokenize: %s", err.msg);
         }
         if (stop_string && r->seq.finish == GLM_SEQ_RUNNING)
@@ -382,8 +389,10 @@ static void deliver_tokens(server *s, int n_rows)
     glm_metrics_inc(s->metrics, GLM_COUNTER_GENERATED_TOKENS, (uint64_t)n_rows);
     for (int i = 0; i < s->n_requests;) {
         glm_request *r = s->requests[i];
-        if (r->seq.finish != GLM_SEQ_RUNNING) complete(s, r);
-        else i++;
+        if (r->seq.finish != GLM_SEQ_RUNNING)
+            complete(s, r);
+        else
+            i++;
     }
 }
 

@@ -30,47 +30,80 @@ static void on_sigterm(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: mpirun -np TP glm4v-serve --model DIR [options]\n"
-            "  --device cpu|cuda          backend (default cpu)\n"
-            "  --tp N                     tensor-parallel ranks (= mpirun -np)\n"
-            "  --redis URL                redis://host:port[/db] (default redis://127.0.0.1:6379)\n"
-            "  --redis-password-file F    Redis password (or env GLM4V_REDIS_PASSWORD)\n"
-            "  --prefix P                 key prefix (default glm4v)\n"
-            "  --server-id ID             consumer name (default host-pid)\n"
-            "  --max-batch N              sequences per step (default 64)\n"
-            "  --max-tokens-per-step N    token budget per step (default 2048)\n"
-            "  --prefill-chunk N          prompt rows per sequence per step (default 512)\n"
-            "  --max-new-tokens N         default when a job gives none (default 256)\n"
-            "  --vision-cache N           image embeddings kept (default 16)\n"
-            "  --kv-blocks N              KV blocks (default: from memory)\n"
-            "  --gpu-memory GIB           memory budget per rank\n"
-            "  --visibility-timeout-ms N  reclaim jobs idle this long (default 60000)\n"
-            "  --max-deliveries N         dead-letter after N deliveries (default 3)\n"
-            "  --grace-ms N               SIGTERM drain time (default 30000)\n"
-            "  --metrics-port P           Prometheus /metrics port (0: off; default off)\n"
-            "  --metrics-bind ADDR        bind address (default 127.0.0.1)\n"
-            "  --crash-on-prompt TEXT     fault injection for tests: abort on a prompt holding TEXT\n"
-            "  --random-weights SEED      random full-size weights (benchmarks)\n");
+    fprintf(
+        f,
+        "usage: mpirun -np TP glm4v-serve --model DIR [options]\n"
+        "  --device cpu|cuda          backend (default cpu)\n"
+        "  --tp N                     tensor-parallel ranks (= mpirun -np)\n"
+        "  --redis URL                redis://host:port[/db] (default redis://127.0.0.1:6379)\n"
+        "  --redis-password-file F    Redis password (or env GLM4V_REDIS_PASSWORD)\n"
+        "  --prefix P                 key prefix (default glm4v)\n"
+        "  --server-id ID             consumer name (default host-pid)\n"
+        "  --max-batch N              sequences per step (default 64)\n"
+        "  --max-tokens-per-step N    token budget per step (default 2048)\n"
+        "  --prefill-chunk N          prompt rows per sequence per step (default 512)\n"
+        "  --max-new-tokens N         default when a job gives none (default 256)\n"
+        "  --vision-cache N           image embeddings kept (default 16)\n"
+        "  --kv-blocks N              KV blocks (default: from memory)\n"
+        "  --gpu-memory GIB           memory budget per rank\n"
+        "  --visibility-timeout-ms N  reclaim jobs idle this long (default 60000)\n"
+        "  --max-deliveries N         dead-letter after N deliveries (default 3)\n"
+        "  --grace-ms N               SIGTERM drain time (default 30000)\n"
+        "  --metrics-port P           Prometheus /metrics port (0: off; default off)\n"
+        "  --metrics-bind ADDR        bind address (default 127.0.0.1)\n"
+        "  --crash-on-prompt TEXT     fault injection for tests: abort on a prompt holding TEXT\n"
+        "  --random-weights SEED      random full-size weights (benchmarks)\n");
 }
 
 static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, glm_rank_options *ro)
 {
-    enum { O_MODEL = 256, O_DEVICE, O_TP, O_REDIS, O_PWFILE, O_PREFIX, O_ID, O_BATCH, O_BUDGET,
-           O_CHUNK, O_MAXNEW, O_VCACHE, O_KVB, O_GPU, O_VIS, O_DELIV, O_GRACE, O_MPORT, O_MBIND,
-           O_CRASH, O_RANDOM, O_HELP };
+    enum {
+        O_MODEL = 256,
+        O_DEVICE,
+        O_TP,
+        O_REDIS,
+        O_PWFILE,
+        O_PREFIX,
+        O_ID,
+        O_BATCH,
+        O_BUDGET,
+        O_CHUNK,
+        O_MAXNEW,
+        O_VCACHE,
+        O_KVB,
+        O_GPU,
+        O_VIS,
+        O_DELIV,
+        O_GRACE,
+        O_MPORT,
+        O_MBIND,
+        O_CRASH,
+        O_RANDOM,
+        O_HELP
+    };
     static const struct option opts[] = {
-        {"model", 1, 0, O_MODEL},           {"device", 1, 0, O_DEVICE},
-        {"tp", 1, 0, O_TP},                 {"redis", 1, 0, O_REDIS},
-        {"redis-password-file", 1, 0, O_PWFILE}, {"prefix", 1, 0, O_PREFIX},
-        {"server-id", 1, 0, O_ID},          {"max-batch", 1, 0, O_BATCH},
-        {"max-tokens-per-step", 1, 0, O_BUDGET}, {"prefill-chunk", 1, 0, O_CHUNK},
-        {"max-new-tokens", 1, 0, O_MAXNEW}, {"vision-cache", 1, 0, O_VCACHE},
-        {"kv-blocks", 1, 0, O_KVB},         {"gpu-memory", 1, 0, O_GPU},
-        {"visibility-timeout-ms", 1, 0, O_VIS}, {"max-deliveries", 1, 0, O_DELIV},
-        {"grace-ms", 1, 0, O_GRACE},        {"metrics-port", 1, 0, O_MPORT},
-        {"metrics-bind", 1, 0, O_MBIND},    {"crash-on-prompt", 1, 0, O_CRASH},
-        {"random-weights", 1, 0, O_RANDOM}, {"help", 0, 0, O_HELP},
+        {"model", 1, 0, O_MODEL},
+        {"device", 1, 0, O_DEVICE},
+        {"tp", 1, 0, O_TP},
+        {"redis", 1, 0, O_REDIS},
+        {"redis-password-file", 1, 0, O_PWFILE},
+        {"prefix", 1, 0, O_PREFIX},
+        {"server-id", 1, 0, O_ID},
+        {"max-batch", 1, 0, O_BATCH},
+        {"max-tokens-per-step", 1, 0, O_BUDGET},
+        {"prefill-chunk", 1, 0, O_CHUNK},
+        {"max-new-tokens", 1, 0, O_MAXNEW},
+        {"vision-cache", 1, 0, O_VCACHE},
+        {"kv-blocks", 1, 0, O_KVB},
+        {"gpu-memory", 1, 0, O_GPU},
+        {"visibility-timeout-ms", 1, 0, O_VIS},
+        {"max-deliveries", 1, 0, O_DELIV},
+        {"grace-ms", 1, 0, O_GRACE},
+        {"metrics-port", 1, 0, O_MPORT},
+        {"metrics-bind", 1, 0, O_MBIND},
+        {"crash-on-prompt", 1, 0, O_CRASH},
+        {"random-weights", 1, 0, O_RANDOM},
+        {"help", 0, 0, O_HELP},
         {0, 0, 0, 0},
     };
     glm_serve_options_default(so);
@@ -83,9 +116,15 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         long v = optarg ? atol(optarg) : 0;
         switch (c) {
-        case O_MODEL: ro->model_dir = optarg; break;
-        case O_DEVICE: ro->device = optarg; break;
-        case O_TP: ro->tp = (int)v; break;
+        case O_MODEL:
+            ro->model_dir = optarg;
+            break;
+        case O_DEVICE:
+            ro->device = optarg;
+            break;
+        case O_TP:
+            ro->tp = (int)v;
+            break;
         case O_REDIS:
             if (strchr(optarg, '@')) {
                 if (!rank)
@@ -95,22 +134,54 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
             }
             so->redis_url = optarg;
             break;
-        case O_PWFILE: so->password_file = optarg; break;
-        case O_PREFIX: so->prefix = optarg; break;
-        case O_ID: so->server_id = optarg; break;
-        case O_BATCH: so->max_batch = (int)v; break;
-        case O_BUDGET: so->max_tokens_per_step = (int)v; break;
-        case O_CHUNK: so->prefill_chunk = (int)v; break;
-        case O_MAXNEW: so->default_max_new_tokens = (int)v; break;
-        case O_VCACHE: so->vision_cache = (int)v; break;
-        case O_KVB: ro->model.kv_blocks = (int)v; break;
-        case O_GPU: ro->gpu_memory_gib = atof(optarg); break;
-        case O_VIS: so->visibility_timeout_ms = (int)v; break;
-        case O_DELIV: so->max_deliveries = (int)v; break;
-        case O_GRACE: so->grace_ms = (int)v; break;
-        case O_MPORT: so->metrics_port = (int)v; break;
-        case O_MBIND: so->metrics_bind = optarg; break;
-        case O_CRASH: so->crash_on_prompt = optarg; break;
+        case O_PWFILE:
+            so->password_file = optarg;
+            break;
+        case O_PREFIX:
+            so->prefix = optarg;
+            break;
+        case O_ID:
+            so->server_id = optarg;
+            break;
+        case O_BATCH:
+            so->max_batch = (int)v;
+            break;
+        case O_BUDGET:
+            so->max_tokens_per_step = (int)v;
+            break;
+        case O_CHUNK:
+            so->prefill_chunk = (int)v;
+            break;
+        case O_MAXNEW:
+            so->default_max_new_tokens = (int)v;
+            break;
+        case O_VCACHE:
+            so->vision_cache = (int)v;
+            break;
+        case O_KVB:
+            ro->model.kv_blocks = (int)v;
+            break;
+        case O_GPU:
+            ro->gpu_memory_gib = atof(optarg);
+            break;
+        case O_VIS:
+            so->visibility_timeout_ms = (int)v;
+            break;
+        case O_DELIV:
+            so->max_deliveries = (int)v;
+            break;
+        case O_GRACE:
+            so->grace_ms = (int)v;
+            break;
+        case O_MPORT:
+            so->metrics_port = (int)v;
+            break;
+        case O_MBIND:
+            so->metrics_bind = optarg;
+            break;
+        case O_CRASH:
+            so->crash_on_prompt = optarg;
+            break;
         case O_RANDOM:
             ro->model.use_random_weights = 1;
             ro->model.random_seed = (uint64_t)v;

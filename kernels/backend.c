@@ -28,8 +28,7 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err)
     return status;
 }
 
-glm_status glm_backend_create(const char *name, int device_index, glm_backend **out,
-                              glm_error *err)
+glm_status glm_backend_create(const char *name, int device_index, glm_backend **out, glm_error *err)
 {
     if (strcmp(name, "cpu") == 0) return glm_backend_cpu_create(0, out, err);
     if (strcmp(name, "cuda") == 0) return glm_backend_cuda_create(device_index, out, err);

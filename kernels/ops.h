@@ -97,8 +97,8 @@ typedef struct glm_backend_ops {
 
     /* ---- dense math ---- */
     /* y[M,N] = act(x[M,K] w[N,K]^T + bias[N]); bias may be NULL. */
-    void (*linear)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
-                   glm_activation act);
+    void (*linear)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
+                   const glm_tensor *bias, glm_activation act);
     /* y = a + b, elementwise, same shapes; y may alias a or b. */
     void (*add)(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);
     /* x *= s in place. */
@@ -149,8 +149,8 @@ typedef struct glm_backend_ops {
     /* Bidirectional attention within each of n_seqs sequences of seq_len rows of
      * qkv [n_seqs * seq_len, 3 * n_heads * head_dim] laid out [q heads | k heads | v heads];
      * out [n_seqs * seq_len, n_heads * head_dim]. */
-    void (*attention_full)(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_seqs,
-                           int seq_len, int n_heads, int head_dim, float scale);
+    void (*attention_full)(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_seqs, int seq_len,
+                           int n_heads, int head_dim, float scale);
     /* im2col for the patch conv: pixels [n, C, S, S] -> y [n * g * g, C * p * p] with g = S / p,
      * patches row-major over the grid, columns ordered (c, ky, kx) like the conv weight. */
     void (*patchify)(glm_backend *be, glm_tensor y, glm_tensor pixels, int patch);

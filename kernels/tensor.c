@@ -5,11 +5,16 @@
 size_t glm_dtype_size(glm_dtype dtype)
 {
     switch (dtype) {
-    case GLM_F32: return 4;
-    case GLM_BF16: return 2;
-    case GLM_F16: return 2;
-    case GLM_I32: return 4;
-    case GLM_I64: return 8;
+    case GLM_F32:
+        return 4;
+    case GLM_BF16:
+        return 2;
+    case GLM_F16:
+        return 2;
+    case GLM_I32:
+        return 4;
+    case GLM_I64:
+        return 8;
     }
     return 0;
 }
@@ -17,11 +22,16 @@ size_t glm_dtype_size(glm_dtype dtype)
 const char *glm_dtype_name(glm_dtype dtype)
 {
     switch (dtype) {
-    case GLM_F32: return "F32";
-    case GLM_BF16: return "BF16";
-    case GLM_F16: return "F16";
-    case GLM_I32: return "I32";
-    case GLM_I64: return "I64";
+    case GLM_F32:
+        return "F32";
+    case GLM_BF16:
+        return "BF16";
+    case GLM_F16:
+        return "F16";
+    case GLM_I32:
+        return "I32";
+    case GLM_I64:
+        return "I64";
     }
     return "?";
 }
@@ -29,8 +39,10 @@ const char *glm_dtype_name(glm_dtype dtype)
 static glm_tensor make(glm_dtype dtype, int ndim, const int64_t *shape, void *data)
 {
     glm_tensor t = {.dtype = dtype, .ndim = ndim, .data = data};
-    for (int i = 0; i < ndim; i++) t.shape[i] = shape[i];
-    for (int i = ndim; i < GLM_MAX_DIMS; i++) t.shape[i] = 1;
+    for (int i = 0; i < ndim; i++)
+        t.shape[i] = shape[i];
+    for (int i = ndim; i < GLM_MAX_DIMS; i++)
+        t.shape[i] = 1;
     return t;
 }
 
@@ -62,7 +74,8 @@ glm_tensor glm_tensor_4d(glm_dtype dtype, int64_t n0, int64_t n1, int64_t n2, in
 int64_t glm_tensor_numel(const glm_tensor *t)
 {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 

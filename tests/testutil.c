@@ -17,7 +17,8 @@ void test_rng_seed(test_rng *r, uint64_t seed)
 {
     r->s = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
     if (!r->s) r->s = 1;
-    for (int i = 0; i < 4; i++) test_rng_next(r);
+    for (int i = 0; i < 4; i++)
+        test_rng_next(r);
 }
 
 uint64_t test_rng_next(test_rng *r)

@@ -24,10 +24,14 @@ typedef struct mpi_impl {
 static MPI_Datatype mpi_type(glm_dtype dtype)
 {
     switch (dtype) {
-    case GLM_F32: return MPI_FLOAT;
-    case GLM_I32: return MPI_INT32_T;
-    case GLM_I64: return MPI_INT64_T;
-    default: return MPI_DATATYPE_NULL;
+    case GLM_F32:
+        return MPI_FLOAT;
+    case GLM_I32:
+        return MPI_INT32_T;
+    case GLM_I64:
+        return MPI_INT64_T;
+    default:
+        return MPI_DATATYPE_NULL;
     }
 }
 

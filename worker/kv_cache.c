@@ -63,7 +63,8 @@ glm_status glm_block_allocator_init(glm_block_allocator *a, int n_blocks, glm_er
     a->n_blocks = n_blocks;
     a->n_free = n_blocks;
     /* pop order 0, 1, 2, ...: the stack holds the highest id at the bottom */
-    for (int i = 0; i < n_blocks; i++) a->free_list[i] = n_blocks - 1 - i;
+    for (int i = 0; i < n_blocks; i++)
+        a->free_list[i] = n_blocks - 1 - i;
     return GLM_OK;
 }
 
@@ -76,13 +77,15 @@ void glm_block_allocator_free(glm_block_allocator *a)
 int glm_block_alloc(glm_block_allocator *a, int n, int32_t *out)
 {
     if (n > a->n_free) return -1;
-    for (int i = 0; i < n; i++) out[i] = a->free_list[--a->n_free];
+    for (int i = 0; i < n; i++)
+        out[i] = a->free_list[--a->n_free];
     return 0;
 }
 
 void glm_block_release(glm_block_allocator *a, int n, const int32_t *blocks)
 {
-    for (int i = 0; i < n; i++) a->free_list[a->n_free++] = blocks[i];
+    for (int i = 0; i < n; i++)
+        a->free_list[a->n_free++] = blocks[i];
 }
 
 int glm_block_table_reserve(glm_block_table *t, glm_block_allocator *a, int block_size, int n_new)
@@ -92,7 +95,8 @@ int glm_block_table_reserve(glm_block_table *t, glm_block_allocator *a, int bloc
     if (need > a->n_free) return -1;
     if (t->n_blocks + need > t->cap) {
         int cap = t->cap ? t->cap : 8;
-        while (cap < t->n_blocks + need) cap *= 2;
+        while (cap < t->n_blocks + need)
+            cap *= 2;
         int32_t *blocks = realloc(t->blocks, (size_t)cap * sizeof(int32_t));
         if (!blocks) return -1;
         t->blocks = blocks;

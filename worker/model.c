@@ -8,8 +8,8 @@
 #include <string.h>
 
 #define SCRATCH_ALIGN 256
-#define DEVICE_MARGIN_BYTES ((size_t)1 << 30)      /* left free for the runtime and NCCL */
-#define HOST_KV_DEFAULT_CAP ((size_t)2 << 30)      /* KV default when memory is unbounded */
+#define DEVICE_MARGIN_BYTES ((size_t)1 << 30) /* left free for the runtime and NCCL */
+#define HOST_KV_DEFAULT_CAP ((size_t)2 << 30) /* KV default when memory is unbounded */
 
 void glm_model_options_default(glm_model_options *opt)
 {
@@ -153,8 +153,8 @@ static glm_status create_kv_cache(glm_model *m, glm_error *err)
                 budget = block_bytes * (size_t)m->max_blocks_per_seq * (size_t)m->opt.max_seqs;
                 if (budget > HOST_KV_DEFAULT_CAP) budget = HOST_KV_DEFAULT_CAP;
             } else {
-                size_t margin = free_bytes / 20 > DEVICE_MARGIN_BYTES ? free_bytes / 20
-                                                                      : DEVICE_MARGIN_BYTES;
+                size_t margin =
+                    free_bytes / 20 > DEVICE_MARGIN_BYTES ? free_bytes / 20 : DEVICE_MARGIN_BYTES;
                 budget = free_bytes > margin ? free_bytes - margin : 0;
             }
         }
@@ -271,8 +271,8 @@ glm_status glm_model_encode_images(glm_model *m, const float *pixels_host, int n
     if (!m->cfg.has_vision)
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "this checkpoint has no vision tower");
     if (n_images < 1 || n_images > m->opt.max_images)
-        return glm_fail(err, GLM_ERR_LIMIT, "%d images in one vision batch (capacity %d)",
-                        n_images, m->opt.max_images);
+        return glm_fail(err, GLM_ERR_LIMIT, "%d images in one vision batch (capacity %d)", n_images,
+                        m->opt.max_images);
     for (int i = 0; i < n_images; i++)
         if (slots[i] < 0 || slots[i] >= m->opt.image_pool_slots)
             return glm_fail(err, GLM_ERR_INVALID_ARG, "image pool slot %d out of range", slots[i]);
@@ -303,8 +303,8 @@ glm_status glm_model_read_image_embeds(glm_model *m, int slot, float *out_host, 
 {
     if (!m->cfg.has_vision || slot < 0 || slot >= m->opt.image_pool_slots)
         return glm_fail(err, GLM_ERR_INVALID_ARG, "no image pool slot %d", slot);
-    glm_tensor rows = glm_tensor_row_view(&m->image_pool, (int64_t)slot * m->image_rows,
-                                          m->image_rows);
+    glm_tensor rows =
+        glm_tensor_row_view(&m->image_pool, (int64_t)slot * m->image_rows, m->image_rows);
     size_t n = (size_t)glm_tensor_numel(&rows);
     if (m->be->act_dtype == GLM_F32) {
         glm_op_download(m->be, out_host, rows.data, n * sizeof(float));
@@ -334,8 +334,10 @@ glm_status glm_model_sample(glm_model *m, const glm_sample_params *params, int n
                             int32_t *ids_host, float *logprobs_host, glm_error *err)
 {
     if (!m->last_logits.data || glm_tensor_rows(&m->last_logits) != n_rows)
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "sample: the last step produced %lld logit rows, "
-                        "not %d", (long long)glm_tensor_rows(&m->last_logits), n_rows);
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "sample: the last step produced %lld logit rows, "
+                        "not %d",
+                        (long long)glm_tensor_rows(&m->last_logits), n_rows);
     if (!m->be->ops->sample)
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "%s backend cannot sample", m->be->name);
     glm_op_sample(m->be, ids_host, logprobs_host, m->last_logits, params, n_rows, 0);

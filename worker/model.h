@@ -19,17 +19,17 @@
 #include "worker/step_plan.h"
 
 typedef struct glm_model_options {
-    int max_step_tokens;     /* tokens per decoder step (prefill chunk + decode tokens) */
-    int max_seqs;            /* sequences per step */
-    int max_logit_rows;      /* rows of logits one step may return (0: max_seqs) */
-    int max_images;          /* images per vision batch */
-    int image_pool_slots;    /* image embeddings kept in backend memory (the vision cache) */
-    int kv_block_size;       /* tokens per KV block (0: 16) */
-    int kv_blocks;           /* explicit KV block count; 0: size from kv_memory_bytes */
-    size_t kv_memory_bytes;  /* KV budget; 0: the backend's free memory minus a margin */
+    int max_step_tokens;       /* tokens per decoder step (prefill chunk + decode tokens) */
+    int max_seqs;              /* sequences per step */
+    int max_logit_rows;        /* rows of logits one step may return (0: max_seqs) */
+    int max_images;            /* images per vision batch */
+    int image_pool_slots;      /* image embeddings kept in backend memory (the vision cache) */
+    int kv_block_size;         /* tokens per KV block (0: 16) */
+    int kv_blocks;             /* explicit KV block count; 0: size from kv_memory_bytes */
+    size_t kv_memory_bytes;    /* KV budget; 0: the backend's free memory minus a margin */
     size_t total_memory_bytes; /* whole-model budget (--gpu-memory): KV gets what weights,
                                   scratch and the image pool leave; 0: off */
-    int use_random_weights;  /* fill weights from random_seed instead of the checkpoint */
+    int use_random_weights;    /* fill weights from random_seed instead of the checkpoint */
     uint64_t random_seed;
 } glm_model_options;
 

@@ -7,16 +7,16 @@
 
 /* Decoder activations for up to max_step_tokens rows, plus the step's index arrays. */
 typedef struct decoder_scratch {
-    glm_tensor resid; /* [T, h] residual stream */
-    glm_tensor hnorm; /* [T, h] normalized input of the next GEMM */
-    glm_tensor qkv;   /* [T, (q + 2 kv) * head_dim] */
-    glm_tensor attn;  /* [T, q * head_dim] */
-    glm_tensor delta; /* [T, h] row-parallel GEMM output, all-reduced */
-    glm_tensor gate_up; /* [T, 2 * ffn] */
-    glm_tensor act;     /* [T, ffn] */
-    glm_tensor logit_in;   /* [max_logit_rows, h] */
-    glm_tensor logits;     /* [max_logit_rows, vocab shard] */
-    glm_tensor logits_all; /* [tp * max_logit_rows, vocab shard] gathered */
+    glm_tensor resid;       /* [T, h] residual stream */
+    glm_tensor hnorm;       /* [T, h] normalized input of the next GEMM */
+    glm_tensor qkv;         /* [T, (q + 2 kv) * head_dim] */
+    glm_tensor attn;        /* [T, q * head_dim] */
+    glm_tensor delta;       /* [T, h] row-parallel GEMM output, all-reduced */
+    glm_tensor gate_up;     /* [T, 2 * ffn] */
+    glm_tensor act;         /* [T, ffn] */
+    glm_tensor logit_in;    /* [max_logit_rows, h] */
+    glm_tensor logits;      /* [max_logit_rows, vocab shard] */
+    glm_tensor logits_all;  /* [tp * max_logit_rows, vocab shard] gathered */
     glm_tensor logits_full; /* [max_logit_rows, vocab] rank-major columns reassembled */
     glm_tensor reorder;     /* I32 [tp * max_logit_rows]: row order for the reassembly */
     /* I32 index arrays of the current step */
@@ -25,20 +25,20 @@ typedef struct decoder_scratch {
 } decoder_scratch;
 
 typedef struct vision_scratch {
-    glm_tensor pixels;  /* [n, C, S, S] */
-    glm_tensor patches; /* [n * g * g, C * p * p] */
+    glm_tensor pixels;    /* [n, C, S, S] */
+    glm_tensor patches;   /* [n * g * g, C * p * p] */
     glm_tensor patch_out; /* [n * g * g, hv] */
-    glm_tensor x;       /* [n * (1 + g * g), hv] residual stream */
-    glm_tensor qkv;     /* [rows, 3 * heads * head_dim] (this rank's heads) */
-    glm_tensor attn;    /* [rows, heads * head_dim] */
-    glm_tensor delta;   /* [rows, hv] */
-    glm_tensor mlp;     /* [rows, mlp shard] */
-    glm_tensor tokens;  /* [n * g * g, hv] without cls */
-    glm_tensor cols;    /* [n * (g/2)^2, 4 * hv] */
-    glm_tensor conv;    /* [n * (g/2)^2, conv_out shard] */
-    glm_tensor proj;    /* [n * (g/2)^2, h] */
-    glm_tensor gate_up; /* [n * (g/2)^2, 2 * proj_ffn shard] */
-    glm_tensor act;     /* [n * (g/2)^2, proj_ffn shard] */
+    glm_tensor x;         /* [n * (1 + g * g), hv] residual stream */
+    glm_tensor qkv;       /* [rows, 3 * heads * head_dim] (this rank's heads) */
+    glm_tensor attn;      /* [rows, heads * head_dim] */
+    glm_tensor delta;     /* [rows, hv] */
+    glm_tensor mlp;       /* [rows, mlp shard] */
+    glm_tensor tokens;    /* [n * g * g, hv] without cls */
+    glm_tensor cols;      /* [n * (g/2)^2, 4 * hv] */
+    glm_tensor conv;      /* [n * (g/2)^2, conv_out shard] */
+    glm_tensor proj;      /* [n * (g/2)^2, h] */
+    glm_tensor gate_up;   /* [n * (g/2)^2, 2 * proj_ffn shard] */
+    glm_tensor act;       /* [n * (g/2)^2, proj_ffn shard] */
 } vision_scratch;
 
 struct glm_model {
@@ -50,7 +50,7 @@ struct glm_model {
     glm_weights w;
     glm_kv_cache kv;
     int max_blocks_per_seq;
-    int image_rows; /* 2 + (g/2)^2 */
+    int image_rows;        /* 2 + (g/2)^2 */
     glm_tensor image_pool; /* [image_pool_slots * image_rows, h] */
     void *pool_memory;
     void *scratch_memory;

@@ -67,7 +67,8 @@ glm_status glm_rank_context_create(const glm_rank_options *opt, glm_rank_context
     }
     if (!st) {
         glm_model_options mo = opt->model;
-        if (opt->gpu_memory_gib > 0) mo.total_memory_bytes = (size_t)(opt->gpu_memory_gib * (1 << 30));
+        if (opt->gpu_memory_gib > 0)
+            mo.total_memory_bytes = (size_t)(opt->gpu_memory_gib * (1 << 30));
         st = glm_model_create(&ctx->cfg, &mo, ctx->ck, ctx->be, ctx->comm, &ctx->model, err);
         all = glm_rank_agree(ctx->world, st);
         if (!st && all) st = glm_fail(err, all, "another rank failed to load its shard");

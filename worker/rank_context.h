@@ -13,9 +13,9 @@
 
 typedef struct glm_rank_options {
     const char *model_dir;
-    const char *device; /* "cpu" or "cuda" */
-    int tp;             /* must equal the MPI world size */
-    int cpu_threads;    /* 0: OpenMP default */
+    const char *device;    /* "cpu" or "cuda" */
+    int tp;                /* must equal the MPI world size */
+    int cpu_threads;       /* 0: OpenMP default */
     double gpu_memory_gib; /* 0: free memory minus a margin */
     glm_model_options model;
 } glm_rank_options;

@@ -6,8 +6,8 @@ static glm_status split(glm_error *err, const char *what, int total, int rank, i
                         int *first)
 {
     if (total % tp != 0)
-        return glm_fail(err, GLM_ERR_INVALID_ARG,
-                        "tensor parallel size %d does not divide %s (%d)", tp, what, total);
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "tensor parallel size %d does not divide %s (%d)",
+                        tp, what, total);
     *count = total / tp;
     *first = rank * *count;
     return GLM_OK;
@@ -55,8 +55,8 @@ glm_status glm_shard_plan_make(const glm_model_config *cfg, int tp_rank, int tp_
         if ((st = split(err, "vision intermediate_size", v->intermediate_size, tp_rank, tp_size,
                         &p.v_mlp, &p.v_mlp_first)))
             return st;
-        if ((st = split(err, "hidden_size (vision conv output)", cfg->hidden_size, tp_rank,
-                        tp_size, &p.conv_out, &p.conv_out_first)))
+        if ((st = split(err, "hidden_size (vision conv output)", cfg->hidden_size, tp_rank, tp_size,
+                        &p.conv_out, &p.conv_out_first)))
             return st;
         if ((st = split(err, "ffn_hidden_size (vision projector)", cfg->ffn_hidden_size, tp_rank,
                         tp_size, &p.proj_ffn, &p.proj_ffn_first)))
@@ -69,9 +69,8 @@ glm_status glm_shard_plan_make(const glm_model_config *cfg, int tp_rank, int tp_
 void glm_shard_plan_describe(const glm_model_config *cfg, const glm_shard_plan *p, char *buf,
                              size_t len)
 {
-    int kv_replicas = p->tp_size > cfg->multi_query_group_num
-                          ? p->tp_size / cfg->multi_query_group_num
-                          : 1;
+    int kv_replicas =
+        p->tp_size > cfg->multi_query_group_num ? p->tp_size / cfg->multi_query_group_num : 1;
     snprintf(buf, len,
              "sharding plan: tp=%d; per rank: decoder q heads %d/%d, kv heads %d/%d (each kv head "
              "on %d rank%s), ffn %d/%d, vocab %d/%d; vision heads %d/%d, mlp %d/%d, conv out "

@@ -27,7 +27,7 @@ typedef struct glm_shard_plan {
     int kv_head_first; /* global index of the first */
     int ffn;           /* SwiGLU width on this rank */
     int ffn_first;
-    int vocab;         /* embedding / output rows on this rank */
+    int vocab; /* embedding / output rows on this rank */
     int vocab_first;
     /* vision */
     int v_heads;

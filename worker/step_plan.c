@@ -73,8 +73,8 @@ glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, const void *mpi_c
         if (st) return st;
         p->flags = header[6];
     }
-    size_t n = body_ints(p->n_seqs, p->n_tokens, p->max_blocks_per_seq, p->n_logit_rows,
-                         p->n_images);
+    size_t n =
+        body_ints(p->n_seqs, p->n_tokens, p->max_blocks_per_seq, p->n_logit_rows, p->n_images);
     if (n > 0 && MPI_Bcast(p->storage, (int)n, MPI_INT32_T, root, comm) != MPI_SUCCESS)
         return glm_fail(err, GLM_ERR_COMM, "step plan broadcast failed");
     return GLM_OK;
@@ -107,7 +107,8 @@ glm_status glm_step_plan_validate(const glm_step_plan *p, int max_tokens, int ma
     int n_slots = n_blocks * block_size;
     for (int t = 0; t < p->n_tokens; t++) {
         if (p->slots[t] < 0 || p->slots[t] >= n_slots)
-            return glm_fail(err, GLM_ERR_INVALID_ARG, "step plan slot %d out of range", p->slots[t]);
+            return glm_fail(err, GLM_ERR_INVALID_ARG, "step plan slot %d out of range",
+                            p->slots[t]);
         if (p->image_rows[t] >= n_pool_rows)
             return glm_fail(err, GLM_ERR_INVALID_ARG, "step plan image row %d out of range",
                             p->image_rows[t]);

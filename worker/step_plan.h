@@ -42,7 +42,8 @@ glm_status glm_step_plan_resize(glm_step_plan *p, int n_seqs, int n_tokens, int 
 void glm_step_plan_free(glm_step_plan *p);
 
 /* Collective over mpi_comm (an MPI_Comm passed by pointer): root's plan arrives on every rank. */
-glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, const void *mpi_comm, glm_error *err);
+glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, const void *mpi_comm,
+                                   glm_error *err);
 
 /* Structural checks a rank runs before trusting a plan: counts within capacities, q_start
  * monotonic, every index inside its range. */

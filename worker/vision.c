@@ -51,8 +51,8 @@ static glm_status vision_layer(glm_model *m, const glm_vision_layer_weights *L, 
     glm_op_linear(be, qkv, x, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
     glm_op_attention_full(be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
                           1.0f / sqrtf((float)head_dim));
-    glm_status st = residual_branch(m, x, attn, L->dense_w, &L->dense_b, L->ln_in_w, L->ln_in_b,
-                                    delta, err);
+    glm_status st =
+        residual_branch(m, x, attn, L->dense_w, &L->dense_b, L->ln_in_w, L->ln_in_b, delta, err);
     if (st) return st;
 
     glm_tensor mlp = rows_of(&s->mlp, rows);

@@ -59,7 +59,8 @@ static weight_spec *spec_add(spec_list *l, glm_tensor *dst, int ndim, const int6
     va_end(ap);
     s->dst = dst;
     s->ndim = ndim;
-    for (int i = 0; i < ndim; i++) s->shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++)
+        s->shape[i] = shape[i];
     s->init_std = 0.02f;
     return s;
 }
@@ -67,7 +68,8 @@ static weight_spec *spec_add(spec_list *l, glm_tensor *dst, int ndim, const int6
 static int64_t spec_cols(const weight_spec *s)
 {
     int64_t n = 1;
-    for (int i = 1; i < s->ndim; i++) n *= s->shape[i];
+    for (int i = 1; i < s->ndim; i++)
+        n *= s->shape[i];
     return n;
 }
 
@@ -84,7 +86,8 @@ static void rows(weight_spec *s, int n_ranges, const int64_t *row0, const int64_
 {
     if (!s) return;
     s->n_blocks = n_ranges;
-    for (int i = 0; i < n_ranges; i++) s->blocks[i] = (block){row0[i], n_rows[i], 0, spec_cols(s)};
+    for (int i = 0; i < n_ranges; i++)
+        s->blocks[i] = (block){row0[i], n_rows[i], 0, spec_cols(s)};
 }
 
 static void row_range(weight_spec *s, int64_t row0, int64_t n_rows)
@@ -119,8 +122,8 @@ static void build_decoder_specs(spec_list *l, glm_weights *w, const glm_model_co
     for (int i = 0; i < c->num_layers; i++) {
         glm_decoder_layer_weights *L = &w->layers[i];
         const char *pre = "transformer.encoder.layers";
-        weight_spec *s = spec_add(l, &L->input_norm, 1, (int64_t[]){h}, "%s.%d.input_layernorm.weight",
-                                  pre, i);
+        weight_spec *s =
+            spec_add(l, &L->input_norm, 1, (int64_t[]){h}, "%s.%d.input_layernorm.weight", pre, i);
         whole(s);
         norm_init(s);
         /* fused [q heads | k heads | v heads]: this rank's q heads and its KV head(s) */
@@ -143,8 +146,8 @@ static void build_decoder_specs(spec_list *l, glm_weights *w, const glm_model_co
         norm_init(s);
         /* gate rows then up rows, each this rank's slice, so silu_mul sees [gate | up] */
         int64_t g0[2] = {p->ffn_first, ffn + p->ffn_first}, gn[2] = {p->ffn, p->ffn};
-        rows(spec_add(l, &L->h_to_4h_w, 2, (int64_t[]){2 * ffn, h}, "%s.%d.mlp.dense_h_to_4h.weight",
-                      pre, i),
+        rows(spec_add(l, &L->h_to_4h_w, 2, (int64_t[]){2 * ffn, h},
+                      "%s.%d.mlp.dense_h_to_4h.weight", pre, i),
              2, g0, gn);
         col_range(spec_add(l, &L->four_h_to_h_w, 2, (int64_t[]){h, ffn},
                            "%s.%d.mlp.dense_4h_to_h.weight", pre, i),
@@ -188,7 +191,8 @@ static void build_vision_specs(spec_list *l, glm_weights *w, const glm_model_con
         layernorm_specs(l, &L->ln_in_w, &L->ln_in_b, hv, name);
         /* fused [3][heads][head_dim]: this rank's heads of q, of k and of v */
         int64_t r0[3], nr[3];
-        for (int k = 0; k < 3; k++) r0[k] = k * hv + p->v_head_first * vhd, nr[k] = p->v_heads * vhd;
+        for (int k = 0; k < 3; k++)
+            r0[k] = k * hv + p->v_head_first * vhd, nr[k] = p->v_heads * vhd;
         rows(spec_add(l, &L->qkv_w, 2, (int64_t[]){3 * hv, hv},
                       "%s.transformer.layers.%d.attention.query_key_value.weight", pre, j),
              3, r0, nr);
@@ -203,8 +207,8 @@ static void build_vision_specs(spec_list *l, glm_weights *w, const glm_model_con
         row_range(spec_add(l, &L->fc1_w, 2, (int64_t[]){iv, hv},
                            "%s.transformer.layers.%d.mlp.fc1.weight", pre, j),
                   p->v_mlp_first, p->v_mlp);
-        row_range(spec_add(l, &L->fc1_b, 1, (int64_t[]){iv}, "%s.transformer.layers.%d.mlp.fc1.bias",
-                           pre, j),
+        row_range(spec_add(l, &L->fc1_b, 1, (int64_t[]){iv},
+                           "%s.transformer.layers.%d.mlp.fc1.bias", pre, j),
                   p->v_mlp_first, p->v_mlp);
         col_range(spec_add(l, &L->fc2_w, 2, (int64_t[]){hv, iv},
                            "%s.transformer.layers.%d.mlp.fc2.weight", pre, j),
@@ -218,21 +222,21 @@ static void build_vision_specs(spec_list *l, glm_weights *w, const glm_model_con
               p->conv_out_first, p->conv_out);
     row_range(spec_add(l, &w->conv_b, 1, (int64_t[]){h}, "%s.conv.bias", pre), p->conv_out_first,
               p->conv_out);
-    col_range(spec_add(l, &w->proj_w, 2, (int64_t[]){h, h}, "%s.linear_proj.linear_proj.weight",
-                       pre),
-              p->conv_out_first, p->conv_out);
+    col_range(
+        spec_add(l, &w->proj_w, 2, (int64_t[]){h, h}, "%s.linear_proj.linear_proj.weight", pre),
+        p->conv_out_first, p->conv_out);
     snprintf(name, sizeof(name), "%s.linear_proj.norm1", pre);
     layernorm_specs(l, &w->norm1_w, &w->norm1_b, h, name);
     /* gate_proj and dense_h_to_4h are separate tensors: stacked into one [gate | up] weight */
-    weight_spec *gate = spec_add(l, &w->gate_up_w, 2, (int64_t[]){ffn, h},
-                                 "%s.linear_proj.gate_proj.weight", pre);
+    weight_spec *gate =
+        spec_add(l, &w->gate_up_w, 2, (int64_t[]){ffn, h}, "%s.linear_proj.gate_proj.weight", pre);
     row_range(gate, p->proj_ffn_first, p->proj_ffn);
     weight_spec *up = spec_add(l, &w->gate_up_w, 2, (int64_t[]){ffn, h},
                                "%s.linear_proj.dense_h_to_4h.weight", pre);
     row_range(up, p->proj_ffn_first, p->proj_ffn);
-    col_range(spec_add(l, &w->down_w, 2, (int64_t[]){h, ffn}, "%s.linear_proj.dense_4h_to_h.weight",
-                       pre),
-              p->proj_ffn_first, p->proj_ffn);
+    col_range(
+        spec_add(l, &w->down_w, 2, (int64_t[]){h, ffn}, "%s.linear_proj.dense_4h_to_h.weight", pre),
+        p->proj_ffn_first, p->proj_ffn);
     whole(spec_add(l, &w->boi, 3, (int64_t[]){1, 1, h}, "%s.boi", pre));
     whole(spec_add(l, &w->eoi, 3, (int64_t[]){1, 1, h}, "%s.eoi", pre));
 }
@@ -240,7 +244,8 @@ static void build_vision_specs(spec_list *l, glm_weights *w, const glm_model_con
 static int64_t spec_rows(const weight_spec *s)
 {
     int64_t n = 0;
-    for (int b = 0; b < s->n_blocks; b++) n += s->blocks[b].n_rows;
+    for (int b = 0; b < s->n_blocks; b++)
+        n += s->blocks[b].n_rows;
     return n;
 }
 
@@ -281,9 +286,11 @@ static glm_status allocate_arena(glm_weights *w, weight_spec *specs, size_t n, g
     for (size_t i = 0; i < n; i++) {
         weight_spec *s = &specs[i];
         size_t first = i;
-        while (first > 0 && specs[first - 1].dst == s->dst) first--;
+        while (first > 0 && specs[first - 1].dst == s->dst)
+            first--;
         int64_t rows_total = 0;
-        for (size_t k = first; k < n && specs[k].dst == s->dst; k++) rows_total += spec_rows(&specs[k]);
+        for (size_t k = first; k < n && specs[k].dst == s->dst; k++)
+            rows_total += spec_rows(&specs[k]);
         void *base = (char *)w->arena + specs[first].offset;
         int64_t cols = s->blocks[0].n_cols;
         if (s->ndim == 1 && s->n_blocks >= 1 && cols == 1)
@@ -310,8 +317,8 @@ static glm_status build_specs(spec_list *l, glm_weights *w, const glm_model_conf
 
 /* Copies one spec's blocks from the checkpoint into backend memory at dst, through a bounded
  * host staging buffer (or directly when backend memory is host memory). */
-static glm_status load_spec(const weight_spec *s, const glm_st_tensor *t, char *dst, glm_backend *be,
-                            void *staging, glm_error *err)
+static glm_status load_spec(const weight_spec *s, const glm_st_tensor *t, char *dst,
+                            glm_backend *be, void *staging, glm_error *err)
 {
     size_t dsize = glm_dtype_size(be->weight_dtype);
     for (int b = 0; b < s->n_blocks; b++) {

@@ -42,12 +42,12 @@ typedef struct glm_weights {
     glm_tensor cls;              /* [1, hv] */
     glm_tensor pos;              /* [num_positions, hv] */
     glm_vision_layer_weights *vlayers;
-    glm_tensor conv_w, conv_b;     /* [conv_out shard, hv * 4], [conv_out shard] */
-    glm_tensor proj_w;             /* [h, conv_out shard] (linear_proj, row-parallel) */
-    glm_tensor norm1_w, norm1_b;   /* [h] */
-    glm_tensor gate_up_w;          /* [2 * proj_ffn shard, h]: gate rows then up rows */
-    glm_tensor down_w;             /* [h, proj_ffn shard] */
-    glm_tensor boi, eoi;           /* [1, h] */
+    glm_tensor conv_w, conv_b;   /* [conv_out shard, hv * 4], [conv_out shard] */
+    glm_tensor proj_w;           /* [h, conv_out shard] (linear_proj, row-parallel) */
+    glm_tensor norm1_w, norm1_b; /* [h] */
+    glm_tensor gate_up_w;        /* [2 * proj_ffn shard, h]: gate rows then up rows */
+    glm_tensor down_w;           /* [h, proj_ffn shard] */
+    glm_tensor boi, eoi;         /* [1, h] */
 } glm_weights;
 
 /* Loads this rank's shard from ck, checking every tensor's presence and full shape first. */

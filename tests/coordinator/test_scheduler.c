@@ -34,11 +34,18 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
 {
     const int bs = 4, image_rows = 6, max_blocks = 64;
     int eos[] = {EOS};
-    glm_scheduler_config cfg = {.max_batch = max_batch, .max_tokens_per_step = budget,
-                                .prefill_chunk = 8, .max_images_per_step = 2, .block_size = bs,
-                                .n_blocks = n_blocks, .max_blocks_per_seq = max_blocks,
-                                .image_rows = image_rows, .pixel_floats = 4, .seq_length = 256,
-                                .eos_ids = eos, .n_eos_ids = 1};
+    glm_scheduler_config cfg = {.max_batch = max_batch,
+                                .max_tokens_per_step = budget,
+                                .prefill_chunk = 8,
+                                .max_images_per_step = 2,
+                                .block_size = bs,
+                                .n_blocks = n_blocks,
+                                .max_blocks_per_seq = max_blocks,
+                                .image_rows = image_rows,
+                                .pixel_floats = 4,
+                                .seq_length = 256,
+                                .eos_ids = eos,
+                                .n_eos_ids = 1};
     glm_image_cache *images;
     glm_scheduler *s;
     CHECK(glm_image_cache_create(3, &images, NULL) == GLM_OK);
@@ -51,17 +58,19 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
         memset(&seqs[i], 0, sizeof(seqs[i]));
         int n_ids = test_rng_int(&rng, 3, 20);
         int32_t ids[32];
-        for (int k = 0; k < n_ids; k++) ids[k] = 10 + (i * 7 + k) % 50;
+        for (int k = 0; k < n_ids; k++)
+            ids[k] = 10 + (i * 7 + k) % 50;
         if (i % 3 == 0 && n_ids > 5) ids[1] = 90, ids[2] = 80, ids[3] = 91; /* an image */
-        CHECK(glm_prompt_layout_build(ids, n_ids, 90, 91, 80, image_rows, &seqs[i].layout,
-                                      NULL) == GLM_OK);
+        CHECK(glm_prompt_layout_build(ids, n_ids, 90, 91, 80, image_rows, &seqs[i].layout, NULL) ==
+              GLM_OK);
         seqs[i].pixels = pixels;
         seqs[i].image_key = (glm_image_key){.lo = (uint64_t)(i % 2), .hi = 1};
         seqs[i].max_new_tokens = test_rng_int(&rng, 1, 30);
         seqs[i].owner = (void *)(intptr_t)i;
         CHECK(glm_scheduler_add(s, &seqs[i], NULL) == GLM_OK);
     }
-    fake_kv kv = {calloc((size_t)n_blocks * bs, sizeof(int)), calloc((size_t)n_blocks * bs, sizeof(int))};
+    fake_kv kv = {calloc((size_t)n_blocks * bs, sizeof(int)),
+                  calloc((size_t)n_blocks * bs, sizeof(int))};
     glm_step_plan plan = {0};
     glm_sequence *logit_seqs[64];
     int32_t sampled[64];
@@ -107,7 +116,8 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
             int seq_id = (int)(intptr_t)logit_seqs[l]->owner;
             int t = plan.logit_rows[l];
             int q = 0;
-            while (plan.q_start[q + 1] <= t) q++;
+            while (plan.q_start[q + 1] <= t)
+                q++;
             sampled[l] = fake_token(seq_id, plan.ctx_len[q]);
         }
         glm_scheduler_commit(s, logit_seqs, sampled, plan.n_logit_rows);

@@ -46,8 +46,10 @@ static void top2(const float *row, int n, int *best, float *margin)
 {
     int b = 0, s = -1;
     for (int i = 1; i < n; i++) {
-        if (row[i] > row[b]) s = b, b = i;
-        else if (s < 0 || row[i] > row[s]) s = i;
+        if (row[i] > row[b])
+            s = b, b = i;
+        else if (s < 0 || row[i] > row[s])
+            s = i;
     }
     *best = b;
     *margin = s >= 0 ? row[b] - row[s] : INFINITY;
@@ -58,8 +60,12 @@ static glm_status score(glm_model *m, const void *comm, const int32_t *ids, int 
                         const float *pixels, scored *out, glm_error *err)
 {
     int spliced = 0, vocab = glm_model_config_of(m)->padded_vocab_size;
-    glm_generate_request req = {.ids = ids, .n_ids = n_ids, .pixels = pixels,
-                                .max_new_tokens = N_GEN, .ignore_eos = true, .prefill_chunk = 512};
+    glm_generate_request req = {.ids = ids,
+                                .n_ids = n_ids,
+                                .pixels = pixels,
+                                .max_new_tokens = N_GEN,
+                                .ignore_eos = true,
+                                .prefill_chunk = 512};
     glm_status st = glm_generate_validate(m, &req, &spliced, err);
     if (st) return st;
     out->rows = spliced;
@@ -79,7 +85,8 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     glm_error err = {0};
     int vocab = ctx->cfg.padded_vocab_size;
     scored ref = {0}, gpu = {0};
-    CHECK_MSG(score(cpu, NULL, ids, n_ids, pixels, &ref, &err) == GLM_OK, "cpu %s: %s", name, err.msg);
+    CHECK_MSG(score(cpu, NULL, ids, n_ids, pixels, &ref, &err) == GLM_OK, "cpu %s: %s", name,
+              err.msg);
     CHECK_MSG(score(ctx->model, &ctx->world, ids, n_ids, pixels, &gpu, &err) == GLM_OK,
               "cuda %s: %s", name, err.msg);
     if (!ref.logits || !gpu.logits || ref.rows != gpu.rows) goto out;
@@ -124,7 +131,8 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
                   name, k, b_ref, b_gpu, margin);
     }
     int same = 0;
-    while (same < ref.n_ids && same < gpu.n_ids && ref.ids[same] == gpu.ids[same]) same++;
+    while (same < ref.n_ids && same < gpu.n_ids && ref.ids[same] == gpu.ids[same])
+        same++;
     printf("%s tp=%d: greedy ids checked %d (skipped %d near-ties); free-running: first %d of %d "
            "identical\n",
            name, ctx->size, checked, skipped, same, ref.n_ids);
@@ -142,7 +150,8 @@ static int32_t *golden_ids(glm_safetensors *g, const char *key, int *n)
     if (!t) return NULL;
     *n = (int)t->shape[0];
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)*n);
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)((const int64_t *)t->data)[i];
+    for (int i = 0; i < *n; i++)
+        ids[i] = (int32_t)((const int64_t *)t->data)[i];
     return ids;
 }
 
@@ -177,12 +186,16 @@ static void run_cases(glm_rank_context *ctx, glm_model *cpu, const char *dir)
     int nt = 0, ni = 0;
     test_rng rng;
     test_rng_seed(&rng, 11);
-    for (int i = 0; i < 40; i++) text[nt++] = test_rng_int(&rng, 0, 100000 % c->padded_vocab_size);
-    for (int i = 0; i < 4; i++) image[ni++] = test_rng_int(&rng, 0, 1000);
+    for (int i = 0; i < 40; i++)
+        text[nt++] = test_rng_int(&rng, 0, 100000 % c->padded_vocab_size);
+    for (int i = 0; i < 4; i++)
+        image[ni++] = test_rng_int(&rng, 0, 1000);
     image[ni++] = c->boi_token_id, image[ni++] = c->pad_token_id, image[ni++] = c->eoi_token_id;
-    for (int i = 0; i < 25; i++) image[ni++] = test_rng_int(&rng, 0, 1000);
+    for (int i = 0; i < 25; i++)
+        image[ni++] = test_rng_int(&rng, 0, 1000);
     float *pixels = malloc(n_pix * sizeof(float));
-    for (size_t i = 0; i < n_pix; i++) pixels[i] = (float)(test_rng_uniform(&rng) * 4 - 2);
+    for (size_t i = 0; i < n_pix; i++)
+        pixels[i] = (float)(test_rng_uniform(&rng) * 4 - 2);
     check_case(ctx, cpu, "wide-text", text, nt, NULL);
     check_case(ctx, cpu, "wide-image", image, ni, pixels);
     free(pixels);

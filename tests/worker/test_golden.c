@@ -33,13 +33,14 @@ static void *golden_tensor(glm_safetensors *g, const char *name, glm_dtype want,
         return NULL;
     }
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     *numel = n;
     void *out = malloc((size_t)(n > 0 ? n : 1) * 4);
     if (want == GLM_I32) {
         for (int64_t i = 0; i < n; i++)
             ((int32_t *)out)[i] = t->dtype == GLM_I64 ? (int32_t)((const int64_t *)t->data)[i]
-                                                     : ((const int32_t *)t->data)[i];
+                                                      : ((const int32_t *)t->data)[i];
     } else {
         glm_convert(out, GLM_F32, t->data, t->dtype, (size_t)n);
     }
@@ -67,8 +68,12 @@ static glm_status run_case(glm_model *m, const void *comm, const int32_t *ids, i
                            const float *pixels, case_run *out, glm_error *err)
 {
     int spliced = 0, vocab = glm_model_config_of(m)->padded_vocab_size;
-    glm_generate_request req = {.ids = ids, .n_ids = n_ids, .pixels = pixels, .max_new_tokens = 12,
-                                .ignore_eos = true, .prefill_chunk = 64};
+    glm_generate_request req = {.ids = ids,
+                                .n_ids = n_ids,
+                                .pixels = pixels,
+                                .max_new_tokens = 12,
+                                .ignore_eos = true,
+                                .prefill_chunk = 64};
     glm_status st = glm_generate_validate(m, &req, &spliced, err);
     if (st) return st;
     out->rows = spliced;
@@ -94,8 +99,8 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, glm_safetens
     float *gold = golden_tensor(g, key, GLM_F32, &n_logits);
     snprintf(key, sizeof(key), "%s.greedy_ids", name);
     int32_t *greedy = golden_tensor(g, key, GLM_I32, &n_greedy);
-    float *pixels = strcmp(name, "image") == 0 ? golden_tensor(g, "pixel_values", GLM_F32, &n_pix)
-                                               : NULL;
+    float *pixels =
+        strcmp(name, "image") == 0 ? golden_tensor(g, "pixel_values", GLM_F32, &n_pix) : NULL;
     CHECK(ids && gold && greedy);
     if (!ids || !gold || !greedy) goto out;
 
@@ -105,8 +110,8 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, glm_safetens
     CHECK_MSG(st == GLM_OK, "%s %s: %s", model_dir, name, err.msg);
     if (st) goto out;
     int vocab = ctx->cfg.padded_vocab_size;
-    CHECK_MSG((int64_t)run.rows * vocab == n_logits, "%s: %d rows of logits, golden has %lld",
-              name, run.rows, (long long)(n_logits / vocab));
+    CHECK_MSG((int64_t)run.rows * vocab == n_logits, "%s: %d rows of logits, golden has %lld", name,
+              run.rows, (long long)(n_logits / vocab));
     if ((int64_t)run.rows * vocab == n_logits) {
         double d = max_abs_diff(run.logits, gold, n_logits);
         printf("%s %s tp=%d: max |logit - golden| = %.3g\n", model_dir, name, ctx->size, d);
@@ -114,8 +119,8 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, glm_safetens
     }
     CHECK(run.n_ids == n_greedy);
     for (int i = 0; i < run.n_ids && i < n_greedy; i++)
-        CHECK_MSG(run.ids[i] == greedy[i], "%s: greedy id %d is %d, golden %d", name, i,
-                  run.ids[i], greedy[i]);
+        CHECK_MSG(run.ids[i] == greedy[i], "%s: greedy id %d is %d, golden %d", name, i, run.ids[i],
+                  greedy[i]);
 
     if (pixels) {
         int64_t n_embeds = 0;

@@ -26,9 +26,12 @@ static void test_allocator(void)
     CHECK(a.n_free == 0);
     /* all 8 blocks distinct */
     int seen[8] = {0};
-    for (int i = 0; i < t1.n_blocks; i++) seen[t1.blocks[i]]++;
-    for (int i = 0; i < t2.n_blocks; i++) seen[t2.blocks[i]]++;
-    for (int i = 0; i < 8; i++) CHECK(seen[i] == 1);
+    for (int i = 0; i < t1.n_blocks; i++)
+        seen[t1.blocks[i]]++;
+    for (int i = 0; i < t2.n_blocks; i++)
+        seen[t2.blocks[i]]++;
+    for (int i = 0; i < 8; i++)
+        CHECK(seen[i] == 1);
     CHECK(glm_block_table_slot(&t1, 4, 5) == t1.blocks[1] * 4 + 1);
     glm_block_table_release(&t1, &a);
     CHECK(a.n_free == 4 && t1.n_blocks == 0);
@@ -55,8 +58,8 @@ static void test_layout(void)
         CHECK(l.image_row[i] == want_row[i]);
     }
     glm_prompt_layout_free(&l);
-    int32_t bad1[] = {1, 90, 80};        /* boi without eoi */
-    int32_t bad2[] = {1, 91, 3};         /* stray eoi */
+    int32_t bad1[] = {1, 90, 80};       /* boi without eoi */
+    int32_t bad2[] = {1, 91, 3};        /* stray eoi */
     int32_t bad3[] = {1, 90, 2, 91, 3}; /* wrong pad */
     glm_error err = {0};
     CHECK(glm_prompt_layout_build(bad1, 3, 90, 91, 80, 5, &l, &err) == GLM_ERR_INVALID_ARG);
@@ -71,9 +74,10 @@ static void test_plan_validate(void)
     CHECK(glm_step_plan_resize(&p, 2, 3, 4, 2, 0, &err) == GLM_OK);
     p.q_start[0] = 0, p.q_start[1] = 2, p.q_start[2] = 3;
     p.ctx_len[0] = 5, p.ctx_len[1] = 1;
-    for (int i = 0; i < 8; i++) p.block_table[i] = i % 4;
-    for (int t = 0; t < 3; t++) p.token_ids[t] = 1, p.positions[t] = t, p.slots[t] = t,
-                                p.image_rows[t] = -1;
+    for (int i = 0; i < 8; i++)
+        p.block_table[i] = i % 4;
+    for (int t = 0; t < 3; t++)
+        p.token_ids[t] = 1, p.positions[t] = t, p.slots[t] = t, p.image_rows[t] = -1;
     p.logit_rows[0] = 1, p.logit_rows[1] = 2;
     /* block size 4, 8 blocks */
     CHECK(glm_step_plan_validate(&p, 16, 4, 4, 4, 8, 0, 4, &err) == GLM_OK);
