@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { EXIT_JOB_ERROR = 1, EXIT_USAGE = 2, EXIT_TRANSPORT = 3 };
 #define MAX_STOPS 16
@@ -21,6 +22,8 @@ typedef struct submit_args {
     glm_sampling sampling;
     const char *stops[MAX_STOPS];
     double timeout_s;
+    double deadline_ms; /* 0: none; else the job must be done within this many ms */
+    int priority;
     bool json, status;
 } submit_args;
 
@@ -30,7 +33,8 @@ static void usage(FILE *f)
         f, "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE] [--system TEXT]\n"
            "                    --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]\n"
            "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
-           "                    [--timeout SEC] [--json] [--ignore-eos] [--password-file FILE]\n"
+           "                    [--timeout SEC] [--json] [--ignore-eos] [--priority N]\n"
+           "                    [--deadline-ms MS] [--password-file FILE]\n"
            "       glm4v-submit --redis URL [--prefix P] --status\n"
            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
            "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
@@ -69,6 +73,8 @@ static int parse_args(int argc, char **argv, submit_args *a)
         {"timeout", required_argument, 0, 'o'},
         {"json", no_argument, 0, 'j'},
         {"ignore-eos", no_argument, 0, 'E'},
+        {"deadline-ms", required_argument, 0, 'D'},
+        {"priority", required_argument, 0, 'R'},
         {"status", no_argument, 0, 'u'},
         {"password-file", required_argument, 0, 'w'},
         {"help", no_argument, 0, 'h'},
@@ -147,6 +153,13 @@ static int parse_args(int argc, char **argv, submit_args *a)
             a->sampling.logprobs = (uint32_t)v;
             break;
         case 'E': a->sampling.ignore_eos = true; break;
+        case 'D':
+            if (!parse_number("--deadline-ms", optarg, 1, 1e9, &a->deadline_ms)) return EXIT_USAGE;
+            break;
+        case 'R':
+            if (!parse_number("--priority", optarg, -1000000, 1000000, &v)) return EXIT_USAGE;
+            a->priority = (int)v;
+            break;
         case 'o':
             if (!parse_number("--timeout", optarg, 0.001, 1e7, &a->timeout_s)) return EXIT_USAGE;
             break;
@@ -344,7 +357,14 @@ static int encode_job(const submit_args *a, const char *id, uint8_t **bytes, siz
                    .id = id,
                    .messages = msgs,
                    .n_messages = n,
-                   .sampling = a->sampling};
+                   .sampling = a->sampling,
+                   .priority = a->priority};
+    if (a->deadline_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        job.deadline_unix_ms =
+            (uint64_t)ts.tv_sec * 1000u + (uint64_t)(ts.tv_nsec / 1000000) + (uint64_t)a->deadline_ms;
+    }
     glm_error err = {0};
     glm_status st = glm_job_encode(&job, bytes, len, &err);
     free(image);

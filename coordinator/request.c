@@ -184,6 +184,7 @@ glm_status glm_request_create(const glm_request_env *env, glm_queue_job *entry, 
     }
     setup_sampling(r);
     r->seq.owner = r;
+    r->seq.priority = r->job->priority;
     if (r->n_logprobs_wanted >= 0 &&
         !(r->logprobs =
               calloc((size_t)r->seq.max_new_tokens, sizeof(float) * GLM_SAMPLE_LOGPROBS_STRIDE))) {

@@ -67,12 +67,15 @@ static int target_rows(const glm_sequence *q)
 /* The array always has room: glm_scheduler_add sizes it for every live sequence. */
 static void push_waiting(glm_scheduler *s, glm_sequence *q, bool front)
 {
-    if (front) {
-        memmove(s->waiting + 1, s->waiting, (size_t)s->n_waiting * sizeof(*s->waiting));
-        s->waiting[0] = q;
-    } else {
-        s->waiting[s->n_waiting] = q;
-    }
+    /* new sequences queue behind every waiting one of equal or higher priority (FIFO within a
+     * priority); preempted ones go first, since they already held the batch */
+    int at = 0;
+    if (!front)
+        for (at = s->n_waiting; at > 0 && s->waiting[at - 1]->priority < q->priority; at--) {
+        }
+    memmove(s->waiting + at + 1, s->waiting + at,
+            (size_t)(s->n_waiting - at) * sizeof(*s->waiting));
+    s->waiting[at] = q;
     s->n_waiting++;
 }
 

@@ -38,6 +38,7 @@ typedef struct glm_sequence {
     const int32_t *stop_ids;
     int n_stop_ids;
     glm_sample_params sample;
+    int priority; /* higher is admitted first; equal priorities in arrival order */
     /* state kept by the scheduler */
     int32_t *generated;
     int n_generated;

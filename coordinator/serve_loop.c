@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coordinator/coordinator_version.h"
@@ -450,6 +451,34 @@ static void update_gauges(server *s)
         glm_metrics_inc(s->metrics, GLM_COUNTER_VISION_CACHE_MISSES, is.misses - misses);
 }
 
+static double wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Jobs whose deadline passed, waiting or running, end with a DEADLINE_EXCEEDED error Result:
+ * nobody is waiting for them any more, and their batch slot and KV blocks go to live work. */
+static void expire_deadlines(server *s)
+{
+    double now = wall_ms();
+    for (int i = 0; i < s->n_requests;) {
+        glm_request *r = s->requests[i];
+        if (!r->job->deadline_unix_ms || (double)r->job->deadline_unix_ms > now) {
+            i++;
+            continue;
+        }
+        glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "deadline passed after %d generated tokens", r->seq.n_generated);
+        glm_queue_job entry = r->entry;
+        reject_job(s, &entry, GLM_EC_DEADLINE_EXCEEDED, msg);
+        untrack(s, r);
+        glm_request_destroy(r);
+    }
+}
+
 /* SIGTERM: stop reading; after the grace period hand every unfinished job back. */
 static void hand_back_all(server *s)
 {
@@ -492,6 +521,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         glm_queue_tick(s.queue, &load, &tick_err);
         bool idle = !glm_scheduler_has_work(s.sched);
         touch_in_flight(&s, &last_touch);
+        expire_deadlines(&s);
         take_jobs(&s, idle, &last_claim);
         if (glm_scheduler_has_work(s.sched)) st = run_step(&s, err);
         update_gauges(&s);

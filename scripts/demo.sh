@@ -66,6 +66,9 @@ d.rectangle((0, 400, 640, 480), fill=(40, 120, 40))
 im.save('$image')"
 fi
 echo "demo: job: image $(basename "$image") + \"$prompt\""
+case $model in
+*glm4v-tiny-*) echo "demo: (the built-in test model has random weights: its words are noise; the path is real)" ;;
+esac
 echo "demo: streamed answer:"
 build/bin/glm4v-submit --redis "redis://127.0.0.1:$port" --prefix demo --image "$image" \
     --prompt "$prompt" --max-new-tokens 32 --temperature 0

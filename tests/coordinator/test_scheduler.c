@@ -144,8 +144,54 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
     glm_image_cache_destroy(images);
 }
 
+/* Admission follows priority, FIFO within a priority. */
+static void test_priority(void)
+{
+    glm_scheduler_config cfg = {.max_batch = 1,
+                                .max_tokens_per_step = 64,
+                                .prefill_chunk = 64,
+                                .max_images_per_step = 1,
+                                .block_size = 4,
+                                .n_blocks = 64,
+                                .max_blocks_per_seq = 16,
+                                .image_rows = 6,
+                                .seq_length = 64};
+    glm_image_cache *images;
+    glm_scheduler *s;
+    CHECK(glm_image_cache_create(1, &images, NULL) == GLM_OK);
+    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    glm_sequence q[4];
+    int prio[4] = {0, 5, 0, 5}, want[4] = {1, 3, 0, 2};
+    int32_t ids[3] = {1, 2, 3};
+    for (int i = 0; i < 4; i++) {
+        memset(&q[i], 0, sizeof(q[i]));
+        CHECK(glm_prompt_layout_build(ids, 3, 90, 91, 80, 6, &q[i].layout, NULL) == GLM_OK);
+        q[i].max_new_tokens = 1;
+        q[i].priority = prio[i];
+        q[i].owner = (void *)(intptr_t)i;
+        CHECK(glm_scheduler_add(s, &q[i], NULL) == GLM_OK);
+    }
+    glm_step_plan plan = {0};
+    glm_sequence *logit_seqs[4];
+    int32_t tok = 100;
+    for (int k = 0; k < 4; k++) {
+        const float *px;
+        CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
+        CHECK(plan.n_logit_rows == 1);
+        if (plan.n_logit_rows == 1) CHECK((int)(intptr_t)logit_seqs[0]->owner == want[k]);
+        glm_scheduler_commit(s, logit_seqs, &tok, plan.n_logit_rows);
+    }
+    CHECK(!glm_scheduler_has_work(s));
+    for (int i = 0; i < 4; i++)
+        glm_sequence_free(&q[i]);
+    glm_step_plan_free(&plan);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
 int main(void)
 {
+    test_priority();
     static run_result roomy, tight, serial;
     run(4096, 256, 32, &roomy);
     run(24, 64, 32, &tight); /* 96 slots: forces preemption */

@@ -9,6 +9,8 @@ export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
 E2E_PASSED=0
 E2E_FAILED=0
 E2E_REPLICAS=()
+# pids of background client processes, waited for by the tests that source this file
+# shellcheck disable=SC2034
 pids=()
 
 e2e_check() { # e2e_check "what" command...

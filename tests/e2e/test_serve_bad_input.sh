@@ -37,6 +37,10 @@ expect_error top-k-huge BAD_SAMPLING --prompt "Hi" --top-k 100000   # > the voca
 expect_error top-p-zero BAD_SAMPLING --prompt "Hi" --top-p 0
 expect_error logprobs-many BAD_SAMPLING --prompt "Hi" --logprobs 500
 
+# a deadline that passes while the job runs: it ends with DEADLINE_EXCEEDED, the server goes on
+expect_error late DEADLINE_EXCEEDED --prompt "Hi" --max-new-tokens 1900 --ignore-eos \
+    --temperature 0 --deadline-ms 150
+
 # 1000 random byte strings as jobs, straight into the stream (no client validation)
 for i in $(seq 0 999); do
     head -c $((1 + RANDOM % 300)) /dev/urandom | rcli -x XADD "$PREFIX:jobs" '*' id "rnd-$i" job >/dev/null

@@ -22,7 +22,7 @@ PY
 prompts=("Describe the picture in detail." "What is in the image?" "Hello" \
     "Write a long story about a cat who lives on a red sofa and dreams of the sea, then explain it." \
     "1 2 3 4 5 6 7 8 9" "图片中有什么？" "Short." "Tell me everything you can see, in order.")
-image_of() { local i=$1 n=$((i / 2 % 8)); [ $((n % 2)) -eq 1 ] && echo "$E2E_DIR/img$n.png" || echo "$E2E_DIR/img$n.jpg"; }
+image_of() { local i=$1; local n=$((i / 2 % 8)); [ $((n % 2)) -eq 1 ] && echo "$E2E_DIR/img$n.png" || echo "$E2E_DIR/img$n.jpg"; }
 
 e2e_start_replica r0 1 --max-batch 16 --max-tokens-per-step 96 --prefill-chunk 32 || exit 1
 
