@@ -281,8 +281,8 @@ glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue
      * waits up to a Redis cron tick (100 ms at hz 10), so a busy server polls without BLOCK. */
     const char *blocking[] = {"XREADGROUP", "GROUP", q->key_group, q->server_id, "COUNT", count,
                               "BLOCK",      block,   "STREAMS",    q->key_jobs,  ">"};
-    const char *polling[] = {"XREADGROUP", "GROUP",      q->key_group, q->server_id,
-                             "COUNT",      count,        "STREAMS",    q->key_jobs,  ">"};
+    const char *polling[] = {"XREADGROUP", "GROUP",   q->key_group, q->server_id, "COUNT",
+                             count,        "STREAMS", q->key_jobs,  ">"};
     glm_redis_set_timeout(q->ctx, q->cfg.command_timeout_ms + (block_ms > 0 ? block_ms : 0));
     redisReply *r = block_ms > 0 ? redisCommandArgv(q->ctx, 11, blocking, NULL)
                                  : redisCommandArgv(q->ctx, 9, polling, NULL);
@@ -401,6 +401,42 @@ glm_status glm_queue_write_chunk(glm_queue *q, const char *job_id, const void *c
     if (st == GLM_OK) st = check(q, r2, REDIS_REPLY_INTEGER, "EXPIRE chunk", err);
     if (r1) freeReplyObject(r1);
     if (r2) freeReplyObject(r2);
+    return st;
+}
+
+glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job_ids,
+                                  const void *const *chunks, const size_t *lens, glm_error *err)
+{
+    if (n == 0) return GLM_OK;
+    glm_status st = queue_conn(q, err);
+    if (st != GLM_OK) return st;
+    char ttl[24], key[KEY_MAX];
+    snprintf(ttl, sizeof ttl, "%d", q->cfg.result_ttl_s);
+    size_t queued = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!glm_job_id_valid(job_ids[i])) continue;
+        snprintf(key, sizeof key, "%s:out:%s", q->prefix, job_ids[i]);
+        const char *xadd[] = {"XADD", key, "*", "chunk", chunks[i]};
+        size_t xadd_len[] = {4, strlen(key), 1, 5, lens[i]};
+        const char *expire[] = {"EXPIRE", key, ttl};
+        /* hiredis copies the arguments into its output buffer, so key can be reused */
+        redisAppendCommandArgv(q->ctx, 5, xadd, xadd_len);
+        redisAppendCommandArgv(q->ctx, 3, expire, NULL);
+        queued += 2;
+    }
+    /* one round trip for the whole step's chunks; every reply is read to keep the stream in
+     * sync, the first problem is reported */
+    for (size_t k = 0; k < queued; k++) {
+        redisReply *r = NULL;
+        if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK) {
+            if (st == GLM_OK) st = check(q, NULL, REDIS_REPLY_STRING, "XADD chunks", err);
+            break;
+        }
+        glm_status one =
+            check(q, r, k % 2 ? REDIS_REPLY_INTEGER : REDIS_REPLY_STRING, "XADD chunks", err);
+        if (st == GLM_OK) st = one;
+        if (r) freeReplyObject(r);
+    }
     return st;
 }
 
@@ -544,7 +580,8 @@ glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n,
     argv[k++] = q->key_group;
     argv[k++] = q->server_id;
     argv[k++] = "0";
-    for (size_t i = 0; i < n; i++) argv[k++] = entry_ids[i];
+    for (size_t i = 0; i < n; i++)
+        argv[k++] = entry_ids[i];
     argv[k++] = "JUSTID"; /* idle back to 0; the delivery count is not touched */
     redisReply *r = redisCommandArgv(q->ctx, (int)k, argv, NULL);
     free(argv);

@@ -102,6 +102,11 @@ glm_status glm_queue_write_chunk(glm_queue *q, const char *job_id, const void *c
 /* Writes the final Result and acks entry_id in one script (see glm_finish_outcome). entry_id may be
  * "" to write a Result for a job that came from nowhere in the stream. Returns GLM_OK for all three
  * outcomes; an error only when the outbox is full or the arguments are bad. */
+/* The chunks of one step for many jobs, pipelined in one round trip (best effort like
+ * glm_queue_write_chunk: a lost chunk is covered by the final Result's full text). */
+glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job_ids,
+                                  const void *const *chunks, const size_t *lens, glm_error *err);
+
 glm_status glm_queue_finish(glm_queue *q, const char *entry_id, const char *job_id,
                             const void *result, size_t len, glm_finish_outcome *outcome,
                             glm_error *err);

@@ -360,11 +360,16 @@ static void complete(server *s, glm_request *r)
     glm_request_destroy(r);
 }
 
-/* Sampled tokens -> requests: stream a Chunk each, finish the ones that ended. */
+/* Sampled tokens -> requests: one Chunk each, all of a step's chunks written to Redis in one
+ * pipelined round trip; then the requests that ended get their Result. */
 static void deliver_tokens(server *s, int n_rows)
 {
     glm_bytes delta = {0};
     glm_error err = {0};
+    const char **ids = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*ids));
+    uint8_t **chunks = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*chunks));
+    size_t *lens = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*lens));
+    size_t n_chunks = 0;
     for (int i = 0; i < n_rows; i++) {
         glm_request *r = s->logit_seqs[i]->owner;
         if (r->seq.n_generated == 0) continue;
@@ -375,17 +380,21 @@ static void deliver_tokens(server *s, int n_rows)
         bool stop_string = false;
         if (glm_request_on_token(r, &s->env, id,
                                  s->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE, &stop_string,
-                                 &delta, &err)) {
+                                 &delta, &err))
             log_event(r->job->id, "detokenize: %s", err.msg);
-        }
         if (stop_string && r->seq.finish == GLM_SEQ_RUNNING)
             glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_STOP_STRING);
-        uint8_t *bytes = NULL;
-        size_t len = 0;
-        if (glm_request_chunk(r, &delta, &bytes, &len, &err) == GLM_OK)
-            glm_queue_write_chunk(s->queue, r->job->id, bytes, len, &err); /* best effort */
-        free(bytes);
+        if (ids && chunks && lens &&
+            glm_request_chunk(r, &delta, &chunks[n_chunks], &lens[n_chunks], &err) == GLM_OK)
+            ids[n_chunks++] = r->job->id;
     }
+    if (n_chunks) /* best effort: a lost chunk is covered by the Result's full text */
+        glm_queue_write_chunks(s->queue, n_chunks, ids, (const void *const *)chunks, lens, &err);
+    for (size_t i = 0; i < n_chunks; i++)
+        free(chunks[i]);
+    free(ids);
+    free(chunks);
+    free(lens);
     glm_bytes_free(&delta);
     glm_metrics_inc(s->metrics, GLM_COUNTER_GENERATED_TOKENS, (uint64_t)n_rows);
     for (int i = 0; i < s->n_requests;) {
