@@ -8,6 +8,7 @@
 
 #include "coordinator/coordinator_version.h"
 #include "coordinator/metrics.h"
+#include "coordinator/prep_pool.h"
 #include "coordinator/request.h"
 #include "kernels/sample_rng.h"
 #include "worker/step_exec.h"
@@ -30,6 +31,7 @@ void glm_serve_options_default(glm_serve_options *so)
     so->visibility_timeout_ms = 60000;
     so->max_deliveries = 3;
     so->grace_ms = 30000;
+    so->prep_threads = 4;
 }
 
 /* Everything the loop owns, in one place, freed in reverse. */
@@ -42,6 +44,7 @@ typedef struct server {
     glm_image_cache *images;
     glm_scheduler *sched;
     glm_metrics *metrics;
+    glm_prep_pool *prep;
     glm_request **requests; /* live requests (added to the scheduler) */
     int n_requests, cap_requests;
     glm_step_plan plan;
@@ -143,6 +146,9 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     };
     if ((st = glm_scheduler_create(&sc, s->images, &s->sched, err))) return st;
     if ((st = glm_metrics_create(&s->metrics, err))) return st;
+    if ((st = glm_prep_pool_create(so->prep_threads > 0 ? so->prep_threads : 1, &s->env, &s->prep,
+                                   err)))
+        return st;
     if (so->metrics_port > 0) {
         int port = 0;
         if ((st = glm_metrics_serve(s->metrics, so->metrics_bind, so->metrics_port, &port, err)))
@@ -162,6 +168,7 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
 
 static void server_free(server *s)
 {
+    glm_prep_pool_destroy(s->prep); /* first: its threads read the tokenizer and env */
     for (int i = 0; i < s->n_requests; i++)
         glm_request_destroy(s->requests[i]);
     free(s->requests);
@@ -276,6 +283,8 @@ static void touch_in_flight(server *s, double *last_touch)
     }
 }
 
+/* A job from the stream: acknowledged at once when its Result already exists (re-delivery is
+ * idempotent), otherwise handed to the preparation threads. */
 static void accept_job(server *s, glm_queue_job *job)
 {
     glm_error err = {0};
@@ -289,32 +298,45 @@ static void accept_job(server *s, glm_queue_job *job)
         glm_queue_job_clear(job);
         return;
     }
-    glm_request *r = NULL;
-    glm_error_code code = GLM_EC_INTERNAL;
-    char msg[GLM_ERROR_MSG_LEN];
-    if (glm_request_create(&s->env, job, &r, &code, msg, sizeof(msg)) != GLM_OK) {
-        reject_job(s, job, code, msg);
+    if (glm_prep_pool_submit(s->prep, job, &err)) {
+        reject_job(s, job, GLM_EC_INTERNAL, err.msg);
         glm_queue_job_clear(job);
-        return;
     }
-    crash_if_poisoned(s, r);
-    if (glm_scheduler_add(s->sched, &r->seq, &err) || track(s, r, &err)) {
-        glm_queue_job tmp = r->entry;
-        reject_job(s, &tmp, GLM_EC_INTERNAL, err.msg);
-        glm_request_destroy(r);
-        return;
+}
+
+/* Prepared requests join the scheduler; failed preparations get their error Result. */
+static void collect_prepared(server *s)
+{
+    glm_prep_done done[32];
+    glm_error err = {0};
+    size_t n = glm_prep_pool_collect(s->prep, done, 32);
+    for (size_t i = 0; i < n; i++) {
+        glm_request *r = done[i].request;
+        if (!r) {
+            reject_job(s, &done[i].entry, done[i].code, done[i].msg);
+            glm_queue_job_clear(&done[i].entry);
+            continue;
+        }
+        crash_if_poisoned(s, r);
+        if (glm_scheduler_add(s->sched, &r->seq, &err) || track(s, r, &err)) {
+            glm_queue_job tmp = r->entry;
+            reject_job(s, &tmp, GLM_EC_INTERNAL, err.msg);
+            glm_request_destroy(r);
+            continue;
+        }
+        r->added = true;
+        glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_ids);
+        log_event(r->job->id, "accepted: %d prompt rows, %d images, attempt %u",
+                  r->seq.layout.n_rows, r->seq.layout.n_images, r->entry.deliveries);
     }
-    r->added = true;
-    glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_ids);
-    log_event(r->job->id, "accepted: %d prompt rows, %d images, attempt %u", r->seq.layout.n_rows,
-              r->seq.layout.n_images, r->entry.deliveries);
 }
 
 /* New jobs (and stale ones reclaimed from dead replicas), while there is room. */
 static void take_jobs(server *s, bool idle, double *last_claim)
 {
     if (!glm_queue_reading(s->queue)) return;
-    if (s->n_requests >= 2 * s->so->max_batch) return; /* enough queued here: leave the rest */
+    int held = s->n_requests + (int)glm_prep_pool_in_flight(s->prep);
+    if (held >= 2 * s->so->max_batch) return; /* enough queued here: leave the rest */
     glm_queue_job jobs[READ_BATCH];
     size_t n = 0, n_dead = 0;
     glm_error err = {0};
@@ -329,8 +351,9 @@ static void take_jobs(server *s, bool idle, double *last_claim)
         }
     }
     n = 0;
-    size_t room = (size_t)(2 * s->so->max_batch - s->n_requests);
+    size_t room = (size_t)(2 * s->so->max_batch - held);
     if (room > READ_BATCH) room = READ_BATCH;
+    if (room == 0) return;
     if (glm_queue_read(s->queue, room, idle ? IDLE_BLOCK_MS : 0, jobs, &n, &err) == GLM_OK) {
         for (size_t i = 0; i < n; i++)
             accept_job(s, &jobs[i]);
@@ -492,6 +515,12 @@ static void expire_deadlines(server *s)
 static void hand_back_all(server *s)
 {
     glm_error err = {0};
+    /* preparations still running become requests first, so they are handed back too */
+    for (int k = 0; k < 500 && glm_prep_pool_in_flight(s->prep) > 0; k++) {
+        collect_prepared(s);
+        usleep(10 * 1000);
+    }
+    collect_prepared(s);
     while (s->n_requests > 0) {
         glm_request *r = s->requests[0];
         glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
@@ -528,14 +557,19 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         glm_server_load load = current_load(&s);
         glm_error tick_err = {0};
         glm_queue_tick(s.queue, &load, &tick_err);
-        bool idle = !glm_scheduler_has_work(s.sched);
+        bool preparing = glm_prep_pool_in_flight(s.prep) > 0;
+        bool idle = !glm_scheduler_has_work(s.sched) && !preparing;
         touch_in_flight(&s, &last_touch);
         expire_deadlines(&s);
         take_jobs(&s, idle, &last_claim);
+        collect_prepared(&s);
+        if (!glm_scheduler_has_work(s.sched) && preparing) usleep(500); /* images decoding */
         if (glm_scheduler_has_work(s.sched)) st = run_step(&s, err);
         update_gauges(&s);
         if (!glm_queue_reading(s.queue)) {
-            if (s.n_requests == 0 && glm_queue_outbox_size(s.queue) == 0) break;
+            if (s.n_requests == 0 && glm_prep_pool_in_flight(s.prep) == 0 &&
+                glm_queue_outbox_size(s.queue) == 0)
+                break;
             if (glm_now_ms() > drain_deadline) {
                 hand_back_all(&s);
                 if (glm_queue_outbox_size(s.queue) == 0 || glm_now_ms() > drain_deadline + 5000)

@@ -21,6 +21,7 @@ typedef struct glm_serve_options {
     int visibility_timeout_ms;
     int max_deliveries;
     int grace_ms;
+    int prep_threads; /* threads preparing requests (decode, tokenize, images) */
     int metrics_port; /* 0: no endpoint */
     const char *metrics_bind;
     const char *crash_on_prompt; /* fault injection for the poison-job test */

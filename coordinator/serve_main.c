@@ -203,7 +203,8 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         return 2;
     }
     if (so->max_batch < 1 || so->max_tokens_per_step < so->max_batch || so->prefill_chunk < 1 ||
-        so->vision_cache < 1 || so->max_deliveries < 1 || so->grace_ms < 0) {
+        so->vision_cache < 1 || so->max_deliveries < 1 || so->grace_ms < 0 ||
+        so->prep_threads < 1 || so->prep_threads > 64) {
         if (!rank) fprintf(stderr, "glm4v-serve: batch/budget/chunk/cache values out of range\n");
         return 2;
     }
