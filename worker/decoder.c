@@ -49,7 +49,8 @@ static void splice_images(glm_model *m, const glm_step_plan *p, glm_tensor x)
             continue;
         }
         int run = 1;
-        while (t + run < p->n_tokens && p->image_rows[t + run] == p->image_rows[t] + run) run++;
+        while (t + run < p->n_tokens && p->image_rows[t + run] == p->image_rows[t] + run)
+            run++;
         glm_op_copy_rows(m->be, x, t, m->image_pool, p->image_rows[t], run);
         t += run;
     }
@@ -75,8 +76,8 @@ static glm_status decoder_layer(glm_model *m, int l, const glm_step_plan *p,
                 10000.0f * cfg->rope_ratio);
     glm_op_kv_store(be, m->kv.k[l], m->kv.v[l], qkv, i32_view(&s->slots, T), sp->q_heads,
                     sp->kv_heads, hd);
-    glm_op_attention_paged(be, attn, qkv, m->kv.k[l], m->kv.v[l], batch, sp->q_heads,
-                           sp->kv_heads, hd, 1.0f / sqrtf((float)hd));
+    glm_op_attention_paged(be, attn, qkv, m->kv.k[l], m->kv.v[l], batch, sp->q_heads, sp->kv_heads,
+                           hd, 1.0f / sqrtf((float)hd));
     glm_op_linear(be, delta, attn, L->dense_w, NULL, GLM_ACT_NONE);
     glm_status st = allreduce(m, delta, err);
     if (st) return st;
@@ -94,8 +95,7 @@ static glm_status decoder_layer(glm_model *m, int l, const glm_step_plan *p,
     return GLM_OK;
 }
 
-static glm_status logits_to_host(glm_model *m, glm_tensor full, float *logits_host,
-                                 glm_error *err);
+static glm_status logits_to_host(glm_model *m, glm_tensor full, float *logits_host, glm_error *err);
 
 /* The row order for reassembling n gathered logit rows (tp > 1), uploaded before the step's ops
  * (outside any graph capture). */
@@ -104,7 +104,8 @@ static void upload_reorder(glm_model *m, int64_t n)
     int64_t tp = m->plan.tp_size;
     if (tp <= 1 || n == 0) return;
     for (int64_t i = 0; i < n; i++)
-        for (int64_t r = 0; r < tp; r++) m->host_reorder[i * tp + r] = (int32_t)(r * n + i);
+        for (int64_t r = 0; r < tp; r++)
+            m->host_reorder[i * tp + r] = (int32_t)(r * n + i);
     glm_tensor reorder = glm_tensor_1d(GLM_I32, n * tp, m->ds.reorder.data);
     upload_i32(m->be, &reorder, m->host_reorder, n * tp);
 }
@@ -196,51 +197,47 @@ static glm_status run_step(glm_model *m, const glm_step_plan *p, const glm_attn_
  * persistent device buffers (same addresses every step) before the replay, with the block table
  * at its full stride (max_blocks_per_seq of the model) and attention sized for the model's whole
  * context (max_ctx_len = max_blocks_per_seq * block_size, a capacity; the kernels read the real
- * ctx_len from device memory). Graph keys are the bucket plus GRAPH_KEY_BASE; a per-model record
- * (pointers the graphs bake in) makes a different model on the same backend recapture. NCCL
+ * ctx_len from device memory). Graph keys are the bucket plus a base distinct per model, and the
+ * capture record lives in the model (m->graphs), so models sharing a backend stay apart. NCCL
  * collectives on the backend stream are captured with the step; the MPI communicator never meets
  * a backend with graphs. GLM4V_NO_GRAPHS=1 turns the path off (measurements). */
 
 #define GRAPH_KEY_BASE 4096
 #define GRAPH_MAX_BUCKET 256
-#define GRAPH_MODELS 8
+#define GRAPH_KEYS_PER_MODEL 512 /* > GRAPH_MAX_BUCKET */
 
+/* A model's decode graphs: which buckets are captured, under which backend keys, and the host
+ * staging of the padded index arrays. Owned by the model (m->graphs), freed with it. */
 typedef struct graph_state {
-    const glm_model *model;
-    const void *fingerprint[5]; /* buffers the captured graphs point at */
-    int n_layers;
+    int key_base; /* distinct per model, so two models on one backend never replay each other's */
     bool captured[GRAPH_MAX_BUCKET + 1];
     int32_t *host; /* padded index arrays */
     size_t host_cap;
 } graph_state;
 
-static graph_state graph_states[GRAPH_MODELS];
-static pthread_mutex_t graph_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static graph_state *graph_state_of(glm_model *m)
 {
-    const void *fp[5] = {m->scratch_memory, m->kv.memory, m->w.arena, m->comm, m->be};
-    pthread_mutex_lock(&graph_lock);
-    graph_state *g = NULL, *free_slot = NULL;
-    for (int i = 0; i < GRAPH_MODELS && !g; i++) {
-        if (graph_states[i].model == m) g = &graph_states[i];
-        else if (!graph_states[i].model && !free_slot) free_slot = &graph_states[i];
+    if (!m->graphs) {
+        /* the only process-wide value: a counter that hands each model its own key range */
+        static int next_model = 0;
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        graph_state *g = calloc(1, sizeof(*g));
+        if (!g) return NULL;
+        pthread_mutex_lock(&lock);
+        g->key_base = GRAPH_KEY_BASE + (next_model++ % 4096) * GRAPH_KEYS_PER_MODEL;
+        pthread_mutex_unlock(&lock);
+        m->graphs = g;
     }
-    if (!g && free_slot) {
-        g = free_slot;
-        g->model = m;
-        memset(g->captured, 0, sizeof(g->captured));
-        memcpy(g->fingerprint, fp, sizeof(fp));
-        g->n_layers = m->cfg.num_layers;
-    }
-    if (g && (memcmp(g->fingerprint, fp, sizeof(fp)) != 0 || g->n_layers != m->cfg.num_layers)) {
-        /* a new model at an old model's address: its graphs point at freed memory */
-        memset(g->captured, 0, sizeof(g->captured));
-        memcpy(g->fingerprint, fp, sizeof(fp));
-        g->n_layers = m->cfg.num_layers;
-    }
-    pthread_mutex_unlock(&graph_lock);
-    return g;
+    return m->graphs;
+}
+
+void glm_decoder_graphs_free(glm_model *m)
+{
+    graph_state *g = m->graphs;
+    if (!g) return;
+    free(g->host);
+    free(g);
+    m->graphs = NULL;
 }
 
 static int graph_bucket(const glm_model *m, int n)
@@ -251,7 +248,8 @@ static int graph_bucket(const glm_model *m, int n)
     if (logit_cap < cap) cap = logit_cap;
     if (cap > GRAPH_MAX_BUCKET) cap = GRAPH_MAX_BUCKET;
     int b = 1;
-    while (b < n) b *= 2;
+    while (b < n)
+        b *= 2;
     if (b > cap) b = cap;
     return b >= n ? b : 0;
 }
@@ -283,7 +281,7 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
     glm_backend *be = m->be;
     decoder_scratch *s = &m->ds;
     graph_state *g = graph_state_of(m);
-    if (!g) return glm_fail(err, GLM_ERR_LIMIT, "more than %d models use decode graphs", GRAPH_MODELS);
+    if (!g) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for decode graph state");
     int n = p->n_seqs, B = graph_bucket(m, n), mb = m->max_blocks_per_seq;
     size_t need = (size_t)6 * (B + 1) + (size_t)B * mb;
     if (g->host_cap < need) {
@@ -300,9 +298,12 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
     memcpy(ctx, p->ctx_len, sizeof(int32_t) * n);
     int nl = p->n_logit_rows;
     memcpy(lrows, p->logit_rows, sizeof(int32_t) * nl);
-    for (int i = n; i < B; i++) ids[i] = 0, pos[i] = 0, slots[i] = -1, ctx[i] = 0;
-    for (int i = nl; i < B; i++) lrows[i] = nl > 0 ? lrows[0] : 0;
-    for (int i = 0; i <= B; i++) qs[i] = i;
+    for (int i = n; i < B; i++)
+        ids[i] = 0, pos[i] = 0, slots[i] = -1, ctx[i] = 0;
+    for (int i = nl; i < B; i++)
+        lrows[i] = nl > 0 ? lrows[0] : 0;
+    for (int i = 0; i <= B; i++)
+        qs[i] = i;
     memset(table, 0, sizeof(int32_t) * (size_t)B * mb);
     for (int i = 0; i < n; i++)
         memcpy(table + (size_t)i * mb, p->block_table + (size_t)i * p->max_blocks_per_seq,
@@ -338,7 +339,7 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
         .q_start_host = qs,
         .ctx_len_host = ctx,
     };
-    int key = GRAPH_KEY_BASE + B;
+    int key = g->key_base + B;
     glm_status st = GLM_OK;
     glm_tensor full = glm_tensor_2d(be->act_dtype, B, m->plan.vocab * m->plan.tp_size,
                                     m->plan.tp_size > 1 ? s->logits_full.data : s->logits.data);

@@ -215,6 +215,7 @@ glm_status glm_model_create(const glm_model_config *cfg, const glm_model_options
 void glm_model_destroy(glm_model *m)
 {
     if (!m) return;
+    glm_decoder_graphs_free(m);
     free(m->host_reorder);
     glm_kv_cache_destroy(&m->kv, m->be);
     if (m->pool_memory) m->be->ops->free(m->be, m->pool_memory);

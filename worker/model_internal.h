@@ -57,12 +57,14 @@ struct glm_model {
     size_t scratch_bytes;
     decoder_scratch ds;
     vision_scratch vs;
+    void *graphs;           /* decoder.c's CUDA-graph state, created on first use */
     glm_tensor last_logits; /* [rows, vocab] of the last step, for glm_model_sample */
     /* host staging for the step's I32 arrays */
     int32_t *host_reorder;
 };
 
 glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, glm_error *err);
+void glm_decoder_graphs_free(glm_model *m);
 glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *plan, float *logits_host,
                                glm_error *err);
 

@@ -250,12 +250,17 @@ __global__ void decode_combine_kernel(__nv_bfloat16 *out, const float *part_o, c
 template <int D>
 static void launch_decode_t(glm_backend *be, const attn_params *p, dim3 grid)
 {
-    static bool attr_set = false;
+    /* the shared-memory limit is a property of the function in each device's context, so it is
+     * raised once per device (a process may drive several GPUs) */
+    static bool attr_set[ATT_MAX_DEVICES];
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 0 || dev >= ATT_MAX_DEVICES) dev = 0;
     constexpr size_t smem = dec_smem_bytes<D>();
-    if (!attr_set) {
+    if (!attr_set[dev]) {
         CUDA_CHECK(be, cudaFuncSetAttribute(decode_kernel<D>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        attr_set = true;
+        attr_set[dev] = true;
     }
     decode_kernel<D><<<grid, DEC_WARPS * 32, smem, cuda_impl(be)->stream>>>(*p);
     CUDA_CHECK_LAUNCH(be);

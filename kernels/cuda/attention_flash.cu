@@ -266,12 +266,17 @@ static int fa_variant(void)
 template <int D, int MT, bool PAGED>
 static void launch_fa2_t(glm_backend *be, const attn_params *p, dim3 grid)
 {
-    static bool attr_set = false;
+    /* the shared-memory limit is a property of the function in each device's context, so it is
+     * raised once per device (a process may drive several GPUs) */
+    static bool attr_set[ATT_MAX_DEVICES];
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 0 || dev >= ATT_MAX_DEVICES) dev = 0;
     constexpr size_t smem = fa_smem_bytes<D, MT>();
-    if (!attr_set) {
+    if (!attr_set[dev]) {
         CUDA_CHECK(be, cudaFuncSetAttribute(fa2_kernel<D, MT, PAGED>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        attr_set = true;
+        attr_set[dev] = true;
     }
     fa2_kernel<D, MT, PAGED>
         <<<grid, fa_cfg<MT>::THREADS, smem, cuda_impl(be)->stream>>>(*p);

@@ -13,6 +13,7 @@
 #define ATT_KEYS 64
 #define ATT_THREADS 128
 #define ATT_MAX_SPLITS 64
+#define ATT_MAX_DEVICES 64 /* devices one process may drive */
 
 typedef struct attn_params {
     const __nv_bfloat16 *q; /* row t, head h at q + t * q_stride + h * head_dim */
