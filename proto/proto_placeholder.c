@@ -1,1 +1,0 @@
-/* replaced by generated glm4v.pb-c.c */
