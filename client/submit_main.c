@@ -3,6 +3,7 @@
  * Exit codes: 0 done, 1 the job failed (its Result carries an error), 2 usage error,
  * 3 transport error or timeout. */
 #include "client/redis_client.h"
+#include "common/cli.h"
 #include "coordinator/job_codec.h"
 #include "coordinator/redis_conn.h"
 #include "coordinator/result_json.h"
@@ -38,20 +39,6 @@ static void usage(FILE *f)
            "       glm4v-submit --redis URL [--prefix P] --status\n"
            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
            "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
-}
-
-/* Parses a number in [lo, hi]; returns false (with a message) when it is not one. */
-static bool parse_number(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "glm4v-submit: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
 }
 
 static int parse_args(int argc, char **argv, submit_args *a)
@@ -120,23 +107,26 @@ static int parse_args(int argc, char **argv, submit_args *a)
             usage(stdout);
             exit(0);
         case 'n':
-            if (!parse_number("--max-new-tokens", optarg, 1, 1 << 20, &v)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--max-new-tokens", optarg, 1, 1 << 20, &v))
+                return EXIT_USAGE;
             a->sampling.max_new_tokens = (uint32_t)v;
             break;
         case 't':
-            if (!parse_number("--temperature", optarg, 0, 100, &v)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--temperature", optarg, 0, 100, &v))
+                return EXIT_USAGE;
             a->sampling.temperature = (float)v;
             break;
         case 'T':
-            if (!parse_number("--top-p", optarg, 0, 1, &v)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--top-p", optarg, 0, 1, &v)) return EXIT_USAGE;
             a->sampling.top_p = (float)v;
             break;
         case 'k':
-            if (!parse_number("--top-k", optarg, 0, 1 << 20, &v)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--top-k", optarg, 0, 1 << 20, &v))
+                return EXIT_USAGE;
             a->sampling.top_k = (uint32_t)v;
             break;
         case 'S':
-            if (!parse_number("--seed", optarg, 0, 1.8e19, &v)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--seed", optarg, 0, 1.8e19, &v)) return EXIT_USAGE;
             a->sampling.has_seed = true;
             a->sampling.seed = strtoull(optarg, NULL, 10);
             break;
@@ -148,20 +138,26 @@ static int parse_args(int argc, char **argv, submit_args *a)
             a->stops[a->sampling.n_stop++] = optarg;
             break;
         case 'l':
-            if (!parse_number("--logprobs", optarg, 0, 1000, &v)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--logprobs", optarg, 0, 1000, &v))
+                return EXIT_USAGE;
             a->sampling.has_logprobs = true;
             a->sampling.logprobs = (uint32_t)v;
             break;
-        case 'E': a->sampling.ignore_eos = true; break;
+        case 'E':
+            a->sampling.ignore_eos = true;
+            break;
         case 'D':
-            if (!parse_number("--deadline-ms", optarg, 1, 1e9, &a->deadline_ms)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--deadline-ms", optarg, 1, 1e9, &a->deadline_ms))
+                return EXIT_USAGE;
             break;
         case 'R':
-            if (!parse_number("--priority", optarg, -1000000, 1000000, &v)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--priority", optarg, -1000000, 1000000, &v))
+                return EXIT_USAGE;
             a->priority = (int)v;
             break;
         case 'o':
-            if (!parse_number("--timeout", optarg, 0.001, 1e7, &a->timeout_s)) return EXIT_USAGE;
+            if (!glm_cli_number("glm4v-submit", "--timeout", optarg, 0.001, 1e7, &a->timeout_s))
+                return EXIT_USAGE;
             break;
         default:
             usage(stderr);
@@ -362,8 +358,8 @@ static int encode_job(const submit_args *a, const char *id, uint8_t **bytes, siz
     if (a->deadline_ms > 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        job.deadline_unix_ms =
-            (uint64_t)ts.tv_sec * 1000u + (uint64_t)(ts.tv_nsec / 1000000) + (uint64_t)a->deadline_ms;
+        job.deadline_unix_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)(ts.tv_nsec / 1000000) +
+                               (uint64_t)a->deadline_ms;
     }
     glm_error err = {0};
     glm_status st = glm_job_encode(&job, bytes, len, &err);

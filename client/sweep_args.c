@@ -1,5 +1,6 @@
 /* glm4v-sweep command line (see sweep_args.h). */
 #include "client/sweep_args.h"
+#include "common/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -31,20 +32,6 @@ static void usage(FILE *f)
         "  --timeout SEC        give up on a job after SEC (default 3600); no line is written\n"
         "Exit: 0 all answered, 1 some rows failed or lines were malformed, 2 usage, 3 Redis,\n"
         "file error or timeouts (re-run to resume), 128+N stopped by signal N.\n");
-}
-
-/* Parses a number in [lo, hi]; false (with a message) when it is not one. */
-static bool parse_number(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "glm4v-sweep: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
 }
 
 enum {
@@ -126,27 +113,27 @@ static bool apply_option(sweep_args *a, int c, const char *arg)
         a->password_file = arg;
         return true;
     case O_WINDOW:
-        if (!parse_number("--window", arg, 1, 100000, &v)) return false;
+        if (!glm_cli_number("glm4v-sweep", "--window", arg, 1, 100000, &v)) return false;
         a->window = (int)v;
         return true;
     case O_MAX_NEW:
-        if (!parse_number("--max-new-tokens", arg, 1, 1 << 20, &v)) return false;
+        if (!glm_cli_number("glm4v-sweep", "--max-new-tokens", arg, 1, 1 << 20, &v)) return false;
         s->max_new_tokens = (uint32_t)v;
         return true;
     case O_TEMP:
-        if (!parse_number("--temperature", arg, 0, 100, &v)) return false;
+        if (!glm_cli_number("glm4v-sweep", "--temperature", arg, 0, 100, &v)) return false;
         s->temperature = (float)v;
         return true;
     case O_TOP_P:
-        if (!parse_number("--top-p", arg, 1e-9, 1, &v)) return false;
+        if (!glm_cli_number("glm4v-sweep", "--top-p", arg, 1e-9, 1, &v)) return false;
         s->top_p = (float)v;
         return true;
     case O_TOP_K:
-        if (!parse_number("--top-k", arg, 0, 1 << 20, &v)) return false;
+        if (!glm_cli_number("glm4v-sweep", "--top-k", arg, 0, 1 << 20, &v)) return false;
         s->top_k = (uint32_t)v;
         return true;
     case O_SEED:
-        if (!parse_number("--seed", arg, 0, 1.8e19, &v)) return false;
+        if (!glm_cli_number("glm4v-sweep", "--seed", arg, 0, 1.8e19, &v)) return false;
         a->sweep_seed = strtoull(arg, NULL, 10);
         return true;
     case O_STOP:
@@ -157,9 +144,10 @@ static bool apply_option(sweep_args *a, int c, const char *arg)
         a->stops[s->n_stop++] = arg;
         return true;
     case O_TIMEOUT:
-        return parse_number("--timeout", arg, 0.001, 1e7, &a->timeout_s);
+        return glm_cli_number("glm4v-sweep", "--timeout", arg, 0.001, 1e7, &a->timeout_s);
     case O_PROGRESS:
-        if (!parse_number("--progress-interval", arg, 0.1, 86400, &v)) return false;
+        if (!glm_cli_number("glm4v-sweep", "--progress-interval", arg, 0.1, 86400, &v))
+            return false;
         a->progress_interval_ms = (int)(v * 1000.0);
         return true;
     default:

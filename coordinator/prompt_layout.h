@@ -18,7 +18,6 @@ typedef struct glm_prompt_layout {
     int32_t *token_ids;   /* [n_rows], -1 on image rows */
     int32_t *positions;   /* [n_rows] */
     int32_t *image_row;   /* [n_rows] row within its image (0 .. image_rows-1), -1 on text */
-    int32_t *image_index; /* [n_rows] which image of the prompt, -1 on text */
 } glm_prompt_layout;
 
 /* Fails with GLM_ERR_INVALID_ARG if an image marker is malformed (boi not followed by

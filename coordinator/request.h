@@ -41,7 +41,6 @@ typedef struct glm_request {
     double t_received, t_scheduled, t_first_token, t_done; /* ms, CLOCK_MONOTONIC */
     double vision_ms;
     double queue_ms; /* from the entry's Redis timestamp to receipt */
-    bool added;      /* the scheduler owns seq */
 } glm_request;
 
 /* Builds a request from a queue entry (takes ownership of entry's bytes). On a bad job returns

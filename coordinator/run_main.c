@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cli.h"
 #include "coordinator/generate.h"
 #include "coordinator/run_inputs.h"
 #include "worker/rank_context.h"
@@ -37,20 +38,6 @@ static void usage(FILE *f)
                "  --random-weights SEED    random weights of the config's shape (benchmarks)\n"
                "  --gpu-memory GIB         memory budget per rank (default: free minus a margin)\n"
                "  --threads N              CPU threads per rank (default: OpenMP's)\n");
-}
-
-static int parse_int(const char *s, const char *flag, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "glm4v-run: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo, hi,
-                s);
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 /* Returns 0, or 2 for a usage error (message printed by rank 0). */
@@ -119,7 +106,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             ro->device = optarg;
             break;
         case O_TP:
-            if (parse_int(optarg, "--tp", 1, 64, &v)) return 2;
+            if (!glm_cli_int("glm4v-run", "--tp", optarg, 1, 64, &v)) return 2;
             ro->tp = (int)v;
             break;
         case O_IDS:
@@ -138,7 +125,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             a->pixels = optarg;
             break;
         case O_MAXNEW:
-            if (parse_int(optarg, "--max-new-tokens", 0, 1 << 20, &v)) return 2;
+            if (!glm_cli_int("glm4v-run", "--max-new-tokens", optarg, 0, 1 << 20, &v)) return 2;
             a->max_new_tokens = (int)v;
             break;
         case O_IGNORE_EOS:
@@ -154,11 +141,11 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             a->json = true;
             break;
         case O_CHUNK:
-            if (parse_int(optarg, "--prefill-chunk", 1, 1 << 16, &v)) return 2;
+            if (!glm_cli_int("glm4v-run", "--prefill-chunk", optarg, 1, 1 << 16, &v)) return 2;
             a->prefill_chunk = (int)v;
             break;
         case O_RANDOM:
-            if (parse_int(optarg, "--random-weights", 0, 0x7fffffff, &v)) return 2;
+            if (!glm_cli_int("glm4v-run", "--random-weights", optarg, 0, 0x7fffffff, &v)) return 2;
             ro->model.use_random_weights = 1;
             ro->model.random_seed = (uint64_t)v;
             break;
@@ -170,7 +157,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             }
             break;
         case O_THREADS:
-            if (parse_int(optarg, "--threads", 1, 1024, &v)) return 2;
+            if (!glm_cli_int("glm4v-run", "--threads", optarg, 1, 1024, &v)) return 2;
             ro->cpu_threads = (int)v;
             break;
         case O_HELP:

@@ -324,7 +324,6 @@ static void collect_prepared(server *s)
             glm_request_destroy(r);
             continue;
         }
-        r->added = true;
         glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_ids);
         log_event(r->job->id, "accepted: %d prompt rows, %d images, attempt %u",
                   r->seq.layout.n_rows, r->seq.layout.n_images, r->entry.deliveries);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "coordinator/metrics.h"
 #include "coordinator/serve_loop.h"
 #include "worker/rank_context.h"
@@ -49,6 +50,7 @@ static void usage(FILE *f)
         "  --visibility-timeout-ms N  reclaim jobs idle this long (default 60000)\n"
         "  --max-deliveries N         dead-letter after N deliveries (default 3)\n"
         "  --grace-ms N               SIGTERM drain time (default 30000)\n"
+        "  --prep-threads N           threads decoding/tokenizing new jobs (default 4)\n"
         "  --metrics-port P           Prometheus /metrics port (0: off; default off)\n"
         "  --metrics-bind ADDR        bind address (default 127.0.0.1)\n"
         "  --crash-on-prompt TEXT     fault injection for tests: abort on a prompt holding TEXT\n"
@@ -79,6 +81,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         O_MBIND,
         O_CRASH,
         O_RANDOM,
+        O_PREP,
         O_HELP
     };
     static const struct option opts[] = {
@@ -103,6 +106,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {"metrics-bind", 1, 0, O_MBIND},
         {"crash-on-prompt", 1, 0, O_CRASH},
         {"random-weights", 1, 0, O_RANDOM},
+        {"prep-threads", 1, 0, O_PREP},
         {"help", 0, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -111,19 +115,44 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
     ro->device = "cpu";
     ro->tp = 1;
     glm_model_options_default(&ro->model);
+    /* integer flags: each must be a whole number inside its range, or the server does not start */
+    const struct int_flag {
+        int code;
+        const char *flag;
+        long lo, hi;
+        int *dst;
+    } ints[] = {
+        {O_TP, "--tp", 1, 64, &ro->tp},
+        {O_BATCH, "--max-batch", 1, 4096, &so->max_batch},
+        {O_BUDGET, "--max-tokens-per-step", 1, 1 << 20, &so->max_tokens_per_step},
+        {O_CHUNK, "--prefill-chunk", 1, 1 << 20, &so->prefill_chunk},
+        {O_MAXNEW, "--max-new-tokens", 1, 1 << 20, &so->default_max_new_tokens},
+        {O_VCACHE, "--vision-cache", 1, 1 << 16, &so->vision_cache},
+        {O_KVB, "--kv-blocks", 1, 1 << 30, &ro->model.kv_blocks},
+        {O_VIS, "--visibility-timeout-ms", 100, 86400000, &so->visibility_timeout_ms},
+        {O_DELIV, "--max-deliveries", 1, 1000, &so->max_deliveries},
+        {O_GRACE, "--grace-ms", 0, 86400000, &so->grace_ms},
+        {O_MPORT, "--metrics-port", 0, 65535, &so->metrics_port},
+        {O_PREP, "--prep-threads", 1, 64, &so->prep_threads},
+    };
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        long v = optarg ? atol(optarg) : 0;
+        const struct int_flag *f = NULL;
+        for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
+            if (ints[i].code == c) f = &ints[i];
+        if (f) {
+            long v;
+            if (!glm_cli_int("glm4v-serve", f->flag, optarg, f->lo, f->hi, &v)) return 2;
+            *f->dst = (int)v;
+            continue;
+        }
         switch (c) {
         case O_MODEL:
             ro->model_dir = optarg;
             break;
         case O_DEVICE:
             ro->device = optarg;
-            break;
-        case O_TP:
-            ro->tp = (int)v;
             break;
         case O_REDIS:
             if (strchr(optarg, '@')) {
@@ -143,49 +172,26 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         case O_ID:
             so->server_id = optarg;
             break;
-        case O_BATCH:
-            so->max_batch = (int)v;
+        case O_GPU: {
+            double gib;
+            if (!glm_cli_number("glm4v-serve", "--gpu-memory", optarg, 0.1, 1e6, &gib)) return 2;
+            ro->gpu_memory_gib = gib;
             break;
-        case O_BUDGET:
-            so->max_tokens_per_step = (int)v;
-            break;
-        case O_CHUNK:
-            so->prefill_chunk = (int)v;
-            break;
-        case O_MAXNEW:
-            so->default_max_new_tokens = (int)v;
-            break;
-        case O_VCACHE:
-            so->vision_cache = (int)v;
-            break;
-        case O_KVB:
-            ro->model.kv_blocks = (int)v;
-            break;
-        case O_GPU:
-            ro->gpu_memory_gib = atof(optarg);
-            break;
-        case O_VIS:
-            so->visibility_timeout_ms = (int)v;
-            break;
-        case O_DELIV:
-            so->max_deliveries = (int)v;
-            break;
-        case O_GRACE:
-            so->grace_ms = (int)v;
-            break;
-        case O_MPORT:
-            so->metrics_port = (int)v;
-            break;
+        }
         case O_MBIND:
             so->metrics_bind = optarg;
             break;
         case O_CRASH:
             so->crash_on_prompt = optarg;
             break;
-        case O_RANDOM:
+        case O_RANDOM: {
+            long seed;
+            if (!glm_cli_int("glm4v-serve", "--random-weights", optarg, 0, 0x7fffffff, &seed))
+                return 2;
             ro->model.use_random_weights = 1;
-            ro->model.random_seed = (uint64_t)v;
+            ro->model.random_seed = (uint64_t)seed;
             break;
+        }
         case O_HELP:
             if (!rank) usage(stdout);
             exit(0);

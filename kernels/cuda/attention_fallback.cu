@@ -17,29 +17,11 @@ __global__ void __launch_bounds__(ATT_THREADS)
     const int kv_head = blockIdx.y;
     const int seq = blockIdx.z / p.n_splits, split = blockIdx.z % p.n_splits;
 
-    int q_begin, q_len, n_keys, causal_offset;
-    if (p.paged) {
-        q_begin = p.q_start[seq];
-        q_len = p.q_start[seq + 1] - q_begin;
-        n_keys = p.ctx_len[seq];
-        causal_offset = n_keys - q_len;
-    } else {
-        q_begin = seq * p.seq_len;
-        q_len = p.seq_len;
-        n_keys = p.seq_len;
-        causal_offset = 0;
-    }
-    const int n_rows = q_len * p.group;
     const int row0 = blockIdx.x * ATT_ROWS;
+    const attn_block blk = attn_block_range(p, p.paged, seq, split, row0, ATT_ROWS);
+    const int q_begin = blk.q_begin, n_rows = blk.n_rows, causal_offset = blk.causal_offset;
+    const int key_begin = blk.key_begin, key_end = blk.key_end, n_keys = blk.n_keys;
     if (row0 >= n_rows) return;
-
-    /* key range of this block: its split, cut at the causal limit of its last row */
-    int key_begin = split * p.split_keys;
-    int key_end = min(n_keys, key_begin + p.split_keys);
-    if (p.paged) {
-        int last_token = min(n_rows - 1, row0 + ATT_ROWS - 1) / p.group;
-        key_end = min(key_end, causal_offset + last_token + 1);
-    }
 
     /* Q tile -> registers, staged through sk */
     auto q_row = [&](int r) -> const __nv_bfloat16 * {

@@ -25,27 +25,11 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
     const int kv_head = blockIdx.y;
     const int seq = blockIdx.z / p.n_splits, split = blockIdx.z % p.n_splits;
 
-    int q_begin, q_len, n_keys, causal_offset;
-    if (PAGED) {
-        q_begin = p.q_start[seq];
-        q_len = p.q_start[seq + 1] - q_begin;
-        n_keys = p.ctx_len[seq];
-        causal_offset = n_keys - q_len;
-    } else {
-        q_begin = seq * p.seq_len;
-        q_len = p.seq_len;
-        n_keys = p.seq_len;
-        causal_offset = 0;
-    }
-    const int n_rows = q_len * p.group;
     const int row0 = blockIdx.x * FA_ROWS;
+    const attn_block blk = attn_block_range(p, PAGED, seq, split, row0, FA_ROWS);
+    const int q_begin = blk.q_begin, n_rows = blk.n_rows, causal_offset = blk.causal_offset;
+    const int key_begin = blk.key_begin, key_end = blk.key_end;
     if (row0 >= n_rows) return;
-    int key_begin = split * p.split_keys;
-    int key_end = min(n_keys, key_begin + p.split_keys);
-    if (PAGED) {
-        int last_token = min(n_rows - 1, row0 + FA_ROWS - 1) / p.group;
-        key_end = min(key_end, causal_offset + last_token + 1);
-    }
 
     for (int c = tid; c < FA_ROWS * CH; c += THREADS) {
         int r = c / CH, col = (c % CH) * 8, row = row0 + r;

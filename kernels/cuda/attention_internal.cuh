@@ -152,6 +152,39 @@ static constexpr size_t dec_smem_bytes()
     return (size_t)DEC_WARPS * DEC_STAGES * 2 * DEC_KEYS * (D + 8) * 2;
 }
 
+/* What block (row0, split) of sequence seq covers: the sequence's query tokens and keys, the
+ * causal offset of its queries (paged: they are the last q_len of n_keys; full: none), its
+ * (query, head) row count, and the key range of this split cut at the causal limit of the
+ * block's last row. Callers return when row0 >= n_rows. */
+typedef struct attn_block {
+    int q_begin, q_len, n_keys, causal_offset, n_rows, key_begin, key_end;
+} attn_block;
+
+__device__ __forceinline__ attn_block attn_block_range(const attn_params &p, bool paged, int seq,
+                                                      int split, int row0, int rows_per_block)
+{
+    attn_block b;
+    if (paged) {
+        b.q_begin = p.q_start[seq];
+        b.q_len = p.q_start[seq + 1] - b.q_begin;
+        b.n_keys = p.ctx_len[seq];
+        b.causal_offset = b.n_keys - b.q_len;
+    } else {
+        b.q_begin = seq * p.seq_len;
+        b.q_len = p.seq_len;
+        b.n_keys = p.seq_len;
+        b.causal_offset = 0;
+    }
+    b.n_rows = b.q_len * p.group;
+    b.key_begin = split * p.split_keys;
+    b.key_end = min(b.n_keys, b.key_begin + p.split_keys);
+    if (paged && row0 < b.n_rows) {
+        int last_token = min(b.n_rows - 1, row0 + rows_per_block - 1) / p.group;
+        b.key_end = min(b.key_end, b.causal_offset + last_token + 1);
+    }
+    return b;
+}
+
 /* attention_fallback.cu: the 64-row kernel for any head dim up to 128, and its split combine. */
 void attn_launch_flash(glm_backend *be, const attn_params *p, dim3 grid);
 void attn_launch_combine(glm_backend *be, __nv_bfloat16 *out, const float *part_o,

@@ -6,6 +6,15 @@
 # usage: test_serve_bad_input.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
+# bad server flags: refused before anything starts, exit 2, the flag named
+for bad in "--max-batch abc" "--max-batch 0" "--gpu-memory -3" "--prep-threads 100" "--tp x"; do
+    # shellcheck disable=SC2086 # the flag and its value are two words
+    "$BIN/glm4v-serve" --model "$MODEL" $bad >/dev/null 2>"$E2E_DIR/flag.err"
+    rc=$?
+    e2e_check "glm4v-serve $bad: exit 2 ($rc) naming ${bad%% *}" \
+        [ $rc -eq 2 ] && grep -q -- "${bad%% *}" "$E2E_DIR/flag.err"
+done
+
 e2e_start_replica r 2 || exit 1
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 
