@@ -14,8 +14,8 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: glm4v-sweep --in QUESTIONS.jsonl --out ANSWERS.jsonl [--image-root DIR]\n"
-        "                   [--window N] [--ordered] [--max-new-tokens N] [--temperature T]\n"
-        "                   [--top-p P] [--top-k K] [--seed S] [--stop STR]...\n"
+        "                   [--window N] [--ordered] [--max-new-tokens N] [--ignore-eos]\n"
+        "                   [--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop STR]...\n"
         "                   [--redis URL] [--prefix P] [--job-prefix STR] [--password-file F]\n"
         "                   [--errors FILE] [--timeout SEC] [--progress-interval SEC]\n"
         "Runs every line of QUESTIONS ({\"id\", \"image\", \"prompt\" or \"messages\", ...}) and\n"
@@ -23,6 +23,7 @@ static void usage(FILE *f)
         "  --image-root DIR     image paths are relative to DIR (default: QUESTIONS's dir)\n"
         "  --window N           jobs in flight at most (default 64)\n"
         "  --ordered            write in input order (buffers); default: completion order\n"
+        "  --ignore-eos         generate exactly --max-new-tokens (benchmarks)\n"
         "  --temperature T      default 0 (greedy); sampled rows get seed hash(id) ^ --seed\n"
         "  --redis URL          default redis://127.0.0.1:6379; password from --password-file\n"
         "                       or $GLM4V_REDIS_PASSWORD, never from the URL\n"
@@ -41,6 +42,7 @@ enum {
     O_IMAGE_ROOT,
     O_WINDOW,
     O_ORDERED,
+    O_IGNORE_EOS,
     O_MAX_NEW,
     O_TEMP,
     O_TOP_P,
@@ -63,6 +65,7 @@ static const struct option OPTIONS[] = {
     {"image-root", required_argument, 0, O_IMAGE_ROOT},
     {"window", required_argument, 0, O_WINDOW},
     {"ordered", no_argument, 0, O_ORDERED},
+    {"ignore-eos", no_argument, 0, O_IGNORE_EOS},
     {"max-new-tokens", required_argument, 0, O_MAX_NEW},
     {"temperature", required_argument, 0, O_TEMP},
     {"top-p", required_argument, 0, O_TOP_P},
@@ -99,6 +102,9 @@ static bool apply_option(sweep_args *a, int c, const char *arg)
         return true;
     case O_ORDERED:
         a->ordered = true;
+        return true;
+    case O_IGNORE_EOS:
+        s->ignore_eos = true;
         return true;
     case O_REDIS:
         a->url = arg;

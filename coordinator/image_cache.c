@@ -16,6 +16,7 @@ struct glm_image_cache {
     int n_slots;
     uint64_t clock;
     uint64_t hits, misses;
+    bool no_reuse;
 };
 
 glm_image_key glm_image_key_of(const void *bytes, size_t len)
@@ -44,6 +45,11 @@ void glm_image_cache_destroy(glm_image_cache *c)
     free(c);
 }
 
+void glm_image_cache_set_reuse(glm_image_cache *c, bool reuse)
+{
+    c->no_reuse = !reuse;
+}
+
 static bool same(glm_image_key a, glm_image_key b)
 {
     return a.lo == b.lo && a.hi == b.hi;
@@ -54,7 +60,7 @@ int glm_image_cache_acquire(glm_image_cache *c, glm_image_key key, bool *hit)
     int victim = -1;
     for (int i = 0; i < c->n_slots; i++) {
         slot *s = &c->slots[i];
-        if ((s->filled || s->reserved) && same(s->key, key)) {
+        if (!c->no_reuse && (s->filled || s->reserved) && same(s->key, key)) {
             s->refs++;
             s->last_use = ++c->clock;
             c->hits++;

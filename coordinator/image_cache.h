@@ -19,6 +19,9 @@ typedef struct glm_image_cache glm_image_cache;
 
 glm_status glm_image_cache_create(int n_slots, glm_image_cache **out, glm_error *err);
 void glm_image_cache_destroy(glm_image_cache *c);
+/* reuse false: no image is ever found in the cache, so every job runs the vision tower (the slots
+ * still hold running sequences' embeddings). For measuring what the cache is worth. */
+void glm_image_cache_set_reuse(glm_image_cache *c, bool reuse);
 
 /* Pins the slot for key. *hit is true when the slot already holds the embeddings (or is being
  * filled this step); otherwise the slot was taken from the least recently used unpinned one and

@@ -610,6 +610,8 @@ glm_status glm_queue_heartbeat(glm_queue *q, const glm_server_load *load, glm_er
     cJSON_AddNumberToObject(o, "waiting", q->last_load.waiting);
     cJSON_AddNumberToObject(o, "load", q->last_load.load);
     cJSON_AddNumberToObject(o, "outbox", (double)q->n_outbox);
+    cJSON_AddNumberToObject(o, "vision_cache_hits", (double)q->last_load.vision_cache_hits);
+    cJSON_AddNumberToObject(o, "vision_cache_misses", (double)q->last_load.vision_cache_misses);
     cJSON_AddBoolToObject(o, "reading", q->reading);
     cJSON_AddNumberToObject(o, "started_ms", (double)q->started_unix_ms);
     cJSON_AddNumberToObject(o, "time_ms", (double)glm_now_unix_ms());

@@ -67,6 +67,7 @@ typedef struct glm_server_load {
     int running; /* sequences in the running batch */
     int waiting; /* admitted but not yet running */
     double load; /* 0..1, e.g. KV blocks in use */
+    uint64_t vision_cache_hits, vision_cache_misses; /* images found in / encoded into the cache */
 } glm_server_load;
 
 /* Creates the queue and tries to connect once; a failed first connection is returned as an error

@@ -128,6 +128,7 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     if ((st = glm_queue_ensure_group(s->queue, err))) return st;
 
     if ((st = glm_image_cache_create(so->vision_cache, &s->images, err))) return st;
+    glm_image_cache_set_reuse(s->images, !so->no_vision_reuse);
     glm_scheduler_config sc = {
         .max_batch = so->max_batch,
         .max_tokens_per_step = so->max_tokens_per_step,
@@ -188,10 +189,13 @@ static void server_free(server *s)
 static glm_server_load current_load(server *s)
 {
     glm_scheduler_stats st = glm_scheduler_stats_get(s->sched);
-    return (glm_server_load){.running = st.running,
-                             .waiting = st.waiting,
-                             .load =
-                                 st.blocks_total ? (double)st.blocks_used / st.blocks_total : 0};
+    glm_image_cache_stats is = glm_image_cache_stats_get(s->images);
+    return (glm_server_load){
+        .running = st.running,
+        .waiting = st.waiting,
+        .load = st.blocks_total ? (double)st.blocks_used / st.blocks_total : 0,
+        .vision_cache_hits = is.hits,
+        .vision_cache_misses = is.misses};
 }
 
 /* Writes a Result and acks its job; a Result that cannot be written now stays in the queue's

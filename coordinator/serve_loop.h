@@ -18,6 +18,7 @@ typedef struct glm_serve_options {
     int max_images_per_step;
     int default_max_new_tokens;
     int vision_cache;
+    bool no_vision_reuse; /* every image through the vision tower (benchmarks) */
     int visibility_timeout_ms;
     int max_deliveries;
     int grace_ms;

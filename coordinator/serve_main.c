@@ -44,7 +44,9 @@ static void usage(FILE *f)
         "  --max-tokens-per-step N    token budget per step (default 2048)\n"
         "  --prefill-chunk N          prompt rows per sequence per step (default 512)\n"
         "  --max-new-tokens N         default when a job gives none (default 256)\n"
-        "  --vision-cache N           image embeddings kept (default 16)\n"
+        "  --vision-cache N           image embeddings kept (default 16); also the most\n"
+        "                             image sequences running at once\n"
+        "  --no-vision-reuse          never reuse a cached embedding (to measure the cache)\n"
         "  --kv-blocks N              KV blocks (default: from memory)\n"
         "  --gpu-memory GIB           memory budget per rank\n"
         "  --visibility-timeout-ms N  reclaim jobs idle this long (default 60000)\n"
@@ -72,6 +74,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         O_CHUNK,
         O_MAXNEW,
         O_VCACHE,
+        O_NOREUSE,
         O_KVB,
         O_GPU,
         O_VIS,
@@ -97,6 +100,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {"prefill-chunk", 1, 0, O_CHUNK},
         {"max-new-tokens", 1, 0, O_MAXNEW},
         {"vision-cache", 1, 0, O_VCACHE},
+        {"no-vision-reuse", 0, 0, O_NOREUSE},
         {"kv-blocks", 1, 0, O_KVB},
         {"gpu-memory", 1, 0, O_GPU},
         {"visibility-timeout-ms", 1, 0, O_VIS},
@@ -183,6 +187,9 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
             break;
         case O_CRASH:
             so->crash_on_prompt = optarg;
+            break;
+        case O_NOREUSE:
+            so->no_vision_reuse = true;
             break;
         case O_RANDOM: {
             long seed;

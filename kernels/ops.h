@@ -13,7 +13,9 @@
  * Conventions for all compute ops:
  *  - Tensors are contiguous row-major. "[M, K]" means M rows of K.
  *  - Float tensors are of the backend's act_dtype (activations) or weight_dtype (weights);
- *    index tensors are GLM_I32.
+ *    index tensors are GLM_I32. The two residual streams (decoder and vision tower) are of
+ *    resid_dtype: the ops that read or write them (embedding, copy_rows, rmsnorm, add_rmsnorm,
+ *    add_layernorm, vision_embed) take either float dtype there.
  *  - Accumulation is in float32 on every backend.
  *  - Linear weights are [out, in] as in the Hugging Face checkpoint: y = x W^T + b.
  *  - Outputs may not alias inputs unless the op says so.
@@ -114,6 +116,10 @@ typedef struct glm_backend_ops {
     /* Fused residual: resid += delta; y = rmsnorm(resid). */
     void (*add_rmsnorm)(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
                         glm_tensor w, float eps);
+    /* Post-branch LayerNorm residual (vision tower): resid += layernorm(delta) * w + b; y = resid
+     * in y's dtype (the next GEMM's input). y may alias delta. */
+    void (*add_layernorm)(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                          glm_tensor w, glm_tensor b, float eps);
     /* y = (x - mean) / sqrt(var + eps) * w + b; y may alias x. */
     void (*layernorm)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
                       float eps);
@@ -123,7 +129,8 @@ typedef struct glm_backend_ops {
      * table), zero rows otherwise (other ranks' vocab shards, and image slots marked with -1). */
     void (*embedding)(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
                       int64_t vocab_start);
-    /* dst rows [dst_row, dst_row + n) = src rows [src_row, src_row + n); same row width. */
+    /* dst rows [dst_row, dst_row + n) = src rows [src_row, src_row + n); same row width; the
+     * values are converted when the float dtypes differ. */
     void (*copy_rows)(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor src,
                       int64_t src_row, int64_t n_rows);
     /* y[n, C] = x[idx[n], C]. */
@@ -187,6 +194,8 @@ struct glm_backend {
     const char *name;       /* "cpu", "cuda" */
     glm_dtype weight_dtype; /* weights are converted to this when loaded */
     glm_dtype act_dtype;    /* activations and the KV cache */
+    glm_dtype resid_dtype;  /* the residual streams: F32 everywhere, so that rounding does not
+                               accumulate over the layers (a bf16 stream costs accuracy) */
     bool host_memory;       /* backend memory is plain host memory (loader may write into it) */
     glm_status status;      /* sticky: first failure of a compute op */
     glm_error err;
@@ -221,6 +230,7 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
 #define glm_op_silu_mul(be, ...) GLM_OP(be, silu_mul, __VA_ARGS__)
 #define glm_op_rmsnorm(be, ...) GLM_OP(be, rmsnorm, __VA_ARGS__)
 #define glm_op_add_rmsnorm(be, ...) GLM_OP(be, add_rmsnorm, __VA_ARGS__)
+#define glm_op_add_layernorm(be, ...) GLM_OP(be, add_layernorm, __VA_ARGS__)
 #define glm_op_layernorm(be, ...) GLM_OP(be, layernorm, __VA_ARGS__)
 #define glm_op_embedding(be, ...) GLM_OP(be, embedding, __VA_ARGS__)
 #define glm_op_copy_rows(be, ...) GLM_OP(be, copy_rows, __VA_ARGS__)

@@ -43,7 +43,7 @@ static void carve_decoder(glm_model *m, carver *c)
     int64_t T = m->opt.max_step_tokens, h = cfg->hidden_size, hd = cfg->kv_channels;
     int64_t L = m->opt.max_logit_rows, tp = p->tp_size;
     decoder_scratch *s = &m->ds;
-    s->resid = carve(c, a, T, h);
+    s->resid = carve(c, m->be->resid_dtype, T, h);
     s->hnorm = carve(c, a, T, h);
     s->qkv = carve(c, a, T, (int64_t)(p->q_heads + 2 * p->kv_heads) * hd);
     s->attn = carve(c, a, T, (int64_t)p->q_heads * hd);
@@ -75,7 +75,7 @@ static void carve_vision(glm_model *m, carver *c)
     s->pixels = carve(c, a, n * v->in_channels, (int64_t)v->image_size * v->image_size);
     s->patches = carve(c, a, n * g * g, (int64_t)v->in_channels * v->patch_size * v->patch_size);
     s->patch_out = carve(c, a, n * g * g, hv);
-    s->x = carve(c, a, rows, hv);
+    s->x = carve(c, m->be->resid_dtype, rows, hv);
     s->qkv = carve(c, a, rows, 3 * (int64_t)p->v_heads * vhd);
     s->attn = carve(c, a, rows, (int64_t)p->v_heads * vhd);
     s->delta = carve(c, a, rows, hv);

@@ -7,7 +7,7 @@
 
 /* Decoder activations for up to max_step_tokens rows, plus the step's index arrays. */
 typedef struct decoder_scratch {
-    glm_tensor resid;       /* [T, h] residual stream */
+    glm_tensor resid;       /* [T, h] residual stream (resid_dtype) */
     glm_tensor hnorm;       /* [T, h] normalized input of the next GEMM */
     glm_tensor qkv;         /* [T, (q + 2 kv) * head_dim] */
     glm_tensor attn;        /* [T, q * head_dim] */
@@ -28,10 +28,10 @@ typedef struct vision_scratch {
     glm_tensor pixels;    /* [n, C, S, S] */
     glm_tensor patches;   /* [n * g * g, C * p * p] */
     glm_tensor patch_out; /* [n * g * g, hv] */
-    glm_tensor x;         /* [n * (1 + g * g), hv] residual stream */
+    glm_tensor x;         /* [n * (1 + g * g), hv] residual stream (resid_dtype) */
     glm_tensor qkv;       /* [rows, 3 * heads * head_dim] (this rank's heads) */
     glm_tensor attn;      /* [rows, heads * head_dim] */
-    glm_tensor delta;     /* [rows, hv] */
+    glm_tensor delta;     /* [rows, hv]: a branch's output, then x in the activation dtype */
     glm_tensor mlp;       /* [rows, mlp shard] */
     glm_tensor tokens;    /* [n * g * g, hv] without cls */
     glm_tensor cols;      /* [n * (g/2)^2, 4 * hv] */

@@ -23,21 +23,23 @@ static glm_status allreduce(glm_model *m, glm_tensor t, glm_error *err)
     return GLM_OK;
 }
 
-/* x += LN(row-parallel GEMM of `in` summed over ranks). */
-static glm_status residual_branch(glm_model *m, glm_tensor x, glm_tensor in, glm_tensor w,
-                                  const glm_tensor *bias, glm_tensor ln_w, glm_tensor ln_b,
-                                  glm_tensor delta, glm_error *err)
+/* x += LN(row-parallel GEMM of `in` summed over ranks); xin = x in the activation dtype (it is
+ * the next GEMM's input, and shares delta's memory). */
+static glm_status residual_branch(glm_model *m, glm_tensor x, glm_tensor xin, glm_tensor in,
+                                  glm_tensor w, const glm_tensor *bias, glm_tensor ln_w,
+                                  glm_tensor ln_b, glm_error *err)
 {
     glm_backend *be = m->be;
     const glm_tensor *b = m->plan.tp_rank == 0 ? bias : NULL;
+    glm_tensor delta = xin;
     glm_op_linear(be, delta, in, w, b, GLM_ACT_NONE);
     glm_status st = allreduce(m, delta, err);
     if (st) return st;
-    glm_op_layernorm(be, delta, delta, ln_w, ln_b, m->cfg.vision.layer_norm_eps);
-    glm_op_add(be, x, x, delta);
+    glm_op_add_layernorm(be, xin, x, delta, ln_w, ln_b, m->cfg.vision.layer_norm_eps);
     return GLM_OK;
 }
 
+/* On entry and on return xin (= delta) holds the residual stream x in the activation dtype. */
 static glm_status vision_layer(glm_model *m, const glm_vision_layer_weights *L, int n_images,
                                int64_t rows, glm_error *err)
 {
@@ -45,19 +47,19 @@ static glm_status vision_layer(glm_model *m, const glm_vision_layer_weights *L, 
     const glm_vision_config *v = &m->cfg.vision;
     vision_scratch *s = &m->vs;
     int seq = (int)(rows / n_images), head_dim = v->hidden_size / v->num_heads;
-    glm_tensor x = rows_of(&s->x, rows), delta = rows_of(&s->delta, rows);
+    glm_tensor x = rows_of(&s->x, rows), xin = rows_of(&s->delta, rows);
 
     glm_tensor qkv = rows_of(&s->qkv, rows), attn = rows_of(&s->attn, rows);
-    glm_op_linear(be, qkv, x, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
+    glm_op_linear(be, qkv, xin, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
     glm_op_attention_full(be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
                           1.0f / sqrtf((float)head_dim));
     glm_status st =
-        residual_branch(m, x, attn, L->dense_w, &L->dense_b, L->ln_in_w, L->ln_in_b, delta, err);
+        residual_branch(m, x, xin, attn, L->dense_w, &L->dense_b, L->ln_in_w, L->ln_in_b, err);
     if (st) return st;
 
     glm_tensor mlp = rows_of(&s->mlp, rows);
-    glm_op_linear(be, mlp, x, L->fc1_w, &L->fc1_b, GLM_ACT_GELU);
-    return residual_branch(m, x, mlp, L->fc2_w, &L->fc2_b, L->ln_post_w, L->ln_post_b, delta, err);
+    glm_op_linear(be, mlp, xin, L->fc1_w, &L->fc1_b, GLM_ACT_GELU);
+    return residual_branch(m, x, xin, mlp, L->fc2_w, &L->fc2_b, L->ln_post_w, L->ln_post_b, err);
 }
 
 /* conv 2x2 -> linear_proj -> LayerNorm -> GELU -> silu(gate) * up -> down, on n * (g/2)^2 rows. */
@@ -100,17 +102,18 @@ glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, 
     glm_tensor patch_out = rows_of(&s->patch_out, n_images * n_patches);
     glm_op_patchify(be, patches, pixels, v->patch_size);
     glm_op_linear(be, patch_out, patches, w->patch_w, &w->patch_b, GLM_ACT_NONE);
-    glm_tensor x3 = glm_tensor_3d(be->act_dtype, n_images, seq, v->hidden_size, s->x.data);
+    glm_tensor x3 = glm_tensor_3d(s->x.dtype, n_images, seq, v->hidden_size, s->x.data);
     glm_op_vision_embed(be, x3, patch_out, w->cls, w->pos, n_images);
+    glm_op_copy_rows(be, s->delta, 0, s->x, 0, rows); /* the first layer's GEMM input */
 
     for (int j = 0; j < v->num_layers; j++) {
         glm_status st = vision_layer(m, &w->vlayers[j], n_images, rows, err);
         if (st) return st;
     }
 
-    /* drop each image's cls row */
+    /* drop each image's cls row (delta holds x in the activation dtype) */
     for (int i = 0; i < n_images; i++)
-        glm_op_copy_rows(be, s->tokens, (int64_t)i * n_patches, s->x, (int64_t)i * seq + 1,
+        glm_op_copy_rows(be, s->tokens, (int64_t)i * n_patches, s->delta, (int64_t)i * seq + 1,
                          n_patches);
     glm_status st = projector(m, n_images, grid, err);
     if (st) return st;

@@ -127,6 +127,7 @@ static const glm_backend_ops cpu_ops = {
     .silu_mul = cpu_silu_mul,
     .rmsnorm = cpu_rmsnorm,
     .add_rmsnorm = cpu_add_rmsnorm,
+    .add_layernorm = cpu_add_layernorm,
     .layernorm = cpu_layernorm,
     .embedding = cpu_embedding,
     .copy_rows = cpu_copy_rows,
@@ -169,6 +170,7 @@ glm_status glm_backend_cpu_create(int n_threads, glm_backend **out, glm_error *e
     be->name = "cpu";
     be->weight_dtype = GLM_F32;
     be->act_dtype = GLM_F32;
+    be->resid_dtype = GLM_F32;
     be->host_memory = true;
     be->status = GLM_OK;
     be->impl = impl;

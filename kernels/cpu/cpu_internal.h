@@ -76,6 +76,8 @@ void cpu_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x);
 void cpu_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, float eps);
 void cpu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
                      glm_tensor w, float eps);
+void cpu_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                       glm_tensor w, glm_tensor b, float eps);
 void cpu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
                    float eps);
 /* embedding.c */

@@ -2,6 +2,7 @@
  * Indices are checked before any row moves, so a bad id fails the op without writing anything. */
 #include <string.h>
 
+#include "common/dtype.h"
 #include "kernels/cpu/cpu_internal.h"
 
 void cpu_embedding(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
@@ -32,7 +33,7 @@ void cpu_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor 
 {
     const char *op = "copy_rows";
     if (!cpu_expect_dtype(be, op, "src", &src, src.dtype) ||
-        !cpu_expect_matrix(be, op, "dst", &dst, src.dtype, -1, glm_tensor_cols(&src)))
+        !cpu_expect_matrix(be, op, "dst", &dst, dst.dtype, -1, glm_tensor_cols(&src)))
         return;
     int64_t dst_rows = glm_tensor_rows(&dst), src_rows = glm_tensor_rows(&src);
     if (n_rows < 0 || dst_row < 0 || src_row < 0 || dst_row > dst_rows - n_rows ||
@@ -44,7 +45,18 @@ void cpu_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor 
                          (long long)src_row, (long long)n_rows, (long long)src_rows);
         return;
     }
-    size_t row_bytes = (size_t)glm_tensor_cols(&src) * glm_dtype_size(src.dtype);
+    int64_t cols = glm_tensor_cols(&src);
+    if (dst.dtype != src.dtype) { /* a residual stream and an activation of another dtype */
+        if (glm_convert((char *)dst.data + (size_t)(dst_row * cols) * glm_dtype_size(dst.dtype),
+                        dst.dtype,
+                        (const char *)src.data +
+                            (size_t)(src_row * cols) * glm_dtype_size(src.dtype),
+                        src.dtype, (size_t)(n_rows * cols)))
+            glm_backend_fail(be, GLM_ERR_SHAPE, "copy_rows: no conversion from %s to %s",
+                             glm_dtype_name(src.dtype), glm_dtype_name(dst.dtype));
+        return;
+    }
+    size_t row_bytes = (size_t)cols * glm_dtype_size(src.dtype);
     if (n_rows == 0 || row_bytes == 0) return;
     memmove((char *)dst.data + (size_t)dst_row * row_bytes,
             (const char *)src.data + (size_t)src_row * row_bytes, (size_t)n_rows * row_bytes);

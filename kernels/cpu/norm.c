@@ -1,4 +1,5 @@
-/* Row-wise normalization: RMSNorm (decoder), fused residual add + RMSNorm, LayerNorm (vision).
+/* Row-wise normalization: RMSNorm (decoder), fused residual add + RMSNorm, LayerNorm (vision),
+ * fused residual add of a LayerNorm'd branch (vision).
  *
  * Statistics are summed in double (cheap next to the GEMMs around them and it removes the
  * summation order as a source of difference between backends); the normalized value is formed in
@@ -61,6 +62,24 @@ void cpu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor
     }
 }
 
+/* y may alias x: each element is read before its own output is written, after the statistics. */
+static void layernorm_row(float *y, const float *x, const float *w, const float *b, int64_t h,
+                          float eps)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < h; i++)
+        sum += x[i];
+    double mean = h ? sum / (double)h : 0.0;
+    double var = 0.0; /* two passes: biased variance without cancellation */
+    for (int64_t i = 0; i < h; i++)
+        var += ((double)x[i] - mean) * ((double)x[i] - mean);
+    var = h ? var / (double)h : 0.0;
+    double rstd = 1.0 / sqrt(var + (double)eps);
+    /* centre in double: x - mean cancels badly in float when the row has a large offset */
+    for (int64_t i = 0; i < h; i++)
+        y[i] = (float)(((double)x[i] - mean) * rstd) * w[i] + b[i];
+}
+
 void cpu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
                    float eps)
 {
@@ -70,20 +89,28 @@ void cpu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, gl
     float *yd = y.data;
     const float *xd = x.data, *wd = w.data, *bd = b.data;
 #pragma omp parallel for num_threads(cpu_threads(be)) if (rows * h > NORM_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        layernorm_row(yd + r * h, xd + r * h, wd, bd, h, eps);
+}
+
+void cpu_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                       glm_tensor w, glm_tensor b, float eps)
+{
+    const char *op = "add_layernorm";
+    if (!check_norm(be, op, &y, &resid, &w)) return;
+    int64_t rows = glm_tensor_rows(&resid), h = glm_tensor_cols(&resid);
+    if (!cpu_expect_matrix(be, op, "delta", &delta, GLM_F32, rows, h) ||
+        !cpu_expect_matrix(be, op, "b", &b, GLM_F32, 1, h))
+        return;
+    float *yd = y.data, *rd = resid.data;
+    const float *dd = delta.data, *wd = w.data, *bd = b.data;
+#pragma omp parallel for num_threads(cpu_threads(be)) if (rows * h > NORM_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
-        const float *xr = xd + r * h;
-        float *yr = yd + r * h;
-        double sum = 0.0;
-        for (int64_t i = 0; i < h; i++)
-            sum += xr[i];
-        double mean = h ? sum / (double)h : 0.0;
-        double var = 0.0; /* two passes: biased variance without cancellation */
-        for (int64_t i = 0; i < h; i++)
-            var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
-        var = h ? var / (double)h : 0.0;
-        double rstd = 1.0 / sqrt(var + (double)eps);
-        /* centre in double: x - mean cancels badly in float when the row has a large offset */
-        for (int64_t i = 0; i < h; i++)
-            yr[i] = (float)(((double)xr[i] - mean) * rstd) * wd[i] + bd[i];
+        float *yr = yd + r * h, *rr = rd + r * h;
+        layernorm_row(yr, dd + r * h, wd, bd, h, eps); /* y is scratch for LN(delta) first */
+        for (int64_t i = 0; i < h; i++) {
+            rr[i] += yr[i];
+            yr[i] = rr[i];
+        }
     }
 }

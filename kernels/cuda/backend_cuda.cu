@@ -297,6 +297,7 @@ static const glm_backend_ops cuda_ops = {
     .silu_mul = cuda_silu_mul,
     .rmsnorm = cuda_rmsnorm,
     .add_rmsnorm = cuda_add_rmsnorm,
+    .add_layernorm = cuda_add_layernorm,
     .layernorm = cuda_layernorm,
     .embedding = cuda_embedding,
     .copy_rows = cuda_copy_rows,
@@ -342,6 +343,7 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     be->name = "cuda";
     be->weight_dtype = GLM_BF16;
     be->act_dtype = GLM_BF16;
+    be->resid_dtype = GLM_F32;
     be->host_memory = false;
     be->status = GLM_OK;
     be->impl = cb;

@@ -145,6 +145,14 @@ __device__ __forceinline__ float load_any(const void *p, int is_f32, int64_t i)
     return is_f32 ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
 }
 
+__device__ __forceinline__ void store_any(void *p, int is_f32, int64_t i, float v)
+{
+    if (is_f32)
+        ((float *)p)[i] = v;
+    else
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16(v);
+}
+
 /* The op entry points each family file defines (the backend table in backend_cuda.cu). */
 void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
                  glm_activation act);
@@ -158,6 +166,8 @@ void cuda_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tenso
                       glm_tensor w, float eps);
 void cuda_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
                     float eps);
+void cuda_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                        glm_tensor w, glm_tensor b, float eps);
 void cuda_embedding(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
                     int64_t vocab_start);
 void cuda_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor src,

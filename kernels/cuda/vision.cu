@@ -72,7 +72,7 @@ void cuda_im2col_2x2(glm_backend *be, glm_tensor y, glm_tensor x, int n_images, 
     CUDA_CHECK_LAUNCH(be);
 }
 
-__global__ void vision_embed_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *patches,
+__global__ void vision_embed_kernel(void *y, int y_f32, const __nv_bfloat16 *patches,
                                     const __nv_bfloat16 *cls, const __nv_bfloat16 *pos,
                                     int64_t total, int n_patches, int channels)
 {
@@ -84,7 +84,7 @@ __global__ void vision_embed_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *patch
     int64_t img = r / (n_patches + 1);
     float v = j == 0 ? __bfloat162float(cls[c])
                      : __bfloat162float(patches[(img * n_patches + j - 1) * channels + c]);
-    y[i] = __float2bfloat16(v + __bfloat162float(pos[(int64_t)j * channels + c]));
+    store_any(y, y_f32, i, v + __bfloat162float(pos[(int64_t)j * channels + c]));
 }
 
 void cuda_vision_embed(glm_backend *be, glm_tensor y, glm_tensor patches, glm_tensor cls,
@@ -92,9 +92,9 @@ void cuda_vision_embed(glm_backend *be, glm_tensor y, glm_tensor patches, glm_te
 {
     int64_t c = glm_tensor_cols(&patches);
     int64_t p = n_images > 0 ? glm_tensor_rows(&patches) / n_images : 0;
-    CUDA_REQUIRE(be, y.dtype == GLM_BF16 && patches.dtype == GLM_BF16 && cls.dtype == GLM_BF16 &&
-                         pos.dtype == GLM_BF16,
-                 "vision_embed: bf16 expected");
+    CUDA_REQUIRE(be, (y.dtype == GLM_BF16 || y.dtype == GLM_F32) && patches.dtype == GLM_BF16 &&
+                         cls.dtype == GLM_BF16 && pos.dtype == GLM_BF16,
+                 "vision_embed: bf16 expected (y: bf16 or f32)");
     CUDA_REQUIRE(be, n_images > 0 && p * n_images == glm_tensor_rows(&patches) &&
                          glm_tensor_numel(&cls) == c && glm_tensor_rows(&pos) >= 1 + p &&
                          glm_tensor_cols(&pos) == c &&
@@ -104,7 +104,7 @@ void cuda_vision_embed(glm_backend *be, glm_tensor y, glm_tensor patches, glm_te
                  (long long)glm_tensor_rows(&pos), (long long)glm_tensor_cols(&pos));
     int64_t total = glm_tensor_numel(&y);
     vision_embed_kernel<<<cuda_blocks(total, 256), 256, 0, cuda_impl(be)->stream>>>(
-        (__nv_bfloat16 *)y.data, (const __nv_bfloat16 *)patches.data,
+        y.data, y.dtype == GLM_F32, (const __nv_bfloat16 *)patches.data,
         (const __nv_bfloat16 *)cls.data, (const __nv_bfloat16 *)pos.data, total, (int)p, (int)c);
     CUDA_CHECK_LAUNCH(be);
 }

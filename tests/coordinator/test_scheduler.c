@@ -189,8 +189,38 @@ static void test_priority(void)
     glm_image_cache_destroy(images);
 }
 
+/* The cache's LRU and pinning, and the no-reuse switch the sweep benchmark uses. */
+static void test_image_cache(void)
+{
+    glm_image_cache *c;
+    CHECK(glm_image_cache_create(2, &c, NULL) == GLM_OK);
+    glm_image_key a = glm_image_key_of("a", 1), b = glm_image_key_of("b", 1);
+    glm_image_key d = glm_image_key_of("d", 1);
+    bool hit;
+    int sa = glm_image_cache_acquire(c, a, &hit);
+    CHECK(sa >= 0 && !hit);
+    glm_image_cache_mark_ready(c, sa);
+    CHECK(glm_image_cache_acquire(c, a, &hit) == sa && hit); /* a hit, pinned twice */
+    int sb = glm_image_cache_acquire(c, b, &hit);
+    CHECK(sb >= 0 && sb != sa && !hit);
+    CHECK(glm_image_cache_acquire(c, d, &hit) == -1); /* every slot pinned */
+    glm_image_cache_release(c, sa), glm_image_cache_release(c, sa);
+    glm_image_cache_mark_ready(c, sb);
+    glm_image_cache_release(c, sb);
+    CHECK(glm_image_cache_acquire(c, d, &hit) == sa && !hit); /* a is least recently used */
+    glm_image_cache_mark_ready(c, sa);
+    glm_image_cache_release(c, sa);
+    glm_image_cache_set_reuse(c, false);
+    int again = glm_image_cache_acquire(c, b, &hit); /* b is cached but must not be reused */
+    CHECK(again >= 0 && !hit);
+    glm_image_cache_stats st = glm_image_cache_stats_get(c);
+    CHECK(st.hits == 1 && st.misses == 4);
+    glm_image_cache_destroy(c);
+}
+
 int main(void)
 {
+    test_image_cache();
     test_priority();
     static run_result roomy, tight, serial;
     run(4096, 256, 32, &roomy);

@@ -234,6 +234,143 @@ static void test_norms(int rows, int cols)
     free(x), free(d), free(w), free(b), free(ref), free(resid);
 }
 
+/* The f32 residual stream: rmsnorm / add_rmsnorm / add_layernorm reading and writing an f32
+ * resid, add_layernorm with y aliasing delta (bf16 and f32 streams), the converting embedding,
+ * copy_rows and vision_embed. */
+static void *dev_f32(const float *h, size_t n)
+{
+    void *d = NULL;
+    be->ops->alloc(be, n * 4 + 16, &d);
+    be->ops->upload(be, d, h, n * 4);
+    return d;
+}
+
+static void expect_close_f32(const char *what, const void *d_out, const double *ref, size_t n,
+                             double tol)
+{
+    glm_error err;
+    float *out = malloc(n * sizeof(float) + 4);
+    be->ops->download(be, out, d_out, n * 4);
+    glm_status st = glm_backend_take_error(be, &err);
+    CHECK_MSG(st == GLM_OK, "%s: backend error %s", what, err.msg);
+    double e = rel_l2(out, ref, n);
+    CHECK_MSG(e < tol, "%s: relative L2 error %.3g (tol %.1g)", what, e, tol);
+    printf("  %-48s rel_l2 %.2e\n", what, e);
+    free(out);
+}
+
+static void layernorm_ref(double *out, const float *x, const float *w, const float *b, int rows,
+                          int cols, double eps)
+{
+    for (int r = 0; r < rows; r++) {
+        double mean = 0, var = 0;
+        for (int c = 0; c < cols; c++) mean += x[r * cols + c];
+        mean /= cols;
+        for (int c = 0; c < cols; c++) var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
+        double inv = 1 / sqrt(var / cols + eps);
+        for (int c = 0; c < cols; c++)
+            out[r * cols + c] = (x[r * cols + c] - mean) * inv * w[c] + b[c];
+    }
+}
+
+static void test_resid_f32(int rows, int cols)
+{
+    size_t n = (size_t)rows * cols;
+    float *x = malloc(n * sizeof(float)), *d = rand_host(n, 1), *w = rand_host(cols, 1),
+          *b = rand_host(cols, 1);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(test_rng_normal(&rng) * 3); /* not bf16 values */
+    void *dx = dev_f32(x, n), *dd = dev_bf16(d, n), *dw = dev_bf16(w, cols), *db = dev_bf16(b, cols);
+    void *dy = dev_poisoned(n);
+    double *ref = malloc(sizeof(double) * n), *resid = malloc(sizeof(double) * n);
+    glm_tensor wt = glm_tensor_1d(GLM_BF16, cols, dw), bt = glm_tensor_1d(GLM_BF16, cols, db);
+    glm_tensor xt = glm_tensor_2d(GLM_F32, rows, cols, dx);
+    char name[80];
+    float eps = 1e-5f;
+
+    glm_op_rmsnorm(be, t2(dy, rows, cols), xt, wt, eps);
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int c = 0; c < cols; c++) ss += (double)x[r * cols + c] * x[r * cols + c];
+        for (int c = 0; c < cols; c++)
+            ref[r * cols + c] = w[c] * x[r * cols + c] / sqrt(ss / cols + eps);
+    }
+    snprintf(name, sizeof(name), "rmsnorm f32 stream %dx%d", rows, cols);
+    expect_close(name, dy, ref, n, 1e-2);
+
+    glm_op_add_rmsnorm(be, t2(dy, rows, cols), xt, t2(dd, rows, cols), wt, eps);
+    for (size_t i = 0; i < n; i++) resid[i] = (double)x[i] + d[i];
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int c = 0; c < cols; c++) ss += resid[r * cols + c] * resid[r * cols + c];
+        for (int c = 0; c < cols; c++)
+            ref[r * cols + c] = w[c] * resid[r * cols + c] / sqrt(ss / cols + eps);
+    }
+    snprintf(name, sizeof(name), "add_rmsnorm f32 stream %dx%d (normed)", rows, cols);
+    expect_close(name, dy, ref, n, 1e-2);
+    snprintf(name, sizeof(name), "add_rmsnorm f32 stream %dx%d (residual)", rows, cols);
+    expect_close_f32(name, dx, resid, n, 1e-6); /* no bf16 rounding of the stream */
+
+    /* add_layernorm, y = delta (as the vision tower calls it), on the updated f32 stream */
+    for (size_t i = 0; i < n; i++) x[i] = (float)resid[i];
+    layernorm_ref(ref, d, w, b, rows, cols, eps);
+    for (size_t i = 0; i < n; i++) resid[i] += ref[i];
+    glm_op_add_layernorm(be, t2(dd, rows, cols), xt, t2(dd, rows, cols), wt, bt, eps);
+    snprintf(name, sizeof(name), "add_layernorm f32 stream %dx%d (residual)", rows, cols);
+    expect_close_f32(name, dx, resid, n, 1e-5);
+    snprintf(name, sizeof(name), "add_layernorm f32 stream %dx%d (y = delta)", rows, cols);
+    expect_close(name, dd, resid, n, 1e-2);
+
+    /* the same on a bf16 stream */
+    float *xb = rand_host(n, 2);
+    void *dxb = dev_bf16(xb, n), *dd2 = dev_bf16(d, n);
+    layernorm_ref(ref, d, w, b, rows, cols, eps);
+    for (size_t i = 0; i < n; i++) resid[i] = xb[i] + ref[i];
+    glm_op_add_layernorm(be, t2(dd2, rows, cols), t2(dxb, rows, cols), t2(dd2, rows, cols), wt,
+                         bt, eps);
+    snprintf(name, sizeof(name), "add_layernorm bf16 stream %dx%d", rows, cols);
+    expect_close(name, dxb, resid, n, 1e-2);
+    expect_close("add_layernorm bf16 stream (y = delta)", dd2, resid, n, 1e-2);
+
+    /* converting row moves: bf16 -> f32 (copy_rows, embedding) and f32 -> bf16 (copy_rows);
+     * exact, so the references are the device's own inputs */
+    float *yb = down_bf16(dd2, n), *xs = malloc(n * sizeof(float));
+    be->ops->download(be, xs, dx, n * 4);
+    glm_op_copy_rows(be, xt, 1, t2(dd2, rows, cols), 0, rows - 1);
+    for (size_t i = 0; i < n; i++) ref[i] = i < (size_t)cols ? xs[i] : yb[i - cols];
+    expect_close_f32("copy_rows bf16 -> f32", dx, ref, n, 1e-12);
+    void *dz = dev_poisoned(n);
+    glm_op_copy_rows(be, t2(dz, rows, cols), 0, xt, 0, rows);
+    for (size_t i = 0; i < n; i++) ref[i] = bf(ref[i]);
+    expect_close("copy_rows f32 -> bf16", dz, ref, n, 1e-12);
+    int32_t ids[3] = {rows - 1, -1, 0};
+    void *di = dev_i32(ids, 3);
+    glm_op_embedding(be, glm_tensor_2d(GLM_F32, 3, cols, dx), t2(dd2, rows, cols),
+                     glm_tensor_1d(GLM_I32, 3, di), 0);
+    for (int c = 0; c < cols; c++) {
+        ref[c] = yb[(size_t)(rows - 1) * cols + c];
+        ref[cols + c] = 0;
+        ref[2 * cols + c] = yb[c];
+    }
+    expect_close_f32("embedding into f32", dx, ref, (size_t)3 * cols, 1e-12);
+
+    /* vision_embed into f32: rows - 1 patches of one image plus the cls row */
+    glm_op_vision_embed(be, glm_tensor_3d(GLM_F32, 1, rows, cols, dx), t2(dd2, rows - 1, cols),
+                        glm_tensor_1d(GLM_BF16, cols, dw), t2(dd, rows, cols), 1);
+    float *pos = down_bf16(dd, n);
+    for (int j = 0; j < rows; j++)
+        for (int c = 0; c < cols; c++)
+            ref[(size_t)j * cols + c] =
+                (double)(float)((j == 0 ? w[c] : yb[(size_t)(j - 1) * cols + c]) +
+                                pos[(size_t)j * cols + c]);
+    expect_close_f32("vision_embed into f32", dx, ref, n, 1e-7);
+    free(yb), free(xs);
+
+    be->ops->free(be, dx), be->ops->free(be, dd), be->ops->free(be, dw), be->ops->free(be, db);
+    be->ops->free(be, dy), be->ops->free(be, dxb), be->ops->free(be, dd2), be->ops->free(be, dz);
+    be->ops->free(be, di);
+    free(x), free(d), free(w), free(b), free(ref), free(resid), free(xb), free(pos);
+}
+
 /* ---- rows ---- */
 
 static void test_rows(int vocab, int hidden, int n_ids, int vocab_start)
@@ -794,6 +931,8 @@ int main(int argc, char **argv)
     test_silu_mul(5, 13);
     test_norms(3, 48);
     test_norms(2, 36);
+    test_resid_f32(3, 48);
+    test_resid_f32(2, 36);
     test_rows(50, 32, 17, 0);
     test_rows(40, 12, 9, 100);
     printf("rope / kv\n");
@@ -836,6 +975,8 @@ int main(int argc, char **argv)
         test_silu_mul(7, 13696);
         test_norms(5, 4096);
         test_norms(3, 1792);
+        test_resid_f32(5, 4096);
+        test_resid_f32(4, 1792);
         test_rows(1000, 4096, 33, 500);
         test_rope_kv(33, 32, 2, 128, 64);
         test_vision(1, 3, 112, 14, 1792);

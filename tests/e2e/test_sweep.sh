@@ -45,6 +45,13 @@ echo "500-row sweep: $(echo "$t1 - $t0" | bc) s, vision cache hits $((hits1 - hi
 e2e_check "500-row sweep exits 0 (rc $rc)" [ "$rc" -eq 0 ]
 e2e_check "all 500 rows answered once, no errors" $CHECK_PY complete "$D/q.jsonl" "$D/a.jsonl"
 e2e_check "vision cache hits >= 375 (got $((hits1 - hits0)))" [ $((hits1 - hits0)) -ge 375 ]
+status_hits() {
+    "$BIN/glm4v-submit" --redis "$REDIS_URL" --prefix "$PREFIX" --status |
+        grep -o '"vision_cache_hits":[0-9]*' | head -1 | cut -d: -f2
+}
+for _ in $(seq 100); do [ "$(status_hits)" = "$hits1" ] && break; sleep 0.1; done
+e2e_check "server status shows the cache hits ($hits1, status: $(status_hits))" \
+    [ "$(status_hits)" = "$hits1" ]
 e2e_check "summary printed" grep -q "latency (server total_ms, 500 jobs): p50" "$D/a.err"
 e2e_check "summary counts finish reasons" grep -q "finish reasons:.*length=" "$D/a.err"
 t0=$(date +%s)

@@ -7,7 +7,7 @@
 static void check_table(glm_backend *be)
 {
     CHECK(strcmp(be->name, "cpu") == 0);
-    CHECK(be->weight_dtype == GLM_F32 && be->act_dtype == GLM_F32);
+    CHECK(be->weight_dtype == GLM_F32 && be->act_dtype == GLM_F32 && be->resid_dtype == GLM_F32);
     CHECK(be->status == GLM_OK);
     const glm_backend_ops *o = be->ops;
     void *required[] = {
@@ -16,7 +16,7 @@ static void check_table(glm_backend *be)
         (void *)o->synchronize,    (void *)o->free_memory, (void *)o->native_stream,
         (void *)o->destroy,        (void *)o->linear,      (void *)o->add,
         (void *)o->scale,          (void *)o->gelu,        (void *)o->silu_mul,
-        (void *)o->rmsnorm,        (void *)o->add_rmsnorm, (void *)o->layernorm,
+        (void *)o->rmsnorm,        (void *)o->add_rmsnorm, (void *)o->layernorm, (void *)o->add_layernorm,
         (void *)o->embedding,      (void *)o->copy_rows,   (void *)o->gather_rows,
         (void *)o->rope,           (void *)o->kv_store,    (void *)o->attention_paged,
         (void *)o->attention_full, (void *)o->patchify,    (void *)o->im2col_2x2,

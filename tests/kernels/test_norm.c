@@ -1,4 +1,5 @@
-/* rmsnorm, add_rmsnorm and layernorm against double references; aliasing y = x; shape errors. */
+/* rmsnorm, add_rmsnorm, layernorm and add_layernorm against double references; aliasing y = x
+ * (y = delta for add_layernorm); shape errors. */
 #include <math.h>
 #include <string.h>
 
@@ -68,6 +69,21 @@ static void check_case(glm_backend *be, test_rng *rng, int64_t rows, int64_t h)
     snprintf(what, sizeof(what), "layernorm [%lld, %lld]", (long long)rows, (long long)h);
     /* h = 1 normalizes to 0 / sqrt(eps): exact in both, so no special case */
     kt_close(what, y, ref, n, 2e-6, 2e-6);
+
+    /* add_layernorm with y aliasing delta (as the vision tower calls it): resid += LN(delta) and
+     * delta ends holding the new resid; x is delta here, ref holds LN(x) */
+    float *lresid = kt_random(rng, n, 1.0), *ldelta = malloc(n * sizeof(float));
+    memcpy(ldelta, x, n * sizeof(float));
+    double *lref = kt_doubles(n);
+    for (size_t i = 0; i < n; i++)
+        lref[i] = (double)lresid[i] + ref[i];
+    glm_tensor lr = glm_tensor_2d(GLM_F32, rows, h, lresid), ld = glm_tensor_2d(GLM_F32, rows, h, ldelta);
+    glm_op_add_layernorm(be, ld, lr, ld, wt, bt, 1e-6f);
+    snprintf(what, sizeof(what), "add_layernorm [%lld, %lld]", (long long)rows, (long long)h);
+    kt_close(what, lresid, lref, n, 2e-6, 2e-6);
+    kt_equal("add_layernorm copy of the residual", ldelta, lresid, n);
+    free(lresid), free(ldelta), free(lref);
+
     glm_op_rmsnorm(be, xt, xt, wt, eps);
     kt_expect_ok(be, what);
     glm_op_layernorm(be, yt, yt, wt, bt, 1e-6f); /* in place, checked for running only */
@@ -102,6 +118,10 @@ static void check_errors(glm_backend *be)
     glm_op_layernorm(be, glm_tensor_2d(GLM_F32, 3, 4, buf), glm_tensor_2d(GLM_F32, 2, 4, buf),
                      glm_tensor_1d(GLM_F32, 4, buf), glm_tensor_1d(GLM_F32, 4, buf), 1e-5f);
     kt_expect_error(be, GLM_ERR_SHAPE, "layernorm y rows");
+    glm_op_add_layernorm(be, glm_tensor_2d(GLM_F32, 2, 4, buf), glm_tensor_2d(GLM_F32, 2, 4, buf),
+                         glm_tensor_2d(GLM_F32, 2, 3, buf), glm_tensor_1d(GLM_F32, 4, buf),
+                         glm_tensor_1d(GLM_F32, 4, buf), 1e-5f);
+    kt_expect_error(be, GLM_ERR_SHAPE, "add_layernorm delta width");
 }
 
 int main(void)
