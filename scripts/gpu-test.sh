@@ -23,7 +23,7 @@ wired=0
 if cmake -B "$BUILD_DIR" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" \
     >"$BUILD_DIR.configure.log" 2>&1; then
   targets="glm4v_kernels glm4v_kernels_cuda glm4v_testutil"
-  if cmake --build "$BUILD_DIR" --target help | grep -q test_cuda_ops; then
+  if cmake --build "$BUILD_DIR" --target help | grep test_cuda_ops >/dev/null; then
     wired=1
     targets="$targets test_cuda_ops test_cuda_ops_small"
   fi

@@ -273,7 +273,7 @@ static void layernorm_ref(double *out, const float *x, const float *w, const flo
     }
 }
 
-static void test_resid_f32(int rows, int cols)
+static void test_resid_f32(int rows, int cols) /* rows >= 3 */
 {
     size_t n = (size_t)rows * cols;
     float *x = malloc(n * sizeof(float)), *d = rand_host(n, 1), *w = rand_host(cols, 1),
@@ -932,7 +932,7 @@ int main(int argc, char **argv)
     test_norms(3, 48);
     test_norms(2, 36);
     test_resid_f32(3, 48);
-    test_resid_f32(2, 36);
+    test_resid_f32(4, 36);
     test_rows(50, 32, 17, 0);
     test_rows(40, 12, 9, 100);
     printf("rope / kv\n");
