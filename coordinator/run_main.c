@@ -86,6 +86,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
     };
     memset(a, 0, sizeof(*a));
     memset(ro, 0, sizeof(*ro));
+    glm_model_options_default(&ro->model); /* before the options: --random-weights sets fields */
     ro->device = "cpu";
     ro->tp = 1;
     a->max_new_tokens = 32;
@@ -269,7 +270,6 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return code;
     }
-    glm_model_options_default(&ro.model);
     ro.model.max_seqs = 1;
     ro.model.max_step_tokens = args.prefill_chunk;
     ro.model.max_logit_rows = args.dump_logits ? args.prefill_chunk : 1;

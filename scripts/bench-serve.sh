@@ -28,7 +28,7 @@ for k in 1 2 3; do
     # shellcheck disable=SC2046 # bench_weights is empty or two words
     "$B/bin/glm4v-run" --device "$device" --model "$work/model" $(bench_weights) \
         --image "$work/images/img000$k.jpg" --prompt "$q" --max-new-tokens "$max_new" --ignore-eos \
-        --json 2>/dev/null >"$work/run$k.json"
+        --json 2>"$work/run$k.err" >"$work/run$k.json" || { tail -5 "$work/run$k.err"; exit 1; }
 done
 bench_redis_start
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -109,5 +109,12 @@ if [ "$gold" = "$got" ]; then passed=$((passed + 1)); else failed=$((failed + 1)
 if [ $? -eq 0 ] && [ "$(wc -w <"$tmp/out")" -eq 3 ]; then passed=$((passed + 1)); else
     failed=$((failed + 1)); echo "FAIL: good run printed '$(cat "$tmp/out")'" >&2; fi
 
+# --random-weights needs only config.json (the checkpoint is never opened)
+mkdir -p "$tmp/random" && cp "$a/config.json" "$tmp/random/"
+"$run" --model "$tmp/random" --random-weights 7 --input-ids "$text_ids" --max-new-tokens 2 \
+    --ignore-eos >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 0 ] && [ "$(wc -w <"$tmp/out")" -eq 2 ]; then passed=$((passed + 1)); else
+    failed=$((failed + 1)); echo "FAIL: --random-weights: $(cat "$tmp/err")" >&2; fi
+
 echo "run_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
