@@ -13,6 +13,12 @@ port='' serve_pid='' serve_prefix='' url=''
 
 bench_build() {
     if [ "$device" = cpu ]; then cmake --build "$B" -j"$(nproc)" >/dev/null; return; fi
+    # packed Debian headers (.devdeps): jpeglib.h includes jconfig.h from the multiarch folder,
+    # which env.sh leaves off CPATH; without it the machine's own jconfig.h (libjpeg 8) is
+    # picked up against the packed libjpeg 62 and every JPEG fails its version check
+    if [ -d .devdeps/root/usr/include/x86_64-linux-gnu ]; then
+        export CPATH="$PWD/.devdeps/root/usr/include/x86_64-linux-gnu:${CPATH:-}"
+    fi
     # the device machine has no gnutls.pc, which libmicrohttpd's .pc names; the metrics server
     # does not use TLS, so an empty stub satisfies pkg-config
     if ! pkg-config --exists gnutls 2>/dev/null; then
