@@ -778,11 +778,11 @@ static float time_ms(void (*fn)(void *), void *arg, int reps)
     return best[reps / 2];
 }
 
-typedef struct lin_args { glm_tensor y, x, w; } lin_args;
+typedef struct lin_args { glm_tensor y, x, w; glm_backend *be; } lin_args;
 static void run_linear(void *a)
 {
     lin_args *l = a;
-    glm_op_linear(be, l->y, l->x, l->w, NULL, GLM_ACT_NONE);
+    glm_op_linear(l->be ? l->be : be, l->y, l->x, l->w, NULL, GLM_ACT_NONE);
 }
 typedef struct att_args { glm_tensor out, qkv; int seqs, len, heads, hd; } att_args;
 static void run_att(void *a)
@@ -827,12 +827,36 @@ static void bench(void)
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         int m = shapes[i][0], n = shapes[i][1], k = shapes[i][2];
         lin_args l = {t2(dev_random((size_t)m * n), m, n), t2(dev_random((size_t)m * k), m, k),
-                      t2(dev_random((size_t)n * k), n, k)};
+                      t2(dev_random((size_t)n * k), n, k), NULL};
         ms = time_ms(run_linear, &l, 20);
         double bytes = 2.0 * ((double)m * k + (double)n * k + (double)m * n);
         printf("  linear M %5d N %5d K %5d: %8.3f ms %7.1f TFLOP/s %7.0f GB/s\n", m, n, k, ms,
                2.0 * m * n * k / ms / 1e9, bytes / ms / 1e6);
         be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
+    }
+
+    /* decode-sized layers: gemv.cu against cuBLASLt alone (a second backend on the same device,
+     * created with GLM4V_GEMV_MAX_ROWS=0) */
+    glm_backend *lt = NULL;
+    glm_error lt_err;
+    setenv("GLM4V_GEMV_MAX_ROWS", "0", 1);
+    if (glm_backend_cuda_create(0, &lt, &lt_err) == GLM_OK) {
+        int dec[][3] = {{1, 4608, 4096},  {1, 4096, 4096},   {1, 27392, 4096}, {1, 4096, 13696},
+                        {1, 151552, 4096}, {2, 27392, 4096}, {4, 27392, 4096}, {8, 27392, 4096}};
+        for (size_t i = 0; i < sizeof(dec) / sizeof(dec[0]); i++) {
+            int m = dec[i][0], n = dec[i][1], k = dec[i][2];
+            lin_args l = {t2(dev_random((size_t)m * n), m, n), t2(dev_random((size_t)m * k), m, k),
+                          t2(dev_random((size_t)n * k), n, k), NULL};
+            double bytes = 2.0 * ((double)m * k + (double)n * k + (double)m * n);
+            float ms_gemv = time_ms(run_linear, &l, 20);
+            l.be = lt;
+            float ms_lt = time_ms(run_linear, &l, 20);
+            printf("  decode linear M %d N %6d K %5d: gemv %.4f ms %5.0f GB/s | cuBLASLt %.4f ms "
+                   "%5.0f GB/s\n",
+                   m, n, k, ms_gemv, bytes / ms_gemv / 1e6, ms_lt, bytes / ms_lt / 1e6);
+            be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
+        }
+        glm_backend_destroy(lt);
     }
 
     int len = 6401, heads = 16, hd = 112;
@@ -915,6 +939,8 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--bench") == 0) do_bench = 1;
     }
     glm_error err;
+    /* every gemv.cu instantiation (M 1..8) under test, unless the caller chose a limit */
+    setenv("GLM4V_GEMV_MAX_ROWS", "8", 0);
     if (glm_backend_cuda_create(0, &be, &err) != GLM_OK) {
         fprintf(stderr, "no CUDA backend: %s\n", err.msg);
         return 1;
@@ -925,6 +951,10 @@ int main(int argc, char **argv)
     test_linear(7, 96, 48, 1, 0);
     test_linear(33, 200, 72, 1, 1);
     test_linear(5, 24, 12, 1, 1); /* tiny test-model widths */
+    /* decode sizes through gemv.cu (M <= its limit, K % 8 == 0); K = 44 is not: cuBLASLt */
+    for (int m = 1; m <= 8; m++) test_linear(m, 77, 264, m % 2, 0);
+    test_linear(2, 40, 44, 1, 0);
+    test_linear(3, 64, 1032, 0, 1);
     test_elementwise(1000);
     test_elementwise(1003);
     test_silu_mul(3, 64);
@@ -970,6 +1000,8 @@ int main(int argc, char **argv)
         printf("real shapes\n");
         test_linear(257, 1024, 512, 1, 0);
         test_linear(19, 4608, 4096, 1, 0);
+        test_linear(1, 4608, 4096, 1, 0); /* decode qkv, dense_4h_to_h through gemv.cu */
+        test_linear(4, 4096, 13696, 0, 0);
         test_linear(64, 1792, 1792, 1, 1);
         test_elementwise(1 << 20);
         test_silu_mul(7, 13696);

@@ -1,0 +1,91 @@
+/* Decode-sized linear layers: y[M, N] = x[M, K] W[N, K]^T (+ bias) for a few rows M.
+ *
+ * At decode, every linear layer is a pass over its weights with almost no math, so the speed is
+ * the rate W is read at. cuBLASLt's kernels for M = 1 reach 58-83 % of the device's copy rate on
+ * these shapes (docs/notes-cuda.md): their tiles are sized for large M. This kernel reads W once,
+ * in fully coalesced 16-byte streaming loads, several in flight per lane:
+ *   one warp per output column n; lane l takes 16-byte chunks l, l + 32, ... of W's row n and of
+ *   each x row (x is small and stays in L1/L2), accumulates M dot products in fp32, and the warp
+ *   reduces them at the end. Requires K % 8 == 0 and 16-byte aligned x and W (the launcher
+ *   checks; anything else goes to cuBLASLt). */
+#include "kernels/cuda/common.cuh"
+
+#define GEMV_WARPS 8  /* warps (output columns) per block */
+#define GEMV_UNROLL 4 /* 16-byte W loads in flight per lane */
+
+template <int M>
+__device__ __forceinline__ void gemv_chunk(float *acc, const uint4 &wraw, const __nv_bfloat16 *x,
+                                           int64_t k, int64_t chunk)
+{
+    float wf[8];
+    bf16x8_to_f32(*(const bf16x8 *)&wraw, wf);
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        float xf[8];
+        bf16x8_to_f32(((const bf16x8 *)(x + (size_t)m * k))[chunk], xf);
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[m] = fmaf(wf[j], xf[j], acc[m]);
+    }
+}
+
+template <int M>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, const __nv_bfloat16 *w,
+                const __nv_bfloat16 *bias, int64_t n, int64_t k)
+{
+    int lane = threadIdx.x % 32;
+    int64_t col = (int64_t)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
+    if (col >= n) return; /* a whole warp leaves together: no shuffle below misses a lane */
+    const uint4 *wr = (const uint4 *)(w + (size_t)col * k);
+    int64_t chunks = k / 8;
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[m] = 0.f;
+    int64_t c = lane;
+    for (; c + 32 * (GEMV_UNROLL - 1) < chunks; c += 32 * GEMV_UNROLL) {
+        uint4 wv[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) wv[u] = __ldcs(wr + c + 32 * u); /* read once */
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) gemv_chunk<M>(acc, wv[u], x, k, c + 32 * u);
+    }
+    for (; c < chunks; c += 32) gemv_chunk<M>(acc, __ldcs(wr + c), x, k, c);
+#pragma unroll
+    for (int m = 0; m < M; m++) acc[m] = warp_sum(acc[m]);
+    if (lane == 0) {
+        float b = bias ? __bfloat162float(bias[col]) : 0.f;
+#pragma unroll
+        for (int m = 0; m < M; m++) y[(size_t)m * n + col] = __float2bfloat16(acc[m] + b);
+    }
+}
+
+/* Runs the product when this kernel suits it (M <= max_rows, K % 8 == 0, aligned); false leaves
+ * it to the caller. */
+bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias,
+               int max_rows)
+{
+    int64_t m = glm_tensor_rows(&x), k = glm_tensor_cols(&x), n = glm_tensor_rows(&w);
+    if (m < 1 || m > max_rows || m > GLM_CUDA_GEMV_MAX_ROWS || k % 8 != 0 ||
+        !cuda_aligned16(x.data) || !cuda_aligned16(w.data))
+        return false;
+    dim3 grid((unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS)), block(GEMV_WARPS * 32);
+    cudaStream_t s = cuda_impl(be)->stream;
+    __nv_bfloat16 *yd = (__nv_bfloat16 *)y.data;
+    const __nv_bfloat16 *xd = (const __nv_bfloat16 *)x.data, *wd = (const __nv_bfloat16 *)w.data;
+    const __nv_bfloat16 *bd = (const __nv_bfloat16 *)bias;
+    switch (m) {
+    case 1: gemv_kernel<1><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 2: gemv_kernel<2><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 3: gemv_kernel<3><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 4: gemv_kernel<4><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 5: gemv_kernel<5><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 6: gemv_kernel<6><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 7: gemv_kernel<7><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    default: gemv_kernel<8><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    }
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        glm_backend_fail(be, GLM_ERR_BACKEND, "gemv launch (%lld x %lld x %lld): %s", (long long)m,
+                         (long long)n, (long long)k, cudaGetErrorString(e));
+    return true;
+}
