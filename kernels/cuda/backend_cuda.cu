@@ -359,11 +359,14 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     }
     CREATE_CHECK(cudaSetDevice(device_index));
     CREATE_CHECK(cudaDeviceGetAttribute(&cb->n_sms, cudaDevAttrMultiProcessorCount, device_index));
-    /* up to 4 rows the streaming kernel beats cuBLASLt's (measured: docs/PERF.md); above that
-     * its fp32 FMAs per loaded byte start to cost more than they save */
+    /* gemv.cu on large decode layers of up to 4 rows (docs/notes-cuda.md has the measurements;
+     * above 4 rows its fp32 FMAs per loaded byte start to cost more than they save) */
     cb->gemv_max_rows = 4;
-    const char *gemv_env = getenv("GLM4V_GEMV_MAX_ROWS");
-    if (gemv_env && *gemv_env) cb->gemv_max_rows = atoi(gemv_env);
+    cb->gemv_min_weights = (int64_t)32 << 20;
+    const char *env = getenv("GLM4V_GEMV_MAX_ROWS");
+    if (env && *env) cb->gemv_max_rows = atoi(env);
+    env = getenv("GLM4V_GEMV_MIN_WEIGHTS");
+    if (env && *env) cb->gemv_min_weights = atoll(env);
     CREATE_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     staging_state *ss = staging_events(cb);
     for (int i = 0; i < 2; i++)

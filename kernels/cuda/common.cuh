@@ -50,8 +50,11 @@ typedef struct cuda_backend {
     void *sample_host;
     size_t sample_host_bytes;
     int n_sms;
-    int gemv_max_rows; /* linear layers of at most this many rows use gemv.cu (0: never);
-                          GLM4V_GEMV_MAX_ROWS overrides the default at creation */
+    /* linear layers of at most gemv_max_rows rows (0: none) whose weights have at least
+     * gemv_min_weights elements use gemv.cu; GLM4V_GEMV_MAX_ROWS / GLM4V_GEMV_MIN_WEIGHTS
+     * override the defaults at creation */
+    int gemv_max_rows;
+    int64_t gemv_min_weights;
     int capturing_key; /* -1 when not capturing */
     cuda_graph_slot graphs[GLM_CUDA_MAX_GRAPHS];
 } cuda_backend;
@@ -160,8 +163,7 @@ __device__ __forceinline__ void store_any(void *p, int is_f32, int64_t i, float 
 void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
                  glm_activation act);
 void cuda_gemm_destroy_plans(cuda_backend *cb);
-bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias,
-               int max_rows);
+bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias);
 void cuda_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);
 void cuda_scale(glm_backend *be, glm_tensor x, float s);
 void cuda_gelu(glm_backend *be, glm_tensor y, glm_tensor x);

@@ -151,7 +151,7 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
                  "linear: bias must be bf16 [%lld]", (long long)n);
     if (m == 0) return;
     const void *bias_ptr = bias ? bias->data : NULL;
-    if (cuda_gemv(be, y, x, w, bias_ptr, cb->gemv_max_rows)) { /* decode-sized: see gemv.cu */
+    if (cuda_gemv(be, y, x, w, bias_ptr)) { /* decode-sized: see gemv.cu */
         if (act == GLM_ACT_GELU) cuda_gelu(be, y, y);
         return;
     }

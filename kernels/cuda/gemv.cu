@@ -3,7 +3,11 @@
  * At decode, every linear layer is a pass over its weights with almost no math, so the speed is
  * the rate W is read at. cuBLASLt's kernels for M = 1 reach 58-83 % of the device's copy rate on
  * these shapes (docs/notes-cuda.md): their tiles are sized for large M. This kernel reads W once,
- * in fully coalesced 16-byte streaming loads, several in flight per lane:
+ * in fully coalesced 16-byte streaming loads, several in flight per lane. Measured on an H200
+ * (docs/notes-cuda.md): 3.3-4.4 TB/s on the large layers (dense_h_to_4h, dense_4h_to_h, the
+ * output layer), but slower than cuBLASLt's split-K on the 4096-wide ones (qkv, dense: 2.4 against
+ * 3.1 TB/s), whose N / 8 warps are too few to fill the machine; so it takes only weights of at
+ * least gemv_min_weights elements (default 32 Mi; GLM4V_GEMV_MIN_WEIGHTS). Layout of the work:
  *   one warp per output column n; lane l takes 16-byte chunks l, l + 32, ... of W's row n and of
  *   each x row (x is small and stays in L1/L2), accumulates M dot products in fp32, and the warp
  *   reduces them at the end. Requires K % 8 == 0 and 16-byte aligned x and W (the launcher
@@ -59,17 +63,18 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
 }
 
-/* Runs the product when this kernel suits it (M <= max_rows, K % 8 == 0, aligned); false leaves
- * it to the caller. */
-bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias,
-               int max_rows)
+/* Runs the product when this kernel suits it (M <= max_rows, a large W, K % 8 == 0, aligned);
+ * false leaves it to the caller. */
+bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias)
 {
+    cuda_backend *cb = cuda_impl(be);
     int64_t m = glm_tensor_rows(&x), k = glm_tensor_cols(&x), n = glm_tensor_rows(&w);
-    if (m < 1 || m > max_rows || m > GLM_CUDA_GEMV_MAX_ROWS || k % 8 != 0 ||
+    if (m < 1 || m > cb->gemv_max_rows || m > GLM_CUDA_GEMV_MAX_ROWS ||
+        n * k < cb->gemv_min_weights || k % 8 != 0 ||
         !cuda_aligned16(x.data) || !cuda_aligned16(w.data))
         return false;
     dim3 grid((unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS)), block(GEMV_WARPS * 32);
-    cudaStream_t s = cuda_impl(be)->stream;
+    cudaStream_t s = cb->stream;
     __nv_bfloat16 *yd = (__nv_bfloat16 *)y.data;
     const __nv_bfloat16 *xd = (const __nv_bfloat16 *)x.data, *wd = (const __nv_bfloat16 *)w.data;
     const __nv_bfloat16 *bd = (const __nv_bfloat16 *)bias;
