@@ -366,11 +366,21 @@ static double floor_ms(const ceilings *cl, double flops, double bytes, int tp)
 
 static size_t mem_total, mem_free_start, mem_free_min = SIZE_MAX;
 
+/* On the rank's own GPU (the one glm_rank_context will pick: the node-local rank): a bare
+ * cudaFree(0) would open a context on device 0 in every rank, and at TP > 1 those stray contexts
+ * showed up as rank 0's memory. */
 static void mem_probe_start(void)
 {
 #ifdef GLM4V_HAVE_CUDA
+    MPI_Comm node;
+    int local_rank = 0, n_devices = 0;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_free(&node);
+    if (cudaGetDeviceCount(&n_devices) != cudaSuccess || local_rank >= n_devices) return;
     size_t f = 0, t = 0;
-    if (cudaFree(0) == cudaSuccess && cudaMemGetInfo(&f, &t) == cudaSuccess) {
+    if (cudaSetDevice(local_rank) == cudaSuccess && cudaFree(0) == cudaSuccess &&
+        cudaMemGetInfo(&f, &t) == cudaSuccess) {
         mem_free_start = f;
         mem_total = t;
     }
