@@ -88,17 +88,24 @@ static double rel_l2(const float *out, const double *ref, size_t n)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-static void expect_close(const char *what, const void *d_out, const double *ref, size_t n,
-                         double tol)
+/* The check of every op: no backend error, and `out` (downloaded, freed here) within tol of ref. */
+static void expect_close_host(const char *what, float *out, const double *ref, size_t n,
+                              double tol)
 {
     glm_error err;
-    float *out = down_bf16(d_out, n);
     glm_status st = glm_backend_take_error(be, &err);
     CHECK_MSG(st == GLM_OK, "%s: backend error %s", what, err.msg);
     double e = rel_l2(out, ref, n);
     CHECK_MSG(e < tol, "%s: relative L2 error %.3g (tol %.1g)", what, e, tol);
     printf("  %-48s rel_l2 %.2e\n", what, e);
     free(out);
+}
+
+/* A bf16 output on the device against ref. */
+static void expect_close(const char *what, const void *d_out, const double *ref, size_t n,
+                         double tol)
+{
+    expect_close_host(what, down_bf16(d_out, n), ref, n, tol);
 }
 
 static glm_tensor t2(void *d, int64_t r, int64_t c)
@@ -248,15 +255,9 @@ static void *dev_f32(const float *h, size_t n)
 static void expect_close_f32(const char *what, const void *d_out, const double *ref, size_t n,
                              double tol)
 {
-    glm_error err;
     float *out = malloc(n * sizeof(float) + 4);
     be->ops->download(be, out, d_out, n * 4);
-    glm_status st = glm_backend_take_error(be, &err);
-    CHECK_MSG(st == GLM_OK, "%s: backend error %s", what, err.msg);
-    double e = rel_l2(out, ref, n);
-    CHECK_MSG(e < tol, "%s: relative L2 error %.3g (tol %.1g)", what, e, tol);
-    printf("  %-48s rel_l2 %.2e\n", what, e);
-    free(out);
+    expect_close_host(what, out, ref, n, tol);
 }
 
 static void layernorm_ref(double *out, const float *x, const float *w, const float *b, int rows,
