@@ -189,6 +189,20 @@ static void test_silu_mul(int m, int f)
     free(x), free(ref);
 }
 
+static void layernorm_ref(double *out, const float *x, const float *w, const float *b, int rows,
+                          int cols, double eps)
+{
+    for (int r = 0; r < rows; r++) {
+        double mean = 0, var = 0;
+        for (int c = 0; c < cols; c++) mean += x[r * cols + c];
+        mean /= cols;
+        for (int c = 0; c < cols; c++) var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
+        double inv = 1 / sqrt(var / cols + eps);
+        for (int c = 0; c < cols; c++)
+            out[r * cols + c] = (x[r * cols + c] - mean) * inv * w[c] + b[c];
+    }
+}
+
 static void test_norms(int rows, int cols)
 {
     size_t n = (size_t)rows * cols;
@@ -213,14 +227,7 @@ static void test_norms(int rows, int cols)
     expect_close(name, dy, ref, n, 1e-2);
 
     glm_op_layernorm(be, t2(dy, rows, cols), t2(dx, rows, cols), wt, bt, eps);
-    for (int r = 0; r < rows; r++) {
-        double mean = 0, var = 0;
-        for (int c = 0; c < cols; c++) mean += x[r * cols + c];
-        mean /= cols;
-        for (int c = 0; c < cols; c++) var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
-        double inv = 1 / sqrt(var / cols + eps);
-        for (int c = 0; c < cols; c++) ref[r * cols + c] = (x[r * cols + c] - mean) * inv * w[c] + b[c];
-    }
+    layernorm_ref(ref, x, w, b, rows, cols, eps);
     snprintf(name, sizeof(name), "layernorm %dx%d", rows, cols);
     expect_close(name, dy, ref, n, 1e-2);
 
@@ -258,20 +265,6 @@ static void expect_close_f32(const char *what, const void *d_out, const double *
     float *out = malloc(n * sizeof(float) + 4);
     be->ops->download(be, out, d_out, n * 4);
     expect_close_host(what, out, ref, n, tol);
-}
-
-static void layernorm_ref(double *out, const float *x, const float *w, const float *b, int rows,
-                          int cols, double eps)
-{
-    for (int r = 0; r < rows; r++) {
-        double mean = 0, var = 0;
-        for (int c = 0; c < cols; c++) mean += x[r * cols + c];
-        mean /= cols;
-        for (int c = 0; c < cols; c++) var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
-        double inv = 1 / sqrt(var / cols + eps);
-        for (int c = 0; c < cols; c++)
-            out[r * cols + c] = (x[r * cols + c] - mean) * inv * w[c] + b[c];
-    }
 }
 
 static void test_resid_f32(int rows, int cols) /* rows >= 3 */
