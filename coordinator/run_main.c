@@ -21,7 +21,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: glm4v-run --model DIR [options]\n"
-               "  --device cpu|cuda        compute backend (default cpu)\n"
+               "  --device cpu|cuda|cpu-bf16  compute backend (default cpu; cpu-bf16: the CUDA path's\n"
+               "                           bf16 rounding on the CPU)\n"
                "  --tp N                   tensor-parallel ranks (= mpirun -np N; default 1)\n"
                "  --input-ids 1,2,3        prompt as token ids\n"
                "  --prompt TEXT            prompt text (chat template applied)\n"
@@ -100,8 +101,8 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             ro->model_dir = optarg;
             break;
         case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-                if (!rank) fprintf(stderr, "glm4v-run: --device must be cpu or cuda\n");
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "cpu-bf16")) {
+                if (!rank) fprintf(stderr, "glm4v-run: --device must be cpu, cuda or cpu-bf16\n");
                 return 2;
             }
             ro->device = optarg;

@@ -32,7 +32,9 @@ glm_status glm_backend_create(const char *name, int device_index, glm_backend **
 {
     if (strcmp(name, "cpu") == 0) return glm_backend_cpu_create(0, out, err);
     if (strcmp(name, "cuda") == 0) return glm_backend_cuda_create(device_index, out, err);
-    return glm_fail(err, GLM_ERR_INVALID_ARG, "unknown device '%s' (expected cpu or cuda)", name);
+    if (strcmp(name, "cpu-bf16") == 0) return glm_backend_cpu_bf16_create(0, out, err);
+    return glm_fail(err, GLM_ERR_INVALID_ARG,
+                    "unknown device '%s' (expected cpu, cuda or cpu-bf16)", name);
 }
 
 void glm_backend_destroy(glm_backend *be)

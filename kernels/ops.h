@@ -205,6 +205,9 @@ struct glm_backend {
 /* Backend constructors. device_index selects the GPU (the MPI local rank). */
 glm_status glm_backend_cpu_create(int n_threads, glm_backend **out, glm_error *err);
 glm_status glm_backend_cuda_create(int device_index, glm_backend **out, glm_error *err);
+/* The CPU backend rounding to bf16 what the CUDA backend stores in bf16 (kernels/cpu/
+ * bf16_emulation.c): the CUDA path's numerics without a GPU. */
+glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_error *err);
 glm_status glm_backend_create(const char *name, int device_index, glm_backend **out,
                               glm_error *err);
 void glm_backend_destroy(glm_backend *be);

@@ -16,7 +16,7 @@ if ! pkg-config --exists gnutls 2>/dev/null; then # the packed libmicrohttpd.pc 
 fi
 cmake -B "$B" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
     -DGLM4V_TESTDATA="$testdata" >"$B.configure.log" 2>&1 || { tail -20 "$B.configure.log"; exit 1; }
-cmake --build "$B" -j"$(nproc)" --target test_model_cuda glm4v-run >"$B.build.log" 2>&1 ||
+cmake --build "$B" -j"$(nproc)" --target test_model_backend glm4v-run >"$B.build.log" 2>&1 ||
     { grep -E "error" "$B.build.log" | head -20; exit 1; }
 ngpu=$(nvidia-smi -L | wc -l)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -28,9 +28,9 @@ run() { echo "== $(date +%T) $*"; timeout "${STEP_TIMEOUT:-240}" "$@" || status=
 for m in glm4v-tiny-b "$wide" glm4v-tiny-a; do
     dir=$m
     [ -d "$dir" ] || dir=$testdata/$m
-    run "$B/bin/test_model_cuda" "$dir"
+    run "$B/bin/test_model_backend" "$dir"
     for np in 2 4; do
-        [ "$ngpu" -ge $np ] && run mpirun --bind-to none -np $np "$B/bin/test_model_cuda" "$dir"
+        [ "$ngpu" -ge $np ] && run mpirun --bind-to none -np $np "$B/bin/test_model_backend" "$dir"
     done
 done
 # glm4v-run on the GPU answers the golden image case exactly as on the CPU (greedy)

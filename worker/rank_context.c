@@ -35,6 +35,8 @@ static glm_status create_local(const glm_rank_options *opt, glm_rank_context *ct
     if ((st = glm_shard_plan_make(&ctx->cfg, ctx->rank, ctx->size, &plan, err))) return st;
     if (strcmp(opt->device, "cpu") == 0)
         st = glm_backend_cpu_create(opt->cpu_threads, &ctx->be, err);
+    else if (strcmp(opt->device, "cpu-bf16") == 0)
+        st = glm_backend_cpu_bf16_create(opt->cpu_threads, &ctx->be, err);
     else
         st = glm_backend_create(opt->device, ctx->local_rank, &ctx->be, err);
     if (st) return st;

@@ -16,6 +16,22 @@ foreach(model a b)
   endforeach()
 endforeach()
 
+# The bf16 design's accuracy without a GPU: the model on the cpu-bf16 backend (the CUDA path's
+# rounding) against fp32, with the GPU test's bounds (logits and vision rel L2 < 1e-2, greedy ids
+# where the margin is clear), at TP 1 and 2. On a GPU the same program runs with --device cuda
+# (tests/cuda, scripts/gpu-model-test.sh).
+add_executable(test_model_backend test_model_backend.c)
+target_link_libraries(test_model_backend PRIVATE glm4v_testutil glm4v_coordinator glm4v_worker)
+foreach(model a b)
+  add_test(NAME bf16_model_tiny_${model}
+           COMMAND test_model_backend ${_tiny_${model}} --device cpu-bf16)
+  add_test(NAME tp2_bf16_model_tiny_${model}
+           COMMAND ${_mpirun} -np 2 $<TARGET_FILE:test_model_backend> ${_tiny_${model}}
+                   --device cpu-bf16)
+  set_tests_properties(bf16_model_tiny_${model} tp2_bf16_model_tiny_${model} PROPERTIES
+    ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 120)
+endforeach()
+
 add_test(NAME unit_kv_cache COMMAND test_kv_cache)
 add_executable(test_kv_cache test_kv_cache.c)
 target_link_libraries(test_kv_cache PRIVATE glm4v_testutil glm4v_coordinator glm4v_worker)

@@ -1,9 +1,11 @@
-/* The whole model on the CUDA backend (bf16) against the CPU backend (fp32), in one process.
+/* The whole model on a bf16 backend against the CPU backend (fp32), in one process.
  *
- *   test_model_cuda MODEL_DIR [--pixels GOLDEN.safetensors] [--cases text,image,random]
- *   mpirun -np N test_model_cuda MODEL_DIR ...        (CUDA tensor parallel over N GPUs, NCCL)
+ *   test_model_backend MODEL_DIR [--device cuda|cpu-bf16]      (default cuda)
+ *   mpirun -np N test_model_backend MODEL_DIR ...   (tensor parallel over N ranks: NCCL on GPUs)
  *
- * Rank 0 also builds a one-rank CPU model from the same checkpoint and runs every case on both:
+ * cuda is the real thing (scripts/gpu-model-test.sh); cpu-bf16 is the CPU backend with the CUDA
+ * path's bf16 rounding (kernels/cpu/bf16_emulation.c), which lets CI guard the numerics of the
+ * bf16 design (residual streams, what is stored in bf16) without a GPU. Rank 0 also builds a one-rank CPU model from the same checkpoint and runs every case on both:
  * logits of every prompt position within relative L2 1e-2, vision embeddings within relative L2
  * 1e-2, and greedy ids equal over 12 tokens wherever the CPU's top-1/top-2 margin is above 0.05
  * (checked teacher-forced: both models score the CPU's own continuation, so one early near-tie
@@ -79,6 +81,16 @@ static glm_status score(glm_model *m, const void *comm, const int32_t *ids, int 
     return GLM_OK;
 }
 
+/* The spacing of bf16 numbers at the row's largest |logit|: two logits closer than this can
+ * swap order just by being stored in bf16, whatever the arithmetic before. */
+static float bf16_spacing(const float *row, int n)
+{
+    float big = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(row[i]) > big) big = fabsf(row[i]);
+    return big > 0 ? ldexpf(1.f, ilogbf(big) - 7) : 0.f;
+}
+
 static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, const int32_t *ids,
                        int n_ids, const float *pixels)
 {
@@ -88,7 +100,7 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     CHECK_MSG(score(cpu, NULL, ids, n_ids, pixels, &ref, &err) == GLM_OK, "cpu %s: %s", name,
               err.msg);
     CHECK_MSG(score(ctx->model, &ctx->world, ids, n_ids, pixels, &gpu, &err) == GLM_OK,
-              "cuda %s: %s", name, err.msg);
+              "%s %s: %s", ctx->be->name, name, err.msg);
     if (!ref.logits || !gpu.logits || ref.rows != gpu.rows) goto out;
     double e = rel_l2(gpu.logits, ref.logits, (size_t)ref.rows * vocab);
     printf("%s tp=%d: prompt logits rel L2 %.2e over %d positions\n", name, ctx->size, e, ref.rows);
@@ -115,7 +127,11 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     scored ref_tf = {0}, gpu_tf = {0};
     CHECK(score(cpu, NULL, all, n_all, pixels, &ref_tf, &err) == GLM_OK);
     CHECK(score(ctx->model, &ctx->world, all, n_all, pixels, &gpu_tf, &err) == GLM_OK);
-    int checked = 0, skipped = 0;
+    /* the issue's rule: ids equal wherever the CPU margin is > 0.05. The emulation also skips
+     * margins under the bf16 spacing of the row's logits (logits are stored in bf16, so such a
+     * pair may swap on any bf16 engine); on the GPU the issue's rule applies unchanged. */
+    bool emulated = strcmp(ctx->be->name, "cuda") != 0;
+    int checked = 0, skipped = 0, skipped_bf16 = 0;
     for (int k = 0; k < ref.n_ids && ref_tf.logits && gpu_tf.logits; k++) {
         int row = ref_tf.rows - ref.n_ids + k; /* position predicting generated id k */
         int b_ref, b_gpu;
@@ -126,16 +142,20 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
             skipped++;
             continue;
         }
+        if (emulated && margin <= bf16_spacing(ref_tf.logits + (size_t)row * vocab, vocab)) {
+            skipped_bf16++;
+            continue;
+        }
         checked++;
-        CHECK_MSG(b_ref == b_gpu, "%s: greedy id %d differs (cpu %d, cuda %d, cpu margin %.3f)",
-                  name, k, b_ref, b_gpu, margin);
+        CHECK_MSG(b_ref == b_gpu, "%s: greedy id %d differs (cpu %d, %s %d, cpu margin %.3f)",
+                  name, k, b_ref, ctx->be->name, b_gpu, margin);
     }
     int same = 0;
     while (same < ref.n_ids && same < gpu.n_ids && ref.ids[same] == gpu.ids[same])
         same++;
-    printf("%s tp=%d: greedy ids checked %d (skipped %d near-ties); free-running: first %d of %d "
-           "identical\n",
-           name, ctx->size, checked, skipped, same, ref.n_ids);
+    printf("%s tp=%d: greedy ids checked %d (skipped %d near-ties, %d within bf16 spacing); "
+           "free-running: first %d of %d identical\n",
+           name, ctx->size, checked, skipped, skipped_bf16, same, ref.n_ids);
     free(all);
     free(ref_tf.logits);
     free(gpu_tf.logits);
@@ -204,14 +224,15 @@ static void run_cases(glm_rank_context *ctx, glm_model *cpu, const char *dir)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_model_cuda MODEL_DIR\n");
+    const char *device = argc == 4 && strcmp(argv[2], "--device") == 0 ? argv[3] : "cuda";
+    if (argc != 2 && !(argc == 4 && strcmp(argv[2], "--device") == 0)) {
+        fprintf(stderr, "usage: test_model_backend MODEL_DIR [--device cuda|cpu-bf16]\n");
         MPI_Finalize();
         return 2;
     }
     int size;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    glm_rank_options ro = {.model_dir = argv[1], .device = "cuda", .tp = size};
+    glm_rank_options ro = {.model_dir = argv[1], .device = device, .tp = size};
     glm_model_options_default(&ro.model);
     ro.model.max_seqs = 1;
     ro.model.max_step_tokens = 512;
@@ -246,7 +267,7 @@ int main(int argc, char **argv)
         glm_comm_destroy(ccomm);
         glm_backend_destroy(cbe);
         glm_step_shutdown(&ctx.world, &err);
-        code = test_finish("model_cuda");
+        code = test_finish("model_backend");
     } else if (glm_worker_serve(ctx.model, &ctx.world, &err)) {
         fprintf(stderr, "rank %d: %s\n", ctx.rank, err.msg);
         code = 1;

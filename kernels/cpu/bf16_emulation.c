@@ -1,0 +1,221 @@
+/* "cpu-bf16": the CPU backend with the CUDA backend's storage rounding, to study and guard the
+ * numerics of the bf16 path on machines without a GPU.
+ *
+ * The CUDA backend keeps weights and activations in bf16 and accumulates in fp32; only the two
+ * residual streams are f32 (resid_dtype). This backend runs the CPU ops unchanged (fp32 math) and
+ * rounds to bf16 what CUDA stores in bf16: every weight an op reads (rounding is idempotent, so
+ * rounding the model's own tensors in place on each use costs time, not accuracy) and every op
+ * output, except the residual streams written by add_rmsnorm, add_layernorm and vision_embed.
+ * Not modelled: the bf16 rounding of the attention probabilities inside the CUDA attention kernels
+ * and differences in summation order. Measured agreement with the GPU: docs/PERF.md. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_internal.h"
+
+/* Round-to-nearest-even to bf16, in place, as __float2bfloat16 does (NaN stays NaN). */
+static void round_bf16(glm_tensor t)
+{
+    float *p = t.data;
+    int64_t n = glm_tensor_numel(&t);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &p[i], 4);
+        if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) continue;
+        u += 0x7fffu + ((u >> 16) & 1u);
+        u &= 0xffff0000u;
+        memcpy(&p[i], &u, 4);
+    }
+}
+
+static void round_rows(glm_tensor t, int64_t row, int64_t n_rows)
+{
+    int64_t cols = glm_tensor_cols(&t);
+    if (n_rows <= 0 || row < 0 || row + n_rows > glm_tensor_rows(&t)) return;
+    round_bf16(glm_tensor_2d(t.dtype, n_rows, cols, (float *)t.data + row * cols));
+}
+
+/* The wrappers: round the weights read, run the CPU op, round its stored outputs. Each checks the
+ * sticky status first so that a failed op's garbage is not touched. */
+#define OK(be) ((be)->status == GLM_OK)
+
+static void emu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
+                       const glm_tensor *bias, glm_activation act)
+{
+    round_bf16(w);
+    if (bias) round_bf16(*bias);
+    cpu_linear(be, y, x, w, bias, act);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b)
+{
+    cpu_add(be, y, a, b);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_scale(glm_backend *be, glm_tensor x, float s)
+{
+    cpu_scale(be, x, s);
+    if (OK(be)) round_bf16(x);
+}
+
+static void emu_gelu(glm_backend *be, glm_tensor y, glm_tensor x)
+{
+    cpu_gelu(be, y, x);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
+{
+    cpu_silu_mul(be, y, x);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, float eps)
+{
+    round_bf16(w);
+    cpu_rmsnorm(be, y, x, w, eps);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                            glm_tensor w, float eps)
+{
+    round_bf16(w);
+    cpu_add_rmsnorm(be, y, resid, delta, w, eps); /* resid: the f32 stream, not rounded */
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
+                          float eps)
+{
+    round_bf16(w), round_bf16(b);
+    cpu_layernorm(be, y, x, w, b, eps);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                              glm_tensor w, glm_tensor b, float eps)
+{
+    round_bf16(w), round_bf16(b);
+    cpu_add_layernorm(be, y, resid, delta, w, b, eps); /* resid: the f32 stream */
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_embedding(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
+                          int64_t vocab_start)
+{
+    round_bf16(table); /* rows of a bf16 table are exact in the f32 stream */
+    cpu_embedding(be, y, table, ids, vocab_start);
+}
+
+/* Copies into the f32 stream carry bf16 values already; copies into bf16 tensors round. */
+static void emu_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor src,
+                          int64_t src_row, int64_t n_rows)
+{
+    cpu_copy_rows(be, dst, dst_row, src, src_row, n_rows);
+    if (OK(be)) round_rows(dst, dst_row, n_rows);
+}
+
+static void emu_gather_rows(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx)
+{
+    cpu_gather_rows(be, y, x, idx);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_rope(glm_backend *be, glm_tensor qkv, glm_tensor positions, int n_q_heads,
+                     int n_kv_heads, int head_dim, int rope_dim, float theta)
+{
+    cpu_rope(be, qkv, positions, n_q_heads, n_kv_heads, head_dim, rope_dim, theta);
+    if (OK(be)) round_bf16(qkv);
+}
+
+static void emu_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv,
+                                glm_tensor k_cache, glm_tensor v_cache,
+                                const glm_attn_batch *batch, int n_q_heads, int n_kv_heads,
+                                int head_dim, float scale)
+{
+    cpu_attention_paged(be, out, qkv, k_cache, v_cache, batch, n_q_heads, n_kv_heads, head_dim,
+                        scale);
+    if (OK(be)) round_bf16(out);
+}
+
+static void emu_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_seqs,
+                               int seq_len, int n_heads, int head_dim, float scale)
+{
+    cpu_attention_full(be, out, qkv, n_seqs, seq_len, n_heads, head_dim, scale);
+    if (OK(be)) round_bf16(out);
+}
+
+static void emu_patchify(glm_backend *be, glm_tensor y, glm_tensor pixels, int patch)
+{
+    cpu_patchify(be, y, pixels, patch);
+    if (OK(be)) round_bf16(y); /* the pixels are uploaded as bf16 */
+}
+
+static void emu_im2col_2x2(glm_backend *be, glm_tensor y, glm_tensor x, int n_images, int grid)
+{
+    cpu_im2col_2x2(be, y, x, n_images, grid);
+    if (OK(be)) round_bf16(y);
+}
+
+static void emu_vision_embed(glm_backend *be, glm_tensor y, glm_tensor patches, glm_tensor cls,
+                             glm_tensor pos, int n_images)
+{
+    round_bf16(cls), round_bf16(pos);
+    cpu_vision_embed(be, y, patches, cls, pos, n_images); /* y: the f32 stream */
+}
+
+static void emu_fill_normal(glm_backend *be, glm_tensor t, uint64_t seed, float mean, float std)
+{
+    cpu_fill_normal(be, t, seed, mean, std);
+    if (OK(be)) round_bf16(t);
+}
+
+/* The CPU backend's own destroy frees impl and be; the ops table is this backend's. */
+static void emu_destroy(glm_backend *be)
+{
+    glm_backend_ops *own = (glm_backend_ops *)be->ops;
+    be->ops = NULL;
+    free(own);
+    free(be->impl);
+    free(be);
+}
+
+glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_error *err)
+{
+    glm_status st = glm_backend_cpu_create(n_threads, out, err);
+    if (st) return st;
+    glm_backend *be = *out;
+    glm_backend_ops *ops = malloc(sizeof(*ops)); /* per backend: no shared mutable table */
+    if (!ops) {
+        glm_backend_destroy(be);
+        *out = NULL;
+        return glm_fail(err, GLM_ERR_NOMEM, "cpu-bf16 backend: out of memory");
+    }
+    *ops = *be->ops;
+    ops->destroy = emu_destroy;
+    ops->linear = emu_linear;
+    ops->add = emu_add;
+    ops->scale = emu_scale;
+    ops->gelu = emu_gelu;
+    ops->silu_mul = emu_silu_mul;
+    ops->rmsnorm = emu_rmsnorm;
+    ops->add_rmsnorm = emu_add_rmsnorm;
+    ops->layernorm = emu_layernorm;
+    ops->add_layernorm = emu_add_layernorm;
+    ops->embedding = emu_embedding;
+    ops->copy_rows = emu_copy_rows;
+    ops->gather_rows = emu_gather_rows;
+    ops->rope = emu_rope;
+    ops->attention_paged = emu_attention_paged;
+    ops->attention_full = emu_attention_full;
+    ops->patchify = emu_patchify;
+    ops->im2col_2x2 = emu_im2col_2x2;
+    ops->vision_embed = emu_vision_embed;
+    ops->fill_normal = emu_fill_normal;
+    be->ops = ops;
+    be->name = "cpu-bf16";
+    return GLM_OK;
+}
