@@ -4,7 +4,8 @@
 # 1. builds with CUDA (build-gpu; a failing whole-tree configure stops here, loudly);
 # 2. bench_model on configs/glm-4v-9b with random weights (under mpirun -np N for --tp N): it first
 #    measures the device ceilings (copy bandwidth, bf16 GEMM rate), then vision / prefill / decode /
-#    memory (and at TP > 1 the NCCL share, then the memory run: --gpu-memory 22, 16 x 4K sequences);
+#    memory (and at TP > 1 the NCCL share from a second pass with the collectives skipped
+#    (--no-comm), then the memory run: --gpu-memory 22, 16 x 4K sequences);
 # 3. the PyTorch baseline (scripts/baseline_torch.py: transformers' GlmForCausalLM + a plain PyTorch
 #    vision tower, same shapes, bf16);
 # 4. one markdown table: figure | ours | floor | ours/floor | baseline | ours/baseline | target,
@@ -39,7 +40,7 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   # whatever happens, the logs and the table come back with the device call
   # shellcheck disable=SC2154
-  trap 'for f in perf-table.md configure.log build.log bench_model.log bench_memory.log baseline.log; do
+  trap 'for f in perf-table.md configure.log build.log bench_model.log bench_nocomm.log bench_memory.log baseline.log; do
           [ -s "$LOGS/$f" ] && cp "$LOGS/$f" "$OUT/"; done; true' EXIT
 fi
 
@@ -107,10 +108,14 @@ t0=$(date +%s)
 run_bench "$LOGS/bench_model.log" ${BENCH_ARGS:-} || { echo "bench-gpu: bench_model FAILED" >&2; status=1; }
 echo "bench-gpu: bench_model took $(( $(date +%s) - t0 )) s"
 if [ "$TP" -gt 1 ]; then
+  # the same steps with the all-reduces / all-gathers skipped: NCCL's share of each step
+  run_bench "$LOGS/bench_nocomm.log" --no-comm --no-ceilings --vision 1 --text-prefill 0 \
+    || { echo "bench-gpu: no-comm run FAILED" >&2; status=1; }
   run_bench "$LOGS/bench_memory.log" --mode memory --gpu-memory 22 \
     || { echo "bench-gpu: memory run FAILED" >&2; status=1; }
 else
   : >"$LOGS/bench_memory.log"
+  : >"$LOGS/bench_nocomm.log"
 fi
 
 # ---- PyTorch baseline ------------------------------------------------------------------------------
@@ -146,8 +151,8 @@ def parse(path, tag):
 ours = parse(f"{logs}/bench_model.log", "bench") + parse(f"{logs}/bench_memory.log", "bench")
 base = parse(f"{logs}/baseline.log", "baseline")
 
-def find(rows, fig, **want):
-    for f, kv in rows:
+def find(table, fig, **want):
+    for f, kv in table:
         if f == fig and all(kv.get(k) == str(v) for k, v in want.items()):
             return kv
     return None
@@ -223,10 +228,16 @@ for f, kv in ours:
         lab = f"static; dynamic {fmt(dy)}"
     add(f"decode, batch {b}, ctx {kv.get('ctx')} (tok/s)", kv, "tok/s", True, bl, lab,
         (">=", targets[b]) if tp == 1 and b in targets else None)
+# NCCL's share of a step: 1 - (the step without collectives) / (the step), from the --no-comm run
+nocomm = parse(f"{logs}/bench_nocomm.log", "bench")
 for f, kv in ours:
-    if f == "nccl_share":
-        fig = " ".join(f"{k}={v}" for k, v in kv.items() if k not in ("value", "unit", "comm_ms", "step_ms", "collectives"))
-        rows.append([f"NCCL share of step time ({fig})", f"{100 * float(kv['value']):.1f}%", "-", "-", "-", "-", "-"])
+    keys = {k: v for k, v in kv.items() if k in ("batch", "ctx", "kind", "rows", "n")}
+    other = find(nocomm, f, **keys)
+    if f not in ("decode_tps", "prefill_ms", "vision_ms") or not other or not num(kv) or not num(other):
+        continue
+    share = 1 - num(kv) / num(other) if f == "decode_tps" else 1 - num(other) / num(kv)
+    fig = " ".join(f"{k}={v}" for k, v in keys.items())
+    rows.append([f"NCCL share of step time ({f} {fig})", f"{100 * share:.1f}%", "-", "-", "-", "-", "-"])
 mem_note = None
 for f, kv in ours:
     if f == "memory_gib":

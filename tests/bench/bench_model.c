@@ -20,8 +20,11 @@
  *      prefilled first (several sequences per step), then each timed step feeds one token per
  *      sequence and samples greedily on the device (glm_model_sample); tokens/s = batch / step time;
  *   5. memory: weights / KV / scratch per rank and the device memory in use (peak);
- *   6. with --tp > 1, the NCCL share: the all-reduces and the logits all-gather of one step, of the
- *      same sizes and count, timed alone in a separate loop, over the figure's step time.
+ *   6. with --tp > 1 and --no-comm, every rank's all-reduce and all-gather are no-ops (the plan
+ *      broadcast over MPI stays): the same figures then give each step's time without NCCL, and
+ *      1 - (that time / the time with NCCL) is NCCL's share of the step, waiting included
+ *      (scripts/bench-gpu.sh runs both and prints the shares). The numbers it computes are
+ *      meaningless; only their time is.
  * Each figure is printed as one machine-readable line when measured
  *   bench <figure> key=value ... value=V unit=U floor=F
  * (floor: the time or rate the measured ceilings allow for that figure's FLOPs and bytes) and
@@ -61,6 +64,7 @@ typedef struct bench_args {
     uint64_t seed;
     int quick;
     int memory_mode;
+    int no_comm; /* --no-comm: data collectives skipped (timing the step without NCCL) */
     double gpu_memory_gib;
     int ceilings;
     int vision[MAX_LIST], n_vision;
@@ -98,6 +102,8 @@ static void usage(FILE *f)
             "  --quick                  small shapes and few repetitions (CI smoke on tiny models)\n"
             "  --mode perf|memory       figures (default) or the TP memory run\n"
             "  --no-ceilings            skip the copy / GEMM ceiling measurement\n"
+            "  --no-comm                skip every all-reduce / all-gather (TP step time without\n"
+            "                           NCCL; results are garbage, times are not)\n"
             "  --vision LIST            images per vision batch (default 1,4,16; empty: skip)\n"
             "  --decode LIST            decode batch sizes (default 1,8,32,64,128,256; empty: skip)\n"
             "  --ctx N                  decode context (default 1024)\n"
@@ -152,6 +158,7 @@ static int parse_args(int argc, char **argv, int rank, bench_args *a)
         else if (!strcmp(o, "--random-weights")) a->seed = strtoull(v, NULL, 10);
         else if (!strcmp(o, "--quick")) a->quick = 1;
         else if (!strcmp(o, "--no-ceilings")) a->ceilings = 0;
+        else if (!strcmp(o, "--no-comm")) a->no_comm = 1;
         else if (!strcmp(o, "--mode")) {
             if (!strcmp(v, "memory")) a->memory_mode = 1;
             else if (strcmp(v, "perf")) goto bad;
@@ -862,121 +869,19 @@ static glm_status drive_memory(driver *d)
     return GLM_OK;
 }
 
-/* ---- NCCL share: the step's collectives of the same sizes, timed alone (all ranks) ---- */
+/* ---- --no-comm: a communicator whose data collectives do nothing ---- */
 
-typedef struct comm_case {
-    char name[48];
-    int64_t allreduce_count; /* elements per all-reduce */
-    int n_allreduce;
-    int64_t gather_count; /* elements each rank contributes to the logits all-gather; 0: none */
-    int64_t bcast_count;  /* elements broadcast (vision pixels); 0: none */
-} comm_case;
-
-static int build_comm_cases(const bench_args *a, const glm_model_config *c, int tp, comm_case *out,
-                            double *step_ms, const driver *d)
+static glm_status skip_allreduce(glm_comm *comm, void *data, size_t count, glm_dtype dtype)
 {
-    int n = 0;
-    int64_t h = c->hidden_size, vocab_local = c->padded_vocab_size / tp;
-    for (int i = 0; i < a->n_decode && n < MAX_LIST - 2; i++) {
-        comm_case *k = &out[n];
-        snprintf(k->name, sizeof(k->name), "figure=decode_tps batch=%d", a->decode[i]);
-        k->allreduce_count = a->decode[i] * h;
-        k->n_allreduce = 2 * c->num_layers + 1;
-        k->gather_count = a->decode[i] * vocab_local;
-        k->bcast_count = 0;
-        step_ms[n++] = d ? d->decode_step_ms[i] : 0;
-    }
-    if (c->has_vision) {
-        int rows = 2 + glm_config_image_tokens(c) + a->image_text_rows;
-        comm_case *k = &out[n];
-        snprintf(k->name, sizeof(k->name), "figure=prefill_ms kind=image rows=%d", rows);
-        k->allreduce_count = rows * h;
-        k->n_allreduce = 2 * c->num_layers + 1;
-        k->gather_count = vocab_local;
-        k->bcast_count = 0;
-        step_ms[n++] = d ? d->prefill_image_ms : 0;
-        const glm_vision_config *v = &c->vision;
-        int64_t g = v->image_size / v->patch_size;
-        k = &out[n];
-        snprintf(k->name, sizeof(k->name), "figure=vision_ms n=1");
-        k->allreduce_count = (g * g + 1) * v->hidden_size;
-        k->n_allreduce = 2 * v->num_layers; /* + 2 projector all-reduces, counted below */
-        k->gather_count = 0;
-        k->bcast_count = (int64_t)v->in_channels * v->image_size * v->image_size;
-        step_ms[n++] = d ? d->vision1_ms : 0;
-    }
-    return n;
+    (void)comm, (void)data, (void)count, (void)dtype;
+    return GLM_OK;
 }
 
-static glm_status comm_share(glm_rank_context *ctx, const bench_args *a, driver *d)
+static glm_status skip_allgather(glm_comm *comm, void *dst, const void *src, size_t count,
+                                 glm_dtype dtype)
 {
-    glm_comm *comm = ctx->comm;
-    glm_backend *be = ctx->be;
-    comm_case cases[MAX_LIST];
-    double step_ms[MAX_LIST];
-    int n = build_comm_cases(a, &ctx->cfg, ctx->size, cases, step_ms, d);
-    int64_t max_ar = 0, max_ga = 0, max_bc = 0;
-    for (int i = 0; i < n; i++) {
-        if (cases[i].allreduce_count > max_ar) max_ar = cases[i].allreduce_count;
-        if (cases[i].gather_count > max_ga) max_ga = cases[i].gather_count;
-        if (cases[i].bcast_count > max_bc) max_bc = cases[i].bcast_count;
-    }
-    size_t es = glm_dtype_size(be->act_dtype);
-    int64_t h = ctx->cfg.hidden_size, proj_count = glm_config_image_tokens(&ctx->cfg) * h;
-    if (ctx->cfg.has_vision && proj_count > max_ar) max_ar = proj_count;
-    void *buf = NULL, *gsrc = NULL, *gdst = NULL, *bc = NULL;
-    glm_status st = be->ops->alloc(be, (size_t)max_ar * es, &buf);
-    if (!st) st = be->ops->alloc(be, (size_t)(max_ga ? max_ga : 1) * es, &gsrc);
-    if (!st) st = be->ops->alloc(be, (size_t)(max_ga ? max_ga : 1) * es * ctx->size, &gdst);
-    if (!st) st = be->ops->alloc(be, (size_t)(max_bc ? max_bc : 1) * es, &bc);
-    if (!st) {
-        glm_op_fill_normal(be, glm_tensor_1d(be->act_dtype, max_ar, buf), 3, 0.f, 1e-3f);
-        glm_op_fill_normal(be, glm_tensor_1d(be->act_dtype, max_ga ? max_ga : 1, gsrc), 5, 0.f, 1.f);
-        be->ops->synchronize(be);
-    }
-    glm_status all = glm_rank_agree(ctx->world, st);
-    if (all) {
-        st = all;
-        goto done;
-    }
-    for (int i = 0; i < n && !st; i++) {
-        comm_case *k = &cases[i];
-        int warm = 2, reps = a->quick ? 2 : 5;
-        double t[8];
-        for (int r = 0; r < warm + reps && !st; r++) {
-            MPI_Barrier(ctx->world);
-            be->ops->synchronize(be);
-            double t0 = now_ms();
-            if (k->bcast_count)
-                st = comm->ops->broadcast(comm, bc, (size_t)k->bcast_count, be->act_dtype, 0);
-            for (int j = 0; j < k->n_allreduce && !st; j++)
-                st = comm->ops->allreduce_sum(comm, buf, (size_t)k->allreduce_count, be->act_dtype);
-            if (!st && k->bcast_count) /* vision: the projector's two all-reduces */
-                for (int j = 0; j < 2 && !st; j++)
-                    st = comm->ops->allreduce_sum(comm, buf, (size_t)proj_count, be->act_dtype);
-            if (!st && k->gather_count)
-                st = comm->ops->allgather(comm, gdst, gsrc, (size_t)k->gather_count, be->act_dtype);
-            be->ops->synchronize(be);
-            if (r >= warm) t[r - warm] = now_ms() - t0;
-        }
-        if (st) {
-            fprintf(stderr, "bench_model: rank %d: comm microbench: %s\n", ctx->rank, comm->err.msg);
-            break;
-        }
-        double ms = median(t, reps);
-        /* rank 0's view: its own collectives end when every rank's do */
-        if (ctx->rank == 0 && step_ms[i] > 0) {
-            char extra[128];
-            snprintf(extra, sizeof(extra), "comm_ms=%.4g step_ms=%.4g collectives=%d", ms,
-                     step_ms[i], k->n_allreduce + (k->gather_count > 0) + (k->bcast_count ? 3 : 0));
-            report("nccl_share", k->name, ms / step_ms[i], "fraction", 0, 0, extra);
-        }
-    }
-done:
-    be->ops->free(be, buf), be->ops->free(be, gsrc), be->ops->free(be, gdst), be->ops->free(be, bc);
-    glm_error ignored;
-    glm_backend_take_error(be, &ignored);
-    return st;
+    (void)comm, (void)dst, (void)src, (void)count, (void)dtype;
+    return GLM_OK;
 }
 
 /* ---- the table (rank 0) ---- */
@@ -1126,6 +1031,14 @@ int main(int argc, char **argv)
     ctx.be->ops->synchronize(ctx.be); /* the random fill runs on the device */
     double create_s = (now_ms() - t0) / 1e3;
     mem_probe(ctx.be);
+    /* every rank swaps at the same point, before any step, so no rank waits in a collective */
+    glm_comm_ops skipping;
+    if (a.no_comm && ctx.comm) {
+        skipping = *ctx.comm->ops;
+        skipping.allreduce_sum = skip_allreduce;
+        skipping.allgather = skip_allgather;
+        ctx.comm->ops = &skipping;
+    }
 
     driver d;
     memset(&d, 0, sizeof(d));
@@ -1162,10 +1075,6 @@ int main(int argc, char **argv)
     } else if ((st = glm_worker_serve(ctx.model, &ctx.world, &err))) {
         fprintf(stderr, "bench_model: rank %d: %s\n", rank, err.msg);
         MPI_Abort(ctx.world, 1);
-    }
-    /* collective tails: the TP comm share, per-rank memory */
-    if (ctx.size > 1 && !a.memory_mode && code == 0) {
-        if (comm_share(&ctx, &a, rank == 0 ? &d : NULL)) code = 1;
     }
     gather_memory(&ctx, &a);
     if (rank == 0) print_table(&a, &ctx);
