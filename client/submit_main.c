@@ -176,25 +176,6 @@ static int parse_args(int argc, char **argv, submit_args *a)
     return 0;
 }
 
-/* The password from --password-file (first line) or $GLM4V_REDIS_PASSWORD; "" when neither. */
-static int read_password(const char *file, char *pw, size_t cap)
-{
-    pw[0] = '\0';
-    if (file) {
-        FILE *f = fopen(file, "r");
-        if (!f || !fgets(pw, (int)cap, f)) {
-            fprintf(stderr, "glm4v-submit: cannot read password file %s\n", file);
-            if (f) fclose(f);
-            return EXIT_USAGE;
-        }
-        fclose(f);
-        pw[strcspn(pw, "\r\n")] = '\0';
-    } else if (getenv("GLM4V_REDIS_PASSWORD")) {
-        snprintf(pw, cap, "%s", getenv("GLM4V_REDIS_PASSWORD"));
-    }
-    return 0;
-}
-
 /* A random RFC 4122 version 4 UUID. */
 static void make_uuid(char out[37])
 {
@@ -377,10 +358,12 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     char password[512];
-    if ((rc = read_password(a.password_file, password, sizeof password))) return rc;
-
     glm_client *client = NULL;
     glm_error err = {0};
+    if (glm_redis_password_read(a.password_file, password, sizeof password, &err)) {
+        fprintf(stderr, "glm4v-submit: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
     glm_status st =
         glm_client_connect(a.url, password[0] ? password : NULL, a.prefix, 5000, &client, &err);
     memset(password, 0, sizeof password);

@@ -202,21 +202,3 @@ int sweep_args_parse(int argc, char **argv, sweep_args *a)
     }
     return 0;
 }
-
-int sweep_read_password(const char *file, char *pw, size_t cap)
-{
-    pw[0] = '\0';
-    if (file) {
-        FILE *f = fopen(file, "r");
-        if (!f || !fgets(pw, (int)cap, f)) {
-            fprintf(stderr, "glm4v-sweep: cannot read password file %s\n", file);
-            if (f) fclose(f);
-            return EXIT_USAGE;
-        }
-        fclose(f);
-        pw[strcspn(pw, "\r\n")] = '\0';
-    } else if (getenv("GLM4V_REDIS_PASSWORD")) {
-        snprintf(pw, cap, "%s", getenv("GLM4V_REDIS_PASSWORD"));
-    }
-    return 0;
-}

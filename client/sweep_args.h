@@ -26,8 +26,4 @@ typedef struct sweep_args {
 /* Fills a; returns 0, SWEEP_ARGS_HELP (usage printed to stdout) or EXIT_USAGE (message printed). */
 int sweep_args_parse(int argc, char **argv, sweep_args *a);
 
-/* The Redis password from --password-file (first line) or $GLM4V_REDIS_PASSWORD; "" when neither.
- * Returns 0 or EXIT_USAGE. */
-int sweep_read_password(const char *file, char *pw, size_t cap);
-
 #endif

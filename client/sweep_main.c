@@ -333,7 +333,11 @@ int main(int argc, char **argv)
     int rc = sweep_args_parse(argc, argv, &a);
     if (rc) return rc == SWEEP_ARGS_HELP ? 0 : rc;
     char password[512];
-    if ((rc = sweep_read_password(a.password_file, password, sizeof password))) return rc;
+    glm_error pw_err = {0};
+    if (glm_redis_password_read(a.password_file, password, sizeof password, &pw_err)) {
+        fprintf(stderr, "glm4v-sweep: %s\n", pw_err.msg);
+        return EXIT_USAGE;
+    }
 
     struct sigaction sa = {0};
     sa.sa_handler = on_stop_signal;

@@ -154,6 +154,22 @@ long long glm_now_unix_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+glm_status glm_redis_password_read(const char *file, char *pw, size_t cap, glm_error *err)
+{
+    pw[0] = '\0';
+    if (file) {
+        FILE *f = fopen(file, "r");
+        bool ok = f && fgets(pw, (int)cap, f);
+        if (f) fclose(f);
+        pw[strcspn(pw, "\r\n")] = '\0';
+        if (!ok || !pw[0])
+            return glm_fail(err, GLM_ERR_IO, "cannot read a password from %s", file);
+    } else if (getenv("GLM4V_REDIS_PASSWORD")) {
+        snprintf(pw, cap, "%s", getenv("GLM4V_REDIS_PASSWORD"));
+    }
+    return GLM_OK;
+}
+
 glm_status glm_redis_client_connect(const char *url, const char *password, const char *prefix,
                                     size_t prefix_cap, int timeout_ms, redisContext **ctx,
                                     glm_error *err)

@@ -34,6 +34,11 @@ glm_status glm_redis_client_connect(const char *url, const char *password, const
 glm_status glm_redis_connect(const glm_redis_url *url, const char *password, int connect_timeout_ms,
                              int command_timeout_ms, redisContext **out, glm_error *err);
 
+/* The Redis password of every program (glm4v-serve, glm4v-submit, glm4v-sweep): the first line of
+ * file when one is given (an unreadable or empty file is an error), else $GLM4V_REDIS_PASSWORD,
+ * else "" (no password). Never from a URL or a command line. */
+glm_status glm_redis_password_read(const char *file, char *pw, size_t cap, glm_error *err);
+
 /* Sets the socket timeout of c (ms; 0 = none). */
 void glm_redis_set_timeout(redisContext *c, int timeout_ms);
 

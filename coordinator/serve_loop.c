@@ -1,5 +1,7 @@
 #include "coordinator/serve_loop.h"
 
+#include "coordinator/redis_conn.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,22 +72,6 @@ static void log_event(const char *job_id, const char *fmt, ...)
     fprintf(stderr, "glm4v-serve: job=%s %s\n", job_id && *job_id ? job_id : "-", msg);
 }
 
-static glm_status read_password(const glm_serve_options *so, char *buf, size_t len, glm_error *err)
-{
-    buf[0] = '\0';
-    const char *env = getenv("GLM4V_REDIS_PASSWORD");
-    if (so->password_file) {
-        FILE *f = fopen(so->password_file, "r");
-        if (!f) return glm_fail(err, GLM_ERR_IO, "cannot read %s", so->password_file);
-        if (!fgets(buf, (int)len, f)) buf[0] = '\0';
-        fclose(f);
-        buf[strcspn(buf, "\r\n")] = '\0';
-    } else if (env) {
-        snprintf(buf, len, "%s", env);
-    }
-    return GLM_OK;
-}
-
 static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_options *ro,
                               const glm_serve_options *so, glm_error *err)
 {
@@ -115,7 +101,8 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     s->env.default_max_new_tokens = so->default_max_new_tokens;
     s->env.server_id = s->server_id;
 
-    if ((st = read_password(so, s->password, sizeof(s->password), err))) return st;
+    if ((st = glm_redis_password_read(so->password_file, s->password, sizeof(s->password), err)))
+        return st;
     glm_queue_config qc = glm_queue_config_default();
     qc.url = so->redis_url;
     qc.password = s->password[0] ? s->password : NULL;

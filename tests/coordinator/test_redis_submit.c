@@ -2,6 +2,7 @@
  * (reads the job, checks it, writes chunks and the Result) while the real glm4v-submit binary
  * (argv[1]) streams the text or prints the --json Result. Also --status, exit codes, password
  * handling. */
+#include "coordinator/redis_conn.h"
 #include "coordinator/redis_queue.h"
 #include "tests/coordinator/redis_fixture.h"
 #include "tests/testutil.h"
@@ -295,6 +296,19 @@ int main(int argc, char **argv)
     CHECK_MSG(rc == 0, "password env: exit %d", rc);
     rc = finish_submit(start_submit(status_args, NULL), buf, sizeof buf);
     CHECK_MSG(rc == 3, "no password: exit %d", rc);
+    /* the one reader every program uses: first line of the file, else the environment */
+    char pw[64];
+    CHECK(glm_redis_password_read(pw_file, pw, sizeof pw, &err) == GLM_OK && !strcmp(pw, "s3cret"));
+    char empty_file[640];
+    snprintf(empty_file, sizeof empty_file, "%s/empty", pw_dir);
+    test_write_file(empty_file, "", 0);
+    CHECK(glm_redis_password_read(empty_file, pw, sizeof pw, &err) == GLM_ERR_IO &&
+          strstr(err.msg, empty_file) != NULL);
+    CHECK(glm_redis_password_read("/nonexistent/pw", pw, sizeof pw, &err) == GLM_ERR_IO);
+    setenv("GLM4V_REDIS_PASSWORD", "from-env", 1);
+    CHECK(glm_redis_password_read(NULL, pw, sizeof pw, &err) == GLM_OK && !strcmp(pw, "from-env"));
+    unsetenv("GLM4V_REDIS_PASSWORD");
+    CHECK(glm_redis_password_read(NULL, pw, sizeof pw, &err) == GLM_OK && pw[0] == '\0');
     test_rmtree(pw_dir);
     free(pw_dir);
     /* the server side takes the password as a separate argument */
