@@ -57,19 +57,16 @@ __global__ void gather_convert_kernel(void *dst, int dst_f32, const void *src, i
 static void launch_gather(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx,
                           int64_t base)
 {
+    int64_t n = glm_tensor_numel(&idx);
+    if (n == 0) return;
     if (y.dtype != x.dtype) {
-        int64_t n = glm_tensor_numel(&idx);
-        if (n == 0) return;
         gather_convert_kernel<<<(unsigned)n, ROW_THREADS, 0, cuda_impl(be)->stream>>>(
             y.data, y.dtype == GLM_F32, x.data, x.dtype == GLM_F32, (const int32_t *)idx.data,
             base, glm_tensor_rows(&x), glm_tensor_cols(&x));
         CUDA_CHECK_LAUNCH(be);
         return;
     }
-
-    int64_t n = glm_tensor_numel(&idx);
     size_t row_bytes = (size_t)glm_tensor_cols(&x) * glm_dtype_size(x.dtype);
-    if (n == 0) return;
     gather_kernel<<<(unsigned)n, ROW_THREADS, 0, cuda_impl(be)->stream>>>(
         (char *)y.data, (const char *)x.data, (const int32_t *)idx.data, base, glm_tensor_rows(&x),
         row_bytes, copy_unit(row_bytes, x.data, y.data));
