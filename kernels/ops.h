@@ -187,6 +187,9 @@ typedef struct glm_backend_ops {
     bool (*graph_begin)(glm_backend *be, int key);
     void (*graph_end)(glm_backend *be, int key);
     bool (*graph_replay)(glm_backend *be, int key);
+    /* Destroys the graph captured under key (no-op when there is none). Models drop theirs when
+     * they are destroyed: a live graph holding NCCL collectives makes ncclCommFinalize wait. */
+    void (*graph_drop)(glm_backend *be, int key);
 } glm_backend_ops;
 
 struct glm_backend {

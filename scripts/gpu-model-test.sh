@@ -2,7 +2,8 @@
 # Model-level GPU tests: the whole GLM-4V forward on CUDA (bf16) against the CPU backend (fp32),
 # on both golden checkpoints and on a random "wide" checkpoint (real widths, 2 + 2 layers, made by
 # scripts/make_wide_checkpoint.py), at TP 1 and, with 2 or more GPUs, TP 2 over NCCL (and TP 4
-# with 4 GPUs). On the GPU machine, from a copy of the tree:
+# with 4 GPUs), after the communicator test (test_comm) at the same TP sizes. On the GPU machine,
+# from a copy of the tree:
 #   source .devdeps/env.sh && scripts/gpu-model-test.sh [TESTDATA_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ if ! pkg-config --exists gnutls 2>/dev/null; then # the packed libmicrohttpd.pc 
 fi
 cmake -B "$B" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
     -DGLM4V_TESTDATA="$testdata" >"$B.configure.log" 2>&1 || { tail -20 "$B.configure.log"; exit 1; }
-cmake --build "$B" -j"$(nproc)" --target test_model_backend glm4v-run >"$B.build.log" 2>&1 ||
+cmake --build "$B" -j"$(nproc)" --target test_model_backend test_comm glm4v-run >"$B.build.log" 2>&1 ||
     { grep -E "error" "$B.build.log" | head -20; exit 1; }
 ngpu=$(nvidia-smi -L | wc -l)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -25,6 +26,11 @@ python3 scripts/make_wide_checkpoint.py configs/glm-4v-wide-test "$wide"
 
 status=0
 run() { echo "== $(date +%T) $*"; timeout "${STEP_TIMEOUT:-240}" "$@" || status=1; }
+# the communicators: NCCL and its p2p all-reduce (worker/comm_p2p.c), with a timing table of
+# both; GLM4V_P2P_ALLREDUCE=0 turns the p2p path off for the model runs below
+for np in 2 4; do
+    [ "$ngpu" -ge $np ] && run mpirun --bind-to none -np $np "$B/bin/test_comm" --device cuda
+done
 for m in glm4v-tiny-b "$wide" glm4v-tiny-a; do
     dir=$m
     [ -d "$dir" ] || dir=$testdata/$m

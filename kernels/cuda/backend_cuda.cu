@@ -247,6 +247,16 @@ static bool cuda_graph_replay(glm_backend *be, int key)
     return true;
 }
 
+static void cuda_graph_drop(glm_backend *be, int key)
+{
+    cuda_backend *cb = cuda_impl(be);
+    cuda_graph_slot *slot = graph_slot(cb, key, false);
+    if (!slot) return;
+    cudaStreamSynchronize(cb->stream); /* a replay may still be running */
+    cudaGraphExecDestroy(slot->exec);
+    slot->exec = NULL;
+}
+
 /* ---- lifetime ---- */
 
 static staging_state *staging_events(cuda_backend *cb)
@@ -314,6 +324,7 @@ static const glm_backend_ops cuda_ops = {
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_replay = cuda_graph_replay,
+    .graph_drop = cuda_graph_drop,
 };
 
 #define CREATE_CHECK(call)                                                                         \

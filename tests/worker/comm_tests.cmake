@@ -1,0 +1,16 @@
+# The communicators under mpirun (test_comm.c): the MPI one on CPU ranks here, at TP 2 and 4.
+# With GLM4V_CUDA the same program also runs `--device cuda` (NCCL and its p2p all-reduce, with a
+# timing table); that needs 2 or more GPUs, so scripts/gpu-model-test.sh runs it, not ctest.
+set(_comm_sources test_comm.c)
+if(GLM4V_CUDA)
+  list(APPEND _comm_sources test_comm_cuda.c)
+endif()
+add_executable(test_comm ${_comm_sources})
+target_link_libraries(test_comm PRIVATE glm4v_testutil glm4v_worker)
+foreach(np 2 4)
+  add_test(NAME tp${np}_comm
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none -np ${np}
+                   $<TARGET_FILE:test_comm> --device cpu)
+  set_tests_properties(tp${np}_comm PROPERTIES
+    ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 120 LABELS comm)
+endforeach()
