@@ -370,10 +370,12 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     }
     CREATE_CHECK(cudaSetDevice(device_index));
     CREATE_CHECK(cudaDeviceGetAttribute(&cb->n_sms, cudaDevAttrMultiProcessorCount, device_index));
-    /* gemv.cu on large decode layers of up to 4 rows (docs/notes-cuda.md has the measurements;
-     * above 4 rows its fp32 FMAs per loaded byte start to cost more than they save) */
-    cb->gemv_max_rows = 4;
-    cb->gemv_min_weights = (int64_t)32 << 20;
+    /* gemv.cu for every one-row product: on an H200 it beat cuBLASLt on each GLM-4V decode layer
+     * at TP 1 and 2 (qkv 2365 against 1891 GB/s, the TP 2 dense 1655 against 1184), and lost on
+     * 2 or more rows (M = 4: 1699 against 3569 GB/s). docs/notes-cuda.md has the table
+     * (test_cuda_ops --bench). */
+    cb->gemv_max_rows = 1;
+    cb->gemv_min_weights = 0;
     const char *env = getenv("GLM4V_GEMV_MAX_ROWS");
     if (env && *env) cb->gemv_max_rows = atoi(env);
     env = getenv("GLM4V_GEMV_MIN_WEIGHTS");

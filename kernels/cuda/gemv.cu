@@ -3,11 +3,8 @@
  * At decode, every linear layer is a pass over its weights with almost no math, so the speed is
  * the rate W is read at. cuBLASLt's kernels for M = 1 reach 58-83 % of the device's copy rate on
  * these shapes (docs/notes-cuda.md): their tiles are sized for large M. This kernel reads W once,
- * in fully coalesced 16-byte streaming loads, several in flight per lane. Measured on an H200
- * (docs/notes-cuda.md): 3.3-4.4 TB/s on the large layers (dense_h_to_4h, dense_4h_to_h, the
- * output layer), but slower than cuBLASLt's split-K on the 4096-wide ones (qkv, dense: 2.4 against
- * 3.1 TB/s), whose N / 8 warps are too few to fill the machine; so it takes only weights of at
- * least gemv_min_weights elements (default 32 Mi; GLM4V_GEMV_MIN_WEIGHTS). Layout of the work:
+ * in fully coalesced 16-byte streaming loads, several in flight per lane. Which products it takes
+ * (one row by default) follows the measurements in backend_cuda.cu. Layout of the work:
  *   one warp per output column n; lane l takes 16-byte chunks l, l + 32, ... of W's row n and of
  *   each x row (x is small and stays in L1/L2), accumulates M dot products in fp32, and the warp
  *   reduces them at the end. Requires K % 8 == 0 and 16-byte aligned x and W (the launcher

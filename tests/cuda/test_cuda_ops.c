@@ -750,9 +750,11 @@ static void test_errors(void)
 
 /* ---- timing ---- */
 
-static float time_ms(void (*fn)(void *), void *arg, int reps)
+/* Median of reps timed runs of fn on backend b's stream (the events must be on the stream the
+ * work goes to: backends do not synchronize with each other). */
+static float time_ms_on(glm_backend *b, void (*fn)(void *), void *arg, int reps)
 {
-    cudaStream_t s = (cudaStream_t)be->ops->native_stream(be);
+    cudaStream_t s = (cudaStream_t)b->ops->native_stream(b);
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0), cudaEventCreate(&e1);
     for (int i = 0; i < 3; i++) fn(arg);
@@ -770,6 +772,11 @@ static float time_ms(void (*fn)(void *), void *arg, int reps)
             if (best[j] < best[i]) ms = best[i], best[i] = best[j], best[j] = ms;
     cudaEventDestroy(e0), cudaEventDestroy(e1);
     return best[reps / 2];
+}
+
+static float time_ms(void (*fn)(void *), void *arg, int reps)
+{
+    return time_ms_on(be, fn, arg, reps);
 }
 
 typedef struct lin_args { glm_tensor y, x, w; glm_backend *be; } lin_args;
@@ -829,36 +836,47 @@ static void bench(void)
         be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
     }
 
-    /* decode-sized layers: gemv.cu against cuBLASLt alone (a second backend on the same device,
-     * created with GLM4V_GEMV_MAX_ROWS=0) */
-    glm_backend *lt = NULL;
+    /* decode-sized layers (TP 1 and TP 2 shards): cuBLASLt alone, gemv.cu alone, and what the
+     * default settings pick (backends on the same device made under those settings) */
+    glm_backend *var[3] = {NULL, NULL, NULL};
+    const char *var_env[3][2] = {{"0", "0"}, {"8", "0"}, {NULL, NULL}};
+    const char *var_names[2] = {"GLM4V_GEMV_MAX_ROWS", "GLM4V_GEMV_MIN_WEIGHTS"};
     glm_error lt_err;
-    setenv("GLM4V_GEMV_MAX_ROWS", "0", 1);
-    if (glm_backend_cuda_create(0, &lt, &lt_err) == GLM_OK) {
-        int dec[][3] = {{1, 4608, 4096},  {1, 4096, 4096},   {1, 27392, 4096}, {1, 4096, 13696},
-                        {1, 151552, 4096}, {2, 27392, 4096}, {4, 27392, 4096}, {8, 27392, 4096}};
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 2; j++)
+            if (var_env[i][j])
+                setenv(var_names[j], var_env[i][j], 1);
+            else
+                unsetenv(var_names[j]);
+        if (glm_backend_cuda_create(0, &var[i], &lt_err) != GLM_OK) var[i] = NULL;
+    }
+    if (var[0] && var[1] && var[2]) {
+        int dec[][3] = {{1, 4608, 4096},  {1, 4096, 4096},  {1, 27392, 4096}, {1, 4096, 13696},
+                        {1, 151552, 4096}, {1, 2304, 4096},  {1, 4096, 2048},  {1, 13696, 4096},
+                        {1, 4096, 6848},  {2, 27392, 4096}, {4, 27392, 4096}, {4, 4608, 4096},
+                        {8, 27392, 4096}};
+        printf("  decode linear, GB/s of weights + activations (-: that path failed)\n"
+               "     M      N      K | cuBLASLt |   gemv.cu | default\n");
         for (size_t i = 0; i < sizeof(dec) / sizeof(dec[0]); i++) {
             int m = dec[i][0], n = dec[i][1], k = dec[i][2];
             lin_args l = {t2(dev_random((size_t)m * n), m, n), t2(dev_random((size_t)m * k), m, k),
                           t2(dev_random((size_t)n * k), n, k), NULL};
             double bytes = 2.0 * ((double)m * k + (double)n * k + (double)m * n);
-            float ms_gemv = time_ms(run_linear, &l, 20);
-            l.be = lt;
-            float ms_lt = time_ms(run_linear, &l, 20);
-            glm_status lst = glm_backend_take_error(lt, &lt_err);
-            glm_status gst = glm_backend_take_error(be, &lt_err);
-            if (lst || gst) { /* a failed op is a no-op: its time means nothing */
-                printf("  decode linear M %d N %6d K %5d: failed: %s\n", m, n, k, lt_err.msg);
-                be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
-                continue;
+            printf("  %4d %6d %6d", m, n, k);
+            for (int v = 0; v < 3; v++) {
+                l.be = var[v];
+                float ms = time_ms_on(var[v], run_linear, &l, 20);
+                /* a failed op is a no-op: its time means nothing */
+                if (glm_backend_take_error(var[v], &lt_err))
+                    printf(" | %8s", "-");
+                else
+                    printf(" | %8.0f", bytes / ms / 1e6);
             }
-            printf("  decode linear M %d N %6d K %5d: gemv %.4f ms %5.0f GB/s | cuBLASLt %.4f ms "
-                   "%5.0f GB/s\n",
-                   m, n, k, ms_gemv, bytes / ms_gemv / 1e6, ms_lt, bytes / ms_lt / 1e6);
+            printf("\n");
             be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
         }
-        glm_backend_destroy(lt);
     }
+    for (int i = 0; i < 3; i++) glm_backend_destroy(var[i]);
 
     int len = 6401, heads = 16, hd = 112;
     att_args a = {t2(dev_random((size_t)len * heads * hd), len, heads * hd),
@@ -958,6 +976,7 @@ int main(int argc, char **argv)
     for (int m = 1; m <= 8; m++) test_linear(m, 77, 264, m % 2, 0);
     test_linear(2, 40, 44, 1, 0);
     test_linear(3, 64, 1032, 0, 1);
+    test_linear(3, 24, 13696, 0, 0); /* several passes of loads per lane, as dense_4h_to_h */
     test_elementwise(1000);
     test_elementwise(1003);
     test_silu_mul(3, 64);
