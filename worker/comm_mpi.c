@@ -5,17 +5,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 
-#define MPI_CHECK(comm, call, what)                                                                \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_ != MPI_SUCCESS) {                                                                  \
-            char msg_[MPI_MAX_ERROR_STRING];                                                       \
-            int len_ = 0;                                                                          \
-            MPI_Error_string(rc_, msg_, &len_);                                                    \
-            return glm_fail(&(comm)->err, GLM_ERR_COMM, "%s (%s:%d): %s", what, __FILE__,          \
-                            __LINE__, msg_);                                                       \
-        }                                                                                          \
-    } while (0)
+#include "worker/mpi_check.h"
 
 typedef struct mpi_impl {
     MPI_Comm comm;
@@ -60,8 +50,8 @@ static glm_status mpi_allreduce(glm_comm *c, void *data, size_t count, glm_dtype
     for (size_t off = 0; off < count; off += piece) {
         size_t n = count - off < piece ? count - off : piece;
         char *p = (char *)data + off * glm_dtype_size(dtype);
-        MPI_CHECK(c, MPI_Allreduce(MPI_IN_PLACE, p, (int)n, mpi_type(dtype), MPI_SUM, comm_of(c)),
-                  "MPI_Allreduce");
+        GLM_MPI_CHECK(&c->err,
+                      MPI_Allreduce(MPI_IN_PLACE, p, (int)n, mpi_type(dtype), MPI_SUM, comm_of(c)));
     }
     return GLM_OK;
 }
@@ -73,10 +63,8 @@ static glm_status mpi_allgather(glm_comm *c, void *dst, const void *src, size_t 
     if (st) return st;
     if (count > (size_t)1 << 30)
         return glm_fail(&c->err, GLM_ERR_LIMIT, "all-gather of %zu elements is too large", count);
-    MPI_CHECK(c,
-              MPI_Allgather(src, (int)count, mpi_type(dtype), dst, (int)count, mpi_type(dtype),
-                            comm_of(c)),
-              "MPI_Allgather");
+    GLM_MPI_CHECK(&c->err, MPI_Allgather(src, (int)count, mpi_type(dtype), dst, (int)count,
+                                         mpi_type(dtype), comm_of(c)));
     return GLM_OK;
 }
 
@@ -88,14 +76,14 @@ static glm_status mpi_broadcast(glm_comm *c, void *data, size_t count, glm_dtype
     for (size_t off = 0; off < count; off += piece) {
         size_t n = count - off < piece ? count - off : piece;
         char *p = (char *)data + off * glm_dtype_size(dtype);
-        MPI_CHECK(c, MPI_Bcast(p, (int)n, mpi_type(dtype), root, comm_of(c)), "MPI_Bcast");
+        GLM_MPI_CHECK(&c->err, MPI_Bcast(p, (int)n, mpi_type(dtype), root, comm_of(c)));
     }
     return GLM_OK;
 }
 
 static glm_status mpi_barrier(glm_comm *c)
 {
-    MPI_CHECK(c, MPI_Barrier(comm_of(c)), "MPI_Barrier");
+    GLM_MPI_CHECK(&c->err, MPI_Barrier(comm_of(c)));
     return GLM_OK;
 }
 

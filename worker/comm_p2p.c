@@ -8,6 +8,7 @@
 #include "worker/comm_p2p.h"
 
 #include "kernels/cuda/allreduce_p2p.h"
+#include "worker/mpi_check.h"
 
 #include <cuda_runtime.h>
 #include <mpi.h>
@@ -21,14 +22,6 @@
 /* regions are whole 2 MiB pages, so that the IPC handle of a region maps exactly that region */
 #define REGION_ALIGN ((size_t)2 << 20)
 #define MAX_BYTES_LIMIT ((size_t)64 << 20)
-
-#define MPI_CHECK(err, call)                                                                       \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_ != MPI_SUCCESS)                                                                    \
-            return glm_fail((err), GLM_ERR_COMM, "%s %s:%d: MPI error %d", #call, __FILE__,        \
-                            __LINE__, rc_);                                                        \
-    } while (0)
 
 struct glm_p2p {
     MPI_Comm comm;     /* private duplicate, for the agreements and the teardown barrier */
@@ -54,12 +47,12 @@ static bool cuda_setup_ok(cudaError_t e, const char *call, int rank, glm_error *
 static glm_status agree(MPI_Comm mc, bool ok, glm_error *why, int *all_ok, glm_error *err)
 {
     int mine = ok ? INT_MAX : 0, first_failed = INT_MAX, rank = 0;
-    MPI_CHECK(err, MPI_Comm_rank(mc, &rank));
+    GLM_MPI_CHECK(err, MPI_Comm_rank(mc, &rank));
     if (!ok) mine = rank;
-    MPI_CHECK(err, MPI_Allreduce(&mine, &first_failed, 1, MPI_INT, MPI_MIN, mc));
+    GLM_MPI_CHECK(err, MPI_Allreduce(&mine, &first_failed, 1, MPI_INT, MPI_MIN, mc));
     *all_ok = first_failed == INT_MAX;
     if (*all_ok) return GLM_OK;
-    MPI_CHECK(err, MPI_Bcast(why->msg, (int)sizeof(why->msg), MPI_CHAR, first_failed, mc));
+    GLM_MPI_CHECK(err, MPI_Bcast(why->msg, (int)sizeof(why->msg), MPI_CHAR, first_failed, mc));
     why->status = GLM_ERR_COMM;
     return GLM_OK;
 }
@@ -71,10 +64,10 @@ static glm_status check_eligible(MPI_Comm mc, int rank, int size, bool *ok, glm_
     *ok = false;
     MPI_Comm node;
     int node_size = 0;
-    MPI_CHECK(err, MPI_Comm_split_type(mc, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+    GLM_MPI_CHECK(err, MPI_Comm_split_type(mc, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
     int rc = MPI_Comm_size(node, &node_size);
     MPI_Comm_free(&node);
-    MPI_CHECK(err, rc);
+    GLM_MPI_CHECK(err, rc);
     if (size < 2 || size > GLM_P2P_MAX_RANKS) {
         glm_fail(why, GLM_ERR_UNSUPPORTED, "%d ranks (the p2p path takes 2 to %d)", size,
                  GLM_P2P_MAX_RANKS);
@@ -89,7 +82,7 @@ static glm_status check_eligible(MPI_Comm mc, int rank, int size, bool *ok, glm_
                        why))
         bus[0] = '\0';
     char buses[GLM_P2P_MAX_RANKS][BUS_ID_LEN];
-    MPI_CHECK(err, MPI_Allgather(bus, BUS_ID_LEN, MPI_CHAR, buses, BUS_ID_LEN, MPI_CHAR, mc));
+    GLM_MPI_CHECK(err, MPI_Allgather(bus, BUS_ID_LEN, MPI_CHAR, buses, BUS_ID_LEN, MPI_CHAR, mc));
 
     const char *env = getenv("GLM4V_P2P_ALLREDUCE");
     if (env && strcmp(env, "0") == 0) {
@@ -190,8 +183,8 @@ static glm_status setup_shared(glm_p2p *p2p, glm_error *why, int *all_ok, glm_er
     bool ok = setup_local(p2p, &handles[p2p->args.rank], why);
     glm_status st = agree(p2p->comm, ok, why, all_ok, err);
     if (st != GLM_OK || !*all_ok) return st;
-    MPI_CHECK(err, MPI_Allgather(MPI_IN_PLACE, 0, MPI_BYTE, handles, (int)sizeof(handles[0]),
-                                 MPI_BYTE, p2p->comm));
+    GLM_MPI_CHECK(err, MPI_Allgather(MPI_IN_PLACE, 0, MPI_BYTE, handles, (int)sizeof(handles[0]),
+                                     MPI_BYTE, p2p->comm));
     ok = open_peers(p2p, handles, why);
     return agree(p2p->comm, ok, why, all_ok, err);
 }
@@ -203,8 +196,8 @@ glm_status glm_p2p_create(const void *mpi_comm, double timeout_s, glm_p2p **out,
     memset(why_off, 0, sizeof(*why_off));
     MPI_Comm mc = *(const MPI_Comm *)mpi_comm;
     int rank = 0, size = 1, all_ok = 0;
-    MPI_CHECK(err, MPI_Comm_rank(mc, &rank));
-    MPI_CHECK(err, MPI_Comm_size(mc, &size));
+    GLM_MPI_CHECK(err, MPI_Comm_rank(mc, &rank));
+    GLM_MPI_CHECK(err, MPI_Comm_size(mc, &size));
     bool ok = false;
     glm_status st = check_eligible(mc, rank, size, &ok, why_off, err);
     if (st == GLM_OK) st = agree(mc, ok, why_off, &all_ok, err);
@@ -212,7 +205,7 @@ glm_status glm_p2p_create(const void *mpi_comm, double timeout_s, glm_p2p **out,
 
     /* every rank must take the same path for the same message: the smallest limit wins */
     unsigned long long mine = max_bytes_from_env(), limit = 0;
-    MPI_CHECK(err, MPI_Allreduce(&mine, &limit, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, mc));
+    GLM_MPI_CHECK(err, MPI_Allreduce(&mine, &limit, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, mc));
     if (limit == 0) {
         glm_fail(why_off, GLM_ERR_UNSUPPORTED, "GLM4V_P2P_MAX_BYTES=0");
         return GLM_OK;
