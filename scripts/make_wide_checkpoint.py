@@ -5,11 +5,17 @@ Used on the GPU machine for the "wide" test: real widths, few layers, so CUDA vs
 TP 1 compare the real shapes through the real loader.
 
     python3 scripts/make_wide_checkpoint.py configs/glm-4v-wide-test OUT_DIR [--seed 1]
-"""
-import json, os, shutil, sys
 
-import torch
-from safetensors.torch import save_file
+Uses torch (on the GPU when there is one) where it is installed, else numpy (slower; other random
+values for the same seed), so the CPU emulation study (docs/PERF.md) can run on any machine.
+"""
+import json, os, shutil, struct, sys
+
+try:
+    import torch
+    from safetensors.torch import save_file
+except ImportError:
+    torch = None
 
 
 def tensors(cfg):
@@ -55,26 +61,58 @@ def tensors(cfg):
     return out
 
 
+def bf16_bits(a):
+    """numpy float32 -> bf16 bit patterns (uint16), round to nearest even."""
+    import numpy as np
+    u = a.astype(np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def save_bf16_numpy(part, path):
+    """A safetensors file of bf16 tensors from (name, shape, uint16 array) without torch."""
+    header, offset = {}, 0
+    for name, shape, bits in part:
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + bits.nbytes]}
+        offset += bits.nbytes
+    header["__metadata__"] = {"format": "pt"}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for _, _, bits in part:
+            f.write(bits.tobytes())
+
+
 def main():
     src, dst = sys.argv[1], sys.argv[2]
     seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1
     cfg = json.load(open(os.path.join(src, "config.json")))
     os.makedirs(dst, exist_ok=True)
     shutil.copy(os.path.join(src, "config.json"), os.path.join(dst, "config.json"))
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    g = torch.Generator(device=dev).manual_seed(seed)
-    shards, weight_map = [{}, {}], {}
+    if torch is not None:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        g = torch.Generator(device=dev).manual_seed(seed)
+        randn = lambda shape: torch.randn(shape, generator=g, device=dev)
+    else:
+        import numpy as np
+        rng = np.random.default_rng(seed)
+        randn = lambda shape: rng.standard_normal(shape, dtype=np.float32)
+    shards, weight_map = [[], []], {}
     for k, (name, shape, kind) in enumerate(tensors(cfg)):
         if kind == "norm":
-            t = 1.0 + 0.05 * torch.randn(shape, generator=g, device=dev)
+            t = 1.0 + 0.05 * randn(shape)
         else:
-            t = (0.02 if kind == "w" else 0.01) * torch.randn(shape, generator=g, device=dev)
-        s = 0 if k % 2 == 0 else 1
-        shards[s][name] = t.to(torch.bfloat16).cpu().contiguous()
+            t = (0.02 if kind == "w" else 0.01) * randn(shape)
+        t = t.to(torch.bfloat16).cpu().contiguous() if torch is not None else bf16_bits(t)
+        shards[k % 2].append((name, shape, t))
     for s, part in enumerate(shards):
         fname = f"model-{s + 1:05d}-of-00002.safetensors"
-        save_file(part, os.path.join(dst, fname), metadata={"format": "pt"})
-        for name in part:
+        if torch is not None:
+            save_file({name: t for name, _, t in part}, os.path.join(dst, fname), metadata={"format": "pt"})
+        else:
+            save_bf16_numpy(part, os.path.join(dst, fname))
+        for name, _, _ in part:
             weight_map[name] = fname
     json.dump({"metadata": {}, "weight_map": weight_map},
               open(os.path.join(dst, "model.safetensors.index.json"), "w"), indent=1)

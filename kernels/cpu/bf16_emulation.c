@@ -7,28 +7,64 @@
  * rounding the model's own tensors in place on each use costs time, not accuracy) and every op
  * output, except the residual streams written by add_rmsnorm, add_layernorm and vision_embed.
  * Not modelled: the bf16 rounding of the attention probabilities inside the CUDA attention kernels
- * and differences in summation order. Measured agreement with the GPU: docs/PERF.md. */
+ * and differences in summation order. Measured agreement with the GPU: docs/PERF.md.
+ *
+ * Two study settings, read from the environment when the backend is created (docs/PERF.md's
+ * error budget was measured with them): GLM4V_EMU_EXACT, a comma list of op classes whose outputs
+ * stay f32 (linear, rmsnorm, add_rmsnorm, rope, attention, silu_mul, gather_rows), and
+ * GLM4V_EMU_STORAGE=f16, rounding to fp16's 11-bit significand instead of bf16's 8 (range not
+ * modelled). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu_internal.h"
 
-/* Round-to-nearest-even to bf16, in place, as __float2bfloat16 does (NaN stays NaN). */
-static void round_bf16(glm_tensor t)
+enum {
+    EXACT_LINEAR = 1 << 0,
+    EXACT_RMSNORM = 1 << 1,
+    EXACT_ADD_RMSNORM = 1 << 2,
+    EXACT_ROPE = 1 << 3,
+    EXACT_ATTENTION = 1 << 4,
+    EXACT_SILU_MUL = 1 << 5,
+    EXACT_GATHER_ROWS = 1 << 6,
+};
+
+/* This backend's op table and settings, one allocation per backend (be->ops points at .ops). */
+typedef struct emu_table {
+    glm_backend_ops ops;
+    int exact;          /* EXACT_* classes left unrounded */
+    uint32_t keep_mask; /* significand bits kept: 0xffff0000 (bf16) or 0xffffe000 (fp16) */
+} emu_table;
+
+static const emu_table *settings(const glm_backend *be)
 {
+    return (const emu_table *)be->ops;
+}
+
+/* Round-to-nearest-even to the storage type, in place, as __float2bfloat16 does (NaN stays NaN). */
+static void round_bf16_as(const glm_backend *be, glm_tensor t)
+{
+    uint32_t keep = settings(be)->keep_mask, half = ~keep >> 1, lsb = ~keep + 1;
     float *p = t.data;
     int64_t n = glm_tensor_numel(&t);
     for (int64_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &p[i], 4);
         if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) continue;
-        u += 0x7fffu + ((u >> 16) & 1u);
-        u &= 0xffff0000u;
+        u += half + ((u & lsb) ? 1u : 0u);
+        u &= keep;
         memcpy(&p[i], &u, 4);
     }
 }
+#define round_bf16(t) round_bf16_as(be, (t))
 
-static void round_rows(glm_tensor t, int64_t row, int64_t n_rows)
+/* Rounds an op's output unless its class is left exact. */
+static void round_out(const glm_backend *be, int cls, glm_tensor t)
+{
+    if (be->status == GLM_OK && !(settings(be)->exact & cls)) round_bf16_as(be, t);
+}
+
+static void round_rows(glm_backend *be, glm_tensor t, int64_t row, int64_t n_rows)
 {
     int64_t cols = glm_tensor_cols(&t);
     if (n_rows <= 0 || row < 0 || row + n_rows > glm_tensor_rows(&t)) return;
@@ -45,7 +81,7 @@ static void emu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w
     round_bf16(w);
     if (bias) round_bf16(*bias);
     cpu_linear(be, y, x, w, bias, act);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_LINEAR, y);
 }
 
 static void emu_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b)
@@ -69,14 +105,14 @@ static void emu_gelu(glm_backend *be, glm_tensor y, glm_tensor x)
 static void emu_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
 {
     cpu_silu_mul(be, y, x);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_SILU_MUL, y);
 }
 
 static void emu_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, float eps)
 {
     round_bf16(w);
     cpu_rmsnorm(be, y, x, w, eps);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_RMSNORM, y);
 }
 
 static void emu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
@@ -84,7 +120,7 @@ static void emu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm
 {
     round_bf16(w);
     cpu_add_rmsnorm(be, y, resid, delta, w, eps); /* resid: the f32 stream, not rounded */
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_ADD_RMSNORM, y);
 }
 
 static void emu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
@@ -115,20 +151,20 @@ static void emu_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_
                           int64_t src_row, int64_t n_rows)
 {
     cpu_copy_rows(be, dst, dst_row, src, src_row, n_rows);
-    if (OK(be)) round_rows(dst, dst_row, n_rows);
+    if (OK(be)) round_rows(be, dst, dst_row, n_rows);
 }
 
 static void emu_gather_rows(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx)
 {
     cpu_gather_rows(be, y, x, idx);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_GATHER_ROWS, y);
 }
 
 static void emu_rope(glm_backend *be, glm_tensor qkv, glm_tensor positions, int n_q_heads,
                      int n_kv_heads, int head_dim, int rope_dim, float theta)
 {
     cpu_rope(be, qkv, positions, n_q_heads, n_kv_heads, head_dim, rope_dim, theta);
-    if (OK(be)) round_bf16(qkv);
+    round_out(be, EXACT_ROPE, qkv);
 }
 
 static void emu_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv,
@@ -138,7 +174,7 @@ static void emu_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv,
 {
     cpu_attention_paged(be, out, qkv, k_cache, v_cache, batch, n_q_heads, n_kv_heads, head_dim,
                         scale);
-    if (OK(be)) round_bf16(out);
+    round_out(be, EXACT_ATTENTION, out);
 }
 
 static void emu_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_seqs,
@@ -176,11 +212,34 @@ static void emu_fill_normal(glm_backend *be, glm_tensor t, uint64_t seed, float 
 /* The CPU backend's own destroy frees impl and be; the ops table is this backend's. */
 static void emu_destroy(glm_backend *be)
 {
-    glm_backend_ops *own = (glm_backend_ops *)be->ops;
+    emu_table *own = (emu_table *)be->ops;
     be->ops = NULL;
     free(own);
     free(be->impl);
     free(be);
+}
+
+/* The study settings from the environment (see the top of the file). */
+static void read_settings(emu_table *t)
+{
+    static const struct {
+        const char *name;
+        int bit;
+    } classes[] = {{"linear", EXACT_LINEAR},           {"rmsnorm", EXACT_RMSNORM},
+                   {"add_rmsnorm", EXACT_ADD_RMSNORM}, {"rope", EXACT_ROPE},
+                   {"attention", EXACT_ATTENTION},     {"silu_mul", EXACT_SILU_MUL},
+                   {"gather_rows", EXACT_GATHER_ROWS}};
+    const char *storage = getenv("GLM4V_EMU_STORAGE");
+    t->keep_mask = storage && strcmp(storage, "f16") == 0 ? 0xffffe000u : 0xffff0000u;
+    t->exact = 0;
+    const char *list = getenv("GLM4V_EMU_EXACT");
+    while (list && *list) {
+        size_t len = strcspn(list, ",");
+        for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+            if (strlen(classes[i].name) == len && strncmp(list, classes[i].name, len) == 0)
+                t->exact |= classes[i].bit;
+        list += len + (list[len] == ',');
+    }
 }
 
 glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_error *err)
@@ -188,12 +247,14 @@ glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_err
     glm_status st = glm_backend_cpu_create(n_threads, out, err);
     if (st) return st;
     glm_backend *be = *out;
-    glm_backend_ops *ops = malloc(sizeof(*ops)); /* per backend: no shared mutable table */
-    if (!ops) {
+    emu_table *table = malloc(sizeof(*table)); /* per backend: no shared mutable table */
+    if (!table) {
         glm_backend_destroy(be);
         *out = NULL;
         return glm_fail(err, GLM_ERR_NOMEM, "cpu-bf16 backend: out of memory");
     }
+    read_settings(table);
+    glm_backend_ops *ops = &table->ops;
     *ops = *be->ops;
     ops->destroy = emu_destroy;
     ops->linear = emu_linear;
