@@ -3,7 +3,7 @@ set(_tiny_a ${GLM4V_TESTDATA}/glm4v-tiny-a)
 set(_tiny_b ${GLM4V_TESTDATA}/glm4v-tiny-b)
 set(_mpirun ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none)
 
-add_executable(test_golden test_golden.c)
+add_executable(test_golden test_golden.c model_test_frame.c)
 target_link_libraries(test_golden PRIVATE glm4v_testutil glm4v_coordinator glm4v_worker)
 
 foreach(model a b)
@@ -20,7 +20,7 @@ endforeach()
 # rounding) against fp32, with the GPU test's bounds (logits and vision rel L2 < 1e-2, greedy ids
 # where the margin is clear), at TP 1 and 2. On a GPU the same program runs with --device cuda
 # (tests/cuda, scripts/gpu-model-test.sh).
-add_executable(test_model_backend test_model_backend.c)
+add_executable(test_model_backend test_model_backend.c model_test_frame.c)
 target_link_libraries(test_model_backend PRIVATE glm4v_testutil glm4v_coordinator glm4v_worker)
 foreach(model a b)
   add_test(NAME bf16_model_tiny_${model}

@@ -18,9 +18,9 @@
 #include "common/dtype.h"
 #include "coordinator/generate.h"
 #include "tests/testutil.h"
+#include "tests/worker/model_test_frame.h"
 #include "worker/rank_context.h"
 #include "worker/safetensors.h"
-#include "worker/step_exec.h"
 
 static const char *const CASES[] = {"text", "image", "random"};
 
@@ -162,17 +162,6 @@ out:
     free(pixels);
 }
 
-static glm_model *make_reference(glm_rank_context *ctx, const glm_model_options *mo,
-                                 glm_backend **be, glm_comm **comm)
-{
-    glm_error err = {0};
-    glm_model *ref = NULL;
-    if (glm_backend_cpu_create(0, be, &err) || glm_comm_local_create(*be, comm, &err) ||
-        glm_model_create(&ctx->cfg, mo, ctx->ck, *be, *comm, &ref, &err))
-        fprintf(stderr, "reference model: %s\n", err.msg);
-    return ref;
-}
-
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -196,32 +185,22 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
-    int code = 0;
     if (ctx.rank == 0) {
         char path[4096];
         snprintf(path, sizeof(path), "%s/golden.safetensors", argv[1]);
         glm_safetensors *g = NULL;
         CHECK_MSG(glm_safetensors_open(path, &g, &err) == GLM_OK, "%s", err.msg);
-        glm_backend *ref_be = NULL;
-        glm_comm *ref_comm = NULL;
         glm_model_options ref_opt = ro.model;
         int ref_chunk = 64;
         if (size == 1) ref_opt.kv_block_size = 3, ref_chunk = 5;
-        glm_model *ref = make_reference(&ctx, &ref_opt, &ref_be, &ref_comm);
-        CHECK(ref != NULL);
-        for (size_t i = 0; g && i < sizeof(CASES) / sizeof(CASES[0]); i++)
-            check_case(&ctx, ref, ref_chunk, g, CASES[i], argv[1]);
-        glm_model_destroy(ref);
-        glm_comm_destroy(ref_comm);
-        glm_backend_destroy(ref_be);
+        cpu_reference ref;
+        CHECK(cpu_reference_create(&ctx, &ref_opt, &ref) != NULL);
+        for (size_t i = 0; g && ref.model && i < sizeof(CASES) / sizeof(CASES[0]); i++)
+            check_case(&ctx, ref.model, ref_chunk, g, CASES[i], argv[1]);
+        cpu_reference_destroy(&ref);
         glm_safetensors_close(g);
-        glm_step_shutdown(&ctx.world, &err);
-        code = test_finish("golden");
-    } else if (glm_worker_serve(ctx.model, &ctx.world, &err)) {
-        fprintf(stderr, "rank %d: %s\n", ctx.rank, err.msg);
-        code = 1;
     }
-    glm_rank_context_destroy(&ctx);
+    int code = model_test_finish(&ctx, "golden");
     MPI_Finalize();
     return code;
 }

@@ -20,9 +20,9 @@
 #include "common/dtype.h"
 #include "coordinator/generate.h"
 #include "tests/testutil.h"
+#include "tests/worker/model_test_frame.h"
 #include "worker/rank_context.h"
 #include "worker/safetensors.h"
-#include "worker/step_exec.h"
 
 #define N_GEN 12
 
@@ -246,33 +246,21 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
-    int code = 0;
     if (ctx.rank == 0) {
-        glm_backend *cbe = NULL;
-        glm_comm *ccomm = NULL;
-        glm_model *cpu = NULL;
         glm_model_options mo = ro.model;
         mo.kv_blocks = glm_model_max_blocks_per_seq(ctx.model) + 1;
-        if (glm_backend_cpu_create(0, &cbe, &err) || glm_comm_local_create(cbe, &ccomm, &err) ||
-            glm_model_create(&ctx.cfg, &mo, ctx.ck, cbe, ccomm, &cpu, &err)) {
-            fprintf(stderr, "cpu reference: %s\n", err.msg);
-            CHECK(0);
-        } else {
+        cpu_reference ref;
+        if (cpu_reference_create(&ctx, &mo, &ref)) {
             char line[512];
             glm_model_describe_memory(ctx.model, line, sizeof(line));
             printf("%s\n", line);
-            run_cases(&ctx, cpu, argv[1]);
+            run_cases(&ctx, ref.model, argv[1]);
+        } else {
+            CHECK(0);
         }
-        glm_model_destroy(cpu);
-        glm_comm_destroy(ccomm);
-        glm_backend_destroy(cbe);
-        glm_step_shutdown(&ctx.world, &err);
-        code = test_finish("model_backend");
-    } else if (glm_worker_serve(ctx.model, &ctx.world, &err)) {
-        fprintf(stderr, "rank %d: %s\n", ctx.rank, err.msg);
-        code = 1;
+        cpu_reference_destroy(&ref);
     }
-    glm_rank_context_destroy(&ctx);
+    int code = model_test_finish(&ctx, "model_backend");
     MPI_Finalize();
     return code;
 }

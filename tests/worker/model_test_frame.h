@@ -1,0 +1,24 @@
+/* What the whole-model tests under mpirun (test_golden, test_model_backend) share: the one-rank
+ * fp32 CPU model they compare against, and the end of a run, where rank 0 releases the other
+ * ranks (which serve its steps until then) and reports. */
+#ifndef GLM4V_TESTS_MODEL_TEST_FRAME_H
+#define GLM4V_TESTS_MODEL_TEST_FRAME_H
+
+#include "worker/rank_context.h"
+
+typedef struct cpu_reference {
+    glm_backend *be;
+    glm_comm *comm;
+    glm_model *model; /* NULL when it could not be built (the reason is printed) */
+} cpu_reference;
+
+/* A one-rank CPU model of ctx's checkpoint with options mo. */
+glm_model *cpu_reference_create(glm_rank_context *ctx, const glm_model_options *mo,
+                                cpu_reference *ref);
+void cpu_reference_destroy(cpu_reference *ref);
+
+/* Rank 0 (after its cases): shuts the other ranks' serving loops down and returns test_finish's
+ * code for suite. Other ranks: serve rank 0's steps until then. Destroys ctx on every rank. */
+int model_test_finish(glm_rank_context *ctx, const char *suite);
+
+#endif
