@@ -20,6 +20,7 @@
 #include "kernels/cpu/cpu_internal.h"
 
 enum {
+    EXACT_NEVER = 0, /* outputs every setting rounds */
     EXACT_LINEAR = 1 << 0,
     EXACT_RMSNORM = 1 << 1,
     EXACT_ADD_RMSNORM = 1 << 2,
@@ -42,7 +43,7 @@ static const emu_table *settings(const glm_backend *be)
 }
 
 /* Round-to-nearest-even to the storage type, in place, as __float2bfloat16 does (NaN stays NaN). */
-static void round_bf16_as(const glm_backend *be, glm_tensor t)
+static void round_stored(const glm_backend *be, glm_tensor t)
 {
     uint32_t keep = settings(be)->keep_mask, half = ~keep >> 1, lsb = ~keep + 1;
     float *p = t.data;
@@ -56,30 +57,29 @@ static void round_bf16_as(const glm_backend *be, glm_tensor t)
         memcpy(&p[i], &u, 4);
     }
 }
-#define round_bf16(t) round_bf16_as(be, (t))
 
 /* Rounds an op's output unless its class is left exact. */
 static void round_out(const glm_backend *be, int cls, glm_tensor t)
 {
-    if (be->status == GLM_OK && !(settings(be)->exact & cls)) round_bf16_as(be, t);
+    if (be->status == GLM_OK && !(settings(be)->exact & cls)) round_stored(be, t);
 }
 
 static void round_rows(glm_backend *be, glm_tensor t, int64_t row, int64_t n_rows)
 {
     int64_t cols = glm_tensor_cols(&t);
-    if (n_rows <= 0 || row < 0 || row + n_rows > glm_tensor_rows(&t)) return;
-    round_bf16(glm_tensor_2d(t.dtype, n_rows, cols, (float *)t.data + row * cols));
+    if (be->status != GLM_OK || n_rows <= 0 || row < 0 || row + n_rows > glm_tensor_rows(&t))
+        return;
+    round_stored(be, glm_tensor_2d(t.dtype, n_rows, cols, (float *)t.data + row * cols));
 }
 
-/* The wrappers: round the weights read, run the CPU op, round its stored outputs. Each checks the
- * sticky status first so that a failed op's garbage is not touched. */
-#define OK(be) ((be)->status == GLM_OK)
+/* The wrappers: round the weights read, run the CPU op, round its stored outputs (round_out and
+ * round_rows skip a failed op's garbage: the status is sticky). */
 
 static void emu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
                        const glm_tensor *bias, glm_activation act)
 {
-    round_bf16(w);
-    if (bias) round_bf16(*bias);
+    round_stored(be, w);
+    if (bias) round_stored(be, *bias);
     cpu_linear(be, y, x, w, bias, act);
     round_out(be, EXACT_LINEAR, y);
 }
@@ -87,19 +87,19 @@ static void emu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w
 static void emu_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b)
 {
     cpu_add(be, y, a, b);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_NEVER, y);
 }
 
 static void emu_scale(glm_backend *be, glm_tensor x, float s)
 {
     cpu_scale(be, x, s);
-    if (OK(be)) round_bf16(x);
+    round_out(be, EXACT_NEVER, x);
 }
 
 static void emu_gelu(glm_backend *be, glm_tensor y, glm_tensor x)
 {
     cpu_gelu(be, y, x);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_NEVER, y);
 }
 
 static void emu_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
@@ -110,7 +110,7 @@ static void emu_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
 
 static void emu_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, float eps)
 {
-    round_bf16(w);
+    round_stored(be, w);
     cpu_rmsnorm(be, y, x, w, eps);
     round_out(be, EXACT_RMSNORM, y);
 }
@@ -118,7 +118,7 @@ static void emu_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor 
 static void emu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
                             glm_tensor w, float eps)
 {
-    round_bf16(w);
+    round_stored(be, w);
     cpu_add_rmsnorm(be, y, resid, delta, w, eps); /* resid: the f32 stream, not rounded */
     round_out(be, EXACT_ADD_RMSNORM, y);
 }
@@ -126,23 +126,23 @@ static void emu_add_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm
 static void emu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
                           float eps)
 {
-    round_bf16(w), round_bf16(b);
+    round_stored(be, w), round_stored(be, b);
     cpu_layernorm(be, y, x, w, b, eps);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_NEVER, y);
 }
 
 static void emu_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
                               glm_tensor w, glm_tensor b, float eps)
 {
-    round_bf16(w), round_bf16(b);
+    round_stored(be, w), round_stored(be, b);
     cpu_add_layernorm(be, y, resid, delta, w, b, eps); /* resid: the f32 stream */
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_NEVER, y);
 }
 
 static void emu_embedding(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
                           int64_t vocab_start)
 {
-    round_bf16(table); /* rows of a bf16 table are exact in the f32 stream */
+    round_stored(be, table); /* rows of a bf16 table are exact in the f32 stream */
     cpu_embedding(be, y, table, ids, vocab_start);
 }
 
@@ -151,7 +151,7 @@ static void emu_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_
                           int64_t src_row, int64_t n_rows)
 {
     cpu_copy_rows(be, dst, dst_row, src, src_row, n_rows);
-    if (OK(be)) round_rows(be, dst, dst_row, n_rows);
+    round_rows(be, dst, dst_row, n_rows);
 }
 
 static void emu_gather_rows(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx)
@@ -167,10 +167,9 @@ static void emu_rope(glm_backend *be, glm_tensor qkv, glm_tensor positions, int 
     round_out(be, EXACT_ROPE, qkv);
 }
 
-static void emu_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv,
-                                glm_tensor k_cache, glm_tensor v_cache,
-                                const glm_attn_batch *batch, int n_q_heads, int n_kv_heads,
-                                int head_dim, float scale)
+static void emu_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,
+                                glm_tensor v_cache, const glm_attn_batch *batch, int n_q_heads,
+                                int n_kv_heads, int head_dim, float scale)
 {
     cpu_attention_paged(be, out, qkv, k_cache, v_cache, batch, n_q_heads, n_kv_heads, head_dim,
                         scale);
@@ -181,32 +180,32 @@ static void emu_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, 
                                int seq_len, int n_heads, int head_dim, float scale)
 {
     cpu_attention_full(be, out, qkv, n_seqs, seq_len, n_heads, head_dim, scale);
-    if (OK(be)) round_bf16(out);
+    round_out(be, EXACT_NEVER, out);
 }
 
 static void emu_patchify(glm_backend *be, glm_tensor y, glm_tensor pixels, int patch)
 {
     cpu_patchify(be, y, pixels, patch);
-    if (OK(be)) round_bf16(y); /* the pixels are uploaded as bf16 */
+    round_out(be, EXACT_NEVER, y); /* the pixels are uploaded as bf16 */
 }
 
 static void emu_im2col_2x2(glm_backend *be, glm_tensor y, glm_tensor x, int n_images, int grid)
 {
     cpu_im2col_2x2(be, y, x, n_images, grid);
-    if (OK(be)) round_bf16(y);
+    round_out(be, EXACT_NEVER, y);
 }
 
 static void emu_vision_embed(glm_backend *be, glm_tensor y, glm_tensor patches, glm_tensor cls,
                              glm_tensor pos, int n_images)
 {
-    round_bf16(cls), round_bf16(pos);
+    round_stored(be, cls), round_stored(be, pos);
     cpu_vision_embed(be, y, patches, cls, pos, n_images); /* y: the f32 stream */
 }
 
 static void emu_fill_normal(glm_backend *be, glm_tensor t, uint64_t seed, float mean, float std)
 {
     cpu_fill_normal(be, t, seed, mean, std);
-    if (OK(be)) round_bf16(t);
+    round_out(be, EXACT_NEVER, t);
 }
 
 /* The CPU backend's own destroy frees impl and be; the ops table is this backend's. */
