@@ -51,17 +51,3 @@ glm_status glm_backend_cuda_create(int device_index, glm_backend **out, glm_erro
                     "this build has no CUDA backend (configure with -DGLM4V_CUDA=ON)");
 }
 #endif
-
-void glm_op_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
-                          glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
-                          int head_dim, int rope_dim, float theta)
-{
-    if (be->status != GLM_OK) return;
-    if (be->ops->rope_kv_store) {
-        be->ops->rope_kv_store(be, qkv, positions, k_cache, v_cache, slots, n_q_heads, n_kv_heads,
-                               head_dim, rope_dim, theta);
-        return;
-    }
-    glm_op_rope(be, qkv, positions, n_q_heads, n_kv_heads, head_dim, rope_dim, theta);
-    glm_op_kv_store(be, k_cache, v_cache, qkv, slots, n_q_heads, n_kv_heads, head_dim);
-}

@@ -146,11 +146,6 @@ typedef struct glm_backend_ops {
      * each [n_slots, n_kv_heads * head_dim]. */
     void (*kv_store)(glm_backend *be, glm_tensor k_cache, glm_tensor v_cache, glm_tensor qkv,
                      glm_tensor slots, int n_q_heads, int n_kv_heads, int head_dim);
-    /* rope then kv_store, as one pass over the rows (optional: NULL runs the two ops; use
-     * glm_op_rope_kv_store). Results equal those of the two ops. */
-    void (*rope_kv_store)(glm_backend *be, glm_tensor qkv, glm_tensor positions,
-                          glm_tensor k_cache, glm_tensor v_cache, glm_tensor slots, int n_q_heads,
-                          int n_kv_heads, int head_dim, int rope_dim, float theta);
     /* out[T, nq * head_dim]: causal attention of the q heads of qkv over the paged cache as
      * described by batch; query head n reads kv head n / (nq / nkv). */
     void (*attention_paged)(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,
@@ -248,10 +243,6 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
 #define glm_op_gather_rows(be, ...) GLM_OP(be, gather_rows, __VA_ARGS__)
 #define glm_op_rope(be, ...) GLM_OP(be, rope, __VA_ARGS__)
 #define glm_op_kv_store(be, ...) GLM_OP(be, kv_store, __VA_ARGS__)
-/* The fused op where the backend has it, else rope and kv_store. */
-void glm_op_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
-                          glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
-                          int head_dim, int rope_dim, float theta);
 #define glm_op_attention_paged(be, ...) GLM_OP(be, attention_paged, __VA_ARGS__)
 #define glm_op_attention_full(be, ...) GLM_OP(be, attention_full, __VA_ARGS__)
 #define glm_op_patchify(be, ...) GLM_OP(be, patchify, __VA_ARGS__)

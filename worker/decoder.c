@@ -72,8 +72,6 @@ static glm_status decoder_layer(glm_model *m, int l, const glm_step_plan *p,
 
     /* hnorm holds RMSNorm(resid) with this layer's input_layernorm (see the end of the loop) */
     glm_op_linear(be, qkv, hnorm, L->qkv_w, cfg->add_qkv_bias ? &L->qkv_b : NULL, GLM_ACT_NONE);
-    /* two kernels; glm_op_rope_kv_store does both in one, and takes their place once its CUDA
-     * kernel has run on a GPU (tests/cuda/test_cuda_ops.c checks it against these two) */
     glm_op_rope(be, qkv, i32_view(&s->positions, T), sp->q_heads, sp->kv_heads, hd, hd / 2,
                 10000.0f * cfg->rope_ratio);
     glm_op_kv_store(be, m->kv.k[l], m->kv.v[l], qkv, i32_view(&s->slots, T), sp->q_heads,

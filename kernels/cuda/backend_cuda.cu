@@ -314,7 +314,6 @@ static const glm_backend_ops cuda_ops = {
     .gather_rows = cuda_gather_rows,
     .rope = cuda_rope,
     .kv_store = cuda_kv_store,
-    .rope_kv_store = cuda_rope_kv_store,
     .attention_paged = cuda_attention_paged,
     .attention_full = cuda_attention_full,
     .patchify = cuda_patchify,

@@ -182,9 +182,6 @@ void cuda_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor
 void cuda_gather_rows(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx);
 void cuda_rope(glm_backend *be, glm_tensor qkv, glm_tensor positions, int n_q_heads,
                int n_kv_heads, int head_dim, int rope_dim, float theta);
-void cuda_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
-                        glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
-                        int head_dim, int rope_dim, float theta);
 void cuda_kv_store(glm_backend *be, glm_tensor k_cache, glm_tensor v_cache, glm_tensor qkv,
                    glm_tensor slots, int n_q_heads, int n_kv_heads, int head_dim);
 void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,

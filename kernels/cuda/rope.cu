@@ -3,22 +3,8 @@
  * rope: one thread per (token, head, pair) over the q and k heads; the pair (d[2i], d[2i+1])
  * of the first rope_dim dims rotates by pos * theta^(-2i / rope_dim), computed in fp32.
  * kv_store: one block per token copies its k and v heads into the cache slot slots[t]
- * (negative slots are padding and skipped).
- * rope_kv_store: both in one pass, one block per token: at decode they are two of the dozen small
- * kernels a layer runs per token, each a few microseconds of fixed cost. */
+ * (negative slots are padding and skipped). */
 #include "kernels/cuda/common.cuh"
-
-/* Pair p of a head at position pos, rotated; shared by both rotary kernels so they agree bit for
- * bit. theta^(-2p/rope_dim) = exp2(-2p/rope_dim * log2(theta)). */
-__device__ __forceinline__ __nv_bfloat162 rotate_pair(__nv_bfloat162 d, float pos, int p,
-                                                      int rope_dim, float log2_theta)
-{
-    float inv_freq = exp2f(-(2.f * p / (float)rope_dim) * log2_theta);
-    float s, c;
-    sincosf(pos * inv_freq, &s, &c);
-    float2 v = __bfloat1622float2(d);
-    return __floats2bfloat162_rn(v.x * c - v.y * s, v.x * s + v.y * c);
-}
 
 __global__ void rope_kernel(__nv_bfloat16 *qkv, const int32_t *positions, int64_t n_tokens,
                             int n_heads_rot, int row_width, int head_dim, int rope_dim,
@@ -31,68 +17,14 @@ __global__ void rope_kernel(__nv_bfloat16 *qkv, const int32_t *positions, int64_
     int64_t th = i / pairs;
     int h = (int)(th % n_heads_rot);
     int64_t t = th / n_heads_rot;
-    __nv_bfloat162 *d = (__nv_bfloat162 *)(qkv + t * row_width + (int64_t)h * head_dim) + p;
-    *d = rotate_pair(*d, (float)positions[t], p, rope_dim, log2_theta);
-}
-
-/* Grid: one block per token. Walks the token's row as bf16 pairs: q and k pairs in the rotary
- * range are rotated in place; k pairs (rotated) and v pairs also go to cache slot slots[t]. */
-__global__ void rope_kv_store_kernel(__nv_bfloat16 *qkv, const int32_t *positions,
-                                     const int32_t *slots, __nv_bfloat16 *k_cache,
-                                     __nv_bfloat16 *v_cache, int n_q_heads, int n_kv_heads,
-                                     int head_dim, int rope_dim, float log2_theta)
-{
-    int64_t t = blockIdx.x;
-    int half = head_dim / 2, rot_pairs = rope_dim / 2;
-    int row_width = (n_q_heads + 2 * n_kv_heads) * head_dim, kv_width = n_kv_heads * head_dim;
-    int k_first = n_q_heads * half, v_first = (n_q_heads + n_kv_heads) * half;
-    int n_pairs = (n_q_heads + 2 * n_kv_heads) * half;
-    int64_t slot = slots[t];
     float pos = (float)positions[t];
-    __nv_bfloat162 *row = (__nv_bfloat162 *)(qkv + t * row_width);
-    int64_t at = slot >= 0 ? slot * kv_width : 0; /* padding rows store nothing */
-    __nv_bfloat162 *kc = (__nv_bfloat162 *)(k_cache + at), *vc = (__nv_bfloat162 *)(v_cache + at);
-    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
-        int p = i % half;
-        __nv_bfloat162 d = row[i];
-        if (i < v_first && p < rot_pairs) {
-            d = rotate_pair(d, pos, p, rope_dim, log2_theta);
-            row[i] = d;
-        }
-        if (slot >= 0 && i >= k_first) {
-            if (i < v_first)
-                kc[i - k_first] = d;
-            else
-                vc[i - v_first] = d;
-        }
-    }
-}
-
-void cuda_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
-                        glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
-                        int head_dim, int rope_dim, float theta)
-{
-    int64_t t = glm_tensor_rows(&qkv);
-    int kv_width = n_kv_heads * head_dim, row_width = (n_q_heads + 2 * n_kv_heads) * head_dim;
-    CUDA_REQUIRE(be, qkv.dtype == GLM_BF16 && k_cache.dtype == GLM_BF16 &&
-                         v_cache.dtype == GLM_BF16 && positions.dtype == GLM_I32 &&
-                         slots.dtype == GLM_I32,
-                 "rope_kv_store: bf16 qkv and caches, i32 positions and slots expected");
-    CUDA_REQUIRE(be, glm_tensor_cols(&qkv) == row_width && glm_tensor_numel(&positions) == t &&
-                         glm_tensor_numel(&slots) == t && glm_tensor_cols(&k_cache) == kv_width &&
-                         glm_tensor_cols(&v_cache) == kv_width,
-                 "rope_kv_store: qkv [%lld,%lld] for %d+2*%d heads of %d, %lld positions, "
-                 "%lld slots, cache width %lld", (long long)t, (long long)glm_tensor_cols(&qkv),
-                 n_q_heads, n_kv_heads, head_dim, (long long)glm_tensor_numel(&positions),
-                 (long long)glm_tensor_numel(&slots), (long long)glm_tensor_cols(&k_cache));
-    CUDA_REQUIRE(be, rope_dim % 2 == 0 && rope_dim <= head_dim && head_dim % 2 == 0,
-                 "rope_kv_store: rope_dim %d, head_dim %d", rope_dim, head_dim);
-    if (t == 0) return;
-    rope_kv_store_kernel<<<(unsigned)t, 128, 0, cuda_impl(be)->stream>>>(
-        (__nv_bfloat16 *)qkv.data, (const int32_t *)positions.data, (const int32_t *)slots.data,
-        (__nv_bfloat16 *)k_cache.data, (__nv_bfloat16 *)v_cache.data, n_q_heads, n_kv_heads,
-        head_dim, rope_dim, log2f(theta));
-    CUDA_CHECK_LAUNCH(be);
+    /* theta^(-2p/rope_dim) = exp2(-2p/rope_dim * log2(theta)) */
+    float inv_freq = exp2f(-(2.f * p / (float)rope_dim) * log2_theta);
+    float s, c;
+    sincosf(pos * inv_freq, &s, &c);
+    __nv_bfloat162 *d = (__nv_bfloat162 *)(qkv + t * row_width + (int64_t)h * head_dim) + p;
+    float2 v = __bfloat1622float2(*d);
+    *d = __floats2bfloat162_rn(v.x * c - v.y * s, v.x * s + v.y * c);
 }
 
 void cuda_rope(glm_backend *be, glm_tensor qkv, glm_tensor positions, int n_q_heads,
