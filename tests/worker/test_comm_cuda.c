@@ -23,13 +23,6 @@ void describe_p2p(const comm_test *t)
         printf("comm %s, TP %d: p2p all-reduce off: %s\n", t->comm->name, t->size, why);
 }
 
-/* The backend keeps a graph per key until it is destroyed; an empty capture replaces it. Graphs
- * that hold NCCL collectives must go before their communicator: ncclCommFinalize waits for them. */
-static void drop_graph(glm_backend *be, int key)
-{
-    if (be->ops->graph_begin && be->ops->graph_begin(be, key)) be->ops->graph_end(be, key);
-}
-
 /* Uploads input number salt into dev[count]. */
 static void upload_input(comm_test *t, void *dev, void *host, glm_dtype dtype, size_t count,
                          unsigned salt)
@@ -81,7 +74,7 @@ void test_graph_replay(comm_test *t)
     }
     CHECK_MSG(wrong_replays == 0, "rank %d: %zu of %d graph replays wrong", t->rank, wrong_replays,
               REPLAYS);
-    drop_graph(be, KEY);
+    be->ops->graph_drop(be, KEY); /* before the communicator: ncclCommFinalize waits for it */
     glm_error err = {0};
     CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "%s", err.msg);
     if (a) be->ops->free(be, a);
@@ -133,7 +126,7 @@ static double median_us(comm_test *t, glm_comm *comm, glm_dtype dtype, size_t co
     }
     CHECK_MSG(ok, "rank %d: timing %s x %zu: %s %s", t->rank, glm_dtype_name(dtype), count,
               comm->err.msg, be->err.msg);
-    drop_graph(be, key);
+    be->ops->graph_drop(be, key);
     glm_error err = {0};
     glm_backend_take_error(be, &err);
     if (start) cudaEventDestroy(start);
