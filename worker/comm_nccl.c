@@ -19,6 +19,7 @@
  * timeout. */
 #include "worker/comm.h"
 #include "worker/comm_p2p.h"
+#include "worker/mpi_check.h"
 
 #include <mpi.h>
 #include <nccl.h>
@@ -316,8 +317,8 @@ glm_status glm_comm_nccl_create(glm_backend *be, const void *mpi_comm, glm_comm 
         return glm_fail(err, GLM_ERR_INVALID_ARG, "nccl communicator needs a CUDA backend");
     MPI_Comm mc = *(const MPI_Comm *)mpi_comm;
     int rank = 0, size = 1;
-    if (MPI_Comm_rank(mc, &rank) != MPI_SUCCESS || MPI_Comm_size(mc, &size) != MPI_SUCCESS)
-        return glm_fail(err, GLM_ERR_COMM, "nccl bootstrap: MPI_Comm_rank/size failed");
+    GLM_MPI_CHECK(err, MPI_Comm_rank(mc, &rank));
+    GLM_MPI_CHECK(err, MPI_Comm_size(mc, &size));
 
     ncclUniqueId id;
     memset(&id, 0, sizeof(id));
@@ -325,9 +326,8 @@ glm_status glm_comm_nccl_create(glm_backend *be, const void *mpi_comm, glm_comm 
     if (rank == 0) r = ncclGetUniqueId(&id);
     /* every rank joins the broadcast even if rank 0 failed, then all see the failure */
     int ok = r == ncclSuccess;
-    if (MPI_Bcast(&ok, 1, MPI_INT, 0, mc) != MPI_SUCCESS ||
-        MPI_Bcast(&id, (int)sizeof(id), MPI_BYTE, 0, mc) != MPI_SUCCESS)
-        return glm_fail(err, GLM_ERR_COMM, "nccl bootstrap: MPI_Bcast of the unique id failed");
+    GLM_MPI_CHECK(err, MPI_Bcast(&ok, 1, MPI_INT, 0, mc));
+    GLM_MPI_CHECK(err, MPI_Bcast(&id, (int)sizeof(id), MPI_BYTE, 0, mc));
     if (!ok)
         return glm_fail(err, GLM_ERR_COMM, "ncclGetUniqueId on rank 0 failed");
 
