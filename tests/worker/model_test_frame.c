@@ -1,9 +1,30 @@
 #include "tests/worker/model_test_frame.h"
 
+#include <mpi.h>
 #include <stdio.h>
 
 #include "tests/testutil.h"
 #include "worker/step_exec.h"
+
+void model_test_options(glm_rank_options *ro, const char *model_dir, const char *device, int rows)
+{
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    *ro = (glm_rank_options){.model_dir = model_dir, .device = device, .tp = size};
+    glm_model_options_default(&ro->model);
+    ro->model.max_seqs = 1;
+    ro->model.max_step_tokens = rows;
+    ro->model.max_logit_rows = rows;
+    ro->model.image_pool_slots = 1;
+}
+
+bool model_test_start(const glm_rank_options *ro, glm_rank_context *ctx)
+{
+    glm_error err = {0};
+    if (glm_rank_context_create(ro, ctx, &err) == GLM_OK) return true;
+    fprintf(stderr, "setup: %s\n", err.msg);
+    return false;
+}
 
 glm_model *cpu_reference_create(glm_rank_context *ctx, const glm_model_options *mo,
                                 cpu_reference *ref)

@@ -4,7 +4,14 @@
 #ifndef GLM4V_TESTS_MODEL_TEST_FRAME_H
 #define GLM4V_TESTS_MODEL_TEST_FRAME_H
 
+#include <stdbool.h>
+
 #include "worker/rank_context.h"
+
+/* Rank options of a test: this job's size as TP, one sequence of at most rows rows a step. */
+void model_test_options(glm_rank_options *ro, const char *model_dir, const char *device, int rows);
+/* Creates ctx from ro; false (the reason printed) when that failed on this rank. */
+bool model_test_start(const glm_rank_options *ro, glm_rank_context *ctx);
 
 typedef struct cpu_reference {
     glm_backend *be;

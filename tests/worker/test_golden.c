@@ -170,18 +170,11 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 2;
     }
-    int size;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    glm_rank_options ro = {.model_dir = argv[1], .device = "cpu", .tp = size};
-    glm_model_options_default(&ro.model);
-    ro.model.max_seqs = 1;
-    ro.model.max_step_tokens = 64;
-    ro.model.max_logit_rows = 64;
-    ro.model.image_pool_slots = 1;
+    glm_rank_options ro;
+    model_test_options(&ro, argv[1], "cpu", 64);
     glm_rank_context ctx;
     glm_error err = {0};
-    if (glm_rank_context_create(&ro, &ctx, &err)) {
-        fprintf(stderr, "setup: %s\n", err.msg);
+    if (!model_test_start(&ro, &ctx)) {
         MPI_Finalize();
         return 1;
     }
@@ -192,7 +185,7 @@ int main(int argc, char **argv)
         CHECK_MSG(glm_safetensors_open(path, &g, &err) == GLM_OK, "%s", err.msg);
         glm_model_options ref_opt = ro.model;
         int ref_chunk = 64;
-        if (size == 1) ref_opt.kv_block_size = 3, ref_chunk = 5;
+        if (ctx.size == 1) ref_opt.kv_block_size = 3, ref_chunk = 5;
         cpu_reference ref;
         CHECK(cpu_reference_create(&ctx, &ref_opt, &ref) != NULL);
         for (size_t i = 0; g && ref.model && i < sizeof(CASES) / sizeof(CASES[0]); i++)

@@ -5,12 +5,13 @@
  *
  * cuda is the real thing (scripts/gpu-model-test.sh); cpu-bf16 is the CPU backend with the CUDA
  * path's bf16 rounding (kernels/cpu/bf16_emulation.c), which lets CI guard the numerics of the
- * bf16 design (residual streams, what is stored in bf16) without a GPU. Rank 0 also builds a one-rank CPU model from the same checkpoint and runs every case on both:
- * logits of every prompt position within relative L2 1e-2, vision embeddings within relative L2
- * 1e-2, and greedy ids equal over 12 tokens wherever the CPU's top-1/top-2 margin is above 0.05
- * (checked teacher-forced: both models score the CPU's own continuation, so one early near-tie
- * does not hide later errors). Cases come from golden.safetensors when present; otherwise (a
- * random "wide" checkpoint) from a built-in image prompt and random pixels. */
+ * bf16 design (residual streams, what is stored in bf16) without a GPU. Rank 0 also builds a
+ * one-rank CPU model from the same checkpoint and runs every case on both: logits of every prompt
+ * position within relative L2 1e-2, vision embeddings within relative L2 1e-2, and greedy ids equal
+ * over 12 tokens wherever the CPU's top-1/top-2 margin is above 0.05 (checked teacher-forced: both
+ * models score the CPU's own continuation, so one early near-tie does not hide later errors). Cases
+ * come from golden.safetensors when present; otherwise (a random "wide" checkpoint) from a built-in
+ * image prompt and random pixels. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -99,8 +100,8 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     scored ref = {0}, gpu = {0};
     CHECK_MSG(score(cpu, NULL, ids, n_ids, pixels, &ref, &err) == GLM_OK, "cpu %s: %s", name,
               err.msg);
-    CHECK_MSG(score(ctx->model, &ctx->world, ids, n_ids, pixels, &gpu, &err) == GLM_OK,
-              "%s %s: %s", ctx->be->name, name, err.msg);
+    CHECK_MSG(score(ctx->model, &ctx->world, ids, n_ids, pixels, &gpu, &err) == GLM_OK, "%s %s: %s",
+              ctx->be->name, name, err.msg);
     if (!ref.logits || !gpu.logits || ref.rows != gpu.rows) goto out;
     double e = rel_l2(gpu.logits, ref.logits, (size_t)ref.rows * vocab);
     printf("%s tp=%d: prompt logits rel L2 %.2e over %d positions\n", name, ctx->size, e, ref.rows);
@@ -147,8 +148,8 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
             continue;
         }
         checked++;
-        CHECK_MSG(b_ref == b_gpu, "%s: greedy id %d differs (cpu %d, %s %d, cpu margin %.3f)",
-                  name, k, b_ref, ctx->be->name, b_gpu, margin);
+        CHECK_MSG(b_ref == b_gpu, "%s: greedy id %d differs (cpu %d, %s %d, cpu margin %.3f)", name,
+                  k, b_ref, ctx->be->name, b_gpu, margin);
     }
     int same = 0;
     while (same < ref.n_ids && same < gpu.n_ids && ref.ids[same] == gpu.ids[same])
@@ -230,19 +231,11 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 2;
     }
-    int size;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    glm_rank_options ro = {.model_dir = argv[1], .device = device, .tp = size};
-    glm_model_options_default(&ro.model);
-    ro.model.max_seqs = 1;
-    ro.model.max_step_tokens = 512;
-    ro.model.max_logit_rows = 512;
-    ro.model.image_pool_slots = 1;
+    glm_rank_options ro;
+    model_test_options(&ro, argv[1], device, 512);
     ro.model.kv_blocks = 2048; /* a few sequences' worth: the test needs no more */
     glm_rank_context ctx;
-    glm_error err = {0};
-    if (glm_rank_context_create(&ro, &ctx, &err)) {
-        fprintf(stderr, "setup: %s\n", err.msg);
+    if (!model_test_start(&ro, &ctx)) {
         MPI_Finalize();
         return 1;
     }
