@@ -2,6 +2,10 @@
 
 #include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/generate.h"
 
 #include "tests/testutil.h"
 #include "worker/step_exec.h"
@@ -44,6 +48,29 @@ void cpu_reference_destroy(cpu_reference *ref)
     glm_comm_destroy(ref->comm);
     glm_backend_destroy(ref->be);
     *ref = (cpu_reference){0};
+}
+
+glm_status model_test_generate(glm_model *m, const void *comm, const int32_t *ids, int n_ids,
+                               const float *pixels, int chunk, model_run *out, glm_error *err)
+{
+    int spliced = 0, vocab = glm_model_config_of(m)->padded_vocab_size;
+    glm_generate_request req = {.ids = ids,
+                                .n_ids = n_ids,
+                                .pixels = pixels,
+                                .max_new_tokens = MODEL_TEST_GEN,
+                                .ignore_eos = true,
+                                .prefill_chunk = chunk};
+    glm_status st = glm_generate_validate(m, &req, &spliced, err);
+    if (st) return st;
+    out->rows = spliced;
+    out->logits = malloc(sizeof(float) * (size_t)spliced * vocab);
+    req.dump_logits = out->logits;
+    glm_generate_result res;
+    if ((st = glm_generate(m, comm, &req, &res, err))) return st;
+    out->n_ids = res.n_ids;
+    memcpy(out->ids, res.ids, sizeof(int32_t) * (size_t)res.n_ids);
+    glm_generate_result_free(&res);
+    return GLM_OK;
 }
 
 int model_test_finish(glm_rank_context *ctx, const char *suite)

@@ -24,6 +24,19 @@ glm_model *cpu_reference_create(glm_rank_context *ctx, const glm_model_options *
                                 cpu_reference *ref);
 void cpu_reference_destroy(cpu_reference *ref);
 
+/* One model's run of a prompt: the logits of every prompt position and 12 greedy ids. */
+#define MODEL_TEST_GEN 12
+typedef struct model_run {
+    float *logits; /* [rows, vocab], malloc'd */
+    int rows;
+    int32_t ids[MODEL_TEST_GEN];
+    int n_ids;
+} model_run;
+
+/* Runs ids (+ pixels) through m with prefill chunks of chunk rows, EOS ignored. */
+glm_status model_test_generate(glm_model *m, const void *comm, const int32_t *ids, int n_ids,
+                               const float *pixels, int chunk, model_run *out, glm_error *err);
+
 /* Rank 0 (after its cases): shuts the other ranks' serving loops down and returns test_finish's
  * code for suite. Other ranks: serve rank 0's steps until then. Destroys ctx on every rank. */
 int model_test_finish(glm_rank_context *ctx, const char *suite);

@@ -57,37 +57,6 @@ static double max_abs_diff(const float *a, const float *b, int64_t n)
     return worst;
 }
 
-typedef struct case_run {
-    float *logits;
-    int rows;
-    int32_t ids[12];
-    int n_ids;
-} case_run;
-
-static glm_status run_case(glm_model *m, const void *comm, const int32_t *ids, int n_ids,
-                           const float *pixels, int chunk, case_run *out, glm_error *err)
-{
-    int spliced = 0, vocab = glm_model_config_of(m)->padded_vocab_size;
-    glm_generate_request req = {.ids = ids,
-                                .n_ids = n_ids,
-                                .pixels = pixels,
-                                .max_new_tokens = 12,
-                                .ignore_eos = true,
-                                .prefill_chunk = chunk};
-    glm_status st = glm_generate_validate(m, &req, &spliced, err);
-    if (st) return st;
-    out->rows = spliced;
-    out->logits = malloc(sizeof(float) * (size_t)spliced * vocab);
-    req.dump_logits = out->logits;
-    glm_generate_result res;
-    st = glm_generate(m, comm, &req, &res, err);
-    if (st) return st;
-    out->n_ids = res.n_ids;
-    memcpy(out->ids, res.ids, sizeof(int32_t) * (size_t)res.n_ids);
-    glm_generate_result_free(&res);
-    return GLM_OK;
-}
-
 /* reference: a second model in this process (a one-rank model under mpirun; with one rank, a
  * model with 3-token KV blocks run in 5-row prefill chunks, so images and prompts straddle chunk
  * and block boundaries), run with prefill chunks of ref_chunk rows. */
@@ -108,8 +77,9 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
     if (!ids || !gold || !greedy) goto out;
 
     glm_error err = {0};
-    case_run run = {0};
-    glm_status st = run_case(ctx->model, &ctx->world, ids, (int)n_ids, pixels, 64, &run, &err);
+    model_run run = {0};
+    glm_status st =
+        model_test_generate(ctx->model, &ctx->world, ids, (int)n_ids, pixels, 64, &run, &err);
     CHECK_MSG(st == GLM_OK, "%s %s: %s", model_dir, name, err.msg);
     if (st) goto out;
     int vocab = ctx->cfg.padded_vocab_size;
@@ -142,8 +112,8 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
     }
 
     if (reference) { /* tensor-parallel against one rank, in this process */
-        case_run ref = {0};
-        st = run_case(reference, NULL, ids, (int)n_ids, pixels, ref_chunk, &ref, &err);
+        model_run ref = {0};
+        st = model_test_generate(reference, NULL, ids, (int)n_ids, pixels, ref_chunk, &ref, &err);
         CHECK_MSG(st == GLM_OK, "reference %s: %s", name, err.msg);
         if (!st && ref.rows == run.rows) {
             double d = max_abs_diff(run.logits, ref.logits, (int64_t)ref.rows * vocab);

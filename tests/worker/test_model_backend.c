@@ -25,15 +25,6 @@
 #include "worker/rank_context.h"
 #include "worker/safetensors.h"
 
-#define N_GEN 12
-
-typedef struct scored {
-    float *logits; /* [rows, vocab] */
-    int rows;
-    int32_t ids[N_GEN];
-    int n_ids;
-} scored;
-
 static double rel_l2(const float *a, const float *ref, size_t n)
 {
     double num = 0, den = 0;
@@ -58,30 +49,6 @@ static void top2(const float *row, int n, int *best, float *margin)
     *margin = s >= 0 ? row[b] - row[s] : INFINITY;
 }
 
-/* Prompt logits (every position) and greedy continuation of one model. */
-static glm_status score(glm_model *m, const void *comm, const int32_t *ids, int n_ids,
-                        const float *pixels, scored *out, glm_error *err)
-{
-    int spliced = 0, vocab = glm_model_config_of(m)->padded_vocab_size;
-    glm_generate_request req = {.ids = ids,
-                                .n_ids = n_ids,
-                                .pixels = pixels,
-                                .max_new_tokens = N_GEN,
-                                .ignore_eos = true,
-                                .prefill_chunk = 512};
-    glm_status st = glm_generate_validate(m, &req, &spliced, err);
-    if (st) return st;
-    out->rows = spliced;
-    out->logits = malloc(sizeof(float) * (size_t)spliced * vocab);
-    req.dump_logits = out->logits;
-    glm_generate_result res;
-    if ((st = glm_generate(m, comm, &req, &res, err))) return st;
-    out->n_ids = res.n_ids;
-    memcpy(out->ids, res.ids, sizeof(int32_t) * (size_t)res.n_ids);
-    glm_generate_result_free(&res);
-    return GLM_OK;
-}
-
 /* The spacing of bf16 numbers at the row's largest |logit|: two logits closer than this can
  * swap order just by being stored in bf16, whatever the arithmetic before. */
 static float bf16_spacing(const float *row, int n)
@@ -97,11 +64,12 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
 {
     glm_error err = {0};
     int vocab = ctx->cfg.padded_vocab_size;
-    scored ref = {0}, gpu = {0};
-    CHECK_MSG(score(cpu, NULL, ids, n_ids, pixels, &ref, &err) == GLM_OK, "cpu %s: %s", name,
-              err.msg);
-    CHECK_MSG(score(ctx->model, &ctx->world, ids, n_ids, pixels, &gpu, &err) == GLM_OK, "%s %s: %s",
-              ctx->be->name, name, err.msg);
+    model_run ref = {0}, gpu = {0};
+    CHECK_MSG(model_test_generate(cpu, NULL, ids, n_ids, pixels, 512, &ref, &err) == GLM_OK,
+              "cpu %s: %s", name, err.msg);
+    CHECK_MSG(model_test_generate(ctx->model, &ctx->world, ids, n_ids, pixels, 512, &gpu, &err) ==
+                  GLM_OK,
+              "%s %s: %s", ctx->be->name, name, err.msg);
     if (!ref.logits || !gpu.logits || ref.rows != gpu.rows) goto out;
     double e = rel_l2(gpu.logits, ref.logits, (size_t)ref.rows * vocab);
     printf("%s tp=%d: prompt logits rel L2 %.2e over %d positions\n", name, ctx->size, e, ref.rows);
@@ -125,9 +93,10 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     int32_t *all = malloc(sizeof(int32_t) * (size_t)n_all);
     memcpy(all, ids, sizeof(int32_t) * (size_t)n_ids);
     memcpy(all + n_ids, ref.ids, sizeof(int32_t) * (size_t)(ref.n_ids - 1));
-    scored ref_tf = {0}, gpu_tf = {0};
-    CHECK(score(cpu, NULL, all, n_all, pixels, &ref_tf, &err) == GLM_OK);
-    CHECK(score(ctx->model, &ctx->world, all, n_all, pixels, &gpu_tf, &err) == GLM_OK);
+    model_run ref_tf = {0}, gpu_tf = {0};
+    CHECK(model_test_generate(cpu, NULL, all, n_all, pixels, 512, &ref_tf, &err) == GLM_OK);
+    CHECK(model_test_generate(ctx->model, &ctx->world, all, n_all, pixels, 512, &gpu_tf, &err) ==
+          GLM_OK);
     /* the issue's rule: ids equal wherever the CPU margin is > 0.05. The emulation also skips
      * margins under the bf16 spacing of the row's logits (logits are stored in bf16, so such a
      * pair may swap on any bf16 engine); on the GPU the issue's rule applies unchanged. */
