@@ -35,6 +35,8 @@ static void usage(FILE *f)
         f,
         "usage: mpirun -np TP glm4v-serve --model DIR [options]\n"
         "  --device cpu|cuda          backend (default cpu)\n"
+        "  --dtype bf16|f16           16-bit storage on cuda (default bf16; f16: 8x more precise,\n"
+        "                             refused for weights over 65504)\n"
         "  --tp N                     tensor-parallel ranks (= mpirun -np)\n"
         "  --redis URL                redis://host:port[/db] (default redis://127.0.0.1:6379)\n"
         "  --redis-password-file F    Redis password (or env GLM4V_REDIS_PASSWORD)\n"
@@ -64,6 +66,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
     enum {
         O_MODEL = 256,
         O_DEVICE,
+        O_DTYPE,
         O_TP,
         O_REDIS,
         O_PWFILE,
@@ -90,6 +93,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
     static const struct option opts[] = {
         {"model", 1, 0, O_MODEL},
         {"device", 1, 0, O_DEVICE},
+        {"dtype", 1, 0, O_DTYPE},
         {"tp", 1, 0, O_TP},
         {"redis", 1, 0, O_REDIS},
         {"redis-password-file", 1, 0, O_PWFILE},
@@ -158,6 +162,15 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         case O_DEVICE:
             ro->device = optarg;
             break;
+        case O_DTYPE: {
+            glm_dtype storage;
+            if (!glm_storage_parse(optarg, &storage)) {
+                if (!rank) fprintf(stderr, "glm4v-serve: --dtype must be bf16 or f16\n");
+                return 2;
+            }
+            ro->dtype = optarg;
+            break;
+        }
         case O_REDIS:
             if (strchr(optarg, '@')) {
                 if (!rank)

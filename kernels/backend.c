@@ -42,6 +42,29 @@ void glm_backend_destroy(glm_backend *be)
     if (be) be->ops->destroy(be);
 }
 
+glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error *err)
+{
+    if (storage != GLM_BF16 && storage != GLM_F16)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "storage dtype %s: expected bf16 or f16",
+                        glm_dtype_name(storage));
+    if (!be->ops->set_storage)
+        return glm_fail(err, GLM_ERR_UNSUPPORTED,
+                        "the %s backend computes and stores f32; --dtype applies to cuda and "
+                        "cpu-bf16", be->name);
+    return be->ops->set_storage(be, storage, err);
+}
+
+bool glm_storage_parse(const char *name, glm_dtype *out)
+{
+    if (name && strcmp(name, "bf16") == 0)
+        *out = GLM_BF16;
+    else if (name && strcmp(name, "f16") == 0)
+        *out = GLM_F16;
+    else
+        return false;
+    return true;
+}
+
 #ifndef GLM4V_HAVE_CUDA
 glm_status glm_backend_cuda_create(int device_index, glm_backend **out, glm_error *err)
 {
@@ -51,3 +74,17 @@ glm_status glm_backend_cuda_create(int device_index, glm_backend **out, glm_erro
                     "this build has no CUDA backend (configure with -DGLM4V_CUDA=ON)");
 }
 #endif
+
+void glm_op_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
+                          glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
+                          int head_dim, int rope_dim, float theta)
+{
+    if (be->status != GLM_OK) return;
+    if (be->ops->rope_kv_store) {
+        be->ops->rope_kv_store(be, qkv, positions, k_cache, v_cache, slots, n_q_heads, n_kv_heads,
+                               head_dim, rope_dim, theta);
+        return;
+    }
+    glm_op_rope(be, qkv, positions, n_q_heads, n_kv_heads, head_dim, rope_dim, theta);
+    glm_op_kv_store(be, k_cache, v_cache, qkv, slots, n_q_heads, n_kv_heads, head_dim);
+}

@@ -146,6 +146,11 @@ typedef struct glm_backend_ops {
      * each [n_slots, n_kv_heads * head_dim]. */
     void (*kv_store)(glm_backend *be, glm_tensor k_cache, glm_tensor v_cache, glm_tensor qkv,
                      glm_tensor slots, int n_q_heads, int n_kv_heads, int head_dim);
+    /* rope then kv_store, as one pass over the rows (optional: NULL runs the two ops; use
+     * glm_op_rope_kv_store). Results equal those of the two ops. */
+    void (*rope_kv_store)(glm_backend *be, glm_tensor qkv, glm_tensor positions,
+                          glm_tensor k_cache, glm_tensor v_cache, glm_tensor slots, int n_q_heads,
+                          int n_kv_heads, int head_dim, int rope_dim, float theta);
     /* out[T, nq * head_dim]: causal attention of the q heads of qkv over the paged cache as
      * described by batch; query head n reads kv head n / (nq / nkv). */
     void (*attention_paged)(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,
@@ -181,6 +186,11 @@ typedef struct glm_backend_ops {
     void (*sample)(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_tensor logits,
                    const glm_sample_params *params, int n_rows, uint64_t step);
 
+    /* ---- storage (optional: NULL on backends that only store f32) ---- */
+    /* Chooses the 16-bit type weights, activations and the KV cache are stored in (GLM_BF16 or
+     * GLM_F16); call before anything is allocated. Use glm_backend_set_storage. */
+    glm_status (*set_storage)(glm_backend *be, glm_dtype storage, glm_error *err);
+
     /* ---- graphs (optional: NULL on backends that have none) ---- */
     /* Capture the ops issued between begin and end under key; replay runs them again with the
      * same pointers. Returns false (and captures nothing) when unsupported. */
@@ -214,6 +224,13 @@ glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_err
 glm_status glm_backend_create(const char *name, int device_index, glm_backend **out,
                               glm_error *err);
 void glm_backend_destroy(glm_backend *be);
+/* --dtype: the storage type of a 16-bit backend (cuda; cpu-bf16 emulates the rounding). fp16
+ * keeps 3 more significand bits than bf16 (8x smaller rounding error) at the same tensor-core
+ * rate, but holds only |v| <= 65504: the loader refuses weights outside that range, and the
+ * sampler fails a row whose logits are not finite. GLM_ERR_UNSUPPORTED on an f32 backend. */
+glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error *err);
+/* "bf16" / "f16" -> GLM_BF16 / GLM_F16; false for anything else. */
+bool glm_storage_parse(const char *name, glm_dtype *out);
 
 /* Records the first op failure; later ops see be->status != GLM_OK and do nothing. */
 void glm_backend_fail(glm_backend *be, glm_status status, const char *fmt, ...)
@@ -243,6 +260,10 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
 #define glm_op_gather_rows(be, ...) GLM_OP(be, gather_rows, __VA_ARGS__)
 #define glm_op_rope(be, ...) GLM_OP(be, rope, __VA_ARGS__)
 #define glm_op_kv_store(be, ...) GLM_OP(be, kv_store, __VA_ARGS__)
+/* The fused op where the backend has it, else rope and kv_store. */
+void glm_op_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
+                          glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
+                          int head_dim, int rope_dim, float theta);
 #define glm_op_attention_paged(be, ...) GLM_OP(be, attention_paged, __VA_ARGS__)
 #define glm_op_attention_full(be, ...) GLM_OP(be, attention_full, __VA_ARGS__)
 #define glm_op_patchify(be, ...) GLM_OP(be, patchify, __VA_ARGS__)

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,9 +326,10 @@ glm_status glm_checkpoint_expect(const glm_checkpoint *ck, const char *name, int
 
 /* Converts n values; loads and stores go through memcpy because a safetensors data area need not
  * be aligned to the element size (the header length is arbitrary). Returns -1 for a pair we do
- * not convert (integers only copy to their own type). */
+ * not convert (integers only copy to their own type). Adds to *n_overflow the finite values that
+ * an F16 destination cannot hold (|v| > 65504 would become infinite): the caller refuses them. */
 static int convert_run(unsigned char *dst, glm_dtype dd, const unsigned char *src, glm_dtype sd,
-                       size_t n)
+                       size_t n, size_t *n_overflow)
 {
     if (dd == sd) {
         memcpy(dst, src, n * glm_dtype_size(sd));
@@ -363,6 +365,7 @@ static int convert_run(unsigned char *dst, glm_dtype dd, const unsigned char *sr
             memcpy(&h, src + 2 * i, 2);
             f = sd == GLM_BF16 ? glm_bf16_to_f32(h) : glm_f16_to_f32(h);
         }
+        if (dd == GLM_F16 && isfinite(f) && fabsf(f) > 65504.f) ++*n_overflow;
         if (dd == GLM_F32) {
             memcpy(dst + 4 * i, &f, 4);
         } else {
@@ -411,13 +414,19 @@ glm_status glm_tensor_read_block(const glm_st_tensor *t, int64_t row0, int64_t n
     bool whole_rows = n_cols == cols;
     size_t runs = whole_rows ? 1 : (size_t)n_rows;
     size_t run_len = whole_rows ? (size_t)n_rows * (size_t)cols : (size_t)n_cols;
+    size_t n_overflow = 0;
     for (size_t r = 0; r < runs; r++) {
         if (convert_run(out + r * run_len * dsize, dst_dtype, src + r * (size_t)cols * ssize,
-                        t->dtype, run_len) != 0)
+                        t->dtype, run_len, &n_overflow) != 0)
             return glm_fail(err, GLM_ERR_UNSUPPORTED,
                             "%s: tensor '%.200s': cannot convert %s to %s", t->file, t->name,
                             glm_dtype_name(t->dtype), glm_dtype_name(dst_dtype));
     }
+    if (n_overflow)
+        return glm_fail(err, GLM_ERR_UNSUPPORTED,
+                        "%s: tensor '%.200s': %zu values are outside the F16 range (|v| > 65504); "
+                        "load this checkpoint with bf16 storage (--dtype bf16)",
+                        t->file, t->name, n_overflow);
     if (t->mapped) {
         size_t span = ((size_t)(n_rows - 1) * (size_t)cols + (size_t)n_cols) * ssize;
         release_pages(src, span);

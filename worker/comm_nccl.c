@@ -8,7 +8,7 @@
  * ncclCommAbort) instead of a hang. During CUDA graph capture the wait is skipped: the captured
  * collective runs at replay, and the caller's next synchronizing download observes it.
  *
- * Small bf16/f32 all-reduces go through the peer-to-peer path of comm_p2p.c instead of NCCL when
+ * Small bf16/f16/f32 all-reduces go through the peer-to-peer path of comm_p2p.c instead of NCCL when
  * every rank agreed at creation that it can (one node, peer access between all GPUs): in a CUDA
  * graph on 2 H200s over NVLink a one-shot kernel over CUDA IPC memory took 3.9 us for 8 KiB and
  * 5.9 us for 512 KiB where ncclAllReduce took 6.3 and 9.7 (tests/worker/test_comm.c). Which path

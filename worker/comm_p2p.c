@@ -240,7 +240,7 @@ glm_status glm_p2p_create(const void *mpi_comm, double timeout_s, glm_p2p **out,
 
 bool glm_p2p_takes(const glm_p2p *p2p, size_t count, glm_dtype dtype)
 {
-    if (!p2p || (dtype != GLM_BF16 && dtype != GLM_F32)) return false;
+    if (!p2p || (dtype != GLM_BF16 && dtype != GLM_F16 && dtype != GLM_F32)) return false;
     return count <= p2p->args.max_bytes / glm_dtype_size(dtype);
 }
 
@@ -269,7 +269,7 @@ glm_status glm_p2p_allreduce(glm_p2p *p2p, void *data, size_t count, glm_dtype d
         return glm_fail(err, GLM_ERR_INVALID_ARG, "p2p all-reduce: %zu x %s is not for this path",
                         count, glm_dtype_name(dtype));
     cudaError_t e =
-        glm_p2p_allreduce_launch(&p2p->args, data, count, dtype == GLM_F32, (cudaStream_t)stream);
+        glm_p2p_allreduce_launch(&p2p->args, data, count, dtype, (cudaStream_t)stream);
     if (e != cudaSuccess)
         return glm_fail(err, GLM_ERR_COMM, "p2p all-reduce of %zu x %s on rank %d: %s", count,
                         glm_dtype_name(dtype), p2p->args.rank, cudaGetErrorString(e));

@@ -5,7 +5,7 @@
  * Eligibility is decided by all ranks together, so that either every rank uses the p2p path or
  * none does: all ranks on one node, 2 to 8 of them, one GPU each, every pair with peer access,
  * and $GLM4V_P2P_ALLREDUCE not "0". Messages up to $GLM4V_P2P_MAX_BYTES (default 512 KiB, the
- * smallest value over the ranks) of bf16 or f32 take this path. */
+ * smallest value over the ranks) of bf16, f16 or f32 take this path. */
 #ifndef GLM4V_COMM_P2P_H
 #define GLM4V_COMM_P2P_H
 

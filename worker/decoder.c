@@ -72,10 +72,9 @@ static glm_status decoder_layer(glm_model *m, int l, const glm_step_plan *p,
 
     /* hnorm holds RMSNorm(resid) with this layer's input_layernorm (see the end of the loop) */
     glm_op_linear(be, qkv, hnorm, L->qkv_w, cfg->add_qkv_bias ? &L->qkv_b : NULL, GLM_ACT_NONE);
-    glm_op_rope(be, qkv, i32_view(&s->positions, T), sp->q_heads, sp->kv_heads, hd, hd / 2,
-                10000.0f * cfg->rope_ratio);
-    glm_op_kv_store(be, m->kv.k[l], m->kv.v[l], qkv, i32_view(&s->slots, T), sp->q_heads,
-                    sp->kv_heads, hd);
+    glm_op_rope_kv_store(be, qkv, i32_view(&s->positions, T), m->kv.k[l], m->kv.v[l],
+                         i32_view(&s->slots, T), sp->q_heads, sp->kv_heads, hd, hd / 2,
+                         10000.0f * cfg->rope_ratio);
     glm_op_attention_paged(be, attn, qkv, m->kv.k[l], m->kv.v[l], batch, sp->q_heads, sp->kv_heads,
                            hd, 1.0f / sqrtf((float)hd));
     glm_op_linear(be, delta, attn, L->dense_w, NULL, GLM_ACT_NONE);

@@ -40,6 +40,13 @@ static glm_status create_local(const glm_rank_options *opt, glm_rank_context *ct
     else
         st = glm_backend_create(opt->device, ctx->local_rank, &ctx->be, err);
     if (st) return st;
+    if (opt->dtype) {
+        glm_dtype storage;
+        if (!glm_storage_parse(opt->dtype, &storage))
+            return glm_fail(err, GLM_ERR_INVALID_ARG, "--dtype %s: expected bf16 or f16",
+                            opt->dtype);
+        if ((st = glm_backend_set_storage(ctx->be, storage, err))) return st;
+    }
     if (!opt->model.use_random_weights && (st = glm_checkpoint_open(opt->model_dir, &ctx->ck, err)))
         return st;
     return GLM_OK;

@@ -13,7 +13,8 @@
 
 typedef struct glm_rank_options {
     const char *model_dir;
-    const char *device;    /* "cpu" or "cuda" */
+    const char *device;    /* "cpu", "cuda" or "cpu-bf16" */
+    const char *dtype;     /* 16-bit storage, "bf16" or "f16" (--dtype); NULL: the backend's own */
     int tp;                /* must equal the MPI world size */
     int cpu_threads;       /* 0: OpenMP default */
     double gpu_memory_gib; /* 0: free memory minus a margin */

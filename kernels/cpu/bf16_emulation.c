@@ -9,11 +9,11 @@
  * Not modelled: the bf16 rounding of the attention probabilities inside the CUDA attention kernels
  * and differences in summation order. Measured agreement with the GPU: docs/PERF.md.
  *
- * Two study settings, read from the environment when the backend is created (docs/PERF.md's
- * error budget was measured with them): GLM4V_EMU_EXACT, a comma list of op classes whose outputs
- * stay f32 (linear, rmsnorm, add_rmsnorm, rope, attention, silu_mul, gather_rows), and
- * GLM4V_EMU_STORAGE=f16, rounding to fp16's 11-bit significand instead of bf16's 8 (range not
- * modelled). */
+ * The storage choice of the CUDA backend (--dtype) applies here too: f16 rounds to fp16's 11-bit
+ * significand instead of bf16's 8 (range not modelled).
+ * A study setting, read from the environment when the backend is created (docs/PERF.md's error
+ * budget was measured with it): GLM4V_EMU_EXACT, a comma list of op classes whose outputs stay f32
+ * (linear, rmsnorm, add_rmsnorm, rope, attention, silu_mul, gather_rows). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,8 +228,7 @@ static void read_settings(emu_table *t)
                    {"add_rmsnorm", EXACT_ADD_RMSNORM}, {"rope", EXACT_ROPE},
                    {"attention", EXACT_ATTENTION},     {"silu_mul", EXACT_SILU_MUL},
                    {"gather_rows", EXACT_GATHER_ROWS}};
-    const char *storage = getenv("GLM4V_EMU_STORAGE");
-    t->keep_mask = storage && strcmp(storage, "f16") == 0 ? 0xffffe000u : 0xffff0000u;
+    t->keep_mask = 0xffff0000u;
     t->exact = 0;
     const char *list = getenv("GLM4V_EMU_EXACT");
     while (list && *list) {
@@ -239,6 +238,14 @@ static void read_settings(emu_table *t)
                 t->exact |= classes[i].bit;
         list += len + (list[len] == ',');
     }
+}
+
+static glm_status emu_set_storage(glm_backend *be, glm_dtype storage, glm_error *err)
+{
+    (void)err;
+    emu_table *t = (emu_table *)be->ops; /* this backend's own table (see create) */
+    t->keep_mask = storage == GLM_F16 ? 0xffffe000u : 0xffff0000u;
+    return GLM_OK;
 }
 
 glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_error *err)
@@ -275,6 +282,7 @@ glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_err
     ops->im2col_2x2 = emu_im2col_2x2;
     ops->vision_embed = emu_vision_embed;
     ops->fill_normal = emu_fill_normal;
+    ops->set_storage = emu_set_storage;
     be->ops = ops;
     be->name = "cpu-bf16";
     return GLM_OK;

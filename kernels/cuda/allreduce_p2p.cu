@@ -97,32 +97,35 @@ __device__ __forceinline__ void store_output(void *data, size_t v, size_t count,
         if (first + i < count) ((Elem *)data)[first + i] = in.e[i];
 }
 
-__device__ __forceinline__ void accumulate(float *acc, uint4 x, bool first, bool is_f32)
+/* One 16-byte vector of E (float: 4 elements; bf16 / fp16: 8) added into acc (or copied, first). */
+template <typename E> __device__ __forceinline__ void accumulate(float *acc, uint4 x, bool first)
 {
     float f[8];
-    if (is_f32) {
+    constexpr int n = 16 / sizeof(E);
+    if constexpr (sizeof(E) == 4) {
         const float *p = (const float *)&x;
         for (int i = 0; i < 4; i++)
             f[i] = p[i];
     } else {
-        bf16x8 h;
+        half8<E> h;
         memcpy(&h, &x, sizeof(h));
-        bf16x8_to_f32(h, f);
+        half8_to_f32(h, f);
     }
-    const int n = is_f32 ? 4 : 8;
     for (int i = 0; i < n; i++)
         acc[i] = first ? f[i] : acc[i] + f[i];
 }
 
-__device__ __forceinline__ uint4 pack(const float *acc, bool is_f32)
+template <typename E> __device__ __forceinline__ uint4 pack(const float *acc)
 {
-    if (is_f32)
+    if constexpr (sizeof(E) == 4) {
         return make_uint4(__float_as_uint(acc[0]), __float_as_uint(acc[1]), __float_as_uint(acc[2]),
                           __float_as_uint(acc[3]));
-    bf16x8 h = f32_to_bf16x8(acc);
-    uint4 x;
-    memcpy(&x, &h, sizeof(x));
-    return x;
+    } else {
+        half8<E> h = f32_to_half8<E>(acc);
+        uint4 x;
+        memcpy(&x, &h, sizeof(x));
+        return x;
+    }
 }
 
 /* ---- CUDA kernels ---- */
@@ -131,12 +134,12 @@ __device__ __forceinline__ uint4 pack(const float *acc, bool is_f32)
  * which must advance in step on every rank); block b owns a contiguous slice of 16-byte vectors.
  * Threads tid < size each signal and wait for one peer. Reads data (the input) and writes it once
  * in place; writes every region's data[parity][rank] slice and flags[b][rank]. */
-template <bool IS_F32>
+template <typename E> /* float, __nv_bfloat16 or __half */
 __global__ void __launch_bounds__(P2P_THREADS)
     allreduce_p2p_kernel(const __grid_constant__ glm_p2p_args a, void *data, size_t count,
                          bool aligned)
 {
-    typedef typename std::conditional<IS_F32, uint32_t, uint16_t>::type Elem;
+    typedef typename std::conditional<sizeof(E) == 4, uint32_t, uint16_t>::type Elem;
     constexpr int per_vec = 16 / sizeof(Elem);
     __shared__ int peers_ok;
     const int b = blockIdx.x, tid = threadIdx.x;
@@ -181,10 +184,10 @@ __global__ void __launch_bounds__(P2P_THREADS)
     for (size_t v = v_begin + tid; v < v_end; v += blockDim.x) {
         float acc[8];
         for (int p = 0; p < a.size; p++)
-            accumulate(acc,
-                       __ldcg(region_data(a.regions[a.rank], parity, p, a.size, a.max_bytes) + v),
-                       p == 0, IS_F32);
-        store_output<Elem>(data, v, count, aligned, pack(acc, IS_F32));
+            accumulate<E>(
+                acc, __ldcg(region_data(a.regions[a.rank], parity, p, a.size, a.max_bytes) + v),
+                p == 0);
+        store_output<Elem>(data, v, count, aligned, pack<E>(acc));
     }
     if (tid == 0) a.epochs[b] = epoch;
 }
@@ -197,21 +200,22 @@ extern "C" size_t glm_p2p_region_bytes(int size, size_t max_bytes)
 }
 
 extern "C" cudaError_t glm_p2p_allreduce_launch(const glm_p2p_args *args, void *data, size_t count,
-                                                int is_f32, cudaStream_t stream)
+                                                glm_dtype dtype, cudaStream_t stream)
 {
     static_assert(GLM_P2P_BLOCKS * GLM_P2P_MAX_RANKS * sizeof(uint32_t) <= GLM_P2P_FLAGS_BYTES,
                   "flags do not fit their page");
-    const size_t bytes = count * (is_f32 ? 4 : 2);
-    if (args->size < 2 || args->size > GLM_P2P_MAX_RANKS || args->rank < 0 ||
+    const size_t bytes = count * (dtype == GLM_F32 ? 4 : 2);
+    if ((dtype != GLM_F32 && !cuda_is_half(dtype)) || args->size < 2 || args->size > GLM_P2P_MAX_RANKS || args->rank < 0 ||
         args->rank >= args->size || args->max_bytes % 16 != 0 || bytes > args->max_bytes ||
         P2P_THREADS < args->size)
         return cudaErrorInvalidValue;
     const bool aligned = cuda_aligned16(data);
-    if (is_f32)
-        allreduce_p2p_kernel<true>
+    if (dtype == GLM_F32)
+        allreduce_p2p_kernel<float>
             <<<GLM_P2P_BLOCKS, P2P_THREADS, 0, stream>>>(*args, data, count, aligned);
     else
-        allreduce_p2p_kernel<false>
-            <<<GLM_P2P_BLOCKS, P2P_THREADS, 0, stream>>>(*args, data, count, aligned);
+        GLM_DISPATCH_HALF(dtype, T,
+                          allreduce_p2p_kernel<T><<<GLM_P2P_BLOCKS, P2P_THREADS, 0, stream>>>(
+                              *args, data, count, aligned));
     return cudaGetLastError();
 }

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/tensor.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -41,12 +43,12 @@ typedef struct glm_p2p_args {
 /* Bytes of one rank's region. */
 size_t glm_p2p_region_bytes(int size, size_t max_bytes);
 
-/* data[count] (bf16 when is_f32 == 0, else f32) summed over the ranks in place on stream, in
+/* data[count] (dtype: f32, bf16 or f16) summed over the ranks in place on stream, in
  * rank order in fp32, so every rank gets bit-identical results. count * element size must be at
  * most args->max_bytes; data needs no particular alignment. Every rank must make the same calls
  * in the same order (same count and dtype), as with any collective. */
-cudaError_t glm_p2p_allreduce_launch(const glm_p2p_args *args, void *data, size_t count, int is_f32,
-                                     cudaStream_t stream);
+cudaError_t glm_p2p_allreduce_launch(const glm_p2p_args *args, void *data, size_t count,
+                                     glm_dtype dtype, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

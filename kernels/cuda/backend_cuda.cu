@@ -289,6 +289,16 @@ static void cuda_destroy(glm_backend *be)
     free(be);
 }
 
+/* bf16 (the default) or fp16 storage: every kernel has both instantiations, so switching is only
+ * the dtype the model allocates and converts its weights to. */
+static glm_status cuda_set_storage(glm_backend *be, glm_dtype storage, glm_error *err)
+{
+    (void)err;
+    be->weight_dtype = storage;
+    be->act_dtype = storage;
+    return GLM_OK;
+}
+
 static const glm_backend_ops cuda_ops = {
     .alloc = cuda_alloc,
     .free = cuda_free,
@@ -314,6 +324,7 @@ static const glm_backend_ops cuda_ops = {
     .gather_rows = cuda_gather_rows,
     .rope = cuda_rope,
     .kv_store = cuda_kv_store,
+    .rope_kv_store = cuda_rope_kv_store,
     .attention_paged = cuda_attention_paged,
     .attention_full = cuda_attention_full,
     .patchify = cuda_patchify,
@@ -321,6 +332,7 @@ static const glm_backend_ops cuda_ops = {
     .vision_embed = cuda_vision_embed,
     .fill_normal = cuda_fill_normal,
     .sample = cuda_sample,
+    .set_storage = cuda_set_storage,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_replay = cuda_graph_replay,

@@ -1,10 +1,16 @@
-/* Shared pieces of the CUDA backend: the backend state, checking macros, bf16 helpers and the
- * launch-side shape checks every op family uses. */
+/* Shared pieces of the CUDA backend: the backend state, checking macros, the 16-bit storage
+ * types' helpers and the launch-side shape checks every op family uses.
+ *
+ * Storage: weights, activations and the KV cache are 16-bit floats, bf16 by default or fp16
+ * (--dtype f16: 3 more significand bits, range up to 65504). Kernels that touch them are
+ * templates on the storage type T (__nv_bfloat16 or __half); launchers pick the instantiation
+ * from the tensor's dtype with GLM_DISPATCH_HALF. Arithmetic is fp32 either way. */
 #ifndef GLM4V_CUDA_COMMON_CUH
 #define GLM4V_CUDA_COMMON_CUH
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -103,28 +109,104 @@ static inline unsigned cuda_blocks(int64_t n, int threads)
     return (unsigned)((n + threads - 1) / threads);
 }
 
-/* 16 bytes of bf16: the unit of vectorized loads and stores. */
-struct __align__(16) bf16x8 {
-    __nv_bfloat162 h[4];
+/* ---- 16-bit storage types ---- */
+
+/* Conversions of one element or one pair; from_f32 and pair_from_f32 round to nearest even. */
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+__device__ __forceinline__ float to_f32(__half v)
+{
+    return __half2float(v);
+}
+__device__ __forceinline__ float2 pair_to_f32(__nv_bfloat162 v)
+{
+    return __bfloat1622float2(v);
+}
+__device__ __forceinline__ float2 pair_to_f32(__half2 v)
+{
+    return __half22float2(v);
+}
+
+template <typename T> struct half_pair;
+template <> struct half_pair<__nv_bfloat16> {
+    typedef __nv_bfloat162 type;
+};
+template <> struct half_pair<__half> {
+    typedef __half2 type;
 };
 
-__device__ __forceinline__ void bf16x8_to_f32(const bf16x8 &v, float *f)
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16(v);
+}
+template <> __device__ __forceinline__ __half from_f32<__half>(float v)
+{
+    return __float2half_rn(v);
+}
+
+template <typename T>
+__device__ __forceinline__ typename half_pair<T>::type pair_from_f32(float lo, float hi);
+template <>
+__device__ __forceinline__ __nv_bfloat162 pair_from_f32<__nv_bfloat16>(float lo, float hi)
+{
+    return __floats2bfloat162_rn(lo, hi);
+}
+template <> __device__ __forceinline__ __half2 pair_from_f32<__half>(float lo, float hi)
+{
+    return __floats2half2_rn(lo, hi);
+}
+
+/* Two elements packed in a 32-bit register (the operand form of mma.sync). */
+template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi)
+{
+    typename half_pair<T>::type v = pair_from_f32<T>(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* 16 bytes of T: the unit of vectorized loads and stores. */
+template <typename T> struct __align__(16) half8 {
+    typename half_pair<T>::type h[4];
+};
+
+template <typename T> __device__ __forceinline__ void half8_to_f32(const half8<T> &v, float *f)
 {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        float2 t = __bfloat1622float2(v.h[i]);
+        float2 t = pair_to_f32(v.h[i]);
         f[2 * i] = t.x;
         f[2 * i + 1] = t.y;
     }
 }
 
-__device__ __forceinline__ bf16x8 f32_to_bf16x8(const float *f)
+template <typename T> __device__ __forceinline__ half8<T> f32_to_half8(const float *f)
 {
-    bf16x8 v;
+    half8<T> v;
 #pragma unroll
-    for (int i = 0; i < 4; i++) v.h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    for (int i = 0; i < 4; i++) v.h[i] = pair_from_f32<T>(f[2 * i], f[2 * i + 1]);
     return v;
 }
+
+/* Whether a dtype is one of the 16-bit storage types the kernels are instantiated for. */
+static inline bool cuda_is_half(glm_dtype dt)
+{
+    return dt == GLM_BF16 || dt == GLM_F16;
+}
+
+/* Runs the statements in __VA_ARGS__ with T naming the storage type of dtype dt (bf16 or f16;
+ * callers check cuda_is_half first). */
+#define GLM_DISPATCH_HALF(dt, T, ...)                                                              \
+    do {                                                                                           \
+        if ((dt) == GLM_F16) {                                                                     \
+            typedef __half T;                                                                      \
+            __VA_ARGS__;                                                                           \
+        } else {                                                                                   \
+            typedef __nv_bfloat16 T;                                                               \
+            __VA_ARGS__;                                                                           \
+        }                                                                                          \
+    } while (0)
 
 static inline bool cuda_aligned16(const void *p)
 {
@@ -145,16 +227,20 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
-/* Reads element i of a float tensor of dtype bf16 or f32 (for the few ops that take either). */
-__device__ __forceinline__ float load_any(const void *p, int is_f32, int64_t i)
+/* Element i of a float tensor of dtype bf16, f16 or f32 (for the few ops that take any). */
+__device__ __forceinline__ float load_any(const void *p, glm_dtype dt, int64_t i)
 {
-    return is_f32 ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dt == GLM_F32) return ((const float *)p)[i];
+    if (dt == GLM_F16) return __half2float(((const __half *)p)[i]);
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
 }
 
-__device__ __forceinline__ void store_any(void *p, int is_f32, int64_t i, float v)
+__device__ __forceinline__ void store_any(void *p, glm_dtype dt, int64_t i, float v)
 {
-    if (is_f32)
+    if (dt == GLM_F32)
         ((float *)p)[i] = v;
+    else if (dt == GLM_F16)
+        ((__half *)p)[i] = __float2half_rn(v);
     else
         ((__nv_bfloat16 *)p)[i] = __float2bfloat16(v);
 }
@@ -182,6 +268,9 @@ void cuda_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor
 void cuda_gather_rows(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx);
 void cuda_rope(glm_backend *be, glm_tensor qkv, glm_tensor positions, int n_q_heads,
                int n_kv_heads, int head_dim, int rope_dim, float theta);
+void cuda_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
+                        glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
+                        int head_dim, int rope_dim, float theta);
 void cuda_kv_store(glm_backend *be, glm_tensor k_cache, glm_tensor v_cache, glm_tensor qkv,
                    glm_tensor slots, int n_q_heads, int n_kv_heads, int head_dim);
 void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,

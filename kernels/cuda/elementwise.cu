@@ -1,6 +1,6 @@
 /* Elementwise ops: add, scale, exact-erf GELU, SwiGLU (silu(a) * b).
  *
- * Each thread handles 8 bf16 (one 16-byte load per operand) when the length and pointers allow,
+ * Each thread handles 8 elements of the 16-bit storage type (one 16-byte load per operand) when the length and pointers allow,
  * else one element; math is fp32. Grid-stride loops keep the grid small for huge tensors. */
 #include "kernels/cuda/common.cuh"
 #include "kernels/sample_rng.h"
@@ -24,30 +24,31 @@ __device__ __forceinline__ float ew_apply(int op, float a, float b, float s)
 }
 
 /* y[i] = op(a[i], b[i]); vec8 says the pointers are 16-byte aligned and n % 8 == 0. */
-__global__ void elementwise_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *a,
-                                   const __nv_bfloat16 *b, int64_t n, int op, float s, int vec8)
+template <typename T>
+__global__ void elementwise_kernel(T *y, const T *a, const T *b, int64_t n, int op, float s,
+                                   int vec8)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (vec8) {
         for (int64_t i = tid; i < n / 8; i += stride) {
             float fa[8], fb[8] = {0};
-            bf16x8_to_f32(((const bf16x8 *)a)[i], fa);
-            if (b) bf16x8_to_f32(((const bf16x8 *)b)[i], fb);
+            half8_to_f32(((const half8<T> *)a)[i], fa);
+            if (b) half8_to_f32(((const half8<T> *)b)[i], fb);
 #pragma unroll
             for (int j = 0; j < 8; j++) fa[j] = ew_apply(op, fa[j], fb[j], s);
-            ((bf16x8 *)y)[i] = f32_to_bf16x8(fa);
+            ((half8<T> *)y)[i] = f32_to_half8<T>(fa);
         }
     } else {
         for (int64_t i = tid; i < n; i += stride) {
-            float fa = __bfloat162float(a[i]), fb = b ? __bfloat162float(b[i]) : 0.f;
-            y[i] = __float2bfloat16(ew_apply(op, fa, fb, s));
+            float fa = to_f32(a[i]), fb = b ? to_f32(b[i]) : 0.f;
+            y[i] = from_f32<T>(ew_apply(op, fa, fb, s));
         }
     }
 }
 
-static void launch_elementwise(glm_backend *be, void *y, const void *a, const void *b, int64_t n,
-                               int op, float s)
+static void launch_elementwise(glm_backend *be, glm_dtype dt, void *y, const void *a,
+                               const void *b, int64_t n, int op, float s)
 {
     cuda_backend *cb = cuda_impl(be);
     if (n == 0) return;
@@ -56,39 +57,44 @@ static void launch_elementwise(glm_backend *be, void *y, const void *a, const vo
     int64_t max_blocks = (int64_t)cb->n_sms * 16;
     int64_t blocks = (work + EW_THREADS - 1) / EW_THREADS;
     if (blocks > max_blocks) blocks = max_blocks;
-    elementwise_kernel<<<(unsigned)blocks, EW_THREADS, 0, cb->stream>>>(
-        (__nv_bfloat16 *)y, (const __nv_bfloat16 *)a, (const __nv_bfloat16 *)b, n, op, s, vec8);
+    GLM_DISPATCH_HALF(dt, T,
+                      elementwise_kernel<T><<<(unsigned)blocks, EW_THREADS, 0, cb->stream>>>(
+                          (T *)y, (const T *)a, (const T *)b, n, op, s, vec8));
     CUDA_CHECK_LAUNCH(be);
 }
 
 void cuda_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b)
 {
     int64_t n = glm_tensor_numel(&y);
-    CUDA_REQUIRE(be, y.dtype == GLM_BF16 && a.dtype == GLM_BF16 && b.dtype == GLM_BF16,
-                 "add: bf16 expected");
+    CUDA_REQUIRE(be, cuda_is_half(y.dtype) && a.dtype == y.dtype && b.dtype == y.dtype,
+                 "add: one 16-bit dtype expected (y %s, a %s, b %s)", glm_dtype_name(y.dtype),
+                 glm_dtype_name(a.dtype), glm_dtype_name(b.dtype));
     CUDA_REQUIRE(be, glm_tensor_numel(&a) == n && glm_tensor_numel(&b) == n,
                  "add: sizes differ (%lld, %lld, %lld)", (long long)n,
                  (long long)glm_tensor_numel(&a), (long long)glm_tensor_numel(&b));
-    launch_elementwise(be, y.data, a.data, b.data, n, EW_ADD, 0.f);
+    launch_elementwise(be, y.dtype, y.data, a.data, b.data, n, EW_ADD, 0.f);
 }
 
 void cuda_scale(glm_backend *be, glm_tensor x, float s)
 {
-    CUDA_REQUIRE(be, x.dtype == GLM_BF16, "scale: bf16 expected");
-    launch_elementwise(be, x.data, x.data, NULL, glm_tensor_numel(&x), EW_SCALE, s);
+    CUDA_REQUIRE(be, cuda_is_half(x.dtype), "scale: 16-bit dtype expected, got %s",
+                 glm_dtype_name(x.dtype));
+    launch_elementwise(be, x.dtype, x.data, x.data, NULL, glm_tensor_numel(&x), EW_SCALE, s);
 }
 
 void cuda_gelu(glm_backend *be, glm_tensor y, glm_tensor x)
 {
     int64_t n = glm_tensor_numel(&y);
-    CUDA_REQUIRE(be, y.dtype == GLM_BF16 && x.dtype == GLM_BF16, "gelu: bf16 expected");
+    CUDA_REQUIRE(be, cuda_is_half(y.dtype) && x.dtype == y.dtype,
+                 "gelu: one 16-bit dtype expected (y %s, x %s)", glm_dtype_name(y.dtype),
+                 glm_dtype_name(x.dtype));
     CUDA_REQUIRE(be, glm_tensor_numel(&x) == n, "gelu: sizes differ");
-    launch_elementwise(be, y.data, x.data, NULL, n, EW_GELU, 0.f);
+    launch_elementwise(be, y.dtype, y.data, x.data, NULL, n, EW_GELU, 0.f);
 }
 
 /* x [M, 2F] = [a | b] -> y [M, F] = silu(a) * b. Grid-stride over M * F / 8 (or M * F). */
-__global__ void silu_mul_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, int64_t m, int64_t f,
-                                int vec8)
+template <typename T>
+__global__ void silu_mul_kernel(T *y, const T *x, int64_t m, int64_t f, int vec8)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -97,17 +103,17 @@ __global__ void silu_mul_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, int64_
         for (int64_t i = tid; i < m * fv; i += stride) {
             int64_t r = i / fv, c = i % fv;
             float fa[8], fb[8];
-            bf16x8_to_f32(((const bf16x8 *)(x + r * 2 * f))[c], fa);
-            bf16x8_to_f32(((const bf16x8 *)(x + r * 2 * f + f))[c], fb);
+            half8_to_f32(((const half8<T> *)(x + r * 2 * f))[c], fa);
+            half8_to_f32(((const half8<T> *)(x + r * 2 * f + f))[c], fb);
 #pragma unroll
             for (int j = 0; j < 8; j++) fa[j] = fa[j] / (1.f + __expf(-fa[j])) * fb[j];
-            ((bf16x8 *)(y + r * f))[c] = f32_to_bf16x8(fa);
+            ((half8<T> *)(y + r * f))[c] = f32_to_half8<T>(fa);
         }
     } else {
         for (int64_t i = tid; i < m * f; i += stride) {
             int64_t r = i / f, c = i % f;
-            float a = __bfloat162float(x[r * 2 * f + c]), b = __bfloat162float(x[r * 2 * f + f + c]);
-            y[i] = __float2bfloat16(a / (1.f + __expf(-a)) * b);
+            float a = to_f32(x[r * 2 * f + c]), b = to_f32(x[r * 2 * f + f + c]);
+            y[i] = from_f32<T>(a / (1.f + __expf(-a)) * b);
         }
     }
 }
@@ -116,7 +122,9 @@ void cuda_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
 {
     cuda_backend *cb = cuda_impl(be);
     int64_t m = glm_tensor_rows(&x), f = glm_tensor_cols(&x) / 2;
-    CUDA_REQUIRE(be, y.dtype == GLM_BF16 && x.dtype == GLM_BF16, "silu_mul: bf16 expected");
+    CUDA_REQUIRE(be, cuda_is_half(y.dtype) && x.dtype == y.dtype,
+                 "silu_mul: one 16-bit dtype expected (y %s, x %s)", glm_dtype_name(y.dtype),
+                 glm_dtype_name(x.dtype));
     CUDA_REQUIRE(be, glm_tensor_cols(&x) == 2 * f && glm_tensor_rows(&y) == m &&
                          glm_tensor_cols(&y) == f,
                  "silu_mul: x [%lld,%lld] y [%lld,%lld]", (long long)m,
@@ -127,35 +135,34 @@ void cuda_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
     int64_t work = vec8 ? m * f / 8 : m * f;
     int64_t blocks = (work + EW_THREADS - 1) / EW_THREADS;
     if (blocks > (int64_t)cb->n_sms * 16) blocks = (int64_t)cb->n_sms * 16;
-    silu_mul_kernel<<<(unsigned)blocks, EW_THREADS, 0, cb->stream>>>(
-        (__nv_bfloat16 *)y.data, (const __nv_bfloat16 *)x.data, m, f, vec8);
+    GLM_DISPATCH_HALF(y.dtype, T,
+                      silu_mul_kernel<T><<<(unsigned)blocks, EW_THREADS, 0, cb->stream>>>(
+                          (T *)y.data, (const T *)x.data, m, f, vec8));
     CUDA_CHECK_LAUNCH(be);
 }
 
 /* Counter-based normal numbers from kernels/sample_rng.h, the same function the CPU backend uses,
- * so a random-weight model has the same weights on either backend (up to bf16 rounding). */
-__global__ void fill_normal_kernel(void *t, int is_f32, int64_t n, uint64_t seed, float mean,
+ * so a random-weight model has the same weights on either backend (up to storage rounding). */
+__global__ void fill_normal_kernel(void *t, glm_dtype dt, int64_t n, uint64_t seed, float mean,
                                    float std)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float v = std == 0.f ? mean : mean + std * glm_fill_normal_value(seed, (uint64_t)i);
-        if (is_f32)
-            ((float *)t)[i] = v;
-        else
-            ((__nv_bfloat16 *)t)[i] = __float2bfloat16(v);
+        store_any(t, dt, i, v);
     }
 }
 
 void cuda_fill_normal(glm_backend *be, glm_tensor t, uint64_t seed, float mean, float std)
 {
     cuda_backend *cb = cuda_impl(be);
-    CUDA_REQUIRE(be, t.dtype == GLM_BF16 || t.dtype == GLM_F32, "fill_normal: bf16 or f32 only");
+    CUDA_REQUIRE(be, cuda_is_half(t.dtype) || t.dtype == GLM_F32,
+                 "fill_normal: bf16, f16 or f32 only (got %s)", glm_dtype_name(t.dtype));
     int64_t n = glm_tensor_numel(&t);
     if (n == 0) return;
     int64_t blocks = (n + EW_THREADS - 1) / EW_THREADS;
     if (blocks > (int64_t)cb->n_sms * 16) blocks = (int64_t)cb->n_sms * 16;
     fill_normal_kernel<<<(unsigned)blocks, EW_THREADS, 0, cb->stream>>>(
-        t.data, t.dtype == GLM_F32, n, seed, mean, std);
+        t.data, t.dtype, n, seed, mean, std);
     CUDA_CHECK_LAUNCH(be);
 }

@@ -1,5 +1,5 @@
 /* Row movement: embedding lookup (vocab-sharded), copy_rows, gather_rows; rows converted between
- * bf16 and an f32 residual stream where the dtypes differ.
+ * the 16-bit storage type and an f32 residual stream where the dtypes differ.
  *
  * One block per output row; threads copy the row in the widest unit (16, 4 or 2 bytes) that the
  * row size and pointers allow. Rows that fall outside this rank's vocab shard are zeroed. */
@@ -41,9 +41,9 @@ __global__ void gather_kernel(char *dst, const char *src, const int32_t *index, 
     }
 }
 
-/* The converting variant of gather_kernel (and of copy_rows): rows move between a bf16 tensor and
- * an f32 residual stream. index NULL: row r comes from src row r. */
-__global__ void gather_convert_kernel(void *dst, int dst_f32, const void *src, int src_f32,
+/* The converting variant of gather_kernel (and of copy_rows): rows move between a 16-bit tensor
+ * and an f32 residual stream. index NULL: row r comes from src row r. */
+__global__ void gather_convert_kernel(void *dst, glm_dtype dst_dt, const void *src, glm_dtype src_dt,
                                       const int32_t *index, int64_t index_base, int64_t n_src,
                                       int64_t cols)
 {
@@ -51,7 +51,7 @@ __global__ void gather_convert_kernel(void *dst, int dst_f32, const void *src, i
     int64_t s = index ? (int64_t)index[r] - index_base : r;
     bool valid = (!index || index[r] >= 0) && s >= 0 && s < n_src;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-        store_any(dst, dst_f32, r * cols + c, valid ? load_any(src, src_f32, s * cols + c) : 0.f);
+        store_any(dst, dst_dt, r * cols + c, valid ? load_any(src, src_dt, s * cols + c) : 0.f);
 }
 
 static void launch_gather(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor idx,
@@ -61,7 +61,7 @@ static void launch_gather(glm_backend *be, glm_tensor y, glm_tensor x, glm_tenso
     if (n == 0) return;
     if (y.dtype != x.dtype) {
         gather_convert_kernel<<<(unsigned)n, ROW_THREADS, 0, cuda_impl(be)->stream>>>(
-            y.data, y.dtype == GLM_F32, x.data, x.dtype == GLM_F32, (const int32_t *)idx.data,
+            y.data, y.dtype, x.data, x.dtype, (const int32_t *)idx.data,
             base, glm_tensor_rows(&x), glm_tensor_cols(&x));
         CUDA_CHECK_LAUNCH(be);
         return;
@@ -77,7 +77,7 @@ void cuda_embedding(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor 
                     int64_t vocab_start)
 {
     CUDA_REQUIRE(be, ids.dtype == GLM_I32, "embedding: ids must be i32");
-    CUDA_REQUIRE(be, table.dtype == GLM_BF16 && (y.dtype == GLM_BF16 || y.dtype == GLM_F32),
+    CUDA_REQUIRE(be, cuda_is_half(table.dtype) && (y.dtype == table.dtype || y.dtype == GLM_F32),
                  "embedding: y %s, table %s", glm_dtype_name(y.dtype), glm_dtype_name(table.dtype));
     CUDA_REQUIRE(be, glm_tensor_rows(&y) == glm_tensor_numel(&ids) &&
                          glm_tensor_cols(&y) == glm_tensor_cols(&table),
@@ -104,8 +104,8 @@ void cuda_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor
     int64_t cols = glm_tensor_cols(&dst);
     CUDA_REQUIRE(be, glm_tensor_cols(&src) == cols, "copy_rows: row widths %lld and %lld",
                  (long long)cols, (long long)glm_tensor_cols(&src));
-    CUDA_REQUIRE(be, dst.dtype == src.dtype || ((dst.dtype == GLM_F32 || dst.dtype == GLM_BF16) &&
-                                                (src.dtype == GLM_F32 || src.dtype == GLM_BF16)),
+    CUDA_REQUIRE(be, dst.dtype == src.dtype || (dst.dtype == GLM_F32 && cuda_is_half(src.dtype)) ||
+                         (src.dtype == GLM_F32 && cuda_is_half(dst.dtype)),
                  "copy_rows: %s to %s", glm_dtype_name(src.dtype), glm_dtype_name(dst.dtype));
     CUDA_REQUIRE(be, dst_row >= 0 && src_row >= 0 && n_rows >= 0 &&
                          dst_row + n_rows <= glm_tensor_rows(&dst) &&
@@ -117,8 +117,8 @@ void cuda_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor
     if (dst.dtype != src.dtype) {
         size_t de = glm_dtype_size(dst.dtype), se = glm_dtype_size(src.dtype);
         gather_convert_kernel<<<(unsigned)n_rows, ROW_THREADS, 0, cuda_impl(be)->stream>>>(
-            (char *)dst.data + (size_t)(dst_row * cols) * de, dst.dtype == GLM_F32,
-            (const char *)src.data + (size_t)(src_row * cols) * se, src.dtype == GLM_F32, NULL, 0,
+            (char *)dst.data + (size_t)(dst_row * cols) * de, dst.dtype,
+            (const char *)src.data + (size_t)(src_row * cols) * se, src.dtype, NULL, 0,
             n_rows, cols);
         CUDA_CHECK_LAUNCH(be);
         return;

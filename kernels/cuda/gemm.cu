@@ -1,4 +1,5 @@
-/* linear: y[M,N] = act(x[M,K] W[N,K]^T + b) through cuBLASLt, bf16 in and out, fp32 accumulate.
+/* linear: y[M,N] = act(x[M,K] W[N,K]^T + b) through cuBLASLt, 16-bit (bf16 or fp16) in and out,
+ * fp32 accumulate.
  *
  * cuBLAS is column-major, so the row-major product is computed as its transpose:
  * y^T (N x M, ld N) = W (stored K x N col-major, used transposed) * x^T (K x M, ld K). The bias
@@ -6,7 +7,8 @@
  * cuBLASLt's GELU epilogue is the tanh approximation, and GLM-4V needs the exact erf form, so GELU
  * runs as a separate elementwise pass (cuda_gelu) after the bias epilogue.
  *
- * Plans (descriptors + the heuristic's algorithm) are cached per (M, N, K, epilogue, alignment),
+ * Plans (descriptors + the heuristic's algorithm) are cached per (M, N, K, epilogue, alignment,
+ * dtype),
  * so a decode step at a given batch size costs no heuristic query after the first. */
 #include "kernels/cuda/common.cuh"
 
@@ -34,11 +36,11 @@ static int pointer_alignment(const void *p)
 
 /* Builds (or finds) the plan for one shape. Returns NULL when cuBLASLt has no algorithm for it,
  * which sends the call to the fallback kernel. */
-static cuda_gemm_plan *gemm_plan(glm_backend *be, int64_t m, int64_t n, int64_t k, int epilogue,
-                                 int align, bool *failed)
+static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, int64_t m, int64_t n, int64_t k,
+                                 int epilogue, int align, bool *failed)
 {
     cuda_backend *cb = cuda_impl(be);
-    int key_epi = epilogue | (align << 8);
+    int key_epi = epilogue | (align << 8) | ((int)dt << 20);
     *failed = false;
     for (int i = 0; i < cb->n_plans; i++) {
         cuda_gemm_plan *p = &cb->plans[i];
@@ -58,6 +60,7 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, int64_t m, int64_t n, int64_t 
     cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)epilogue;
     uint32_t align_bytes = (uint32_t)align;
+    cudaDataType_t type = dt == GLM_F16 ? CUDA_R_16F : CUDA_R_16BF;
     cublasStatus_t st;
 #define LT(call)                                                                                   \
     do {                                                                                           \
@@ -74,9 +77,9 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, int64_t m, int64_t n, int64_t 
     LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b,
                                       sizeof(trans_b)));
     LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-    LT(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k));
-    LT(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
-    LT(cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_16BF, (uint64_t)n, (uint64_t)m, n));
+    LT(cublasLtMatrixLayoutCreate(&plan.a, type, (uint64_t)k, (uint64_t)n, k));
+    LT(cublasLtMatrixLayoutCreate(&plan.b, type, (uint64_t)k, (uint64_t)m, k));
+    LT(cublasLtMatrixLayoutCreate(&plan.c, type, (uint64_t)n, (uint64_t)m, n));
     LT(cublasLtMatmulPreferenceCreate(&pref));
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                             &cb->lt_workspace_bytes,
@@ -111,8 +114,8 @@ no_algo:
 
 /* Fallback for shapes cuBLASLt declines (odd alignments in tiny test models): a 16x16 tiled
  * fp32 product. Grid (N/16, M/16), block 16x16; each block reads 16-wide K tiles of x and W. */
-__global__ void linear_fallback_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x,
-                                       const __nv_bfloat16 *w, const __nv_bfloat16 *bias,
+template <typename T>
+__global__ void linear_fallback_kernel(T *y, const T *x, const T *w, const T *bias,
                                        int64_t m, int64_t n, int64_t k)
 {
     __shared__ float xs[16][17], ws[16][17];
@@ -122,16 +125,16 @@ __global__ void linear_fallback_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x,
     float acc = 0.f;
     for (int64_t k0 = 0; k0 < k; k0 += 16) {
         int64_t kk = k0 + threadIdx.x;
-        xs[threadIdx.y][threadIdx.x] = (row < m && kk < k) ? __bfloat162float(x[row * k + kk]) : 0.f;
-        ws[threadIdx.y][threadIdx.x] = (col < n && kk < k) ? __bfloat162float(w[col * k + kk]) : 0.f;
+        xs[threadIdx.y][threadIdx.x] = (row < m && kk < k) ? to_f32(x[row * k + kk]) : 0.f;
+        ws[threadIdx.y][threadIdx.x] = (col < n && kk < k) ? to_f32(w[col * k + kk]) : 0.f;
         __syncthreads();
 #pragma unroll
         for (int i = 0; i < 16; i++) acc += xs[threadIdx.y][i] * ws[threadIdx.x][i];
         __syncthreads();
     }
     if (row < m && out_col < n) {
-        if (bias) acc += __bfloat162float(bias[out_col]);
-        y[row * n + out_col] = __float2bfloat16(acc);
+        if (bias) acc += to_f32(bias[out_col]);
+        y[row * n + out_col] = from_f32<T>(acc);
     }
 }
 
@@ -140,15 +143,16 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
 {
     cuda_backend *cb = cuda_impl(be);
     int64_t m = glm_tensor_rows(&x), k = glm_tensor_cols(&x), n = glm_tensor_rows(&w);
-    CUDA_REQUIRE(be, x.dtype == GLM_BF16 && w.dtype == GLM_BF16 && y.dtype == GLM_BF16,
-                 "linear: bf16 tensors expected (x %s, w %s, y %s)", glm_dtype_name(x.dtype),
+    CUDA_REQUIRE(be, cuda_is_half(w.dtype) && x.dtype == w.dtype && y.dtype == w.dtype,
+                 "linear: x, w, y of one 16-bit dtype expected (x %s, w %s, y %s)",
+                 glm_dtype_name(x.dtype),
                  glm_dtype_name(w.dtype), glm_dtype_name(y.dtype));
     CUDA_REQUIRE(be, glm_tensor_cols(&w) == k && glm_tensor_rows(&y) == m && glm_tensor_cols(&y) == n,
                  "linear: x [%lld,%lld] w [%lld,%lld] y [%lld,%lld]", (long long)m, (long long)k,
                  (long long)n, (long long)glm_tensor_cols(&w), (long long)glm_tensor_rows(&y),
                  (long long)glm_tensor_cols(&y));
-    CUDA_REQUIRE(be, !bias || (bias->dtype == GLM_BF16 && glm_tensor_numel(bias) == n),
-                 "linear: bias must be bf16 [%lld]", (long long)n);
+    CUDA_REQUIRE(be, !bias || (bias->dtype == w.dtype && glm_tensor_numel(bias) == n),
+                 "linear: bias must be %s [%lld]", glm_dtype_name(w.dtype), (long long)n);
     if (m == 0) return;
     const void *bias_ptr = bias ? bias->data : NULL;
     if (cuda_gemv(be, y, x, w, bias_ptr)) { /* decode-sized: see gemv.cu */
@@ -162,7 +166,7 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
     if (bias_ptr && pointer_alignment(bias_ptr) < align) align = pointer_alignment(bias_ptr);
     int epilogue = bias_ptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     bool failed = false;
-    cuda_gemm_plan *plan = gemm_plan(be, m, n, k, epilogue, align, &failed);
+    cuda_gemm_plan *plan = gemm_plan(be, w.dtype, m, n, k, epilogue, align, &failed);
     if (failed) return;
     if (plan) {
         if (bias_ptr)
@@ -175,9 +179,10 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
                                         cb->lt_workspace, cb->lt_workspace_bytes, cb->stream));
     } else {
         dim3 grid(cuda_blocks(n, 16), cuda_blocks(m, 16)), block(16, 16);
-        linear_fallback_kernel<<<grid, block, 0, cb->stream>>>(
-            (__nv_bfloat16 *)y.data, (const __nv_bfloat16 *)x.data, (const __nv_bfloat16 *)w.data,
-            (const __nv_bfloat16 *)bias_ptr, m, n, k);
+        GLM_DISPATCH_HALF(w.dtype, T,
+                          linear_fallback_kernel<T><<<grid, block, 0, cb->stream>>>(
+                              (T *)y.data, (const T *)x.data, (const T *)w.data,
+                              (const T *)bias_ptr, m, n, k));
         CUDA_CHECK_LAUNCH(be);
     }
     if (act == GLM_ACT_GELU) cuda_gelu(be, y, y);

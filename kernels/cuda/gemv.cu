@@ -14,25 +14,24 @@
 #define GEMV_WARPS 8  /* warps (output columns) per block */
 #define GEMV_UNROLL 4 /* 16-byte W loads in flight per lane */
 
-template <int M>
-__device__ __forceinline__ void gemv_chunk(float *acc, const uint4 &wraw, const __nv_bfloat16 *x,
-                                           int64_t k, int64_t chunk)
+template <typename T, int M>
+__device__ __forceinline__ void gemv_chunk(float *acc, const uint4 &wraw, const T *x, int64_t k,
+                                           int64_t chunk)
 {
     float wf[8];
-    bf16x8_to_f32(*(const bf16x8 *)&wraw, wf);
+    half8_to_f32(*(const half8<T> *)&wraw, wf);
 #pragma unroll
     for (int m = 0; m < M; m++) {
         float xf[8];
-        bf16x8_to_f32(((const bf16x8 *)(x + (size_t)m * k))[chunk], xf);
+        half8_to_f32(((const half8<T> *)(x + (size_t)m * k))[chunk], xf);
 #pragma unroll
         for (int j = 0; j < 8; j++) acc[m] = fmaf(wf[j], xf[j], acc[m]);
     }
 }
 
-template <int M>
+template <typename T, int M>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, const __nv_bfloat16 *w,
-                const __nv_bfloat16 *bias, int64_t n, int64_t k)
+    gemv_kernel(T *y, const T *x, const T *w, const T *bias, int64_t n, int64_t k)
 {
     int lane = threadIdx.x % 32;
     int64_t col = (int64_t)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
@@ -48,15 +47,34 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) wv[u] = __ldcs(wr + c + 32 * u); /* read once */
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) gemv_chunk<M>(acc, wv[u], x, k, c + 32 * u);
+        for (int u = 0; u < GEMV_UNROLL; u++) gemv_chunk<T, M>(acc, wv[u], x, k, c + 32 * u);
     }
-    for (; c < chunks; c += 32) gemv_chunk<M>(acc, __ldcs(wr + c), x, k, c);
+    for (; c < chunks; c += 32) gemv_chunk<T, M>(acc, __ldcs(wr + c), x, k, c);
 #pragma unroll
     for (int m = 0; m < M; m++) acc[m] = warp_sum(acc[m]);
     if (lane == 0) {
-        float b = bias ? __bfloat162float(bias[col]) : 0.f;
+        float b = bias ? to_f32(bias[col]) : 0.f;
 #pragma unroll
-        for (int m = 0; m < M; m++) y[(size_t)m * n + col] = __float2bfloat16(acc[m] + b);
+        for (int m = 0; m < M; m++) y[(size_t)m * n + col] = from_f32<T>(acc[m] + b);
+    }
+}
+
+template <typename T>
+static void launch_gemv(cudaStream_t s, dim3 grid, dim3 block, int m, const glm_tensor &y,
+                        const glm_tensor &x, const glm_tensor &w, const void *bias)
+{
+    T *yd = (T *)y.data;
+    const T *xd = (const T *)x.data, *wd = (const T *)w.data, *bd = (const T *)bias;
+    int64_t n = glm_tensor_rows(&w), k = glm_tensor_cols(&x);
+    switch (m) {
+    case 1: gemv_kernel<T, 1><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 2: gemv_kernel<T, 2><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 3: gemv_kernel<T, 3><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 4: gemv_kernel<T, 4><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 5: gemv_kernel<T, 5><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 6: gemv_kernel<T, 6><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 7: gemv_kernel<T, 7><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    default: gemv_kernel<T, 8><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
     }
 }
 
@@ -71,20 +89,7 @@ bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const 
         !cuda_aligned16(x.data) || !cuda_aligned16(w.data))
         return false;
     dim3 grid((unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS)), block(GEMV_WARPS * 32);
-    cudaStream_t s = cb->stream;
-    __nv_bfloat16 *yd = (__nv_bfloat16 *)y.data;
-    const __nv_bfloat16 *xd = (const __nv_bfloat16 *)x.data, *wd = (const __nv_bfloat16 *)w.data;
-    const __nv_bfloat16 *bd = (const __nv_bfloat16 *)bias;
-    switch (m) {
-    case 1: gemv_kernel<1><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 2: gemv_kernel<2><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 3: gemv_kernel<3><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 4: gemv_kernel<4><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 5: gemv_kernel<5><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 6: gemv_kernel<6><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 7: gemv_kernel<7><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    default: gemv_kernel<8><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    }
+    GLM_DISPATCH_HALF(w.dtype, T, launch_gemv<T>(cb->stream, grid, block, (int)m, y, x, w, bias));
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         glm_backend_fail(be, GLM_ERR_BACKEND, "gemv launch (%lld x %lld x %lld): %s", (long long)m,

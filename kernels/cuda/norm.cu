@@ -28,37 +28,37 @@ __device__ float block_sum(float v)
     return r;
 }
 
-/* Loads and stores of 8 (vectorized) or 1 element(s) of a row in either float dtype: the residual
- * streams are f32, everything else bf16. */
-__device__ __forceinline__ void load8(const __nv_bfloat16 *p, int64_t c, float *f)
+/* Loads and stores of 8 (vectorized) or 1 element(s) of a row in either float kind: the residual
+ * streams are f32, everything else the 16-bit storage type T. */
+template <typename T> __device__ __forceinline__ void load8(const T *p, int64_t c, float *f)
 {
-    bf16x8_to_f32(((const bf16x8 *)p)[c], f);
+    half8_to_f32(((const half8<T> *)p)[c], f);
 }
 __device__ __forceinline__ void load8(const float *p, int64_t c, float *f)
 {
     float4 a = ((const float4 *)p)[2 * c], b = ((const float4 *)p)[2 * c + 1];
     f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
-__device__ __forceinline__ void store8(__nv_bfloat16 *p, int64_t c, const float *f)
+template <typename T> __device__ __forceinline__ void store8(T *p, int64_t c, const float *f)
 {
-    ((bf16x8 *)p)[c] = f32_to_bf16x8(f);
+    ((half8<T> *)p)[c] = f32_to_half8<T>(f);
 }
 __device__ __forceinline__ void store8(float *p, int64_t c, const float *f)
 {
     ((float4 *)p)[2 * c] = make_float4(f[0], f[1], f[2], f[3]);
     ((float4 *)p)[2 * c + 1] = make_float4(f[4], f[5], f[6], f[7]);
 }
-__device__ __forceinline__ float load1(const __nv_bfloat16 *p, int64_t i)
+template <typename T> __device__ __forceinline__ float load1(const T *p, int64_t i)
 {
-    return __bfloat162float(p[i]);
+    return to_f32(p[i]);
 }
 __device__ __forceinline__ float load1(const float *p, int64_t i)
 {
     return p[i];
 }
-__device__ __forceinline__ void store1(__nv_bfloat16 *p, int64_t i, float v)
+template <typename T> __device__ __forceinline__ void store1(T *p, int64_t i, float v)
 {
-    p[i] = __float2bfloat16(v);
+    p[i] = from_f32<T>(v);
 }
 __device__ __forceinline__ void store1(float *p, int64_t i, float v)
 {
@@ -66,16 +66,15 @@ __device__ __forceinline__ void store1(float *p, int64_t i, float v)
 }
 
 /* mode 0: rmsnorm; 1: add_rmsnorm (resid += delta first, written back); 2: layernorm.
- * R is the dtype of x (the residual stream for modes 0 and 1). */
-template <typename R>
-__global__ void norm_kernel(__nv_bfloat16 *y, R *x, const __nv_bfloat16 *delta,
-                            const __nv_bfloat16 *w, const __nv_bfloat16 *b, int64_t cols,
+ * T is the storage type, R the type of x (the residual stream for modes 0 and 1: f32 or T). */
+template <typename T, typename R>
+__global__ void norm_kernel(T *y, R *x, const T *delta, const T *w, const T *b, int64_t cols,
                             float eps, int mode, int vec8)
 {
     int64_t row = blockIdx.x;
     R *xr = x + row * cols;
-    __nv_bfloat16 *yr = y + row * cols;
-    const __nv_bfloat16 *dr = delta ? delta + row * cols : NULL;
+    T *yr = y + row * cols;
+    const T *dr = delta ? delta + row * cols : NULL;
     float sum = 0.f, sumsq = 0.f;
     if (vec8) {
         for (int64_t c = threadIdx.x; c < cols / 8; c += blockDim.x) {
@@ -87,7 +86,7 @@ __global__ void norm_kernel(__nv_bfloat16 *y, R *x, const __nv_bfloat16 *delta,
 #pragma unroll
                 for (int j = 0; j < 8; j++) f[j] += d[j];
                 store8(xr, c, f);
-                load8(xr, c, f); /* statistics of the stored (for bf16: rounded) residual */
+                load8(xr, c, f); /* statistics of the stored (16-bit: rounded) residual */
             }
 #pragma unroll
             for (int j = 0; j < 8; j++) {
@@ -139,17 +138,16 @@ __global__ void norm_kernel(__nv_bfloat16 *y, R *x, const __nv_bfloat16 *delta,
     }
 }
 
-/* resid += layernorm(delta) * w + b; y = resid in bf16. y may alias delta: every thread reads
- * the delta elements it later overwrites itself, and the statistics passes end in barriers. */
-template <typename R>
-__global__ void add_layernorm_kernel(__nv_bfloat16 *y, R *resid, const __nv_bfloat16 *delta,
-                                     const __nv_bfloat16 *w, const __nv_bfloat16 *b, int64_t cols,
-                                     float eps, int vec8)
+/* resid += layernorm(delta) * w + b; y = resid in T. y may alias delta: every thread reads the
+ * delta elements it later overwrites itself, and the statistics passes end in barriers. */
+template <typename T, typename R>
+__global__ void add_layernorm_kernel(T *y, R *resid, const T *delta, const T *w, const T *b,
+                                     int64_t cols, float eps, int vec8)
 {
     int64_t row = blockIdx.x;
     R *rr = resid + row * cols;
-    const __nv_bfloat16 *dr = delta + row * cols;
-    __nv_bfloat16 *yr = y + row * cols;
+    const T *dr = delta + row * cols;
+    T *yr = y + row * cols;
     float sum = 0.f;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += load1(dr, c);
     float mean = block_sum(sum) / (float)cols, var = 0.f;
@@ -168,7 +166,7 @@ __global__ void add_layernorm_kernel(__nv_bfloat16 *y, R *resid, const __nv_bflo
 #pragma unroll
             for (int j = 0; j < 8; j++) r[j] += (d[j] - mean) * inv * fw[j] + fb[j];
             store8(rr, c, r);
-            load8(rr, c, r); /* y is the stored residual (for a bf16 stream: the rounded one) */
+            load8(rr, c, r); /* y is the stored residual (for a 16-bit stream: the rounded one) */
             store8(yr, c, r);
         }
     } else {
@@ -180,16 +178,36 @@ __global__ void add_layernorm_kernel(__nv_bfloat16 *y, R *resid, const __nv_bflo
     }
 }
 
+template <typename T, typename R>
+static void launch_norm_as(cudaStream_t stream, const glm_tensor &y, const glm_tensor &x,
+                           const glm_tensor *delta, const glm_tensor &w, const glm_tensor *b,
+                           float eps, int mode, int vec8)
+{
+    unsigned rows = (unsigned)glm_tensor_rows(&x);
+    int64_t cols = glm_tensor_cols(&x);
+    T *yd = (T *)y.data;
+    const T *dd = delta ? (const T *)delta->data : NULL;
+    const T *bd = b ? (const T *)b->data : NULL;
+    if (mode == 3)
+        add_layernorm_kernel<T, R><<<rows, NORM_THREADS, 0, stream>>>(
+            yd, (R *)x.data, dd, (const T *)w.data, bd, cols, eps, vec8);
+    else
+        norm_kernel<T, R><<<rows, NORM_THREADS, 0, stream>>>(yd, (R *)x.data, dd,
+                                                             (const T *)w.data, bd, cols, eps,
+                                                             mode, vec8);
+}
+
 static void launch_norm(glm_backend *be, glm_tensor y, glm_tensor x, const glm_tensor *delta,
                         glm_tensor w, const glm_tensor *b, float eps, int mode)
 {
     cuda_backend *cb = cuda_impl(be);
     int64_t rows = glm_tensor_rows(&x), cols = glm_tensor_cols(&x);
-    CUDA_REQUIRE(be, (x.dtype == GLM_BF16 || x.dtype == GLM_F32) && y.dtype == GLM_BF16 &&
-                         w.dtype == GLM_BF16 && (!delta || delta->dtype == GLM_BF16) &&
-                         (!b || b->dtype == GLM_BF16),
-                 "norm: bf16 expected (x/resid: bf16 or f32), got x %s y %s",
-                 glm_dtype_name(x.dtype), glm_dtype_name(y.dtype));
+    glm_dtype t = y.dtype;
+    CUDA_REQUIRE(be, cuda_is_half(t) && (x.dtype == t || x.dtype == GLM_F32) && w.dtype == t &&
+                         (!delta || delta->dtype == t) && (!b || b->dtype == t),
+                 "norm: y, w, delta and bias must share one 16-bit dtype, x/resid that or f32; "
+                 "got x %s y %s w %s",
+                 glm_dtype_name(x.dtype), glm_dtype_name(y.dtype), glm_dtype_name(w.dtype));
     CUDA_REQUIRE(be, glm_tensor_numel(&y) == rows * cols && glm_tensor_numel(&w) == cols,
                  "norm: x [%lld,%lld], y %lld elements, w %lld", (long long)rows, (long long)cols,
                  (long long)glm_tensor_numel(&y), (long long)glm_tensor_numel(&w));
@@ -199,22 +217,12 @@ static void launch_norm(glm_backend *be, glm_tensor y, glm_tensor x, const glm_t
     int vec8 = cols % 8 == 0 && cuda_aligned16(x.data) && cuda_aligned16(y.data) &&
                cuda_aligned16(w.data) && (!b || cuda_aligned16(b->data)) &&
                (!delta || cuda_aligned16(delta->data));
-    __nv_bfloat16 *yd = (__nv_bfloat16 *)y.data;
-    const __nv_bfloat16 *dd = delta ? (const __nv_bfloat16 *)delta->data : NULL;
-    const __nv_bfloat16 *wd = (const __nv_bfloat16 *)w.data;
-    const __nv_bfloat16 *bd = b ? (const __nv_bfloat16 *)b->data : NULL;
-    if (mode == 3 && x.dtype == GLM_F32)
-        add_layernorm_kernel<float><<<(unsigned)rows, NORM_THREADS, 0, cb->stream>>>(
-            yd, (float *)x.data, dd, wd, bd, cols, eps, vec8);
-    else if (mode == 3)
-        add_layernorm_kernel<__nv_bfloat16><<<(unsigned)rows, NORM_THREADS, 0, cb->stream>>>(
-            yd, (__nv_bfloat16 *)x.data, dd, wd, bd, cols, eps, vec8);
-    else if (x.dtype == GLM_F32)
-        norm_kernel<float><<<(unsigned)rows, NORM_THREADS, 0, cb->stream>>>(
-            yd, (float *)x.data, dd, wd, bd, cols, eps, mode, vec8);
-    else
-        norm_kernel<__nv_bfloat16><<<(unsigned)rows, NORM_THREADS, 0, cb->stream>>>(
-            yd, (__nv_bfloat16 *)x.data, dd, wd, bd, cols, eps, mode, vec8);
+    GLM_DISPATCH_HALF(t, T, {
+        if (x.dtype == GLM_F32)
+            launch_norm_as<T, float>(cb->stream, y, x, delta, w, b, eps, mode, vec8);
+        else
+            launch_norm_as<T, T>(cb->stream, y, x, delta, w, b, eps, mode, vec8);
+    });
     CUDA_CHECK_LAUNCH(be);
 }
 

@@ -19,9 +19,9 @@
 
 #define SAMPLE_THREADS 1024
 
-__device__ __forceinline__ float logit_at(const void *row, int is_f32, int64_t i)
+__device__ __forceinline__ float logit_at(const void *row, glm_dtype dt, int64_t i)
 {
-    float v = load_any(row, is_f32, i);
+    float v = load_any(row, dt, i);
     return isnan(v) ? -INFINITY : v;
 }
 
@@ -68,7 +68,7 @@ template <typename T> __device__ T block_exclusive_scan(T v, T *sh, T *total)
 }
 
 /* Best (value, id) in rank order among elements ranking strictly after (after_v, after_id). */
-__device__ void block_best(const void *row, int is_f32, int64_t vocab, float after_v,
+__device__ void block_best(const void *row, glm_dtype dt, int64_t vocab, float after_v,
                            int64_t after_id, bool use_after, float *best_v, int64_t *best_id)
 {
     __shared__ float sv[SAMPLE_THREADS / 32];
@@ -76,7 +76,7 @@ __device__ void block_best(const void *row, int is_f32, int64_t vocab, float aft
     float bv = -INFINITY;
     int64_t bi = INT64_MAX;
     for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float v = logit_at(row, is_f32, i);
+        float v = logit_at(row, dt, i);
         if (use_after && (v > after_v || (v == after_v && i <= after_id))) continue;
         if (v > bv || (v == bv && i < bi)) {
             bv = v;
@@ -118,7 +118,7 @@ struct kept_set {
 /* Per-row state shared by the passes below. */
 struct row_ctx {
     const void *row;
-    int is_f32;
+    glm_dtype dt;
     int64_t vocab, chunk, lo, hi; /* this thread's ids [lo, hi) */
     float z_max;
 };
@@ -144,7 +144,7 @@ __device__ void walk_chunk(const row_ctx &c, const kept_set &k, int64_t tie_befo
 {
     int64_t ties = tie_before;
     for (int64_t i = c.lo; i < c.hi; i++) {
-        float l = logit_at(c.row, c.is_f32, i);
+        float l = logit_at(c.row, c.dt, i);
         uint32_t key = order_key(l);
         bool kept = key > k.thr || (key == k.thr && ties < k.tie_budget);
         if (key == k.thr) ties++;
@@ -156,12 +156,12 @@ __device__ void walk_chunk(const row_ctx &c, const kept_set &k, int64_t tie_befo
 __device__ int64_t ties_before(const row_ctx &c, uint32_t thr, int64_t *sh)
 {
     int64_t n = 0, total;
-    for (int64_t i = c.lo; i < c.hi; i++) n += order_key(logit_at(c.row, c.is_f32, i)) == thr;
+    for (int64_t i = c.lo; i < c.hi; i++) n += order_key(logit_at(c.row, c.dt, i)) == thr;
     return block_exclusive_scan<int64_t>(n, sh, &total);
 }
 
 __global__ void __launch_bounds__(SAMPLE_THREADS)
-    sample_kernel(const void *logits, int is_f32, int64_t vocab,
+    sample_kernel(const void *logits, glm_dtype dt, int64_t vocab,
                   const glm_sample_params *params, uint64_t step, int32_t *ids, float *logprobs)
 {
     __shared__ double sh_d[SAMPLE_THREADS / 32];
@@ -169,9 +169,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     const int r = blockIdx.x;
     const glm_sample_params p = params[r];
     row_ctx c;
-    c.row = is_f32 ? (const void *)((const float *)logits + (int64_t)r * vocab)
-                   : (const void *)((const __nv_bfloat16 *)logits + (int64_t)r * vocab);
-    c.is_f32 = is_f32;
+    c.row = (const char *)logits + (size_t)r * vocab * (dt == GLM_F32 ? 4 : 2);
+    c.dt = dt;
     c.vocab = vocab;
     c.chunk = (vocab + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
     c.lo = min((int64_t)threadIdx.x * c.chunk, vocab);
@@ -179,7 +178,14 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
 
     float max_v;
     int64_t max_id;
-    block_best(c.row, is_f32, vocab, 0.f, 0, false, &max_v, &max_id);
+    block_best(c.row, dt, vocab, 0.f, 0, false, &max_v, &max_id);
+    if (!(max_v > -INFINITY && max_v < INFINITY)) {
+        /* every logit NaN, or one infinite: an activation overflowed its 16-bit storage (fp16
+         * holds |v| <= 65504). No id drawn from this row means anything; the launcher fails the
+         * step with a message instead of returning one. */
+        if (threadIdx.x == 0) ids[r] = -1;
+        return;
+    }
     int64_t chosen = max_id;
     float t = p.temperature;
     if (t > 0.f && max_v != -INFINITY && max_v != INFINITY) {
@@ -189,7 +195,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         auto count_ge = [&](uint32_t thr) -> int64_t {
             int64_t n = 0;
             for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
-                n += order_key(logit_at(c.row, is_f32, i)) >= thr;
+                n += order_key(logit_at(c.row, dt, i)) >= thr;
             return block_sum_t<int64_t>(n, sh_i);
         };
         if (p.top_k > 0 && p.top_k < vocab) {
@@ -309,15 +315,15 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
     double s = 0.0;
     if (max_v != -INFINITY && max_v != INFINITY)
         for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
-            s += exp((double)logit_at(c.row, is_f32, i) - (double)max_v);
+            s += exp((double)logit_at(c.row, dt, i) - (double)max_v);
     double lse = (double)max_v + log(block_sum_t<double>(s, sh_d));
     float *out = logprobs + (int64_t)r * GLM_SAMPLE_LOGPROBS_STRIDE;
-    if (threadIdx.x == 0) out[0] = (float)((double)logit_at(c.row, is_f32, chosen) - lse);
+    if (threadIdx.x == 0) out[0] = (float)((double)logit_at(c.row, dt, chosen) - lse);
     int n = p.n_logprobs < vocab ? p.n_logprobs : (int)vocab;
     float prev_v = max_v;
     int64_t prev_id = max_id;
     for (int i = 0; i < GLM_SAMPLE_MAX_LOGPROBS; i++) {
-        if (i < n && i > 0) block_best(c.row, is_f32, vocab, prev_v, prev_id, true, &prev_v, &prev_id);
+        if (i < n && i > 0) block_best(c.row, dt, vocab, prev_v, prev_id, true, &prev_v, &prev_id);
         if (threadIdx.x == 0) {
             out[1 + 2 * i] = i < n ? (float)prev_id : -1.f;
             out[2 + 2 * i] = i < n ? (float)((double)prev_v - lse) : -INFINITY;
@@ -330,8 +336,8 @@ void cuda_sample(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_t
 {
     cuda_backend *cb = cuda_impl(be);
     int64_t vocab = glm_tensor_cols(&logits);
-    CUDA_REQUIRE(be, logits.dtype == GLM_BF16 || logits.dtype == GLM_F32,
-                 "sample: logits must be bf16 or f32");
+    CUDA_REQUIRE(be, cuda_is_half(logits.dtype) || logits.dtype == GLM_F32,
+                 "sample: logits must be bf16, f16 or f32 (got %s)", glm_dtype_name(logits.dtype));
     CUDA_REQUIRE(be, n_rows >= 0 && n_rows <= glm_tensor_rows(&logits) && vocab >= 1 &&
                          vocab <= INT32_MAX && (n_rows == 0 || (ids_host && params)),
                  "sample: %d rows of logits [%lld, %lld]", n_rows,
@@ -363,7 +369,7 @@ void cuda_sample(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_t
     CUDA_CHECK(be, cudaMemcpyAsync(dev + params_off, host + params_off, params_bytes,
                                    cudaMemcpyHostToDevice, cb->stream));
     sample_kernel<<<n_rows, SAMPLE_THREADS, 0, cb->stream>>>(
-        logits.data, logits.dtype == GLM_F32, vocab, (const glm_sample_params *)(dev + params_off),
+        logits.data, logits.dtype, vocab, (const glm_sample_params *)(dev + params_off),
         step, (int32_t *)(dev + ids_off), logprobs_host ? (float *)(dev + lp_off) : NULL);
     CUDA_CHECK_LAUNCH(be);
     CUDA_CHECK(be, cudaMemcpyAsync(host + ids_off, dev + ids_off, total - ids_off,
@@ -371,4 +377,15 @@ void cuda_sample(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_t
     CUDA_CHECK(be, cudaStreamSynchronize(cb->stream));
     memcpy(ids_host, host + ids_off, (size_t)n_rows * sizeof(int32_t));
     if (logprobs_host) memcpy(logprobs_host, host + lp_off, lp_bytes);
+    for (int r = 0; r < n_rows; r++)
+        if (ids_host[r] < 0) {
+            glm_backend_fail(be, GLM_ERR_BACKEND,
+                             "sample: the logits of row %d are not finite (all NaN, or one "
+                             "infinite): an activation overflowed its %s storage%s",
+                             r, glm_dtype_name(logits.dtype),
+                             logits.dtype == GLM_F16 ? " (fp16 holds |v| <= 65504; bf16 has the "
+                                                       "range of f32: --dtype bf16)"
+                                                     : "");
+            return;
+        }
 }

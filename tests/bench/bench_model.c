@@ -59,6 +59,7 @@
 typedef struct bench_args {
     const char *model_dir;
     const char *device;
+    const char *dtype; /* NULL: the backend's default */
     int tp;
     int threads;
     uint64_t seed;
@@ -97,6 +98,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: [mpirun -np N] bench_model --model DIR [options]\n"
             "  --device cpu|cuda        backend (default cuda)\n"
+            "  --dtype bf16|f16         16-bit storage on cuda (default bf16)\n"
             "  --tp N                   tensor-parallel ranks (= mpirun -np N; default 1)\n"
             "  --random-weights SEED    weight seed (default 1; the bench never reads weights)\n"
             "  --quick                  small shapes and few repetitions (CI smoke on tiny models)\n"
@@ -138,7 +140,7 @@ static int parse_args(int argc, char **argv, int rank, bench_args *a)
     a->mem_decode_steps = 8;
     int ctx_set = 0, text_set = 0, steps_set = 0, warm_set = 0, reps_set = 0;
     static const char *with_value[] = {
-        "--model", "--device", "--tp", "--threads", "--random-weights", "--mode", "--vision",
+        "--model", "--device", "--dtype", "--tp", "--threads", "--random-weights", "--mode", "--vision",
         "--decode", "--ctx", "--text-prefill", "--prefill-chunk", "--decode-steps", "--warmup",
         "--reps", "--gpu-memory", "--mem-seqs", "--mem-ctx", "--mem-chunk", "--mem-decode-steps"};
     for (int i = 1; i < argc; i++) {
@@ -153,6 +155,7 @@ static int parse_args(int argc, char **argv, int rank, bench_args *a)
             }
         if (!strcmp(o, "--model")) a->model_dir = v;
         else if (!strcmp(o, "--device")) a->device = v;
+        else if (!strcmp(o, "--dtype")) a->dtype = v;
         else if (!strcmp(o, "--tp")) a->tp = atoi(v);
         else if (!strcmp(o, "--threads")) a->threads = atoi(v);
         else if (!strcmp(o, "--random-weights")) a->seed = strtoull(v, NULL, 10);
@@ -966,6 +969,7 @@ int main(int argc, char **argv)
     memset(&ro, 0, sizeof(ro));
     ro.model_dir = a.model_dir;
     ro.device = a.device;
+    ro.dtype = a.dtype;
     ro.tp = a.tp;
     ro.cpu_threads = a.threads;
     ro.gpu_memory_gib = a.gpu_memory_gib;
@@ -1059,8 +1063,10 @@ int main(int argc, char **argv)
 
     if (rank == 0) {
         char line[512];
-        printf("bench_model: %s, tp %d, device %s, weights random (seed %llu), created in %.1f s\n",
-               a.model_dir, ctx.size, a.device, (unsigned long long)a.seed, create_s);
+        printf("bench_model: %s, tp %d, device %s, %s storage, weights random (seed %llu), "
+               "created in %.1f s\n",
+               a.model_dir, ctx.size, a.device, glm_dtype_name(ctx.be->weight_dtype),
+               (unsigned long long)a.seed, create_s);
         glm_shard_plan_describe(&ctx.cfg, glm_model_shard_plan(ctx.model), line, sizeof(line));
         if (ctx.size > 1) printf("bench_model: %s\n", line);
         report_memory(&d);

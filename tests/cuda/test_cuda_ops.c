@@ -1,8 +1,10 @@
 /* Checks every op of the CUDA backend against a double-precision reference computed here, on
- * random bf16 inputs (never zeros) with NaN-poisoned outputs; sampling is checked against the CPU
- * backend, whose RNG the GPU must reproduce. Options:
- *   --small   only small shapes (for compute-sanitizer --tool memcheck)
- *   --bench   also time linear, vision attention and decode attention (CUDA events) */
+ * random 16-bit inputs (never zeros) with NaN-poisoned outputs, once with bf16 and once with fp16
+ * storage; sampling is checked against the CPU backend, whose RNG the GPU must reproduce. Options:
+ *   --small        only small shapes (for compute-sanitizer --tool memcheck)
+ *   --dtype T      bf16 or f16 only (default: both)
+ *   --bench        also time linear, vision attention and decode attention (CUDA events; in the
+ *                  first storage type tested) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +24,19 @@
 static glm_backend *be;
 static test_rng rng;
 static int small_only;
+static glm_dtype half = GLM_BF16; /* the storage type under test */
 
 /* ---- helpers ---- */
+
+static uint16_t half_bits(float f)
+{
+    return half == GLM_F16 ? glm_f32_to_f16(f) : glm_f32_to_bf16(f);
+}
+
+static float half_value(uint16_t h)
+{
+    return half == GLM_F16 ? glm_f16_to_f32(h) : glm_bf16_to_f32(h);
+}
 
 static float *rand_host(size_t n, double scale)
 {
@@ -31,15 +44,15 @@ static float *rand_host(size_t n, double scale)
     for (size_t i = 0; i < n; i++) {
         double v = test_rng_normal(&rng) * scale;
         if (v == 0.0) v = 1e-3;
-        h[i] = glm_bf16_to_f32(glm_f32_to_bf16((float)v)); /* both sides see bf16 values */
+        h[i] = half_value(half_bits((float)v)); /* both sides see 16-bit values */
     }
     return h;
 }
 
-static void *dev_bf16(const float *h, size_t n)
+static void *dev_half(const float *h, size_t n)
 {
     uint16_t *b = malloc(n * 2 + 2);
-    for (size_t i = 0; i < n; i++) b[i] = glm_f32_to_bf16(h[i]);
+    for (size_t i = 0; i < n; i++) b[i] = half_bits(h[i]);
     void *d = NULL;
     be->ops->alloc(be, n * 2 + 16, &d);
     be->ops->upload(be, d, b, n * 2);
@@ -55,7 +68,8 @@ static void *dev_i32(const int32_t *h, size_t n)
     return d;
 }
 
-/* A bf16 output buffer filled with NaN, so unwritten elements fail the check. */
+/* A 16-bit output buffer filled with NaN (0x7fc0 is a NaN in bf16 and in fp16), so unwritten
+ * elements fail the check. */
 static void *dev_poisoned(size_t n)
 {
     uint16_t *b = malloc(n * 2 + 2);
@@ -67,12 +81,12 @@ static void *dev_poisoned(size_t n)
     return d;
 }
 
-static float *down_bf16(const void *d, size_t n)
+static float *down_half(const void *d, size_t n)
 {
     uint16_t *b = malloc(n * 2 + 2);
     float *f = malloc(n * sizeof(float) + 4);
     be->ops->download(be, b, d, n * 2);
-    for (size_t i = 0; i < n; i++) f[i] = glm_bf16_to_f32(b[i]);
+    for (size_t i = 0; i < n; i++) f[i] = half_value(b[i]);
     free(b);
     return f;
 }
@@ -101,16 +115,16 @@ static void expect_close_host(const char *what, float *out, const double *ref, s
     free(out);
 }
 
-/* A bf16 output on the device against ref. */
+/* A 16-bit output on the device against ref. */
 static void expect_close(const char *what, const void *d_out, const double *ref, size_t n,
                          double tol)
 {
-    expect_close_host(what, down_bf16(d_out, n), ref, n, tol);
+    expect_close_host(what, down_half(d_out, n), ref, n, tol);
 }
 
 static glm_tensor t2(void *d, int64_t r, int64_t c)
 {
-    return glm_tensor_2d(GLM_BF16, r, c, d);
+    return glm_tensor_2d(half, r, c, d);
 }
 
 static double gelu_ref(double x)
@@ -118,9 +132,9 @@ static double gelu_ref(double x)
     return 0.5 * x * (1 + erf(x / sqrt(2.0)));
 }
 
-static double bf(double x) /* rounding of an intermediate stored as bf16 */
+static double bf(double x) /* rounding of an intermediate stored in 16 bits */
 {
-    return glm_bf16_to_f32(glm_f32_to_bf16((float)x));
+    return half_value(half_bits((float)x));
 }
 
 /* ---- dense ---- */
@@ -129,9 +143,9 @@ static void test_linear(int m, int n, int k, int with_bias, int gelu)
 {
     float *x = rand_host((size_t)m * k, 1), *w = rand_host((size_t)n * k, 0.05),
           *b = rand_host((size_t)n, 0.5);
-    void *dx = dev_bf16(x, (size_t)m * k), *dw = dev_bf16(w, (size_t)n * k), *db = dev_bf16(b, n);
+    void *dx = dev_half(x, (size_t)m * k), *dw = dev_half(w, (size_t)n * k), *db = dev_half(b, n);
     void *dy = dev_poisoned((size_t)m * n);
-    glm_tensor bias = glm_tensor_1d(GLM_BF16, n, db);
+    glm_tensor bias = glm_tensor_1d(half, n, db);
     glm_op_linear(be, t2(dy, m, n), t2(dx, m, k), t2(dw, n, k), with_bias ? &bias : NULL,
                   gelu ? GLM_ACT_GELU : GLM_ACT_NONE);
     double *ref = malloc(sizeof(double) * m * n);
@@ -152,7 +166,7 @@ static void test_linear(int m, int n, int k, int with_bias, int gelu)
 static void test_elementwise(int64_t n)
 {
     float *a = rand_host(n, 1), *b = rand_host(n, 1);
-    void *da = dev_bf16(a, n), *db = dev_bf16(b, n), *dy = dev_poisoned(n);
+    void *da = dev_half(a, n), *db = dev_half(b, n), *dy = dev_poisoned(n);
     double *ref = malloc(sizeof(double) * n);
     char name[64];
     glm_op_add(be, t2(dy, 1, n), t2(da, 1, n), t2(db, 1, n));
@@ -174,7 +188,7 @@ static void test_elementwise(int64_t n)
 static void test_silu_mul(int m, int f)
 {
     float *x = rand_host((size_t)m * 2 * f, 1);
-    void *dx = dev_bf16(x, (size_t)m * 2 * f), *dy = dev_poisoned((size_t)m * f);
+    void *dx = dev_half(x, (size_t)m * 2 * f), *dy = dev_poisoned((size_t)m * f);
     glm_op_silu_mul(be, t2(dy, m, f), t2(dx, m, 2 * f));
     double *ref = malloc(sizeof(double) * m * f);
     for (int i = 0; i < m; i++)
@@ -209,11 +223,11 @@ static void test_norms(int rows, int cols)
     float *x = rand_host(n, 2), *d = rand_host(n, 1), *w = rand_host(cols, 1),
           *b = rand_host(cols, 1);
     for (size_t i = 0; i < n; i++) x[i] = (float)bf(x[i] + 0.5); /* a mean for layernorm */
-    void *dx = dev_bf16(x, n), *dd = dev_bf16(d, n), *dw = dev_bf16(w, cols), *db = dev_bf16(b, cols);
+    void *dx = dev_half(x, n), *dd = dev_half(d, n), *dw = dev_half(w, cols), *db = dev_half(b, cols);
     void *dy = dev_poisoned(n);
     double *ref = malloc(sizeof(double) * n), *resid = malloc(sizeof(double) * n);
     char name[64];
-    glm_tensor wt = glm_tensor_1d(GLM_BF16, cols, dw), bt = glm_tensor_1d(GLM_BF16, cols, db);
+    glm_tensor wt = glm_tensor_1d(half, cols, dw), bt = glm_tensor_1d(half, cols, db);
     float eps = 1e-5f;
 
     glm_op_rmsnorm(be, t2(dy, rows, cols), t2(dx, rows, cols), wt, eps);
@@ -273,10 +287,10 @@ static void test_resid_f32(int rows, int cols) /* rows >= 3 */
     float *x = malloc(n * sizeof(float)), *d = rand_host(n, 1), *w = rand_host(cols, 1),
           *b = rand_host(cols, 1);
     for (size_t i = 0; i < n; i++) x[i] = (float)(test_rng_normal(&rng) * 3); /* not bf16 values */
-    void *dx = dev_f32(x, n), *dd = dev_bf16(d, n), *dw = dev_bf16(w, cols), *db = dev_bf16(b, cols);
+    void *dx = dev_f32(x, n), *dd = dev_half(d, n), *dw = dev_half(w, cols), *db = dev_half(b, cols);
     void *dy = dev_poisoned(n);
     double *ref = malloc(sizeof(double) * n), *resid = malloc(sizeof(double) * n);
-    glm_tensor wt = glm_tensor_1d(GLM_BF16, cols, dw), bt = glm_tensor_1d(GLM_BF16, cols, db);
+    glm_tensor wt = glm_tensor_1d(half, cols, dw), bt = glm_tensor_1d(half, cols, db);
     glm_tensor xt = glm_tensor_2d(GLM_F32, rows, cols, dx);
     char name[80];
     float eps = 1e-5f;
@@ -316,7 +330,7 @@ static void test_resid_f32(int rows, int cols) /* rows >= 3 */
 
     /* the same on a bf16 stream */
     float *xb = rand_host(n, 2);
-    void *dxb = dev_bf16(xb, n), *dd2 = dev_bf16(d, n);
+    void *dxb = dev_half(xb, n), *dd2 = dev_half(d, n);
     layernorm_ref(ref, d, w, b, rows, cols, eps);
     for (size_t i = 0; i < n; i++) resid[i] = xb[i] + ref[i];
     glm_op_add_layernorm(be, t2(dd2, rows, cols), t2(dxb, rows, cols), t2(dd2, rows, cols), wt,
@@ -327,7 +341,7 @@ static void test_resid_f32(int rows, int cols) /* rows >= 3 */
 
     /* converting row moves: bf16 -> f32 (copy_rows, embedding) and f32 -> bf16 (copy_rows);
      * exact, so the references are the device's own inputs */
-    float *yb = down_bf16(dd2, n), *xs = malloc(n * sizeof(float));
+    float *yb = down_half(dd2, n), *xs = malloc(n * sizeof(float));
     be->ops->download(be, xs, dx, n * 4);
     glm_op_copy_rows(be, xt, 1, t2(dd2, rows, cols), 0, rows - 1);
     for (size_t i = 0; i < n; i++) ref[i] = i < (size_t)cols ? xs[i] : yb[i - cols];
@@ -349,8 +363,8 @@ static void test_resid_f32(int rows, int cols) /* rows >= 3 */
 
     /* vision_embed into f32: rows - 1 patches of one image plus the cls row */
     glm_op_vision_embed(be, glm_tensor_3d(GLM_F32, 1, rows, cols, dx), t2(dd2, rows - 1, cols),
-                        glm_tensor_1d(GLM_BF16, cols, dw), t2(dd, rows, cols), 1);
-    float *pos = down_bf16(dd, n);
+                        glm_tensor_1d(half, cols, dw), t2(dd, rows, cols), 1);
+    float *pos = down_half(dd, n);
     for (int j = 0; j < rows; j++)
         for (int c = 0; c < cols; c++)
             ref[(size_t)j * cols + c] =
@@ -376,7 +390,7 @@ static void test_rows(int vocab, int hidden, int n_ids, int vocab_start)
         ids[i] = kind == 0 ? -1 : kind == 1 ? vocab_start + vocab + test_rng_int(&rng, 0, 10)
                                             : vocab_start + test_rng_int(&rng, 0, vocab - 1);
     }
-    void *dt = dev_bf16(table, (size_t)vocab * hidden), *di = dev_i32(ids, n_ids);
+    void *dt = dev_half(table, (size_t)vocab * hidden), *di = dev_i32(ids, n_ids);
     void *dy = dev_poisoned((size_t)n_ids * hidden);
     double *ref = malloc(sizeof(double) * n_ids * hidden);
     glm_op_embedding(be, t2(dy, n_ids, hidden), t2(dt, vocab, hidden),
@@ -421,7 +435,7 @@ static void test_rope_kv(int t, int nq, int nkv, int hd, int rope_dim)
     for (int i = 0; i < t; i++) pos[i] = test_rng_int(&rng, 0, 8000);
     int n_slots = 2 * t + 3;
     for (int i = 0; i < t; i++) slots[i] = i % 5 == 4 ? -1 : 2 * i + 1; /* -1: padding */
-    void *dq = dev_bf16(qkv, (size_t)t * width), *dp = dev_i32(pos, t), *ds = dev_i32(slots, t);
+    void *dq = dev_half(qkv, (size_t)t * width), *dp = dev_i32(pos, t), *ds = dev_i32(slots, t);
     double *ref = malloc(sizeof(double) * t * width);
     for (size_t i = 0; i < (size_t)t * width; i++) ref[i] = qkv[i];
     float theta = 10000.f;
@@ -441,8 +455,8 @@ static void test_rope_kv(int t, int nq, int nkv, int hd, int rope_dim)
 
     int kvw = nkv * hd;
     float *kv0 = rand_host((size_t)n_slots * kvw, 1);
-    void *dk = dev_bf16(kv0, (size_t)n_slots * kvw), *dv = dev_bf16(kv0, (size_t)n_slots * kvw);
-    float *rq = down_bf16(dq, (size_t)t * width);
+    void *dk = dev_half(kv0, (size_t)n_slots * kvw), *dv = dev_half(kv0, (size_t)n_slots * kvw);
+    float *rq = down_half(dq, (size_t)t * width);
     glm_op_kv_store(be, t2(dk, n_slots, kvw), t2(dv, n_slots, kvw), t2(dq, t, width),
                     glm_tensor_1d(GLM_I32, t, ds), nq, nkv, hd);
     double *rk = malloc(sizeof(double) * n_slots * kvw), *rv = malloc(sizeof(double) * n_slots * kvw);
@@ -455,6 +469,23 @@ static void test_rope_kv(int t, int nq, int nkv, int hd, int rope_dim)
             }
     expect_close("kv_store k", dk, rk, (size_t)n_slots * kvw, 1e-6);
     expect_close("kv_store v", dv, rv, (size_t)n_slots * kvw, 1e-6);
+
+    /* the fused op on the same inputs gives what rope then kv_store gave (the same rotation code:
+     * rel_l2 0 is expected; the bound catches a wrong head or a missed store) */
+    void *fq = dev_half(qkv, (size_t)t * width);
+    void *fk = dev_half(kv0, (size_t)n_slots * kvw), *fv = dev_half(kv0, (size_t)n_slots * kvw);
+    be->ops->rope_kv_store(be, t2(fq, t, width), glm_tensor_1d(GLM_I32, t, dp),
+                           t2(fk, n_slots, kvw), t2(fv, n_slots, kvw),
+                           glm_tensor_1d(GLM_I32, t, ds), nq, nkv, hd, rope_dim, theta);
+    float *uk = down_half(dk, (size_t)n_slots * kvw), *uv = down_half(dv, (size_t)n_slots * kvw);
+    double *ud = malloc(sizeof(double) * (size_t)t * width);
+    for (size_t i = 0; i < (size_t)t * width; i++) ud[i] = rq[i];
+    expect_close("rope_kv_store qkv", fq, ud, (size_t)t * width, 1e-3);
+    for (size_t i = 0; i < (size_t)n_slots * kvw; i++) rk[i] = uk[i], rv[i] = uv[i];
+    expect_close("rope_kv_store k", fk, rk, (size_t)n_slots * kvw, 1e-3);
+    expect_close("rope_kv_store v", fv, rv, (size_t)n_slots * kvw, 1e-3);
+    be->ops->free(be, fq), be->ops->free(be, fk), be->ops->free(be, fv);
+    free(uk), free(uv), free(ud);
     be->ops->free(be, dq), be->ops->free(be, dp), be->ops->free(be, ds);
     be->ops->free(be, dk), be->ops->free(be, dv);
     free(qkv), free(pos), free(slots), free(ref), free(kv0), free(rq), free(rk), free(rv);
@@ -487,7 +518,7 @@ static void test_vision(int n_img, int ch, int size, int patch, int hidden)
 
     /* im2col_2x2 over a [n * g * g, hidden] token grid */
     float *x = rand_host((size_t)n_img * P * hidden, 1);
-    void *dx = dev_bf16(x, (size_t)n_img * P * hidden);
+    void *dx = dev_half(x, (size_t)n_img * P * hidden);
     int h2 = g / 2;
     void *dz = dev_poisoned((size_t)n_img * h2 * h2 * hidden * 4);
     glm_op_im2col_2x2(be, t2(dz, (int64_t)n_img * h2 * h2, hidden * 4),
@@ -505,10 +536,10 @@ static void test_vision(int n_img, int ch, int size, int patch, int hidden)
     free(ref);
 
     float *cls = rand_host(hidden, 1), *posv = rand_host((size_t)(P + 1) * hidden, 1);
-    void *dc = dev_bf16(cls, hidden), *dpos = dev_bf16(posv, (size_t)(P + 1) * hidden);
+    void *dc = dev_half(cls, hidden), *dpos = dev_half(posv, (size_t)(P + 1) * hidden);
     void *de = dev_poisoned((size_t)n_img * (P + 1) * hidden);
-    glm_op_vision_embed(be, glm_tensor_3d(GLM_BF16, n_img, P + 1, hidden, de),
-                        t2(dx, (int64_t)n_img * P, hidden), glm_tensor_1d(GLM_BF16, hidden, dc),
+    glm_op_vision_embed(be, glm_tensor_3d(half, n_img, P + 1, hidden, de),
+                        t2(dx, (int64_t)n_img * P, hidden), glm_tensor_1d(half, hidden, dc),
                         t2(dpos, P + 1, hidden), n_img);
     ref = malloc(sizeof(double) * n_img * (P + 1) * hidden);
     for (int i = 0; i < n_img; i++)
@@ -547,10 +578,10 @@ static void test_attention_full(int n_seqs, int seq, int heads, int hd, int row_
     int width = 3 * heads * hd, ow = heads * hd;
     size_t n = (size_t)n_seqs * seq;
     float *qkv = rand_host(n * width, 1);
-    void *dq = dev_bf16(qkv, n * width), *dout = dev_poisoned(n * ow);
+    void *dq = dev_half(qkv, n * width), *dout = dev_poisoned(n * ow);
     double scale = 1 / sqrt((double)hd);
     glm_op_attention_full(be, t2(dout, n, ow), t2(dq, n, width), n_seqs, seq, heads, hd, (float)scale);
-    float *out = down_bf16(dout, n * ow);
+    float *out = down_half(dout, n * ow);
     const float **kp = malloc(sizeof(float *) * seq), **vp = malloc(sizeof(float *) * seq);
     double *ref = malloc(sizeof(double) * n * ow);
     float *got = malloc(sizeof(float) * n * ow);
@@ -617,8 +648,8 @@ static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, i
             table[s * max_blocks + b] = b * block_size < ctx[s] ? perm[next++] : -1;
     float *qkv = rand_host((size_t)n_tokens * width, 1);
     float *kc = rand_host((size_t)n_slots * kvw, 1), *vc = rand_host((size_t)n_slots * kvw, 1);
-    void *dq = dev_bf16(qkv, (size_t)n_tokens * width), *dk = dev_bf16(kc, (size_t)n_slots * kvw),
-         *dv = dev_bf16(vc, (size_t)n_slots * kvw), *dout = dev_poisoned((size_t)n_tokens * ow);
+    void *dq = dev_half(qkv, (size_t)n_tokens * width), *dk = dev_half(kc, (size_t)n_slots * kvw),
+         *dv = dev_half(vc, (size_t)n_slots * kvw), *dout = dev_poisoned((size_t)n_tokens * ow);
     int32_t *ctx32 = malloc(sizeof(int32_t) * n_seqs);
     for (int s = 0; s < n_seqs; s++) ctx32[s] = ctx[s];
     void *dqs = dev_i32(q_start, n_seqs + 1), *dctx = dev_i32(ctx32, n_seqs),
@@ -670,7 +701,7 @@ static void test_sample(int rows, int vocab)
         return;
     }
     float *logits = rand_host((size_t)rows * vocab, 3);
-    void *dl = dev_bf16(logits, (size_t)rows * vocab);
+    void *dl = dev_half(logits, (size_t)rows * vocab);
     void *cl = NULL;
     cpu->ops->alloc(cpu, (size_t)rows * vocab * 4, &cl);
     cpu->ops->upload(cpu, cl, logits, (size_t)rows * vocab * 4);
@@ -688,7 +719,7 @@ static void test_sample(int rows, int vocab)
           *clp = malloc(sizeof(float) * rows * GLM_SAMPLE_LOGPROBS_STRIDE);
     int agree = 0, lp_bad = 0;
     for (uint64_t step = 0; step < 8; step++) {
-        be->ops->sample(be, gid, glp, glm_tensor_2d(GLM_BF16, rows, vocab, dl), p, rows, step);
+        be->ops->sample(be, gid, glp, glm_tensor_2d(half, rows, vocab, dl), p, rows, step);
         cpu->ops->sample(cpu, cid, clp, glm_tensor_2d(GLM_F32, rows, vocab, cl), p, rows, step);
         CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "sample: %s", err.msg);
         for (int r = 0; r < rows; r++) {
@@ -702,6 +733,15 @@ static void test_sample(int rows, int vocab)
     CHECK_MSG(lp_bad == 0, "sample: %d logprob values differ from the CPU", lp_bad);
     printf("  sample %d rows x %d: %d/%d draws equal to the CPU's, %d logprob mismatches\n", rows,
            vocab, agree, 8 * rows, lp_bad);
+    /* an overflowed row (one logit +inf: what a 16-bit overflow leaves) fails the step with a
+     * message; the next step is fine again */
+    uint16_t inf_bits = half == GLM_F16 ? 0x7c00 : 0x7f80;
+    be->ops->upload(be, (char *)dl + 2 * ((size_t)(rows - 1) * vocab + 3), &inf_bits, 2);
+    be->ops->sample(be, gid, NULL, glm_tensor_2d(half, rows, vocab, dl), p, rows, 0);
+    CHECK(glm_backend_take_error(be, &err) == GLM_ERR_BACKEND);
+    CHECK_MSG(strstr(err.msg, "not finite") != NULL, "overflow message: %s", err.msg);
+    be->ops->sample(be, gid, NULL, glm_tensor_2d(half, rows - 1, vocab, dl), p, rows - 1, 0);
+    CHECK(glm_backend_take_error(be, &err) == GLM_OK);
     be->ops->free(be, dl);
     cpu->ops->free(cpu, cl);
     glm_backend_destroy(cpu);
@@ -714,14 +754,14 @@ static void test_graph(void)
 {
     int n = 1000;
     float *a = rand_host(n, 1), *b = rand_host(n, 1);
-    void *da = dev_bf16(a, n), *db = dev_bf16(b, n), *dy = dev_poisoned(n);
+    void *da = dev_half(a, n), *db = dev_half(b, n), *dy = dev_poisoned(n);
     CHECK(be->ops->graph_begin(be, 7));
     glm_op_add(be, t2(dy, 1, n), t2(da, 1, n), t2(db, 1, n));
     glm_op_scale(be, t2(dy, 1, n), 2.f);
     be->ops->graph_end(be, 7);
     float *a2 = rand_host(n, 1);
     uint16_t *h = malloc(2 * n);
-    for (int i = 0; i < n; i++) h[i] = glm_f32_to_bf16(a2[i]);
+    for (int i = 0; i < n; i++) h[i] = half_bits(a2[i]);
     be->ops->upload(be, da, h, 2 * n);
     CHECK(be->ops->graph_replay(be, 7));
     CHECK(!be->ops->graph_replay(be, 8));
@@ -808,7 +848,7 @@ static void *dev_random(size_t n)
 {
     void *d = NULL;
     be->ops->alloc(be, n * 2, &d);
-    be->ops->fill_normal(be, glm_tensor_1d(GLM_BF16, (int64_t)n, d), n, 0.f, 1.f);
+    be->ops->fill_normal(be, glm_tensor_1d(half, (int64_t)n, d), n, 0.f, 1.f);
     return d;
 }
 
@@ -950,23 +990,11 @@ static void bench(void)
     CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "bench: %s", err.msg);
 }
 
-int main(int argc, char **argv)
+/* Every op once in the storage type `half`. */
+static void run_suite(void)
 {
-    int do_bench = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--small") == 0) small_only = 1;
-        if (strcmp(argv[i], "--bench") == 0) do_bench = 1;
-    }
-    glm_error err;
-    /* every gemv.cu instantiation (M 1..8) and small shapes under test, unless the caller chose
-     * limits */
-    setenv("GLM4V_GEMV_MAX_ROWS", "8", 0);
-    setenv("GLM4V_GEMV_MIN_WEIGHTS", "0", 0);
-    if (glm_backend_cuda_create(0, &be, &err) != GLM_OK) {
-        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
-        return 1;
-    }
     test_rng_seed(&rng, 20240611);
+    printf("== storage %s\n", glm_dtype_name(half));
     printf("dense\n");
     test_linear(1, 64, 32, 0, 0);
     test_linear(7, 96, 48, 1, 0);
@@ -1053,6 +1081,36 @@ int main(int argc, char **argv)
         test_attention_paged(1, q6, c6, 32, 2, 128, 16);
         test_sample(16, 151552);
     }
+}
+
+int main(int argc, char **argv)
+{
+    int do_bench = 0;
+    glm_dtype only = GLM_F32; /* GLM_F32: both storage types */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--small") == 0) small_only = 1;
+        if (strcmp(argv[i], "--bench") == 0) do_bench = 1;
+        if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc && !glm_storage_parse(argv[++i], &only)) {
+            fprintf(stderr, "--dtype: bf16 or f16\n");
+            return 2;
+        }
+    }
+    glm_error err;
+    /* every gemv.cu instantiation (M 1..8) and small shapes under test, unless the caller chose
+     * limits */
+    setenv("GLM4V_GEMV_MAX_ROWS", "8", 0);
+    setenv("GLM4V_GEMV_MIN_WEIGHTS", "0", 0);
+    if (glm_backend_cuda_create(0, &be, &err) != GLM_OK) {
+        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
+        return 1;
+    }
+    const glm_dtype types[2] = {GLM_BF16, GLM_F16};
+    for (int t = 0; t < 2; t++) {
+        if (only != GLM_F32 && only != types[t]) continue;
+        half = types[t];
+        run_suite();
+    }
+    half = only != GLM_F32 ? only : GLM_BF16;
     if (do_bench) bench();
     glm_backend_destroy(be);
     return test_finish("cuda ops");

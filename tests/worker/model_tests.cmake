@@ -28,7 +28,11 @@ foreach(model a b)
   add_test(NAME tp2_bf16_model_tiny_${model}
            COMMAND ${_mpirun} -np 2 $<TARGET_FILE:test_model_backend> ${_tiny_${model}}
                    --device cpu-bf16)
-  set_tests_properties(bf16_model_tiny_${model} tp2_bf16_model_tiny_${model} PROPERTIES
+  # the fp16 storage option (--dtype f16) through the same path: 3 more significand bits
+  add_test(NAME f16_model_tiny_${model}
+           COMMAND test_model_backend ${_tiny_${model}} --device cpu-bf16 --dtype f16)
+  set_tests_properties(bf16_model_tiny_${model} tp2_bf16_model_tiny_${model}
+    f16_model_tiny_${model} PROPERTIES
     ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 120)
 endforeach()
 

@@ -234,6 +234,17 @@ static void test_unaligned_and_release(void)
         CHECK(out[0] == (float)(7 * cols + 11) * 0.5f - 1000.0f);
         CHECK(out[14] == (float)(9 * cols + 15) * 0.5f - 1000.0f);
     }
+    /* fp16 storage: values past 65504 would load as infinities, so the read is refused with a
+     * count; a block inside the range reads fine */
+    if (t) {
+        uint16_t h[2 * 520];
+        CHECK(glm_tensor_read_block(t, 0, 2, 0, cols, h, GLM_F16, &err) == GLM_OK);
+        CHECK(glm_f16_to_f32(h[0]) == -1000.0f && glm_f16_to_f32(h[cols + 1]) == -740.0f + 0.5f);
+        CHECK(glm_tensor_read_block(t, 0, rows, 0, cols, out, GLM_F16, &err) ==
+              GLM_ERR_UNSUPPORTED);
+        CHECK_MSG(strstr(err.msg, "outside the F16 range") && strstr(err.msg, "--dtype bf16"),
+                  "overflow message: %s", err.msg);
+    }
     free(out);
     glm_safetensors_close(st);
 }

@@ -1,11 +1,12 @@
-/* The whole model on a bf16 backend against the CPU backend (fp32), in one process.
+/* The whole model on a 16-bit backend against the CPU backend (fp32), in one process.
  *
- *   test_model_backend MODEL_DIR [--device cuda|cpu-bf16]      (default cuda)
+ *   test_model_backend MODEL_DIR [--device cuda|cpu-bf16] [--dtype bf16|f16]   (default cuda, bf16)
  *   mpirun -np N test_model_backend MODEL_DIR ...   (tensor parallel over N ranks: NCCL on GPUs)
  *
  * cuda is the real thing (scripts/gpu-model-test.sh); cpu-bf16 is the CPU backend with the CUDA
- * path's bf16 rounding (kernels/cpu/bf16_emulation.c), which lets CI guard the numerics of the
- * bf16 design (residual streams, what is stored in bf16) without a GPU. Rank 0 also builds a
+ * path's 16-bit rounding (kernels/cpu/bf16_emulation.c), which lets CI guard the numerics of the
+ * design (residual streams, what is stored in 16 bits) without a GPU. --dtype picks the storage
+ * type (bf16, or fp16 with 3 more significand bits). Rank 0 also builds a
  * one-rank CPU model from the same checkpoint and runs every case on both: logits of every prompt
  * position within relative L2 1e-2, vision embeddings within relative L2 1e-2, and greedy ids equal
  * over 12 tokens wherever the CPU's top-1/top-2 margin is above 0.05 (checked teacher-forced: both
@@ -49,14 +50,15 @@ static void top2(const float *row, int n, int *best, float *margin)
     *margin = s >= 0 ? row[b] - row[s] : INFINITY;
 }
 
-/* The spacing of bf16 numbers at the row's largest |logit|: two logits closer than this can
- * swap order just by being stored in bf16, whatever the arithmetic before. */
-static float bf16_spacing(const float *row, int n)
+/* The spacing of the storage type's numbers (significand_bits after the leading one: bf16 7,
+ * fp16 10) at the row's largest |logit|: two logits closer than this can swap order just by being
+ * stored, whatever the arithmetic before. */
+static float storage_spacing(const float *row, int n, int significand_bits)
 {
     float big = 0;
     for (int i = 0; i < n; i++)
         if (fabsf(row[i]) > big) big = fabsf(row[i]);
-    return big > 0 ? ldexpf(1.f, ilogbf(big) - 7) : 0.f;
+    return big > 0 ? ldexpf(1.f, ilogbf(big) - significand_bits) : 0.f;
 }
 
 static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, const int32_t *ids,
@@ -98,9 +100,10 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     CHECK(model_test_generate(ctx->model, &ctx->world, all, n_all, pixels, 512, &gpu_tf, &err) ==
           GLM_OK);
     /* the issue's rule: ids equal wherever the CPU margin is > 0.05. The emulation also skips
-     * margins under the bf16 spacing of the row's logits (logits are stored in bf16, so such a
-     * pair may swap on any bf16 engine); on the GPU the issue's rule applies unchanged. */
+     * margins under the storage spacing of the row's logits (logits are stored in 16 bits, so
+     * such a pair may swap on any such engine); on the GPU the issue's rule applies unchanged. */
     bool emulated = strcmp(ctx->be->name, "cuda") != 0;
+    int bits = ctx->be->act_dtype == GLM_F16 ? 10 : 7;
     int checked = 0, skipped = 0, skipped_bf16 = 0;
     for (int k = 0; k < ref.n_ids && ref_tf.logits && gpu_tf.logits; k++) {
         int row = ref_tf.rows - ref.n_ids + k; /* position predicting generated id k */
@@ -112,7 +115,7 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
             skipped++;
             continue;
         }
-        if (emulated && margin <= bf16_spacing(ref_tf.logits + (size_t)row * vocab, vocab)) {
+        if (emulated && margin <= storage_spacing(ref_tf.logits + (size_t)row * vocab, vocab, bits)) {
             skipped_bf16++;
             continue;
         }
@@ -123,7 +126,7 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     int same = 0;
     while (same < ref.n_ids && same < gpu.n_ids && ref.ids[same] == gpu.ids[same])
         same++;
-    printf("%s tp=%d: greedy ids checked %d (skipped %d near-ties, %d within bf16 spacing); "
+    printf("%s tp=%d: greedy ids checked %d (skipped %d near-ties, %d within storage spacing); "
            "free-running: first %d of %d identical\n",
            name, ctx->size, checked, skipped, skipped_bf16, same, ref.n_ids);
     free(all);
@@ -194,14 +197,25 @@ static void run_cases(glm_rank_context *ctx, glm_model *cpu, const char *dir)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
-    const char *device = argc == 4 && strcmp(argv[2], "--device") == 0 ? argv[3] : "cuda";
-    if (argc != 2 && !(argc == 4 && strcmp(argv[2], "--device") == 0)) {
-        fprintf(stderr, "usage: test_model_backend MODEL_DIR [--device cuda|cpu-bf16]\n");
+    const char *device = "cuda", *dtype = NULL;
+    bool usage = argc < 2 || argc % 2 != 0;
+    for (int i = 2; !usage && i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--device") == 0)
+            device = argv[i + 1];
+        else if (strcmp(argv[i], "--dtype") == 0)
+            dtype = argv[i + 1];
+        else
+            usage = true;
+    }
+    if (usage) {
+        fprintf(stderr, "usage: test_model_backend MODEL_DIR [--device cuda|cpu-bf16] "
+                        "[--dtype bf16|f16]\n");
         MPI_Finalize();
         return 2;
     }
     glm_rank_options ro;
     model_test_options(&ro, argv[1], device, 512);
+    ro.dtype = dtype;
     ro.model.kv_blocks = 2048; /* a few sequences' worth: the test needs no more */
     glm_rank_context ctx;
     if (!model_test_start(&ro, &ctx)) {
