@@ -1,16 +1,18 @@
-/* Attention: FlashAttention-2 style fused kernel on bf16 tensor cores (mma.sync m16n8k16), used
- * for the vision tower's bidirectional attention and for decoder attention over the paged cache,
- * plus the split-K (flash-decoding) combine pass.
+/* Attention: FlashAttention-2 style fused kernel on 16-bit tensor cores (mma.sync m16n8k16 with
+ * bf16 or fp16 operands: the storage type of q, k, v, out and the cache, one for all of them),
+ * used for the vision tower's bidirectional attention and for decoder attention over the paged
+ * cache, plus the split-K (flash-decoding) combine pass.
  *
  * Layout of one block (128 threads = 4 warps): 64 "rows", 16 per warp. A row is a (query token,
  * query head) pair of ONE kv head: row r is token r / G, head kv_head * G + r % G with G the
  * GQA group size. So all query heads sharing a kv head read each K/V tile once (decode with
  * G = 16 fills one warp's m16 tile with the 16 heads of one token).
  * Grid: (row tiles, kv heads, sequences * splits). Each block loops over 64-key tiles of its
- * split of the keys: K and V tiles are staged in shared memory ([64][D + 8] bf16, the +8 breaks
- * bank conflicts), S = Q K^T stays in registers, the online softmax rescales the fp32 O
- * accumulators, and P (bf16) feeds the P V product directly from registers. No S x S matrix is
- * ever stored. D is the head dim rounded up to 64, 112 or 128; padded dims are zero.
+ * split of the keys: K and V tiles are staged in shared memory ([64][D + 8] 16-bit elements, the
+ * +8 breaks bank conflicts), S = Q K^T stays in registers, the online softmax rescales the fp32 O
+ * accumulators, and P (rounded to the storage type, the mma's operand type) feeds the P V product
+ * directly from registers. No S x S matrix is ever stored. D is the head dim rounded up to 64,
+ * 112 or 128; padded dims are zero.
  * Splits > 1 write unnormalized partial O with the running max and sum to scratch; the combine
  * kernel merges them. */
 #include "kernels/cuda/attention_internal.cuh"
@@ -26,8 +28,9 @@ void cuda_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_
                          int seq_len, int n_heads, int head_dim, float scale)
 {
     int64_t width = 3 * (int64_t)n_heads * head_dim;
-    CUDA_REQUIRE(be, qkv.dtype == GLM_BF16 && out.dtype == GLM_BF16,
-                 "attention_full: bf16 expected");
+    CUDA_REQUIRE(be, cuda_is_half(qkv.dtype) && out.dtype == qkv.dtype,
+                 "attention_full: qkv and out must share one 16-bit dtype (got %s/%s)",
+                 glm_dtype_name(qkv.dtype), glm_dtype_name(out.dtype));
     CUDA_REQUIRE(be, head_dim > 0 && head_dim <= 128 && head_dim % 2 == 0,
                  "attention_full: head_dim %d unsupported (even, <= 128)", head_dim);
     CUDA_REQUIRE(be, glm_tensor_cols(&qkv) == width &&
@@ -39,14 +42,13 @@ void cuda_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_
                  (long long)glm_tensor_rows(&out), (long long)glm_tensor_cols(&out), n_seqs,
                  seq_len, n_heads, head_dim);
     if (n_seqs == 0 || seq_len == 0) return;
-    const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv.data;
     attn_params p = {};
-    p.q = q;
-    p.k = q;
+    p.q = qkv.data;
+    p.k = qkv.data;
     /* k and v rows are found at column (kv_head_offset + head) * head_dim from their base:
      * k from the row start, v from one q-block further */
-    p.v = q + (int64_t)n_heads * head_dim;
-    p.out = (__nv_bfloat16 *)out.data;
+    p.v = (const char *)qkv.data + (int64_t)n_heads * head_dim * glm_dtype_size(qkv.dtype);
+    p.out = out.data;
     p.q_stride = p.kv_stride = width;
     p.out_stride = (int64_t)n_heads * head_dim;
     p.head_dim = head_dim;
@@ -59,11 +61,12 @@ void cuda_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_
     p.n_splits = 1;
     p.split_keys = seq_len;
     if (p.vec_ok && head_dim >= 64) {
-        attn_launch_fa2(be, &p, dim3(cuda_blocks(seq_len, FA_ROWS), n_heads, n_seqs), false);
+        attn_launch_fa2(be, qkv.dtype, &p, dim3(cuda_blocks(seq_len, FA_ROWS), n_heads, n_seqs),
+                        false);
         return;
     }
     dim3 grid(cuda_blocks(seq_len, ATT_ROWS), n_heads, n_seqs);
-    attn_launch_flash(be, &p, grid);
+    attn_launch_flash(be, qkv.dtype, &p, grid);
 }
 
 void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,
@@ -73,9 +76,13 @@ void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_t
     cuda_backend *cb = cuda_impl(be);
     int64_t width = (int64_t)(n_q_heads + 2 * n_kv_heads) * head_dim;
     int64_t kv_width = (int64_t)n_kv_heads * head_dim;
-    CUDA_REQUIRE(be, qkv.dtype == GLM_BF16 && out.dtype == GLM_BF16 &&
-                         k_cache.dtype == GLM_BF16 && v_cache.dtype == GLM_BF16,
-                 "attention_paged: bf16 expected");
+    glm_dtype dt = qkv.dtype;
+    CUDA_REQUIRE(be, cuda_is_half(dt) && k_cache.dtype == dt && v_cache.dtype == dt &&
+                         out.dtype == dt,
+                 "attention_paged: qkv, caches and out must share one 16-bit dtype "
+                 "(got %s/%s/%s/%s)",
+                 glm_dtype_name(dt), glm_dtype_name(k_cache.dtype),
+                 glm_dtype_name(v_cache.dtype), glm_dtype_name(out.dtype));
     CUDA_REQUIRE(be, head_dim > 0 && head_dim <= 128 && head_dim % 2 == 0 && n_kv_heads > 0 &&
                          n_q_heads % n_kv_heads == 0,
                  "attention_paged: head_dim %d, %d q heads, %d kv heads unsupported", head_dim,
@@ -93,10 +100,10 @@ void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_t
     if (batch->n_seqs == 0 || batch->n_tokens == 0) return;
     int group = n_q_heads / n_kv_heads;
     attn_params p = {};
-    p.q = (const __nv_bfloat16 *)qkv.data;
-    p.k = (const __nv_bfloat16 *)k_cache.data;
-    p.v = (const __nv_bfloat16 *)v_cache.data;
-    p.out = (__nv_bfloat16 *)out.data;
+    p.q = qkv.data;
+    p.k = k_cache.data;
+    p.v = v_cache.data;
+    p.out = out.data;
     p.q_stride = width;
     p.kv_stride = kv_width;
     p.out_stride = (int64_t)n_q_heads * head_dim;
@@ -126,7 +133,8 @@ void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_t
     };
     auto combine = [&]() {
         if (p.n_splits > 1 && be->status == GLM_OK) {
-            attn_launch_combine(be, p.out, p.part_o, p.part_ml, part_rows, p.n_splits, head_dim);
+            attn_launch_combine(be, dt, p.out, p.part_o, p.part_ml, part_rows, p.n_splits,
+                                head_dim);
         }
     };
 
@@ -145,12 +153,9 @@ void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_t
         p.n_splits = n_splits; /* split sizes follow each sequence's ctx_len on the device */
         if (n_splits > 1 && !partials(n_splits)) return;
         dim3 grid((unsigned)n_splits, n_kv_heads, (unsigned)batch->n_seqs);
-        if (head_dim <= 64)
-            attn_launch_decode(be, &p, grid, 64);
-        else
-            attn_launch_decode(be, &p, grid, 128);
+        attn_launch_decode(be, dt, &p, grid, head_dim <= 64 ? 64 : 128);
         if (n_splits > 1 && be->status == GLM_OK) {
-            attn_launch_decode_combine(be, p.out, p.part_o, p.part_ml, p.ctx_len, part_rows,
+            attn_launch_decode_combine(be, dt, p.out, p.part_o, p.part_ml, p.ctx_len, part_rows,
                                        n_splits, n_q_heads, head_dim);
         }
         return;
@@ -174,9 +179,9 @@ void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_t
     if (n_splits > 1 && !partials(n_splits)) return;
     dim3 grid((unsigned)row_tiles, n_kv_heads, (unsigned)(batch->n_seqs * n_splits));
     if (fa2)
-        attn_launch_fa2(be, &p, grid, true);
+        attn_launch_fa2(be, dt, &p, grid, true);
     else
-        attn_launch_flash(be, &p, grid);
+        attn_launch_flash(be, dt, &p, grid);
     combine();
 }
 

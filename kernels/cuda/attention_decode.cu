@@ -8,7 +8,7 @@
 
 #include "kernels/cuda/attention_internal.cuh"
 
-template <int D>
+template <typename T, int D>
 __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_params p)
 {
     constexpr int LD = D + 8, KC = D / 16, NT = D / 8, CH = D / 8;
@@ -17,7 +17,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
     extern __shared__ __align__(16) unsigned char dec_smem[];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t4 = lane % 4;
-    __nv_bfloat16 *ring = (__nv_bfloat16 *)dec_smem + warp * DEC_STAGES * 2 * TILE;
+    T *ring = (T *)dec_smem + warp * DEC_STAGES * 2 * TILE;
     const int split = blockIdx.x, kv_head = blockIdx.y, seq = blockIdx.z;
     const int token = p.q_start[seq];
     const int n_keys = p.ctx_len[seq];
@@ -32,19 +32,19 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
 
     auto load = [&](int i, int st) { /* the warp's i-th tile */
         int kbase = key_begin + (warp + i * DEC_WARPS) * DEC_KEYS;
-        __nv_bfloat16 *dk = ring + st * 2 * TILE, *dv = dk + TILE;
+        T *dk = ring + st * 2 * TILE, *dv = dk + TILE;
 #pragma unroll
         for (int u = 0; u < DEC_KEYS * CH / 32; u++) {
             int c = u * 32 + lane, r = c / CH, col = (c % CH) * 8, j = kbase + r;
-            const __nv_bfloat16 *ks = p.k, *vs = p.v;
+            const T *ks = (const T *)p.k, *vs = (const T *)p.v;
             int bytes = 0;
             if (j < key_end && col < hd) {
                 int64_t slot =
                     (int64_t)p.block_table[table_row + j / p.block_size] * p.block_size +
                     j % p.block_size;
                 int64_t off = slot * p.kv_stride + (int64_t)kv_head * hd + col;
-                ks = p.k + off;
-                vs = p.v + off;
+                ks = (const T *)p.k + off;
+                vs = (const T *)p.v + off;
                 bytes = 16;
             }
             cp_async16(dk + r * LD + col, ks, bytes);
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
 
     /* Q fragments straight from global: rows g and g + 8 are heads kv_head * G + row */
     uint32_t qa[KC][4];
-    const __nv_bfloat16 *qb = p.q + (int64_t)token * p.q_stride + (int64_t)kv_head * group * hd;
+    const T *qb = (const T *)p.q + (int64_t)token * p.q_stride + (int64_t)kv_head * group * hd;
 #pragma unroll
     for (int kc = 0; kc < KC; kc++)
 #pragma unroll
@@ -86,15 +86,15 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
             if (nx < my_tiles) load(nx, nx % DEC_STAGES);
             cp_async_commit();
         }
-        const __nv_bfloat16 *ck = ring + (i % DEC_STAGES) * 2 * TILE, *cv = ck + TILE;
+        const T *ck = ring + (i % DEC_STAGES) * 2 * TILE, *cv = ck + TILE;
         const int k0 = key_begin + (warp + i * DEC_WARPS) * DEC_KEYS;
         float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
         for (int kc = 0; kc < KC; kc++) {
             uint32_t b[4];
             ldmatrix_x4(b, ck + ((lane >> 4) * 8 + (lane & 7)) * LD + kc * 16 + ((lane >> 3) & 1) * 8);
-            mma_bf16(s[0], qa[kc], b[0], b[1]);
-            mma_bf16(s[1], qa[kc], b[2], b[3]);
+            mma_16816<T>(s[0], qa[kc], b[0], b[1]);
+            mma_16816<T>(s[1], qa[kc], b[2], b[3]);
         }
         if (k0 + DEC_KEYS > key_end) {
 #pragma unroll
@@ -124,8 +124,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
         }
         l0 = l0 * c0 + pv[0][0] + pv[0][1] + pv[1][0] + pv[1][1];
         l1 = l1 * c1 + pv[0][2] + pv[0][3] + pv[1][2] + pv[1][3];
-        uint32_t pa[4] = {pack_bf16(pv[0][0], pv[0][1]), pack_bf16(pv[0][2], pv[0][3]),
-                          pack_bf16(pv[1][0], pv[1][1]), pack_bf16(pv[1][2], pv[1][3])};
+        uint32_t pa[4] = {pack2<T>(pv[0][0], pv[0][1]), pack2<T>(pv[0][2], pv[0][3]),
+                          pack2<T>(pv[1][0], pv[1][1]), pack2<T>(pv[1][2], pv[1][3])};
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             o[n][0] *= c0;
@@ -137,8 +137,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
         for (int n = 0; n < NT; n += 2) {
             uint32_t b[4];
             ldmatrix_x4_trans(b, cv + (lane & 15) * LD + n * 8 + (lane >> 4) * 8);
-            mma_bf16(o[n], pa, b[0], b[1]);
-            mma_bf16(o[n + 1], pa, b[2], b[3]);
+            mma_16816<T>(o[n], pa, b[0], b[1]);
+            mma_16816<T>(o[n + 1], pa, b[2], b[3]);
         }
     }
     cp_async_wait<0>();
@@ -193,11 +193,12 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
     const int head = kv_head * group + row;
     if (p.n_splits == 1) {
         float inv = L > 0.f ? 1.f / L : 0.f;
-        __nv_bfloat16 *dst = p.out + (int64_t)token * p.out_stride + (int64_t)head * hd;
+        T *dst = (T *)p.out + (int64_t)token * p.out_stride + (int64_t)head * hd;
 #pragma unroll
         for (int c = 0; c < PER; c += 2)
             if (c0 + c < hd)
-                *(__nv_bfloat162 *)(dst + c0 + c) = __floats2bfloat162_rn(acc[c] * inv, acc[c + 1] * inv);
+                *(typename half_pair<T>::type *)(dst + c0 + c) =
+                    pair_from_f32<T>(acc[c] * inv, acc[c + 1] * inv);
     } else {
         int64_t out_row = (int64_t)token * p.n_q_heads + head;
         float *po = p.part_o + ((int64_t)split * p.part_rows + out_row) * hd;
@@ -215,7 +216,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
 
 /* Merges decode split partials: one warp per (token, head) row, token t being sequence t (every
  * q_len is 1). Only the splits that hold keys of the sequence's real ctx_len are read. */
-__global__ void decode_combine_kernel(__nv_bfloat16 *out, const float *part_o, const float *part_ml,
+template <typename T>
+__global__ void decode_combine_kernel(T *out, const float *part_o, const float *part_ml,
                                       const int32_t *ctx_len, int64_t part_rows, int n_splits,
                                       int n_q_heads, int head_dim)
 {
@@ -243,43 +245,48 @@ __global__ void decode_combine_kernel(__nv_bfloat16 *out, const float *part_o, c
             a0 += w * v.x;
             a1 += w * v.y;
         }
-        *(__nv_bfloat162 *)(out + row * head_dim + d) = __floats2bfloat162_rn(a0 * inv, a1 * inv);
+        *(typename half_pair<T>::type *)(out + row * head_dim + d) =
+            pair_from_f32<T>(a0 * inv, a1 * inv);
     }
 }
 
-template <int D>
+template <typename T, int D>
 static void launch_decode_t(glm_backend *be, const attn_params *p, dim3 grid)
 {
     /* the shared-memory limit is a property of the function in each device's context, so it is
-     * raised once per device (a process may drive several GPUs) */
+     * raised once per device (a process may drive several GPUs); attr_set is per instantiation,
+     * like the kernel it guards (the bf16 kernel's limit says nothing of the f16 one's) */
     static bool attr_set[ATT_MAX_DEVICES];
     int dev = 0;
     cudaGetDevice(&dev);
     if (dev < 0 || dev >= ATT_MAX_DEVICES) dev = 0;
     constexpr size_t smem = dec_smem_bytes<D>();
     if (!attr_set[dev]) {
-        CUDA_CHECK(be, cudaFuncSetAttribute(decode_kernel<D>,
+        CUDA_CHECK(be, cudaFuncSetAttribute(decode_kernel<T, D>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set[dev] = true;
     }
-    decode_kernel<D><<<grid, DEC_WARPS * 32, smem, cuda_impl(be)->stream>>>(*p);
+    decode_kernel<T, D><<<grid, DEC_WARPS * 32, smem, cuda_impl(be)->stream>>>(*p);
     CUDA_CHECK_LAUNCH(be);
 }
 
-void attn_launch_decode(glm_backend *be, const attn_params *p, dim3 grid, int d)
+void attn_launch_decode(glm_backend *be, glm_dtype dtype, const attn_params *p, dim3 grid, int d)
 {
     if (d == 64)
-        launch_decode_t<64>(be, p, grid);
+        GLM_DISPATCH_HALF(dtype, T, launch_decode_t<T, 64>(be, p, grid));
     else
-        launch_decode_t<128>(be, p, grid);
+        GLM_DISPATCH_HALF(dtype, T, launch_decode_t<T, 128>(be, p, grid));
 }
 
-void attn_launch_decode_combine(glm_backend *be, __nv_bfloat16 *out, const float *part_o,
+void attn_launch_decode_combine(glm_backend *be, glm_dtype dtype, void *out, const float *part_o,
                                 const float *part_ml, const int32_t *ctx_len, int64_t part_rows,
                                 int n_splits, int n_q_heads, int head_dim)
 {
-    decode_combine_kernel<<<cuda_blocks(part_rows, 4), 128, 0, cuda_impl(be)->stream>>>(
-        out, part_o, part_ml, ctx_len, part_rows, n_splits, n_q_heads, head_dim);
+    cudaStream_t stream = cuda_impl(be)->stream;
+    GLM_DISPATCH_HALF(dtype, T,
+                      decode_combine_kernel<T><<<cuda_blocks(part_rows, 4), 128, 0, stream>>>(
+                          (T *)out, part_o, part_ml, ctx_len, part_rows, n_splits, n_q_heads,
+                          head_dim));
     CUDA_CHECK_LAUNCH(be);
 }
 

@@ -2,15 +2,15 @@
  * (the tiny test models' 8..24 included), full and paged modes, split-K with a combine pass. */
 #include "kernels/cuda/attention_internal.cuh"
 
-template <int D>
+template <typename T, int D>
 __global__ void __launch_bounds__(ATT_THREADS)
     flash_attention_kernel(const attn_params p)
 {
     constexpr int LD = D + 8;
     constexpr int KC = D / 16; /* 16-wide k-chunks of the head dim for Q K^T */
     constexpr int NT = D / 8;  /* 8-wide n-tiles of the head dim for P V */
-    __shared__ __align__(16) __nv_bfloat16 sk[ATT_KEYS * LD];
-    __shared__ __align__(16) __nv_bfloat16 sv[ATT_KEYS * LD];
+    __shared__ __align__(16) T sk[ATT_KEYS * LD];
+    __shared__ __align__(16) T sv[ATT_KEYS * LD];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t4 = lane % 4;
@@ -24,18 +24,19 @@ __global__ void __launch_bounds__(ATT_THREADS)
     if (row0 >= n_rows) return;
 
     /* Q tile -> registers, staged through sk */
-    auto q_row = [&](int r) -> const __nv_bfloat16 * {
+    auto q_row = [&](int r) -> const T * {
         int row = row0 + r;
         if (row >= n_rows) return nullptr;
         int token = row / p.group, head = kv_head * p.group + row % p.group;
-        return p.q + (int64_t)(q_begin + token) * p.q_stride + (int64_t)head * p.head_dim;
+        return (const T *)p.q + (int64_t)(q_begin + token) * p.q_stride +
+               (int64_t)head * p.head_dim;
     };
-    load_tile<D>(sk, p.head_dim, p.vec_ok, q_row);
+    load_tile<T, D>(sk, p.head_dim, p.vec_ok, q_row);
     __syncthreads();
     uint32_t qa[KC][4];
 #pragma unroll
     for (int kc = 0; kc < KC; kc++) {
-        const __nv_bfloat16 *base = sk + (warp * 16 + g) * LD + kc * 16 + 2 * t4;
+        const T *base = sk + (warp * 16 + g) * LD + kc * 16 + 2 * t4;
         qa[kc][0] = *(const uint32_t *)(base);
         qa[kc][1] = *(const uint32_t *)(base + 8 * LD);
         qa[kc][2] = *(const uint32_t *)(base + 8);
@@ -56,7 +57,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f;
 
     for (int k0 = key_begin; k0 < key_end; k0 += ATT_KEYS) {
-        auto kv_row = [&](int r, const __nv_bfloat16 *base) -> const __nv_bfloat16 * {
+        auto kv_row = [&](int r, const T *base) -> const T * {
             int j = k0 + r;
             if (j >= key_end) return nullptr;
             if (p.paged) {
@@ -69,8 +70,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
             return base + (int64_t)(q_begin + j) * p.kv_stride +
                    (int64_t)(p.kv_head_offset + kv_head) * p.head_dim;
         };
-        load_tile<D>(sk, p.head_dim, p.vec_ok, [&](int r) { return kv_row(r, p.k); });
-        load_tile<D>(sv, p.head_dim, p.vec_ok, [&](int r) { return kv_row(r, p.v); });
+        load_tile<T, D>(sk, p.head_dim, p.vec_ok, [&](int r) { return kv_row(r, (const T *)p.k); });
+        load_tile<T, D>(sv, p.head_dim, p.vec_ok, [&](int r) { return kv_row(r, (const T *)p.v); });
         __syncthreads();
 
         /* S = Q K^T for this warp's 16 rows x 64 keys */
@@ -80,8 +81,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
             for (int kc = 0; kc < KC; kc++) {
-                const __nv_bfloat16 *kb = sk + (j * 8 + g) * LD + kc * 16 + 2 * t4;
-                mma_bf16(s[j], qa[kc], *(const uint32_t *)kb, *(const uint32_t *)(kb + 8));
+                const T *kb = sk + (j * 8 + g) * LD + kc * 16 + 2 * t4;
+                mma_16816<T>(s[j], qa[kc], *(const uint32_t *)kb, *(const uint32_t *)(kb + 8));
             }
         }
         /* mask, scale, and the online softmax update (rows g and g + 8) */
@@ -125,8 +126,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
             l_lo += p0 + p1;
             l_hi += p2 + p3;
             /* C fragment of n-tiles 2c and 2c+1 == A fragment of k-chunk c */
-            pa[j / 2][(j % 2) * 2 + 0] = pack_bf16(p0, p1);
-            pa[j / 2][(j % 2) * 2 + 1] = pack_bf16(p2, p3);
+            pa[j / 2][(j % 2) * 2 + 0] = pack2<T>(p0, p1);
+            pa[j / 2][(j % 2) * 2 + 1] = pack2<T>(p2, p3);
         }
         /* O += P V */
 #pragma unroll
@@ -135,8 +136,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
             for (int i = 0; i < NT; i += 2) {
                 uint32_t b[4];
                 ldmatrix_x4_trans(b, sv + (c * 16 + (lane & 15)) * LD + i * 8 + (lane >> 4) * 8);
-                mma_bf16(o[i], pa[c], b[0], b[1]);
-                mma_bf16(o[i + 1], pa[c], b[2], b[3]);
+                mma_16816<T>(o[i], pa[c], b[0], b[1]);
+                mma_16816<T>(o[i + 1], pa[c], b[2], b[3]);
             }
         }
         __syncthreads(); /* sk / sv are overwritten by the next tile */
@@ -155,13 +156,13 @@ __global__ void __launch_bounds__(ATT_THREADS)
         float l = half ? l_hi : l_lo, m = half ? m_hi : m_lo;
         if (p.n_splits == 1) {
             float inv = l > 0.f ? 1.f / l : 0.f;
-            __nv_bfloat16 *dst = p.out + (int64_t)token * p.out_stride + (int64_t)head * p.head_dim;
+            T *dst = (T *)p.out + (int64_t)token * p.out_stride + (int64_t)head * p.head_dim;
 #pragma unroll
             for (int i = 0; i < NT; i++) {
                 int col = i * 8 + 2 * t4;
                 if (col < p.head_dim)
-                    *(__nv_bfloat162 *)(dst + col) = __floats2bfloat162_rn(
-                        o[i][half * 2] * inv, o[i][half * 2 + 1] * inv);
+                    *(typename half_pair<T>::type *)(dst + col) =
+                        pair_from_f32<T>(o[i][half * 2] * inv, o[i][half * 2 + 1] * inv);
             }
         } else {
             int64_t out_row = (int64_t)token * p.n_q_heads + head;
@@ -183,10 +184,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
-/* Merges split partials: one warp per (token, head) output row. part_rows = T * nq. */
-__global__ void attention_combine_kernel(__nv_bfloat16 *out, const float *part_o,
-                                         const float *part_ml, int64_t part_rows, int n_splits,
-                                         int head_dim)
+/* Merges split partials: one warp per (token, head) output row. part_rows = tokens * nq. */
+template <typename T>
+__global__ void attention_combine_kernel(T *out, const float *part_o, const float *part_ml,
+                                         int64_t part_rows, int n_splits, int head_dim)
 {
     int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
@@ -206,29 +207,36 @@ __global__ void attention_combine_kernel(__nv_bfloat16 *out, const float *part_o
             float w = exp2f(part_ml[((int64_t)s * part_rows + row) * 2] - base);
             acc += w * part_o[((int64_t)s * part_rows + row) * head_dim + d];
         }
-        out[row * head_dim + d] = __float2bfloat16(acc * inv);
+        out[row * head_dim + d] = from_f32<T>(acc * inv);
     }
 }
 
 
-void attn_launch_combine(glm_backend *be, __nv_bfloat16 *out, const float *part_o,
+void attn_launch_combine(glm_backend *be, glm_dtype dtype, void *out, const float *part_o,
                          const float *part_ml, int64_t part_rows, int n_splits, int head_dim)
 {
-    attention_combine_kernel<<<cuda_blocks(part_rows, 4), 128, 0, cuda_impl(be)->stream>>>(
-        out, part_o, part_ml, part_rows, n_splits, head_dim);
+    cudaStream_t stream = cuda_impl(be)->stream;
+    GLM_DISPATCH_HALF(dtype, T,
+                      attention_combine_kernel<T><<<cuda_blocks(part_rows, 4), 128, 0, stream>>>(
+                          (T *)out, part_o, part_ml, part_rows, n_splits, head_dim));
     CUDA_CHECK_LAUNCH(be);
 }
 
+template <typename T>
+static void launch_flash_t(cudaStream_t stream, const attn_params *p, dim3 grid)
+{
+    if (p->head_dim <= 64)
+        flash_attention_kernel<T, 64><<<grid, ATT_THREADS, 0, stream>>>(*p);
+    else if (p->head_dim <= 112)
+        flash_attention_kernel<T, 112><<<grid, ATT_THREADS, 0, stream>>>(*p);
+    else
+        flash_attention_kernel<T, 128><<<grid, ATT_THREADS, 0, stream>>>(*p);
+}
 
-void attn_launch_flash(glm_backend *be, const attn_params *p, dim3 grid)
+void attn_launch_flash(glm_backend *be, glm_dtype dtype, const attn_params *p, dim3 grid)
 {
     cudaStream_t stream = cuda_impl(be)->stream;
-    if (p->head_dim <= 64)
-        flash_attention_kernel<64><<<grid, ATT_THREADS, 0, stream>>>(*p);
-    else if (p->head_dim <= 112)
-        flash_attention_kernel<112><<<grid, ATT_THREADS, 0, stream>>>(*p);
-    else
-        flash_attention_kernel<128><<<grid, ATT_THREADS, 0, stream>>>(*p);
+    GLM_DISPATCH_HALF(dtype, T, launch_flash_t<T>(stream, p, grid));
     CUDA_CHECK_LAUNCH(be);
 }
 

@@ -10,15 +10,15 @@
 
 #include <stdlib.h>
 
-template <int D, int MT, bool PAGED>
+template <typename T, int D, int MT, bool PAGED>
 __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
     fa2_kernel(const attn_params p)
 {
     constexpr int THREADS = fa_cfg<MT>::THREADS, KEYS = fa_cfg<MT>::KEYS;
     constexpr int LD = D + 8, KC = D / 16, NT = D / 8, CH = D / 8, NK = KEYS / 8;
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    __nv_bfloat16 *sq = (__nv_bfloat16 *)fa_smem;
-    __nv_bfloat16 *skv = sq + FA_ROWS * LD; /* stage st: K at st * 2 * KEYS * LD, V after it */
+    T *sq = (T *)fa_smem;
+    T *skv = sq + FA_ROWS * LD; /* stage st: K at st * 2 * KEYS * LD, V after it */
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t4 = lane % 4;
@@ -33,11 +33,12 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
 
     for (int c = tid; c < FA_ROWS * CH; c += THREADS) {
         int r = c / CH, col = (c % CH) * 8, row = row0 + r;
-        const __nv_bfloat16 *src = p.q;
+        const T *src = (const T *)p.q;
         int bytes = 0;
         if (row < n_rows && col < p.head_dim) {
             int token = row / p.group, head = kv_head * p.group + row % p.group;
-            src = p.q + (int64_t)(q_begin + token) * p.q_stride + (int64_t)head * p.head_dim + col;
+            src = (const T *)p.q + (int64_t)(q_begin + token) * p.q_stride +
+                  (int64_t)head * p.head_dim + col;
             bytes = 16;
         }
         cp_async16(sq + r * LD + col, src, bytes);
@@ -45,10 +46,10 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
     cp_async_commit();
 
     auto load_kv = [&](int k0, int st) {
-        __nv_bfloat16 *dk = skv + st * 2 * KEYS * LD, *dv = dk + KEYS * LD;
+        T *dk = skv + st * 2 * KEYS * LD, *dv = dk + KEYS * LD;
         for (int c = tid; c < KEYS * CH; c += THREADS) {
             int r = c / CH, col = (c % CH) * 8, j = k0 + r;
-            const __nv_bfloat16 *ks = p.k, *vs = p.v;
+            const T *ks = (const T *)p.k, *vs = (const T *)p.v;
             int bytes = 0;
             if (j < key_end && col < p.head_dim) {
                 int64_t off;
@@ -62,8 +63,8 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
                     off = (int64_t)(q_begin + j) * p.kv_stride +
                           (int64_t)(p.kv_head_offset + kv_head) * p.head_dim;
                 }
-                ks = p.k + off + col;
-                vs = p.v + off + col;
+                ks = (const T *)p.k + off + col;
+                vs = (const T *)p.v + off + col;
                 bytes = 16;
             }
             cp_async16(dk + r * LD + col, ks, bytes);
@@ -111,7 +112,7 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
         __syncthreads();
         if (it + 1 < n_tiles) load_kv(key_begin + (it + 1) * KEYS, (it + 1) & 1);
         cp_async_commit();
-        const __nv_bfloat16 *ck = skv + (it & 1) * 2 * KEYS * LD, *cv = ck + KEYS * LD;
+        const T *ck = skv + (it & 1) * 2 * KEYS * LD, *cv = ck + KEYS * LD;
         const int k0 = key_begin + it * KEYS;
 
         float s[MT][NK][4];
@@ -128,8 +129,8 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
                                    ((lane >> 3) & 1) * 8);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16(s[mt][j], qa[mt][kc], b[0], b[1]);
-                    mma_bf16(s[mt][j + 1], qa[mt][kc], b[2], b[3]);
+                    mma_16816<T>(s[mt][j], qa[mt][kc], b[0], b[1]);
+                    mma_16816<T>(s[mt][j + 1], qa[mt][kc], b[2], b[3]);
                 }
             }
 
@@ -171,8 +172,8 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
                 float p3 = fast_exp2(fmaf(s[mt][j][3], sl2, -b1));
                 ls0 += p0 + p1;
                 ls1 += p2 + p3;
-                pa[mt][j / 2][(j % 2) * 2 + 0] = pack_bf16(p0, p1);
-                pa[mt][j / 2][(j % 2) * 2 + 1] = pack_bf16(p2, p3);
+                pa[mt][j / 2][(j % 2) * 2 + 0] = pack2<T>(p0, p1);
+                pa[mt][j / 2][(j % 2) * 2 + 1] = pack2<T>(p2, p3);
             }
             l[mt][0] = l[mt][0] * c0 + ls0;
             l[mt][1] = l[mt][1] * c1 + ls1;
@@ -192,8 +193,8 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
                 ldmatrix_x4_trans(b, cv + (c * 16 + (lane & 15)) * LD + i * 8 + (lane >> 4) * 8);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16(o[mt][i], pa[mt][c], b[0], b[1]);
-                    mma_bf16(o[mt][i + 1], pa[mt][c], b[2], b[3]);
+                    mma_16816<T>(o[mt][i], pa[mt][c], b[0], b[1]);
+                    mma_16816<T>(o[mt][i + 1], pa[mt][c], b[2], b[3]);
                 }
             }
     }
@@ -211,14 +212,13 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
             int token = q_begin + row / p.group, head = kv_head * p.group + row % p.group;
             if (p.n_splits == 1) {
                 float inv = lv > 0.f ? 1.f / lv : 0.f;
-                __nv_bfloat16 *dst =
-                    p.out + (int64_t)token * p.out_stride + (int64_t)head * p.head_dim;
+                T *dst = (T *)p.out + (int64_t)token * p.out_stride + (int64_t)head * p.head_dim;
 #pragma unroll
                 for (int i = 0; i < NT; i++) {
                     int col = i * 8 + 2 * t4;
                     if (col < p.head_dim)
-                        *(__nv_bfloat162 *)(dst + col) =
-                            __floats2bfloat162_rn(o[mt][i][2 * h] * inv, o[mt][i][2 * h + 1] * inv);
+                        *(typename half_pair<T>::type *)(dst + col) =
+                            pair_from_f32<T>(o[mt][i][2 * h] * inv, o[mt][i][2 * h + 1] * inv);
                 }
             } else {
                 int64_t out_row = (int64_t)token * p.n_q_heads + head;
@@ -247,43 +247,51 @@ static int fa_variant(void)
     return e && atoi(e) == 1 ? 1 : 2;
 }
 
-template <int D, int MT, bool PAGED>
+template <typename T, int D, int MT, bool PAGED>
 static void launch_fa2_t(glm_backend *be, const attn_params *p, dim3 grid)
 {
     /* the shared-memory limit is a property of the function in each device's context, so it is
-     * raised once per device (a process may drive several GPUs) */
+     * raised once per device (a process may drive several GPUs); attr_set is per instantiation,
+     * like the kernel it guards (the bf16 kernel's limit says nothing of the f16 one's) */
     static bool attr_set[ATT_MAX_DEVICES];
     int dev = 0;
     cudaGetDevice(&dev);
     if (dev < 0 || dev >= ATT_MAX_DEVICES) dev = 0;
     constexpr size_t smem = fa_smem_bytes<D, MT>();
     if (!attr_set[dev]) {
-        CUDA_CHECK(be, cudaFuncSetAttribute(fa2_kernel<D, MT, PAGED>,
+        CUDA_CHECK(be, cudaFuncSetAttribute(fa2_kernel<T, D, MT, PAGED>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set[dev] = true;
     }
-    fa2_kernel<D, MT, PAGED>
+    fa2_kernel<T, D, MT, PAGED>
         <<<grid, fa_cfg<MT>::THREADS, smem, cuda_impl(be)->stream>>>(*p);
     CUDA_CHECK_LAUNCH(be);
 }
 
-template <int D, bool PAGED>
+template <typename T, int D, bool PAGED>
 static void launch_fa2_d(glm_backend *be, const attn_params *p, dim3 grid)
 {
     if (fa_variant() == 1)
-        launch_fa2_t<D, 1, PAGED>(be, p, grid);
+        launch_fa2_t<T, D, 1, PAGED>(be, p, grid);
     else
-        launch_fa2_t<D, 2, PAGED>(be, p, grid);
+        launch_fa2_t<T, D, 2, PAGED>(be, p, grid);
+}
+
+template <typename T>
+static void launch_fa2_h(glm_backend *be, const attn_params *p, dim3 grid, bool paged)
+{
+    if (p->head_dim <= 64)
+        paged ? launch_fa2_d<T, 64, true>(be, p, grid) : launch_fa2_d<T, 64, false>(be, p, grid);
+    else if (p->head_dim <= 112)
+        paged ? launch_fa2_d<T, 112, true>(be, p, grid) : launch_fa2_d<T, 112, false>(be, p, grid);
+    else
+        paged ? launch_fa2_d<T, 128, true>(be, p, grid) : launch_fa2_d<T, 128, false>(be, p, grid);
 }
 
 /* grid.x counts 128-row tiles. Head dims 64..128 (multiples of 8, 16-byte aligned rows). */
-void attn_launch_fa2(glm_backend *be, const attn_params *p, dim3 grid, bool paged)
+void attn_launch_fa2(glm_backend *be, glm_dtype dtype, const attn_params *p, dim3 grid,
+                     bool paged)
 {
-    if (p->head_dim <= 64)
-        paged ? launch_fa2_d<64, true>(be, p, grid) : launch_fa2_d<64, false>(be, p, grid);
-    else if (p->head_dim <= 112)
-        paged ? launch_fa2_d<112, true>(be, p, grid) : launch_fa2_d<112, false>(be, p, grid);
-    else
-        paged ? launch_fa2_d<128, true>(be, p, grid) : launch_fa2_d<128, false>(be, p, grid);
+    GLM_DISPATCH_HALF(dtype, T, launch_fa2_h<T>(be, p, grid, paged));
 }
 

@@ -1,6 +1,8 @@
 /* Shared pieces of the attention kernels (attention.cu dispatches; attention_fallback.cu,
  * attention_flash.cu and attention_decode.cu hold one kernel family each): the parameter block,
- * the mma / ldmatrix / cp.async helpers, tile sizes, and the launchers each file exports. */
+ * the mma / ldmatrix / cp.async helpers, tile sizes, and the launchers each file exports.
+ * Kernels are templates on the 16-bit storage type T (__nv_bfloat16 or __half) of q, k, v, out
+ * and the KV cache; the launchers take the dtype and pick the instantiation. */
 #ifndef GLM4V_CUDA_ATTENTION_INTERNAL_CUH
 #define GLM4V_CUDA_ATTENTION_INTERNAL_CUH
 
@@ -15,10 +17,12 @@
 #define ATT_MAX_SPLITS 64
 #define ATT_MAX_DEVICES 64 /* devices one process may drive */
 
+/* q, k, v and out point at elements of the storage type T the kernel is instantiated for (one
+ * block serves both types; kernels cast). Strides and offsets count elements. */
 typedef struct attn_params {
-    const __nv_bfloat16 *q; /* row t, head h at q + t * q_stride + h * head_dim */
-    const __nv_bfloat16 *k, *v;
-    __nv_bfloat16 *out; /* row t, head h at out + t * out_stride + h * head_dim */
+    const void *q; /* row t, head h at q + t * q_stride + h * head_dim */
+    const void *k, *v;
+    void *out; /* row t, head h at out + t * out_stride + h * head_dim */
     int64_t q_stride, kv_stride, out_stride;
     int head_dim, group, n_q_heads;
     int kv_head_offset; /* full mode: k at column (kv_head_offset + head) * head_dim */
@@ -36,15 +40,26 @@ typedef struct attn_params {
     float *part_o, *part_ml; /* [splits][part_rows][head_dim], [splits][part_rows][2] (m, l) */
 } attn_params;
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
+/* C += A B on one m16n8k16 tile with fp32 accumulators; A and B hold pairs of T (pack2<T>).
+ * The operand type is part of the instruction, so each storage type has its own asm. */
+template <typename T>
+__device__ __forceinline__ void mma_16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1);
 
-__device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float *c, const uint32_t *a, uint32_t b0,
+                                                         uint32_t b1)
 {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float *c, const uint32_t *a, uint32_t b0,
+                                                  uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -59,18 +74,17 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *smem_
                  : "r"(addr));
 }
 
-/* Copies `rows` rows of head_dim bf16 into a [ATT_ROWS][D + 8] smem tile, zero-filling padded
- * dims and rows whose source pointer is NULL. src_of(row) gives each row's address. */
-template <int D, typename RowFn>
-__device__ __forceinline__ void load_tile(__nv_bfloat16 *tile, int head_dim, int vec_ok,
-                                          RowFn src_of)
+/* Copies `rows` rows of head_dim T into a [ATT_ROWS][D + 8] smem tile, zero-filling padded dims
+ * and rows whose source pointer is NULL. src_of(row) gives each row's address. */
+template <typename T, int D, typename RowFn>
+__device__ __forceinline__ void load_tile(T *tile, int head_dim, int vec_ok, RowFn src_of)
 {
     constexpr int LD = D + 8;
     if (vec_ok) {
         constexpr int CHUNKS = D / 8;
         for (int c = threadIdx.x; c < ATT_ROWS * CHUNKS; c += ATT_THREADS) {
             int row = c / CHUNKS, col = (c % CHUNKS) * 8;
-            const __nv_bfloat16 *src = src_of(row);
+            const T *src = src_of(row);
             uint4 v = make_uint4(0, 0, 0, 0);
             if (src && col < head_dim) v = *(const uint4 *)(src + col);
             *(uint4 *)(tile + row * LD + col) = v;
@@ -78,8 +92,8 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16 *tile, int head_dim, int
     } else {
         for (int c = threadIdx.x; c < ATT_ROWS * D; c += ATT_THREADS) {
             int row = c / D, col = c % D;
-            const __nv_bfloat16 *src = src_of(row);
-            tile[row * LD + col] = (src && col < head_dim) ? src[col] : __float2bfloat16(0.f);
+            const T *src = src_of(row);
+            tile[row * LD + col] = (src && col < head_dim) ? src[col] : from_f32<T>(0.f);
         }
     }
 }
@@ -185,16 +199,19 @@ __device__ __forceinline__ attn_block attn_block_range(const attn_params &p, boo
     return b;
 }
 
+/* The launchers: dtype (GLM_BF16 or GLM_F16, checked by the caller) is the storage type of q, k,
+ * v and out, and picks the kernels' instantiation. */
 /* attention_fallback.cu: the 64-row kernel for any head dim up to 128, and its split combine. */
-void attn_launch_flash(glm_backend *be, const attn_params *p, dim3 grid);
-void attn_launch_combine(glm_backend *be, __nv_bfloat16 *out, const float *part_o,
+void attn_launch_flash(glm_backend *be, glm_dtype dtype, const attn_params *p, dim3 grid);
+void attn_launch_combine(glm_backend *be, glm_dtype dtype, void *out, const float *part_o,
                          const float *part_ml, int64_t part_rows, int n_splits, int head_dim);
 /* attention_flash.cu: the pipelined FlashAttention-2 kernel (vision, paged prefill). */
-void attn_launch_fa2(glm_backend *be, const attn_params *p, dim3 grid, bool paged);
+void attn_launch_fa2(glm_backend *be, glm_dtype dtype, const attn_params *p, dim3 grid,
+                     bool paged);
 /* attention_decode.cu: the GQA decode kernel over the paged cache (d = 64 or 128), and the
  * combine of its splits. */
-void attn_launch_decode(glm_backend *be, const attn_params *p, dim3 grid, int d);
-void attn_launch_decode_combine(glm_backend *be, __nv_bfloat16 *out, const float *part_o,
+void attn_launch_decode(glm_backend *be, glm_dtype dtype, const attn_params *p, dim3 grid, int d);
+void attn_launch_decode_combine(glm_backend *be, glm_dtype dtype, void *out, const float *part_o,
                                 const float *part_ml, const int32_t *ctx_len, int64_t part_rows,
                                 int n_splits, int n_q_heads, int head_dim);
 

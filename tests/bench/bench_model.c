@@ -44,12 +44,24 @@
 
 #ifdef GLM4V_HAVE_CUDA
 #include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
 #endif
 
 #include "common/dtype.h"
 #include "kernels/ops.h"
 #include "worker/rank_context.h"
 #include "worker/step_exec.h"
+
+/* Each timed phase is an NVTX range (vision-N, prefill-image, prefill-text, decode-bN, warm-up
+ * runs included), so that a profiler can take one phase alone, e.g.
+ *   ncu --nvtx --nvtx-include "decode-b1/" --launch-count 40 bench_model ... */
+#ifdef GLM4V_HAVE_CUDA
+#define PHASE_BEGIN(name) nvtxRangePushA(name)
+#define PHASE_END() nvtxRangePop()
+#else
+#define PHASE_BEGIN(name) ((void)(name))
+#define PHASE_END() ((void)0)
+#endif
 
 #define MAX_LIST 16
 #define MAX_RESULTS 64
@@ -550,6 +562,9 @@ static glm_status bench_vision(driver *d)
         d->plan.flags = 0;
         for (int i = 0; i < n; i++) d->plan.image_slots[i] = i;
         double t[16];
+        char phase[32];
+        snprintf(phase, sizeof(phase), "vision-%d", n);
+        PHASE_BEGIN(phase);
         for (int r = 0; r < warm + reps && !st; r++) {
             if ((st = sync_be(d))) break;
             double t0 = now_ms();
@@ -557,6 +572,7 @@ static glm_status bench_vision(driver *d)
             if (!st) st = sync_be(d);
             if (r >= warm) t[r - warm] = now_ms() - t0;
         }
+        PHASE_END();
         if (st || k < 0) continue;
         /* host share: the bf16 conversion of the pixels the call does before its upload */
         double host_ms = 0;
@@ -664,11 +680,13 @@ static glm_status bench_prefill(driver *d)
         int chunk = kind == 0 || d->a->prefill_chunk <= 0 ? total : d->a->prefill_chunk;
         double t[32];
         int warm = d->a->warmup, reps = d->a->reps > 32 ? 32 : d->a->reps;
+        PHASE_BEGIN(kind == 0 ? "prefill-image" : "prefill-text");
         for (int r = 0; r < warm + reps && !st; r++) {
             double ms = 0;
             st = run_prompt(d, ids, pos, img, total, chunk, &ms);
             if (r >= warm) t[r - warm] = ms;
         }
+        PHASE_END();
         if (st) break;
         double ms = median(t, reps);
         model_counts k = count_model(d->cfg);
@@ -775,6 +793,9 @@ static glm_status bench_decode(driver *d)
         double *t = malloc(sizeof(double) * (size_t)steps);
         if (!t) return glm_fail(&d->err, GLM_ERR_NOMEM, "out of host memory");
         double total = 0;
+        char phase[32];
+        snprintf(phase, sizeof(phase), "decode-b%d", B);
+        PHASE_BEGIN(phase);
         for (int i = 0; i < warm + steps && !st; i++) {
             /* rows ctx .. ctx + warm + steps - 1: the context stays ~ctx for every batch size */
             if ((st = sync_be(d))) break;
@@ -783,6 +804,7 @@ static glm_status bench_decode(driver *d)
             if (!st) st = sync_be(d);
             if (i >= warm) t[i - warm] = now_ms() - ts, total += t[i - warm];
         }
+        PHASE_END();
         if (st) {
             free(t);
             break;

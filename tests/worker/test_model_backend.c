@@ -1,12 +1,16 @@
 /* The whole model on a 16-bit backend against the CPU backend (fp32), in one process.
  *
- *   test_model_backend MODEL_DIR [--device cuda|cpu-bf16] [--dtype bf16|f16]   (default cuda, bf16)
+ *   test_model_backend MODEL_DIR [--device cuda|cpu-bf16] [--dtype bf16|f16] [--logits-bound X]
+ *   (defaults: cuda, bf16, 1e-2)
  *   mpirun -np N test_model_backend MODEL_DIR ...   (tensor parallel over N ranks: NCCL on GPUs)
  *
  * cuda is the real thing (scripts/gpu-model-test.sh); cpu-bf16 is the CPU backend with the CUDA
  * path's 16-bit rounding (kernels/cpu/bf16_emulation.c), which lets CI guard the numerics of the
  * design (residual streams, what is stored in 16 bits) without a GPU. --dtype picks the storage
- * type (bf16, or fp16 with 3 more significand bits). Rank 0 also builds a
+ * type (bf16, or fp16 with 3 more significand bits). --logits-bound widens the logits bound for
+ * one documented case: bf16 storage on the random wide checkpoint, whose rounding floor is
+ * ~1.2e-2 on any bf16 engine (docs/PERF.md, the emulation's error budget); fp16 storage is held
+ * to 1e-2 there. Rank 0 also builds a
  * one-rank CPU model from the same checkpoint and runs every case on both: logits of every prompt
  * position within relative L2 1e-2, vision embeddings within relative L2 1e-2, and greedy ids equal
  * over 12 tokens wherever the CPU's top-1/top-2 margin is above 0.05 (checked teacher-forced: both
@@ -61,6 +65,8 @@ static float storage_spacing(const float *row, int n, int significand_bits)
     return big > 0 ? ldexpf(1.f, ilogbf(big) - significand_bits) : 0.f;
 }
 
+static double logits_bound = 1e-2;
+
 static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, const int32_t *ids,
                        int n_ids, const float *pixels)
 {
@@ -75,7 +81,7 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     if (!ref.logits || !gpu.logits || ref.rows != gpu.rows) goto out;
     double e = rel_l2(gpu.logits, ref.logits, (size_t)ref.rows * vocab);
     printf("%s tp=%d: prompt logits rel L2 %.2e over %d positions\n", name, ctx->size, e, ref.rows);
-    CHECK_MSG(e < 1e-2, "%s: logits rel L2 %g", name, e);
+    CHECK_MSG(e < logits_bound, "%s: logits rel L2 %g (bound %g)", name, e, logits_bound);
 
     if (pixels) {
         int rows = glm_model_image_rows(cpu);
@@ -204,12 +210,14 @@ int main(int argc, char **argv)
             device = argv[i + 1];
         else if (strcmp(argv[i], "--dtype") == 0)
             dtype = argv[i + 1];
+        else if (strcmp(argv[i], "--logits-bound") == 0)
+            usage = (logits_bound = atof(argv[i + 1])) <= 0;
         else
             usage = true;
     }
     if (usage) {
         fprintf(stderr, "usage: test_model_backend MODEL_DIR [--device cuda|cpu-bf16] "
-                        "[--dtype bf16|f16]\n");
+                        "[--dtype bf16|f16] [--logits-bound X]\n");
         MPI_Finalize();
         return 2;
     }
