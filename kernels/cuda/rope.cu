@@ -152,8 +152,10 @@ void cuda_kv_store(glm_backend *be, glm_tensor k_cache, glm_tensor v_cache, glm_
     CUDA_CHECK_LAUNCH(be);
 }
 
-/* Grid: one block per token. Walks the token's row as pairs: q and k pairs in the rotary range
- * are rotated in place; k pairs (rotated) and v pairs also go to cache slot slots[t]. */
+/* Grid (tokens, pair blocks): one thread per pair of the token's row, so that a decode step's
+ * single token is spread over several SMs (one block per token was 18 pairs per thread at TP 1).
+ * q and k pairs in the rotary range are rotated in place; k pairs (rotated) and v pairs also go
+ * to cache slot slots[t]. */
 template <typename T>
 __global__ void rope_kv_store_kernel(T *qkv, const int32_t *positions, const int32_t *slots,
                                      T *k_cache, T *v_cache, int n_q_heads, int n_kv_heads,
@@ -161,28 +163,28 @@ __global__ void rope_kv_store_kernel(T *qkv, const int32_t *positions, const int
 {
     typedef typename half_pair<T>::type pair;
     int64_t t = blockIdx.x;
+    int i = blockIdx.y * blockDim.x + threadIdx.x;
     int half = head_dim / 2, rot_pairs = rope_dim / 2;
     int row_width = (n_q_heads + 2 * n_kv_heads) * head_dim, kv_width = n_kv_heads * head_dim;
     int k_first = n_q_heads * half, v_first = (n_q_heads + n_kv_heads) * half;
     int n_pairs = (n_q_heads + 2 * n_kv_heads) * half;
+    if (i >= n_pairs) return;
     int64_t slot = slots[t];
     float pos = (float)positions[t];
     pair *row = (pair *)(qkv + t * row_width);
     int64_t at = slot >= 0 ? slot * kv_width : 0; /* padding rows store nothing */
     pair *kc = (pair *)(k_cache + at), *vc = (pair *)(v_cache + at);
-    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
-        int p = i % half;
-        pair d = row[i];
-        if (i < v_first && p < rot_pairs) {
-            d = rotate_pair<T>(d, pos, p, rope_dim, log2_theta);
-            row[i] = d;
-        }
-        if (slot >= 0 && i >= k_first) {
-            if (i < v_first)
-                kc[i - k_first] = d;
-            else
-                vc[i - v_first] = d;
-        }
+    int p = i % half;
+    pair d = row[i];
+    if (i < v_first && p < rot_pairs) {
+        d = rotate_pair<T>(d, pos, p, rope_dim, log2_theta);
+        row[i] = d;
+    }
+    if (slot >= 0 && i >= k_first) {
+        if (i < v_first)
+            kc[i - k_first] = d;
+        else
+            vc[i - v_first] = d;
     }
 }
 
@@ -197,8 +199,10 @@ void cuda_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, g
         return;
     int64_t t = glm_tensor_rows(&qkv);
     if (t == 0) return;
+    int n_pairs = (n_q_heads + 2 * n_kv_heads) * head_dim / 2;
+    dim3 grid((unsigned)t, cuda_blocks(n_pairs, 256));
     GLM_DISPATCH_HALF(qkv.dtype, T,
-                      rope_kv_store_kernel<T><<<(unsigned)t, 128, 0, cuda_impl(be)->stream>>>(
+                      rope_kv_store_kernel<T><<<grid, 256, 0, cuda_impl(be)->stream>>>(
                           (T *)qkv.data, (const int32_t *)positions.data,
                           (const int32_t *)slots.data, (T *)k_cache.data, (T *)v_cache.data,
                           n_q_heads, n_kv_heads, head_dim, rope_dim, log2f(theta)));
