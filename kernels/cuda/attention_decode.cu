@@ -15,6 +15,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const attn_param
     constexpr int TILE = DEC_KEYS * LD;
     static_assert(DEC_WARPS * 16 * (D + 2) * 4 <= (int)dec_smem_bytes<D>(), "merge space");
     extern __shared__ __align__(16) unsigned char dec_smem[];
+    pdl_wait(); /* started through cuda_launch: the cache rows come from the kernel ahead */
+    pdl_trigger();
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t4 = lane % 4;
     T *ring = (T *)dec_smem + warp * DEC_STAGES * 2 * TILE;
@@ -221,6 +223,8 @@ __global__ void decode_combine_kernel(T *out, const float *part_o, const float *
                                       const int32_t *ctx_len, int64_t part_rows, int n_splits,
                                       int n_q_heads, int head_dim)
 {
+    pdl_wait(); /* started through cuda_launch */
+    pdl_trigger();
     int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= part_rows) return;
@@ -266,8 +270,8 @@ static void launch_decode_t(glm_backend *be, const attn_params *p, dim3 grid)
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set[dev] = true;
     }
-    decode_kernel<T, D><<<grid, DEC_WARPS * 32, smem, cuda_impl(be)->stream>>>(*p);
-    CUDA_CHECK_LAUNCH(be);
+    CUDA_CHECK(be,
+               cuda_launch(cuda_impl(be), grid, DEC_WARPS * 32, smem, decode_kernel<T, D>, *p));
 }
 
 void attn_launch_decode(glm_backend *be, glm_dtype dtype, const attn_params *p, dim3 grid, int d)
@@ -282,11 +286,11 @@ void attn_launch_decode_combine(glm_backend *be, glm_dtype dtype, void *out, con
                                 const float *part_ml, const int32_t *ctx_len, int64_t part_rows,
                                 int n_splits, int n_q_heads, int head_dim)
 {
-    cudaStream_t stream = cuda_impl(be)->stream;
+    cudaError_t e;
     GLM_DISPATCH_HALF(dtype, T,
-                      decode_combine_kernel<T><<<cuda_blocks(part_rows, 4), 128, 0, stream>>>(
-                          (T *)out, part_o, part_ml, ctx_len, part_rows, n_splits, n_q_heads,
-                          head_dim));
-    CUDA_CHECK_LAUNCH(be);
+                      e = cuda_launch(cuda_impl(be), cuda_blocks(part_rows, 4), 128, 0,
+                                      decode_combine_kernel<T>, (T *)out, part_o, part_ml, ctx_len,
+                                      part_rows, n_splits, n_q_heads, head_dim));
+    CUDA_CHECK(be, e);
 }
 

@@ -56,11 +56,17 @@ typedef struct cuda_backend {
     void *sample_host;
     size_t sample_host_bytes;
     int n_sms;
+    /* programmatic dependent launch for the kernels started through cuda_launch (1 by default;
+     * GLM4V_PDL=0 turns it off at creation) */
+    int pdl;
     /* linear layers of at most gemv_max_rows rows (0: none) whose weights have at least
      * gemv_min_weights elements use gemv.cu; GLM4V_GEMV_MAX_ROWS / GLM4V_GEMV_MIN_WEIGHTS
      * override the defaults at creation */
     int gemv_max_rows;
     int64_t gemv_min_weights;
+    /* linear layers of 2 to skinny_max_rows rows (0: none; at most 64) use gemm_skinny.cu;
+     * GLM4V_SKINNY_MAX_ROWS overrides the default at creation */
+    int skinny_max_rows;
     int capturing_key; /* -1 when not capturing */
     cuda_graph_slot graphs[GLM_CUDA_MAX_GRAPHS];
 } cuda_backend;
@@ -227,6 +233,48 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+/* ---- programmatic dependent launch ----
+ * On Hopper a kernel may be placed on the GPU before the kernel ahead of it in the stream has
+ * finished: its blocks start as the earlier kernel's last blocks retire, and its prologue overlaps
+ * that tail. At decode a layer is about ten kernels of a few microseconds each, so these gaps are a
+ * real share of a step. The contract of a kernel started with cuda_launch: it calls pdl_wait()
+ * before it reads anything an earlier kernel wrote (which is everything but the weights: those are
+ * written once at load, never by the kernel just before), and pdl_trigger() once every block may
+ * let the next kernel be placed. Both are no-ops when the launch did not ask for it (cb->pdl 0), so
+ * the same kernel runs correctly either way. */
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+/* kernel<<<grid, block, smem, cb->stream>>>(args...), with programmatic serialization when
+ * cb->pdl: only for kernels that keep the contract above. */
+template <typename... Params, typename... Args>
+static inline cudaError_t cuda_launch(const cuda_backend *cb, dim3 grid, dim3 block, size_t smem,
+                                      void (*kernel)(Params...), Args... args)
+{
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = cb->pdl ? 1 : 0;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = cb->stream;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 /* Element i of a float tensor of dtype bf16, f16 or f32 (for the few ops that take any). */
 __device__ __forceinline__ float load_any(const void *p, glm_dtype dt, int64_t i)
 {
@@ -250,6 +298,8 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
                  glm_activation act);
 void cuda_gemm_destroy_plans(cuda_backend *cb);
 bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias);
+bool cuda_gemm_skinny(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
+                      const void *bias);
 void cuda_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);
 void cuda_scale(glm_backend *be, glm_tensor x, float s);
 void cuda_gelu(glm_backend *be, glm_tensor y, glm_tensor x);

@@ -96,6 +96,8 @@ void cuda_gelu(glm_backend *be, glm_tensor y, glm_tensor x)
 template <typename T>
 __global__ void silu_mul_kernel(T *y, const T *x, int64_t m, int64_t f, int vec8)
 {
+    pdl_wait(); /* started through cuda_launch */
+    pdl_trigger();
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (vec8) {
@@ -135,10 +137,11 @@ void cuda_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
     int64_t work = vec8 ? m * f / 8 : m * f;
     int64_t blocks = (work + EW_THREADS - 1) / EW_THREADS;
     if (blocks > (int64_t)cb->n_sms * 16) blocks = (int64_t)cb->n_sms * 16;
+    cudaError_t e;
     GLM_DISPATCH_HALF(y.dtype, T,
-                      silu_mul_kernel<T><<<(unsigned)blocks, EW_THREADS, 0, cb->stream>>>(
-                          (T *)y.data, (const T *)x.data, m, f, vec8));
-    CUDA_CHECK_LAUNCH(be);
+                      e = cuda_launch(cb, (unsigned)blocks, EW_THREADS, 0, silu_mul_kernel<T>,
+                                      (T *)y.data, (const T *)x.data, m, f, vec8));
+    CUDA_CHECK(be, e);
 }
 
 /* Counter-based normal numbers from kernels/sample_rng.h, the same function the CPU backend uses,

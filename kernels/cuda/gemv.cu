@@ -41,7 +41,22 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; m++) acc[m] = 0.f;
+    /* the first loads of W are issued before waiting for the kernel ahead (cuda_launch): W is a
+     * weight, so they overlap that kernel's tail; x is its output and is read only after */
     int64_t c = lane;
+    bool early = c + 32 * (GEMV_UNROLL - 1) < chunks;
+    uint4 first[GEMV_UNROLL];
+    if (early) {
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) first[u] = __ldcs(wr + c + 32 * u);
+    }
+    pdl_wait();
+    pdl_trigger();
+    if (early) {
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) gemv_chunk<T, M>(acc, first[u], x, k, c + 32 * u);
+        c += 32 * GEMV_UNROLL;
+    }
     for (; c + 32 * (GEMV_UNROLL - 1) < chunks; c += 32 * GEMV_UNROLL) {
         uint4 wv[GEMV_UNROLL];
 #pragma unroll
@@ -60,21 +75,22 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 }
 
 template <typename T>
-static void launch_gemv(cudaStream_t s, dim3 grid, dim3 block, int m, const glm_tensor &y,
-                        const glm_tensor &x, const glm_tensor &w, const void *bias)
+static cudaError_t launch_gemv(const cuda_backend *cb, dim3 grid, dim3 block, int m,
+                              const glm_tensor &y, const glm_tensor &x, const glm_tensor &w,
+                              const void *bias)
 {
     T *yd = (T *)y.data;
     const T *xd = (const T *)x.data, *wd = (const T *)w.data, *bd = (const T *)bias;
     int64_t n = glm_tensor_rows(&w), k = glm_tensor_cols(&x);
     switch (m) {
-    case 1: gemv_kernel<T, 1><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 2: gemv_kernel<T, 2><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 3: gemv_kernel<T, 3><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 4: gemv_kernel<T, 4><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 5: gemv_kernel<T, 5><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 6: gemv_kernel<T, 6><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    case 7: gemv_kernel<T, 7><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
-    default: gemv_kernel<T, 8><<<grid, block, 0, s>>>(yd, xd, wd, bd, n, k); break;
+    case 1: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 1>, yd, xd, wd, bd, n, k);
+    case 2: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 2>, yd, xd, wd, bd, n, k);
+    case 3: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 3>, yd, xd, wd, bd, n, k);
+    case 4: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 4>, yd, xd, wd, bd, n, k);
+    case 5: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 5>, yd, xd, wd, bd, n, k);
+    case 6: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 6>, yd, xd, wd, bd, n, k);
+    case 7: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 7>, yd, xd, wd, bd, n, k);
+    default: return cuda_launch(cb, grid, block, 0, gemv_kernel<T, 8>, yd, xd, wd, bd, n, k);
     }
 }
 
@@ -89,8 +105,8 @@ bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const 
         !cuda_aligned16(x.data) || !cuda_aligned16(w.data))
         return false;
     dim3 grid((unsigned)((n + GEMV_WARPS - 1) / GEMV_WARPS)), block(GEMV_WARPS * 32);
-    GLM_DISPATCH_HALF(w.dtype, T, launch_gemv<T>(cb->stream, grid, block, (int)m, y, x, w, bias));
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e;
+    GLM_DISPATCH_HALF(w.dtype, T, e = launch_gemv<T>(cb, grid, block, (int)m, y, x, w, bias));
     if (e != cudaSuccess)
         glm_backend_fail(be, GLM_ERR_BACKEND, "gemv launch (%lld x %lld x %lld): %s", (long long)m,
                          (long long)n, (long long)k, cudaGetErrorString(e));

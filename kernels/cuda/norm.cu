@@ -71,6 +71,8 @@ template <typename T, typename R>
 __global__ void norm_kernel(T *y, R *x, const T *delta, const T *w, const T *b, int64_t cols,
                             float eps, int mode, int vec8)
 {
+    pdl_wait(); /* started through cuda_launch: x and delta come from the kernels ahead */
+    pdl_trigger();
     int64_t row = blockIdx.x;
     R *xr = x + row * cols;
     T *yr = y + row * cols;
@@ -144,6 +146,8 @@ template <typename T, typename R>
 __global__ void add_layernorm_kernel(T *y, R *resid, const T *delta, const T *w, const T *b,
                                      int64_t cols, float eps, int vec8)
 {
+    pdl_wait();
+    pdl_trigger();
     int64_t row = blockIdx.x;
     R *rr = resid + row * cols;
     const T *dr = delta + row * cols;
@@ -179,9 +183,10 @@ __global__ void add_layernorm_kernel(T *y, R *resid, const T *delta, const T *w,
 }
 
 template <typename T, typename R>
-static void launch_norm_as(cudaStream_t stream, const glm_tensor &y, const glm_tensor &x,
-                           const glm_tensor *delta, const glm_tensor &w, const glm_tensor *b,
-                           float eps, int mode, int vec8)
+static cudaError_t launch_norm_as(const cuda_backend *cb, const glm_tensor &y,
+                                  const glm_tensor &x, const glm_tensor *delta,
+                                  const glm_tensor &w, const glm_tensor *b, float eps, int mode,
+                                  int vec8)
 {
     unsigned rows = (unsigned)glm_tensor_rows(&x);
     int64_t cols = glm_tensor_cols(&x);
@@ -189,12 +194,10 @@ static void launch_norm_as(cudaStream_t stream, const glm_tensor &y, const glm_t
     const T *dd = delta ? (const T *)delta->data : NULL;
     const T *bd = b ? (const T *)b->data : NULL;
     if (mode == 3)
-        add_layernorm_kernel<T, R><<<rows, NORM_THREADS, 0, stream>>>(
-            yd, (R *)x.data, dd, (const T *)w.data, bd, cols, eps, vec8);
-    else
-        norm_kernel<T, R><<<rows, NORM_THREADS, 0, stream>>>(yd, (R *)x.data, dd,
-                                                             (const T *)w.data, bd, cols, eps,
-                                                             mode, vec8);
+        return cuda_launch(cb, rows, NORM_THREADS, 0, add_layernorm_kernel<T, R>, yd, (R *)x.data,
+                           dd, (const T *)w.data, bd, cols, eps, vec8);
+    return cuda_launch(cb, rows, NORM_THREADS, 0, norm_kernel<T, R>, yd, (R *)x.data, dd,
+                       (const T *)w.data, bd, cols, eps, mode, vec8);
 }
 
 static void launch_norm(glm_backend *be, glm_tensor y, glm_tensor x, const glm_tensor *delta,
@@ -217,13 +220,14 @@ static void launch_norm(glm_backend *be, glm_tensor y, glm_tensor x, const glm_t
     int vec8 = cols % 8 == 0 && cuda_aligned16(x.data) && cuda_aligned16(y.data) &&
                cuda_aligned16(w.data) && (!b || cuda_aligned16(b->data)) &&
                (!delta || cuda_aligned16(delta->data));
+    cudaError_t e;
     GLM_DISPATCH_HALF(t, T, {
         if (x.dtype == GLM_F32)
-            launch_norm_as<T, float>(cb->stream, y, x, delta, w, b, eps, mode, vec8);
+            e = launch_norm_as<T, float>(cb, y, x, delta, w, b, eps, mode, vec8);
         else
-            launch_norm_as<T, T>(cb->stream, y, x, delta, w, b, eps, mode, vec8);
+            e = launch_norm_as<T, T>(cb, y, x, delta, w, b, eps, mode, vec8);
     });
-    CUDA_CHECK_LAUNCH(be);
+    CUDA_CHECK(be, e);
 }
 
 void cuda_rmsnorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, float eps)

@@ -162,6 +162,8 @@ __global__ void rope_kv_store_kernel(T *qkv, const int32_t *positions, const int
                                      int head_dim, int rope_dim, float log2_theta)
 {
     typedef typename half_pair<T>::type pair;
+    pdl_wait(); /* started through cuda_launch: qkv comes from the kernel ahead */
+    pdl_trigger();
     int64_t t = blockIdx.x;
     int i = blockIdx.y * blockDim.x + threadIdx.x;
     int half = head_dim / 2, rot_pairs = rope_dim / 2;
@@ -201,10 +203,12 @@ void cuda_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, g
     if (t == 0) return;
     int n_pairs = (n_q_heads + 2 * n_kv_heads) * head_dim / 2;
     dim3 grid((unsigned)t, cuda_blocks(n_pairs, 256));
+    cudaError_t e;
     GLM_DISPATCH_HALF(qkv.dtype, T,
-                      rope_kv_store_kernel<T><<<grid, 256, 0, cuda_impl(be)->stream>>>(
-                          (T *)qkv.data, (const int32_t *)positions.data,
-                          (const int32_t *)slots.data, (T *)k_cache.data, (T *)v_cache.data,
-                          n_q_heads, n_kv_heads, head_dim, rope_dim, log2f(theta)));
-    CUDA_CHECK_LAUNCH(be);
+                      e = cuda_launch(cuda_impl(be), grid, 256, 0, rope_kv_store_kernel<T>,
+                                      (T *)qkv.data, (const int32_t *)positions.data,
+                                      (const int32_t *)slots.data, (T *)k_cache.data,
+                                      (T *)v_cache.data, n_q_heads, n_kv_heads, head_dim,
+                                      rope_dim, log2f(theta)));
+    CUDA_CHECK(be, e);
 }
