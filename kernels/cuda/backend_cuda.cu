@@ -382,9 +382,9 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     }
     CREATE_CHECK(cudaSetDevice(device_index));
     CREATE_CHECK(cudaDeviceGetAttribute(&cb->n_sms, cudaDevAttrMultiProcessorCount, device_index));
-    int major = 0;
-    CREATE_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_index));
-    cb->pdl = major >= 9; /* griddepcontrol needs Hopper; see cuda_launch in common.cuh */
+    CREATE_CHECK(cudaDeviceGetAttribute(&cb->cc_major, cudaDevAttrComputeCapabilityMajor,
+                                        device_index));
+    cb->pdl = cb->cc_major >= 9; /* griddepcontrol needs Hopper; see cuda_launch in common.cuh */
     /* gemv.cu for every one-row product: on an H200 it beat cuBLASLt on each GLM-4V decode layer
      * at TP 1 and 2 (qkv 2365 against 1891 GB/s, the TP 2 dense 1655 against 1184), and lost on
      * 2 or more rows (M = 4: 1699 against 3569 GB/s). docs/notes-cuda.md has the table
@@ -399,6 +399,9 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     if (env && *env) cb->pdl = cb->pdl && atoi(env) != 0;
     /* gemm_skinny.cu (2..64 rows) is off until it has been measured against cuBLASLt */
     cb->skinny_max_rows = 0;
+    cb->skinny_max_weights = INT64_MAX;
+    env = getenv("GLM4V_SKINNY_MAX_WEIGHTS");
+    if (env && *env) cb->skinny_max_weights = atoll(env);
     env = getenv("GLM4V_SKINNY_MAX_ROWS");
     if (env && *env) cb->skinny_max_rows = atoi(env);
     CREATE_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));

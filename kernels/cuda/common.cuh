@@ -56,6 +56,7 @@ typedef struct cuda_backend {
     void *sample_host;
     size_t sample_host_bytes;
     int n_sms;
+    int cc_major; /* compute capability: 9 on Hopper (clusters, griddepcontrol) */
     /* programmatic dependent launch for the kernels started through cuda_launch (1 by default;
      * GLM4V_PDL=0 turns it off at creation) */
     int pdl;
@@ -64,9 +65,11 @@ typedef struct cuda_backend {
      * override the defaults at creation */
     int gemv_max_rows;
     int64_t gemv_min_weights;
-    /* linear layers of 2 to skinny_max_rows rows (0: none; at most 64) use gemm_skinny.cu;
-     * GLM4V_SKINNY_MAX_ROWS overrides the default at creation */
+    /* linear layers of 2 to skinny_max_rows rows (0: none; at most 64) whose weights have at most
+     * skinny_max_weights elements use gemm_skinny.cu; GLM4V_SKINNY_MAX_ROWS /
+     * GLM4V_SKINNY_MAX_WEIGHTS override the defaults at creation */
     int skinny_max_rows;
+    int64_t skinny_max_weights;
     int capturing_key; /* -1 when not capturing */
     cuda_graph_slot graphs[GLM_CUDA_MAX_GRAPHS];
 } cuda_backend;

@@ -321,13 +321,15 @@ static cudaError_t launch_skinny(const cuda_backend *cb, int splits, int col_blo
     }
 }
 
-/* Runs the product when this kernel suits it (2 <= M <= skinny_max_rows, M <= 64, K % 32 == 0,
- * a 16-bit dtype, 16-byte aligned x, W and y); false leaves it to the caller. */
+/* Runs the product when this kernel suits it (2 <= M <= skinny_max_rows, M <= 64, N * K <=
+ * skinny_max_weights, K % 32 == 0, a 16-bit dtype, 16-byte aligned x, W and y); false leaves it
+ * to the caller. */
 bool cuda_gemm_skinny(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias)
 {
     cuda_backend *cb = cuda_impl(be);
     int64_t m = glm_tensor_rows(&x), k = glm_tensor_cols(&x), n = glm_tensor_rows(&w);
-    if (m < 2 || m > cb->skinny_max_rows || m > SK_MAX_ROWS || !cuda_is_half(w.dtype) ||
+    if (m < 2 || m > cb->skinny_max_rows || m > SK_MAX_ROWS || n * k > cb->skinny_max_weights ||
+        !cuda_is_half(w.dtype) ||
         k < SK_STEP || k % SK_STEP != 0 || k > INT32_MAX || n < 1 ||
         (n + SK_BN - 1) / SK_BN > 65535 || !cuda_aligned16(x.data) ||
         !cuda_aligned16(w.data) || !cuda_aligned16(y.data))
@@ -336,10 +338,9 @@ bool cuda_gemm_skinny(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
     /* Split K until the grid is about SK_BLOCKS_PER_SM blocks per SM (never more: the grid stays
      * one wave, every block resident), each split at least two chunks long; clusters, and so
      * splits, need sm_90. */
-    int splits = 1, major = 0;
-    cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device);
-    if (e != cudaSuccess) cudaGetLastError(); /* cleared: one split then */
-    if (e == cudaSuccess && major >= 9) {
+    int splits = 1;
+    cudaError_t e;
+    if (cb->cc_major >= 9) {
         splits = SK_BLOCKS_PER_SM * cb->n_sms / col_blocks;
         int most = (int)(k / SK_STEP / (2 * SK_P));
         if (splits > most) splits = most;
