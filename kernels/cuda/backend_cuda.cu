@@ -397,13 +397,6 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     if (env && *env) cb->gemv_min_weights = atoll(env);
     env = getenv("GLM4V_PDL");
     if (env && *env) cb->pdl = cb->pdl && atoi(env) != 0;
-    /* gemm_skinny.cu (2..64 rows) is off until it has been measured against cuBLASLt */
-    cb->skinny_max_rows = 0;
-    cb->skinny_max_weights = INT64_MAX;
-    env = getenv("GLM4V_SKINNY_MAX_WEIGHTS");
-    if (env && *env) cb->skinny_max_weights = atoll(env);
-    env = getenv("GLM4V_SKINNY_MAX_ROWS");
-    if (env && *env) cb->skinny_max_rows = atoi(env);
     CREATE_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     staging_state *ss = staging_events(cb);
     for (int i = 0; i < 2; i++)

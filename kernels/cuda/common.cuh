@@ -65,11 +65,6 @@ typedef struct cuda_backend {
      * override the defaults at creation */
     int gemv_max_rows;
     int64_t gemv_min_weights;
-    /* linear layers of 2 to skinny_max_rows rows (0: none; at most 64) whose weights have at most
-     * skinny_max_weights elements use gemm_skinny.cu; GLM4V_SKINNY_MAX_ROWS /
-     * GLM4V_SKINNY_MAX_WEIGHTS override the defaults at creation */
-    int skinny_max_rows;
-    int64_t skinny_max_weights;
     int capturing_key; /* -1 when not capturing */
     cuda_graph_slot graphs[GLM_CUDA_MAX_GRAPHS];
 } cuda_backend;
@@ -301,8 +296,6 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
                  glm_activation act);
 void cuda_gemm_destroy_plans(cuda_backend *cb);
 bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias);
-bool cuda_gemm_skinny(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
-                      const void *bias);
 void cuda_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);
 void cuda_scale(glm_backend *be, glm_tensor x, float s);
 void cuda_gelu(glm_backend *be, glm_tensor y, glm_tensor x);

@@ -159,10 +159,6 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
         if (act == GLM_ACT_GELU) cuda_gelu(be, y, y);
         return;
     }
-    if (cuda_gemm_skinny(be, y, x, w, bias_ptr)) { /* decode batches: see gemm_skinny.cu */
-        if (act == GLM_ACT_GELU) cuda_gelu(be, y, y);
-        return;
-    }
     int align = pointer_alignment(x.data);
     int a2 = pointer_alignment(w.data), a3 = pointer_alignment(y.data);
     if (a2 < align) align = a2;

@@ -876,38 +876,34 @@ static void bench(void)
         be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
     }
 
-    /* decode-sized layers (TP 1 and TP 2 shards): cuBLASLt alone, gemv.cu alone, what the
-     * default settings pick, and gemm_skinny.cu for 2..64 rows (backends on the same device made
-     * under those settings) */
-    glm_backend *var[4] = {NULL, NULL, NULL, NULL};
-    const char *var_env[4][3] = {
-        {"0", "0", "0"}, {"8", "0", "0"}, {NULL, NULL, NULL}, {"0", NULL, "64"}};
-    const char *var_names[3] = {"GLM4V_GEMV_MAX_ROWS", "GLM4V_GEMV_MIN_WEIGHTS",
-                                "GLM4V_SKINNY_MAX_ROWS"};
+    /* decode-sized layers (TP 1 and TP 2 shards): cuBLASLt alone, gemv.cu alone, and what the
+     * default settings pick (backends on the same device made under those settings) */
+    glm_backend *var[3] = {NULL, NULL, NULL};
+    const char *var_env[3][2] = {{"0", "0"}, {"8", "0"}, {NULL, NULL}};
+    const char *var_names[2] = {"GLM4V_GEMV_MAX_ROWS", "GLM4V_GEMV_MIN_WEIGHTS"};
     glm_error lt_err;
-    for (int i = 0; i < 4; i++) {
-        for (int j = 0; j < 3; j++)
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 2; j++)
             if (var_env[i][j])
                 setenv(var_names[j], var_env[i][j], 1);
             else
                 unsetenv(var_names[j]);
         if (glm_backend_cuda_create(0, &var[i], &lt_err) != GLM_OK) var[i] = NULL;
     }
-    if (var[0] && var[1] && var[2] && var[3]) {
+    if (var[0] && var[1] && var[2]) {
         int dec[][3] = {{1, 4608, 4096},  {1, 4096, 4096},  {1, 27392, 4096}, {1, 4096, 13696},
                         {1, 151552, 4096}, {1, 2304, 4096},  {1, 4096, 2048},  {1, 13696, 4096},
                         {1, 4096, 6848},  {2, 27392, 4096}, {4, 27392, 4096}, {4, 4608, 4096},
-                        {8, 27392, 4096}, {8, 4608, 4096},  {32, 4608, 4096}, {32, 27392, 4096},
-                        {32, 4096, 13696}, {64, 27392, 4096}, {16, 4096, 4096}};
+                        {8, 27392, 4096}};
         printf("  decode linear, GB/s of weights + activations (-: that path failed)\n"
-               "     M      N      K | cuBLASLt |   gemv.cu |  default |   skinny\n");
+               "     M      N      K | cuBLASLt |   gemv.cu | default\n");
         for (size_t i = 0; i < sizeof(dec) / sizeof(dec[0]); i++) {
             int m = dec[i][0], n = dec[i][1], k = dec[i][2];
             lin_args l = {t2(dev_random((size_t)m * n), m, n), t2(dev_random((size_t)m * k), m, k),
                           t2(dev_random((size_t)n * k), n, k), NULL};
             double bytes = 2.0 * ((double)m * k + (double)n * k + (double)m * n);
             printf("  %4d %6d %6d", m, n, k);
-            for (int v = 0; v < 4; v++) {
+            for (int v = 0; v < 3; v++) {
                 l.be = var[v];
                 float ms = time_ms_on(var[v], run_linear, &l, 20);
                 /* a failed op is a no-op: its time means nothing */
@@ -920,7 +916,7 @@ static void bench(void)
             be->ops->free(be, l.y.data), be->ops->free(be, l.x.data), be->ops->free(be, l.w.data);
         }
     }
-    for (int i = 0; i < 4; i++) glm_backend_destroy(var[i]);
+    for (int i = 0; i < 3; i++) glm_backend_destroy(var[i]);
 
     int len = 6401, heads = 16, hd = 112;
     att_args a = {t2(dev_random((size_t)len * heads * hd), len, heads * hd),
@@ -1009,16 +1005,6 @@ static void run_suite(void)
     test_linear(2, 40, 44, 1, 0);
     test_linear(3, 64, 1032, 0, 1);
     test_linear(3, 24, 13696, 0, 0); /* several passes of loads per lane, as dense_4h_to_h */
-    /* 9..64 rows through gemm_skinny.cu (K % 32 == 0): N not a multiple of 16 (column edge, a
-     * warp wholly past N), partial 8-row x tiles, K = 128 in one split, K = 1088 in 4 uneven
-     * splits (a cluster) whose last chunks are partial */
-    test_linear(9, 77, 128, 1, 0);
-    test_linear(16, 200, 1088, 0, 0);
-    test_linear(17, 77, 1088, 1, 1);
-    test_linear(33, 200, 128, 0, 0);
-    test_linear(33, 200, 1088, 1, 0);
-    test_linear(64, 77, 1088, 1, 0);
-    test_linear(64, 200, 128, 0, 1);
     test_elementwise(1000);
     test_elementwise(1003);
     test_silu_mul(3, 64);
@@ -1067,9 +1053,6 @@ static void run_suite(void)
         test_linear(1, 4608, 4096, 1, 0); /* decode qkv, dense_4h_to_h through gemv.cu */
         test_linear(4, 4096, 13696, 0, 0);
         test_linear(64, 1792, 1792, 1, 1);
-        test_linear(32, 4608, 4096, 1, 0); /* decode batches through gemm_skinny.cu */
-        test_linear(64, 4096, 13696, 0, 0);
-        test_linear(24, 27392, 4096, 0, 0);
         test_elementwise(1 << 20);
         test_silu_mul(7, 13696);
         test_norms(5, 4096);
@@ -1113,11 +1096,10 @@ int main(int argc, char **argv)
         }
     }
     glm_error err;
-    /* every gemv.cu instantiation (M 1..8) and small shapes under test, and gemm_skinny.cu for 9
-     * to 64 rows, unless the caller chose limits */
+    /* every gemv.cu instantiation (M 1..8) and small shapes under test, unless the caller chose
+     * limits */
     setenv("GLM4V_GEMV_MAX_ROWS", "8", 0);
     setenv("GLM4V_GEMV_MIN_WEIGHTS", "0", 0);
-    setenv("GLM4V_SKINNY_MAX_ROWS", "64", 0);
     if (glm_backend_cuda_create(0, &be, &err) != GLM_OK) {
         fprintf(stderr, "no CUDA backend: %s\n", err.msg);
         return 1;
