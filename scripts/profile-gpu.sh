@@ -4,8 +4,10 @@
 # a per-kernel table (scripts/ncu_summary.py). On the GPU machine, after scripts/bench-gpu.sh (or
 # any build of bench_model in BUILD_DIR):
 #   source .devdeps/env.sh && scripts/profile-gpu.sh [PHASE:LAUNCHES ...]
-# default phases: vision-1:700 prefill-image:500 decode-b1:500 decode-b32:500. LAUNCHES kernels
-# are profiled from the phase's start after skipping SKIP (default: as many, i.e. one warm run).
+# default phases: vision-1:300 prefill-image:450 decode-b1:450 decode-b32:450. LAUNCHES kernels
+# are profiled from the phase's start after skipping SKIP (default: as many, i.e. about one warm
+# run). Each profiled kernel costs ncu ~0.2 s (an H100 took ~2 min for 500 decode kernels), so
+# keep LAUNCHES to a few layers' worth for the vision tower.
 # Clocks and caches are left as they run (--clock-control none --cache-control none), so the
 # durations are those of the benchmark, each kernel run alone.
 # Environment: BUILD_DIR (build-gpu), BENCH_ARGS (extra bench_model flags, e.g. --dtype f16), OUT.
@@ -16,7 +18,7 @@ NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 OUTDIR=${OUT:-$B/profile}
 mkdir -p "$OUTDIR"
 phases=("$@")
-[ ${#phases[@]} -gt 0 ] || phases=(vision-1:700 prefill-image:500 decode-b1:500 decode-b32:500)
+[ ${#phases[@]} -gt 0 ] || phases=(vision-1:300 prefill-image:450 decode-b1:450 decode-b32:450)
 metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
 metrics+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
 for p in "${phases[@]}"; do
