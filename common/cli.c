@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 bool glm_cli_number(const char *prog, const char *flag, const char *s, double lo, double hi,
                     double *out)
@@ -29,4 +30,15 @@ bool glm_cli_int(const char *prog, const char *flag, const char *s, long lo, lon
     }
     *out = v;
     return true;
+}
+
+bool glm_cli_choice(const char *prog, const char *flag, const char *s, const char *const *choices)
+{
+    for (const char *const *c = choices; *c; c++)
+        if (strcmp(s, *c) == 0) return true;
+    fprintf(stderr, "%s: %s must be one of", prog, flag);
+    for (const char *const *c = choices; *c; c++)
+        fprintf(stderr, "%s %s", c == choices ? "" : ",", *c);
+    fprintf(stderr, "; got '%s'\n", s);
+    return false;
 }

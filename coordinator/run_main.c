@@ -43,6 +43,9 @@ static void usage(FILE *f)
                "  --threads N              CPU threads per rank (default: OpenMP's)\n");
 }
 
+/* --dtype's words: the CUDA backend's 16-bit storage types (kernels/ops.h) */
+static const char *const storage_names[] = {"bf16", "f16", NULL};
+
 /* Returns 0, or 2 for a usage error (message printed by rank 0). */
 static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank_options *ro)
 {
@@ -111,15 +114,10 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             }
             ro->device = optarg;
             break;
-        case O_DTYPE: {
-            glm_dtype storage;
-            if (!glm_storage_parse(optarg, &storage)) {
-                if (!rank) fprintf(stderr, "glm4v-run: --dtype must be bf16 or f16\n");
-                return 2;
-            }
+        case O_DTYPE:
+            if (!glm_cli_choice("glm4v-run", "--dtype", optarg, storage_names)) return 2;
             ro->dtype = optarg;
             break;
-        }
         case O_TP:
             if (!glm_cli_int("glm4v-run", "--tp", optarg, 1, 64, &v)) return 2;
             ro->tp = (int)v;

@@ -61,6 +61,9 @@ static void usage(FILE *f)
         "  --random-weights SEED      random full-size weights (benchmarks)\n");
 }
 
+/* --dtype's words: the CUDA backend's 16-bit storage types (kernels/ops.h) */
+static const char *const storage_names[] = {"bf16", "f16", NULL};
+
 static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, glm_rank_options *ro)
 {
     enum {
@@ -162,15 +165,10 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         case O_DEVICE:
             ro->device = optarg;
             break;
-        case O_DTYPE: {
-            glm_dtype storage;
-            if (!glm_storage_parse(optarg, &storage)) {
-                if (!rank) fprintf(stderr, "glm4v-serve: --dtype must be bf16 or f16\n");
-                return 2;
-            }
+        case O_DTYPE:
+            if (!glm_cli_choice("glm4v-serve", "--dtype", optarg, storage_names)) return 2;
             ro->dtype = optarg;
             break;
-        }
         case O_REDIS:
             if (strchr(optarg, '@')) {
                 if (!rank)

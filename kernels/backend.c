@@ -50,7 +50,8 @@ glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error
     if (!be->ops->set_storage)
         return glm_fail(err, GLM_ERR_UNSUPPORTED,
                         "the %s backend computes and stores f32; --dtype applies to cuda and "
-                        "cpu-bf16", be->name);
+                        "cpu-bf16",
+                        be->name);
     return be->ops->set_storage(be, storage, err);
 }
 

@@ -148,9 +148,9 @@ typedef struct glm_backend_ops {
                      glm_tensor slots, int n_q_heads, int n_kv_heads, int head_dim);
     /* rope then kv_store, as one pass over the rows (optional: NULL runs the two ops; use
      * glm_op_rope_kv_store). Results equal those of the two ops. */
-    void (*rope_kv_store)(glm_backend *be, glm_tensor qkv, glm_tensor positions,
-                          glm_tensor k_cache, glm_tensor v_cache, glm_tensor slots, int n_q_heads,
-                          int n_kv_heads, int head_dim, int rope_dim, float theta);
+    void (*rope_kv_store)(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
+                          glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,
+                          int head_dim, int rope_dim, float theta);
     /* out[T, nq * head_dim]: causal attention of the q heads of qkv over the paged cache as
      * described by batch; query head n reads kv head n / (nq / nkv). */
     void (*attention_paged)(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,

@@ -268,8 +268,7 @@ glm_status glm_p2p_allreduce(glm_p2p *p2p, void *data, size_t count, glm_dtype d
     if (!glm_p2p_takes(p2p, count, dtype))
         return glm_fail(err, GLM_ERR_INVALID_ARG, "p2p all-reduce: %zu x %s is not for this path",
                         count, glm_dtype_name(dtype));
-    cudaError_t e =
-        glm_p2p_allreduce_launch(&p2p->args, data, count, dtype, (cudaStream_t)stream);
+    cudaError_t e = glm_p2p_allreduce_launch(&p2p->args, data, count, dtype, (cudaStream_t)stream);
     if (e != cudaSuccess)
         return glm_fail(err, GLM_ERR_COMM, "p2p all-reduce of %zu x %s on rank %d: %s", count,
                         glm_dtype_name(dtype), p2p->args.rank, cudaGetErrorString(e));

@@ -235,7 +235,8 @@ void glm_decoder_graphs_free(glm_model *m)
     graph_state *g = m->graphs;
     if (!g) return;
     for (int b = 1; b <= GRAPH_MAX_BUCKET; b++)
-        if (g->captured[b] && m->be->ops->graph_drop) m->be->ops->graph_drop(m->be, g->key_base + b);
+        if (g->captured[b] && m->be->ops->graph_drop)
+            m->be->ops->graph_drop(m->be, g->key_base + b);
     free(g->host);
     free(g);
     m->graphs = NULL;

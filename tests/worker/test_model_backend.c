@@ -121,7 +121,8 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
             skipped++;
             continue;
         }
-        if (emulated && margin <= storage_spacing(ref_tf.logits + (size_t)row * vocab, vocab, bits)) {
+        if (emulated &&
+            margin <= storage_spacing(ref_tf.logits + (size_t)row * vocab, vocab, bits)) {
             skipped_bf16++;
             continue;
         }

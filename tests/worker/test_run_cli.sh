@@ -40,7 +40,7 @@ expect 1 "config.json" -- "$run" --model "$tmp/nowhere" --input-ids 1
 expect 2 "does not divide num_attention_heads" -- "$mpiexec" --oversubscribe -np 3 "$run" \
     --model "$a" --tp 3 --input-ids "$text_ids"
 expect 2 "--tp 2 but mpirun started 1 rank" -- "$run" --model "$a" --tp 2 --input-ids 1
-expect 2 "--dtype must be bf16 or f16" -- "$run" --model "$a" --dtype f32 --input-ids 1
+expect 2 "--dtype must be one of bf16, f16" -- "$run" --model "$a" --dtype f32 --input-ids 1
 expect 1 "computes and stores f32" -- "$run" --model "$a" --dtype f16 --input-ids 1
 
 # broken checkpoints: a missing tensor, a shape the config does not imply, a truncated file; each
