@@ -22,10 +22,18 @@ __global__ void __launch_bounds__(fa_cfg<MT>::THREADS, MT == 1 ? 1 : 2)
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t4 = lane % 4;
-    const int kv_head = blockIdx.y;
+    /* Causal (paged) rows: a row tile's work grows with its position, so the blocks are handed
+     * out heaviest first, both kv heads' tiles interleaved, and the light tiles fill the last
+     * wave instead of the heavy ones trailing alone (the hardware starts blocks in index order). */
+    int tile = blockIdx.x, kv_head = blockIdx.y;
+    if (PAGED) {
+        int lin = blockIdx.x + blockIdx.y * gridDim.x;
+        tile = gridDim.x - 1 - lin / gridDim.y;
+        kv_head = lin % gridDim.y;
+    }
     const int seq = blockIdx.z / p.n_splits, split = blockIdx.z % p.n_splits;
 
-    const int row0 = blockIdx.x * FA_ROWS;
+    const int row0 = tile * FA_ROWS;
     const attn_block blk = attn_block_range(p, PAGED, seq, split, row0, FA_ROWS);
     const int q_begin = blk.q_begin, n_rows = blk.n_rows, causal_offset = blk.causal_offset;
     const int key_begin = blk.key_begin, key_end = blk.key_end;
