@@ -45,25 +45,20 @@ typedef struct attn_params {
 template <typename T>
 __device__ __forceinline__ void mma_16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1);
 
-template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float *c, const uint32_t *a, uint32_t b0,
-                                                         uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-template <>
-__device__ __forceinline__ void mma_16816<__half>(float *c, const uint32_t *a, uint32_t b0,
-                                                  uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+/* The two specializations differ only in the operand type's name inside the instruction. */
+#define GLM_MMA_16816(T, PTX_TYPE)                                                                 \
+    template <>                                                                                    \
+    __device__ __forceinline__ void mma_16816<T>(float *c, const uint32_t *a, uint32_t b0,         \
+                                                 uint32_t b1)                                      \
+    {                                                                                              \
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX_TYPE "." PTX_TYPE ".f32 "        \
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"                     \
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                              \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));              \
+    }
+GLM_MMA_16816(__nv_bfloat16, "bf16")
+GLM_MMA_16816(__half, "f16")
+#undef GLM_MMA_16816
 
 /* Loads the B fragments of two adjacent n-tiles of a row-major [k][n] smem matrix (V). */
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *smem_row)
