@@ -1,5 +1,6 @@
 #include "coordinator/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,12 +21,24 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* The greedy id of a row (NaN never wins; ties to the lowest id), or -1 when the row has no
+ * finite maximum: an activation overflowed on the way, as the device samplers report it. */
 static int32_t argmax(const float *row, int n)
 {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (row[i] > row[best]) best = i;
-    return best;
+    int32_t best = -1;
+    float top = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (row[i] > top) top = row[i], best = i;
+    return isfinite(top) ? best : -1;
+}
+
+static glm_status check_drawn(int32_t id, int n_generated, glm_error *err)
+{
+    if (id >= 0) return GLM_OK;
+    return glm_fail(err, GLM_ERR_BACKEND,
+                    "the model's logits were not finite at generated token %d: an activation "
+                    "overflowed (with --dtype f16 storage, run this model with bf16)",
+                    n_generated);
 }
 
 glm_status glm_generate_validate(const glm_model *m, const glm_generate_request *req,
@@ -175,8 +188,10 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
         if (!st && req->dump_logits)
             memcpy(req->dump_logits + (size_t)first * vocab, logits,
                    sizeof(float) * (size_t)n * (size_t)vocab);
-        if (!st && first + n == layout.n_rows)
+        if (!st && first + n == layout.n_rows) {
             next = argmax(req->dump_logits ? logits + (size_t)(n - 1) * vocab : logits, vocab);
+            st = check_drawn(next, 0, err);
+        }
     }
     res->prefill_ms = now_ms() - t0;
 
@@ -195,6 +210,7 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
             plan_decode_token(&plan, &table, block_size, max_blocks, next, position, kv_index, err);
         if (!st) st = glm_step_execute(m, &plan, NULL, logits, mpi_comm, err);
         if (!st) next = argmax(logits, vocab);
+        if (!st) st = check_drawn(next, res->n_ids, err);
         position++;
         kv_index++;
     }

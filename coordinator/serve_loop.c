@@ -384,6 +384,7 @@ static void deliver_tokens(server *s, int n_rows)
     size_t *lens = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*lens));
     size_t n_chunks = 0;
     for (int i = 0; i < n_rows; i++) {
+        if (s->sampled[i] < 0) continue; /* failed and dropped by fail_undrawn */
         glm_request *r = s->logit_seqs[i]->owner;
         if (r->seq.n_generated == 0) continue;
         int32_t id = r->seq.generated[r->seq.n_generated - 1];
@@ -409,13 +410,41 @@ static void deliver_tokens(server *s, int n_rows)
     free(chunks);
     free(lens);
     glm_bytes_free(&delta);
-    glm_metrics_inc(s->metrics, GLM_COUNTER_GENERATED_TOKENS, (uint64_t)n_rows);
+    uint64_t drawn = 0;
+    for (int i = 0; i < n_rows; i++)
+        drawn += s->sampled[i] >= 0;
+    glm_metrics_inc(s->metrics, GLM_COUNTER_GENERATED_TOKENS, drawn);
     for (int i = 0; i < s->n_requests;) {
         glm_request *r = s->requests[i];
         if (r->seq.finish != GLM_SEQ_RUNNING)
             complete(s, r);
         else
             i++;
+    }
+}
+
+/* Rows the sampler could not draw from (id -1: no finite logit, an activation overflowed its
+ * 16-bit storage on the way) end their job with an INTERNAL error Result; the rest of the batch
+ * goes on. Called twice around glm_scheduler_commit: first to end the sequences (so that commit
+ * appends nothing to them), then, with reject, to write the Results and drop the requests. */
+static void fail_undrawn(server *s, int n_rows, bool reject)
+{
+    for (int i = 0; i < n_rows; i++) {
+        if (s->sampled[i] >= 0) continue;
+        glm_request *r = s->logit_seqs[i]->owner;
+        if (!reject) {
+            glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
+            continue;
+        }
+        char msg[192];
+        snprintf(msg, sizeof(msg),
+                 "the model's logits were not finite at generated token %d: an activation "
+                 "overflowed (with --dtype f16 storage, serve this model with bf16)",
+                 r->seq.n_generated);
+        glm_queue_job entry = r->entry;
+        reject_job(s, &entry, GLM_EC_INTERNAL, msg);
+        untrack(s, r);
+        glm_request_destroy(r);
     }
 }
 
@@ -452,7 +481,9 @@ static glm_status run_step(server *s, glm_error *err)
             if (s->requests[i]->seq.scheduled && s->requests[i]->seq.n_cached == 0 &&
                 s->requests[i]->seq.layout.n_images > 0)
                 s->requests[i]->vision_ms = dt;
+    fail_undrawn(s, n, false);
     glm_scheduler_commit(s->sched, s->logit_seqs, s->sampled, n);
+    fail_undrawn(s, n, true);
     glm_metrics_observe(s->metrics, GLM_HISTOGRAM_STEP_DURATION, dt / 1e3);
     deliver_tokens(s, n);
     return GLM_OK;

@@ -182,7 +182,9 @@ typedef struct glm_backend_ops {
     /* ---- sampling (optional: NULL means the caller samples on the host) ---- */
     /* For each row r of logits [R, V]: ids[r] (GLM_I32, host memory) drawn per params[r]; when
      * logprobs is non-NULL it receives, per row, the chosen token's logprob followed by
-     * params[r].n_logprobs (id, logprob) pairs, host memory. */
+     * params[r].n_logprobs (id, logprob) pairs, host memory. A row with no finite maximum (all
+     * NaN, or a +inf: an activation overflowed) gets id -1 and draws nothing; the caller fails
+     * that row's sequence, the other rows are unaffected. */
     void (*sample)(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_tensor logits,
                    const glm_sample_params *params, int n_rows, uint64_t step);
 
@@ -227,7 +229,7 @@ void glm_backend_destroy(glm_backend *be);
 /* --dtype: the storage type of a 16-bit backend (cuda; cpu-bf16 emulates the rounding). fp16
  * keeps 3 more significand bits than bf16 (8x smaller rounding error) at the same tensor-core
  * rate, but holds only |v| <= 65504: the loader refuses weights outside that range, and the
- * sampler fails a row whose logits are not finite. GLM_ERR_UNSUPPORTED on an f32 backend. */
+ * sampler gives a row whose logits are not finite id -1 (the server fails that job alone). GLM_ERR_UNSUPPORTED on an f32 backend. */
 glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error *err);
 /* "bf16" / "f16" -> GLM_BF16 / GLM_F16; false for anything else. */
 bool glm_storage_parse(const char *name, glm_dtype *out);

@@ -1,6 +1,9 @@
 /* Sampling one token per row of logits, with optional top-n logprobs.
  *
  * Per row r with p = params[r], l = the raw logits (NaN counts as -inf):
+ *  - a row with no finite maximum (every logit NaN or -inf, or one +inf: an activation overflowed
+ *    upstream) draws nothing: id -1, and its logprobs are NaN / (-1, -inf); the caller fails
+ *    that sequence alone.
  *  - p.temperature <= 0 (or NaN): greedy, the id of the largest logit, ties to the lowest id.
  *  - otherwise candidates are ordered by (logit descending, id ascending); weights are
  *    e_i = expf(l_i / T - max_j(l_j / T)) in float32 (softmax up to its normalizer).
@@ -93,7 +96,8 @@ static int32_t draw(candidate *c, int64_t vocab, const glm_sample_params *p, uin
 {
     int32_t best = argmax(c, vocab);
     float max_logit = c[best].logit, t = p->temperature;
-    if (!(t > 0.0f) || max_logit == -INFINITY || max_logit == INFINITY) return best;
+    if (!isfinite(max_logit)) return -1;
+    if (!(t > 0.0f)) return best;
     float z_max = max_logit / t;
     int64_t n_keep = vocab;
     bool filtered = false;
@@ -186,9 +190,16 @@ void cpu_sample(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_te
         }
         load_candidates(c, row, vocab);
         ids_host[r] = draw(c, vocab, &params[r], step);
-        if (logprobs_host)
-            write_logprobs(logprobs_host + (int64_t)r * GLM_SAMPLE_LOGPROBS_STRIDE, c, row, vocab,
-                           ids_host[r], params[r].n_logprobs);
+        float *out = logprobs_host ? logprobs_host + (int64_t)r * GLM_SAMPLE_LOGPROBS_STRIDE : NULL;
+        if (out && ids_host[r] >= 0) {
+            write_logprobs(out, c, row, vocab, ids_host[r], params[r].n_logprobs);
+        } else if (out) {
+            out[0] = NAN;
+            for (int i = 0; i < GLM_SAMPLE_MAX_LOGPROBS; i++) {
+                out[1 + 2 * i] = -1.0f;
+                out[2 + 2 * i] = -INFINITY;
+            }
+        }
         free(c);
     }
     if (failed) glm_backend_fail(be, GLM_ERR_NOMEM, "%s: out of memory", op);

@@ -203,6 +203,36 @@ static void check_logprobs(glm_backend *be, test_rng *rng)
     free(logits), free(lp);
 }
 
+/* A row with no finite maximum (every logit NaN, or one +inf: what an overflow upstream leaves)
+ * draws nothing: id -1 and a NaN logprob, greedy or not; the rows beside it are drawn as usual. */
+static void check_non_finite_rows(glm_backend *be, test_rng *rng)
+{
+    int vocab = 200, rows = 4;
+    float *logits = kt_random(rng, (size_t)(rows * vocab), 2.0);
+    for (int i = 0; i < vocab; i++)
+        logits[vocab + i] = NAN;
+    logits[3 * vocab + 17] = INFINITY;
+    glm_sample_params params[4];
+    for (int r = 0; r < rows; r++)
+        params[r] = (glm_sample_params){
+            .temperature = r % 2 ? 0.7f : 0.0f, .top_p = 1.0f, .seed = 9, .n_logprobs = 2};
+    int32_t ids[4];
+    float *lp = kt_poisoned((size_t)rows * GLM_SAMPLE_LOGPROBS_STRIDE);
+    GLM_OP(be, sample, ids, lp, glm_tensor_2d(GLM_F32, rows, vocab, logits), params, rows, 1);
+    kt_expect_ok(be, "non-finite rows");
+    for (int r = 0; r < rows; r++) {
+        const float *out = lp + r * GLM_SAMPLE_LOGPROBS_STRIDE;
+        if (r == 1 || r == 3)
+            CHECK_MSG(ids[r] == -1 && isnan(out[0]) && out[1] == -1.0f && out[2] == -INFINITY,
+                      "row %d: id %d, logprob %g", r, ids[r], out[0]);
+        else
+            CHECK_MSG(ids[r] >= 0 && ids[r] < vocab && isfinite(out[0]), "row %d: id %d", r,
+                      ids[r]);
+    }
+    free(logits);
+    free(lp);
+}
+
 /* The draw is fixed by (seed, step): pin a few values so a port (CUDA) can check against them. */
 static void check_rng(void)
 {
@@ -226,6 +256,7 @@ int main(void)
     check_reproducible(be, &rng);
     check_distribution(be);
     check_logprobs(be, &rng);
+    check_non_finite_rows(be, &rng);
     glm_backend_destroy(be);
     return test_finish("test_kernels_sample");
 }
