@@ -189,7 +189,7 @@ static glm_status run_step(glm_model *m, const glm_step_plan *p, const glm_attn_
  * A decode-only step (every q_len 1, no image rows) whose logits stay on the device (logits_host
  * NULL: the server samples with glm_model_sample) is padded to a bucket of 1, 2, 4, ... 256 rows
  * (capped by max_seqs, max_step_tokens and max_logit_rows) and run as the graph captured for
- * that bucket on its first use. Padding rows are dummy sequences: token 0, position 0, KV slot -1
+ * that bucket on its second use (the first runs directly, see graph_state.warmed). Padding rows are dummy sequences: token 0, position 0, KV slot -1
  * (kv_store skips negative slots), ctx_len 0 (decode attention writes zeros, reads no KV block)
  * and a zero block-table row; their logit rows repeat row 0 after the real ones, so the first
  * n_logit_rows rows of the logits are the real rows. Index arrays are uploaded into the model's
@@ -210,6 +210,9 @@ static glm_status run_step(glm_model *m, const glm_step_plan *p, const glm_attn_
 typedef struct graph_state {
     int key_base; /* distinct per model, so two models on one backend never replay each other's */
     bool captured[GRAPH_MAX_BUCKET + 1];
+    /* a bucket's first step runs outside any capture, so that one-time work of its shapes (the
+     * CUDA backend times cuBLASLt's candidates for each new GEMM shape) can run on the GPU */
+    bool warmed[GRAPH_MAX_BUCKET + 1];
     int32_t *host; /* padded index arrays */
     size_t host_cap;
 } graph_state;
@@ -356,7 +359,11 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
     if (!g->captured[B] || !be->ops->graph_replay(be, key)) {
         st = glm_backend_take_error(be, err);
         if (st) return st;
-        if (!be->ops->graph_begin(be, key)) {
+        if (!g->warmed[B]) {
+            g->warmed[B] = true;
+            st = run_step(m, &pp, &batch, NULL, err);
+            if (!st) st = glm_backend_take_error(be, err);
+        } else if (!be->ops->graph_begin(be, key)) {
             st = glm_backend_take_error(be, err);
             if (st) return st;
             st = run_step(m, &pp, &batch, NULL, err); /* no graph slot left: run directly */

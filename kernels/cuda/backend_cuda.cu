@@ -395,6 +395,9 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     if (env && *env) cb->gemv_max_rows = atoi(env);
     env = getenv("GLM4V_GEMV_MIN_WEIGHTS");
     if (env && *env) cb->gemv_min_weights = atoll(env);
+    cb->gemm_tune = 1;
+    env = getenv("GLM4V_GEMM_TUNE");
+    if (env && *env) cb->gemm_tune = atoi(env) != 0;
     env = getenv("GLM4V_PDL");
     if (env && *env) cb->pdl = cb->pdl && atoi(env) != 0;
     CREATE_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));

@@ -65,6 +65,9 @@ typedef struct cuda_backend {
      * override the defaults at creation */
     int gemv_max_rows;
     int64_t gemv_min_weights;
+    /* time the cuBLASLt heuristic's candidates for each new shape and keep the fastest (1 by
+     * default; GLM4V_GEMM_TUNE=0 takes the heuristic's first pick) */
+    int gemm_tune;
     int capturing_key; /* -1 when not capturing */
     cuda_graph_slot graphs[GLM_CUDA_MAX_GRAPHS];
 } cuda_backend;

@@ -7,7 +7,7 @@
  * cuBLASLt's GELU epilogue is the tanh approximation, and GLM-4V needs the exact erf form, so GELU
  * runs as a separate elementwise pass (cuda_gelu) after the bias epilogue.
  *
- * Plans (descriptors + the heuristic's algorithm) are cached per (M, N, K, epilogue, alignment,
+ * Plans (descriptors + the chosen algorithm) are cached per (M, N, K, epilogue, alignment,
  * dtype),
  * so a decode step at a given batch size costs no heuristic query after the first. */
 #include "kernels/cuda/common.cuh"
@@ -34,10 +34,71 @@ static int pointer_alignment(const void *p)
     return a;
 }
 
+#define GEMM_TUNE_CANDIDATES 8 /* heuristic results timed per new shape */
+
+/* The operands of the call a plan is first made for: its candidates are timed on them. */
+typedef struct gemm_operands {
+    const void *x, *w, *bias;
+    void *y;
+} gemm_operands;
+
+/* One warm-up, then GEMM_TUNE_REPS runs between two events on the backend stream. Returns
+ * the milliseconds, or -1 when the algorithm fails on this shape. */
+#define GEMM_TUNE_REPS 5
+static float time_algo(cuda_backend *cb, const cuda_gemm_plan *p, const cublasLtMatmulAlgo_t *algo,
+                       const gemm_operands *o, cudaEvent_t e0, cudaEvent_t e1)
+{
+    const float alpha = 1.f, beta = 0.f;
+    for (int r = 0; r <= GEMM_TUNE_REPS; r++) {
+        if (r == 1 && cudaEventRecord(e0, cb->stream) != cudaSuccess) return -1.f;
+        if (cublasLtMatmul(cb->lt, p->op, &alpha, o->w, p->a, o->x, p->b, &beta, o->y, p->c, o->y,
+                           p->c, algo, cb->lt_workspace, cb->lt_workspace_bytes,
+                           cb->stream) != CUBLAS_STATUS_SUCCESS)
+            return -1.f;
+    }
+    float ms = -1.f;
+    if (cudaEventRecord(e1, cb->stream) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
+        return -1.f;
+    return ms;
+}
+
+/* The fastest of the heuristic's candidates on the actual operands (the heuristic's own first
+ * pick streams the weights of the decode-batch shapes at only 62-81% of the DRAM bandwidth,
+ * docs/PERF.md). Not while a graph is being captured: timing needs the GPU to run, so the decoder
+ * runs every new step shape once outside capture first. Results are unchanged up to the
+ * summation order of the algorithm chosen. */
+static int pick_fastest(cuda_backend *cb, const cuda_gemm_plan *p,
+                        const cublasLtMatmulHeuristicResult_t *cand, int n, const gemm_operands *o)
+{
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (n < 2 || !cb->gemm_tune || cb->capturing_key >= 0 ||
+        cudaStreamIsCapturing(cb->stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone)
+        return 0;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+        if (e0) cudaEventDestroy(e0);
+        cudaGetLastError();
+        return 0;
+    }
+    if (o->bias) cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o->bias,
+                                                sizeof(o->bias));
+    int best = 0;
+    float best_ms = -1.f;
+    for (int i = 0; i < n; i++) {
+        float ms = time_algo(cb, p, &cand[i].algo, o, e0, e1);
+        if (ms >= 0.f && (best_ms < 0.f || ms < best_ms)) best = i, best_ms = ms;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGetLastError(); /* a candidate's failure is not the caller's */
+    return best;
+}
+
 /* Builds (or finds) the plan for one shape. Returns NULL when cuBLASLt has no algorithm for it,
  * which sends the call to the fallback kernel. */
 static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, int64_t m, int64_t n, int64_t k,
-                                 int epilogue, int align, bool *failed)
+                                 int epilogue, int align, const gemm_operands *ops, bool *failed)
 {
     cuda_backend *cb = cuda_impl(be);
     int key_epi = epilogue | (align << 8) | ((int)dt << 20);
@@ -55,7 +116,7 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, int64_t m, int64
     plan.k = k;
     plan.epilogue = key_epi;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t result;
+    cublasLtMatmulHeuristicResult_t results[GEMM_TUNE_CANDIDATES];
     int n_results = 0;
     cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)epilogue;
@@ -92,12 +153,12 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, int64_t m, int64
                                             &align_bytes, sizeof(align_bytes)));
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                             &align_bytes, sizeof(align_bytes)));
-    st = cublasLtMatmulAlgoGetHeuristic(cb->lt, plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1,
-                                        &result, &n_results);
+    st = cublasLtMatmulAlgoGetHeuristic(cb->lt, plan.op, plan.a, plan.b, plan.c, plan.c, pref,
+                                        GEMM_TUNE_CANDIDATES, results, &n_results);
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
     if (st != CUBLAS_STATUS_SUCCESS || n_results == 0) goto no_algo;
-    plan.algo = result.algo;
+    plan.algo = results[pick_fastest(cb, &plan, results, n_results, ops)].algo;
     cb->plans[cb->n_plans] = plan;
     return &cb->plans[cb->n_plans++];
 #undef LT
@@ -166,7 +227,8 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
     if (bias_ptr && pointer_alignment(bias_ptr) < align) align = pointer_alignment(bias_ptr);
     int epilogue = bias_ptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     bool failed = false;
-    cuda_gemm_plan *plan = gemm_plan(be, w.dtype, m, n, k, epilogue, align, &failed);
+    gemm_operands ops = {x.data, w.data, bias_ptr, y.data};
+    cuda_gemm_plan *plan = gemm_plan(be, w.dtype, m, n, k, epilogue, align, &ops, &failed);
     if (failed) return;
     if (plan) {
         if (bias_ptr)
