@@ -43,9 +43,6 @@ static void usage(FILE *f)
                "  --threads N              CPU threads per rank (default: OpenMP's)\n");
 }
 
-/* --dtype's words: the CUDA backend's 16-bit storage types (kernels/ops.h) */
-static const char *const storage_names[] = {"bf16", "f16", NULL};
-
 /* Returns 0, or 2 for a usage error (message printed by rank 0). */
 static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank_options *ro)
 {
@@ -115,7 +112,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             ro->device = optarg;
             break;
         case O_DTYPE:
-            if (!glm_cli_choice("glm4v-run", "--dtype", optarg, storage_names)) return 2;
+            if (!glm_cli_choice("glm4v-run", "--dtype", optarg, glm_storage_names)) return 2;
             ro->dtype = optarg;
             break;
         case O_TP:

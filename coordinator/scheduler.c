@@ -334,6 +334,10 @@ void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int
     for (int i = 0; i < n_logit_rows; i++) {
         glm_sequence *q = logit_seqs[i];
         if (q->finish != GLM_SEQ_RUNNING) continue;
+        if (sampled[i] < 0) {
+            glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_ERROR);
+            continue;
+        }
         q->generated[q->n_generated++] = sampled[i];
         if (is_stop(s, q, sampled[i]))
             glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_STOP);

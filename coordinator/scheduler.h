@@ -87,7 +87,9 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *plan, const f
                                   glm_sequence **logit_seqs, glm_error *err);
 /* After the step ran: marks new images ready, advances every scheduled sequence's cache, and
  * appends sampled[i] to logit_seqs[i], finishing those that hit eos, a stop id or a length
- * limit. Finished sequences leave the batch (their finish field says why). */
+ * limit. A negative sampled[i] (the sampler drew nothing: non-finite logits) appends nothing and
+ * finishes the sequence with GLM_SEQ_FINISHED_ERROR. Finished sequences leave the batch (their
+ * finish field says why). */
 void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int32_t *sampled,
                           int n_logit_rows);
 /* After a failed step: undoes the step's image reservations so they are encoded again. */

@@ -424,18 +424,13 @@ static void deliver_tokens(server *s, int n_rows)
 }
 
 /* Rows the sampler could not draw from (id -1: no finite logit, an activation overflowed its
- * 16-bit storage on the way) end their job with an INTERNAL error Result; the rest of the batch
- * goes on. Called twice around glm_scheduler_commit: first to end the sequences (so that commit
- * appends nothing to them), then, with reject, to write the Results and drop the requests. */
-static void fail_undrawn(server *s, int n_rows, bool reject)
+ * 16-bit storage on the way; glm_scheduler_commit has ended their sequences) end their job with
+ * an INTERNAL error Result; the rest of the batch goes on. */
+static void fail_undrawn(server *s, int n_rows)
 {
     for (int i = 0; i < n_rows; i++) {
         if (s->sampled[i] >= 0) continue;
         glm_request *r = s->logit_seqs[i]->owner;
-        if (!reject) {
-            glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
-            continue;
-        }
         char msg[192];
         snprintf(msg, sizeof(msg),
                  "the model's logits were not finite at generated token %d: an activation "
@@ -481,9 +476,8 @@ static glm_status run_step(server *s, glm_error *err)
             if (s->requests[i]->seq.scheduled && s->requests[i]->seq.n_cached == 0 &&
                 s->requests[i]->seq.layout.n_images > 0)
                 s->requests[i]->vision_ms = dt;
-    fail_undrawn(s, n, false);
     glm_scheduler_commit(s->sched, s->logit_seqs, s->sampled, n);
-    fail_undrawn(s, n, true);
+    fail_undrawn(s, n);
     glm_metrics_observe(s->metrics, GLM_HISTOGRAM_STEP_DURATION, dt / 1e3);
     deliver_tokens(s, n);
     return GLM_OK;

@@ -61,9 +61,6 @@ static void usage(FILE *f)
         "  --random-weights SEED      random full-size weights (benchmarks)\n");
 }
 
-/* --dtype's words: the CUDA backend's 16-bit storage types (kernels/ops.h) */
-static const char *const storage_names[] = {"bf16", "f16", NULL};
-
 static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, glm_rank_options *ro)
 {
     enum {
@@ -166,7 +163,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
             ro->device = optarg;
             break;
         case O_DTYPE:
-            if (!glm_cli_choice("glm4v-serve", "--dtype", optarg, storage_names)) return 2;
+            if (!glm_cli_choice("glm4v-serve", "--dtype", optarg, glm_storage_names)) return 2;
             ro->dtype = optarg;
             break;
         case O_REDIS:

@@ -55,15 +55,17 @@ glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error
     return be->ops->set_storage(be, storage, err);
 }
 
+const char *const glm_storage_names[] = {"bf16", "f16", NULL};
+
 bool glm_storage_parse(const char *name, glm_dtype *out)
 {
-    if (name && strcmp(name, "bf16") == 0)
-        *out = GLM_BF16;
-    else if (name && strcmp(name, "f16") == 0)
-        *out = GLM_F16;
-    else
-        return false;
-    return true;
+    static const glm_dtype types[] = {GLM_BF16, GLM_F16}; /* in glm_storage_names' order */
+    for (int i = 0; name && glm_storage_names[i]; i++)
+        if (strcmp(name, glm_storage_names[i]) == 0) {
+            *out = types[i];
+            return true;
+        }
+    return false;
 }
 
 #ifndef GLM4V_HAVE_CUDA

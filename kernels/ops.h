@@ -229,8 +229,11 @@ void glm_backend_destroy(glm_backend *be);
 /* --dtype: the storage type of a 16-bit backend (cuda; cpu-bf16 emulates the rounding). fp16
  * keeps 3 more significand bits than bf16 (8x smaller rounding error) at the same tensor-core
  * rate, but holds only |v| <= 65504: the loader refuses weights outside that range, and the
- * sampler gives a row whose logits are not finite id -1 (the server fails that job alone). GLM_ERR_UNSUPPORTED on an f32 backend. */
+ * sampler gives a row whose logits are not finite id -1 (the server fails that job alone).
+ * GLM_ERR_UNSUPPORTED on an f32 backend. */
 glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error *err);
+/* --dtype's words, NULL-terminated: "bf16", "f16". */
+extern const char *const glm_storage_names[];
 /* "bf16" / "f16" -> GLM_BF16 / GLM_F16; false for anything else. */
 bool glm_storage_parse(const char *name, glm_dtype *out);
 

@@ -189,10 +189,11 @@ static glm_status run_step(glm_model *m, const glm_step_plan *p, const glm_attn_
  * A decode-only step (every q_len 1, no image rows) whose logits stay on the device (logits_host
  * NULL: the server samples with glm_model_sample) is padded to a bucket of 1, 2, 4, ... 256 rows
  * (capped by max_seqs, max_step_tokens and max_logit_rows) and run as the graph captured for
- * that bucket on its second use (the first runs directly, see graph_state.warmed). Padding rows are dummy sequences: token 0, position 0, KV slot -1
- * (kv_store skips negative slots), ctx_len 0 (decode attention writes zeros, reads no KV block)
- * and a zero block-table row; their logit rows repeat row 0 after the real ones, so the first
- * n_logit_rows rows of the logits are the real rows. Index arrays are uploaded into the model's
+ * that bucket on its second use (the first runs directly, see graph_state.warmed). Padding rows
+ * are dummy sequences: token 0, position 0, KV slot -1 (kv_store skips negative slots), ctx_len 0
+ * (decode attention writes zeros, reads no KV block) and a zero block-table row; their logit rows
+ * repeat row 0 after the real ones, so the first n_logit_rows rows of the logits are the real
+ * rows. Index arrays are uploaded into the model's
  * persistent device buffers (same addresses every step) before the replay, with the block table
  * at its full stride (max_blocks_per_seq of the model) and attention sized for the model's whole
  * context (max_ctx_len = max_blocks_per_seq * block_size, a capacity; the kernels read the real

@@ -205,7 +205,8 @@ extern "C" cudaError_t glm_p2p_allreduce_launch(const glm_p2p_args *args, void *
     static_assert(GLM_P2P_BLOCKS * GLM_P2P_MAX_RANKS * sizeof(uint32_t) <= GLM_P2P_FLAGS_BYTES,
                   "flags do not fit their page");
     const size_t bytes = count * (dtype == GLM_F32 ? 4 : 2);
-    if ((dtype != GLM_F32 && !cuda_is_half(dtype)) || args->size < 2 || args->size > GLM_P2P_MAX_RANKS || args->rank < 0 ||
+    if ((dtype != GLM_F32 && !cuda_is_half(dtype)) || args->size < 2 ||
+        args->size > GLM_P2P_MAX_RANKS || args->rank < 0 ||
         args->rank >= args->size || args->max_bytes % 16 != 0 || bytes > args->max_bytes ||
         P2P_THREADS < args->size)
         return cudaErrorInvalidValue;

@@ -339,6 +339,13 @@ static const glm_backend_ops cuda_ops = {
     .graph_drop = cuda_graph_drop,
 };
 
+/* A measurement knob from the environment: its integer value, or fallback when unset or empty. */
+static long env_long(const char *name, long fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? atol(v) : fallback;
+}
+
 #define CREATE_CHECK(call)                                                                         \
     do {                                                                                           \
         cudaError_t err_ = (call);                                                                 \
@@ -384,22 +391,15 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     CREATE_CHECK(cudaDeviceGetAttribute(&cb->n_sms, cudaDevAttrMultiProcessorCount, device_index));
     CREATE_CHECK(cudaDeviceGetAttribute(&cb->cc_major, cudaDevAttrComputeCapabilityMajor,
                                         device_index));
-    cb->pdl = cb->cc_major >= 9; /* griddepcontrol needs Hopper; see cuda_launch in common.cuh */
+    /* griddepcontrol needs Hopper; see cuda_launch in common.cuh */
+    cb->pdl = cb->cc_major >= 9 && env_long("GLM4V_PDL", 1) != 0;
     /* gemv.cu for every one-row product: on an H200 it beat cuBLASLt on each GLM-4V decode layer
      * at TP 1 and 2 (qkv 2365 against 1891 GB/s, the TP 2 dense 1655 against 1184), and lost on
      * 2 or more rows (M = 4: 1699 against 3569 GB/s). docs/notes-cuda.md has the table
      * (test_cuda_ops --bench). */
-    cb->gemv_max_rows = 1;
-    cb->gemv_min_weights = 0;
-    const char *env = getenv("GLM4V_GEMV_MAX_ROWS");
-    if (env && *env) cb->gemv_max_rows = atoi(env);
-    env = getenv("GLM4V_GEMV_MIN_WEIGHTS");
-    if (env && *env) cb->gemv_min_weights = atoll(env);
-    cb->gemm_tune = 1;
-    env = getenv("GLM4V_GEMM_TUNE");
-    if (env && *env) cb->gemm_tune = atoi(env) != 0;
-    env = getenv("GLM4V_PDL");
-    if (env && *env) cb->pdl = cb->pdl && atoi(env) != 0;
+    cb->gemv_max_rows = (int)env_long("GLM4V_GEMV_MAX_ROWS", 1);
+    cb->gemv_min_weights = env_long("GLM4V_GEMV_MIN_WEIGHTS", 0);
+    cb->gemm_tune = env_long("GLM4V_GEMM_TUNE", 1) != 0;
     CREATE_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     staging_state *ss = staging_events(cb);
     for (int i = 0; i < 2; i++)

@@ -1,7 +1,7 @@
 /* Elementwise ops: add, scale, exact-erf GELU, SwiGLU (silu(a) * b).
  *
- * Each thread handles 8 elements of the 16-bit storage type (one 16-byte load per operand) when the length and pointers allow,
- * else one element; math is fp32. Grid-stride loops keep the grid small for huge tensors. */
+ * Each thread handles 8 elements of the 16-bit storage type (one 16-byte load per operand) when
+ * the length and pointers allow, else one element; math is fp32. Grid-stride loops keep the grid small for huge tensors. */
 #include "kernels/cuda/common.cuh"
 #include "kernels/sample_rng.h"
 

@@ -43,9 +43,9 @@ __global__ void gather_kernel(char *dst, const char *src, const int32_t *index, 
 
 /* The converting variant of gather_kernel (and of copy_rows): rows move between a 16-bit tensor
  * and an f32 residual stream. index NULL: row r comes from src row r. */
-__global__ void gather_convert_kernel(void *dst, glm_dtype dst_dt, const void *src, glm_dtype src_dt,
-                                      const int32_t *index, int64_t index_base, int64_t n_src,
-                                      int64_t cols)
+__global__ void gather_convert_kernel(void *dst, glm_dtype dst_dt, const void *src,
+                                      glm_dtype src_dt, const int32_t *index, int64_t index_base,
+                                      int64_t n_src, int64_t cols)
 {
     int64_t r = blockIdx.x;
     int64_t s = index ? (int64_t)index[r] - index_base : r;

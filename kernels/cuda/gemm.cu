@@ -7,8 +7,7 @@
  * cuBLASLt's GELU epilogue is the tanh approximation, and GLM-4V needs the exact erf form, so GELU
  * runs as a separate elementwise pass (cuda_gelu) after the bias epilogue.
  *
- * Plans (descriptors + the chosen algorithm) are cached per (M, N, K, epilogue, alignment,
- * dtype),
+ * Plans (descriptors + the chosen algorithm) are cached per (M, N, K, epilogue, alignment, dtype),
  * so a decode step at a given batch size costs no heuristic query after the first. */
 #include "kernels/cuda/common.cuh"
 
@@ -35,6 +34,10 @@ static int pointer_alignment(const void *p)
 }
 
 #define GEMM_TUNE_CANDIDATES 8 /* heuristic results timed per new shape */
+/* Only shapes of at most this many rows are timed: the decode batches, which recur every step for
+ * as long as the server runs. A prefill step's row count changes from step to step, and timing
+ * eight candidates of a 2048-row product (~30 ms) would cost more than it saves. */
+#define GEMM_TUNE_MAX_ROWS 256
 
 /* The operands of the call a plan is first made for: its candidates are timed on them. */
 typedef struct gemm_operands {
@@ -65,15 +68,16 @@ static float time_algo(cuda_backend *cb, const cuda_gemm_plan *p, const cublasLt
 
 /* The fastest of the heuristic's candidates on the actual operands (the heuristic's own first
  * pick streams the weights of the decode-batch shapes at only 62-81% of the DRAM bandwidth,
- * docs/PERF.md). Not while a graph is being captured: timing needs the GPU to run, so the decoder
- * runs every new step shape once outside capture first. Results are unchanged up to the
- * summation order of the algorithm chosen. */
+ * docs/PERF.md), for shapes of up to GEMM_TUNE_MAX_ROWS rows. Not while the stream is being
+ * captured: timing needs the GPU to run, so the decoder runs every decode bucket's first step
+ * outside capture. Results are unchanged up to the summation order of the algorithm chosen. */
 static int pick_fastest(cuda_backend *cb, const cuda_gemm_plan *p,
                         const cublasLtMatmulHeuristicResult_t *cand, int n, const gemm_operands *o)
 {
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-    if (n < 2 || !cb->gemm_tune || cb->capturing_key >= 0 ||
-        cudaStreamIsCapturing(cb->stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone)
+    if (n < 2 || !cb->gemm_tune || p->m > GEMM_TUNE_MAX_ROWS ||
+        cudaStreamIsCapturing(cb->stream, &cap) != cudaSuccess ||
+        cap != cudaStreamCaptureStatusNone)
         return 0;
     cudaEvent_t e0 = NULL, e1 = NULL;
     if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
@@ -208,7 +212,8 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
                  "linear: x, w, y of one 16-bit dtype expected (x %s, w %s, y %s)",
                  glm_dtype_name(x.dtype),
                  glm_dtype_name(w.dtype), glm_dtype_name(y.dtype));
-    CUDA_REQUIRE(be, glm_tensor_cols(&w) == k && glm_tensor_rows(&y) == m && glm_tensor_cols(&y) == n,
+    CUDA_REQUIRE(be,
+                 glm_tensor_cols(&w) == k && glm_tensor_rows(&y) == m && glm_tensor_cols(&y) == n,
                  "linear: x [%lld,%lld] w [%lld,%lld] y [%lld,%lld]", (long long)m, (long long)k,
                  (long long)n, (long long)glm_tensor_cols(&w), (long long)glm_tensor_rows(&y),
                  (long long)glm_tensor_cols(&y));

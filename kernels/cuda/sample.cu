@@ -360,7 +360,8 @@ void cuda_sample(glm_backend *be, int32_t *ids_host, float *logprobs_host, glm_t
     if (n_rows == 0) return;
     size_t params_bytes = (size_t)n_rows * sizeof(glm_sample_params);
     size_t ids_bytes = ((size_t)n_rows * sizeof(int32_t) + 15) / 16 * 16;
-    size_t lp_bytes = logprobs_host ? (size_t)n_rows * GLM_SAMPLE_LOGPROBS_STRIDE * sizeof(float) : 0;
+    size_t lp_bytes =
+        logprobs_host ? (size_t)n_rows * GLM_SAMPLE_LOGPROBS_STRIDE * sizeof(float) : 0;
     size_t params_off = 0, ids_off = (params_bytes + 15) / 16 * 16, lp_off = ids_off + ids_bytes;
     size_t total = lp_off + lp_bytes;
     if (cb->sample_host_bytes < total) {

@@ -189,6 +189,51 @@ static void test_priority(void)
     glm_image_cache_destroy(images);
 }
 
+/* A row the sampler drew nothing from (id -1) ends its sequence with an error and appends nothing;
+ * the sequence beside it in the step goes on. */
+static void test_undrawn_row(void)
+{
+    glm_scheduler_config cfg = {.max_batch = 2,
+                                .max_tokens_per_step = 64,
+                                .prefill_chunk = 64,
+                                .max_images_per_step = 1,
+                                .block_size = 4,
+                                .n_blocks = 64,
+                                .max_blocks_per_seq = 16,
+                                .image_rows = 6,
+                                .seq_length = 64};
+    glm_image_cache *images;
+    glm_scheduler *s;
+    CHECK(glm_image_cache_create(1, &images, NULL) == GLM_OK);
+    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    glm_sequence q[2];
+    int32_t ids[3] = {1, 2, 3};
+    for (int i = 0; i < 2; i++) {
+        memset(&q[i], 0, sizeof(q[i]));
+        CHECK(glm_prompt_layout_build(ids, 3, 90, 91, 80, 6, &q[i].layout, NULL) == GLM_OK);
+        q[i].max_new_tokens = 4;
+        CHECK(glm_scheduler_add(s, &q[i], NULL) == GLM_OK);
+    }
+    glm_step_plan plan = {0};
+    glm_sequence *logit_seqs[2];
+    const float *px;
+    CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
+    CHECK(plan.n_logit_rows == 2);
+    if (plan.n_logit_rows == 2) {
+        int32_t sampled[2] = {-1, 7};
+        glm_scheduler_commit(s, logit_seqs, sampled, 2);
+        CHECK(logit_seqs[0]->finish == GLM_SEQ_FINISHED_ERROR && logit_seqs[0]->n_generated == 0);
+        CHECK(logit_seqs[1]->finish == GLM_SEQ_RUNNING && logit_seqs[1]->n_generated == 1 &&
+              logit_seqs[1]->generated[0] == 7);
+        CHECK(glm_scheduler_has_work(s));
+    }
+    for (int i = 0; i < 2; i++)
+        glm_sequence_free(&q[i]);
+    glm_step_plan_free(&plan);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
 /* The cache's LRU and pinning, and the no-reuse switch the sweep benchmark uses. */
 static void test_image_cache(void)
 {
@@ -222,6 +267,7 @@ int main(void)
 {
     test_image_cache();
     test_priority();
+    test_undrawn_row();
     static run_result roomy, tight, serial;
     run(4096, 256, 32, &roomy);
     run(24, 64, 32, &tight); /* 96 slots: forces preemption */
