@@ -144,10 +144,10 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
     glm_image_cache_destroy(images);
 }
 
-/* Admission follows priority, FIFO within a priority. */
-static void test_priority(void)
+/* A scheduler for a few short text sequences (64-token steps, 64 blocks of 4), with its cache. */
+static void small_scheduler(int max_batch, glm_image_cache **images, glm_scheduler **s)
 {
-    glm_scheduler_config cfg = {.max_batch = 1,
+    glm_scheduler_config cfg = {.max_batch = max_batch,
                                 .max_tokens_per_step = 64,
                                 .prefill_chunk = 64,
                                 .max_images_per_step = 1,
@@ -156,10 +156,16 @@ static void test_priority(void)
                                 .max_blocks_per_seq = 16,
                                 .image_rows = 6,
                                 .seq_length = 64};
+    CHECK(glm_image_cache_create(1, images, NULL) == GLM_OK);
+    CHECK(glm_scheduler_create(&cfg, *images, s, NULL) == GLM_OK);
+}
+
+/* Admission follows priority, FIFO within a priority. */
+static void test_priority(void)
+{
     glm_image_cache *images;
     glm_scheduler *s;
-    CHECK(glm_image_cache_create(1, &images, NULL) == GLM_OK);
-    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    small_scheduler(1, &images, &s);
     glm_sequence q[4];
     int prio[4] = {0, 5, 0, 5}, want[4] = {1, 3, 0, 2};
     int32_t ids[3] = {1, 2, 3};
@@ -193,19 +199,9 @@ static void test_priority(void)
  * the sequence beside it in the step goes on. */
 static void test_undrawn_row(void)
 {
-    glm_scheduler_config cfg = {.max_batch = 2,
-                                .max_tokens_per_step = 64,
-                                .prefill_chunk = 64,
-                                .max_images_per_step = 1,
-                                .block_size = 4,
-                                .n_blocks = 64,
-                                .max_blocks_per_seq = 16,
-                                .image_rows = 6,
-                                .seq_length = 64};
     glm_image_cache *images;
     glm_scheduler *s;
-    CHECK(glm_image_cache_create(1, &images, NULL) == GLM_OK);
-    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    small_scheduler(2, &images, &s);
     glm_sequence q[2];
     int32_t ids[3] = {1, 2, 3};
     for (int i = 0; i < 2; i++) {
