@@ -1,7 +1,7 @@
 /* Client side of the Redis job protocol (see redis_client.h). */
 #include "client/redis_client.h"
 
-#include "coordinator/redis_conn.h"
+#include "coordinator/queue/redis_conn.h"
 
 #include <stdlib.h>
 #include <string.h>

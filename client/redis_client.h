@@ -5,7 +5,7 @@
 #define GLM4V_REDIS_CLIENT_H
 
 #include "common/status.h"
-#include "coordinator/job_codec.h"
+#include "coordinator/queue/job_codec.h"
 
 #include <stdbool.h>
 #include <stdio.h>

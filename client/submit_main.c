@@ -4,9 +4,9 @@
  * 3 transport error or timeout. */
 #include "client/redis_client.h"
 #include "common/cli.h"
-#include "coordinator/job_codec.h"
-#include "coordinator/redis_conn.h"
-#include "coordinator/result_json.h"
+#include "coordinator/queue/job_codec.h"
+#include "coordinator/queue/redis_conn.h"
+#include "coordinator/queue/result_json.h"
 
 #include <errno.h>
 #include <getopt.h>

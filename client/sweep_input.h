@@ -9,7 +9,7 @@
 
 #include "client/sweep_idset.h"
 #include "common/status.h"
-#include "coordinator/job_codec.h"
+#include "coordinator/queue/job_codec.h"
 
 #include <stdbool.h>
 #include <stdint.h>

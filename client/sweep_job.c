@@ -1,7 +1,7 @@
 /* Job building for glm4v-sweep (see sweep_job.h). */
 #include "client/sweep_job.h"
 
-#include "coordinator/result_json.h"
+#include "coordinator/queue/result_json.h"
 
 #include <errno.h>
 #include <stdio.h>

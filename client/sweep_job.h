@@ -3,7 +3,7 @@
 #define GLM4V_SWEEP_JOB_H
 
 #include "client/sweep_input.h"
-#include "coordinator/job_codec.h"
+#include "coordinator/queue/job_codec.h"
 
 #include <stdint.h>
 

@@ -12,8 +12,8 @@
 #include "client/sweep_output.h"
 #include "client/sweep_progress.h"
 #include "client/sweep_queue.h"
-#include "coordinator/redis_conn.h"
-#include "coordinator/result_json.h"
+#include "coordinator/queue/redis_conn.h"
+#include "coordinator/queue/result_json.h"
 
 #include <errno.h>
 #include <fcntl.h>

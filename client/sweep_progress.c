@@ -1,7 +1,7 @@
 /* Progress line and summary of glm4v-sweep (see sweep_progress.h). */
 #include "client/sweep_progress.h"
 
-#include "coordinator/redis_conn.h"
+#include "coordinator/queue/redis_conn.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
 #ifndef GLM4V_SWEEP_PROGRESS_H
 #define GLM4V_SWEEP_PROGRESS_H
 
-#include "coordinator/job_codec.h"
+#include "coordinator/queue/job_codec.h"
 
 #include <stdbool.h>
 #include <stdint.h>

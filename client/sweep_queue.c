@@ -1,7 +1,7 @@
 /* Redis side of glm4v-sweep (see sweep_queue.h). */
 #include "client/sweep_queue.h"
 
-#include "coordinator/redis_conn.h"
+#include "coordinator/queue/redis_conn.h"
 
 #include <stdio.h>
 #include <stdlib.h>

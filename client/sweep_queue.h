@@ -7,7 +7,7 @@
 #define GLM4V_SWEEP_QUEUE_H
 
 #include "common/status.h"
-#include "coordinator/job_codec.h"
+#include "coordinator/queue/job_codec.h"
 
 #include <stddef.h>
 

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "coordinator/prompt_layout.h"
+#include "coordinator/text/prompt_layout.h"
 #include "worker/step_exec.h"
 
 /* The id the prompt carries between boi and eoi: <|endoftext|>, which is also the pad id. */

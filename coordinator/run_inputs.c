@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "common/dtype.h"
-#include "coordinator/chat_template.h"
-#include "coordinator/image.h"
-#include "coordinator/tokenizer.h"
+#include "coordinator/text/chat_template.h"
+#include "coordinator/image/image.h"
+#include "coordinator/text/tokenizer.h"
 #include "worker/safetensors.h"
 
 static glm_status parse_ids(const char *list, glm_run_inputs *in, glm_error *err)

@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "common/cli.h"
-#include "coordinator/metrics.h"
-#include "coordinator/serve_loop.h"
+#include "coordinator/serve/metrics.h"
+#include "coordinator/serve/serve_loop.h"
 #include "worker/rank_context.h"
 #include "worker/step_exec.h"
 

@@ -3,7 +3,7 @@
  * Encoding treats all input as ordinary text (no special-token parsing), exactly what the chat
  * template does with message content. Exit status: 0 ok, 1 cannot load or read, 2 bad usage or
  * a bad id. */
-#include "coordinator/tokenizer.h"
+#include "coordinator/text/tokenizer.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@ set(_redis_dir ${CMAKE_CURRENT_LIST_DIR})
 add_library(glm4v_redis_fixture STATIC ${_redis_dir}/redis_fixture.c)
 target_link_libraries(glm4v_redis_fixture PUBLIC glm4v_testutil PkgConfig::HIREDIS)
 
-glm4v_add_test(test_job_codec SOURCES ${_redis_dir}/test_job_codec.c LIBS glm4v_redis
+glm4v_add_test(test_job_codec SOURCES ${_redis_dir}/test_job_codec.c LIBS glm4v_queue
   LABELS redis TIMEOUT 30)
 glm4v_add_test(test_redis_queue SOURCES ${_redis_dir}/test_redis_queue.c
   LIBS glm4v_client glm4v_redis_fixture LABELS redis TIMEOUT 30)

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "coordinator/image.h"
+#include "coordinator/image/image.h"
 #include "tests/testutil.h"
 
 static double now_ms(void)

@@ -11,7 +11,7 @@
 #include <webp/encode.h>
 #include <zlib.h>
 
-#include "coordinator/image.h"
+#include "coordinator/image/image.h"
 #include "tests/testutil.h"
 
 typedef struct buffer {

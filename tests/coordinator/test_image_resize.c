@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/image.h"
+#include "coordinator/image/image.h"
 #include "tests/testutil.h"
 
 /* ---- double-precision reference ---------------------------------------------------------------

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/image.h"
+#include "coordinator/image/image.h"
 
 static int read_exact(void *dst, size_t n)
 {

@@ -1,8 +1,8 @@
 /* Job / Chunk / Result codec: round trips, unknown fields, malformed and random bytes, validation,
  * Result JSON and Redis URL parsing. No Redis needed. */
-#include "coordinator/job_codec.h"
-#include "coordinator/redis_conn.h"
-#include "coordinator/result_json.h"
+#include "coordinator/queue/job_codec.h"
+#include "coordinator/queue/redis_conn.h"
+#include "coordinator/queue/result_json.h"
 #include "tests/testutil.h"
 
 #include <cjson/cJSON.h>

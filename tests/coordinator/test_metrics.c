@@ -1,6 +1,6 @@
 /* Metrics registry: the exposition text line by line, the tokens/s window on a fake clock, and the
  * HTTP endpoint scraped over a real TCP socket (two registries, two servers, one process). */
-#include "coordinator/metrics.h"
+#include "coordinator/serve/metrics.h"
 #include "tests/testutil.h"
 
 #include <arpa/inet.h>

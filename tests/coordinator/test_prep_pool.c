@@ -3,7 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "coordinator/prep_pool.h"
+#include "coordinator/serve/prep_pool.h"
 #include "tests/testutil.h"
 #include "worker/config.h"
 

@@ -2,8 +2,8 @@
  * finish twice; a consumer that dies and one that claims after the visibility timeout; poison jobs
  * to the dead-letter stream; idempotent re-delivery; hand-back; liveness key with TTL. */
 #include "client/redis_client.h"
-#include "coordinator/redis_conn.h"
-#include "coordinator/redis_queue.h"
+#include "coordinator/queue/redis_conn.h"
+#include "coordinator/queue/redis_queue.h"
 #include "tests/coordinator/redis_fixture.h"
 #include "tests/testutil.h"
 

@@ -2,7 +2,7 @@
  * the lost connection, keeps the Result in its outbox, reconnects with backoff once Redis is back,
  * writes the Result and acks the job, exactly once. */
 #include "client/redis_client.h"
-#include "coordinator/redis_queue.h"
+#include "coordinator/queue/redis_queue.h"
 #include "tests/coordinator/redis_fixture.h"
 #include "tests/testutil.h"
 

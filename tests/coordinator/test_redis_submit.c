@@ -2,8 +2,8 @@
  * (reads the job, checks it, writes chunks and the Result) while the real glm4v-submit binary
  * (argv[1]) streams the text or prints the --json Result. Also --status, exit codes, password
  * handling. */
-#include "coordinator/redis_conn.h"
-#include "coordinator/redis_queue.h"
+#include "coordinator/queue/redis_conn.h"
+#include "coordinator/queue/redis_queue.h"
 #include "tests/coordinator/redis_fixture.h"
 #include "tests/testutil.h"
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/scheduler.h"
+#include "coordinator/serve/scheduler.h"
 #include "tests/testutil.h"
 
 #define N_SEQS 24

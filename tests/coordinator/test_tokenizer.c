@@ -1,8 +1,8 @@
 /* Tokenizer and chat template: golden ids of both test checkpoints, file validation, UTF-8 repair,
  * special-token injection, long pieces, and the PCRE2 interpreter / heap merge agreeing with the
  * default path. The streaming detokenizer is tested in test_tokenizer_stream.c. */
-#include "coordinator/chat_template.h"
-#include "coordinator/tokenizer.h"
+#include "coordinator/text/chat_template.h"
+#include "coordinator/text/tokenizer.h"
 #include "tests/testutil.h"
 
 #include <cJSON.h>

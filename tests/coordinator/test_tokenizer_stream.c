@@ -1,6 +1,6 @@
 /* Streaming detokenizer: characters split across 2-4 tokens, invalid bytes, flush, and the
  * invariant that what has been emitted is always the repaired text of all but the held bytes. */
-#include "coordinator/detokenizer.h"
+#include "coordinator/text/detokenizer.h"
 #include "tests/testutil.h"
 
 #include <string.h>

@@ -7,8 +7,8 @@
  * Each corpus line is {"text": ...} or {"raw": base64 bytes, "text": their lenient decoding};
  * EXPECTED has tiktoken's ids of each text, one line per record. A raw record is encoded from its
  * bytes, which also checks our U+FFFD repair against Node's UTF-8 decoder. */
-#include "coordinator/detokenizer.h"
-#include "coordinator/tokenizer.h"
+#include "coordinator/text/detokenizer.h"
+#include "coordinator/text/tokenizer.h"
 #include "tests/testutil.h"
 
 #include <cJSON.h>

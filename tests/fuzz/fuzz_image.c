@@ -3,15 +3,15 @@
  *
  * Build (clang):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz/fuzz_image.c \
- *     coordinator/image_decode.c coordinator/image_decode_jpeg.c coordinator/image_decode_png.c \
- *     coordinator/image_decode_webp.c coordinator/image_resize.c coordinator/image_preprocess.c \
+ *     coordinator/image/image_decode.c coordinator/image/image_decode_jpeg.c coordinator/image/image_decode_png.c \
+ *     coordinator/image/image_decode_webp.c coordinator/image/image_resize.c coordinator/image/image_preprocess.c \
  *     common/status.c -ljpeg -lpng -lwebp -lm -o fuzz_image
  * Limits are tightened so that a run explores formats instead of allocating large images. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "coordinator/image.h"
+#include "coordinator/image/image.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

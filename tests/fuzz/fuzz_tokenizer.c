@@ -8,11 +8,11 @@
  *
  * Tokenizer file: $GLM4V_FUZZ_TOKENIZER, else $GLM4V_TESTDATA/glm4v-tiny-b/tokenizer.model, else
  * GLM4V_FUZZ_TESTDATA (a compile-time default, ../shared/testdata unless defined)/glm4v-tiny-b.
- * Build: clang -fsanitize=fuzzer,address,undefined with coordinator/tokenizer.c,
+ * Build: clang -fsanitize=fuzzer,address,undefined with coordinator/text/tokenizer.c,
  * tokenizer_encode.c, detokenizer.c, chat_template.c, common/status.c and -lpcre2-8. */
-#include "coordinator/chat_template.h"
-#include "coordinator/detokenizer.h"
-#include "coordinator/tokenizer.h"
+#include "coordinator/text/chat_template.h"
+#include "coordinator/text/detokenizer.h"
+#include "coordinator/text/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * step-plan validation. */
 #include <string.h>
 
-#include "coordinator/prompt_layout.h"
+#include "coordinator/text/prompt_layout.h"
 #include "tests/testutil.h"
 #include "worker/kv_cache.h"
 #include "worker/step_plan.h"

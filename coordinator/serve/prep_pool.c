@@ -1,0 +1,167 @@
+#include "coordinator/serve/prep_pool.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct prep_item {
+    struct prep_item *next;
+    glm_queue_job entry;
+    glm_prep_done done;
+} prep_item;
+
+/* One FIFO list: items waiting for a thread. A second: items done, waiting for the loop. */
+typedef struct prep_list {
+    prep_item *head, *tail;
+} prep_list;
+
+struct glm_prep_pool {
+    const glm_request_env *env;
+    pthread_t *threads;
+    int n_threads;
+    pthread_mutex_t lock;
+    pthread_cond_t work; /* signalled when todo grows or on shutdown */
+    prep_list todo, done;
+    size_t in_flight;
+    int stopping;
+};
+
+static void list_push(prep_list *l, prep_item *it)
+{
+    it->next = NULL;
+    if (l->tail)
+        l->tail->next = it;
+    else
+        l->head = it;
+    l->tail = it;
+}
+
+static prep_item *list_pop(prep_list *l)
+{
+    prep_item *it = l->head;
+    if (it) {
+        l->head = it->next;
+        if (!l->head) l->tail = NULL;
+    }
+    return it;
+}
+
+static void prepare(glm_prep_pool *p, prep_item *it)
+{
+    glm_prep_done *d = &it->done;
+    memset(d, 0, sizeof(*d));
+    d->code = GLM_EC_INTERNAL;
+    /* glm_request_create takes the entry on success and hands it back on failure */
+    if (glm_request_create(p->env, &it->entry, &d->request, &d->code, d->msg, sizeof(d->msg)) !=
+        GLM_OK) {
+        d->request = NULL;
+        d->entry = it->entry;
+        memset(&it->entry, 0, sizeof(it->entry));
+    }
+}
+
+static void *worker(void *arg)
+{
+    glm_prep_pool *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        prep_item *it = list_pop(&p->todo);
+        if (!it) {
+            if (p->stopping) break;
+            pthread_cond_wait(&p->work, &p->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&p->lock);
+        prepare(p, it);
+        pthread_mutex_lock(&p->lock);
+        list_push(&p->done, it);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+glm_status glm_prep_pool_create(int n_threads, const glm_request_env *env, glm_prep_pool **out,
+                                glm_error *err)
+{
+    *out = NULL;
+    glm_prep_pool *p = calloc(1, sizeof(*p));
+    if (!p) return glm_fail(err, GLM_ERR_NOMEM, "out of memory for the preparation pool");
+    p->env = env;
+    p->threads = calloc((size_t)(n_threads > 0 ? n_threads : 1), sizeof(*p->threads));
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    for (int i = 0; p->threads && i < n_threads; i++) {
+        if (pthread_create(&p->threads[i], NULL, worker, p) != 0) break;
+        p->n_threads++;
+    }
+    if (p->n_threads == 0) {
+        glm_prep_pool_destroy(p);
+        return glm_fail(err, GLM_ERR_NOMEM, "could not start preparation threads");
+    }
+    *out = p;
+    return GLM_OK;
+}
+
+static void free_item(prep_item *it)
+{
+    glm_request_destroy(it->done.request);
+    glm_queue_job_clear(&it->done.entry);
+    glm_queue_job_clear(&it->entry);
+    free(it);
+}
+
+void glm_prep_pool_destroy(glm_prep_pool *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    prep_item *it;
+    while ((it = list_pop(&p->todo)))
+        free_item(it);
+    while ((it = list_pop(&p->done)))
+        free_item(it);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->lock);
+    free(p->threads);
+    free(p);
+}
+
+glm_status glm_prep_pool_submit(glm_prep_pool *p, glm_queue_job *entry, glm_error *err)
+{
+    prep_item *it = calloc(1, sizeof(*it));
+    if (!it) return glm_fail(err, GLM_ERR_NOMEM, "out of memory for a preparation");
+    it->entry = *entry;
+    memset(entry, 0, sizeof(*entry));
+    pthread_mutex_lock(&p->lock);
+    list_push(&p->todo, it);
+    p->in_flight++;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    return GLM_OK;
+}
+
+size_t glm_prep_pool_in_flight(glm_prep_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    size_t n = p->in_flight;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+size_t glm_prep_pool_collect(glm_prep_pool *p, glm_prep_done *out, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&p->lock);
+    prep_item *it;
+    while (n < max && (it = list_pop(&p->done))) {
+        out[n++] = it->done;
+        p->in_flight--;
+        free(it);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}

@@ -1,0 +1,397 @@
+#include "coordinator/serve/scheduler.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct glm_scheduler {
+    glm_scheduler_config cfg;
+    glm_image_cache *images;
+    glm_block_allocator blocks;
+    /* running sequences in admission order, and the waiting queue (preempted ones in front) */
+    glm_sequence **running;
+    int n_running;
+    glm_sequence **waiting;
+    int n_waiting, cap_waiting;
+    uint64_t next_arrival;
+    uint64_t preemptions;
+    /* the step being built */
+    glm_sequence **step_seqs;
+    int n_step_seqs;
+    int *new_image_slots;
+    int n_new_images;
+    float *pixels;
+};
+
+glm_status glm_scheduler_create(const glm_scheduler_config *cfg, glm_image_cache *images,
+                                glm_scheduler **out, glm_error *err)
+{
+    glm_scheduler *s = calloc(1, sizeof(*s));
+    if (!s) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
+    s->cfg = *cfg;
+    s->images = images;
+    int nb = cfg->max_batch, ni = cfg->max_images_per_step > 0 ? cfg->max_images_per_step : 1;
+    s->running = calloc((size_t)nb, sizeof(*s->running));
+    s->step_seqs = calloc((size_t)nb, sizeof(*s->step_seqs));
+    s->new_image_slots = calloc((size_t)ni, sizeof(int));
+    s->pixels =
+        cfg->pixel_floats > 0 ? malloc(sizeof(float) * (size_t)ni * cfg->pixel_floats) : NULL;
+    glm_status st = glm_block_allocator_init(&s->blocks, cfg->n_blocks, err);
+    if (!st && (!s->running || !s->step_seqs || !s->new_image_slots ||
+                (cfg->pixel_floats > 0 && !s->pixels)))
+        st = glm_fail(err, GLM_ERR_NOMEM, "out of host memory for the scheduler");
+    if (st) {
+        glm_scheduler_destroy(s);
+        return st;
+    }
+    *out = s;
+    return GLM_OK;
+}
+
+void glm_scheduler_destroy(glm_scheduler *s)
+{
+    if (!s) return;
+    glm_block_allocator_free(&s->blocks);
+    free(s->running);
+    free(s->waiting);
+    free(s->step_seqs);
+    free(s->new_image_slots);
+    free(s->pixels);
+    free(s);
+}
+
+static int target_rows(const glm_sequence *q)
+{
+    return q->layout.n_rows + q->n_generated;
+}
+
+/* The array always has room: glm_scheduler_add sizes it for every live sequence. */
+static void push_waiting(glm_scheduler *s, glm_sequence *q, bool front)
+{
+    /* new sequences queue behind every waiting one of equal or higher priority (FIFO within a
+     * priority); preempted ones go first, since they already held the batch */
+    int at = 0;
+    if (!front)
+        for (at = s->n_waiting; at > 0 && s->waiting[at - 1]->priority < q->priority; at--) {
+        }
+    memmove(s->waiting + at + 1, s->waiting + at,
+            (size_t)(s->n_waiting - at) * sizeof(*s->waiting));
+    s->waiting[at] = q;
+    s->n_waiting++;
+}
+
+glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
+{
+    /* room for every live sequence in the waiting array, so a preemption never has to grow it */
+    int live = s->n_running + s->n_waiting + 1;
+    if (live > s->cap_waiting) {
+        int cap = s->cap_waiting ? s->cap_waiting : 64;
+        while (cap < live)
+            cap *= 2;
+        glm_sequence **w = realloc(s->waiting, (size_t)cap * sizeof(*w));
+        if (!w) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for the waiting queue");
+        s->waiting = w;
+        s->cap_waiting = cap;
+    }
+    q->n_generated = 0;
+    q->n_cached = 0;
+    q->image_slot = -1;
+    q->running = false;
+    q->scheduled = false;
+    q->finish = GLM_SEQ_RUNNING;
+    q->arrival = s->next_arrival++;
+    memset(&q->table, 0, sizeof(q->table));
+    if (q->max_new_tokens > 0 && !q->generated) {
+        q->generated = malloc(sizeof(int32_t) * (size_t)q->max_new_tokens);
+        if (!q->generated) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
+        q->cap_generated = q->max_new_tokens;
+    }
+    push_waiting(s, q, false);
+    return GLM_OK;
+}
+
+bool glm_scheduler_has_work(const glm_scheduler *s)
+{
+    return s->n_running > 0 || s->n_waiting > 0;
+}
+
+static void remove_running(glm_scheduler *s, glm_sequence *q)
+{
+    for (int i = 0; i < s->n_running; i++)
+        if (s->running[i] == q) {
+            memmove(s->running + i, s->running + i + 1,
+                    (size_t)(s->n_running - i - 1) * sizeof(*s->running));
+            s->n_running--;
+            return;
+        }
+}
+
+/* Frees everything a sequence holds in shared resources (blocks, its image slot). */
+static void release_resources(glm_scheduler *s, glm_sequence *q)
+{
+    glm_block_table_release(&q->table, &s->blocks);
+    if (q->image_slot >= 0) glm_image_cache_release(s->images, q->image_slot);
+    q->image_slot = -1;
+    q->n_cached = 0;
+}
+
+/* The youngest running sequence not already in the step, or NULL. */
+static glm_sequence *youngest_unscheduled(glm_scheduler *s)
+{
+    glm_sequence *best = NULL;
+    for (int i = 0; i < s->n_running; i++) {
+        glm_sequence *q = s->running[i];
+        if (!q->scheduled && (!best || q->arrival > best->arrival)) best = q;
+    }
+    return best;
+}
+
+static void preempt(glm_scheduler *s, glm_sequence *q)
+{
+    release_resources(s, q);
+    remove_running(s, q);
+    q->running = false;
+    q->n_preemptions++;
+    s->preemptions++;
+    push_waiting(s, q, true);
+}
+
+/* Reserves blocks for n more rows of q, preempting younger sequences when short. */
+static bool reserve_rows(glm_scheduler *s, glm_sequence *q, int n)
+{
+    for (;;) {
+        if (glm_block_table_reserve(&q->table, &s->blocks, s->cfg.block_size, n) == 0) return true;
+        glm_sequence *victim = youngest_unscheduled(s);
+        if (!victim || victim == q || victim->arrival < q->arrival) return false;
+        preempt(s, victim);
+    }
+}
+
+/* Appends q's rows [n_cached, n_cached + n) to the plan at token index t. */
+static void plan_rows(glm_scheduler *s, glm_step_plan *p, int seq_index, glm_sequence *q, int t,
+                      int n)
+{
+    for (int i = 0; i < n; i++, t++) {
+        int r = q->n_cached + i;
+        if (r < q->layout.n_rows) {
+            p->token_ids[t] = q->layout.token_ids[r];
+            p->positions[t] = q->layout.positions[r];
+            p->image_rows[t] = q->layout.image_row[r] >= 0
+                                   ? q->image_slot * s->cfg.image_rows + q->layout.image_row[r]
+                                   : -1;
+        } else {
+            p->token_ids[t] = q->generated[r - q->layout.n_rows];
+            p->positions[t] = q->layout.n_ids + (r - q->layout.n_rows);
+            p->image_rows[t] = -1;
+        }
+        p->slots[t] = glm_block_table_slot(&q->table, s->cfg.block_size, r);
+    }
+    int32_t *row = p->block_table + (size_t)seq_index * p->max_blocks_per_seq;
+    memset(row, 0, sizeof(int32_t) * (size_t)p->max_blocks_per_seq);
+    memcpy(row, q->table.blocks, sizeof(int32_t) * (size_t)q->table.n_blocks);
+    p->ctx_len[seq_index] = q->n_cached + n;
+}
+
+/* Takes an image slot for a sequence being admitted; false when the step cannot encode it. */
+static bool attach_image(glm_scheduler *s, glm_sequence *q)
+{
+    if (q->layout.n_images == 0 || q->image_slot >= 0) return true;
+    bool hit = false;
+    int slot = glm_image_cache_acquire(s->images, q->image_key, &hit);
+    if (slot < 0) return false;
+    if (!hit) {
+        if (s->n_new_images >= s->cfg.max_images_per_step) {
+            glm_image_cache_release(s->images, slot);
+            glm_image_cache_invalidate(s->images, slot);
+            return false;
+        }
+        memcpy(s->pixels + (size_t)s->n_new_images * s->cfg.pixel_floats, q->pixels,
+               sizeof(float) * (size_t)s->cfg.pixel_floats);
+        s->new_image_slots[s->n_new_images++] = slot;
+    }
+    q->image_slot = slot;
+    return true;
+}
+
+/* Rows q feeds this step within budget, or 0. */
+static int rows_for(const glm_scheduler *s, const glm_sequence *q, int budget)
+{
+    int n = target_rows(q) - q->n_cached;
+    if (n > s->cfg.prefill_chunk) n = s->cfg.prefill_chunk;
+    if (n > budget) n = budget;
+    return n > 0 ? n : 0;
+}
+
+static void add_to_step(glm_scheduler *s, glm_sequence *q, int n)
+{
+    q->scheduled = true;
+    q->step_rows = n;
+    s->step_seqs[s->n_step_seqs++] = q;
+}
+
+glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const float **pixels,
+                                  glm_sequence **logit_seqs, glm_error *err)
+{
+    s->n_step_seqs = 0;
+    s->n_new_images = 0;
+    int budget = s->cfg.max_tokens_per_step;
+
+    /* 1. running sequences: decodes (one row) first, then prefill chunks, oldest first */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < s->n_running && budget > 0; i++) {
+            glm_sequence *q = s->running[i];
+            if (q->scheduled) continue;
+            bool decode = target_rows(q) - q->n_cached == 1;
+            if (decode != (pass == 0)) continue;
+            int n = rows_for(s, q, budget);
+            if (n == 0) continue;
+            int before = s->n_running;
+            bool ok = reserve_rows(s, q, n);
+            if (!ok)
+                preempt(s, q); /* nothing younger to free: this one waits */
+            else {
+                add_to_step(s, q, n);
+                budget -= n;
+            }
+            if (s->n_running != before)
+                i = -1; /* the array shifted: rescan, skipping the
+                           sequences already in the step */
+        }
+    }
+    /* 2. admit waiting sequences in order while budget, batch room, blocks and images allow */
+    while (s->n_waiting > 0 && budget > 0 && s->n_running < s->cfg.max_batch) {
+        glm_sequence *q = s->waiting[0];
+        int n = rows_for(s, q, budget);
+        if (n == 0) break;
+        /* keep a block per running sequence in reserve so admission does not force an
+         * immediate preemption of someone already decoding */
+        int need = (n + s->cfg.block_size - 1) / s->cfg.block_size;
+        if (s->blocks.n_free < need + s->n_running) break;
+        if (!attach_image(s, q)) break;
+        if (glm_block_table_reserve(&q->table, &s->blocks, s->cfg.block_size, n) != 0) {
+            release_resources(s, q);
+            break;
+        }
+        memmove(s->waiting, s->waiting + 1, (size_t)(s->n_waiting - 1) * sizeof(*s->waiting));
+        s->n_waiting--;
+        q->running = true;
+        s->running[s->n_running++] = q;
+        add_to_step(s, q, n);
+        budget -= n;
+    }
+
+    /* 3. the plan: sequences in step order */
+    int n_tokens = 0, n_logits = 0;
+    for (int i = 0; i < s->n_step_seqs; i++) {
+        glm_sequence *q = s->step_seqs[i];
+        n_tokens += q->step_rows;
+        if (q->n_cached + q->step_rows == target_rows(q)) n_logits++;
+    }
+    glm_status st = glm_step_plan_resize(p, s->n_step_seqs, n_tokens, s->cfg.max_blocks_per_seq,
+                                         n_logits, s->n_new_images, err);
+    if (st) return st;
+    p->flags = 0;
+    int t = 0, l = 0;
+    p->q_start[0] = 0;
+    for (int i = 0; i < s->n_step_seqs; i++) {
+        glm_sequence *q = s->step_seqs[i];
+        plan_rows(s, p, i, q, t, q->step_rows);
+        t += q->step_rows;
+        p->q_start[i + 1] = t;
+        if (q->n_cached + q->step_rows == target_rows(q)) {
+            p->logit_rows[l] = t - 1;
+            logit_seqs[l++] = q;
+        }
+    }
+    for (int i = 0; i < s->n_new_images; i++)
+        p->image_slots[i] = s->new_image_slots[i];
+    *pixels = s->pixels;
+    return GLM_OK;
+}
+
+static bool is_stop(const glm_scheduler *s, const glm_sequence *q, int32_t id)
+{
+    if (!q->ignore_eos)
+        for (int i = 0; i < s->cfg.n_eos_ids; i++)
+            if (s->cfg.eos_ids[i] == id) return true;
+    for (int i = 0; i < q->n_stop_ids; i++)
+        if (q->stop_ids[i] == id) return true;
+    return false;
+}
+
+void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int32_t *sampled,
+                          int n_logit_rows)
+{
+    for (int i = 0; i < s->n_new_images; i++)
+        glm_image_cache_mark_ready(s->images, s->new_image_slots[i]);
+    s->n_new_images = 0;
+    for (int i = 0; i < s->n_step_seqs; i++) {
+        glm_sequence *q = s->step_seqs[i];
+        q->n_cached += q->step_rows;
+        q->table.n_tokens = q->n_cached;
+        q->scheduled = false;
+        q->step_rows = 0;
+    }
+    for (int i = 0; i < n_logit_rows; i++) {
+        glm_sequence *q = logit_seqs[i];
+        if (q->finish != GLM_SEQ_RUNNING) continue;
+        if (sampled[i] < 0) {
+            glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_ERROR);
+            continue;
+        }
+        q->generated[q->n_generated++] = sampled[i];
+        if (is_stop(s, q, sampled[i]))
+            glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_STOP);
+        else if (q->n_generated >= q->max_new_tokens ||
+                 q->layout.n_rows + q->n_generated >= s->cfg.seq_length)
+            glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_LENGTH);
+    }
+    s->n_step_seqs = 0;
+}
+
+void glm_scheduler_abort_step(glm_scheduler *s)
+{
+    for (int i = 0; i < s->n_new_images; i++)
+        glm_image_cache_invalidate(s->images, s->new_image_slots[i]);
+    s->n_new_images = 0;
+    for (int i = 0; i < s->n_step_seqs; i++) {
+        s->step_seqs[i]->scheduled = false;
+        s->step_seqs[i]->step_rows = 0;
+    }
+    s->n_step_seqs = 0;
+}
+
+void glm_scheduler_finish(glm_scheduler *s, glm_sequence *q, glm_seq_finish why)
+{
+    q->finish = why;
+    if (q->running) {
+        release_resources(s, q);
+        remove_running(s, q);
+        q->running = false;
+    } else {
+        for (int i = 0; i < s->n_waiting; i++)
+            if (s->waiting[i] == q) {
+                release_resources(s, q);
+                memmove(s->waiting + i, s->waiting + i + 1,
+                        (size_t)(s->n_waiting - i - 1) * sizeof(*s->waiting));
+                s->n_waiting--;
+                break;
+            }
+    }
+}
+
+void glm_sequence_free(glm_sequence *q)
+{
+    glm_prompt_layout_free(&q->layout);
+    glm_block_table_free(&q->table);
+    free(q->generated);
+    q->generated = NULL;
+}
+
+glm_scheduler_stats glm_scheduler_stats_get(const glm_scheduler *s)
+{
+    return (glm_scheduler_stats){.running = s->n_running,
+                                 .waiting = s->n_waiting,
+                                 .blocks_used = s->blocks.n_blocks - s->blocks.n_free,
+                                 .blocks_total = s->blocks.n_blocks,
+                                 .preemptions = s->preemptions};
+}

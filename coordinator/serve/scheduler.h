@@ -1,0 +1,109 @@
+/* Continuous batching on rank 0.
+ *
+ * Every step the scheduler builds one step plan from the running sequences and, budget
+ * permitting, newly admitted ones: sequences join and leave at any step. A sequence's rows are
+ * its spliced prompt followed by its generated tokens; each step feeds the rows not yet in its KV
+ * cache (a prefill chunk, or the one token just sampled), so prefill chunks and decode tokens
+ * share one per-step token budget, decodes first. KV blocks are reserved as rows are fed; when
+ * they run out the youngest running sequence is preempted (its blocks freed, recomputed later
+ * from its prompt and the tokens it already generated) instead of failing anyone. New images go
+ * through the vision tower in batches in the step that admits them, into vision-cache slots. */
+#ifndef GLM4V_SCHEDULER_H
+#define GLM4V_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "coordinator/image/image_cache.h"
+#include "coordinator/text/prompt_layout.h"
+#include "kernels/ops.h"
+#include "worker/kv_cache.h"
+#include "worker/step_plan.h"
+
+typedef enum glm_seq_finish {
+    GLM_SEQ_RUNNING = 0,
+    GLM_SEQ_FINISHED_LENGTH,      /* max_new_tokens or seq_length reached */
+    GLM_SEQ_FINISHED_STOP,        /* eos or a stop id */
+    GLM_SEQ_FINISHED_STOP_STRING, /* the caller matched a stop string */
+    GLM_SEQ_FINISHED_ERROR,
+} glm_seq_finish;
+
+typedef struct glm_sequence {
+    void *owner; /* the caller's request */
+    glm_prompt_layout layout;
+    const float *pixels; /* [C, S, S] of its image (owned by the caller), NULL for text */
+    glm_image_key image_key;
+    int max_new_tokens;
+    bool ignore_eos;
+    const int32_t *stop_ids;
+    int n_stop_ids;
+    glm_sample_params sample;
+    int priority; /* higher is admitted first; equal priorities in arrival order */
+    /* state kept by the scheduler */
+    int32_t *generated;
+    int n_generated;
+    int cap_generated;
+    int n_cached;   /* rows whose KV is in the cache */
+    int image_slot; /* -1 when it holds none */
+    glm_block_table table;
+    uint64_t arrival;
+    bool running;
+    bool scheduled; /* part of the step being built */
+    int step_rows;  /* rows fed in the current step */
+    int n_preemptions;
+    glm_seq_finish finish;
+} glm_sequence;
+
+typedef struct glm_scheduler_config {
+    int max_batch;           /* sequences per step */
+    int max_tokens_per_step; /* token budget per step */
+    int prefill_chunk;       /* prompt rows per sequence per step */
+    int max_images_per_step;
+    int block_size;
+    int n_blocks;
+    int max_blocks_per_seq;
+    int image_rows;   /* pool rows per image */
+    int pixel_floats; /* C * S * S */
+    int seq_length;
+    const int *eos_ids;
+    int n_eos_ids;
+} glm_scheduler_config;
+
+typedef struct glm_scheduler glm_scheduler;
+
+glm_status glm_scheduler_create(const glm_scheduler_config *cfg, glm_image_cache *images,
+                                glm_scheduler **out, glm_error *err);
+void glm_scheduler_destroy(glm_scheduler *s);
+
+/* Queues seq (its layout, limits and sampling filled in by the caller) behind the waiting ones. */
+glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *seq, glm_error *err);
+bool glm_scheduler_has_work(const glm_scheduler *s);
+
+/* Builds the next step into plan; pixels of the images to encode are copied into a buffer the
+ * scheduler owns (*pixels, [plan->n_images, C, S, S]). logit_seqs[i] receives the sequence of
+ * logit row i (capacity max_batch). Returns GLM_OK with plan->n_tokens == 0 when nothing can run.
+ */
+glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *plan, const float **pixels,
+                                  glm_sequence **logit_seqs, glm_error *err);
+/* After the step ran: marks new images ready, advances every scheduled sequence's cache, and
+ * appends sampled[i] to logit_seqs[i], finishing those that hit eos, a stop id or a length
+ * limit. A negative sampled[i] (the sampler drew nothing: non-finite logits) appends nothing and
+ * finishes the sequence with GLM_SEQ_FINISHED_ERROR. Finished sequences leave the batch (their
+ * finish field says why). */
+void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int32_t *sampled,
+                          int n_logit_rows);
+/* After a failed step: undoes the step's image reservations so they are encoded again. */
+void glm_scheduler_abort_step(glm_scheduler *s);
+/* Ends a sequence early (stop string, error, cancellation). */
+void glm_scheduler_finish(glm_scheduler *s, glm_sequence *seq, glm_seq_finish why);
+/* Frees a sequence's own memory (call after it finished or was never added). */
+void glm_sequence_free(glm_sequence *seq);
+
+typedef struct glm_scheduler_stats {
+    int running, waiting;
+    int blocks_used, blocks_total;
+    uint64_t preemptions;
+} glm_scheduler_stats;
+glm_scheduler_stats glm_scheduler_stats_get(const glm_scheduler *s);
+
+#endif

@@ -1,0 +1,598 @@
+#include "coordinator/serve/serve_loop.h"
+
+#include "coordinator/queue/redis_conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "coordinator/serve/server_version.h"
+#include "coordinator/serve/metrics.h"
+#include "coordinator/serve/prep_pool.h"
+#include "coordinator/serve/request.h"
+#include "kernels/sample_rng.h"
+#include "worker/step_exec.h"
+
+#define READ_BATCH 16
+#define CLAIM_INTERVAL_MS 1000.0
+#define IDLE_BLOCK_MS 100
+
+void glm_serve_options_default(glm_serve_options *so)
+{
+    memset(so, 0, sizeof(*so));
+    so->redis_url = "redis://127.0.0.1:6379";
+    so->prefix = "glm4v";
+    so->max_batch = 64;
+    so->max_tokens_per_step = 2048;
+    so->prefill_chunk = 512;
+    so->max_images_per_step = 4;
+    so->default_max_new_tokens = 256;
+    so->vision_cache = 16;
+    so->visibility_timeout_ms = 60000;
+    so->max_deliveries = 3;
+    so->grace_ms = 30000;
+    so->prep_threads = 4;
+}
+
+/* Everything the loop owns, in one place, freed in reverse. */
+typedef struct server {
+    glm_rank_context *ctx;
+    const glm_serve_options *so;
+    glm_request_env env;
+    glm_tokenizer *tok;
+    glm_queue *queue;
+    glm_image_cache *images;
+    glm_scheduler *sched;
+    glm_metrics *metrics;
+    glm_prep_pool *prep;
+    glm_request **requests; /* live requests (added to the scheduler) */
+    int n_requests, cap_requests;
+    glm_step_plan plan;
+    glm_sequence **logit_seqs;
+    glm_sample_params *params;
+    int32_t *sampled;
+    float *logprobs;
+    char server_id[128];
+    char password[256];
+} server;
+
+static void log_event(const char *job_id, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#include <stdarg.h>
+static void log_event(const char *job_id, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "glm4v-serve: job=%s %s\n", job_id && *job_id ? job_id : "-", msg);
+}
+
+static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_options *ro,
+                              const glm_serve_options *so, glm_error *err)
+{
+    memset(s, 0, sizeof(*s));
+    s->ctx = ctx;
+    s->so = so;
+    const glm_model_config *cfg = &ctx->cfg;
+    char host[64] = "host";
+    gethostname(host, sizeof(host) - 1);
+    if (so->server_id)
+        snprintf(s->server_id, sizeof(s->server_id), "%s", so->server_id);
+    else
+        snprintf(s->server_id, sizeof(s->server_id), "%s-%d", host, (int)getpid());
+
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tokenizer.model", ro->model_dir);
+    glm_status st = glm_tokenizer_load(path, &s->tok, err);
+    if (st) return st;
+    s->env.cfg = cfg;
+    s->env.tok = s->tok;
+    s->env.image_limits = glm_image_limits_default();
+    s->env.job_limits = glm_job_limits_default();
+    s->env.job_limits.vocab_size = cfg->padded_vocab_size;
+    if (s->env.job_limits.max_new_tokens > (uint32_t)cfg->seq_length)
+        s->env.job_limits.max_new_tokens = (uint32_t)cfg->seq_length;
+    s->env.image_rows = cfg->has_vision ? glm_model_image_rows(ctx->model) : 3;
+    s->env.default_max_new_tokens = so->default_max_new_tokens;
+    s->env.server_id = s->server_id;
+
+    if ((st = glm_redis_password_read(so->password_file, s->password, sizeof(s->password), err)))
+        return st;
+    glm_queue_config qc = glm_queue_config_default();
+    qc.url = so->redis_url;
+    qc.password = s->password[0] ? s->password : NULL;
+    qc.prefix = so->prefix;
+    qc.server_id = s->server_id;
+    qc.server_version = glm4v_version();
+    qc.visibility_timeout_ms = so->visibility_timeout_ms;
+    qc.max_deliveries = so->max_deliveries;
+    if ((st = glm_queue_create(&qc, &s->queue, err))) return st;
+    if ((st = glm_queue_ensure_group(s->queue, err))) return st;
+
+    if ((st = glm_image_cache_create(so->vision_cache, &s->images, err))) return st;
+    glm_image_cache_set_reuse(s->images, !so->no_vision_reuse);
+    glm_scheduler_config sc = {
+        .max_batch = so->max_batch,
+        .max_tokens_per_step = so->max_tokens_per_step,
+        .prefill_chunk = so->prefill_chunk,
+        .max_images_per_step = so->max_images_per_step,
+        .block_size = glm_model_kv_block_size(ctx->model),
+        .n_blocks = glm_model_kv_blocks(ctx->model),
+        .max_blocks_per_seq = glm_model_max_blocks_per_seq(ctx->model),
+        .image_rows = s->env.image_rows,
+        .pixel_floats = cfg->has_vision ? cfg->vision.in_channels * cfg->vision.image_size *
+                                              cfg->vision.image_size
+                                        : 0,
+        .seq_length = cfg->seq_length,
+        .eos_ids = cfg->eos_token_ids,
+        .n_eos_ids = cfg->n_eos_token_ids,
+    };
+    if ((st = glm_scheduler_create(&sc, s->images, &s->sched, err))) return st;
+    if ((st = glm_metrics_create(&s->metrics, err))) return st;
+    if ((st = glm_prep_pool_create(so->prep_threads > 0 ? so->prep_threads : 1, &s->env, &s->prep,
+                                   err)))
+        return st;
+    if (so->metrics_port > 0) {
+        int port = 0;
+        if ((st = glm_metrics_serve(s->metrics, so->metrics_bind, so->metrics_port, &port, err)))
+            return st;
+        fprintf(stderr, "glm4v-serve: metrics on %s:%d/metrics\n",
+                so->metrics_bind ? so->metrics_bind : "127.0.0.1", port);
+    }
+    glm_metrics_set(s->metrics, GLM_GAUGE_KV_BLOCKS_TOTAL, sc.n_blocks);
+    s->logit_seqs = calloc((size_t)so->max_batch, sizeof(*s->logit_seqs));
+    s->params = calloc((size_t)so->max_batch, sizeof(*s->params));
+    s->sampled = calloc((size_t)so->max_batch, sizeof(*s->sampled));
+    s->logprobs = calloc((size_t)so->max_batch * GLM_SAMPLE_LOGPROBS_STRIDE, sizeof(float));
+    if (!s->logit_seqs || !s->params || !s->sampled || !s->logprobs)
+        return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
+    return GLM_OK;
+}
+
+static void server_free(server *s)
+{
+    glm_prep_pool_destroy(s->prep); /* first: its threads read the tokenizer and env */
+    for (int i = 0; i < s->n_requests; i++)
+        glm_request_destroy(s->requests[i]);
+    free(s->requests);
+    free(s->logit_seqs);
+    free(s->params);
+    free(s->sampled);
+    free(s->logprobs);
+    glm_step_plan_free(&s->plan);
+    glm_metrics_destroy(s->metrics);
+    glm_scheduler_destroy(s->sched);
+    glm_image_cache_destroy(s->images);
+    glm_queue_destroy(s->queue);
+    glm_tokenizer_destroy(s->tok);
+    memset(s->password, 0, sizeof(s->password));
+}
+
+static glm_server_load current_load(server *s)
+{
+    glm_scheduler_stats st = glm_scheduler_stats_get(s->sched);
+    glm_image_cache_stats is = glm_image_cache_stats_get(s->images);
+    return (glm_server_load){
+        .running = st.running,
+        .waiting = st.waiting,
+        .load = st.blocks_total ? (double)st.blocks_used / st.blocks_total : 0,
+        .vision_cache_hits = is.hits,
+        .vision_cache_misses = is.misses};
+}
+
+/* Writes a Result and acks its job; a Result that cannot be written now stays in the queue's
+ * outbox and is written after reconnecting (the job stays pending until then). */
+static void finish_job(server *s, const char *entry_id, const char *job_id, const uint8_t *bytes,
+                       size_t len)
+{
+    glm_error err = {0};
+    glm_finish_outcome outcome;
+    if (glm_queue_finish(s->queue, entry_id, job_id, bytes, len, &outcome, &err))
+        log_event(job_id, "finish failed: %s", err.msg);
+    else if (outcome == GLM_RESULT_DUPLICATE)
+        log_event(job_id, "result already existed: acknowledged only");
+    else if (outcome == GLM_RESULT_QUEUED)
+        log_event(job_id, "redis unreachable: result held in the outbox");
+}
+
+static void reject_job(server *s, glm_queue_job *job, glm_error_code code, const char *msg)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    glm_error err = {0};
+    log_event(job->job_id, "rejected: %s: %s", glm_error_code_name(code), msg);
+    glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_ERROR, 1);
+    if (!job->job_id[0]) { /* nothing to address a Result to */
+        glm_queue_dead_letter(s->queue, job, msg, &err);
+        return;
+    }
+    if (glm_request_error_result(job->job_id, code, msg, s->server_id, job->deliveries, &bytes,
+                                 &len, &err) == GLM_OK)
+        finish_job(s, job->entry_id, job->job_id, bytes, len);
+    free(bytes);
+}
+
+static glm_status track(server *s, glm_request *r, glm_error *err)
+{
+    if (s->n_requests == s->cap_requests) {
+        int cap = s->cap_requests ? 2 * s->cap_requests : 64;
+        glm_request **a = realloc(s->requests, (size_t)cap * sizeof(*a));
+        if (!a) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
+        s->requests = a;
+        s->cap_requests = cap;
+    }
+    s->requests[s->n_requests++] = r;
+    return GLM_OK;
+}
+
+static void untrack(server *s, glm_request *r)
+{
+    for (int i = 0; i < s->n_requests; i++)
+        if (s->requests[i] == r) {
+            s->requests[i] = s->requests[--s->n_requests];
+            return;
+        }
+}
+
+static void crash_if_poisoned(server *s, const glm_request *r)
+{
+    if (!s->so->crash_on_prompt) return;
+    for (size_t i = 0; i < r->job->n_messages; i++)
+        if (strstr(r->job->messages[i].content, s->so->crash_on_prompt)) {
+            log_event(r->job->id, "fault injection: aborting on a poisoned prompt");
+            abort();
+        }
+}
+
+static bool tracked_entry(const server *s, const char *entry_id)
+{
+    for (int i = 0; i < s->n_requests; i++)
+        if (strcmp(s->requests[i]->entry.entry_id, entry_id) == 0) return true;
+    return false;
+}
+
+/* Keeps this server's in-flight entries fresh so live work is never reclaimed by another
+ * replica (or by this one) just because it runs longer than the visibility timeout. */
+static void touch_in_flight(server *s, double *last_touch)
+{
+    double period = s->so->visibility_timeout_ms / 3.0;
+    if (s->n_requests == 0 || glm_now_ms() - *last_touch < period) return;
+    *last_touch = glm_now_ms();
+    const char *ids[256];
+    glm_error err = {0};
+    for (int i = 0; i < s->n_requests;) {
+        size_t n = 0;
+        while (i < s->n_requests && n < 256)
+            ids[n++] = s->requests[i++]->entry.entry_id;
+        if (glm_queue_touch(s->queue, ids, n, &err))
+            fprintf(stderr, "glm4v-serve: refreshing in-flight jobs failed: %s\n", err.msg);
+    }
+}
+
+/* A job from the stream: acknowledged at once when its Result already exists (re-delivery is
+ * idempotent), otherwise handed to the preparation threads. */
+static void accept_job(server *s, glm_queue_job *job)
+{
+    glm_error err = {0};
+    bool done = false;
+    if (tracked_entry(s, job->entry_id)) { /* a claim of our own work: already running here */
+        glm_queue_job_clear(job);
+        return;
+    }
+    if (job->job_id[0] && glm_queue_ack_if_done(s->queue, job, &done, &err) == GLM_OK && done) {
+        log_event(job->job_id, "already answered: acknowledged without recomputation");
+        glm_queue_job_clear(job);
+        return;
+    }
+    if (glm_prep_pool_submit(s->prep, job, &err)) {
+        reject_job(s, job, GLM_EC_INTERNAL, err.msg);
+        glm_queue_job_clear(job);
+    }
+}
+
+/* Prepared requests join the scheduler; failed preparations get their error Result. */
+static void collect_prepared(server *s)
+{
+    glm_prep_done done[32];
+    glm_error err = {0};
+    size_t n = glm_prep_pool_collect(s->prep, done, 32);
+    for (size_t i = 0; i < n; i++) {
+        glm_request *r = done[i].request;
+        if (!r) {
+            reject_job(s, &done[i].entry, done[i].code, done[i].msg);
+            glm_queue_job_clear(&done[i].entry);
+            continue;
+        }
+        crash_if_poisoned(s, r);
+        if (glm_scheduler_add(s->sched, &r->seq, &err) || track(s, r, &err)) {
+            glm_queue_job tmp = r->entry;
+            reject_job(s, &tmp, GLM_EC_INTERNAL, err.msg);
+            glm_request_destroy(r);
+            continue;
+        }
+        glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_ids);
+        log_event(r->job->id, "accepted: %d prompt rows, %d images, attempt %u",
+                  r->seq.layout.n_rows, r->seq.layout.n_images, r->entry.deliveries);
+    }
+}
+
+/* New jobs (and stale ones reclaimed from dead replicas), while there is room. */
+static void take_jobs(server *s, bool idle, double *last_claim)
+{
+    if (!glm_queue_reading(s->queue)) return;
+    int held = s->n_requests + (int)glm_prep_pool_in_flight(s->prep);
+    if (held >= 2 * s->so->max_batch) return; /* enough queued here: leave the rest */
+    glm_queue_job jobs[READ_BATCH];
+    size_t n = 0, n_dead = 0;
+    glm_error err = {0};
+    if (glm_now_ms() - *last_claim > CLAIM_INTERVAL_MS) {
+        *last_claim = glm_now_ms();
+        if (glm_queue_claim(s->queue, READ_BATCH, jobs, &n, &n_dead, &err) == GLM_OK) {
+            if (n_dead) glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_DEAD_LETTERED, n_dead);
+            for (size_t i = 0; i < n; i++) {
+                log_event(jobs[i].job_id, "reclaimed (delivery %u)", jobs[i].deliveries);
+                accept_job(s, &jobs[i]);
+            }
+        }
+    }
+    n = 0;
+    size_t room = (size_t)(2 * s->so->max_batch - held);
+    if (room > READ_BATCH) room = READ_BATCH;
+    if (room == 0) return;
+    if (glm_queue_read(s->queue, room, idle ? IDLE_BLOCK_MS : 0, jobs, &n, &err) == GLM_OK) {
+        for (size_t i = 0; i < n; i++)
+            accept_job(s, &jobs[i]);
+    } else if (idle) {
+        usleep(IDLE_BLOCK_MS * 1000); /* Redis away: the queue reconnects in tick */
+    }
+}
+
+static void complete(server *s, glm_request *r)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    glm_error err = {0};
+    if (glm_request_result(r, &s->env, &bytes, &len, &err) == GLM_OK)
+        finish_job(s, r->entry.entry_id, r->job->id, bytes, len);
+    else
+        log_event(r->job->id, "result encoding failed: %s", err.msg);
+    free(bytes);
+    glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_OK, 1);
+    glm_metrics_observe(s->metrics, GLM_HISTOGRAM_REQUEST_DURATION,
+                        (r->queue_ms + r->t_done - r->t_received) / 1e3);
+    log_event(r->job->id, "done: %d tokens, %s", r->seq.n_generated,
+              r->seq.finish == GLM_SEQ_FINISHED_STOP_STRING ? "stop string"
+              : r->seq.finish == GLM_SEQ_FINISHED_STOP      ? "stop"
+                                                            : "length");
+    untrack(s, r);
+    glm_request_destroy(r);
+}
+
+/* Sampled tokens -> requests: one Chunk each, all of a step's chunks written to Redis in one
+ * pipelined round trip; then the requests that ended get their Result. */
+static void deliver_tokens(server *s, int n_rows)
+{
+    glm_bytes delta = {0};
+    glm_error err = {0};
+    const char **ids = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*ids));
+    uint8_t **chunks = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*chunks));
+    size_t *lens = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*lens));
+    size_t n_chunks = 0;
+    for (int i = 0; i < n_rows; i++) {
+        if (s->sampled[i] < 0) continue; /* failed and dropped by fail_undrawn */
+        glm_request *r = s->logit_seqs[i]->owner;
+        if (r->seq.n_generated == 0) continue;
+        int32_t id = r->seq.generated[r->seq.n_generated - 1];
+        if (r->seq.n_generated == 1)
+            glm_metrics_observe(s->metrics, GLM_HISTOGRAM_TIME_TO_FIRST_TOKEN,
+                                (r->queue_ms + glm_now_ms() - r->t_received) / 1e3);
+        bool stop_string = false;
+        if (glm_request_on_token(r, &s->env, id,
+                                 s->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE, &stop_string,
+                                 &delta, &err))
+            log_event(r->job->id, "detokenize: %s", err.msg);
+        if (stop_string && r->seq.finish == GLM_SEQ_RUNNING)
+            glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_STOP_STRING);
+        if (ids && chunks && lens &&
+            glm_request_chunk(r, &delta, &chunks[n_chunks], &lens[n_chunks], &err) == GLM_OK)
+            ids[n_chunks++] = r->job->id;
+    }
+    if (n_chunks) /* best effort: a lost chunk is covered by the Result's full text */
+        glm_queue_write_chunks(s->queue, n_chunks, ids, (const void *const *)chunks, lens, &err);
+    for (size_t i = 0; i < n_chunks; i++)
+        free(chunks[i]);
+    free(ids);
+    free(chunks);
+    free(lens);
+    glm_bytes_free(&delta);
+    uint64_t drawn = 0;
+    for (int i = 0; i < n_rows; i++)
+        drawn += s->sampled[i] >= 0;
+    glm_metrics_inc(s->metrics, GLM_COUNTER_GENERATED_TOKENS, drawn);
+    for (int i = 0; i < s->n_requests;) {
+        glm_request *r = s->requests[i];
+        if (r->seq.finish != GLM_SEQ_RUNNING)
+            complete(s, r);
+        else
+            i++;
+    }
+}
+
+/* Rows the sampler could not draw from (id -1: no finite logit, an activation overflowed its
+ * 16-bit storage on the way; glm_scheduler_commit has ended their sequences) end their job with
+ * an INTERNAL error Result; the rest of the batch goes on. */
+static void fail_undrawn(server *s, int n_rows)
+{
+    for (int i = 0; i < n_rows; i++) {
+        if (s->sampled[i] >= 0) continue;
+        glm_request *r = s->logit_seqs[i]->owner;
+        char msg[192];
+        snprintf(msg, sizeof(msg),
+                 "the model's logits were not finite at generated token %d: an activation "
+                 "overflowed (with --dtype f16 storage, serve this model with bf16)",
+                 r->seq.n_generated);
+        glm_queue_job entry = r->entry;
+        reject_job(s, &entry, GLM_EC_INTERNAL, msg);
+        untrack(s, r);
+        glm_request_destroy(r);
+    }
+}
+
+/* One continuous-batching step across every rank. */
+static glm_status run_step(server *s, glm_error *err)
+{
+    const float *pixels = NULL;
+    glm_status st = glm_scheduler_schedule(s->sched, &s->plan, &pixels, s->logit_seqs, err);
+    if (st) return st;
+    if (s->plan.n_tokens == 0 && s->plan.n_images == 0) return GLM_OK;
+    double t0 = glm_now_ms();
+    /* a request's queue wait ends the first time it is in a step */
+    for (int i = 0; i < s->n_requests; i++)
+        if (s->requests[i]->seq.scheduled && s->requests[i]->t_scheduled == 0)
+            s->requests[i]->t_scheduled = t0;
+    st = glm_step_execute(s->ctx->model, &s->plan, pixels, NULL, &s->ctx->world, err);
+    int n = s->plan.n_logit_rows;
+    if (!st && n > 0) {
+        for (int i = 0; i < n; i++) {
+            glm_sequence *q = s->logit_seqs[i];
+            s->params[i] = q->sample;
+            /* the draw depends on the request's seed and its token index only */
+            s->params[i].seed = glm_sample_mix64(q->sample.seed ^ (uint64_t)q->n_generated);
+        }
+        st = glm_model_sample(s->ctx->model, s->params, n, s->sampled, s->logprobs, err);
+    }
+    if (st) {
+        glm_scheduler_abort_step(s->sched);
+        return st;
+    }
+    double dt = glm_now_ms() - t0;
+    if (s->plan.n_images > 0)
+        for (int i = 0; i < s->n_requests; i++)
+            if (s->requests[i]->seq.scheduled && s->requests[i]->seq.n_cached == 0 &&
+                s->requests[i]->seq.layout.n_images > 0)
+                s->requests[i]->vision_ms = dt;
+    glm_scheduler_commit(s->sched, s->logit_seqs, s->sampled, n);
+    fail_undrawn(s, n);
+    glm_metrics_observe(s->metrics, GLM_HISTOGRAM_STEP_DURATION, dt / 1e3);
+    deliver_tokens(s, n);
+    return GLM_OK;
+}
+
+static void update_gauges(server *s)
+{
+    glm_scheduler_stats st = glm_scheduler_stats_get(s->sched);
+    glm_image_cache_stats is = glm_image_cache_stats_get(s->images);
+    glm_metrics_set(s->metrics, GLM_GAUGE_RUNNING_SEQUENCES, st.running);
+    glm_metrics_set(s->metrics, GLM_GAUGE_WAITING_SEQUENCES, st.waiting);
+    glm_metrics_set(s->metrics, GLM_GAUGE_KV_BLOCKS_USED, st.blocks_used);
+    glm_metrics_set(s->metrics, GLM_GAUGE_VISION_CACHE_ENTRIES, is.filled);
+    uint64_t hits = glm_metrics_counter_value(s->metrics, GLM_COUNTER_VISION_CACHE_HITS);
+    uint64_t misses = glm_metrics_counter_value(s->metrics, GLM_COUNTER_VISION_CACHE_MISSES);
+    if (is.hits > hits) glm_metrics_inc(s->metrics, GLM_COUNTER_VISION_CACHE_HITS, is.hits - hits);
+    if (is.misses > misses)
+        glm_metrics_inc(s->metrics, GLM_COUNTER_VISION_CACHE_MISSES, is.misses - misses);
+}
+
+static double wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Jobs whose deadline passed, waiting or running, end with a DEADLINE_EXCEEDED error Result:
+ * nobody is waiting for them any more, and their batch slot and KV blocks go to live work. */
+static void expire_deadlines(server *s)
+{
+    double now = wall_ms();
+    for (int i = 0; i < s->n_requests;) {
+        glm_request *r = s->requests[i];
+        if (!r->job->deadline_unix_ms || (double)r->job->deadline_unix_ms > now) {
+            i++;
+            continue;
+        }
+        glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "deadline passed after %d generated tokens", r->seq.n_generated);
+        glm_queue_job entry = r->entry;
+        reject_job(s, &entry, GLM_EC_DEADLINE_EXCEEDED, msg);
+        untrack(s, r);
+        glm_request_destroy(r);
+    }
+}
+
+/* SIGTERM: stop reading; after the grace period hand every unfinished job back. */
+static void hand_back_all(server *s)
+{
+    glm_error err = {0};
+    /* preparations still running become requests first, so they are handed back too */
+    for (int k = 0; k < 500 && glm_prep_pool_in_flight(s->prep) > 0; k++) {
+        collect_prepared(s);
+        usleep(10 * 1000);
+    }
+    collect_prepared(s);
+    while (s->n_requests > 0) {
+        glm_request *r = s->requests[0];
+        glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
+        if (glm_queue_hand_back(s->queue, r->entry.entry_id, &err))
+            log_event(r->job->id, "hand back failed (it will be reclaimed): %s", err.msg);
+        else
+            log_event(r->job->id, "handed back for another replica");
+        untrack(s, r);
+        glm_request_destroy(r);
+    }
+}
+
+glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
+                         const glm_serve_options *so, volatile sig_atomic_t *stop, glm_error *err)
+{
+    server s;
+    glm_status st = server_init(&s, ctx, ro, so, err);
+    if (st) {
+        server_free(&s);
+        return st;
+    }
+    char line[512];
+    glm_model_describe_memory(ctx->model, line, sizeof(line));
+    fprintf(stderr, "glm4v-serve: %s ready (%s, tp=%d); %s\n", s.server_id, ro->device, ctx->size,
+            line);
+    double last_claim = 0, last_touch = glm_now_ms(), drain_deadline = 0;
+    while (!st) {
+        if (*stop && glm_queue_reading(s.queue)) {
+            glm_queue_stop_reading(s.queue);
+            drain_deadline = glm_now_ms() + so->grace_ms;
+            fprintf(stderr, "glm4v-serve: draining (%d jobs in flight, %d ms grace)\n",
+                    s.n_requests, so->grace_ms);
+        }
+        glm_server_load load = current_load(&s);
+        glm_error tick_err = {0};
+        glm_queue_tick(s.queue, &load, &tick_err);
+        bool preparing = glm_prep_pool_in_flight(s.prep) > 0;
+        bool idle = !glm_scheduler_has_work(s.sched) && !preparing;
+        touch_in_flight(&s, &last_touch);
+        expire_deadlines(&s);
+        take_jobs(&s, idle, &last_claim);
+        collect_prepared(&s);
+        if (!glm_scheduler_has_work(s.sched) && preparing) usleep(500); /* images decoding */
+        if (glm_scheduler_has_work(s.sched)) st = run_step(&s, err);
+        update_gauges(&s);
+        if (!glm_queue_reading(s.queue)) {
+            if (s.n_requests == 0 && glm_prep_pool_in_flight(s.prep) == 0 &&
+                glm_queue_outbox_size(s.queue) == 0)
+                break;
+            if (glm_now_ms() > drain_deadline) {
+                hand_back_all(&s);
+                if (glm_queue_outbox_size(s.queue) == 0 || glm_now_ms() > drain_deadline + 5000)
+                    break;
+            }
+        }
+    }
+    fprintf(stderr, "glm4v-serve: %s stopped\n", s.server_id);
+    server_free(&s);
+    return st;
+}
