@@ -73,8 +73,14 @@ glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, const void *mpi_c
         if (st) return st;
         p->flags = header[6];
     }
+    /* a shutdown plan has no body: its header is all a rank needs, and the root's plan may never
+     * have been sized (storage NULL), while body_ints(0, ...) still counts q_start[0] */
+    if (header[6] & GLM_STEP_SHUTDOWN) return GLM_OK;
     size_t n =
         body_ints(p->n_seqs, p->n_tokens, p->max_blocks_per_seq, p->n_logit_rows, p->n_images);
+    if (rank == root && n > p->storage_cap)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "step plan: %zu ints to send, %zu allocated", n,
+                        p->storage_cap);
     if (n > 0 && MPI_Bcast(p->storage, (int)n, MPI_INT32_T, root, comm) != MPI_SUCCESS)
         return glm_fail(err, GLM_ERR_COMM, "step plan broadcast failed");
     return GLM_OK;
