@@ -134,6 +134,7 @@ static glm_status plan_decode_token(glm_step_plan *plan, const glm_block_table *
 glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_request *req,
                         glm_generate_result *res, glm_error *err)
 {
+    (void)mpi_comm; /* the plans travel over the model's communicator (worker/step_exec.c) */
     memset(res, 0, sizeof(*res));
     const glm_model_config *cfg = glm_model_config_of(m);
     glm_status st = glm_generate_validate(m, req, NULL, err);
@@ -172,7 +173,7 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
         if (!st) {
             plan.flags = 0;
             plan.image_slots[0] = 0;
-            st = glm_step_execute(m, &plan, req->pixels, NULL, mpi_comm, err);
+            st = glm_step_execute(m, &plan, req->pixels, NULL, err);
         }
     }
     res->vision_ms = now_ms() - t0;
@@ -184,7 +185,7 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
         int n = layout.n_rows - first < chunk ? layout.n_rows - first : chunk;
         st = plan_prompt_chunk(&plan, &layout, &table, block_size, max_blocks, first, n,
                                req->dump_logits != NULL, err);
-        if (!st) st = glm_step_execute(m, &plan, NULL, logits, mpi_comm, err);
+        if (!st) st = glm_step_execute(m, &plan, NULL, logits, err);
         if (!st && req->dump_logits)
             memcpy(req->dump_logits + (size_t)first * vocab, logits,
                    sizeof(float) * (size_t)n * (size_t)vocab);
@@ -208,7 +209,7 @@ glm_status glm_generate(glm_model *m, const void *mpi_comm, const glm_generate_r
         if (res->n_ids == req->max_new_tokens) break;
         st =
             plan_decode_token(&plan, &table, block_size, max_blocks, next, position, kv_index, err);
-        if (!st) st = glm_step_execute(m, &plan, NULL, logits, mpi_comm, err);
+        if (!st) st = glm_step_execute(m, &plan, NULL, logits, err);
         if (!st) next = argmax(logits, vocab);
         if (!st) st = check_drawn(next, res->n_ids, err);
         position++;

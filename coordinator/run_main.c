@@ -299,8 +299,8 @@ int main(int argc, char **argv)
         glm_model_describe_memory(ctx.model, line, sizeof(line));
         fprintf(stderr, "glm4v-run: %s\n", line);
         code = drive(&ctx, &args);
-        if (glm_step_shutdown(&ctx.world, &err)) code = 1;
-    } else if (glm_worker_serve(ctx.model, &ctx.world, &err)) {
+        if (glm_step_shutdown(ctx.model, &err)) code = 1;
+    } else if (glm_worker_serve(ctx.model, &err)) {
         fprintf(stderr, "glm4v-run: rank %d: %s\n", rank, err.msg);
         code = 1;
     }

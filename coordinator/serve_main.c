@@ -268,8 +268,8 @@ int main(int argc, char **argv)
         code = glm_serve_run(&ctx, &ro, &so, &stop_requested, &err) ? 1 : 0;
         if (code) fprintf(stderr, "glm4v-serve: %s\n", err.msg);
         glm_error e2 = {0};
-        if (glm_step_shutdown(&ctx.world, &e2)) code = 1;
-    } else if (glm_worker_serve(ctx.model, &ctx.world, &err)) {
+        if (glm_step_shutdown(ctx.model, &e2)) code = 1;
+    } else if (glm_worker_serve(ctx.model, &err)) {
         fprintf(stderr, "glm4v-serve: rank %d: %s\n", rank, err.msg);
         code = 1;
     }

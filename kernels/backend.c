@@ -1,9 +1,41 @@
-/* Backend selection and the sticky error shared by all backends. */
-#include "kernels/ops.h"
+/* The backend registry (backend_registry.h) and the sticky error shared by all backends. */
+#include "kernels/backend_registry.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Every backend of this build, in the order --help lists them. Adding a backend: define its
+ * glm_backend_entry beside its constructor and add it here. */
+static const glm_backend_entry *const registry[] = {
+    &glm_backend_cpu_entry,
+    &glm_backend_cpu_bf16_entry,
+#ifdef GLM4V_HAVE_CUDA
+    &glm_backend_cuda_entry,
+#endif
+    NULL,
+};
+
+const glm_backend_entry *const *glm_backend_registry(void)
+{
+    return registry;
+}
+
+const glm_backend_entry *glm_backend_find(const char *name)
+{
+    for (int i = 0; name && registry[i]; i++)
+        if (strcmp(registry[i]->name, name) == 0) return registry[i];
+    return NULL;
+}
+
+const char *glm_backend_names(char *buf, size_t cap)
+{
+    size_t used = 0;
+    if (cap) buf[0] = '\0';
+    for (int i = 0; registry[i] && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", registry[i]->name);
+    return buf;
+}
 
 void glm_backend_fail(glm_backend *be, glm_status status, const char *fmt, ...)
 {
@@ -28,13 +60,30 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err)
     return status;
 }
 
+
+glm_status glm_backend_create_from(const glm_backend_entry *entry,
+                                   const glm_backend_params *params, glm_backend **out,
+                                   glm_error *err)
+{
+    glm_backend_params none = {0};
+    return entry->create(params ? params : &none, out, err);
+}
+
 glm_status glm_backend_create(const char *name, int device_index, glm_backend **out, glm_error *err)
 {
-    if (strcmp(name, "cpu") == 0) return glm_backend_cpu_create(0, out, err);
-    if (strcmp(name, "cuda") == 0) return glm_backend_cuda_create(device_index, out, err);
-    if (strcmp(name, "cpu-bf16") == 0) return glm_backend_cpu_bf16_create(0, out, err);
-    return glm_fail(err, GLM_ERR_INVALID_ARG,
-                    "unknown device '%s' (expected cpu, cuda or cpu-bf16)", name);
+    *out = NULL;
+    const glm_backend_entry *entry = glm_backend_find(name);
+    char names[128];
+    if (!entry)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "unknown device '%s' (this build has %s%s)",
+                        name ? name : "(null)", glm_backend_names(names, sizeof(names)),
+#ifdef GLM4V_HAVE_CUDA
+                        "");
+#else
+                        "; cuda needs a build configured with -DGLM4V_CUDA=ON");
+#endif
+    glm_backend_params params = {.device_index = device_index};
+    return glm_backend_create_from(entry, &params, out, err);
 }
 
 void glm_backend_destroy(glm_backend *be)
@@ -47,7 +96,7 @@ glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error
     if (storage != GLM_BF16 && storage != GLM_F16)
         return glm_fail(err, GLM_ERR_INVALID_ARG, "storage dtype %s: expected bf16 or f16",
                         glm_dtype_name(storage));
-    if (!be->ops->set_storage)
+    if (!(be->caps.storage_types & (1u << storage)) || !be->ops->set_storage)
         return glm_fail(err, GLM_ERR_UNSUPPORTED,
                         "the %s backend computes and stores f32; --dtype applies to cuda and "
                         "cpu-bf16",
@@ -67,16 +116,6 @@ bool glm_storage_parse(const char *name, glm_dtype *out)
         }
     return false;
 }
-
-#ifndef GLM4V_HAVE_CUDA
-glm_status glm_backend_cuda_create(int device_index, glm_backend **out, glm_error *err)
-{
-    (void)device_index;
-    *out = NULL;
-    return glm_fail(err, GLM_ERR_UNSUPPORTED,
-                    "this build has no CUDA backend (configure with -DGLM4V_CUDA=ON)");
-}
-#endif
 
 void glm_op_rope_kv_store(glm_backend *be, glm_tensor qkv, glm_tensor positions, glm_tensor k_cache,
                           glm_tensor v_cache, glm_tensor slots, int n_q_heads, int n_kv_heads,

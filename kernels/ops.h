@@ -59,15 +59,14 @@ typedef struct glm_attn_batch {
     const int32_t *ctx_len_host;
 } glm_attn_batch;
 
-/* Sampling parameters of one row of logits (see glm_op_sample). */
 /* Per-row capacity of the logprobs output of sample: row r starts at r *
  * GLM_SAMPLE_LOGPROBS_STRIDE and holds [chosen logprob, id0, lp0, id1, lp1, ...]; pairs past the
  * row's n_logprobs hold (-1, -inf); ids are stored as float (exact below 2^24). Logprobs are the
  * log-softmax of the raw, unscaled logits. */
 #define GLM_SAMPLE_MAX_LOGPROBS 20
 #define GLM_SAMPLE_LOGPROBS_STRIDE (1 + 2 * GLM_SAMPLE_MAX_LOGPROBS)
-#define GLM_LOGPROBS_STRIDE GLM_SAMPLE_LOGPROBS_STRIDE
 
+/* Sampling parameters of one row of logits (see glm_op_sample). */
 typedef struct glm_sample_params {
     float temperature; /* <= 0: greedy */
     int top_k;         /* <= 0: off */
@@ -77,6 +76,28 @@ typedef struct glm_sample_params {
                           folding it into seed and step 0 (see kernels/sample_rng.h) */
     int n_logprobs;    /* top-n logprobs to return, 0: none */
 } glm_sample_params;
+
+/* ---- capabilities: what callers ask instead of a backend's name (backend_registry.h) ---- */
+
+/* The communicators (worker/comm.h) a backend pairs with: bits of glm_backend_caps.collectives. */
+enum {
+    GLM_COLLECTIVE_LOCAL = 1u << 0, /* one rank, no transport */
+    GLM_COLLECTIVE_MPI = 1u << 1,   /* host buffers over MPI */
+    GLM_COLLECTIVE_NCCL = 1u << 2,  /* device buffers on the backend's stream */
+};
+
+/* Bit 0 of glm_backend_caps.weight_formats: 16-bit float weights in the storage type. The other
+ * bits are the quantized formats of kernels/weight_format.h. */
+#define GLM_WEIGHT_FORMATS_16BIT (1u << 0)
+
+typedef struct glm_backend_caps {
+    bool graphs;             /* graph_begin / end / replay record and replay op sequences */
+    bool device_sampler;     /* the sample op: logits need not leave backend memory */
+    uint32_t storage_types;  /* (1u << dtype) for each 16-bit type set_storage accepts; 0: the
+                                backend stores f32 only */
+    uint32_t weight_formats; /* the linear weight formats it computes with */
+    uint32_t collectives;    /* GLM_COLLECTIVE_* bits */
+} glm_backend_caps;
 
 typedef struct glm_backend glm_backend;
 
@@ -206,7 +227,8 @@ typedef struct glm_backend_ops {
 
 struct glm_backend {
     const glm_backend_ops *ops;
-    const char *name;       /* "cpu", "cuda" */
+    const char *name;       /* its registry name: "cpu", "cpu-bf16", "cuda" (logs only) */
+    glm_backend_caps caps;  /* the registry entry's, less what is off at run time */
     glm_dtype weight_dtype; /* weights are converted to this when loaded */
     glm_dtype act_dtype;    /* activations and the KV cache */
     glm_dtype resid_dtype;  /* the residual streams: F32 everywhere, so that rounding does not

@@ -3,10 +3,13 @@
  *
  * The communicator is non-blocking (config.blocking = 0), and each collective is followed by a
  * polling wait: an event recorded after the collective is queried together with
- * ncclCommGetAsyncError until it completes, an error appears, or the timeout passes
- * ($GLM4V_NCCL_TIMEOUT_S, default 300 s). A dead peer thus comes back as GLM_ERR_COMM (after
- * ncclCommAbort) instead of a hang. During CUDA graph capture the wait is skipped: the captured
- * collective runs at replay, and the caller's next synchronizing download observes it.
+ * ncclCommGetAsyncError until it completes, an error appears, or the step watchdog's deadline
+ * passes (glm_comm_timeout_ms; $GLM4V_NCCL_TIMEOUT_S, default 300 s, bounds the creation and a
+ * communicator without options). A dead or stopped peer thus comes back as GLM_ERR_TIMEOUT or
+ * GLM_ERR_COMM (after ncclCommAbort, naming the peers that did not answer, comm_watchdog.h)
+ * instead of a hang. During CUDA graph capture the wait is skipped: the captured collective runs
+ * at replay, after which the model calls sync. Host messages (the step plan) go over MPI with the
+ * same deadline.
  *
  * Small bf16/f16/f32 all-reduces go through the peer-to-peer path of comm_p2p.c instead of NCCL when
  * every rank agreed at creation that it can (one node, peer access between all GPUs): in a CUDA
@@ -19,6 +22,7 @@
  * timeout. */
 #include "worker/comm.h"
 #include "worker/comm_p2p.h"
+#include "worker/comm_watchdog.h"
 #include "worker/mpi_check.h"
 
 #include <mpi.h>
@@ -36,13 +40,11 @@ typedef struct nccl_impl {
     cudaEvent_t done;
     double timeout_s;
     int aborted;
-    glm_p2p *p2p;      /* NULL: every all-reduce goes through NCCL */
-    glm_error p2p_off; /* why p2p is NULL */
+    glm_p2p *p2p;        /* NULL: every all-reduce goes through NCCL */
+    glm_error p2p_off;   /* why p2p is NULL */
+    MPI_Comm host;       /* private duplicate for host messages (the step plan) */
+    glm_watchdog *watch; /* deadline waits on host messages, questions to the peers */
 } nccl_impl;
-
-/* How long the host waits for a p2p all-reduce beyond the kernel's own timeout, which should
- * fire first and name the peer. */
-#define P2P_HOST_GRACE_S 30.0
 
 #define NCCL_CHECK(comm_, call)                                                                    \
     do {                                                                                           \
@@ -79,11 +81,45 @@ static glm_status nccl_type(glm_comm *comm, glm_dtype dtype, ncclDataType_t *out
     return glm_fail(&comm->err, GLM_ERR_UNSUPPORTED, "nccl: dtype %d", (int)dtype);
 }
 
+/* The deadline of the current operation in seconds: the watchdog's, or the creation timeout. */
+static double deadline_s(glm_comm *comm)
+{
+    nccl_impl *nc = comm->impl;
+    int ms = glm_comm_timeout_ms(comm);
+    return ms > 0 ? ms / 1e3 : nc->timeout_s;
+}
+
+/* Past the deadline: stop NCCL, ask the peers where they are, and fail the group. */
+static glm_status fail_late(glm_comm *comm, const char *what)
+{
+    nccl_impl *nc = comm->impl;
+    ncclCommAbort(nc->comm);
+    nc->aborted = 1;
+    char peers[384] = "";
+    if (nc->watch)
+        glm_watchdog_report(nc->watch, glm_watchdog_grace_ms((int)(deadline_s(comm) * 1e3)),
+                            peers, sizeof(peers));
+    return glm_comm_fail(comm, GLM_ERR_TIMEOUT,
+                         "step watchdog: rank %d: nccl %s not done after %.0f ms; %s", comm->rank,
+                         what, deadline_s(comm) * 1e3, peers);
+}
+
+/* Answers the peers' watchdog questions now and then while this rank waits on the GPU. */
+static void answer_peers(glm_comm *comm, double *last_s)
+{
+    nccl_impl *nc = comm->impl;
+    double t = now_s();
+    if (nc->watch && t - *last_s > 1e-3) {
+        glm_watchdog_answer(nc->watch);
+        *last_s = t;
+    }
+}
+
 /* Waits until the communicator's pending (non-blocking) call has been accepted. */
 static glm_status wait_comm_ready(glm_comm *comm, const char *what)
 {
     nccl_impl *nc = comm->impl;
-    double start = now_s();
+    double start = now_s(), answered = start;
     for (;;) {
         ncclResult_t state = ncclSuccess;
         ncclResult_t r = ncclCommGetAsyncError(nc->comm, &state);
@@ -92,15 +128,36 @@ static glm_status wait_comm_ready(glm_comm *comm, const char *what)
         if (state != ncclInProgress) {
             ncclCommAbort(nc->comm);
             nc->aborted = 1;
-            return glm_fail(&comm->err, GLM_ERR_COMM, "nccl %s on rank %d: %s", what, comm->rank,
-                            ncclGetErrorString(state));
+            return glm_comm_fail(comm, GLM_ERR_COMM, "nccl %s on rank %d: %s", what, comm->rank,
+                                 ncclGetErrorString(state));
         }
-        if (now_s() - start > nc->timeout_s) {
+        if (now_s() - start > deadline_s(comm)) return fail_late(comm, what);
+        answer_peers(comm, &answered);
+    }
+}
+
+/* Polls the event recorded after the queued work until it completes, NCCL reports an error, or
+ * the deadline passes. */
+static glm_status wait_event(glm_comm *comm, const char *what)
+{
+    nccl_impl *nc = comm->impl;
+    CUDA_CHECK_COMM(comm, cudaEventRecord(nc->done, nc->stream));
+    double start = now_s(), answered = start;
+    for (;;) {
+        cudaError_t q = cudaEventQuery(nc->done);
+        if (q == cudaSuccess) return GLM_OK;
+        if (q != cudaErrorNotReady)
+            return glm_comm_fail(comm, GLM_ERR_COMM, "nccl %s: %s", what, cudaGetErrorString(q));
+        ncclResult_t state = ncclSuccess;
+        ncclCommGetAsyncError(nc->comm, &state);
+        if (state != ncclSuccess && state != ncclInProgress) {
             ncclCommAbort(nc->comm);
             nc->aborted = 1;
-            return glm_fail(&comm->err, GLM_ERR_COMM, "nccl %s on rank %d: no progress in %.0f s "
-                            "(a peer died?)", what, comm->rank, nc->timeout_s);
+            return glm_comm_fail(comm, GLM_ERR_COMM, "nccl %s on rank %d: %s", what, comm->rank,
+                                 ncclGetErrorString(state));
         }
+        if (now_s() - start > deadline_s(comm)) return fail_late(comm, what);
+        answer_peers(comm, &answered);
     }
 }
 
@@ -113,67 +170,32 @@ static glm_status wait_collective(glm_comm *comm, const char *what)
     enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     CUDA_CHECK_COMM(comm, cudaStreamIsCapturing(nc->stream, &capture));
     if (capture != cudaStreamCaptureStatusNone) return GLM_OK;
-    CUDA_CHECK_COMM(comm, cudaEventRecord(nc->done, nc->stream));
-    double start = now_s();
-    for (;;) {
-        cudaError_t q = cudaEventQuery(nc->done);
-        if (q == cudaSuccess) return GLM_OK;
-        if (q != cudaErrorNotReady)
-            return glm_fail(&comm->err, GLM_ERR_COMM, "nccl %s: %s", what, cudaGetErrorString(q));
-        ncclResult_t state = ncclSuccess;
-        ncclCommGetAsyncError(nc->comm, &state);
-        if ((state != ncclSuccess && state != ncclInProgress) ||
-            now_s() - start > nc->timeout_s) {
-            ncclCommAbort(nc->comm);
-            nc->aborted = 1;
-            if (state != ncclSuccess && state != ncclInProgress)
-                return glm_fail(&comm->err, GLM_ERR_COMM, "nccl %s on rank %d: %s", what,
-                                comm->rank, ncclGetErrorString(state));
-            return glm_fail(&comm->err, GLM_ERR_COMM,
-                            "nccl %s on rank %d: not done after %.0f s (a peer died?)", what,
-                            comm->rank, nc->timeout_s);
-        }
-    }
+    return wait_event(comm, what);
 }
 
-/* After a p2p all-reduce was queued: as wait_collective, but a dead peer is noticed by the kernel
- * itself (it gives up after the timeout and fills the failure record read here). */
+/* After a p2p all-reduce was queued: as wait_collective; a kernel that gave up on a peer (its
+ * own timeout) fills the failure record read here. */
 static glm_status wait_p2p(glm_comm *comm)
 {
     nccl_impl *nc = comm->impl;
     enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     CUDA_CHECK_COMM(comm, cudaStreamIsCapturing(nc->stream, &capture));
     if (capture != cudaStreamCaptureStatusNone) return GLM_OK;
-    CUDA_CHECK_COMM(comm, cudaEventRecord(nc->done, nc->stream));
-    double start = now_s();
-    glm_status st = GLM_OK;
-    for (;;) {
-        cudaError_t q = cudaEventQuery(nc->done);
-        if (q == cudaSuccess) {
-            st = glm_p2p_check(nc->p2p, &comm->err);
-            break;
-        }
-        if (q != cudaErrorNotReady)
-            return glm_fail(&comm->err, GLM_ERR_COMM, "p2p all-reduce: %s", cudaGetErrorString(q));
-        if (now_s() - start > nc->timeout_s + P2P_HOST_GRACE_S) {
-            st = glm_fail(&comm->err, GLM_ERR_COMM,
-                          "p2p all-reduce on rank %d: not done after %.0f s (a peer died?)",
-                          comm->rank, nc->timeout_s + P2P_HOST_GRACE_S);
-            break;
-        }
-    }
-    if (st != GLM_OK) {
+    glm_status st = wait_event(comm, "p2p all-reduce");
+    if (st == GLM_OK) st = glm_p2p_check(nc->p2p, &comm->err);
+    if (st != GLM_OK && !nc->aborted) {
         /* the peers' state is unknown: NCCL would hang on them as well */
         ncclCommAbort(nc->comm);
         nc->aborted = 1;
     }
+    if (st != GLM_OK) comm->failed = true;
     return st;
 }
 
 static glm_status check_usable(glm_comm *comm)
 {
     nccl_impl *nc = comm->impl;
-    if (nc->aborted)
+    if (nc->aborted || comm->failed)
         return glm_fail(&comm->err, GLM_ERR_COMM, "nccl communicator was aborted after an error");
     return GLM_OK;
 }
@@ -185,6 +207,7 @@ static glm_status nccl_allreduce_sum(glm_comm *comm, void *data, size_t count, g
     glm_status st = check_usable(comm);
     if (st == GLM_OK) st = nccl_type(comm, dtype, &t);
     if (st != GLM_OK) return st;
+    glm_watchdog_enter(nc->watch, "allreduce");
     if (glm_p2p_takes(nc->p2p, count, dtype)) {
         st = glm_p2p_allreduce(nc->p2p, data, count, dtype, nc->stream, &comm->err);
         return st != GLM_OK ? st : wait_p2p(comm);
@@ -201,6 +224,7 @@ static glm_status nccl_allgather(glm_comm *comm, void *dst, const void *src, siz
     glm_status st = check_usable(comm);
     if (st == GLM_OK) st = nccl_type(comm, dtype, &t);
     if (st != GLM_OK) return st;
+    glm_watchdog_enter(nc->watch, "allgather");
     NCCL_CHECK(comm, ncclAllGather(src, dst, count, t, nc->comm, nc->stream));
     return wait_collective(comm, "allgather");
 }
@@ -213,6 +237,7 @@ static glm_status nccl_broadcast(glm_comm *comm, void *data, size_t count, glm_d
     glm_status st = check_usable(comm);
     if (st == GLM_OK) st = nccl_type(comm, dtype, &t);
     if (st != GLM_OK) return st;
+    glm_watchdog_enter(nc->watch, "broadcast");
     NCCL_CHECK(comm, ncclBroadcast(data, data, count, t, root, nc->comm, nc->stream));
     return wait_collective(comm, "broadcast");
 }
@@ -223,6 +248,7 @@ static glm_status nccl_barrier(glm_comm *comm)
     nccl_impl *nc = comm->impl;
     glm_status st = check_usable(comm);
     if (st != GLM_OK) return st;
+    glm_watchdog_enter(nc->watch, "barrier");
     float *one = NULL;
     CUDA_CHECK_COMM(comm, cudaMallocAsync((void **)&one, sizeof(float), nc->stream));
     ncclResult_t r = ncclAllReduce(one, one, 1, ncclFloat32, ncclSum, nc->comm, nc->stream);
@@ -233,6 +259,58 @@ static glm_status nccl_barrier(glm_comm *comm)
     st = wait_collective(comm, "barrier");
     cudaFreeAsync(one, nc->stream);
     return st;
+}
+
+static glm_status nccl_broadcast_host(glm_comm *comm, void *bytes, size_t n, int root,
+                                      const char *what)
+{
+    nccl_impl *nc = comm->impl;
+    glm_status st = check_usable(comm);
+    if (st != GLM_OK) return st;
+    if (n > (size_t)1 << 30)
+        return glm_fail(&comm->err, GLM_ERR_LIMIT, "host broadcast of %zu bytes is too large", n);
+    glm_watchdog_enter(nc->watch, what);
+    MPI_Request req;
+    GLM_MPI_CHECK(&comm->err, MPI_Ibcast(bytes, (int)n, MPI_BYTE, root, nc->host, &req));
+    int timeout_ms = (int)(deadline_s(comm) * 1e3);
+    glm_wait_result r = glm_watchdog_wait(nc->watch, &req, timeout_ms);
+    if (r == GLM_WAIT_DONE) return GLM_OK;
+    if (r == GLM_WAIT_MPI_ERROR)
+        return glm_comm_fail(comm, GLM_ERR_COMM, "mpi %s on rank %d failed", what, comm->rank);
+    ncclCommAbort(nc->comm);
+    nc->aborted = 1;
+    char peers[384];
+    glm_watchdog_report(nc->watch, glm_watchdog_grace_ms(timeout_ms), peers, sizeof(peers));
+    return glm_comm_fail(comm, GLM_ERR_TIMEOUT,
+                         "step watchdog: rank %d: %s (%zu bytes) not done after %d ms; %s",
+                         comm->rank, what, n, timeout_ms, peers);
+}
+
+/* After a graph replay: its collectives (and p2p kernels) are behind this event. */
+static glm_status nccl_sync(glm_comm *comm, const char *what)
+{
+    nccl_impl *nc = comm->impl;
+    glm_status st = check_usable(comm);
+    if (st != GLM_OK) return st;
+    glm_watchdog_enter(nc->watch, what);
+    st = wait_event(comm, what);
+    if (st == GLM_OK && nc->p2p) st = glm_p2p_check(nc->p2p, &comm->err);
+    if (st != GLM_OK && !nc->aborted) {
+        ncclCommAbort(nc->comm);
+        nc->aborted = 1;
+        comm->failed = true;
+    }
+    return st;
+}
+
+static void nccl_abort(glm_comm *comm)
+{
+    nccl_impl *nc = comm->impl;
+    if (nc && nc->comm && !nc->aborted) {
+        ncclCommAbort(nc->comm);
+        nc->aborted = 1;
+    }
+    comm->failed = true;
 }
 
 static void nccl_destroy(glm_comm *comm)
@@ -251,6 +329,9 @@ static void nccl_destroy(glm_comm *comm)
             }
         }
         if (nc->done) cudaEventDestroy(nc->done);
+        glm_watchdog_destroy(nc->watch);
+        /* a failed group may hold a pending request on it: freeing it could wait */
+        if (nc->host != MPI_COMM_NULL && !comm->failed) MPI_Comm_free(&nc->host);
         free(nc);
     }
     free(comm);
@@ -261,7 +342,17 @@ static const glm_comm_ops nccl_ops = {
     .allgather = nccl_allgather,
     .broadcast = nccl_broadcast,
     .barrier = nccl_barrier,
+    .broadcast_host = nccl_broadcast_host,
+    .sync = nccl_sync,
+    .abort = nccl_abort,
     .destroy = nccl_destroy,
+};
+
+const glm_comm_entry glm_comm_nccl_entry = {
+    .name = "nccl",
+    .collective = GLM_COLLECTIVE_NCCL,
+    .caps = {.multi_rank = true, .device_buffers = true, .graph_capturable = true},
+    .create = glm_comm_nccl_create,
 };
 
 /* Creates the NCCL side of the communicator; on failure *out stays NULL. */
@@ -276,11 +367,13 @@ static glm_status open_nccl(glm_backend *be, int rank, int size, ncclUniqueId id
         return glm_fail(err, GLM_ERR_NOMEM, "nccl communicator: out of memory");
     }
     comm->ops = &nccl_ops;
-    comm->name = "nccl";
+    comm->name = glm_comm_nccl_entry.name;
+    comm->caps = glm_comm_nccl_entry.caps;
     comm->rank = rank;
     comm->size = size;
     comm->be = be;
     comm->impl = nc;
+    nc->host = MPI_COMM_NULL;
     nc->stream = (cudaStream_t)be->ops->native_stream(be);
     const char *t = getenv("GLM4V_NCCL_TIMEOUT_S");
     nc->timeout_s = t && atof(t) > 0 ? atof(t) : 300.0;
@@ -342,6 +435,11 @@ glm_status glm_comm_nccl_create(glm_backend *be, const void *mpi_comm, glm_comm 
     if (st == GLM_OK) {
         nccl_impl *nc = comm->impl;
         st = glm_p2p_create(&mc, nc->timeout_s, &nc->p2p, &nc->p2p_off, err);
+        if (st == GLM_OK && MPI_Comm_dup(mc, &nc->host) != MPI_SUCCESS) {
+            nc->host = MPI_COMM_NULL;
+            st = glm_fail(err, GLM_ERR_COMM, "nccl communicator: MPI_Comm_dup failed");
+        }
+        if (st == GLM_OK) st = glm_watchdog_create(nc->host, &nc->watch, err);
     }
     if (st != GLM_OK) {
         nccl_destroy(comm);

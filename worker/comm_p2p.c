@@ -7,7 +7,7 @@
  * failing rank's reason. A CUDA failure here is never an error: NCCL still works. */
 #include "worker/comm_p2p.h"
 
-#include "kernels/cuda/allreduce_p2p.h"
+#include "kernels/allreduce_p2p.h"
 #include "worker/mpi_check.h"
 
 #include <cuda_runtime.h>
@@ -268,11 +268,7 @@ glm_status glm_p2p_allreduce(glm_p2p *p2p, void *data, size_t count, glm_dtype d
     if (!glm_p2p_takes(p2p, count, dtype))
         return glm_fail(err, GLM_ERR_INVALID_ARG, "p2p all-reduce: %zu x %s is not for this path",
                         count, glm_dtype_name(dtype));
-    cudaError_t e = glm_p2p_allreduce_launch(&p2p->args, data, count, dtype, (cudaStream_t)stream);
-    if (e != cudaSuccess)
-        return glm_fail(err, GLM_ERR_COMM, "p2p all-reduce of %zu x %s on rank %d: %s", count,
-                        glm_dtype_name(dtype), p2p->args.rank, cudaGetErrorString(e));
-    return GLM_OK;
+    return glm_p2p_allreduce_launch(&p2p->args, data, count, dtype, stream, err);
 }
 
 /* A barrier that gives up after timeout_s, so a dead peer cannot hang the teardown. */

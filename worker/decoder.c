@@ -6,6 +6,7 @@
  * (row-parallel, all-reduce) -> residual + next norm (fused) ... -> final norm -> the requested
  * rows -> vocab-parallel output layer -> logits gathered to rank 0. */
 #include "worker/model_internal.h"
+#include "worker/tp_ops.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -15,23 +16,9 @@
 
 #include "common/dtype.h"
 
-static glm_tensor rows_of(const glm_tensor *t, int64_t n)
-{
-    return glm_tensor_row_view(t, 0, n);
-}
-
 static glm_tensor i32_view(const glm_tensor *t, int64_t n)
 {
     return glm_tensor_1d(GLM_I32, n, t->data);
-}
-
-static glm_status allreduce(glm_model *m, glm_tensor t, glm_error *err)
-{
-    if (m->comm->size == 1) return GLM_OK;
-    glm_status st =
-        m->comm->ops->allreduce_sum(m->comm, t.data, (size_t)glm_tensor_numel(&t), t.dtype);
-    if (st) return glm_fail(err, st, "decoder all-reduce: %s", m->comm->err.msg);
-    return GLM_OK;
 }
 
 static void upload_i32(glm_backend *be, const glm_tensor *dst, const int32_t *src, int64_t n)
@@ -66,9 +53,9 @@ static glm_status decoder_layer(glm_model *m, int l, const glm_step_plan *p,
     decoder_scratch *s = &m->ds;
     int64_t T = p->n_tokens;
     int hd = cfg->kv_channels;
-    glm_tensor resid = rows_of(&s->resid, T), hnorm = rows_of(&s->hnorm, T);
-    glm_tensor qkv = rows_of(&s->qkv, T), attn = rows_of(&s->attn, T);
-    glm_tensor delta = rows_of(&s->delta, T);
+    glm_tensor resid = glm_rows(&s->resid, T), hnorm = glm_rows(&s->hnorm, T);
+    glm_tensor qkv = glm_rows(&s->qkv, T), attn = glm_rows(&s->attn, T);
+    glm_tensor delta = glm_rows(&s->delta, T);
 
     /* hnorm holds RMSNorm(resid) with this layer's input_layernorm (see the end of the loop) */
     glm_op_linear(be, qkv, hnorm, L->qkv_w, cfg->add_qkv_bias ? &L->qkv_b : NULL, GLM_ACT_NONE);
@@ -78,15 +65,15 @@ static glm_status decoder_layer(glm_model *m, int l, const glm_step_plan *p,
     glm_op_attention_paged(be, attn, qkv, m->kv.k[l], m->kv.v[l], batch, sp->q_heads, sp->kv_heads,
                            hd, 1.0f / sqrtf((float)hd));
     glm_op_linear(be, delta, attn, L->dense_w, NULL, GLM_ACT_NONE);
-    glm_status st = allreduce(m, delta, err);
+    glm_status st = glm_tp_allreduce(m->comm, delta, "decoder all-reduce", err);
     if (st) return st;
     glm_op_add_rmsnorm(be, hnorm, resid, delta, L->post_norm, cfg->layernorm_epsilon);
 
-    glm_tensor gate_up = rows_of(&s->gate_up, T), act = rows_of(&s->act, T);
+    glm_tensor gate_up = glm_rows(&s->gate_up, T), act = glm_rows(&s->act, T);
     glm_op_linear(be, gate_up, hnorm, L->h_to_4h_w, NULL, GLM_ACT_NONE);
     glm_op_silu_mul(be, act, gate_up);
     glm_op_linear(be, delta, act, L->four_h_to_h_w, NULL, GLM_ACT_NONE);
-    st = allreduce(m, delta, err);
+    st = glm_tp_allreduce(m->comm, delta, "decoder all-reduce", err);
     if (st) return st;
     const glm_tensor *next_norm =
         l + 1 < cfg->num_layers ? &m->w.layers[l + 1].input_norm : &m->w.final_norm;
@@ -119,13 +106,13 @@ static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *lo
     int64_t n = p->n_logit_rows, tp = m->plan.tp_size, vocab_local = m->plan.vocab;
     m->last_logits = (glm_tensor){0};
     if (n == 0) return GLM_OK;
-    glm_tensor logit_in = rows_of(&s->logit_in, n), logits = rows_of(&s->logits, n);
-    glm_op_gather_rows(be, logit_in, rows_of(&s->hnorm, p->n_tokens), i32_view(&s->logit_rows, n));
+    glm_tensor logit_in = glm_rows(&s->logit_in, n), logits = glm_rows(&s->logits, n);
+    glm_op_gather_rows(be, logit_in, glm_rows(&s->hnorm, p->n_tokens), i32_view(&s->logit_rows, n));
     glm_op_linear(be, logits, logit_in, m->w.output, NULL, GLM_ACT_NONE);
 
     glm_tensor full = glm_tensor_2d(be->act_dtype, n, vocab_local * tp, s->logits_full.data);
     if (tp > 1) {
-        glm_tensor all = rows_of(&s->logits_all, tp * n);
+        glm_tensor all = glm_rows(&s->logits_all, tp * n);
         glm_status st = m->comm->ops->allgather(m->comm, all.data, logits.data,
                                                 (size_t)(n * vocab_local), be->act_dtype);
         if (st) return glm_fail(err, st, "logits all-gather: %s", m->comm->err.msg);
@@ -161,19 +148,20 @@ static glm_status logits_to_host(glm_model *m, glm_tensor full, float *logits_ho
 }
 
 /* Everything of a step after its index arrays are in device memory: embedding, layers, logits. */
-static glm_status run_step(glm_model *m, const glm_step_plan *p, const glm_attn_batch *batch,
-                           float *logits_host, glm_error *err)
+static glm_status embed_layers_logits(glm_model *m, const glm_step_plan *p,
+                                      const glm_attn_batch *batch, float *logits_host,
+                                      glm_error *err)
 {
     glm_backend *be = m->be;
     const glm_model_config *cfg = &m->cfg;
     decoder_scratch *s = &m->ds;
     int64_t T = p->n_tokens;
-    glm_tensor resid = rows_of(&s->resid, T);
+    glm_tensor resid = glm_rows(&s->resid, T);
     glm_op_embedding(be, resid, m->w.embedding, i32_view(&s->ids, T), m->plan.vocab_first);
-    glm_status st = allreduce(m, resid, err);
+    glm_status st = glm_tp_allreduce(m->comm, resid, "decoder all-reduce", err);
     if (st) return st;
     if (p->image_rows) splice_images(m, p, resid);
-    glm_op_rmsnorm(be, rows_of(&s->hnorm, T), resid, m->w.layers[0].input_norm,
+    glm_op_rmsnorm(be, glm_rows(&s->hnorm, T), resid, m->w.layers[0].input_norm,
                    cfg->layernorm_epsilon);
 
     for (int l = 0; l < cfg->num_layers; l++) {
@@ -198,9 +186,11 @@ static glm_status run_step(glm_model *m, const glm_step_plan *p, const glm_attn_
  * at its full stride (max_blocks_per_seq of the model) and attention sized for the model's whole
  * context (max_ctx_len = max_blocks_per_seq * block_size, a capacity; the kernels read the real
  * ctx_len from device memory). Graph keys are the bucket plus a base distinct per model, and the
- * capture record lives in the model (m->graphs), so models sharing a backend stay apart. NCCL
- * collectives on the backend stream are captured with the step; the MPI communicator never meets
- * a backend with graphs. GLM4V_NO_GRAPHS=1 turns the path off (measurements). */
+ * capture record lives in the model (m->graphs), so models sharing a backend stay apart. The path
+ * needs a backend with graphs (be->caps.graphs; GLM4V_NO_GRAPHS=1 turns them off in the CUDA
+ * backend, for measurements) and a communicator whose collectives a graph can hold
+ * (comm->caps.graph_capturable: NCCL's, on the backend stream, are captured with the step). A
+ * replay's collectives are waited on by the communicator's sync, under the step watchdog. */
 
 #define GRAPH_KEY_BASE 4096
 #define GRAPH_MAX_BUCKET 256
@@ -266,14 +256,10 @@ static int graph_bucket(const glm_model *m, int n)
  * when it wants logits on the host. */
 static bool graph_eligible(const glm_model *m, const glm_step_plan *p, const float *logits_host)
 {
-    const glm_backend *be = m->be;
-    if (!be->ops->graph_begin || !be->ops->graph_end || !be->ops->graph_replay) return false;
+    if (!m->be->caps.graphs || !m->comm->caps.graph_capturable) return false;
     if (logits_host && m->comm->size == 1) return false;
     if (p->n_seqs == 0 || p->n_tokens != p->n_seqs || p->q_start[0] != 0) return false;
     if (p->n_logit_rows > p->n_seqs || p->max_blocks_per_seq > m->max_blocks_per_seq) return false;
-    if (m->comm->size > 1 && (!m->comm->name || strcmp(m->comm->name, "nccl") != 0)) return false;
-    const char *off = getenv("GLM4V_NO_GRAPHS");
-    if (off && off[0] && strcmp(off, "0") != 0) return false;
     for (int i = 0; i < p->n_seqs; i++)
         if (p->q_start[i + 1] - p->q_start[i] != 1 || p->ctx_len[i] < 1) return false;
     for (int t = 0; t < p->n_tokens; t++)
@@ -350,9 +336,9 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
     glm_tensor full = glm_tensor_2d(be->act_dtype, B, m->plan.vocab * m->plan.tp_size,
                                     m->plan.tp_size > 1 ? s->logits_full.data : s->logits.data);
     if (logits_host) { /* rank 0 of a TP group that wants host logits: padded, no graph */
-        st = run_step(m, &pp, &batch, NULL, err);
+        st = embed_layers_logits(m, &pp, &batch, NULL, err);
         if (st) return st;
-        m->last_logits = nl > 0 ? rows_of(&full, nl) : (glm_tensor){0};
+        m->last_logits = nl > 0 ? glm_rows(&full, nl) : (glm_tensor){0};
         if (nl > 0) st = logits_to_host(m, m->last_logits, logits_host, err);
         if (st) return st;
         return glm_backend_take_error(be, err);
@@ -362,14 +348,15 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
         if (st) return st;
         if (!g->warmed[B]) {
             g->warmed[B] = true;
-            st = run_step(m, &pp, &batch, NULL, err);
+            st = embed_layers_logits(m, &pp, &batch, NULL, err);
             if (!st) st = glm_backend_take_error(be, err);
         } else if (!be->ops->graph_begin(be, key)) {
             st = glm_backend_take_error(be, err);
             if (st) return st;
-            st = run_step(m, &pp, &batch, NULL, err); /* no graph slot left: run directly */
+            /* no graph slot left: run directly */
+            st = embed_layers_logits(m, &pp, &batch, NULL, err);
         } else {
-            st = run_step(m, &pp, &batch, NULL, err);
+            st = embed_layers_logits(m, &pp, &batch, NULL, err);
             be->ops->graph_end(be, key);
             if (!st) st = glm_backend_take_error(be, err);
             if (st) return st;
@@ -379,8 +366,11 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
         }
         if (st) return st;
     }
+    /* a replay's collectives had nobody waiting on them: wait here, under the step watchdog */
+    if (m->comm->ops->sync && (st = m->comm->ops->sync(m->comm, "decode graph replay")))
+        return glm_fail(err, st, "decode graph: %s", m->comm->err.msg);
     /* compute_logits (when captured) left last_logits at the bucket's B rows */
-    m->last_logits = nl > 0 ? rows_of(&full, nl) : (glm_tensor){0};
+    m->last_logits = nl > 0 ? glm_rows(&full, nl) : (glm_tensor){0};
     return glm_backend_take_error(be, err);
 }
 
@@ -421,7 +411,7 @@ glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *p, float *logi
         .q_start_host = p->q_start,
         .ctx_len_host = p->ctx_len,
     };
-    glm_status st = run_step(m, p, &batch, logits_host, err);
+    glm_status st = embed_layers_logits(m, p, &batch, logits_host, err);
     if (st) return st;
     return glm_backend_take_error(be, err);
 }

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels/backend_registry.h"
+
 glm_status glm_rank_agree(MPI_Comm comm, glm_status mine)
 {
     int in = (int)mine, out = 0;
@@ -12,15 +14,12 @@ glm_status glm_rank_agree(MPI_Comm comm, glm_status mine)
 
 static glm_status create_comm(const glm_rank_options *opt, glm_rank_context *ctx, glm_error *err)
 {
-    if (ctx->size == 1) return glm_comm_local_create(ctx->be, &ctx->comm, err);
-    if (strcmp(opt->device, "cuda") == 0) {
-#ifdef GLM4V_HAVE_CUDA
-        return glm_comm_nccl_create(ctx->be, &ctx->world, &ctx->comm, err);
-#else
-        return glm_fail(err, GLM_ERR_UNSUPPORTED, "this build has no NCCL");
-#endif
-    }
-    return glm_comm_mpi_create(ctx->be, &ctx->world, &ctx->comm, err);
+    int timeout_ms = opt->step_timeout_ms;
+    glm_comm_options co = {
+        .timeout_ms = timeout_ms,
+        .first_timeout_ms = timeout_ms > 0 ? timeout_ms * GLM_FIRST_STEP_TIMEOUT_FACTOR : 0,
+    };
+    return glm_comm_open(ctx->be, &ctx->world, ctx->size, &co, &ctx->comm, err);
 }
 
 static glm_status create_local(const glm_rank_options *opt, glm_rank_context *ctx, glm_error *err)
@@ -33,13 +32,10 @@ static glm_status create_local(const glm_rank_options *opt, glm_rank_context *ct
     if ((st = glm_config_load(opt->model_dir, &ctx->cfg, err))) return st;
     glm_shard_plan plan;
     if ((st = glm_shard_plan_make(&ctx->cfg, ctx->rank, ctx->size, &plan, err))) return st;
-    if (strcmp(opt->device, "cpu") == 0)
-        st = glm_backend_cpu_create(opt->cpu_threads, &ctx->be, err);
-    else if (strcmp(opt->device, "cpu-bf16") == 0)
-        st = glm_backend_cpu_bf16_create(opt->cpu_threads, &ctx->be, err);
-    else
-        st = glm_backend_create(opt->device, ctx->local_rank, &ctx->be, err);
-    if (st) return st;
+    const glm_backend_entry *entry = glm_backend_find(opt->device);
+    if (!entry) return glm_backend_create(opt->device, 0, &ctx->be, err); /* says what there is */
+    glm_backend_params params = {.device_index = ctx->local_rank, .n_threads = opt->cpu_threads};
+    if ((st = glm_backend_create_from(entry, &params, &ctx->be, err))) return st;
     if (opt->dtype) {
         glm_dtype storage;
         if (!glm_storage_parse(opt->dtype, &storage))

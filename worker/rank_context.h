@@ -18,6 +18,9 @@ typedef struct glm_rank_options {
     int tp;                /* must equal the MPI world size */
     int cpu_threads;       /* 0: OpenMP default */
     double gpu_memory_gib; /* 0: free memory minus a margin */
+    int step_timeout_ms;   /* the step watchdog's deadline for every collective and step plan
+                              (--step-timeout-ms; the first steps get GLM_FIRST_STEP_TIMEOUT_FACTOR
+                              times as long); <= 0: none */
     glm_model_options model;
 } glm_rank_options;
 

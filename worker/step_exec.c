@@ -1,13 +1,6 @@
 #include "worker/step_exec.h"
 
-#include <mpi.h>
-
-static int group_size(const void *mpi_comm)
-{
-    int size = 1;
-    if (mpi_comm) MPI_Comm_size(*(const MPI_Comm *)mpi_comm, &size);
-    return size;
-}
+#include "worker/model_internal.h"
 
 static glm_status run_plan(glm_model *m, glm_step_plan *plan, const float *pixels_host,
                            float *logits_host, glm_error *err)
@@ -22,31 +15,28 @@ static glm_status run_plan(glm_model *m, glm_step_plan *plan, const float *pixel
 }
 
 glm_status glm_step_execute(glm_model *m, glm_step_plan *plan, const float *pixels_host,
-                            float *logits_host, const void *mpi_comm, glm_error *err)
+                            float *logits_host, glm_error *err)
 {
-    if (group_size(mpi_comm) > 1) {
-        plan->flags &= ~GLM_STEP_SHUTDOWN;
-        glm_status st = glm_step_plan_broadcast(plan, 0, mpi_comm, err);
-        if (st) return st;
-    }
+    plan->flags &= ~GLM_STEP_SHUTDOWN;
+    glm_status st = glm_step_plan_broadcast(plan, 0, m->comm, err);
+    if (st) return st;
     return run_plan(m, plan, pixels_host, logits_host, err);
 }
 
-glm_status glm_step_shutdown(const void *mpi_comm, glm_error *err)
+glm_status glm_step_shutdown(glm_model *m, glm_error *err)
 {
-    if (group_size(mpi_comm) <= 1) return GLM_OK;
     glm_step_plan plan = {.flags = GLM_STEP_SHUTDOWN};
-    glm_status st = glm_step_plan_broadcast(&plan, 0, mpi_comm, err);
+    glm_status st = glm_step_plan_broadcast(&plan, 0, m->comm, err);
     glm_step_plan_free(&plan);
     return st;
 }
 
-glm_status glm_worker_serve(glm_model *m, const void *mpi_comm, glm_error *err)
+glm_status glm_worker_serve(glm_model *m, glm_error *err)
 {
     glm_step_plan plan = {0};
     glm_status st = GLM_OK;
     for (;;) {
-        st = glm_step_plan_broadcast(&plan, 0, mpi_comm, err);
+        st = glm_step_plan_broadcast(&plan, 0, m->comm, err);
         if (st || (plan.flags & GLM_STEP_SHUTDOWN)) break;
         st = run_plan(m, &plan, NULL, NULL, err);
         if (st) break;

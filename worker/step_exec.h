@@ -1,6 +1,7 @@
 /* Running steps across the tensor-parallel group. Rank 0 (the coordinator) calls
  * glm_step_execute with a plan it built; every other rank sits in glm_worker_serve, which receives
- * the same plans by MPI_Bcast and runs them, until rank 0 sends a shutdown plan. */
+ * the same plans over the model's communicator (glm_step_plan_broadcast) and runs them, until
+ * rank 0 sends a shutdown plan. */
 #ifndef GLM4V_STEP_EXEC_H
 #define GLM4V_STEP_EXEC_H
 
@@ -8,13 +9,12 @@
 #include "worker/step_plan.h"
 
 /* Rank 0: broadcast plan, encode its new images (pixels_host [n_images, C, S, S]), run the
- * decoder step, return logits [n_logit_rows, vocab] in logits_host. mpi_comm may be NULL for a
- * single rank. */
+ * decoder step, return logits [n_logit_rows, vocab] in logits_host. */
 glm_status glm_step_execute(glm_model *m, glm_step_plan *plan, const float *pixels_host,
-                            float *logits_host, const void *mpi_comm, glm_error *err);
+                            float *logits_host, glm_error *err);
 /* Rank 0: tells the other ranks to leave glm_worker_serve. */
-glm_status glm_step_shutdown(const void *mpi_comm, glm_error *err);
+glm_status glm_step_shutdown(glm_model *m, glm_error *err);
 /* Ranks > 0: run plans until shutdown. */
-glm_status glm_worker_serve(glm_model *m, const void *mpi_comm, glm_error *err);
+glm_status glm_worker_serve(glm_model *m, glm_error *err);
 
 #endif

@@ -1,8 +1,8 @@
 #include "worker/step_plan.h"
 
-#include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PLAN_MAGIC 0x474c4d34 /* "GLM4" */
 #define PLAN_HEADER_INTS 8
@@ -49,41 +49,91 @@ void glm_step_plan_free(glm_step_plan *p)
     memset(p, 0, sizeof(*p));
 }
 
-glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, const void *mpi_comm, glm_error *err)
+static double now_ms(void)
 {
-    MPI_Comm comm = *(const MPI_Comm *)mpi_comm;
-    int rank;
-    MPI_Comm_rank(comm, &rank);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static glm_status exchange(glm_comm *comm, void *bytes, size_t n, int root, const char *what,
+                           glm_error *err)
+{
+    glm_status st = comm->ops->broadcast_host(comm, bytes, n, root, what);
+    if (st) return glm_fail(err, st, "%s: %s", what, comm->err.msg);
+    return GLM_OK;
+}
+
+/* Answers one keepalive: the barrier that lets the root see this rank alive. */
+static glm_status answer_keepalive(glm_comm *comm, glm_error *err)
+{
+    glm_status st = comm->ops->barrier(comm);
+    if (st) return glm_fail(err, st, "step plan keepalive: %s", comm->err.msg);
+    return GLM_OK;
+}
+
+glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, glm_comm *comm, glm_error *err)
+{
+    if (comm->size == 1) return GLM_OK;
     int32_t header[PLAN_HEADER_INTS] = {0};
-    if (rank == root) {
-        header[0] = PLAN_MAGIC;
-        header[1] = p->n_seqs;
-        header[2] = p->n_tokens;
-        header[3] = p->max_blocks_per_seq;
-        header[4] = p->n_logit_rows;
-        header[5] = p->n_images;
-        header[6] = p->flags;
+    for (;;) {
+        memset(header, 0, sizeof(header));
+        if (comm->rank == root) {
+            header[0] = PLAN_MAGIC;
+            header[1] = p->n_seqs;
+            header[2] = p->n_tokens;
+            header[3] = p->max_blocks_per_seq;
+            header[4] = p->n_logit_rows;
+            header[5] = p->n_images;
+            header[6] = p->flags & ~GLM_STEP_KEEPALIVE;
+        }
+        glm_status st = exchange(comm, header, sizeof(header), root, "step plan header", err);
+        if (st) return st;
+        comm->last_plan_ms = now_ms();
+        if (header[0] != PLAN_MAGIC) return glm_fail(err, GLM_ERR_COMM, "corrupt step plan header");
+        if (!(header[6] & GLM_STEP_KEEPALIVE)) break;
+        if ((st = answer_keepalive(comm, err))) return st;
     }
-    if (MPI_Bcast(header, PLAN_HEADER_INTS, MPI_INT32_T, root, comm) != MPI_SUCCESS)
-        return glm_fail(err, GLM_ERR_COMM, "step plan broadcast failed");
-    if (header[0] != PLAN_MAGIC) return glm_fail(err, GLM_ERR_COMM, "corrupt step plan header");
-    if (rank != root) {
+    /* a shutdown plan has no body: its header is all a rank needs, and the root's plan may never
+     * have been sized (storage NULL), while body_ints(0, ...) still counts q_start[0] */
+    if (header[6] & GLM_STEP_SHUTDOWN) {
+        p->flags = header[6];
+        return GLM_OK;
+    }
+    if (comm->rank != root) {
         glm_status st =
             glm_step_plan_resize(p, header[1], header[2], header[3], header[4], header[5], err);
         if (st) return st;
         p->flags = header[6];
     }
-    /* a shutdown plan has no body: its header is all a rank needs, and the root's plan may never
-     * have been sized (storage NULL), while body_ints(0, ...) still counts q_start[0] */
-    if (header[6] & GLM_STEP_SHUTDOWN) return GLM_OK;
     size_t n =
         body_ints(p->n_seqs, p->n_tokens, p->max_blocks_per_seq, p->n_logit_rows, p->n_images);
-    if (rank == root && n > p->storage_cap)
+    if (comm->rank == root && n > p->storage_cap)
         return glm_fail(err, GLM_ERR_INVALID_ARG, "step plan: %zu ints to send, %zu allocated", n,
                         p->storage_cap);
-    if (n > 0 && MPI_Bcast(p->storage, (int)n, MPI_INT32_T, root, comm) != MPI_SUCCESS)
-        return glm_fail(err, GLM_ERR_COMM, "step plan broadcast failed");
+    if (n > 0) {
+        glm_status st = exchange(comm, p->storage, n * sizeof(int32_t), root, "step plan", err);
+        if (st) return st;
+    }
+    if (p->n_tokens > 0 || p->n_images > 0) glm_comm_count_working_plan(comm);
     return GLM_OK;
+}
+
+glm_status glm_step_plan_keepalive(glm_comm *comm, glm_error *err)
+{
+    int timeout_ms = comm->opt.timeout_ms;
+    if (comm->size == 1 || timeout_ms <= 0) return GLM_OK;
+    if (comm->rank != 0)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "step plan keepalive from rank %d (not 0)",
+                        comm->rank);
+    double interval_ms = timeout_ms / 4.0 < 1000.0 ? timeout_ms / 4.0 : 1000.0;
+    if (now_ms() - comm->last_plan_ms < interval_ms) return GLM_OK;
+    int32_t header[PLAN_HEADER_INTS] = {PLAN_MAGIC};
+    header[6] = GLM_STEP_KEEPALIVE;
+    glm_status st = exchange(comm, header, sizeof(header), 0, "step plan keepalive", err);
+    if (st) return st;
+    comm->last_plan_ms = now_ms();
+    return answer_keepalive(comm, err);
 }
 
 glm_status glm_step_plan_validate(const glm_step_plan *p, int max_tokens, int max_seqs,

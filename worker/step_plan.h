@@ -1,5 +1,6 @@
 /* The step plan: everything every rank needs to run one decoder step, built by the scheduler on
- * rank 0 and broadcast (MPI_Bcast) to the other ranks of the tensor-parallel group.
+ * rank 0 and broadcast over the group's communicator (its host broadcast, under the step
+ * watchdog's deadline) to the other ranks of the tensor-parallel group.
  *
  * A step is a varlen batch: sequence s contributes the tokens q_start[s] .. q_start[s+1]-1 (a
  * prefill chunk or one decode token), each with its rope position, its KV-cache slot, and either
@@ -10,9 +11,12 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "worker/comm.h"
 
 enum {
     GLM_STEP_SHUTDOWN = 1 << 0, /* no work: every rank leaves its step loop */
+    GLM_STEP_KEEPALIVE = 1 << 1, /* an idle root is alive (glm_step_plan_keepalive); answered
+                                    inside glm_step_plan_broadcast, never returned by it */
 };
 
 typedef struct glm_step_plan {
@@ -41,9 +45,17 @@ glm_status glm_step_plan_resize(glm_step_plan *p, int n_seqs, int n_tokens, int 
                                 int n_logit_rows, int n_images, glm_error *err);
 void glm_step_plan_free(glm_step_plan *p);
 
-/* Collective over mpi_comm (an MPI_Comm passed by pointer): root's plan arrives on every rank. */
-glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, const void *mpi_comm,
-                                   glm_error *err);
+/* Collective over comm: root's plan arrives on every rank (a no-op for one rank). Each of its
+ * messages has the watchdog's deadline, so a rank waiting for the next plan gives up when the
+ * root is gone: an idle root must call glm_step_plan_keepalive. The first two plans with work
+ * (tokens or images) get the first-step allowance. */
+glm_status glm_step_plan_broadcast(glm_step_plan *p, int root, glm_comm *comm, glm_error *err);
+
+/* Rank 0 (the root of every plan), while it has no step to send: when the last plan is older
+ * than a quarter of the deadline (at most 1 s), tells the other ranks it is alive (a keepalive
+ * plan and a barrier, so that rank 0 learns of a lost peer too). Cheap to call every idle
+ * iteration; a no-op without deadline or with one rank. */
+glm_status glm_step_plan_keepalive(glm_comm *comm, glm_error *err);
 
 /* Structural checks a rank runs before trusting a plan: counts within capacities, q_start
  * monotonic, every index inside its range. */

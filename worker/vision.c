@@ -5,23 +5,9 @@
  * into the image pool. Row-parallel GEMMs are summed with one all-reduce each; their biases are
  * added by rank 0 alone so the sum counts them once. */
 #include "worker/model_internal.h"
+#include "worker/tp_ops.h"
 
 #include <math.h>
-
-/* Rows of a scratch tensor actually in use this batch. */
-static glm_tensor rows_of(const glm_tensor *t, int64_t n)
-{
-    return glm_tensor_row_view(t, 0, n);
-}
-
-static glm_status allreduce(glm_model *m, glm_tensor t, glm_error *err)
-{
-    if (m->comm->size == 1) return GLM_OK;
-    glm_status st =
-        m->comm->ops->allreduce_sum(m->comm, t.data, (size_t)glm_tensor_numel(&t), t.dtype);
-    if (st) return glm_fail(err, st, "vision all-reduce: %s", m->comm->err.msg);
-    return GLM_OK;
-}
 
 /* x += LN(row-parallel GEMM of `in` summed over ranks); xin = x in the activation dtype (it is
  * the next GEMM's input, and shares delta's memory). */
@@ -33,7 +19,7 @@ static glm_status residual_branch(glm_model *m, glm_tensor x, glm_tensor xin, gl
     const glm_tensor *b = m->plan.tp_rank == 0 ? bias : NULL;
     glm_tensor delta = xin;
     glm_op_linear(be, delta, in, w, b, GLM_ACT_NONE);
-    glm_status st = allreduce(m, delta, err);
+    glm_status st = glm_tp_allreduce(m->comm, delta, "vision all-reduce", err);
     if (st) return st;
     glm_op_add_layernorm(be, xin, x, delta, ln_w, ln_b, m->cfg.vision.layer_norm_eps);
     return GLM_OK;
@@ -47,9 +33,9 @@ static glm_status vision_layer(glm_model *m, const glm_vision_layer_weights *L, 
     const glm_vision_config *v = &m->cfg.vision;
     vision_scratch *s = &m->vs;
     int seq = (int)(rows / n_images), head_dim = v->hidden_size / v->num_heads;
-    glm_tensor x = rows_of(&s->x, rows), xin = rows_of(&s->delta, rows);
+    glm_tensor x = glm_rows(&s->x, rows), xin = glm_rows(&s->delta, rows);
 
-    glm_tensor qkv = rows_of(&s->qkv, rows), attn = rows_of(&s->attn, rows);
+    glm_tensor qkv = glm_rows(&s->qkv, rows), attn = glm_rows(&s->attn, rows);
     glm_op_linear(be, qkv, xin, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
     glm_op_attention_full(be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
                           1.0f / sqrtf((float)head_dim));
@@ -57,7 +43,7 @@ static glm_status vision_layer(glm_model *m, const glm_vision_layer_weights *L, 
         residual_branch(m, x, xin, attn, L->dense_w, &L->dense_b, L->ln_in_w, L->ln_in_b, err);
     if (st) return st;
 
-    glm_tensor mlp = rows_of(&s->mlp, rows);
+    glm_tensor mlp = glm_rows(&s->mlp, rows);
     glm_op_linear(be, mlp, xin, L->fc1_w, &L->fc1_b, GLM_ACT_GELU);
     return residual_branch(m, x, xin, mlp, L->fc2_w, &L->fc2_b, L->ln_post_w, L->ln_post_b, err);
 }
@@ -69,22 +55,22 @@ static glm_status projector(glm_model *m, int n_images, int grid, glm_error *err
     vision_scratch *s = &m->vs;
     const glm_weights *w = &m->w;
     int64_t rows = (int64_t)n_images * (grid / 2) * (grid / 2);
-    glm_tensor tokens = rows_of(&s->tokens, (int64_t)n_images * grid * grid);
-    glm_tensor cols = rows_of(&s->cols, rows), conv = rows_of(&s->conv, rows);
-    glm_tensor proj = rows_of(&s->proj, rows), gate_up = rows_of(&s->gate_up, rows);
-    glm_tensor act = rows_of(&s->act, rows);
+    glm_tensor tokens = glm_rows(&s->tokens, (int64_t)n_images * grid * grid);
+    glm_tensor cols = glm_rows(&s->cols, rows), conv = glm_rows(&s->conv, rows);
+    glm_tensor proj = glm_rows(&s->proj, rows), gate_up = glm_rows(&s->gate_up, rows);
+    glm_tensor act = glm_rows(&s->act, rows);
 
     glm_op_im2col_2x2(be, cols, tokens, n_images, grid);
     glm_op_linear(be, conv, cols, w->conv_w, &w->conv_b, GLM_ACT_NONE);
     glm_op_linear(be, proj, conv, w->proj_w, NULL, GLM_ACT_NONE);
-    glm_status st = allreduce(m, proj, err);
+    glm_status st = glm_tp_allreduce(m->comm, proj, "vision all-reduce", err);
     if (st) return st;
     glm_op_layernorm(be, proj, proj, w->norm1_w, w->norm1_b, 1e-5f); /* nn.LayerNorm default */
     glm_op_gelu(be, proj, proj);
     glm_op_linear(be, gate_up, proj, w->gate_up_w, NULL, GLM_ACT_NONE);
     glm_op_silu_mul(be, act, gate_up);
     glm_op_linear(be, proj, act, w->down_w, NULL, GLM_ACT_NONE);
-    return allreduce(m, proj, err);
+    return glm_tp_allreduce(m->comm, proj, "vision all-reduce", err);
 }
 
 glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, glm_error *err)
@@ -98,8 +84,8 @@ glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, 
 
     glm_tensor pixels = glm_tensor_4d(be->act_dtype, n_images, v->in_channels, v->image_size,
                                       v->image_size, s->pixels.data);
-    glm_tensor patches = rows_of(&s->patches, n_images * n_patches);
-    glm_tensor patch_out = rows_of(&s->patch_out, n_images * n_patches);
+    glm_tensor patches = glm_rows(&s->patches, n_images * n_patches);
+    glm_tensor patch_out = glm_rows(&s->patch_out, n_images * n_patches);
     glm_op_patchify(be, patches, pixels, v->patch_size);
     glm_op_linear(be, patch_out, patches, w->patch_w, &w->patch_b, GLM_ACT_NONE);
     glm_tensor x3 = glm_tensor_3d(s->x.dtype, n_images, seq, v->hidden_size, s->x.data);

@@ -455,7 +455,7 @@ static glm_status run_step(server *s, glm_error *err)
     for (int i = 0; i < s->n_requests; i++)
         if (s->requests[i]->seq.scheduled && s->requests[i]->t_scheduled == 0)
             s->requests[i]->t_scheduled = t0;
-    st = glm_step_execute(s->ctx->model, &s->plan, pixels, NULL, &s->ctx->world, err);
+    st = glm_step_execute(s->ctx->model, &s->plan, pixels, NULL, err);
     int n = s->plan.n_logit_rows;
     if (!st && n > 0) {
         for (int i = 0; i < n; i++) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/backend_registry.h"
 #include "kernels/cpu/cpu_internal.h"
 
 #define CPU_ALIGN 64
@@ -172,8 +173,51 @@ glm_status glm_backend_cpu_create(int n_threads, glm_backend **out, glm_error *e
     be->act_dtype = GLM_F32;
     be->resid_dtype = GLM_F32;
     be->host_memory = true;
+    be->caps = glm_backend_cpu_entry.caps;
     be->status = GLM_OK;
     be->impl = impl;
     *out = be;
     return GLM_OK;
 }
+
+/* ---- registration (kernels/backend_registry.h) ---- */
+
+static glm_status create_cpu(const glm_backend_params *p, glm_backend **out, glm_error *err)
+{
+    return glm_backend_cpu_create(p->n_threads, out, err);
+}
+
+static glm_status create_cpu_bf16(const glm_backend_params *p, glm_backend **out, glm_error *err)
+{
+    return glm_backend_cpu_bf16_create(p->n_threads, out, err);
+}
+
+const glm_backend_entry glm_backend_cpu_entry = {
+    .name = "cpu",
+    .summary = "the reference: plain C, float32 storage and math, OpenMP threads",
+    .create = create_cpu,
+    .caps =
+        {
+            .graphs = false,
+            .device_sampler = true, /* the host is its device: sampling needs no copy */
+            .storage_types = 0,
+            .weight_formats = GLM_WEIGHT_FORMATS_16BIT,
+            .collectives = GLM_COLLECTIVE_LOCAL | GLM_COLLECTIVE_MPI,
+        },
+};
+
+/* The CPU backend with the CUDA backend's 16-bit rounding (bf16_emulation.c). */
+const glm_backend_entry glm_backend_cpu_bf16_entry = {
+    .name = "cpu-bf16",
+    .summary = "the cpu backend rounding to the cuda backend's 16-bit storage (its numerics "
+               "without a GPU)",
+    .create = create_cpu_bf16,
+    .caps =
+        {
+            .graphs = false,
+            .device_sampler = true,
+            .storage_types = (1u << GLM_BF16) | (1u << GLM_F16),
+            .weight_formats = GLM_WEIGHT_FORMATS_16BIT,
+            .collectives = GLM_COLLECTIVE_LOCAL | GLM_COLLECTIVE_MPI,
+        },
+};

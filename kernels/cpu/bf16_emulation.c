@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/backend_registry.h"
 #include "kernels/cpu/cpu_internal.h"
 
 enum {
@@ -285,5 +286,6 @@ glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_err
     ops->set_storage = emu_set_storage;
     be->ops = ops;
     be->name = "cpu-bf16";
+    be->caps = glm_backend_cpu_bf16_entry.caps;
     return GLM_OK;
 }

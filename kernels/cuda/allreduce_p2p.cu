@@ -1,5 +1,5 @@
 /* One-shot push all-reduce over CUDA IPC memory for small messages (a decode step's hidden rows),
- * where NCCL's ~15 us per call dominates. Layout and contract: allreduce_p2p.h.
+ * where NCCL's ~15 us per call dominates. Layout and contract: kernels/allreduce_p2p.h.
  *
  * Why one shot and push: at 8-512 KiB the cost is latency, not bandwidth, so each rank sends its
  * whole input to every peer at once (remote stores over NVLink are posted writes and need no round
@@ -16,12 +16,15 @@
  * and raise flag e + 1 before this block has seen e. Its epoch e + 1 data goes to the other parity,
  * so what this block reads is still intact. Flags and epochs wrap at 2^32: compared as a signed
  * difference. */
-#include "kernels/cuda/allreduce_p2p.h"
 #include "kernels/cuda/common.cuh"
+
+extern "C" {
+#include "kernels/allreduce_p2p.h"
+}
 
 #include <type_traits>
 
-/* 32 blocks (allreduce_p2p.h) of 512 threads: on 2 H200s, 8 or 16 blocks saved 0.1-0.3 us at
+/* 32 blocks (kernels/allreduce_p2p.h) of 512 threads: on 2 H200s, 8 or 16 blocks saved 0.1-0.3 us at
  * 8 KiB but cost 3-4 us at 512 KiB; 64 blocks of 256 gained nothing at 8 KiB. */
 #define P2P_THREADS 512
 
@@ -199,17 +202,21 @@ extern "C" size_t glm_p2p_region_bytes(int size, size_t max_bytes)
     return GLM_P2P_FLAGS_BYTES + 2 * (size_t)size * max_bytes;
 }
 
-extern "C" cudaError_t glm_p2p_allreduce_launch(const glm_p2p_args *args, void *data, size_t count,
-                                                glm_dtype dtype, cudaStream_t stream)
+extern "C" glm_status glm_p2p_allreduce_launch(const glm_p2p_args *args, void *data, size_t count,
+                                               glm_dtype dtype, void *stream_ptr, glm_error *err)
 {
     static_assert(GLM_P2P_BLOCKS * GLM_P2P_MAX_RANKS * sizeof(uint32_t) <= GLM_P2P_FLAGS_BYTES,
                   "flags do not fit their page");
+    cudaStream_t stream = (cudaStream_t)stream_ptr;
     const size_t bytes = count * (dtype == GLM_F32 ? 4 : 2);
     if ((dtype != GLM_F32 && !cuda_is_half(dtype)) || args->size < 2 ||
         args->size > GLM_P2P_MAX_RANKS || args->rank < 0 ||
         args->rank >= args->size || args->max_bytes % 16 != 0 || bytes > args->max_bytes ||
         P2P_THREADS < args->size)
-        return cudaErrorInvalidValue;
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "p2p all-reduce of %zu x %s on rank %d of %d: outside the path's limits "
+                        "(%zu bytes)",
+                        count, glm_dtype_name(dtype), args->rank, args->size, args->max_bytes);
     const bool aligned = cuda_aligned16(data);
     if (dtype == GLM_F32)
         allreduce_p2p_kernel<float>
@@ -218,5 +225,9 @@ extern "C" cudaError_t glm_p2p_allreduce_launch(const glm_p2p_args *args, void *
         GLM_DISPATCH_HALF(dtype, T,
                           allreduce_p2p_kernel<T><<<GLM_P2P_BLOCKS, P2P_THREADS, 0, stream>>>(
                               *args, data, count, aligned));
-    return cudaGetLastError();
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return glm_fail(err, GLM_ERR_COMM, "p2p all-reduce of %zu x %s on rank %d: %s", count,
+                        glm_dtype_name(dtype), args->rank, cudaGetErrorString(e));
+    return GLM_OK;
 }

@@ -5,6 +5,10 @@
  * every small upload; downloads synchronize. */
 #include "kernels/cuda/common.cuh"
 
+extern "C" {
+#include "kernels/backend_registry.h"
+}
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,6 +379,9 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     be->act_dtype = GLM_BF16;
     be->resid_dtype = GLM_F32;
     be->host_memory = false;
+    be->caps = glm_backend_cuda_entry.caps;
+    /* measurements without graphs (every decode step launched op by op) */
+    if (env_long("GLM4V_NO_GRAPHS", 0) != 0) be->caps.graphs = false;
     be->status = GLM_OK;
     be->impl = cb;
     cb->device = device_index;
@@ -415,3 +422,23 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     *out = be;
     return GLM_OK;
 }
+
+/* ---- registration (kernels/backend_registry.h) ---- */
+
+static glm_status create_cuda(const glm_backend_params *p, glm_backend **out, glm_error *err)
+{
+    return glm_backend_cuda_create(p->device_index, out, err);
+}
+
+extern "C" const glm_backend_entry glm_backend_cuda_entry = {
+    "cuda",
+    "one NVIDIA GPU: 16-bit storage (bf16 or f16), cuBLASLt, fused kernels, CUDA graphs",
+    create_cuda,
+    {
+        /* graphs */ true,
+        /* device_sampler */ true,
+        /* storage_types */ (1u << GLM_BF16) | (1u << GLM_F16),
+        /* weight_formats */ GLM_WEIGHT_FORMATS_16BIT,
+        /* collectives */ GLM_COLLECTIVE_LOCAL | GLM_COLLECTIVE_NCCL,
+    },
+};

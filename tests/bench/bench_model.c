@@ -469,7 +469,7 @@ static glm_status sync_be(driver *d)
 
 static glm_status exec(driver *d, const float *pixels)
 {
-    return glm_step_execute(d->m, &d->plan, pixels, NULL, d->world, &d->err);
+    return glm_step_execute(d->m, &d->plan, pixels, NULL, &d->err);
 }
 
 /* Ceilings on rank 0's device: copy bandwidth and bf16 GEMM rate, through the backend's own ops. */
@@ -1099,8 +1099,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_model: %s\n", d.err.msg);
             code = 1;
         }
-        if (glm_step_shutdown(&ctx.world, &err)) code = 1;
-    } else if ((st = glm_worker_serve(ctx.model, &ctx.world, &err))) {
+        if (glm_step_shutdown(ctx.model, &err)) code = 1;
+    } else if ((st = glm_worker_serve(ctx.model, &err))) {
         fprintf(stderr, "bench_model: rank %d: %s\n", rank, err.msg);
         MPI_Abort(ctx.world, 1);
     }

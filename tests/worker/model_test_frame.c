@@ -78,9 +78,9 @@ int model_test_finish(glm_rank_context *ctx, const char *suite)
     glm_error err = {0};
     int code = 0;
     if (ctx->rank == 0) {
-        glm_step_shutdown(&ctx->world, &err);
+        glm_step_shutdown(ctx->model, &err);
         code = test_finish(suite);
-    } else if (glm_worker_serve(ctx->model, &ctx->world, &err)) {
+    } else if (glm_worker_serve(ctx->model, &err)) {
         fprintf(stderr, "rank %d: %s\n", ctx->rank, err.msg);
         code = 1;
     }

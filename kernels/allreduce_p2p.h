@@ -1,5 +1,7 @@
-/* One-shot peer-to-peer all-reduce over CUDA IPC memory (allreduce_p2p.cu): the kernel side of
- * the small-message path of the NCCL communicator (worker/comm_p2p.c sets the memory up).
+/* One-shot peer-to-peer all-reduce over CUDA IPC memory (cuda/allreduce_p2p.cu): the kernel side
+ * of the small-message path of the NCCL communicator (worker/comm_p2p.c sets the memory up). This
+ * is the kernel's public face: plain C, no CUDA header, errors as glm_status; pointers are device
+ * pointers and the stream a cudaStream_t passed as void *.
  *
  * Every rank owns one region in its own device memory, mapped into every peer's address space:
  *   [flags: GLM_P2P_BLOCKS x GLM_P2P_MAX_RANKS uint32, padded to GLM_P2P_FLAGS_BYTES]
@@ -9,10 +11,10 @@
 #ifndef GLM4V_ALLREDUCE_P2P_H
 #define GLM4V_ALLREDUCE_P2P_H
 
-#include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/status.h"
 #include "kernels/tensor.h"
 
 #ifdef __cplusplus
@@ -47,8 +49,8 @@ size_t glm_p2p_region_bytes(int size, size_t max_bytes);
  * rank order in fp32, so every rank gets bit-identical results. count * element size must be at
  * most args->max_bytes; data needs no particular alignment. Every rank must make the same calls
  * in the same order (same count and dtype), as with any collective. */
-cudaError_t glm_p2p_allreduce_launch(const glm_p2p_args *args, void *data, size_t count,
-                                     glm_dtype dtype, cudaStream_t stream);
+glm_status glm_p2p_allreduce_launch(const glm_p2p_args *args, void *data, size_t count,
+                                    glm_dtype dtype, void *stream, glm_error *err);
 
 #ifdef __cplusplus
 }
