@@ -62,6 +62,9 @@ const char *glm_error_code_name(glm_error_code code)
         "EMPTY_PROMPT",
         "UNSUPPORTED_VERSION",
         "TOO_MANY_IMAGES",
+        "ID_CONFLICT",
+        "CANCELLED",
+        "REDIS_REFUSED",
     };
     if ((unsigned)code < sizeof names / sizeof names[0]) return names[code];
     return "UNKNOWN_ERROR_CODE";

@@ -52,6 +52,9 @@ typedef enum glm_error_code {
     GLM_EC_EMPTY_PROMPT = 12,
     GLM_EC_UNSUPPORTED_VERSION = 13,
     GLM_EC_TOO_MANY_IMAGES = 14,
+    GLM_EC_ID_CONFLICT = 15,
+    GLM_EC_CANCELLED = 16,
+    GLM_EC_REDIS_REFUSED = 17,
 } glm_error_code;
 
 const char *glm_role_name(glm_role role);                /* "system", "user", ... */
@@ -117,6 +120,7 @@ typedef struct glm_chunk {
     size_t n_tokens;
     const glm_token_logprobs *logprobs; /* NULL or n_tokens entries */
     size_t n_logprobs;
+    const char *job_fingerprint; /* NULL/"" when absent (job_fingerprint.h) */
     void *owner;
 } glm_chunk;
 
@@ -143,6 +147,7 @@ typedef struct glm_result {
     uint32_t attempts;
     const glm_token_logprobs *logprobs;
     size_t n_logprobs;
+    const char *job_fingerprint; /* NULL/"" when absent: written by servers that know it */
     void *owner;
 } glm_result;
 

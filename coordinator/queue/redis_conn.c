@@ -74,14 +74,34 @@ glm_status glm_redis_check(const redisContext *c, const redisReply *reply, int e
         return glm_fail(err, GLM_ERR_IO, "%s: Redis connection error: %s", what,
                         c && c->err ? c->errstr : "no reply");
     if (reply->type == REDIS_REPLY_ERROR)
-        return glm_fail(err, GLM_ERR_FORMAT, "%s: Redis error: %.*s", what, (int)reply->len,
-                        reply->str);
+        return glm_fail(err,
+                        glm_redis_refusal_of(reply) != GLM_REDIS_NOT_REFUSED ? GLM_ERR_LIMIT
+                                                                             : GLM_ERR_FORMAT,
+                        "%s: Redis error: %.*s", what, (int)reply->len, reply->str);
     if (expected_type < 0 || reply->type == expected_type) return GLM_OK;
     if (reply->type == REDIS_REPLY_NIL &&
         (expected_type == REDIS_REPLY_ARRAY || expected_type == REDIS_REPLY_STRING))
         return GLM_OK;
     return glm_fail(err, GLM_ERR_FORMAT, "%s: unexpected Redis reply type %d (wanted %d)", what,
                     reply->type, expected_type);
+}
+
+static const char *const REFUSAL_NAMES[GLM_REDIS_REFUSAL_KINDS] = {
+    "", "OOM", "READONLY", "LOADING", "BUSY", "MISCONF", "MASTERDOWN", "NOREPLICAS"};
+
+glm_redis_refusal glm_redis_refusal_of(const redisReply *reply)
+{
+    if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str) return GLM_REDIS_NOT_REFUSED;
+    size_t word = strcspn(reply->str, " \r\n");
+    for (int k = 1; k < GLM_REDIS_REFUSAL_KINDS; k++)
+        if (strlen(REFUSAL_NAMES[k]) == word && strncmp(reply->str, REFUSAL_NAMES[k], word) == 0)
+            return (glm_redis_refusal)k;
+    return GLM_REDIS_NOT_REFUSED;
+}
+
+const char *glm_redis_refusal_name(glm_redis_refusal kind)
+{
+    return (unsigned)kind < GLM_REDIS_REFUSAL_KINDS && kind ? REFUSAL_NAMES[kind] : "none";
 }
 
 bool glm_redis_is_error(const redisReply *reply, const char *prefix)

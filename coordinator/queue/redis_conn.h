@@ -45,13 +45,35 @@ void glm_redis_set_timeout(redisContext *c, int timeout_ms);
 /* The checking helper for every hiredis reply: GLM_OK when reply is not NULL, not an error and of
  * expected_type (-1 = any non-error type; REDIS_REPLY_NIL is accepted where expected_type is
  * REDIS_REPLY_ARRAY or REDIS_REPLY_STRING, as Redis answers "nothing" that way). Otherwise fills
- * err with what + the cause and returns GLM_ERR_IO (connection lost: reply NULL, c->err set) or
- * GLM_ERR_FORMAT (Redis error reply or unexpected type). Does not free the reply. */
+ * err with what + the cause and returns GLM_ERR_IO (connection lost: reply NULL, c->err set),
+ * GLM_ERR_LIMIT (Redis refused the command for now, see glm_redis_refusal: the connection is fine
+ * and the same command may succeed later) or GLM_ERR_FORMAT (any other error reply, or an
+ * unexpected type). Does not free the reply. */
 glm_status glm_redis_check(const redisContext *c, const redisReply *reply, int expected_type,
                            const char *what, glm_error *err);
 
 #define REDIS_CHECK(ctx, reply, type, what, err)                                                   \
     glm_redis_check((ctx), (reply), (type), (what), (err))
+
+/* Why Redis refused a command it may accept later: out of memory under a noeviction policy, a
+ * read-only replica, loading its dataset, busy in a script, a failed background save
+ * (stop-writes-on-bgsave-error), a master link down or too few replicas. */
+typedef enum glm_redis_refusal {
+    GLM_REDIS_NOT_REFUSED = 0, /* not an error reply, or an error that is not a refusal */
+    GLM_REDIS_OOM,
+    GLM_REDIS_READONLY,
+    GLM_REDIS_LOADING,
+    GLM_REDIS_BUSY,
+    GLM_REDIS_MISCONF,
+    GLM_REDIS_MASTERDOWN,
+    GLM_REDIS_NOREPLICAS,
+    GLM_REDIS_REFUSAL_KINDS,
+} glm_redis_refusal;
+
+/* The refusal an error reply carries (its first word; a script's error keeps the inner command's
+ * code first). */
+glm_redis_refusal glm_redis_refusal_of(const redisReply *reply);
+const char *glm_redis_refusal_name(glm_redis_refusal kind); /* "OOM", "READONLY", ... */
 
 /* True when reply is an error reply starting with prefix ("NOSCRIPT", "BUSYGROUP", "NOGROUP"). */
 bool glm_redis_is_error(const redisReply *reply, const char *prefix);

@@ -1,53 +1,15 @@
-/* Server side of the Redis job protocol (see redis_queue.h). */
-#include "coordinator/queue/redis_queue.h"
-
-#include "coordinator/queue/redis_conn.h"
-#include "coordinator/queue/redis_scripts.h"
+/* Server side of the Redis job protocol: connection, reading, claiming, beginning a job, liveness
+ * (see redis_queue.h; Results and chunks are in redis_outbox.c, held entries in redis_held.c). */
+#include "coordinator/queue/redis_queue_internal.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-#define KEY_MAX 256
-/* A Result the server keeps rejecting (not a lost connection) is given up after this many tries;
- * the job then stays pending and is re-delivered or dead-lettered by the claim path. */
-#define OUTBOX_MAX_REPLY_FAILURES 16
-
-typedef struct outbox_item {
-    char entry_id[48];
-    char job_id[GLM_JOB_ID_MAX + 1];
-    uint8_t *bytes;
-    size_t len;
-    int reply_failures;
-} outbox_item;
-
-struct glm_queue {
-    glm_queue_config cfg;
-    char prefix[64];
-    char server_id[128];
-    char version[128];
-    char *password; /* NULL: the URL's */
-    glm_redis_url url;
-    char key_jobs[KEY_MAX], key_group[KEY_MAX], key_dead[KEY_MAX], key_server[KEY_MAX];
-
-    redisContext *ctx; /* NULL while disconnected */
-    glm_redis_scripts scripts;
-    long long next_connect_ms;
-    int backoff_ms;
-    bool group_wanted;
-    bool reading;
-    char claim_cursor[48];
-
-    outbox_item *outbox;
-    size_t n_outbox, cap_outbox;
-
-    long long last_heartbeat_ms;
-    long long started_unix_ms;
-    glm_server_load last_load;
-    size_t duplicates, dead;
-};
+_Static_assert(GLM_REDIS_REFUSAL_KINDS <= 8, "glm_queue_stats.refusals_by_kind is too small");
 
 glm_queue_config glm_queue_config_default(void)
 {
@@ -67,6 +29,12 @@ glm_queue_config glm_queue_config_default(void)
         .backoff_initial_ms = 100,
         .backoff_max_ms = 5000,
         .outbox_max = 4096,
+        .outbox_hold_ms = 600000,
+        .job_check_interval_ms = 250,
+        .dead_max_len = 10000,
+        .dead_payload_max = 65536,
+        .startup_wait_ms = -1,
+        .stop = NULL,
     };
     return c;
 }
@@ -77,10 +45,9 @@ void glm_queue_job_clear(glm_queue_job *job)
     memset(job, 0, sizeof *job);
 }
 
-/* ---- connection
- * ---------------------------------------------------------------------------------- */
+/* ---- connection ------------------------------------------------------------------------------ */
 
-static void drop_connection(glm_queue *q)
+void queue_drop_connection(glm_queue *q)
 {
     if (q->ctx) redisFree(q->ctx);
     q->ctx = NULL;
@@ -89,12 +56,33 @@ static void drop_connection(glm_queue *q)
         q->backoff_ms * 2 > q->cfg.backoff_max_ms ? q->cfg.backoff_max_ms : q->backoff_ms * 2;
 }
 
-/* Checks a reply; a lost connection (NULL reply) drops the context so a later call reconnects. */
-static glm_status check(glm_queue *q, redisReply *r, int type, const char *what, glm_error *err)
+glm_status queue_check(glm_queue *q, redisReply *r, int type, const char *what, glm_error *err)
 {
     glm_status st = REDIS_CHECK(q->ctx, r, type, what, err);
-    if (!r) drop_connection(q);
+    if (!r) queue_drop_connection(q);
+    glm_redis_refusal kind = glm_redis_refusal_of(r);
+    if (kind != GLM_REDIS_NOT_REFUSED) {
+        q->stats.refusals++;
+        q->stats.refusals_by_kind[kind]++;
+        if (!q->refusing) {
+            q->refusing = true;
+            q->refusing_since_ms = glm_now_unix_ms();
+            fprintf(stderr,
+                    "glm_queue %s: redis %s:%d refuses commands (%s: %.*s); the connection is "
+                    "fine: finished Results wait in the outbox, chunks may be dropped\n",
+                    q->server_id, q->url.host, q->url.port, glm_redis_refusal_name(kind),
+                    (int)(r->len > 160 ? 160 : r->len), r->str);
+        }
+    }
     return st;
+}
+
+void queue_writes_accepted(glm_queue *q)
+{
+    if (!q->refusing) return;
+    q->refusing = false;
+    fprintf(stderr, "glm_queue %s: redis accepts writes again after %.1f s of refusals\n",
+            q->server_id, (glm_now_unix_ms() - q->refusing_since_ms) / 1e3);
 }
 
 static glm_status create_group(glm_queue *q, glm_error *err)
@@ -103,15 +91,12 @@ static glm_status create_group(glm_queue *q, glm_error *err)
     redisReply *r = redisCommandArgv(q->ctx, 6, argv, NULL);
     glm_status st = glm_redis_is_error(r, "BUSYGROUP")
                         ? GLM_OK
-                        : check(q, r, REDIS_REPLY_STATUS, "XGROUP CREATE", err);
+                        : queue_check(q, r, REDIS_REPLY_STATUS, "XGROUP CREATE", err);
     if (r) freeReplyObject(r);
     return st;
 }
 
-static void flush_outbox(glm_queue *q);
-
-/* Makes sure q->ctx is usable: connects when disconnected and the backoff delay has passed. */
-static glm_status queue_conn(glm_queue *q, glm_error *err)
+glm_status queue_conn(glm_queue *q, glm_error *err)
 {
     if (q->ctx) return GLM_OK;
     long long now = glm_now_mono_ms();
@@ -121,17 +106,58 @@ static glm_status queue_conn(glm_queue *q, glm_error *err)
     glm_status st = glm_redis_connect(&q->url, q->password, q->cfg.connect_timeout_ms,
                                       q->cfg.command_timeout_ms, &q->ctx, err);
     if (st != GLM_OK) {
-        drop_connection(q);
-        return GLM_ERR_IO;
+        queue_drop_connection(q);
+        return st; /* IO: not reachable; LIMIT: LOADING; FORMAT: AUTH or SELECT refused */
     }
     q->backoff_ms = q->cfg.backoff_initial_ms;
     memset(&q->scripts, 0, sizeof q->scripts);
     if (q->group_wanted && (st = create_group(q, err)) != GLM_OK) {
-        if (q->ctx) drop_connection(q);
+        if (q->ctx) queue_drop_connection(q);
         return GLM_ERR_IO;
     }
-    flush_outbox(q);
+    if (q->step_recorded) { /* a record the lost connection kept us from clearing */
+        redisReply *r = redisCommandArgv(q->ctx, 2, (const char *[]){"DEL", q->key_step}, NULL);
+        if (r && r->type == REDIS_REPLY_INTEGER) q->step_recorded = false;
+        if (r) freeReplyObject(r);
+    }
+    outbox_flush(q, true);
     return q->ctx ? GLM_OK : glm_fail(err, GLM_ERR_IO, "redis connection lost after reconnect");
+}
+
+static void sleep_ms(long long ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The first connection: a Redis that is not up yet (the usual start order under systemd or
+ * Kubernetes starts both at once) is waited for; a wrong password or URL is not. */
+static glm_status first_connect(glm_queue *q, glm_error *err)
+{
+    long long start = glm_now_mono_ms();
+    for (int attempt = 1;; attempt++) {
+        q->next_connect_ms = 0;
+        glm_status st = queue_conn(q, err);
+        if (st == GLM_OK) {
+            if (attempt > 1)
+                fprintf(stderr, "glm_queue %s: connected to redis %s:%d after %.1f s\n",
+                        q->server_id, q->url.host, q->url.port,
+                        (glm_now_mono_ms() - start) / 1e3);
+            return GLM_OK;
+        }
+        if (st != GLM_ERR_IO && st != GLM_ERR_LIMIT) return st; /* AUTH, bad db: misconfigured */
+        long long waited = glm_now_mono_ms() - start;
+        bool stopped = q->cfg.stop && *q->cfg.stop;
+        if (stopped || (q->cfg.startup_wait_ms >= 0 && waited >= q->cfg.startup_wait_ms))
+            return glm_error_prefix(err, "gave up waiting for redis after %.1f s", waited / 1e3);
+        long long delay = q->next_connect_ms - glm_now_mono_ms();
+        if (delay < 10) delay = 10;
+        fprintf(stderr, "glm_queue %s: redis not reachable yet (%s); retrying in %lld ms\n",
+                q->server_id, err ? err->msg : "", delay);
+        /* sleep in slices so a stop request is seen promptly */
+        for (long long slept = 0; slept < delay && !(q->cfg.stop && *q->cfg.stop); slept += 50)
+            sleep_ms(delay - slept < 50 ? delay - slept : 50);
+    }
 }
 
 glm_status glm_queue_create(const glm_queue_config *cfg, glm_queue **out, glm_error *err)
@@ -154,6 +180,10 @@ glm_status glm_queue_create(const glm_queue_config *cfg, glm_queue **out, glm_er
         free(q);
         return st;
     }
+    if (q->cfg.backoff_max_ms <= 0) q->cfg.backoff_max_ms = 5000;
+    if (q->cfg.dead_max_len <= 0) q->cfg.dead_max_len = 10000;
+    if (q->cfg.dead_payload_max == 0) q->cfg.dead_payload_max = 65536;
+    if (q->cfg.outbox_hold_ms <= 0) q->cfg.outbox_hold_ms = 600000;
     snprintf(q->prefix, sizeof q->prefix, "%s", cfg->prefix);
     snprintf(q->server_id, sizeof q->server_id, "%s", cfg->server_id);
     snprintf(q->version, sizeof q->version, "%s", cfg->server_version ? cfg->server_version : "");
@@ -161,11 +191,11 @@ glm_status glm_queue_create(const glm_queue_config *cfg, glm_queue **out, glm_er
     snprintf(q->key_group, KEY_MAX, "%s:servers", q->prefix);
     snprintf(q->key_dead, KEY_MAX, "%s:dead", q->prefix);
     snprintf(q->key_server, KEY_MAX, "%s:server:%s", q->prefix, q->server_id);
+    snprintf(q->key_step, KEY_MAX, "%s:step:%s", q->prefix, q->server_id);
     q->backoff_ms = cfg->backoff_initial_ms > 0 ? cfg->backoff_initial_ms : 100;
     q->reading = true;
     q->started_unix_ms = glm_now_unix_ms();
-    strcpy(q->claim_cursor, "0-0");
-    st = queue_conn(q, err);
+    st = first_connect(q, err);
     if (st != GLM_OK) {
         glm_queue_destroy(q);
         return st;
@@ -178,18 +208,17 @@ void glm_queue_destroy(glm_queue *q)
 {
     if (!q) return;
     if (q->ctx) {
-        flush_outbox(q);
+        outbox_flush(q, true);
         if (q->ctx) {
-            redisReply *r = redisCommand(q->ctx, "DEL %s", q->key_server);
+            redisReply *r = redisCommand(q->ctx, "DEL %s %s", q->key_server, q->key_step);
             if (r) freeReplyObject(r);
         }
     }
     if (q->n_outbox)
         fprintf(stderr, "glm_queue %s: %zu finished results could not be written to Redis\n",
                 q->server_id, q->n_outbox);
-    for (size_t i = 0; i < q->n_outbox; i++)
-        free(q->outbox[i].bytes);
-    free(q->outbox);
+    outbox_free(q);
+    free(q->held);
     if (q->ctx) redisFree(q->ctx);
     if (q->password) {
         memset(q->password, 0, strlen(q->password));
@@ -218,12 +247,17 @@ size_t glm_queue_outbox_size(const glm_queue *q)
 
 size_t glm_queue_duplicates(const glm_queue *q)
 {
-    return q->duplicates;
+    return (size_t)q->stats.duplicates;
 }
 
 size_t glm_queue_dead_count(const glm_queue *q)
 {
-    return q->dead;
+    return (size_t)q->stats.dead;
+}
+
+glm_queue_stats glm_queue_stats_get(const glm_queue *q)
+{
+    return q->stats;
 }
 
 void glm_queue_stop_reading(glm_queue *q)
@@ -236,8 +270,21 @@ bool glm_queue_reading(const glm_queue *q)
     return q->reading;
 }
 
-/* ---- reading
- * ------------------------------------------------------------------------------------- */
+/* ---- reading --------------------------------------------------------------------------------- */
+
+/* The fingerprint and deadline of a delivered job, from one decode of its bytes. */
+static void describe_job(glm_queue_job *job)
+{
+    glm_job *decoded = NULL;
+    glm_job_problem problem;
+    if (job->bytes && glm_job_decode(job->bytes, job->len, &decoded, &problem) == GLM_OK) {
+        glm_job_fingerprint(decoded, job->fingerprint);
+        job->deadline_unix_ms = decoded->deadline_unix_ms;
+        glm_job_free(decoded);
+    } else {
+        glm_job_fingerprint_bytes(job->bytes, job->bytes ? job->len : 0, job->fingerprint);
+    }
+}
 
 /* Fills job from one stream entry reply: [id, [field, value, ...]]. */
 static glm_status parse_entry(const redisReply *e, glm_queue_job *job, glm_error *err)
@@ -264,6 +311,7 @@ static glm_status parse_entry(const redisReply *e, glm_queue_job *job, glm_error
             if (!glm_job_id_valid(job->job_id)) job->job_id[0] = '\0';
         }
     }
+    describe_job(job);
     return GLM_OK;
 }
 
@@ -292,13 +340,17 @@ glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue
         q->group_wanted = true;
         return create_group(q, err);
     }
-    st = check(q, r, REDIS_REPLY_ARRAY, "XREADGROUP", err);
+    st = queue_check(q, r, REDIS_REPLY_ARRAY, "XREADGROUP", err);
     if (st == GLM_OK && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
         const redisReply *stream = r->element[0];
         const redisReply *entries = stream->elements == 2 ? stream->element[1] : NULL;
         for (size_t i = 0; entries && i < entries->elements && *n_jobs < max_jobs; i++) {
             st = parse_entry(entries->element[i], &jobs[*n_jobs], err);
-            if (st != GLM_OK) break;
+            if (st == GLM_OK) st = held_add(q, &jobs[*n_jobs], err);
+            if (st != GLM_OK) {
+                glm_queue_job_clear(&jobs[*n_jobs]);
+                break;
+            }
             (*n_jobs)++;
         }
     }
@@ -314,34 +366,37 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
     if (!q->reading || max_jobs == 0) return GLM_OK;
     glm_status st = queue_conn(q, err);
     if (st != GLM_OK) return st;
-    char idle[24], count[24], maxd[24], rttl[24], dttl[24];
+    char idle[24], count[24], maxd[24], rttl[24], dttl[24], maxlen[24], cap[24];
     snprintf(idle, sizeof idle, "%d", q->cfg.visibility_timeout_ms);
     snprintf(count, sizeof count, "%zu", max_jobs);
     snprintf(maxd, sizeof maxd, "%d", q->cfg.max_deliveries);
     snprintf(rttl, sizeof rttl, "%d", q->cfg.result_ttl_s);
     snprintf(dttl, sizeof dttl, "%d", q->cfg.done_ttl_s);
-    const char *args[] = {
-        q->key_jobs, q->key_dead, q->key_group, q->server_id, idle, q->claim_cursor,
-        count,       maxd,        q->prefix,    rttl,         dttl};
-    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_CLAIM, 2, 11, args, NULL);
+    snprintf(maxlen, sizeof maxlen, "%ld", q->cfg.dead_max_len);
+    snprintf(cap, sizeof cap, "%zu", q->cfg.dead_payload_max);
+    const char *args[] = {q->key_jobs, q->key_dead, q->key_group, q->server_id, idle, "0-0",
+                          count,       maxd,        q->prefix,    rttl,         dttl, maxlen,
+                          cap};
+    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_CLAIM, 2, 13, args, NULL);
     if (glm_redis_is_error(r, "NOGROUP")) {
         freeReplyObject(r);
         q->group_wanted = true;
         return create_group(q, err);
     }
-    st = check(q, r, REDIS_REPLY_ARRAY, "claim script", err);
-    if (st == GLM_OK && (r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
+    st = queue_check(q, r, REDIS_REPLY_ARRAY, "claim script", err);
+    if (st == GLM_OK && (r->elements != 3 || r->element[1]->type != REDIS_REPLY_INTEGER ||
                          r->element[2]->type != REDIS_REPLY_ARRAY))
         st = glm_fail(err, GLM_ERR_FORMAT, "claim script: unexpected reply shape");
     if (st == GLM_OK) {
-        snprintf(q->claim_cursor, sizeof q->claim_cursor, "%s", r->element[0]->str);
         size_t dead = (size_t)r->element[1]->integer;
-        q->dead += dead;
+        q->stats.dead += dead;
         if (n_dead) *n_dead = dead;
         const redisReply *list = r->element[2];
         for (size_t i = 0; i < list->elements && *n_jobs < max_jobs; i++) {
             const redisReply *e = list->element[i]; /* {entry id, job id, job bytes, deliveries} */
-            if (e->type != REDIS_REPLY_ARRAY || e->elements != 4) continue;
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
+                e->element[0]->len >= sizeof jobs[0].entry_id)
+                continue;
             glm_queue_job *job = &jobs[*n_jobs];
             memset(job, 0, sizeof *job);
             snprintf(job->entry_id, sizeof job->entry_id, "%s", e->element[0]->str);
@@ -354,6 +409,11 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
             }
             memcpy(job->bytes, e->element[2]->str, job->len);
             job->deliveries = (uint32_t)e->element[3]->integer;
+            describe_job(job);
+            if ((st = held_add(q, job, err)) != GLM_OK) {
+                glm_queue_job_clear(job);
+                break;
+            }
             (*n_jobs)++;
         }
     }
@@ -361,174 +421,56 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
     return st;
 }
 
-glm_status glm_queue_ack_if_done(glm_queue *q, const glm_queue_job *job, bool *done, glm_error *err)
+glm_status glm_queue_begin(glm_queue *q, const glm_queue_job *job, glm_begin_outcome *outcome,
+                           glm_error *err)
 {
-    *done = false;
+    *outcome = GLM_BEGIN_RUN;
     if (!job->job_id[0]) return GLM_OK;
     glm_status st = queue_conn(q, err);
     if (st != GLM_OK) return st;
-    char done_key[KEY_MAX];
+    char done_key[KEY_MAX], claim_key[KEY_MAX], ttl[24];
     snprintf(done_key, sizeof done_key, "%s:done:%s", q->prefix, job->job_id);
-    const char *args[] = {q->key_jobs, done_key, q->key_group, job->entry_id};
-    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_ACK_IF_DONE, 2, 4, args, NULL);
-    st = check(q, r, REDIS_REPLY_INTEGER, "ack-if-done script", err);
-    if (st == GLM_OK) *done = r->integer == 1;
-    if (r) freeReplyObject(r);
-    return st;
-}
-
-/* ---- writing
- * ------------------------------------------------------------------------------------- */
-
-glm_status glm_queue_write_chunk(glm_queue *q, const char *job_id, const void *chunk, size_t len,
-                                 glm_error *err)
-{
-    if (!glm_job_id_valid(job_id)) return glm_fail(err, GLM_ERR_INVALID_ARG, "chunk: bad job id");
-    glm_status st = queue_conn(q, err);
-    if (st != GLM_OK) return st;
-    char key[KEY_MAX], ttl[24];
-    snprintf(key, sizeof key, "%s:out:%s", q->prefix, job_id);
-    snprintf(ttl, sizeof ttl, "%d", q->cfg.result_ttl_s);
-    const char *xadd[] = {"XADD", key, "*", "chunk", chunk};
-    size_t xadd_len[] = {4, strlen(key), 1, 5, len};
-    const char *expire[] = {"EXPIRE", key, ttl};
-    /* Pipelined: one round trip for both. */
-    redisAppendCommandArgv(q->ctx, 5, xadd, xadd_len);
-    redisAppendCommandArgv(q->ctx, 3, expire, NULL);
-    redisReply *r1 = NULL, *r2 = NULL;
-    if (redisGetReply(q->ctx, (void **)&r1) == REDIS_OK) redisGetReply(q->ctx, (void **)&r2);
-    st = check(q, r1, REDIS_REPLY_STRING, "XADD chunk", err);
-    if (st == GLM_OK) st = check(q, r2, REDIS_REPLY_INTEGER, "EXPIRE chunk", err);
-    if (r1) freeReplyObject(r1);
-    if (r2) freeReplyObject(r2);
-    return st;
-}
-
-glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job_ids,
-                                  const void *const *chunks, const size_t *lens, glm_error *err)
-{
-    if (n == 0) return GLM_OK;
-    glm_status st = queue_conn(q, err);
-    if (st != GLM_OK) return st;
-    char ttl[24], key[KEY_MAX];
-    snprintf(ttl, sizeof ttl, "%d", q->cfg.result_ttl_s);
-    size_t queued = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!glm_job_id_valid(job_ids[i])) continue;
-        snprintf(key, sizeof key, "%s:out:%s", q->prefix, job_ids[i]);
-        const char *xadd[] = {"XADD", key, "*", "chunk", chunks[i]};
-        size_t xadd_len[] = {4, strlen(key), 1, 5, lens[i]};
-        const char *expire[] = {"EXPIRE", key, ttl};
-        /* hiredis copies the arguments into its output buffer, so key can be reused */
-        redisAppendCommandArgv(q->ctx, 5, xadd, xadd_len);
-        redisAppendCommandArgv(q->ctx, 3, expire, NULL);
-        queued += 2;
-    }
-    /* one round trip for the whole step's chunks; every reply is read to keep the stream in
-     * sync, the first problem is reported */
-    for (size_t k = 0; k < queued; k++) {
-        redisReply *r = NULL;
-        if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK) {
-            if (st == GLM_OK) st = check(q, NULL, REDIS_REPLY_STRING, "XADD chunks", err);
-            break;
-        }
-        glm_status one =
-            check(q, r, k % 2 ? REDIS_REPLY_INTEGER : REDIS_REPLY_STRING, "XADD chunks", err);
-        if (st == GLM_OK) st = one;
-        if (r) freeReplyObject(r);
-    }
-    return st;
-}
-
-/* Runs the finish script once. GLM_ERR_IO: connection lost; GLM_ERR_FORMAT: Redis refused. */
-static glm_status run_finish(glm_queue *q, const char *entry_id, const char *job_id,
-                             const void *result, size_t len, glm_finish_outcome *outcome,
-                             glm_error *err)
-{
-    char out_key[KEY_MAX], done_key[KEY_MAX], rttl[24], dttl[24];
-    snprintf(out_key, sizeof out_key, "%s:out:%s", q->prefix, job_id);
-    snprintf(done_key, sizeof done_key, "%s:done:%s", q->prefix, job_id);
-    snprintf(rttl, sizeof rttl, "%d", q->cfg.result_ttl_s);
-    snprintf(dttl, sizeof dttl, "%d", q->cfg.done_ttl_s);
-    const char *args[] = {q->key_jobs, out_key, done_key, q->key_group,
-                          entry_id,    result,  rttl,     dttl};
-    size_t lens[8];
-    for (int i = 0; i < 8; i++)
-        lens[i] = i == 5 ? len : strlen(args[i]);
-    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_FINISH, 3, 8, args, lens);
-    glm_status st = check(q, r, REDIS_REPLY_ARRAY, "finish script", err);
-    if (st == GLM_OK && (r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER))
-        st = glm_fail(err, GLM_ERR_FORMAT, "finish script: unexpected reply shape");
+    snprintf(claim_key, sizeof claim_key, "%s:claim:%s", q->prefix, job->job_id);
+    snprintf(ttl, sizeof ttl, "%d", q->cfg.visibility_timeout_ms);
+    const char *args[] = {q->key_jobs,   done_key,         claim_key,    q->key_group,
+                          job->entry_id, job->fingerprint, q->server_id, ttl};
+    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_BEGIN, 3, 8, args, NULL);
+    st = queue_check(q, r, REDIS_REPLY_ARRAY, "begin script", err);
+    if (st == GLM_OK && (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+                         r->element[1]->type != REDIS_REPLY_STRING))
+        st = glm_fail(err, GLM_ERR_FORMAT, "begin script: unexpected reply shape");
     if (st == GLM_OK) {
-        *outcome = r->element[0]->integer == 1 ? GLM_RESULT_WRITTEN : GLM_RESULT_DUPLICATE;
-        if (*outcome == GLM_RESULT_DUPLICATE) q->duplicates++;
+        const char *what = r->element[0]->str, *other = r->element[1]->str;
+        if (strcmp(what, "done") == 0) {
+            *outcome = GLM_BEGIN_DONE;
+        } else if (strcmp(what, "joined") == 0) {
+            *outcome = GLM_BEGIN_JOINED;
+            q->stats.joined++;
+            fprintf(stderr,
+                    "glm_queue %s: job=%s entry %s is a duplicate of the same job running on %s: "
+                    "acknowledged, that run's Result answers both\n",
+                    q->server_id, job->job_id, job->entry_id, other);
+        } else if (strcmp(what, "conflict") == 0) {
+            *outcome = GLM_BEGIN_CONFLICT;
+            q->stats.conflicts++;
+            fprintf(stderr,
+                    "glm_queue %s: job=%s ID_CONFLICT: entry %s (fingerprint %s) reuses the id "
+                    "of another job (fingerprint %s): acknowledged without running; its client "
+                    "sees the fingerprints differ\n",
+                    q->server_id, job->job_id, job->entry_id, job->fingerprint, other);
+        }
+        if (*outcome != GLM_BEGIN_RUN) held_remove(q, job->entry_id);
     }
     if (r) freeReplyObject(r);
     return st;
 }
 
-/* Writes held Results, oldest first, until the outbox is empty or the connection drops. */
-static void flush_outbox(glm_queue *q)
+glm_status glm_queue_ack_if_done(glm_queue *q, const glm_queue_job *job, bool *done, glm_error *err)
 {
-    size_t kept = 0;
-    for (size_t i = 0; i < q->n_outbox; i++) {
-        outbox_item *it = &q->outbox[i];
-        glm_finish_outcome outcome;
-        glm_error err = {0};
-        glm_status st =
-            q->ctx ? run_finish(q, it->entry_id, it->job_id, it->bytes, it->len, &outcome, &err)
-                   : GLM_ERR_IO;
-        if (st == GLM_OK) {
-            free(it->bytes);
-            continue;
-        }
-        if (st != GLM_ERR_IO && ++it->reply_failures >= OUTBOX_MAX_REPLY_FAILURES) {
-            fprintf(stderr, "glm_queue %s: giving up on the result of job %s: %s\n", q->server_id,
-                    it->job_id, err.msg);
-            free(it->bytes);
-            continue;
-        }
-        q->outbox[kept++] = *it;
-    }
-    q->n_outbox = kept;
-}
-
-glm_status glm_queue_finish(glm_queue *q, const char *entry_id, const char *job_id,
-                            const void *result, size_t len, glm_finish_outcome *outcome,
-                            glm_error *err)
-{
-    if (!glm_job_id_valid(job_id))
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "finish: invalid job id");
-    if (!entry_id) entry_id = "";
-    if (strlen(entry_id) >= sizeof q->outbox[0].entry_id)
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "finish: entry id too long");
-    if (q->ctx && q->n_outbox) flush_outbox(q);
-    glm_status st = queue_conn(q, err);
-    if (st == GLM_OK) st = run_finish(q, entry_id, job_id, result, len, outcome, err);
-    if (st == GLM_OK) return GLM_OK;
-
-    if (q->n_outbox >= q->cfg.outbox_max)
-        return glm_fail(err, GLM_ERR_LIMIT, "result outbox full (%zu) while Redis is away",
-                        q->n_outbox);
-    if (q->n_outbox == q->cap_outbox) {
-        size_t cap = q->cap_outbox ? 2 * q->cap_outbox : 16;
-        outbox_item *grown = realloc(q->outbox, cap * sizeof *grown);
-        if (!grown) return glm_fail(err, GLM_ERR_NOMEM, "result outbox");
-        q->outbox = grown;
-        q->cap_outbox = cap;
-    }
-    outbox_item *it = &q->outbox[q->n_outbox];
-    memset(it, 0, sizeof *it);
-    it->bytes = malloc(len ? len : 1);
-    if (!it->bytes) return glm_fail(err, GLM_ERR_NOMEM, "result outbox: %zu bytes", len);
-    memcpy(it->bytes, result, len);
-    it->len = len;
-    snprintf(it->entry_id, sizeof it->entry_id, "%s", entry_id);
-    snprintf(it->job_id, sizeof it->job_id, "%s", job_id);
-    it->reply_failures = st == GLM_ERR_IO ? 0 : 1;
-    q->n_outbox++;
-    *outcome = GLM_RESULT_QUEUED;
-    return GLM_OK;
+    glm_begin_outcome outcome = GLM_BEGIN_RUN;
+    glm_status st = glm_queue_begin(q, job, &outcome, err);
+    *done = st == GLM_OK && outcome != GLM_BEGIN_RUN;
+    return st;
 }
 
 glm_status glm_queue_dead_letter(glm_queue *q, const glm_queue_job *job, const char *reason,
@@ -536,19 +478,27 @@ glm_status glm_queue_dead_letter(glm_queue *q, const glm_queue_job *job, const c
 {
     glm_status st = queue_conn(q, err);
     if (st != GLM_OK) return st;
+    char maxlen[24], cap[24];
+    snprintf(maxlen, sizeof maxlen, "%ld", q->cfg.dead_max_len);
+    snprintf(cap, sizeof cap, "%zu", q->cfg.dead_payload_max);
     const char *args[] = {q->key_jobs,
                           q->key_dead,
                           q->key_group,
                           job->entry_id,
                           job->bytes ? (const char *)job->bytes : "",
                           reason ? reason : "",
-                          q->server_id};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
+                          q->server_id,
+                          maxlen,
+                          cap};
+    size_t lens[9];
+    for (int i = 0; i < 9; i++)
         lens[i] = i == 4 ? (job->bytes ? job->len : 0) : strlen(args[i]);
-    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_DEAD_LETTER, 2, 7, args, lens);
-    st = check(q, r, REDIS_REPLY_INTEGER, "dead-letter script", err);
-    if (st == GLM_OK) q->dead++;
+    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_DEAD_LETTER, 2, 9, args, lens);
+    st = queue_check(q, r, REDIS_REPLY_INTEGER, "dead-letter script", err);
+    if (st == GLM_OK) {
+        q->stats.dead++;
+        held_remove(q, job->entry_id);
+    }
     if (r) freeReplyObject(r);
     return st;
 }
@@ -562,8 +512,9 @@ glm_status glm_queue_hand_back(glm_queue *q, const char *entry_id, glm_error *er
     const char *argv[] = {"XCLAIM", q->key_jobs, q->key_group, q->server_id, "0",
                           entry_id, "IDLE",      idle,         "JUSTID"};
     redisReply *r = redisCommandArgv(q->ctx, 9, argv, NULL);
-    st = check(q, r, REDIS_REPLY_ARRAY, "XCLAIM hand back", err);
+    st = queue_check(q, r, REDIS_REPLY_ARRAY, "XCLAIM hand back", err);
     if (r) freeReplyObject(r);
+    if (st == GLM_OK) held_remove(q, entry_id); /* its claim expires; the next owner takes it */
     return st;
 }
 
@@ -583,15 +534,26 @@ glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n,
     for (size_t i = 0; i < n; i++)
         argv[k++] = entry_ids[i];
     argv[k++] = "JUSTID"; /* idle back to 0; the delivery count is not touched */
-    redisReply *r = redisCommandArgv(q->ctx, (int)k, argv, NULL);
+    /* XCLAIM and PEXPIRE are not refused under maxmemory (they do not grow memory), so a
+     * replica holding Results through an OOM episode keeps its jobs */
+    redisAppendCommandArgv(q->ctx, (int)k, argv, NULL);
     free(argv);
-    st = check(q, r, REDIS_REPLY_ARRAY, "XCLAIM touch", err);
+    size_t extra = held_append_claim_refresh(q, entry_ids, n);
+    redisReply *r = NULL;
+    if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK) r = NULL;
+    st = queue_check(q, r, REDIS_REPLY_ARRAY, "XCLAIM touch", err);
     if (r) freeReplyObject(r);
+    for (size_t i = 0; q->ctx && i < extra; i++) {
+        redisReply *x = NULL;
+        if (redisGetReply(q->ctx, (void **)&x) != REDIS_OK) x = NULL;
+        glm_status one = queue_check(q, x, REDIS_REPLY_INTEGER, "PEXPIRE claim", err);
+        if (st == GLM_OK) st = one;
+        if (x) freeReplyObject(x);
+    }
     return st;
 }
 
-/* ---- liveness
- * ------------------------------------------------------------------------------------ */
+/* ---- liveness -------------------------------------------------------------------------------- */
 
 glm_status glm_queue_heartbeat(glm_queue *q, const glm_server_load *load, glm_error *err)
 {
@@ -610,6 +572,7 @@ glm_status glm_queue_heartbeat(glm_queue *q, const glm_server_load *load, glm_er
     cJSON_AddNumberToObject(o, "waiting", q->last_load.waiting);
     cJSON_AddNumberToObject(o, "load", q->last_load.load);
     cJSON_AddNumberToObject(o, "outbox", (double)q->n_outbox);
+    cJSON_AddNumberToObject(o, "refusals", (double)q->stats.refusals);
     cJSON_AddNumberToObject(o, "vision_cache_hits", (double)q->last_load.vision_cache_hits);
     cJSON_AddNumberToObject(o, "vision_cache_misses", (double)q->last_load.vision_cache_misses);
     cJSON_AddBoolToObject(o, "reading", q->reading);
@@ -620,12 +583,28 @@ glm_status glm_queue_heartbeat(glm_queue *q, const glm_server_load *load, glm_er
     if (!json) return glm_fail(err, GLM_ERR_NOMEM, "liveness json");
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%d", q->cfg.liveness_ttl_s);
-    const char *argv[] = {"SET", q->key_server, json, "EX", ttl};
-    redisReply *r = redisCommandArgv(q->ctx, 5, argv, NULL);
+    /* GET returns the old value: nil after the first write means the key had expired (refreshes
+     * failed for longer than its TTL) or was deleted, and `glm4v-submit --status` missed us */
+    const char *argv[] = {"SET", q->key_server, json, "EX", ttl, "GET"};
+    redisReply *r = redisCommandArgv(q->ctx, 6, argv, NULL);
     free(json);
-    st = check(q, r, REDIS_REPLY_STATUS, "SET liveness", err);
+    st = queue_check(q, r, REDIS_REPLY_STRING, "SET liveness", err);
+    if (st == GLM_OK) {
+        if (r->type == REDIS_REPLY_NIL && q->last_heartbeat_ms > 0) {
+            q->stats.liveness_lost++;
+            fprintf(stderr,
+                    "glm_queue %s: liveness key %s was gone (expired after %.1f s without a "
+                    "refresh, or deleted); written again\n",
+                    q->server_id, q->key_server, (glm_now_mono_ms() - q->last_heartbeat_ms) / 1e3);
+        }
+        q->last_heartbeat_ms = glm_now_mono_ms();
+        q->heartbeat_failing = false;
+    } else if (!q->heartbeat_failing) {
+        q->heartbeat_failing = true;
+        fprintf(stderr, "glm_queue %s: liveness key not refreshed (%s); it expires within %d s\n",
+                q->server_id, err ? err->msg : "", q->cfg.liveness_ttl_s);
+    }
     if (r) freeReplyObject(r);
-    if (st == GLM_OK) q->last_heartbeat_ms = glm_now_mono_ms();
     return st;
 }
 
@@ -633,10 +612,21 @@ glm_status glm_queue_tick(glm_queue *q, const glm_server_load *load, glm_error *
 {
     glm_status st = queue_conn(q, err);
     if (st != GLM_OK) return st;
-    if (q->n_outbox) flush_outbox(q);
+    if (q->n_outbox) outbox_flush(q, false);
     if (load) q->last_load = *load;
-    if (q->ctx && glm_now_mono_ms() - q->last_heartbeat_ms >= q->cfg.liveness_interval_ms)
+    long long now = glm_now_mono_ms();
+    if (q->ctx && q->cfg.job_check_interval_ms > 0 &&
+        now - q->last_job_check_ms >= q->cfg.job_check_interval_ms) {
+        q->last_job_check_ms = now;
+        glm_error ignored = {0};
+        glm_queue_check_jobs(q, &ignored);
+    }
+    if (q->ctx && now - q->last_heartbeat_ms >= q->cfg.liveness_interval_ms) {
+        /* a failing refresh is retried on the next tick, not only after another interval */
         st = glm_queue_heartbeat(q, NULL, err);
+        if (st != GLM_OK && q->last_heartbeat_ms > 0)
+            q->last_heartbeat_ms = now - q->cfg.liveness_interval_ms + 1000;
+    }
     if (st == GLM_OK && !q->ctx) st = glm_fail(err, GLM_ERR_IO, "redis connection lost");
     return st;
 }

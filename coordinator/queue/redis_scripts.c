@@ -7,23 +7,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char FINISH_LUA[] = "local written = 0\n"
-                                 "if redis.call('EXISTS', KEYS[3]) == 0 then\n"
-                                 "  redis.call('XADD', KEYS[2], '*', 'result', ARGV[3])\n"
-                                 "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
-                                 "  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[5])\n"
-                                 "  written = 1\n"
-                                 "end\n"
-                                 "local acked = 0\n"
-                                 "if ARGV[2] ~= '' then\n"
-                                 "  acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
-                                 "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
-                                 "end\n"
-                                 "return {written, acked}\n";
+static const char FINISH_LUA[] =
+    "local marker = redis.call('GET', KEYS[3])\n"
+    "local written = 0\n"
+    "if not marker then\n"
+    "  redis.call('XADD', KEYS[2], '*', 'result', ARGV[3])\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+    "  local fp = ARGV[6]\n"
+    "  if fp == '' then fp = '-' end\n"
+    "  redis.call('SET', KEYS[3], fp, 'EX', ARGV[5])\n"
+    "  written, marker = 1, ''\n"
+    "end\n"
+    "local claim = redis.call('GET', KEYS[4])\n"
+    "if claim and ARGV[2] ~= '' and string.find(claim, ' ' .. ARGV[2] .. ' ', 1, true) then\n"
+    "  redis.call('DEL', KEYS[4])\n"
+    "end\n"
+    "local acked = 0\n"
+    "if ARGV[2] ~= '' then\n"
+    "  acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "end\n"
+    "return {written, acked, marker}\n";
 
 /* The POISON Result is protobuf glm4v.Result written by hand (proto2 wire format): version=1,
- * id, finish_reason=ERROR(4), error{code=POISON(11), message}, server_id, attempts. Keep the field
- * numbers in step with proto/glm4v.proto; tests decode it with the generated code. */
+ * id, finish_reason=ERROR(4), error{code=POISON(11), message}, server_id, attempts and, when the
+ * job's claim names its fingerprint, job_fingerprint (12). Keep the field numbers in step with
+ * proto/glm4v.proto; tests decode it with the generated code. */
 static const char CLAIM_LUA[] =
     "local function varint(n)\n"
     "  local s = ''\n"
@@ -31,68 +40,117 @@ static const char CLAIM_LUA[] =
     "  return s .. string.char(n)\n"
     "end\n"
     "local function field(tag, s) return string.char(tag) .. varint(#s) .. s end\n"
-    "local function poison_result(id, deliveries, server, msg)\n"
+    "local function poison_result(id, deliveries, server, msg, fp)\n"
     "  local err = string.char(0x08) .. varint(11) .. field(0x12, msg)\n"
-    "  return string.char(0x08, 1) .. field(0x12, id) .. string.char(0x28, 4) ..\n"
+    "  local r = string.char(0x08, 1) .. field(0x12, id) .. string.char(0x28, 4) ..\n"
     "         field(0x42, err) .. field(0x4A, server) .. string.char(0x50) .. varint(deliveries)\n"
+    "  if fp ~= '' then r = r .. field(0x62, fp) end\n"
+    "  return r\n"
+    "end\n"
+    "local function listed(record, eid)\n"
+    "  return string.find(' ' .. record .. ' ', ' ' .. eid .. ' ', 1, true) ~= nil\n"
     "end\n"
     "local group, consumer, prefix = ARGV[1], ARGV[2], ARGV[7]\n"
-    "local max = tonumber(ARGV[6])\n"
-    "local claimed = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[3], ARGV[4],\n"
-    "                           'COUNT', ARGV[5])\n"
-    "local out, n_dead = {}, 0\n"
-    "for _, e in ipairs(claimed[2]) do\n"
-    "  local eid, f = e[1], e[2]\n"
-    "  local job, jid = '', ''\n"
-    "  if type(f) == 'table' then\n"
-    "    for i = 1, #f, 2 do\n"
-    "      if f[i] == 'job' then job = f[i + 1] elseif f[i] == 'id' then jid = f[i + 1] end\n"
-    "    end\n"
+    "local max, maxlen, cap = tonumber(ARGV[6]), ARGV[10], tonumber(ARGV[11])\n"
+    "local pend = redis.call('XPENDING', KEYS[1], group, 'IDLE', ARGV[3], '-', '+', ARGV[5])\n"
+    "local out, n_dead, records = {}, 0, {}\n"
+    "for _, p in ipairs(pend) do\n"
+    "  local eid, owner, count = p[1], p[2], tonumber(p[4])\n"
+    "  if records[owner] == nil then\n"
+    "    records[owner] = redis.call('GET', prefix .. ':step:' .. owner)\n"
     "  end\n"
-    "  if #jid > 128 or not string.match(jid, '^[%w%._:@/%-]+$') then jid = '' end\n"
-    "  local p = redis.call('XPENDING', KEYS[1], group, eid, eid, 1)\n"
-    "  local deliveries = 1\n"
-    "  if p[1] then deliveries = tonumber(p[1][4]) end\n"
-    "  local done = jid ~= '' and redis.call('EXISTS', prefix .. ':done:' .. jid) == 1\n"
-    "  if type(f) ~= 'table' or done then\n"
-    "    redis.call('XACK', KEYS[1], group, eid)\n"
-    "    redis.call('XDEL', KEYS[1], eid)\n"
-    "  elseif deliveries > max then\n"
-    "    local msg = 'delivered ' .. deliveries .. ' times without a result (limit ' .. max ..\n"
-    "                '); moved to ' .. KEYS[2]\n"
-    "    redis.call('XADD', KEYS[2], '*', 'entry', eid, 'id', jid, 'job', job,\n"
-    "               'deliveries', deliveries, 'server', consumer, 'reason', msg)\n"
-    "    if jid ~= '' then\n"
-    "      local okey = prefix .. ':out:' .. jid\n"
-    "      redis.call('XADD', okey, '*', 'result', poison_result(jid, deliveries, consumer, msg))\n"
-    "      redis.call('EXPIRE', okey, ARGV[8])\n"
-    "      redis.call('SET', prefix .. ':done:' .. jid, eid, 'EX', ARGV[9])\n"
+    "  local deliveries = count + 1\n"
+    "  if records[owner] and not listed(records[owner], eid) then deliveries = count end\n"
+    "  local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, ARGV[3], eid,\n"
+    "                             'RETRYCOUNT', deliveries)\n"
+    "  local e = claimed[1]\n"
+    "  if e then\n"
+    "    local f = e[2]\n"
+    "    local job, jid = '', ''\n"
+    "    if type(f) == 'table' then\n"
+    "      for i = 1, #f, 2 do\n"
+    "        if f[i] == 'job' then job = f[i + 1] elseif f[i] == 'id' then jid = f[i + 1] end\n"
+    "      end\n"
     "    end\n"
-    "    redis.call('XACK', KEYS[1], group, eid)\n"
-    "    redis.call('XDEL', KEYS[1], eid)\n"
-    "    n_dead = n_dead + 1\n"
-    "  else\n"
-    "    table.insert(out, {eid, jid, job, deliveries})\n"
+    "    if #jid > 128 or not string.match(jid, '^[%w%._:@/%-]+$') then jid = '' end\n"
+    "    local done = jid ~= '' and redis.call('EXISTS', prefix .. ':done:' .. jid) == 1\n"
+    "    if type(f) ~= 'table' or done then\n"
+    "      redis.call('XACK', KEYS[1], group, eid)\n"
+    "      redis.call('XDEL', KEYS[1], eid)\n"
+    "    elseif deliveries > max then\n"
+    "      local msg = 'delivered ' .. deliveries .. ' times without a result (limit ' .. max ..\n"
+    "                  '); moved to ' .. KEYS[2]\n"
+    "      local stored, truncated = job, 0\n"
+    "      if #job > cap then stored, truncated = string.sub(job, 1, cap), 1 end\n"
+    "      redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'entry', eid, 'id', jid,\n"
+    "                 'job', stored, 'job_bytes', #job, 'truncated', truncated,\n"
+    "                 'deliveries', deliveries, 'server', consumer, 'reason', msg)\n"
+    "      if jid ~= '' then\n"
+    "        local fp, ckey = '', prefix .. ':claim:' .. jid\n"
+    "        local claim = redis.call('GET', ckey)\n"
+    "        if claim and string.find(claim, ' ' .. eid .. ' ', 1, true) then\n"
+    "          fp = string.match(claim, '^(%x*) ') or ''\n"
+    "          redis.call('DEL', ckey)\n"
+    "        end\n"
+    "        local okey = prefix .. ':out:' .. jid\n"
+    "        redis.call('XADD', okey, '*', 'result',\n"
+    "                   poison_result(jid, deliveries, consumer, msg, fp))\n"
+    "        redis.call('EXPIRE', okey, ARGV[8])\n"
+    "        if fp == '' then fp = '-' end\n"
+    "        redis.call('SET', prefix .. ':done:' .. jid, fp, 'EX', ARGV[9])\n"
+    "      end\n"
+    "      redis.call('XACK', KEYS[1], group, eid)\n"
+    "      redis.call('XDEL', KEYS[1], eid)\n"
+    "      n_dead = n_dead + 1\n"
+    "    else\n"
+    "      table.insert(out, {eid, jid, job, deliveries})\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "return {claimed[1], n_dead, out}\n";
+    "return {'0-0', n_dead, out}\n";
 
-static const char ACK_IF_DONE_LUA[] = "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-                                      "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
-                                      "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
-                                      "  return 1\n"
-                                      "end\n"
-                                      "return 0\n";
+static const char BEGIN_LUA[] =
+    "local function ack()\n"
+    "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "  redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "end\n"
+    "local marker = redis.call('GET', KEYS[2])\n"
+    "if marker then\n"
+    "  ack()\n"
+    "  if #marker == 32 and not string.find(marker, '[^0-9a-f]') and marker ~= ARGV[3] then\n"
+    "    return {'conflict', marker}\n"
+    "  end\n"
+    "  return {'done', marker}\n"
+    "end\n"
+    "local claim = redis.call('GET', KEYS[3])\n"
+    "if claim then\n"
+    "  local fp, eid, server = string.match(claim, '^(%S*) (%S+) (%S+)$')\n"
+    "  if eid and eid ~= ARGV[2] then\n"
+    "    ack()\n"
+    "    if fp ~= ARGV[3] then return {'conflict', fp} end\n"
+    "    return {'joined', server}\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. ARGV[4], 'PX', ARGV[5])\n"
+    "return {'run', ''}\n";
 
 static const char DEAD_LETTER_LUA[] =
-    "redis.call('XADD', KEYS[2], '*', 'entry', ARGV[2], 'id', '', 'job', ARGV[3],\n"
-    "           'deliveries', 0, 'server', ARGV[5], 'reason', ARGV[4])\n"
+    "local job, truncated = ARGV[3], 0\n"
+    "if #job > tonumber(ARGV[7]) then job, truncated = string.sub(job, 1, tonumber(ARGV[7])), 1 end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[2], 'id', '',\n"
+    "           'job', job, 'job_bytes', #ARGV[3], 'truncated', truncated, 'deliveries', 0,\n"
+    "           'server', ARGV[5], 'reason', ARGV[4])\n"
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[1], ARGV[2])\n"
     "return 1\n";
 
-static const char *const SCRIPT_SOURCE[GLM_SCRIPT_COUNT] = {FINISH_LUA, CLAIM_LUA, ACK_IF_DONE_LUA,
-                                                            DEAD_LETTER_LUA};
+static const char CHUNK_LUA[] = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+                                "redis.call('XADD', KEYS[1], '*', 'chunk', ARGV[1])\n"
+                                "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+                                "return 1\n";
+
+static const char *const SCRIPT_SOURCE[GLM_SCRIPT_COUNT] = {FINISH_LUA, CLAIM_LUA, BEGIN_LUA,
+                                                            DEAD_LETTER_LUA, CHUNK_LUA};
 
 /* SCRIPT LOAD; returns 0 on success, -1 with *fail holding the reply (or NULL) otherwise. */
 static int load_script(redisContext *c, glm_redis_scripts *s, glm_redis_script_id id,
@@ -108,6 +166,16 @@ static int load_script(redisContext *c, glm_redis_scripts *s, glm_redis_script_i
     s->sha[id][40] = '\0';
     freeReplyObject(r);
     return 0;
+}
+
+const char *glm_redis_script_sha(redisContext *c, glm_redis_scripts *s, glm_redis_script_id id)
+{
+    redisReply *fail = NULL;
+    if (!s->sha[id][0] && load_script(c, s, id, &fail) != 0) {
+        if (fail) freeReplyObject(fail);
+        return NULL;
+    }
+    return s->sha[id];
 }
 
 redisReply *glm_redis_eval(redisContext *c, glm_redis_scripts *s, glm_redis_script_id id,

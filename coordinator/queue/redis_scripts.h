@@ -11,20 +11,33 @@
 #include <stddef.h>
 
 typedef enum glm_redis_script_id {
-    /* KEYS jobs, out:<id>, done:<id>; ARGV group, entry id ("" = none), result, result ttl s,
-     * done ttl s. Writes the Result, sets the done marker, XACKs and XDELs the entry; if the marker
-     * already exists it only acks. Returns {written 0/1, acked 0/1}. */
+    /* KEYS jobs, out:<id>, done:<id>, claim:<id>; ARGV group, entry id ("" = none), result,
+     * result ttl s, done ttl s, fingerprint ("" = unknown). Unless the done marker exists: writes
+     * the Result and sets the marker to the fingerprint. Releases the claim when it names this
+     * entry, XACKs and XDELs the entry. Returns {written 0/1, acked 0/1, marker or ""}: written 0
+     * means a Result was already there (marker: the fingerprint of the job it answers). */
     GLM_SCRIPT_FINISH,
-    /* KEYS jobs, dead; ARGV group, consumer, min idle ms, cursor, count, max deliveries, prefix,
-     * result ttl s, done ttl s. XAUTOCLAIM, then per claimed entry: already done -> ack; delivered
-     * more than max -> dead-letter + error Result (POISON) + done marker + ack; else hand it back.
-     * Returns {next cursor, n dead, {{entry id, job id, job bytes, deliveries}, ...}}. */
+    /* KEYS jobs, dead; ARGV group, consumer, min idle ms, (unused), count, max deliveries, prefix,
+     * result ttl s, done ttl s, dead maxlen, dead payload cap bytes. Claims entries idle past min
+     * idle (XPENDING IDLE + XCLAIM). Crash attribution: the delivery counts only when the previous
+     * owner's step record (<prefix>:step:<owner>) is absent or lists the entry; otherwise
+     * RETRYCOUNT keeps the old count. Then per entry: done -> ack; delivered more than max ->
+     * dead-letter (capped payload, MAXLEN ~) + POISON Result + done marker + ack; else returned.
+     * Returns {"0-0", n dead, {{entry id, job id, job bytes, deliveries}, ...}}. */
     GLM_SCRIPT_CLAIM,
-    /* KEYS jobs, done:<id>; ARGV group, entry id. Acks when the marker exists. Returns 0/1. */
-    GLM_SCRIPT_ACK_IF_DONE,
-    /* KEYS jobs, dead; ARGV group, entry id, job bytes, reason, consumer. Moves an entry that has
-     * no usable job id to the dead stream and acks it. Returns 1. */
+    /* KEYS jobs, done:<id>, claim:<id>; ARGV group, entry id, fingerprint, server, claim ttl ms.
+     * Decides whether this entry runs: done marker with this fingerprint (or a marker from before
+     * fingerprints) -> ack, "done"; done marker or claim with another fingerprint -> ack,
+     * "conflict"; a claim by another entry with this fingerprint -> ack, "joined" (that entry's
+     * Result answers this one too); else the claim is (re)taken -> "run".
+     * Returns {outcome, other fingerprint or server or ""}. */
+    GLM_SCRIPT_BEGIN,
+    /* KEYS jobs, dead; ARGV group, entry id, job bytes, reason, consumer, dead maxlen, payload
+     * cap. Moves an entry that has no usable job id to the dead stream and acks it. Returns 1. */
     GLM_SCRIPT_DEAD_LETTER,
+    /* KEYS out:<id>, done:<id>; ARGV chunk, result ttl s. Appends the Chunk unless the job's
+     * Result exists (a stale replica never writes after the Result). Returns 1 written, 0 not. */
+    GLM_SCRIPT_CHUNK,
     GLM_SCRIPT_COUNT,
 } glm_redis_script_id;
 
@@ -37,5 +50,10 @@ typedef struct glm_redis_scripts {
  * reply (caller frees) or NULL on a connection error. */
 redisReply *glm_redis_eval(redisContext *c, glm_redis_scripts *scripts, glm_redis_script_id id,
                            int n_keys, int n_args, const char **args, const size_t *lens);
+
+/* The SHA of script id, loading it first when needed, for callers that pipeline EVALSHA
+ * themselves (a NOSCRIPT reply there means: forget the SHA with s->sha[id][0] = '\0'). NULL
+ * when the script cannot be loaded (connection lost or Redis refused). */
+const char *glm_redis_script_sha(redisContext *c, glm_redis_scripts *s, glm_redis_script_id id);
 
 #endif

@@ -91,6 +91,8 @@ glm_status glm_chunk_encode(const glm_chunk *chunk, uint8_t **bytes, size_t *len
     pb.has_attempt = chunk->attempt != 0;
     pb.attempt = chunk->attempt;
     pb.text = (char *)(chunk->text ? chunk->text : "");
+    if (chunk->job_fingerprint && chunk->job_fingerprint[0])
+        pb.job_fingerprint = (char *)chunk->job_fingerprint;
     pb.n_token_ids = chunk->n_tokens;
     pb.token_ids = (int32_t *)chunk->token_ids;
     bool failed;
@@ -124,6 +126,7 @@ glm_status glm_chunk_decode(const void *bytes, size_t len, glm_chunk **out, glm_
     c->n_tokens = pb->n_token_ids;
     c->logprobs = lp;
     c->n_logprobs = lp ? pb->n_logprobs : 0;
+    c->job_fingerprint = pb->job_fingerprint ? pb->job_fingerprint : "";
     c->owner = pb;
     *out = c;
     return GLM_OK;
@@ -180,6 +183,7 @@ glm_status glm_result_encode(const glm_result *r, uint8_t **bytes, size_t *len, 
         pb.error = &e;
     }
     pb.server_id = (char *)(r->server_id ? r->server_id : "");
+    if (r->job_fingerprint && r->job_fingerprint[0]) pb.job_fingerprint = (char *)r->job_fingerprint;
     pb.has_attempts = 1;
     pb.attempts = r->attempts;
     bool failed;
@@ -245,6 +249,7 @@ glm_status glm_result_decode(const void *bytes, size_t len, glm_result **out, gl
     r->attempts = pb->attempts;
     r->logprobs = lp;
     r->n_logprobs = lp ? pb->n_logprobs : 0;
+    r->job_fingerprint = pb->job_fingerprint ? pb->job_fingerprint : "";
     r->owner = pb;
     *out = r;
     return GLM_OK;
