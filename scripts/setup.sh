@@ -16,6 +16,7 @@ packages=(
     python3 python3-pil python3-numpy python3-yaml  # Pillow reference, manifest checks
     clang libclang-rt-14-dev                        # libFuzzer + sanitizers
     shellcheck valgrind                             # script lint, memory tests
+    iproute2 slurm-wlm munge                        # fake hosts (netns), one-node Slurm test
 )
 
 missing=()

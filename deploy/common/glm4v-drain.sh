@@ -69,11 +69,19 @@ rank_pids() {
     fi
 }
 
-# True when the process's environment names it rank 0 of its job.
+# True when the process's environment names it rank 0 of its job. The first of these variables
+# that is set decides: ranks that mpirun starts inside a Slurm job all inherit the batch step's
+# SLURM_PROCID=0, whatever their MPI rank.
 is_rank0() {
-    local env_file=/proc/$1/environ
+    local env_file=/proc/$1/environ v line
     [ -r "$env_file" ] || return 1
-    tr '\0' '\n' <"$env_file" | grep -qxE 'OMPI_COMM_WORLD_RANK=0|PMIX_RANK=0|SLURM_PROCID=0'
+    for v in OMPI_COMM_WORLD_RANK PMIX_RANK SLURM_PROCID; do
+        if line=$(tr '\0' '\n' <"$env_file" | grep -m 1 "^$v="); then
+            [ "$line" = "$v=0" ]
+            return
+        fi
+    done
+    return 1
 }
 
 replica_running() {

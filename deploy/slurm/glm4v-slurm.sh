@@ -4,6 +4,7 @@
 # are live, and drains them. Settings come from the environment (sbatch exports it by default):
 #
 #   GLM4V_HOME              checkout or install with build/bin and deploy/ (default: submit dir)
+#   GLM4V_BIN               where glm4v-serve, glm4v-submit, glm4v-sweep are (default $GLM4V_HOME/build/bin)
 #   GLM4V_MODEL             model folder, on a file system every node sees (required)
 #   GLM4V_REDIS             redis://host:port of the queue (the sweep script can start its own)
 #   GLM4V_REDIS_PASSWORD_FILE / GLM4V_REDIS_PASSWORD   the Redis password (file: first line)
@@ -24,7 +25,7 @@ glm4v_die() {
 
 glm4v_setup() {
     GLM4V_HOME=${GLM4V_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
-    GLM4V_BIN=$GLM4V_HOME/build/bin
+    GLM4V_BIN=${GLM4V_BIN:-$GLM4V_HOME/build/bin}
     GLM4V_PREFIX=${GLM4V_PREFIX:-glm4v}
     GLM4V_DEVICE=${GLM4V_DEVICE:-cuda}
     GLM4V_LAUNCHER=${GLM4V_LAUNCHER:-mpirun}
@@ -122,18 +123,26 @@ glm4v_wait_live() {
     done
 }
 
-# Drains every replica: SIGTERM reaches rank 0 on each group's first node (through a one-task
-# srun step that runs glm4v-drain.sh there), then this waits for every launcher to exit.
+# Drains every replica: SIGTERM reaches rank 0 on each group's first node, then this waits for
+# every launcher to exit. Replica 0's rank 0 runs on this node (the batch script runs on the
+# allocation's first node), under the mpirun started here: glm4v-drain.sh finds it among that
+# mpirun's descendants. Every other replica's rank 0 is on another node: a one-task srun step runs
+# glm4v-drain.sh there, which looks for rank 0 among that node's glm4v-serve processes.
 glm4v_drain_all() {
     local i k=$GLM4V_NODES_PER_REPLICA
     local drain=$GLM4V_HOME/deploy/common/glm4v-drain.sh
+    local -a drains=()
     echo "glm4v-slurm: draining $GLM4V_REPLICAS replica(s)"
     for ((i = 0; i < GLM4V_REPLICAS; i++)); do
         if [ "$GLM4V_LAUNCHER" = srun ]; then
             kill -TERM "${GLM4V_REPLICA_PIDS[i]}" 2>/dev/null || true
+        elif [ "$i" -eq 0 ]; then
+            bash "$drain" --mpirun-pid "${GLM4V_REPLICA_PIDS[0]}" --timeout "$GLM4V_DRAIN_TIMEOUT" &
+            drains+=("$!")
         else
             srun --overlap --nodes=1 --ntasks=1 --nodelist="${GLM4V_NODES[i * k]}" \
                 bash "$drain" --timeout "$GLM4V_DRAIN_TIMEOUT" &
+            drains+=("$!")
         fi
     done
     local deadline=$((SECONDS + GLM4V_DRAIN_TIMEOUT + 30)) pid status=0
@@ -146,6 +155,7 @@ glm4v_drain_all() {
         fi
         wait "$pid" || status=1
     done
-    wait || true
+    # The drain steps only: a bare `wait` would also wait for the sweep script's private Redis.
+    for pid in ${drains[@]+"${drains[@]}"}; do wait "$pid" || true; done
     return "$status"
 }

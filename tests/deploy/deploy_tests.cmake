@@ -13,3 +13,9 @@ set_tests_properties(deploy_shellcheck deploy_manifests deploy_systemd_units PRO
   LABELS deploy TIMEOUT 60)
 set_tests_properties(deploy_local_cluster PROPERTIES LABELS "deploy;redis" TIMEOUT 300
   SKIP_RETURN_CODE 77 ENVIRONMENT "GLM4V_TESTDATA=${GLM4V_TESTDATA};${GLM4V_MPI_ENV}")
+# deploy/slurm's batch scripts on a one-node Slurm started by the test (root; skips with 77 only
+# outside CI when it cannot run).
+add_test(NAME deploy_slurm COMMAND bash ${_deploy_dir}/test_slurm.sh ${CMAKE_BINARY_DIR}/bin
+  ${GLM4V_TESTDATA} ${CMAKE_SOURCE_DIR})
+set_tests_properties(deploy_slurm PROPERTIES LABELS "deploy;slurm" TIMEOUT 300 RUN_SERIAL TRUE
+  SKIP_RETURN_CODE 77)
