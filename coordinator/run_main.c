@@ -40,7 +40,9 @@ static void usage(FILE *f)
                "  --prefill-chunk N        prompt tokens per step (default 512)\n"
                "  --random-weights SEED    random weights of the config's shape (benchmarks)\n"
                "  --gpu-memory GIB         memory budget per rank (default: free minus a margin)\n"
-               "  --threads N              CPU threads per rank (default: OpenMP's)\n");
+               "  --threads N              CPU threads per rank (default: OpenMP's)\n"
+               "  --step-timeout-ms N      step watchdog: deadline of every collective and step\n"
+               "                           plan (default 30000, the first steps 10x; 0: none)\n");
 }
 
 /* Returns 0, or 2 for a usage error (message printed by rank 0). */
@@ -58,6 +60,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         O_RANDOM,
         O_GPU_MEM,
         O_THREADS,
+        O_STEPTO,
         O_PROMPT,
         O_SYSTEM,
         O_IMAGE,
@@ -86,6 +89,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         {"random-weights", required_argument, 0, O_RANDOM},
         {"gpu-memory", required_argument, 0, O_GPU_MEM},
         {"threads", required_argument, 0, O_THREADS},
+        {"step-timeout-ms", required_argument, 0, O_STEPTO},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -94,6 +98,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
     glm_model_options_default(&ro->model); /* before the options: --random-weights sets fields */
     ro->device = "cpu";
     ro->tp = 1;
+    ro->step_timeout_ms = GLM_STEP_TIMEOUT_MS_DEFAULT;
     a->max_new_tokens = 32;
     a->prefill_chunk = 512;
     opterr = 0;
@@ -169,6 +174,10 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         case O_THREADS:
             if (!glm_cli_int("glm4v-run", "--threads", optarg, 1, 1024, &v)) return 2;
             ro->cpu_threads = (int)v;
+            break;
+        case O_STEPTO:
+            if (!glm_cli_int("glm4v-run", "--step-timeout-ms", optarg, 0, 86400000, &v)) return 2;
+            ro->step_timeout_ms = (int)v;
             break;
         case O_HELP:
             if (!rank) usage(stdout);
@@ -304,6 +313,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "glm4v-run: rank %d: %s\n", rank, err.msg);
         code = 1;
     }
+    /* a peer that missed the step watchdog's deadline would also miss MPI_Finalize */
+    if (!glm_rank_group_ok(&ctx)) glm_rank_abort(&ctx, code, "glm4v-run");
     glm_rank_context_destroy(&ctx);
     MPI_Finalize();
     return code;

@@ -54,6 +54,9 @@ static void usage(FILE *f)
         "  --visibility-timeout-ms N  reclaim jobs idle this long (default 60000)\n"
         "  --max-deliveries N         dead-letter after N deliveries (default 3)\n"
         "  --grace-ms N               SIGTERM drain time (default 30000)\n"
+        "  --step-timeout-ms N        step watchdog: deadline of every collective and step plan\n"
+        "                             (default 30000, the first steps 10x; 0: none); a rank past\n"
+        "                             it aborts the replica, whose jobs go to other replicas\n"
         "  --prep-threads N           threads decoding/tokenizing new jobs (default 4)\n"
         "  --metrics-port P           Prometheus /metrics port (0: off; default off)\n"
         "  --metrics-bind ADDR        bind address (default 127.0.0.1)\n"
@@ -83,6 +86,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         O_VIS,
         O_DELIV,
         O_GRACE,
+        O_STEPTO,
         O_MPORT,
         O_MBIND,
         O_CRASH,
@@ -110,6 +114,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {"visibility-timeout-ms", 1, 0, O_VIS},
         {"max-deliveries", 1, 0, O_DELIV},
         {"grace-ms", 1, 0, O_GRACE},
+        {"step-timeout-ms", 1, 0, O_STEPTO},
         {"metrics-port", 1, 0, O_MPORT},
         {"metrics-bind", 1, 0, O_MBIND},
         {"crash-on-prompt", 1, 0, O_CRASH},
@@ -122,6 +127,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
     memset(ro, 0, sizeof(*ro));
     ro->device = "cpu";
     ro->tp = 1;
+    ro->step_timeout_ms = GLM_STEP_TIMEOUT_MS_DEFAULT;
     glm_model_options_default(&ro->model);
     /* integer flags: each must be a whole number inside its range, or the server does not start */
     const struct int_flag {
@@ -140,6 +146,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {O_VIS, "--visibility-timeout-ms", 100, 86400000, &so->visibility_timeout_ms},
         {O_DELIV, "--max-deliveries", 1, 1000, &so->max_deliveries},
         {O_GRACE, "--grace-ms", 0, 86400000, &so->grace_ms},
+        {O_STEPTO, "--step-timeout-ms", 0, 86400000, &ro->step_timeout_ms},
         {O_MPORT, "--metrics-port", 0, 65535, &so->metrics_port},
         {O_PREP, "--prep-threads", 1, 64, &so->prep_threads},
     };
@@ -273,6 +280,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "glm4v-serve: rank %d: %s\n", rank, err.msg);
         code = 1;
     }
+    /* a peer that missed the step watchdog's deadline would also miss MPI_Finalize */
+    if (!glm_rank_group_ok(&ctx)) glm_rank_abort(&ctx, code, "glm4v-serve");
     glm_rank_context_destroy(&ctx);
     MPI_Finalize();
     return code;

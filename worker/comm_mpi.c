@@ -42,8 +42,8 @@ static mpi_impl *impl_of(glm_comm *c)
 
 static glm_status check_usable(glm_comm *c)
 {
-    if (c->failed)
-        return glm_fail(&c->err, GLM_ERR_COMM, "the group is broken (an earlier operation failed)");
+    /* the message stays the first failure's: that is the one worth reporting */
+    if (c->failed) return c->err.status != GLM_OK ? c->err.status : GLM_ERR_COMM;
     return GLM_OK;
 }
 

@@ -46,6 +46,11 @@ typedef struct nccl_impl {
     glm_watchdog *watch; /* deadline waits on host messages, questions to the peers */
 } nccl_impl;
 
+/* Without the watchdog's options, the host waits this much longer for a p2p all-reduce than the
+ * kernel's own timeout (the creation timeout), so that the kernel fires first and names the peer.
+ * With them, the host's deadline comes first and the watchdog names the peer. */
+#define P2P_HOST_GRACE_S 30.0
+
 #define NCCL_CHECK(comm_, call)                                                                    \
     do {                                                                                           \
         ncclResult_t r_ = (call);                                                                  \
@@ -137,8 +142,8 @@ static glm_status wait_comm_ready(glm_comm *comm, const char *what)
 }
 
 /* Polls the event recorded after the queued work until it completes, NCCL reports an error, or
- * the deadline passes. */
-static glm_status wait_event(glm_comm *comm, const char *what)
+ * the deadline (plus extra_s) passes. */
+static glm_status wait_event(glm_comm *comm, const char *what, double extra_s)
 {
     nccl_impl *nc = comm->impl;
     CUDA_CHECK_COMM(comm, cudaEventRecord(nc->done, nc->stream));
@@ -156,7 +161,7 @@ static glm_status wait_event(glm_comm *comm, const char *what)
             return glm_comm_fail(comm, GLM_ERR_COMM, "nccl %s on rank %d: %s", what, comm->rank,
                                  ncclGetErrorString(state));
         }
-        if (now_s() - start > deadline_s(comm)) return fail_late(comm, what);
+        if (now_s() - start > deadline_s(comm) + extra_s) return fail_late(comm, what);
         answer_peers(comm, &answered);
     }
 }
@@ -170,7 +175,7 @@ static glm_status wait_collective(glm_comm *comm, const char *what)
     enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     CUDA_CHECK_COMM(comm, cudaStreamIsCapturing(nc->stream, &capture));
     if (capture != cudaStreamCaptureStatusNone) return GLM_OK;
-    return wait_event(comm, what);
+    return wait_event(comm, what, 0);
 }
 
 /* After a p2p all-reduce was queued: as wait_collective; a kernel that gave up on a peer (its
@@ -181,7 +186,8 @@ static glm_status wait_p2p(glm_comm *comm)
     enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     CUDA_CHECK_COMM(comm, cudaStreamIsCapturing(nc->stream, &capture));
     if (capture != cudaStreamCaptureStatusNone) return GLM_OK;
-    glm_status st = wait_event(comm, "p2p all-reduce");
+    double extra_s = comm->opt.timeout_ms > 0 ? 0 : P2P_HOST_GRACE_S;
+    glm_status st = wait_event(comm, "p2p all-reduce", extra_s);
     if (st == GLM_OK) st = glm_p2p_check(nc->p2p, &comm->err);
     if (st != GLM_OK && !nc->aborted) {
         /* the peers' state is unknown: NCCL would hang on them as well */
@@ -195,7 +201,9 @@ static glm_status wait_p2p(glm_comm *comm)
 static glm_status check_usable(glm_comm *comm)
 {
     nccl_impl *nc = comm->impl;
-    if (nc->aborted || comm->failed)
+    /* the message stays the first failure's: that is the one worth reporting */
+    if (comm->failed) return comm->err.status != GLM_OK ? comm->err.status : GLM_ERR_COMM;
+    if (nc->aborted)
         return glm_fail(&comm->err, GLM_ERR_COMM, "nccl communicator was aborted after an error");
     return GLM_OK;
 }
@@ -293,7 +301,7 @@ static glm_status nccl_sync(glm_comm *comm, const char *what)
     glm_status st = check_usable(comm);
     if (st != GLM_OK) return st;
     glm_watchdog_enter(nc->watch, what);
-    st = wait_event(comm, what);
+    st = wait_event(comm, what, 0);
     if (st == GLM_OK && nc->p2p) st = glm_p2p_check(nc->p2p, &comm->err);
     if (st != GLM_OK && !nc->aborted) {
         ncclCommAbort(nc->comm);

@@ -1,6 +1,7 @@
 #include "worker/rank_context.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/backend_registry.h"
@@ -92,4 +93,19 @@ void glm_rank_context_destroy(glm_rank_context *ctx)
     ctx->ck = NULL;
     ctx->comm = NULL;
     ctx->be = NULL;
+}
+
+bool glm_rank_group_ok(const glm_rank_context *ctx)
+{
+    return !ctx->comm || !ctx->comm->failed;
+}
+
+void glm_rank_abort(glm_rank_context *ctx, int code, const char *program)
+{
+    fprintf(stderr, "%s: rank %d: the group is broken (%s); aborting the replica\n", program,
+            ctx->rank, ctx->comm ? ctx->comm->err.msg : "no communicator");
+    fflush(stderr);
+    if (ctx->comm && ctx->comm->ops->abort) ctx->comm->ops->abort(ctx->comm);
+    MPI_Abort(ctx->world, code ? code : 1);
+    abort(); /* MPI_Abort does not return; this keeps the compiler sure of it */
 }

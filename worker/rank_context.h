@@ -5,6 +5,7 @@
 #define GLM4V_RANK_CONTEXT_H
 
 #include <mpi.h>
+#include <stdbool.h>
 
 #include "worker/checkpoint.h"
 #include "worker/comm.h"
@@ -42,5 +43,15 @@ void glm_rank_context_destroy(glm_rank_context *ctx);
 
 /* Collective agreement on a status: the worst (highest) code across the group. */
 glm_status glm_rank_agree(MPI_Comm comm, glm_status mine);
+
+/* False once a collective or step plan of the group failed or passed the step watchdog's
+ * deadline: the peers cannot be trusted to reach MPI_Finalize (which would wait for them), so
+ * the rank must end the replica with glm_rank_abort. */
+bool glm_rank_group_ok(const glm_rank_context *ctx);
+
+/* Ends the whole replica: stops the communicator's transport (ncclCommAbort), then MPI_Abort,
+ * upon which mpirun ends every rank of the group, so the replica's jobs go to the other
+ * replicas. Logs why (one line, stderr) first. Only a main calls this. */
+_Noreturn void glm_rank_abort(glm_rank_context *ctx, int code, const char *program);
 
 #endif

@@ -580,6 +580,8 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         collect_prepared(&s);
         if (!glm_scheduler_has_work(s.sched) && preparing) usleep(500); /* images decoding */
         if (glm_scheduler_has_work(s.sched)) st = run_step(&s, err);
+        /* no plan for a while (idle): the other ranks' step watchdog must hear from rank 0 */
+        if (!st) st = glm_step_plan_keepalive(ctx->comm, err);
         update_gauges(&s);
         if (!glm_queue_reading(s.queue)) {
             if (s.n_requests == 0 && glm_prep_pool_in_flight(s.prep) == 0 &&

@@ -14,3 +14,13 @@ foreach(np 2 4)
   set_tests_properties(tp${np}_comm PROPERTIES
     ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 120 LABELS comm)
 endforeach()
+
+# The step watchdog on CPU ranks: deadlines, the peer named in the report, keepalives, the
+# registries (test_comm_watchdog.c); a few seconds, most of it the stalls it provokes.
+add_executable(test_comm_watchdog test_comm_watchdog.c)
+target_link_libraries(test_comm_watchdog PRIVATE glm4v_testutil glm4v_worker)
+add_test(NAME tp2_comm_watchdog
+         COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none -np 2
+                 $<TARGET_FILE:test_comm_watchdog>)
+set_tests_properties(tp2_comm_watchdog PROPERTIES
+  ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 60 LABELS comm)
