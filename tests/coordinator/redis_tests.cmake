@@ -13,3 +13,7 @@ glm4v_add_test(test_redis_restart SOURCES ${_redis_dir}/test_redis_restart.c
 glm4v_add_test(test_redis_submit SOURCES ${_redis_dir}/test_redis_submit.c
   LIBS glm4v_client glm4v_redis_fixture ARGS $<TARGET_FILE:glm4v-submit> LABELS redis TIMEOUT 30)
 add_dependencies(test_redis_submit glm4v-submit)
+glm4v_add_test(test_redis_identity SOURCES ${_redis_dir}/test_redis_identity.c
+  LIBS glm4v_client glm4v_redis_fixture LABELS redis TIMEOUT 30)
+glm4v_add_test(test_redis_pressure SOURCES ${_redis_dir}/test_redis_pressure.c
+  LIBS glm4v_client glm4v_redis_fixture Threads::Threads LABELS redis TIMEOUT 30)
