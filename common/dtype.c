@@ -3,6 +3,40 @@
 #include <math.h>
 #include <string.h>
 
+size_t glm_dtype_size(glm_dtype dtype)
+{
+    switch (dtype) {
+    case GLM_F32:
+        return 4;
+    case GLM_BF16:
+        return 2;
+    case GLM_F16:
+        return 2;
+    case GLM_I32:
+        return 4;
+    case GLM_I64:
+        return 8;
+    }
+    return 0;
+}
+
+const char *glm_dtype_name(glm_dtype dtype)
+{
+    switch (dtype) {
+    case GLM_F32:
+        return "F32";
+    case GLM_BF16:
+        return "BF16";
+    case GLM_F16:
+        return "F16";
+    case GLM_I32:
+        return "I32";
+    case GLM_I64:
+        return "I64";
+    }
+    return "?";
+}
+
 float glm_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h >> 15) << 31;

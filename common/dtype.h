@@ -1,11 +1,22 @@
-/* Host-side conversions between the float formats that checkpoints and backends use. */
+/* The element types of tensors, and host-side conversions between the float formats that
+ * checkpoints and backends use. Everything above common/ (kernels, worker, coordinator) takes
+ * glm_dtype from here. */
 #ifndef GLM4V_DTYPE_H
 #define GLM4V_DTYPE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/tensor.h"
+typedef enum glm_dtype {
+    GLM_F32 = 0,
+    GLM_BF16,
+    GLM_F16,
+    GLM_I32,
+    GLM_I64,
+} glm_dtype;
+
+size_t glm_dtype_size(glm_dtype dtype);
+const char *glm_dtype_name(glm_dtype dtype);
 
 static inline float glm_bf16_to_f32(uint16_t h)
 {

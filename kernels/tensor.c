@@ -2,40 +2,6 @@
 
 #include <assert.h>
 
-size_t glm_dtype_size(glm_dtype dtype)
-{
-    switch (dtype) {
-    case GLM_F32:
-        return 4;
-    case GLM_BF16:
-        return 2;
-    case GLM_F16:
-        return 2;
-    case GLM_I32:
-        return 4;
-    case GLM_I64:
-        return 8;
-    }
-    return 0;
-}
-
-const char *glm_dtype_name(glm_dtype dtype)
-{
-    switch (dtype) {
-    case GLM_F32:
-        return "F32";
-    case GLM_BF16:
-        return "BF16";
-    case GLM_F16:
-        return "F16";
-    case GLM_I32:
-        return "I32";
-    case GLM_I64:
-        return "I64";
-    }
-    return "?";
-}
-
 static glm_tensor make(glm_dtype dtype, int ndim, const int64_t *shape, void *data)
 {
     glm_tensor t = {.dtype = dtype, .ndim = ndim, .data = data};

@@ -9,13 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum glm_dtype {
-    GLM_F32 = 0,
-    GLM_BF16,
-    GLM_F16,
-    GLM_I32,
-    GLM_I64,
-} glm_dtype;
+#include "common/dtype.h" /* glm_dtype */
 
 #define GLM_MAX_DIMS 4
 
@@ -25,9 +19,6 @@ typedef struct glm_tensor {
     int64_t shape[GLM_MAX_DIMS];
     void *data; /* backend memory: host for the CPU backend, device for CUDA */
 } glm_tensor;
-
-size_t glm_dtype_size(glm_dtype dtype);
-const char *glm_dtype_name(glm_dtype dtype);
 
 glm_tensor glm_tensor_1d(glm_dtype dtype, int64_t n0, void *data);
 glm_tensor glm_tensor_2d(glm_dtype dtype, int64_t n0, int64_t n1, void *data);
