@@ -52,6 +52,19 @@ glm_status glm_client_submit(glm_client *c, const char *job_id, const void *job,
     return st;
 }
 
+glm_status glm_client_cancel(glm_client *c, const char *job_id, glm_error *err)
+{
+    if (!glm_job_id_valid(job_id)) return glm_fail(err, GLM_ERR_INVALID_ARG, "invalid job id");
+    char key[256];
+    snprintf(key, sizeof key, "%s:cancel:%s", c->prefix, job_id);
+    glm_redis_set_timeout(c->ctx, c->timeout_ms);
+    const char *argv[] = {"SET", key, "1", "EX", "3600"};
+    redisReply *r = redisCommandArgv(c->ctx, 5, argv, NULL);
+    glm_status st = REDIS_CHECK(c->ctx, r, REDIS_REPLY_STATUS, "SET cancel", err);
+    if (r) freeReplyObject(r);
+    return st;
+}
+
 /* Decodes one out-stream entry [id, [field, value]] into event. */
 static void decode_entry(const redisReply *e, glm_client_event *event)
 {

@@ -23,6 +23,11 @@ void glm_client_destroy(glm_client *c);
 glm_status glm_client_submit(glm_client *c, const char *job_id, const void *job, size_t len,
                              glm_error *err);
 
+/* Tells the servers that nobody waits for job_id any more: SET <prefix>:cancel:<job_id> 1 EX 3600.
+ * A server running it ends it within a few steps with a CANCELLED Result (which then is that id's
+ * Result for the result TTL: submit again under a new id). */
+glm_status glm_client_cancel(glm_client *c, const char *job_id, glm_error *err);
+
 typedef enum glm_client_event_kind {
     GLM_EVENT_NONE,   /* nothing arrived within block_ms */
     GLM_EVENT_CHUNK,  /* event.chunk set (glm_chunk_free) */

@@ -1,15 +1,21 @@
 /* glm4v-submit: sends one job to the cluster through Redis and prints the answer as it streams.
  *
- * Exit codes: 0 done, 1 the job failed (its Result carries an error), 2 usage error,
- * 3 transport error or timeout. */
+ * Only Chunks and a Result stamped with this job's fingerprint (or with none: older servers) are
+ * taken as its answer; a Result for another job under the same --id is reported as ID_CONFLICT.
+ * Giving up (--timeout, SIGINT, SIGTERM) cancels the job on the cluster.
+ *
+ * Exit codes: 0 done, 1 the job failed (its Result carries an error, or ID_CONFLICT), 2 usage
+ * error, 3 transport error or timeout, 128+N stopped by signal N. */
 #include "client/redis_client.h"
 #include "common/cli.h"
 #include "coordinator/queue/job_codec.h"
+#include "coordinator/queue/job_fingerprint.h"
 #include "coordinator/queue/redis_conn.h"
 #include "coordinator/queue/result_json.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +23,14 @@
 
 enum { EXIT_JOB_ERROR = 1, EXIT_USAGE = 2, EXIT_TRANSPORT = 3 };
 #define MAX_STOPS 16
+
+/* The one piece of global state: a signal handler can only talk to the wait loop through it. */
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    g_stop_signal = sig;
+}
 
 typedef struct submit_args {
     const char *url, *prefix, *id, *image_path, *system, *prompt, *password_file;
@@ -229,8 +243,9 @@ static void print_delta(stream_printer *p, const char *text, size_t len)
     append(&p->printed, &p->n_printed, &p->cap_printed, text + p->n_printed, len - p->n_printed);
 }
 
-static void on_chunk(stream_printer *p, const glm_chunk *c)
+static void on_chunk(stream_printer *p, const glm_chunk *c, const char *fingerprint)
 {
+    if (!glm_fingerprint_matches(c->job_fingerprint, fingerprint)) return; /* another job's */
     if (c->attempt > p->attempt) { /* a new delivery restarted the job */
         p->attempt = c->attempt;
         p->next_index = 0;
@@ -249,7 +264,44 @@ static void on_chunk(stream_printer *p, const glm_chunk *c)
         print_delta(p, p->attempt_text, p->n_attempt);
 }
 
-static int wait_for_result(glm_client *client, const char *id, const submit_args *a)
+/* The Result of a job that found its id taken by another job: never that job's answer. */
+static int report_conflict(const char *id, const glm_result *theirs, const char *fingerprint,
+                           const submit_args *a)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "job id %s already belongs to another job (fingerprint %s, this job's is %s); its "
+             "Result is not this job's answer: submit with another --id",
+             id, theirs->job_fingerprint, fingerprint);
+    if (a->json) {
+        glm_result r = {.version = GLM4V_PROTOCOL_VERSION,
+                        .id = id,
+                        .text = "",
+                        .finish_reason = GLM_FINISH_ERROR,
+                        .error_code = GLM_EC_ID_CONFLICT,
+                        .error_message = msg,
+                        .server_id = "glm4v-submit",
+                        .job_fingerprint = fingerprint};
+        char *json = glm_result_to_json(&r);
+        if (json) printf("%s\n", json);
+        free(json);
+    }
+    fprintf(stderr, "glm4v-submit: job %s failed: ID_CONFLICT: %s\n", id, msg);
+    return EXIT_JOB_ERROR;
+}
+
+/* Giving up on a job: tell the servers, so it stops using a batch slot nobody reads. */
+static void cancel_job(glm_client *client, const char *id)
+{
+    glm_error err = {0};
+    if (glm_client_cancel(client, id, &err) == GLM_OK)
+        fprintf(stderr, "glm4v-submit: cancelled job %s on the cluster\n", id);
+    else
+        fprintf(stderr, "glm4v-submit: could not cancel job %s: %s\n", id, err.msg);
+}
+
+static int wait_for_result(glm_client *client, const char *id, const char *fingerprint,
+                           const submit_args *a)
 {
     stream_printer p = {0};
     char cursor[48] = "0-0";
@@ -257,8 +309,14 @@ static int wait_for_result(glm_client *client, const char *id, const submit_args
     int rc = EXIT_TRANSPORT;
     for (;;) {
         long long left = deadline - glm_now_mono_ms();
+        if (g_stop_signal) {
+            cancel_job(client, id);
+            rc = 128 + g_stop_signal;
+            break;
+        }
         if (left <= 0) {
             fprintf(stderr, "glm4v-submit: no result for job %s within %g s\n", id, a->timeout_s);
+            cancel_job(client, id);
             break;
         }
         glm_client_event ev;
@@ -269,12 +327,17 @@ static int wait_for_result(glm_client *client, const char *id, const submit_args
             break;
         }
         if (ev.kind == GLM_EVENT_CHUNK) {
-            if (!a->json) on_chunk(&p, ev.chunk);
+            if (!a->json) on_chunk(&p, ev.chunk, fingerprint);
             glm_chunk_free(ev.chunk);
             continue;
         }
         if (ev.kind != GLM_EVENT_RESULT) continue;
         const glm_result *r = ev.result;
+        if (!glm_fingerprint_matches(r->job_fingerprint, fingerprint)) {
+            rc = report_conflict(id, r, fingerprint, a);
+            glm_result_free(ev.result);
+            break;
+        }
         if (a->json) {
             char *json = glm_result_to_json(r);
             if (json) printf("%s\n", json);
@@ -387,12 +450,20 @@ int main(int argc, char **argv)
     size_t len = 0;
     rc = encode_job(&a, id, &job, &len);
     if (rc == 0) {
+        char fingerprint[GLM_FINGERPRINT_LEN + 1];
+        glm_job_fingerprint_bytes(job, len, fingerprint); /* as the server will compute it */
+        struct sigaction sa = {0};
+        sa.sa_handler = on_stop_signal;
+        sa.sa_flags = SA_RESTART; /* the wait loop looks at the flag at least once a second */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
         st = glm_client_submit(client, id, job, len, &err);
         if (st != GLM_OK) {
             fprintf(stderr, "glm4v-submit: %s\n", err.msg);
             rc = EXIT_TRANSPORT;
         } else {
-            rc = wait_for_result(client, id, &a);
+            rc = wait_for_result(client, id, fingerprint, &a);
         }
     }
     free(job);

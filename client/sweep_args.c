@@ -28,7 +28,8 @@ static void usage(FILE *f)
         "  --redis URL          default redis://127.0.0.1:6379; password from --password-file\n"
         "                       or $GLM4V_REDIS_PASSWORD, never from the URL\n"
         "  --prefix P           Redis key prefix of the cluster (default glm4v)\n"
-        "  --job-prefix STR     Redis job id = STR + row id (output ids stay the row ids)\n"
+        "  --job-prefix STR     Redis job id = STR + row id (output ids stay the row ids);\n"
+        "                       default: derived from --in, --image-root and the sampling flags\n"
         "  --errors FILE        malformed input lines (default ANSWERS.errors)\n"
         "  --timeout SEC        give up on a job after SEC (default 3600); no line is written\n"
         "Exit: 0 all answered, 1 some rows failed or lines were malformed, 2 usage, 3 Redis,\n"
@@ -167,7 +168,7 @@ int sweep_args_parse(int argc, char **argv, sweep_args *a)
     memset(a, 0, sizeof *a);
     a->url = "redis://127.0.0.1:6379";
     a->prefix = "glm4v";
-    a->job_prefix = "";
+    a->job_prefix = NULL;
     a->window = 64;
     a->timeout_s = 3600;
     a->progress_interval_ms = 5000;
@@ -196,7 +197,7 @@ int sweep_args_parse(int argc, char **argv, sweep_args *a)
         snprintf(a->image_root_buf, sizeof a->image_root_buf, "%s", dirname(copy));
         a->image_root = a->image_root_buf;
     }
-    if (strlen(a->job_prefix) >= GLM_JOB_ID_MAX) {
+    if (a->job_prefix && strlen(a->job_prefix) >= GLM_JOB_ID_MAX) {
         fprintf(stderr, "glm4v-sweep: --job-prefix is too long\n");
         return EXIT_USAGE;
     }

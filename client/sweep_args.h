@@ -12,7 +12,8 @@
 enum { EXIT_ROW_ERRORS = 1, EXIT_USAGE = 2, EXIT_IO = 3, SWEEP_ARGS_HELP = -1 };
 
 typedef struct sweep_args {
-    const char *in, *out, *errors, *image_root, *url, *prefix, *job_prefix, *password_file;
+    const char *in, *out, *errors, *image_root, *url, *prefix, *password_file;
+    const char *job_prefix; /* NULL: derive one (sweep_identity.h); "" given: none */
     int window;
     glm_sampling sampling; /* defaults for every line: greedy unless --temperature */
     const char *stops[SWEEP_MAX_STOPS];
@@ -20,7 +21,7 @@ typedef struct sweep_args {
     double timeout_s;    /* per job, from its submission */
     int progress_interval_ms;
     bool ordered;
-    char errors_buf[4096], image_root_buf[4096];
+    char errors_buf[4096], image_root_buf[4096], job_prefix_buf[32];
 } sweep_args;
 
 /* Fills a; returns 0, SWEEP_ARGS_HELP (usage printed to stdout) or EXIT_USAGE (message printed). */

@@ -6,17 +6,20 @@
  * error, or jobs that timed out (the output is incomplete: re-run to resume); 128+N stopped by
  * signal N (re-run to resume). */
 #include "client/sweep_args.h"
+#include "client/sweep_identity.h"
 #include "client/sweep_input.h"
 #include "client/sweep_job.h"
 #include "client/sweep_order.h"
 #include "client/sweep_output.h"
 #include "client/sweep_progress.h"
 #include "client/sweep_queue.h"
+#include "coordinator/queue/job_fingerprint.h"
 #include "coordinator/queue/redis_conn.h"
 #include "coordinator/queue/result_json.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +48,7 @@ typedef struct sweep_run {
     sweep_progress progress;
     size_t max_image_bytes;
     size_t errors_before; /* lines of the resumed output that carry an error */
+    char image_root_real[PATH_MAX]; /* --image-root with symlinks resolved: images stay inside */
     bool failed;          /* a Redis or file error stopped the run */
 } sweep_run;
 
@@ -91,48 +95,73 @@ static void job_id_of(const sweep_run *run, size_t row_index, char out[GLM_JOB_I
     snprintf(out, GLM_JOB_ID_MAX + 1, "%s%s", run->a->job_prefix, run->in.rows[row_index].id);
 }
 
-/* Builds and submits row's job; returns false when the row was settled here instead (a missing
- * image) or a fatal error set run->failed. */
-static bool submit_row(sweep_run *run, size_t row_index, const char *job_id)
+/* Builds row's job (reading its image from inside the image root) into *bytes and its fingerprint;
+ * returns false when the row was settled here instead (a missing image or one outside the root)
+ * or a fatal error set run->failed. */
+static bool build_row_job(sweep_run *run, size_t row_index, const char *job_id, uint8_t **bytes,
+                          size_t *len, char fingerprint[GLM_FINGERPRINT_LEN + 1])
 {
     const sweep_row *row = &run->in.rows[row_index];
     sweep_line line;
     glm_error err = {0};
+    *bytes = NULL;
     if (sweep_input_reread(run->in_fd, row, &line, &err) != GLM_OK) {
         row_message(run, row, "", err.msg);
         run->failed = true;
         return false;
     }
-    uint8_t *image = NULL, *bytes = NULL;
-    size_t image_bytes = 0, len = 0;
+    uint8_t *image = NULL;
+    size_t image_bytes = 0;
     glm_status st = GLM_OK;
     if (line.image) {
-        char path[4096];
-        if (line.image[0] == '/')
-            snprintf(path, sizeof path, "%s", line.image);
-        else
-            snprintf(path, sizeof path, "%s/%s", run->a->image_root, line.image);
-        st = sweep_job_read_image(path, run->max_image_bytes, &image, &image_bytes, &err);
+        char path[PATH_MAX];
+        st = sweep_image_resolve(run->image_root_real, run->a->image_root, line.image, path,
+                                 sizeof path, &err);
+        if (st == GLM_OK)
+            st = sweep_job_read_image(path, run->max_image_bytes, &image, &image_bytes, &err);
         if (st != GLM_OK) {
             settle_client_error(run, row_index,
-                                st == GLM_ERR_LIMIT ? GLM_EC_IMAGE_TOO_LARGE : GLM_EC_BAD_IMAGE,
+                                st == GLM_ERR_LIMIT         ? GLM_EC_IMAGE_TOO_LARGE
+                                : st == GLM_ERR_INVALID_ARG ? GLM_EC_INVALID_REQUEST
+                                                            : GLM_EC_BAD_IMAGE,
                                 err.msg);
             sweep_line_free(&line);
             return false;
         }
     }
     glm_sampling sampling = sweep_job_sampling(&run->a->sampling, run->a->sweep_seed, &line);
-    st = sweep_job_encode(&line, job_id, &sampling, image, image_bytes, &bytes, &len, &err);
+    st = sweep_job_encode(&line, job_id, &sampling, image, image_bytes, bytes, len, &err);
     free(image);
     sweep_line_free(&line);
     if (st != GLM_OK) {
         settle_client_error(run, row_index, GLM_EC_INVALID_REQUEST, err.msg);
         return false;
     }
-    st = sweep_queue_submit(run->q, job_id, bytes, len, &err);
-    free(bytes);
-    if (st != GLM_OK) {
-        row_message(run, row, "", err.msg);
+    /* the server fingerprints the decoded job; so do we, from the very bytes it will decode */
+    glm_job_fingerprint_bytes(*bytes, *len, fingerprint);
+    return true;
+}
+
+/* A Result in Redis under this row's job id that answers another job (another sweep, or this
+ * input edited since): reported for the row, never written as its answer. */
+static void settle_conflict(sweep_run *run, size_t row_index, const char *job_id,
+                            const char *theirs, const char *mine)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "job id %s already belongs to another job (fingerprint %s, this row's is %s): its "
+             "Result is not this row's answer; run with another --job-prefix",
+             job_id, theirs, mine);
+    settle_client_error(run, row_index, GLM_EC_ID_CONFLICT, msg);
+}
+
+/* Submits a built job; false when a Redis error set run->failed. */
+static bool submit_row(sweep_run *run, size_t row_index, const char *job_id, const uint8_t *bytes,
+                       size_t len)
+{
+    glm_error err = {0};
+    if (sweep_queue_submit(run->q, job_id, bytes, len, &err) != GLM_OK) {
+        row_message(run, &run->in.rows[row_index], "", err.msg);
         run->failed = true;
         return false;
     }
@@ -165,19 +194,27 @@ static void fill_window(sweep_run *run)
     }
     for (size_t k = 0; !run->failed && k < room; k++) {
         size_t row_index = run->order[run->next++];
-        if (found[k]) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        char fingerprint[GLM_FINGERPRINT_LEN + 1];
+        bool built = build_row_job(run, row_index, job_ids[k], &bytes, &len, fingerprint);
+        if (built && found[k] && glm_fingerprint_matches(found[k]->job_fingerprint, fingerprint)) {
             run->stats.from_redis++;
             settle(run, row_index, found[k], true);
-            glm_result_free(found[k]);
-            found[k] = NULL;
-        } else if (submit_row(run, row_index, job_ids[k])) {
+        } else if (built && found[k]) {
+            settle_conflict(run, row_index, job_ids[k], found[k]->job_fingerprint, fingerprint);
+        } else if (built && submit_row(run, row_index, job_ids[k], bytes, len)) {
             sweep_flight *f = &run->flights[run->n_flights++];
             snprintf(f->job_id, sizeof f->job_id, "%s", job_ids[k]);
+            snprintf(f->fingerprint, sizeof f->fingerprint, "%s", fingerprint);
             snprintf(f->cursor, sizeof f->cursor, "0-0");
             f->row = row_index;
             f->submitted_ms = glm_now_mono_ms();
             f->deadline_ms = f->submitted_ms + (long long)(run->a->timeout_s * 1000.0);
         }
+        free(bytes);
+        if (found[k]) glm_result_free(found[k]);
+        found[k] = NULL;
     }
     for (size_t k = 0; k < room; k++) /* left over after a failure */
         if (found[k]) glm_result_free(found[k]);
@@ -201,6 +238,14 @@ static void collect_results(sweep_run *run, int block_ms)
     size_t kept = 0;
     for (size_t i = 0; i < run->n_flights; i++) {
         sweep_flight *f = &run->flights[i];
+        if (run->results[i] &&
+            !glm_fingerprint_matches(run->results[i]->job_fingerprint, f->fingerprint)) {
+            settle_conflict(run, f->row, f->job_id, run->results[i]->job_fingerprint,
+                            f->fingerprint);
+            glm_result_free(run->results[i]);
+            run->results[i] = NULL;
+            continue;
+        }
         if (run->results[i]) {
             settle(run, f->row, run->results[i], true);
             glm_result_free(run->results[i]);
@@ -238,10 +283,14 @@ static int exit_code(const sweep_run *run)
 }
 
 /* Loads the input, scans the output and works out what is left to do. */
-static int prepare(sweep_run *run, sweep_idset *done)
+static int load_input_and_resume_state(sweep_run *run, sweep_idset *done)
 {
     const sweep_args *a = run->a;
     glm_error err = {0};
+    if (!realpath(a->image_root, run->image_root_real)) {
+        fprintf(stderr, "glm4v-sweep: --image-root %s: %s\n", a->image_root, strerror(errno));
+        return EXIT_USAGE;
+    }
     FILE *errors = fopen(a->errors, "w"); /* rewritten each run: the input is checked again */
     if (!errors) {
         fprintf(stderr, "glm4v-sweep: cannot write %s: %s\n", a->errors, strerror(errno));
@@ -332,6 +381,14 @@ int main(int argc, char **argv)
     sweep_args a;
     int rc = sweep_args_parse(argc, argv, &a);
     if (rc) return rc == SWEEP_ARGS_HELP ? 0 : rc;
+    if (!a.job_prefix) {
+        glm_error prefix_err = {0};
+        if (sweep_derive_job_prefix(&a, a.job_prefix_buf, sizeof a.job_prefix_buf, &prefix_err)) {
+            fprintf(stderr, "glm4v-sweep: %s\n", prefix_err.msg);
+            return EXIT_IO;
+        }
+        a.job_prefix = a.job_prefix_buf;
+    }
     char password[512];
     glm_error pw_err = {0};
     if (glm_redis_password_read(a.password_file, password, sizeof password, &pw_err)) {
@@ -352,7 +409,7 @@ int main(int argc, char **argv)
     run.stats.start_ms = glm_now_mono_ms();
     sweep_progress_init(&run.progress, stderr, isatty(STDERR_FILENO), a.progress_interval_ms);
     sweep_idset done = {0};
-    rc = prepare(&run, &done);
+    rc = load_input_and_resume_state(&run, &done);
     if (rc == 0 && run.n_order > 0) {
         rc = start(&run, &done, password);
         if (rc == 0) {

@@ -8,6 +8,7 @@
 
 #include "common/status.h"
 #include "coordinator/queue/job_codec.h"
+#include "coordinator/queue/job_fingerprint.h"
 
 #include <stddef.h>
 
@@ -17,6 +18,7 @@ typedef struct sweep_queue sweep_queue;
  * bookkeeping (row index, deadline). */
 typedef struct sweep_flight {
     char job_id[GLM_JOB_ID_MAX + 1];
+    char fingerprint[GLM_FINGERPRINT_LEN + 1]; /* of the submitted job: its Result must match */
     char cursor[48]; /* "0-0" at submission */
     size_t row;
     long long submitted_ms, deadline_ms;
