@@ -35,6 +35,11 @@ static const series_desc COUNTERS[GLM_COUNTER_COUNT] = {
                                        "Images whose embeddings were found in the vision cache."},
     [GLM_COUNTER_VISION_CACHE_MISSES] = {"glm4v_vision_cache_misses_total", NULL,
                                          "Images that had to go through the vision tower."},
+    [GLM_COUNTER_PREFIX_PROMPT_ROWS] = {"glm4v_prefix_cache_prompt_tokens_total", NULL,
+                                        "Prompt rows admitted (again after a preemption), image "
+                                        "rows included: the prefix hit rate's denominator."},
+    [GLM_COUNTER_PREFIX_HIT_ROWS] = {"glm4v_prefix_cache_hit_tokens_total", NULL,
+                                     "Prompt rows whose KV was reused from the prefix cache."},
 };
 
 static const series_desc GAUGES[GLM_GAUGE_COUNT] = {
@@ -49,6 +54,8 @@ static const series_desc GAUGES[GLM_GAUGE_COUNT] = {
                                    "Paged KV cache blocks in the pool."},
     [GLM_GAUGE_VISION_CACHE_ENTRIES] = {"glm4v_vision_cache_entries", NULL,
                                         "Image embeddings held in the vision cache."},
+    [GLM_GAUGE_PREFIX_CACHE_BLOCKS] = {"glm4v_prefix_cache_blocks", NULL,
+                                       "KV blocks holding reusable prompt content, used or not."},
 };
 
 /* Bucket bounds in seconds. A step is milliseconds; a request can be minutes on a long answer. */

@@ -31,6 +31,8 @@ typedef enum glm_counter_id {
     GLM_COUNTER_PROMPT_TOKENS,       /* glm4v_prompt_tokens_total */
     GLM_COUNTER_VISION_CACHE_HITS,   /* glm4v_vision_cache_hits_total */
     GLM_COUNTER_VISION_CACHE_MISSES, /* glm4v_vision_cache_misses_total */
+    GLM_COUNTER_PREFIX_PROMPT_ROWS,  /* glm4v_prefix_cache_prompt_tokens_total */
+    GLM_COUNTER_PREFIX_HIT_ROWS,     /* glm4v_prefix_cache_hit_tokens_total */
     GLM_COUNTER_COUNT
 } glm_counter_id;
 
@@ -42,6 +44,7 @@ typedef enum glm_gauge_id {
     GLM_GAUGE_KV_BLOCKS_USED,       /* glm4v_kv_blocks_used */
     GLM_GAUGE_KV_BLOCKS_TOTAL,      /* glm4v_kv_blocks_total */
     GLM_GAUGE_VISION_CACHE_ENTRIES, /* glm4v_vision_cache_entries */
+    GLM_GAUGE_PREFIX_CACHE_BLOCKS,  /* glm4v_prefix_cache_blocks */
     GLM_GAUGE_COUNT
 } glm_gauge_id;
 
