@@ -16,6 +16,9 @@
  * Splits > 1 write unnormalized partial O with the running max and sum to scratch; the combine
  * kernel merges them. */
 #include "kernels/cuda/attention_internal.cuh"
+#ifdef GLM4V_HAVE_CUDNN
+#include "kernels/cuda/attention_cudnn.h"
+#endif
 
 static bool vec_ok(const void *a, const void *b, const void *c, int64_t s1, int64_t s2,
                    int head_dim)
@@ -42,6 +45,12 @@ void cuda_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_
                  (long long)glm_tensor_rows(&out), (long long)glm_tensor_cols(&out), n_seqs,
                  seq_len, n_heads, head_dim);
     if (n_seqs == 0 || seq_len == 0) return;
+#ifdef GLM4V_HAVE_CUDNN
+    /* cuDNN's fused engine where the backend chose it at start and it has a plan for the shape */
+    if (cuda_cudnn_attention_full(be, cuda_impl(be)->cudnn, out, qkv, n_seqs, seq_len, n_heads,
+                                  head_dim, scale))
+        return;
+#endif
     attn_params p = {};
     p.q = qkv.data;
     p.k = qkv.data;
@@ -68,6 +77,41 @@ void cuda_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_
     dim3 grid(cuda_blocks(seq_len, ATT_ROWS), n_heads, n_seqs);
     attn_launch_flash(be, qkv.dtype, &p, grid);
 }
+
+#ifdef GLM4V_HAVE_CUDNN
+/* A prefill step whose sequences have no cached prefix (each one's keys are exactly its own rows
+ * of qkv, whose k and v heads are what kv_store put in the cache: rotated in place) is plain
+ * causal attention over qkv, which cuDNN's fused engine runs one sequence at a time. Only from
+ * cudnn_min_prefill rows (each new prompt length builds a plan), never under graph capture (the
+ * host's view of the batch is for launch sizing there), and for every sequence or none. Returns
+ * true when it handled the step. */
+static bool paged_prefill_cudnn(glm_backend *be, glm_tensor out, glm_tensor qkv,
+                                const glm_attn_batch *batch, int n_q_heads, int n_kv_heads,
+                                int head_dim, float scale)
+{
+    cuda_backend *cb = cuda_impl(be);
+    if (!cb->cudnn || cb->capturing_key >= 0 || !batch->q_start_host || !batch->ctx_len_host)
+        return false;
+    for (int s = 0; s < batch->n_seqs; s++) {
+        int q_len = batch->q_start_host[s + 1] - batch->q_start_host[s];
+        if (q_len != batch->ctx_len_host[s] || q_len < cb->cudnn_min_prefill) return false;
+    }
+    int64_t width = (int64_t)(n_q_heads + 2 * n_kv_heads) * head_dim;
+    int64_t out_width = (int64_t)n_q_heads * head_dim;
+    size_t elem = glm_dtype_size(qkv.dtype);
+    for (int s = 0; s < batch->n_seqs; s++) {
+        int64_t row = batch->q_start_host[s];
+        int q_len = (int)(batch->q_start_host[s + 1] - row);
+        bool done = cuda_cudnn_attention_causal(
+            be, cb->cudnn, (char *)out.data + row * out_width * elem,
+            (const char *)qkv.data + row * width * elem, qkv.dtype, q_len, n_q_heads, n_kv_heads,
+            head_dim, scale);
+        if (!done) return false; /* fa2 runs the whole step again, overwriting what ran */
+        if (be->status != GLM_OK) return true;
+    }
+    return true;
+}
+#endif
 
 void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_tensor k_cache,
                           glm_tensor v_cache, const glm_attn_batch *batch, int n_q_heads,
@@ -98,6 +142,9 @@ void cuda_attention_paged(glm_backend *be, glm_tensor out, glm_tensor qkv, glm_t
                  (long long)glm_tensor_rows(&out), (long long)glm_tensor_cols(&out),
                  (long long)glm_tensor_cols(&k_cache), batch->n_tokens);
     if (batch->n_seqs == 0 || batch->n_tokens == 0) return;
+#ifdef GLM4V_HAVE_CUDNN
+    if (paged_prefill_cudnn(be, out, qkv, batch, n_q_heads, n_kv_heads, head_dim, scale)) return;
+#endif
     int group = n_q_heads / n_kv_heads;
     attn_params p = {};
     p.q = qkv.data;

@@ -4,6 +4,9 @@
  * so that the caller's host buffer is free when upload returns, without a full device sync for
  * every small upload; downloads synchronize. */
 #include "kernels/cuda/common.cuh"
+#ifdef GLM4V_HAVE_CUDNN
+#include "kernels/cuda/attention_cudnn.h"
+#endif
 
 extern "C" {
 #include "kernels/backend_registry.h"
@@ -278,6 +281,9 @@ static void cuda_destroy(glm_backend *be)
         for (int i = 0; i < GLM_CUDA_MAX_GRAPHS; i++)
             if (cb->graphs[i].exec) cudaGraphExecDestroy(cb->graphs[i].exec);
         cuda_gemm_destroy_plans(cb);
+#ifdef GLM4V_HAVE_CUDNN
+        cuda_cudnn_destroy(cb->cudnn);
+#endif
         staging_state *ss = staging_events(cb);
         for (int i = 0; i < 2; i++)
             if (ss->done[i]) cudaEventDestroy(ss->done[i]);
@@ -350,6 +356,46 @@ static long env_long(const char *name, long fallback)
     return v && *v ? atol(v) : fallback;
 }
 
+/* The attention path, chosen once per backend and printed: cuDNN's fused engine where the build
+ * has it and the device and library allow it (fa2 kernels for the shapes it refuses), else the
+ * fa2 kernels. GLM4V_ATTENTION=fa2 forces the kernels; =cudnn makes cuDNN's absence an error. */
+static glm_status choose_attention(glm_backend *be, cuda_backend *cb, glm_error *err)
+{
+    const char *want = getenv("GLM4V_ATTENTION");
+    if (!want || !*want) want = "auto";
+    if (strcmp(want, "auto") && strcmp(want, "cudnn") && strcmp(want, "fa2"))
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "GLM4V_ATTENTION=%s: auto, cudnn or fa2", want);
+    char why[GLM_ERROR_MSG_LEN] = "fa2 requested";
+#ifdef GLM4V_HAVE_CUDNN
+    cb->cudnn_min_prefill = (int)env_long("GLM4V_CUDNN_MIN_PREFILL", 1024);
+    if (strcmp(want, "fa2") != 0) {
+        glm_error cerr;
+        glm_status st = cuda_cudnn_create(cb->stream, cb->cc_major, &cb->cudnn, &cerr);
+        if (st) {
+            if (!strcmp(want, "cudnn"))
+                return glm_fail(err, st, "GLM4V_ATTENTION=cudnn: %s", cerr.msg);
+            snprintf(why, sizeof(why), "%s", cerr.msg);
+        }
+    }
+#else
+    if (!strcmp(want, "cudnn"))
+        return glm_fail(err, GLM_ERR_UNSUPPORTED, "GLM4V_ATTENTION=cudnn: built without cuDNN");
+    snprintf(why, sizeof(why), "built without cuDNN");
+#endif
+    if (cb->cudnn) {
+#ifdef GLM4V_HAVE_CUDNN
+        fprintf(stderr,
+                "glm4v cuda device %d: attention %s (vision; causal prefill from %d rows), fa2 "
+                "kernels elsewhere\n",
+                cb->device, cuda_cudnn_describe(cb->cudnn), cb->cudnn_min_prefill);
+#endif
+    } else {
+        fprintf(stderr, "glm4v cuda device %d: attention fa2 kernels (%s)\n", cb->device, why);
+    }
+    (void)be;
+    return GLM_OK;
+}
+
 #define CREATE_CHECK(call)                                                                         \
     do {                                                                                           \
         cudaError_t err_ = (call);                                                                 \
@@ -419,6 +465,11 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     }
     cb->lt_workspace_bytes = (size_t)32 << 20; /* Hopper kernels like 32 MiB */
     CREATE_CHECK(cudaMalloc(&cb->lt_workspace, cb->lt_workspace_bytes));
+    glm_status ast = choose_attention(be, cb, err);
+    if (ast) {
+        cuda_destroy(be);
+        return ast;
+    }
     *out = be;
     return GLM_OK;
 }

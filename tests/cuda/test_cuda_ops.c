@@ -4,7 +4,11 @@
  *   --small        only small shapes (for compute-sanitizer --tool memcheck)
  *   --dtype T      bf16 or f16 only (default: both)
  *   --bench        also time linear, vision attention and decode attention (CUDA events; in the
- *                  first storage type tested) */
+ *                  first storage type tested)
+ * The main backend runs the fa2 attention kernels (GLM4V_ATTENTION=fa2); the attention shapes of
+ * the model (head dims 64-128, odd lengths, 1-16 images, causal prefill with no cached prefix)
+ * run again on a backend made with GLM4V_ATTENTION=cudnn, which must exist and serve them all
+ * when the build found cuDNN (GLM4V_TEST_EXPECT_CUDNN). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -648,6 +652,16 @@ static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, i
             table[s * max_blocks + b] = b * block_size < ctx[s] ? perm[next++] : -1;
     float *qkv = rand_host((size_t)n_tokens * width, 1);
     float *kc = rand_host((size_t)n_slots * kvw, 1), *vc = rand_host((size_t)n_slots * kvw, 1);
+    /* the op's contract: the last q_len keys of each sequence are the k / v heads of its qkv rows
+     * (kv_store ran on them), which a backend may read from qkv instead of the cache */
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = 0; i < q_len[s]; i++) {
+            int j = ctx[s] - q_len[s] + i;
+            size_t slot = (size_t)table[s * max_blocks + j / block_size] * block_size + j % block_size;
+            const float *row = qkv + (size_t)(q_start[s] + i) * width;
+            memcpy(kc + slot * kvw, row + (size_t)nq * hd, sizeof(float) * kvw);
+            memcpy(vc + slot * kvw, row + (size_t)(nq + nkv) * hd, sizeof(float) * kvw);
+        }
     void *dq = dev_half(qkv, (size_t)n_tokens * width), *dk = dev_half(kc, (size_t)n_slots * kvw),
          *dv = dev_half(vc, (size_t)n_slots * kvw), *dout = dev_poisoned((size_t)n_tokens * ow);
     int32_t *ctx32 = malloc(sizeof(int32_t) * n_seqs);
@@ -687,6 +701,58 @@ static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, i
     be->ops->free(be, dqs), be->ops->free(be, dctx), be->ops->free(be, dtab);
     free(q_start), free(table), free(perm), free(qkv), free(kc), free(vc), free(ctx32), free(ref);
     free(kp), free(vp);
+}
+
+/* The attention shapes the fused engines are for: head dims 64, 112 and 128, odd lengths, 1 to 16
+ * images per call, the real vision shapes (16 heads, 8 at TP 2), and causal prefill with no
+ * cached prefix (q_len == ctx_len), alone and beside a sequence that has one. */
+static void attention_model_shapes(void)
+{
+    test_attention_full(1, 37, 2, 112, 1);
+    test_attention_full(3, 101, 2, 128, 1);
+    test_attention_full(16, 37, 2, 112, 3);
+    test_attention_full(5, 65, 4, 64, 1);
+    int q1[] = {37, 101}, c1[] = {37, 101};
+    test_attention_paged(2, q1, c1, 4, 2, 128, 16);
+    int q2[] = {77}, c2[] = {77};
+    test_attention_paged(1, q2, c2, 16, 1, 128, 16);
+    int q3[] = {5, 20}, c3[] = {5, 30}; /* the second has a prefix: the kernels take the step */
+    test_attention_paged(2, q3, c3, 4, 2, 128, 16);
+    if (small_only) return;
+    test_attention_full(2, 6401, 16, 112, 401);
+    test_attention_full(1, 6401, 8, 112, 401);
+    test_attention_full(3, 1601, 16, 112, 211);
+    int q4[] = {1632}, c4[] = {1632};
+    test_attention_paged(1, q4, c4, 32, 2, 128, 16);
+    int q5[] = {1701, 903}, c5[] = {1701, 903};
+    test_attention_paged(2, q5, c5, 16, 1, 128, 16);
+}
+
+/* attention_model_shapes on a backend made with GLM4V_ATTENTION=cudnn (strict: a shape cuDNN
+ * refuses is an error) and causal prefill through cuDNN from one row. */
+static void attention_cudnn_suite(void)
+{
+    glm_backend *cudnn = NULL, *main_be = be;
+    glm_error err;
+    setenv("GLM4V_ATTENTION", "cudnn", 1);
+    setenv("GLM4V_CUDNN_MIN_PREFILL", "1", 1);
+    glm_status st = glm_backend_cuda_create(0, &cudnn, &err);
+    setenv("GLM4V_ATTENTION", "fa2", 1);
+    unsetenv("GLM4V_CUDNN_MIN_PREFILL");
+    if (st != GLM_OK) {
+#ifdef GLM4V_TEST_EXPECT_CUDNN
+        CHECK_MSG(0, "the build has cuDNN but GLM4V_ATTENTION=cudnn failed: %s", err.msg);
+#else
+        printf("attention through cudnn: skipped (%s)\n", err.msg);
+#endif
+        return;
+    }
+    printf("attention through cudnn\n");
+    be = cudnn;
+    attention_model_shapes();
+    CHECK_MSG(glm_backend_take_error(cudnn, &err) == GLM_OK, "cudnn attention: %s", err.msg);
+    be = main_be;
+    glm_backend_destroy(cudnn);
 }
 
 /* ---- sampling: the CPU backend is the reference ---- */
@@ -854,6 +920,70 @@ static void *dev_random(size_t n)
     return d;
 }
 
+/* The vision attention (a: 6401 rows, 16 heads of 112) at TP 1 and 2, and causal prefill of an
+ * image prompt, on a GLM4V_ATTENTION=cudnn backend beside the fa2 kernels of the main one. The
+ * plan-build time of each shape is printed once (GLM4V_ATTENTION_LOG). */
+static void bench_attention_cudnn(const att_args *a)
+{
+    glm_backend *cudnn = NULL, *main_be = be;
+    glm_error err;
+    setenv("GLM4V_ATTENTION", "cudnn", 1);
+    setenv("GLM4V_ATTENTION_LOG", "1", 1);
+    setenv("GLM4V_CUDNN_MIN_PREFILL", "1", 1);
+    glm_status st = glm_backend_cuda_create(0, &cudnn, &err);
+    setenv("GLM4V_ATTENTION", "fa2", 1);
+    unsetenv("GLM4V_CUDNN_MIN_PREFILL");
+    if (st != GLM_OK) {
+        printf("  attention through cudnn: none (%s)\n", err.msg);
+        return;
+    }
+    int len = a->len, hd = a->hd;
+    for (int heads = 16; heads >= 8; heads /= 2) {
+        att_args t = *a;
+        t.heads = heads;
+        t.qkv = t2(a->qkv.data, len, 3 * heads * hd);
+        t.out = t2(a->out.data, len, heads * hd);
+        be->ops->synchronize(be);
+        float fa2 = time_ms(run_att, &t, 10);
+        be = cudnn;
+        float dnn = time_ms(run_att, &t, 10);
+        be = main_be;
+        double flop = 4.0 * len * len * heads * hd;
+        printf("  attention_full %d x %d heads x %d: fa2 %.3f ms %.1f TFLOP/s | cudnn %.3f ms %.1f "
+               "TFLOP/s\n",
+               len, heads, hd, fa2, flop / fa2 / 1e9, dnn, flop / dnn / 1e9);
+    }
+    int lens[] = {1632, 4096};
+    for (int li = 0; li < 2; li++) { /* causal prefill, 32q/2kv (TP 1), hd 128 */
+        int n = lens[li], bs = 16, nq = 32, nkv = 2, mb = (n + bs - 1) / bs, slots = mb * bs;
+        int32_t qs[2] = {0, n}, cl[1] = {n}, *tab = malloc(4 * mb);
+        for (int i = 0; i < mb; i++) tab[i] = i;
+        pag_args p = {t2(dev_random((size_t)n * nq * 128), n, nq * 128),
+                      t2(dev_random((size_t)n * (nq + 2 * nkv) * 128), n, (nq + 2 * nkv) * 128),
+                      t2(dev_random((size_t)slots * nkv * 128), slots, nkv * 128),
+                      t2(dev_random((size_t)slots * nkv * 128), slots, nkv * 128),
+                      {1, n, bs, mb, n, n, dev_i32(qs, 2), dev_i32(cl, 1), dev_i32(tab, mb), qs, cl},
+                      nq, nkv, 128};
+        be->ops->synchronize(be);
+        float fa2 = time_ms(run_paged, &p, 20);
+        be = cudnn;
+        float dnn = time_ms(run_paged, &p, 20);
+        be = main_be;
+        double flop = 2.0 * n * (double)n * nq * 128;
+        printf("  prefill attention %d causal (32q/2kv, hd 128): fa2 %.4f ms %.1f TFLOP/s | cudnn "
+               "%.4f ms %.1f TFLOP/s\n",
+               n, fa2, flop / fa2 / 1e9, dnn, flop / dnn / 1e9);
+        be->ops->free(be, p.out.data), be->ops->free(be, p.qkv.data);
+        be->ops->free(be, p.k.data), be->ops->free(be, p.v.data);
+        be->ops->free(be, (void *)p.b.q_start), be->ops->free(be, (void *)p.b.ctx_len);
+        be->ops->free(be, (void *)p.b.block_table);
+        free(tab);
+    }
+    CHECK_MSG(glm_backend_take_error(cudnn, &err) == GLM_OK, "cudnn bench: %s", err.msg);
+    unsetenv("GLM4V_ATTENTION_LOG");
+    glm_backend_destroy(cudnn);
+}
+
 static void bench(void)
 {
     printf("\nbenchmarks (median of 20, CUDA events)\n");
@@ -931,6 +1061,7 @@ static void bench(void)
                ms, 4.0 * len * len * heads * hd / ms / 1e9);
     }
     unsetenv("GLM4V_FA_MT");
+    bench_attention_cudnn(&a);
     be->ops->free(be, a.out.data), be->ops->free(be, a.qkv.data);
 
     int ctxs[] = {1024, 4096, 8192}, batches[] = {1, 8, 32, 128};
@@ -1044,6 +1175,8 @@ static void run_suite(void)
         test_attention_paged(3, q4, c4, 16, 1, 64, 16);
         paged_cap_ctx = 0;
     }
+    attention_model_shapes(); /* the fa2 kernels on them (the real sizes too, unless --small) */
+    attention_cudnn_suite();
     printf("sample / graph / errors\n");
     test_sample(5, 300);
     test_graph();
@@ -1102,6 +1235,7 @@ int main(int argc, char **argv)
      * limits */
     setenv("GLM4V_GEMV_MAX_ROWS", "8", 0);
     setenv("GLM4V_GEMV_MIN_WEIGHTS", "0", 0);
+    setenv("GLM4V_ATTENTION", "fa2", 1); /* cuDNN has its own suite: attention_cudnn_suite */
     if (glm_backend_cuda_create(0, &be, &err) != GLM_OK) {
         fprintf(stderr, "no CUDA backend: %s\n", err.msg);
         return 1;
