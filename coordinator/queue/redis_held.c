@@ -39,7 +39,7 @@ glm_status held_add(glm_queue *q, const glm_queue_job *job, glm_error *err)
     snprintf(h->job_id, sizeof h->job_id, "%s", job->job_id);
     snprintf(h->fingerprint, sizeof h->fingerprint, "%s", job->fingerprint);
     h->deadline_unix_ms = job->deadline_unix_ms;
-    h->state = GLM_JOB_ACTIVE;
+    h->state = GLM_ENTRY_ACTIVE;
     return GLM_OK;
 }
 
@@ -65,11 +65,11 @@ size_t held_append_claim_refresh(glm_queue *q, const char *const *entry_ids, siz
     return appended;
 }
 
-glm_job_state glm_queue_job_state(const glm_queue *q, const char *entry_id)
+glm_entry_state glm_queue_entry_state(const glm_queue *q, const char *entry_id)
 {
     for (size_t i = 0; entry_id && i < q->n_held; i++)
         if (strcmp(q->held[i].entry_id, entry_id) == 0) return q->held[i].state;
-    return GLM_JOB_ACTIVE;
+    return GLM_ENTRY_ACTIVE;
 }
 
 void glm_queue_forget(glm_queue *q, const char *entry_id)
@@ -107,12 +107,12 @@ glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err)
             if (st == GLM_OK) st = one;
             if (r) freeReplyObject(r);
         }
-        if (exists[0] && h->state != GLM_JOB_ANSWERED) {
-            h->state = GLM_JOB_ANSWERED;
+        if (exists[0] && h->state != GLM_ENTRY_ANSWERED) {
+            h->state = GLM_ENTRY_ANSWERED;
             fprintf(stderr, "glm_queue %s: job=%s its Result exists (written elsewhere): stop\n",
                     q->server_id, h->job_id);
-        } else if (exists[1] && h->state == GLM_JOB_ACTIVE) {
-            h->state = GLM_JOB_CANCELLED;
+        } else if (exists[1] && h->state == GLM_ENTRY_ACTIVE) {
+            h->state = GLM_ENTRY_CANCELLED;
         }
     }
     return st;

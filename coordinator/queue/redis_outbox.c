@@ -59,7 +59,7 @@ glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job
     for (size_t i = 0; i < n; i++) {
         if (!glm_job_id_valid(job_ids[i])) continue;
         held_entry *h = held_find_job(q, job_ids[i]);
-        if (h && h->state == GLM_JOB_ANSWERED) continue; /* known stale: not even asked */
+        if (h && h->state == GLM_ENTRY_ANSWERED) continue; /* known stale: not even asked */
         size_t stamped_len = lens[i];
         uint8_t *stamped = h ? stamp(chunks[i], lens[i], CHUNK_FINGERPRINT_TAG, h->fingerprint,
                                      &stamped_len)
@@ -84,8 +84,8 @@ glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job
         glm_status one = queue_check(q, r, REDIS_REPLY_INTEGER, "chunk script", err);
         if (one == GLM_OK && r->integer == 0) {
             q->stats.chunks_suppressed++;
-            if (owners[k] && owners[k]->state != GLM_JOB_ANSWERED) {
-                owners[k]->state = GLM_JOB_ANSWERED;
+            if (owners[k] && owners[k]->state != GLM_ENTRY_ANSWERED) {
+                owners[k]->state = GLM_ENTRY_ANSWERED;
                 fprintf(stderr,
                         "glm_queue %s: job=%s its Result exists (written elsewhere): chunk not "
                         "written, stop\n",

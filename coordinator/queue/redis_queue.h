@@ -91,11 +91,11 @@ typedef enum glm_begin_outcome {
     GLM_BEGIN_CONFLICT, /* the id belongs to a job with another fingerprint: acked, not run */
 } glm_begin_outcome;
 
-typedef enum glm_job_state {
-    GLM_JOB_ACTIVE,    /* nothing known against it */
-    GLM_JOB_ANSWERED,  /* its Result exists (written elsewhere): stop working on it */
-    GLM_JOB_CANCELLED, /* its client set <prefix>:cancel:<id>: end it with a CANCELLED Result */
-} glm_job_state;
+typedef enum glm_entry_state {
+    GLM_ENTRY_ACTIVE,    /* nothing known against it */
+    GLM_ENTRY_ANSWERED,  /* its Result exists (written elsewhere): stop working on it */
+    GLM_ENTRY_CANCELLED, /* its client set <prefix>:cancel:<id>: end it with a CANCELLED Result */
+} glm_entry_state;
 
 typedef struct glm_server_load {
     int running; /* sequences in the running batch */
@@ -159,7 +159,7 @@ glm_status glm_queue_write_chunk(glm_queue *q, const char *job_id, const void *c
 
 /* The chunks of one step for many jobs, pipelined in one round trip (best effort like
  * glm_queue_write_chunk: a lost chunk is covered by the final Result's full text). A chunk whose
- * job's Result already exists is not written and marks the job ANSWERED (glm_queue_job_state). */
+ * job's Result already exists is not written and marks the job ANSWERED (glm_queue_entry_state). */
 glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job_ids,
                                   const void *const *chunks, const size_t *lens, glm_error *err);
 
@@ -187,7 +187,7 @@ glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n,
 glm_status glm_queue_hand_back(glm_queue *q, const char *entry_id, glm_error *err);
 
 /* What the latest poll (glm_queue_tick, chunk writes) learnt about a held entry. */
-glm_job_state glm_queue_job_state(const glm_queue *q, const char *entry_id);
+glm_entry_state glm_queue_entry_state(const glm_queue *q, const char *entry_id);
 /* Polls the Result and cancel keys of every held entry now (one pipelined round trip). */
 glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err);
 /* The caller stopped working on entry_id without a Result of its own (it was ANSWERED

@@ -18,7 +18,7 @@ typedef struct held_entry {
     char job_id[GLM_JOB_ID_MAX + 1];
     char fingerprint[GLM_FINGERPRINT_LEN + 1];
     uint64_t deadline_unix_ms;
-    glm_job_state state;
+    glm_entry_state state;
     bool in_outbox; /* finished; its Result waits in the outbox */
 } held_entry;
 

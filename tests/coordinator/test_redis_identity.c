@@ -286,9 +286,9 @@ static void test_stale_and_cancel(void)
         CHECK(finish(fresh, &jf, "fresh answer") == GLM_RESULT_WRITTEN);
         glm_queue_job_clear(&jf);
     }
-    CHECK(glm_queue_job_state(stale, js.entry_id) == GLM_JOB_ACTIVE);
+    CHECK(glm_queue_entry_state(stale, js.entry_id) == GLM_ENTRY_ACTIVE);
     write_chunk(stale, "slow", "b"); /* resumed: must not land after the Result */
-    CHECK(glm_queue_job_state(stale, js.entry_id) == GLM_JOB_ANSWERED);
+    CHECK(glm_queue_entry_state(stale, js.entry_id) == GLM_ENTRY_ANSWERED);
     CHECK(glm_queue_stats_get(stale).chunks_suppressed == 1);
     int n_chunks, n_results;
     glm_result *r = read_out("id3", "slow", &n_chunks, &n_results, NULL);
@@ -302,11 +302,11 @@ static void test_stale_and_cancel(void)
     if (n == 1) {
         CHECK(glm_queue_begin(fresh, &jf, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
         CHECK(glm_queue_check_jobs(fresh, &err) == GLM_OK);
-        CHECK(glm_queue_job_state(fresh, jf.entry_id) == GLM_JOB_ACTIVE);
+        CHECK(glm_queue_entry_state(fresh, jf.entry_id) == GLM_ENTRY_ACTIVE);
         redisReply *x = redisCommand(spy, "SET id3:cancel:gone 1 EX 3600");
         if (x) freeReplyObject(x);
         CHECK(glm_queue_check_jobs(fresh, &err) == GLM_OK);
-        CHECK(glm_queue_job_state(fresh, jf.entry_id) == GLM_JOB_CANCELLED);
+        CHECK(glm_queue_entry_state(fresh, jf.entry_id) == GLM_ENTRY_CANCELLED);
         glm_queue_job_clear(&jf);
     }
 out:
