@@ -1,12 +1,14 @@
-/* The step watchdog on CPU ranks (mpirun -np 2): deadlines of the MPI communicator's operations
- * and of the step plan exchange, the peer named in the report, the keepalive of an idle rank 0,
- * and the communicator registry's choice.
+/* The step watchdog (mpirun -np 2 test_comm_watchdog [--device cpu|cuda]): deadlines of the
+ * communicator's operations and of the step plan exchange, the peer named in the report, the
+ * keepalive of an idle rank 0, and the communicator registry's choice. --device cpu (ctest) tests
+ * the MPI communicator; --device cuda (2 GPUs, scripts/gpu-model-test.sh) the NCCL one.
  *
  * A "stalled" rank is one that sleeps outside every operation: it neither takes part nor answers
  * the watchdog's questions, as a SIGSTOPped process or a cut-off host would. Each case uses a
  * fresh communicator, since a timed-out one is failed for good. */
 #include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,14 +41,38 @@ static glm_comm *open_comm(glm_backend *be, int timeout_ms)
     return c;
 }
 
+/* n floats of backend memory holding x (host or device alike). */
+static void *to_backend(glm_backend *be, const float *x, size_t n)
+{
+    void *p = NULL;
+    if (be->ops->alloc(be, n * sizeof(float), &p) != GLM_OK) return NULL;
+    be->ops->upload(be, p, x, n * sizeof(float));
+    return p;
+}
+
+/* All-reduce of x[n] through backend memory. */
+static glm_status allreduce_host(glm_comm *c, float *x, size_t n)
+{
+    glm_backend *be = c->be;
+    void *p = to_backend(be, x, n);
+    if (!p) return GLM_ERR_NOMEM;
+    glm_status st = c->ops->allreduce_sum(c, p, n, GLM_F32);
+    if (st == GLM_OK) be->ops->download(be, x, p, n * sizeof(float));
+    /* after a timeout the transport may still hold the buffer: leave it (the test ends soon) */
+    if (st == GLM_OK) be->ops->free(be, p);
+    return st;
+}
+
 /* A healthy group under a deadline: every operation completes and moves the right data. */
 static void test_healthy(glm_backend *be, int rank)
 {
     glm_comm *c = open_comm(be, DEADLINE_MS);
     if (!c) return;
-    CHECK(c->caps.multi_rank && !c->caps.graph_capturable && !c->caps.device_buffers);
+    CHECK(c->caps.multi_rank);
+    CHECK(c->caps.device_buffers == !be->host_memory);
+    CHECK(c->caps.graph_capturable == !be->host_memory); /* NCCL: yes; MPI: no */
     float x[3] = {1.0f + rank, 2.0f, 3.0f};
-    CHECK(c->ops->allreduce_sum(c, x, 3, GLM_F32) == GLM_OK);
+    CHECK(allreduce_host(c, x, 3) == GLM_OK);
     CHECK(x[0] == 3.0f && x[1] == 4.0f && x[2] == 6.0f);
     char msg[16] = "";
     if (rank == 0) snprintf(msg, sizeof(msg), "plan bytes");
@@ -67,10 +93,10 @@ static void test_stalled_peer(glm_backend *be, int rank)
         usleep(STALL_MS * 1000);
         /* its partner gave up: this one may complete against rank 0's pending request or time
          * out; either way it returns */
-        (void)c->ops->allreduce_sum(c, x, 4, GLM_F32);
+        (void)allreduce_host(c, x, 4);
     } else {
         double t0 = now_ms();
-        glm_status st = c->ops->allreduce_sum(c, x, 4, GLM_F32);
+        glm_status st = allreduce_host(c, x, 4);
         double waited = now_ms() - t0;
         CHECK_MSG(st == GLM_ERR_TIMEOUT, "stalled peer: %s", glm_status_name(st));
         CHECK_MSG(waited >= DEADLINE_MS && waited < DEADLINE_MS + 2500,
@@ -172,19 +198,27 @@ static void test_registries(glm_backend *be)
 
 int main(int argc, char **argv)
 {
-    (void)argc, (void)argv;
     MPI_Init(&argc, &argv);
     int rank = 0, size = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (size != 2) {
-        if (rank == 0) fprintf(stderr, "usage: mpirun -np 2 test_comm_watchdog\n");
+    const char *device = argc == 3 && strcmp(argv[1], "--device") == 0 ? argv[2] : "cpu";
+    if (size != 2 || (argc != 1 && argc != 3)) {
+        if (rank == 0) fprintf(stderr, "usage: mpirun -np 2 test_comm_watchdog [--device D]\n");
         MPI_Finalize();
         return 2;
     }
+    /* a p2p kernel left spinning by a timed-out all-reduce gives up after this long, so that the
+     * test's teardown does not wait for the default 300 s */
+    setenv("GLM4V_NCCL_TIMEOUT_S", "3", 0);
     glm_backend *be = NULL;
     glm_error err = {0};
-    if (glm_backend_create("cpu", 0, &be, &err)) {
+    MPI_Comm node;
+    int local_rank = 0;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_free(&node);
+    if (glm_backend_create(device, local_rank, &be, &err)) {
         fprintf(stderr, "rank %d: %s\n", rank, err.msg);
         MPI_Finalize();
         return 1;
@@ -199,7 +233,7 @@ int main(int argc, char **argv)
     int failures = test_failures, total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     char suite[40];
-    snprintf(suite, sizeof(suite), "comm watchdog rank %d", rank);
+    snprintf(suite, sizeof(suite), "comm watchdog (%s) rank %d", device, rank);
     int code = test_finish(suite);
     MPI_Finalize();
     return code || total ? 1 : 0;
