@@ -186,6 +186,11 @@ fi
 # does not reach it. --bind-to none: mpirun would otherwise pin rank 0 of every replica to the
 # same core. The password travels as an environment variable (-x NAME copies it from here), the
 # GPU list as CUDA_VISIBLE_DEVICES.
+# Open MPI transports pinned to this machine: ranks talk through shared memory (pml ob1 with the
+# self and vader BTLs; no UCX or TCP transport that would open sockets on every interface), and
+# mpirun's out-of-band channel listens on loopback only. A multi-node replica needs the TCP BTL on
+# its cluster network instead (docs/DEPLOY.md, "Open MPI transports").
+MPI_PINS=(--mca pml ob1 --mca btl "self,vader" --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo)
 start_replica() {
     local i=$1 gpu_group=$2
     local port=$((metrics_port + i))
@@ -208,7 +213,8 @@ start_replica() {
         echo "metrics_port=$port"
         echo "metrics_bind=$metrics_bind"
     } >"$run_dir/replica-$i.env"
-    setsid mpirun -np "$tp" --bind-to none ${mpi_env[@]+"${mpi_env[@]}"} ${extra_mpi[@]+"${extra_mpi[@]}"} \
+    setsid mpirun -np "$tp" --bind-to none "${MPI_PINS[@]}" ${mpi_env[@]+"${mpi_env[@]}"} \
+        ${extra_mpi[@]+"${extra_mpi[@]}"} \
         "$bin_dir/glm4v-serve" "${serve_args[@]}" ${serve_extra[@]+"${serve_extra[@]}"} \
         >"$run_dir/replica-$i.log" 2>&1 </dev/null &
     echo $! >"$run_dir/replica-$i.pid"
