@@ -575,6 +575,8 @@ glm_status glm_queue_heartbeat(glm_queue *q, const glm_server_load *load, glm_er
     cJSON_AddNumberToObject(o, "refusals", (double)q->stats.refusals);
     cJSON_AddNumberToObject(o, "vision_cache_hits", (double)q->last_load.vision_cache_hits);
     cJSON_AddNumberToObject(o, "vision_cache_misses", (double)q->last_load.vision_cache_misses);
+    cJSON_AddNumberToObject(o, "prefix_hit_rate", q->last_load.prefix_hit_rate);
+    cJSON_AddNumberToObject(o, "prefix_cached_blocks", q->last_load.prefix_cached_blocks);
     cJSON_AddBoolToObject(o, "reading", q->reading);
     cJSON_AddNumberToObject(o, "started_ms", (double)q->started_unix_ms);
     cJSON_AddNumberToObject(o, "time_ms", (double)glm_now_unix_ms());

@@ -102,6 +102,8 @@ typedef struct glm_server_load {
     int waiting; /* admitted but not yet running */
     double load; /* 0..1, e.g. KV blocks in use */
     uint64_t vision_cache_hits, vision_cache_misses; /* images found in / encoded into the cache */
+    double prefix_hit_rate;   /* prompt rows reused from the prefix cache / prompt rows admitted */
+    int prefix_cached_blocks; /* KV blocks holding reusable prompt content */
 } glm_server_load;
 
 /* What the queue counted since it was created (for metrics and tests). */
