@@ -49,6 +49,8 @@ static void usage(FILE *f)
         "  --vision-cache N           image embeddings kept (default 16); also the most\n"
         "                             image sequences running at once\n"
         "  --no-vision-reuse          never reuse a cached embedding (to measure the cache)\n"
+        "  --no-prefix-cache          compute every prompt in full, never reusing the KV blocks\n"
+        "                             of an earlier prompt's equal beginning (to measure it)\n"
         "  --kv-blocks N              KV blocks (default: from memory)\n"
         "  --gpu-memory GIB           memory budget per rank\n"
         "  --visibility-timeout-ms N  reclaim jobs idle this long (default 60000)\n"
@@ -81,6 +83,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         O_MAXNEW,
         O_VCACHE,
         O_NOREUSE,
+        O_NOPREFIX,
         O_KVB,
         O_GPU,
         O_VIS,
@@ -109,6 +112,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {"max-new-tokens", 1, 0, O_MAXNEW},
         {"vision-cache", 1, 0, O_VCACHE},
         {"no-vision-reuse", 0, 0, O_NOREUSE},
+        {"no-prefix-cache", 0, 0, O_NOPREFIX},
         {"kv-blocks", 1, 0, O_KVB},
         {"gpu-memory", 1, 0, O_GPU},
         {"visibility-timeout-ms", 1, 0, O_VIS},
@@ -205,6 +209,9 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
             break;
         case O_NOREUSE:
             so->no_vision_reuse = true;
+            break;
+        case O_NOPREFIX:
+            so->no_prefix_cache = true;
             break;
         case O_RANDOM: {
             long seed;

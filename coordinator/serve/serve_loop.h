@@ -19,6 +19,7 @@ typedef struct glm_serve_options {
     int default_max_new_tokens;
     int vision_cache;
     bool no_vision_reuse; /* every image through the vision tower (benchmarks) */
+    bool no_prefix_cache; /* every prompt computed in full, no KV block reuse (benchmarks) */
     int visibility_timeout_ms;
     int max_deliveries;
     int grace_ms;
