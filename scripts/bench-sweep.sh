@@ -2,16 +2,28 @@
 # Sweep benchmark on the GPU machine (issue 7): full-size GLM-4V-9B with random weights, one
 # replica, a private redis-server, and a sweep of IMAGES x QUESTIONS image/question pairs (default
 # 500 x 4 = 2000) of TOKENS generated tokens each (default 32, EOS ignored), run by glm4v-sweep:
-#   cache    the vision cache on (each image through the vision tower once)
-#   nocache  the same server with --no-vision-reuse (every pair through the vision tower)
+#   cache    both caches on, the server's defaults: the vision cache (each image through the
+#            vision tower once) and the prefix cache (a question about an image already seen
+#            reuses the KV of the prompt up to its question)
+#   vision   the vision cache only (--no-prefix-cache)
+#   nocache  neither (--no-vision-reuse --no-prefix-cache): every pair prefilled in full
 #   loop     a plain shell loop of glm4v-submit calls, one pair at a time (LOOP pairs)
-# Prints one "sweep mode=..." line per mode with pairs/s and tokens/s; modes can be run in
-# separate calls (each line stands alone).
-#   source .devdeps/env.sh && scripts/bench-sweep.sh [--tp N] [--modes "cache nocache loop"]
-#       [--images N] [--questions N] [--tokens N] [--loop N] [--window N]
+#   ttft     time to first token of a single image question on an idle server, the image new
+#            (uncached) and then seen before (another question about it: prefix cache hit);
+#            TTFT_N images, median of the server's prefill_ms (admission to first token,
+#            vision included) and of the client's wall time for a 1-token answer
+# Prints one "sweep mode=..." (or "ttft ...") line per mode with pairs/s and tokens/s, and the
+# cache/nocache and cache/vision ratios when those modes ran; modes can be run in separate calls
+# (each line stands alone).
+#   source .devdeps/env.sh && scripts/bench-sweep.sh [--tp N] [--modes "cache vision nocache loop ttft"]
+#       [--images N] [--questions N] [--tokens N] [--loop N] [--window N] [--ttft-images N]
+# On the CPU with the tiny model (a smoke run; figures are not GPU figures):
+#   BENCH_DEVICE=cpu BENCH_MODEL=../shared/testdata/glm4v-tiny-b BUILD_DIR=build-cpu \
+#       scripts/bench-sweep.sh --images 20 --modes "cache nocache ttft"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tp=1 modes="cache nocache loop" n_images=500 n_questions=4 tokens=32 loop=100 window=256
+tp=1 modes="cache vision nocache loop ttft" n_images=500 n_questions=4 tokens=32 loop=100 window=256
+ttft_images=8
 while [ $# -gt 0 ]; do
     case $1 in
     --tp) tp=$2; shift 2 ;;
@@ -21,6 +33,7 @@ while [ $# -gt 0 ]; do
     --tokens) tokens=$2; shift 2 ;;
     --loop) loop=$2; shift 2 ;;
     --window) window=$2; shift 2 ;;
+    --ttft-images) ttft_images=$2; shift 2 ;;
     *) echo "bench-sweep.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -57,7 +70,7 @@ sweep_mode() {
     t1=$(date +%s.%N)
     grep -A8 "summary" "$work/sweep-$mode.log" || tail -5 "$work/sweep-$mode.log"
     "$B/bin/glm4v-submit" --redis "$url" --prefix "sw-$mode" --status | grep -i -E "cache|server" || true
-    python3 - "$work/answers-$mode.jsonl" "$t0" "$t1" "$mode" "$pairs" <<'PY'
+    python3 - "$work/answers-$mode.jsonl" "$t0" "$t1" "$mode" "$pairs" "$work/rates" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 ok = [r for r in rows if not r.get("error")]
@@ -65,6 +78,43 @@ dt = float(sys.argv[3]) - float(sys.argv[2])
 toks = sum(len(r["token_ids"]) for r in ok)
 print(f"sweep mode={sys.argv[4]} pairs={sys.argv[5]} answered={len(ok)} errors={len(rows) - len(ok)} "
       f"wall_s={dt:.1f} pairs_per_s={len(ok) / dt:.2f} tokens_per_s={toks / dt:.0f}")
+with open(sys.argv[6], "a") as f:
+    f.write(f"{sys.argv[4]} {len(ok) / dt}\n")
+PY
+    bench_serve_stop
+}
+
+# Time to first token, image new vs image seen: each of ttft_images images gets a first question
+# (nothing cached) and then another (its prompt up to the question is in the prefix cache), one
+# job at a time on an idle server, 1 token each.
+ttft_mode() {
+    bench_serve_start sw-ttft --max-batch 64 --vision-cache 160
+    local i q kind t0 t1
+    : >"$work/ttft.tsv"
+    for i in $(seq 0 $((ttft_images - 1))); do
+        for q in 0 1; do
+            [ "$q" = 0 ] && kind=new || kind=seen
+            t0=$(date +%s.%N)
+            "$B/bin/glm4v-submit" --redis "$url" --prefix sw-ttft --id "ttft-$i-$q" \
+                --image "$work/images/img$(printf %04d "$i").jpg" \
+                --prompt "Question $q about this picture: what do you see?" --max-new-tokens 1 \
+                --ignore-eos --temperature 0 --json >"$work/ttft-$i-$q.json"
+            t1=$(date +%s.%N)
+            printf '%s\t%s\t%s\t%s\n' "$kind" "$work/ttft-$i-$q.json" "$t0" "$t1" >>"$work/ttft.tsv"
+        done
+    done
+    "$B/bin/glm4v-submit" --redis "$url" --prefix sw-ttft --status | grep -i -E "prefix|cache" || true
+    python3 - "$work/ttft.tsv" <<'PY'
+import json, statistics, sys
+by = {"new": [], "seen": []}
+for line in open(sys.argv[1]):
+    kind, path, t0, t1 = line.rstrip("\n").split("\t")
+    r = json.load(open(path))
+    t = r.get("timings", {})
+    by[kind].append((t.get("prefill_ms", float("nan")), (float(t1) - float(t0)) * 1e3))
+for kind, v in by.items():
+    print(f"ttft image={kind} n={len(v)} prefill_ms_median={statistics.median(x[0] for x in v):.1f} "
+          f"client_ms_median={statistics.median(x[1] for x in v):.1f}")
 PY
     bench_serve_stop
 }
@@ -72,7 +122,9 @@ PY
 for m in $modes; do
     case $m in
     cache) sweep_mode cache ;;
-    nocache) sweep_mode nocache --no-vision-reuse ;;
+    vision) sweep_mode vision --no-prefix-cache ;;
+    nocache) sweep_mode nocache --no-vision-reuse --no-prefix-cache ;;
+    ttft) ttft_mode ;;
     loop)
         # what a user without glm4v-sweep writes: one glm4v-submit per pair, waiting for each
         bench_serve_start sw-loop --max-batch 64 --vision-cache 160
@@ -99,3 +151,14 @@ PY
     *) echo "bench-sweep.sh: unknown mode $m" >&2; exit 2 ;;
     esac
 done
+
+# pairs/s ratios of the sweep modes that ran in this call
+if [ -s "$work/rates" ]; then
+    python3 - "$work/rates" <<'PY'
+import sys
+rate = dict(l.split() for l in open(sys.argv[1]))
+for a, b in (("cache", "nocache"), ("cache", "vision"), ("vision", "nocache")):
+    if a in rate and b in rate and float(rate[b]) > 0:
+        print(f"sweep ratio {a}/{b} pairs_per_s={float(rate[a]) / float(rate[b]):.2f}x")
+PY
+fi
