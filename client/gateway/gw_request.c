@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -176,7 +177,7 @@ static int parse_messages(parse_state *ps, const cJSON *root)
     {
         if (!cJSON_IsObject(m))
             return gw_bad_request(ps->e, "messages", "messages[%zu] must be an object", i);
-        glm_role role;
+        glm_role role = GLM_ROLE_UNSPECIFIED;
         int rc = parse_role(m, i, &role, ps->e);
         if (!rc) rc = parse_content(ps, m, i, role, &r->texts[i]);
         if (rc) return rc;

@@ -1,0 +1,233 @@
+/* glm4v-gateway: an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models) in front of the
+ * Redis job queue. One more client of the queue: it holds no model state, so any number of them
+ * can run beside any number of replicas.
+ *
+ * Exit codes: 0 stopped by SIGTERM/SIGINT after draining, 1 runtime failure, 2 bad flags. */
+#include "client/gateway/gw_context.h"
+#include "client/gateway/gw_http.h"
+#include "common/cli.h"
+#include "coordinator/queue/redis_conn.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+#define PROG "glm4v-gateway"
+
+typedef struct gateway_args {
+    gw_settings s;
+    const char *redis_url, *prefix, *password_file, *api_key_file;
+    double drain_timeout_s;
+    gw_image_policy image;
+} gateway_args;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: glm4v-gateway --redis URL [--prefix P] [--host ADDR] [--port N]\n"
+            "                     [--api-key-file FILE] [--model-name NAME]\n"
+            "                     [--allow-image-host HOST[:PORT]]... [--max-body-bytes N]\n"
+            "                     [--max-image-bytes N] [--image-fetch-timeout-ms MS]\n"
+            "                     [--max-queue-depth N] [--timeout SEC] [--cancel-ttl SEC]\n"
+            "                     [--no-require-server] [--max-connections N]\n"
+            "                     [--drain-timeout SEC] [--password-file FILE]\n"
+            "Binds 127.0.0.1:8000 by default. Without --api-key-file no key is asked for.\n"
+            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD.\n");
+}
+
+static bool number(const char *flag, double lo, double hi, double *out)
+{
+    return glm_cli_number(PROG, flag, optarg, lo, hi, out);
+}
+
+static int parse_args(int argc, char **argv, gateway_args *a)
+{
+    static const struct option opts[] = {
+        {"redis", required_argument, 0, 'r'},
+        {"prefix", required_argument, 0, 'P'},
+        {"host", required_argument, 0, 'H'},
+        {"port", required_argument, 0, 'p'},
+        {"api-key-file", required_argument, 0, 'k'},
+        {"model-name", required_argument, 0, 'm'},
+        {"allow-image-host", required_argument, 0, 'a'},
+        {"max-body-bytes", required_argument, 0, 'b'},
+        {"max-image-bytes", required_argument, 0, 'i'},
+        {"image-fetch-timeout-ms", required_argument, 0, 'f'},
+        {"max-queue-depth", required_argument, 0, 'q'},
+        {"timeout", required_argument, 0, 't'},
+        {"cancel-ttl", required_argument, 0, 'c'},
+        {"no-require-server", no_argument, 0, 'n'},
+        {"max-connections", required_argument, 0, 'C'},
+        {"drain-timeout", required_argument, 0, 'd'},
+        {"password-file", required_argument, 0, 'w'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    memset(a, 0, sizeof *a);
+    a->prefix = "glm4v";
+    a->s = (gw_settings){.host = "127.0.0.1",
+                         .port = 8000,
+                         .model_name = "glm-4v-9b",
+                         .max_body_bytes = 32u << 20,
+                         .max_queue_depth = 0,
+                         .timeout_s = 600,
+                         .cancel_ttl_s = 3600,
+                         .require_server = true,
+                         .max_connections = 1024,
+                         .keepalive_s = 15};
+    a->image = (gw_image_policy){.max_image_bytes = 20u << 20, .fetch_timeout_ms = 10000};
+    a->drain_timeout_s = 30;
+    int c;
+    double v;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r': a->redis_url = optarg; break;
+        case 'P': a->prefix = optarg; break;
+        case 'H': a->s.host = optarg; break;
+        case 'k': a->api_key_file = optarg; break;
+        case 'm': a->s.model_name = optarg; break;
+        case 'w': a->password_file = optarg; break;
+        case 'n': a->s.require_server = false; break;
+        case 'h': usage(stdout); exit(0);
+        case 'a':
+            if (a->image.n_allow_hosts == GW_MAX_IMAGE_HOSTS) {
+                fprintf(stderr, PROG ": at most %d --allow-image-host\n", GW_MAX_IMAGE_HOSTS);
+                return EXIT_USAGE;
+            }
+            a->image.allow_hosts[a->image.n_allow_hosts++] = optarg;
+            break;
+        case 'p':
+            if (!number("--port", 0, 65535, &v)) return EXIT_USAGE;
+            a->s.port = (int)v;
+            break;
+        case 'b':
+            if (!number("--max-body-bytes", 1024, 1u << 30, &v)) return EXIT_USAGE;
+            a->s.max_body_bytes = (size_t)v;
+            break;
+        case 'i':
+            if (!number("--max-image-bytes", 1, 1u << 30, &v)) return EXIT_USAGE;
+            a->image.max_image_bytes = (size_t)v;
+            break;
+        case 'f':
+            if (!number("--image-fetch-timeout-ms", 1, 600000, &v)) return EXIT_USAGE;
+            a->image.fetch_timeout_ms = (int)v;
+            break;
+        case 'q':
+            if (!number("--max-queue-depth", 0, 1e12, &v)) return EXIT_USAGE;
+            a->s.max_queue_depth = (long long)v;
+            break;
+        case 't':
+            if (!number("--timeout", 0.001, 86400, &a->s.timeout_s)) return EXIT_USAGE;
+            break;
+        case 'c':
+            if (!number("--cancel-ttl", 1, 86400 * 7, &v)) return EXIT_USAGE;
+            a->s.cancel_ttl_s = (int)v;
+            break;
+        case 'C':
+            if (!number("--max-connections", 1, 100000, &v)) return EXIT_USAGE;
+            a->s.max_connections = (int)v;
+            break;
+        case 'd':
+            if (!number("--drain-timeout", 0, 86400, &a->drain_timeout_s)) return EXIT_USAGE;
+            break;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind < argc || !a->redis_url) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Waits for SIGTERM or SIGINT (blocked in every thread, taken here with sigwait). */
+static void wait_for_stop(const sigset_t *set)
+{
+    int sig = 0;
+    sigwait(set, &sig);
+    fprintf(stderr, PROG ": %s: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* Stops accepting, lets requests in flight finish for up to drain_s, then cancels the rest. */
+static void drain(gw_context *g, gw_http *http, double drain_s)
+{
+    atomic_store(&g->draining, true);
+    gw_http_quiesce(http);
+    long long end = glm_now_mono_ms() + (long long)(drain_s * 1000);
+    while (atomic_load(&g->metrics.in_flight) > 0 && glm_now_mono_ms() < end) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&g->aborting, true);
+}
+
+int main(int argc, char **argv)
+{
+    gateway_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc;
+    /* Signals go to the main thread only: block them before any thread starts. */
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, PROG ": curl_global_init failed\n");
+        return EXIT_RUNTIME;
+    }
+
+    gw_context *g = calloc(1, sizeof *g);
+    if (!g) return EXIT_RUNTIME;
+    g->settings = a.s;
+    g->limits = (gw_request_limits){.image = a.image,
+                                    .job = glm_job_limits_default(),
+                                    .model_name = a.s.model_name};
+    g->limits.job.max_image_bytes = a.image.max_image_bytes;
+    gw_metrics_init(&g->metrics);
+
+    glm_error err = {0};
+    char password[512];
+    rc = 0;
+    if (glm_redis_password_read(a.password_file, password, sizeof password, &err) != GLM_OK) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        rc = EXIT_USAGE;
+    }
+    if (!rc && a.api_key_file && gw_auth_load(a.api_key_file, &g->auth, &err) != GLM_OK) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        rc = EXIT_USAGE;
+    }
+    if (!rc && gw_queue_create(a.redis_url, password[0] ? password : NULL, a.prefix, 5000,
+                               &g->queue, &err) != GLM_OK) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        rc = err.status == GLM_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    memset(password, 0, sizeof password);
+    gw_http *http = NULL;
+    int port = 0;
+    if (!rc && gw_http_start(g, &http, &port, &err) != GLM_OK) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        rc = EXIT_RUNTIME;
+    }
+    if (!rc) {
+        fprintf(stderr,
+                PROG ": listening on http://%s%s%s:%d model %s prefix %s%s\n",
+                strchr(a.s.host, ':') ? "[" : "", a.s.host, strchr(a.s.host, ':') ? "]" : "",
+                port, a.s.model_name, a.prefix, g->auth ? " (API keys required)" : "");
+        wait_for_stop(&stop_set);
+        drain(g, http, a.drain_timeout_s);
+        gw_http_stop(http);
+        fprintf(stderr, PROG ": stopped\n");
+    }
+    gw_queue_destroy(g->queue);
+    gw_auth_destroy(g->auth);
+    free(g);
+    curl_global_cleanup();
+    return rc;
+}
