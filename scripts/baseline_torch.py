@@ -12,6 +12,12 @@ Vision: a plain PyTorch EVA2-CLIP-E tower written from MODEL.md (63 post-norm la
 16 heads of 112, MLP 15360 with exact GELU, patch conv, 2x2 conv, GLU projector, boi/eoi, / 8), bf16,
 F.scaled_dot_product_attention: ms for 1 and 4 images.
 
+Attention alone: F.scaled_dot_product_attention on the vision shape (6401 rows, 16 heads of 112;
+8 heads at TP 2; 4 images) and causal prefill (32 query heads over 2 kv heads of 128, 1632 and 4096
+rows) with each of PyTorch's fused backends forced (SDPBackend.CUDNN_ATTENTION, FLASH_ATTENTION,
+EFFICIENT_ATTENTION), q, k and v strided views of one packed qkv buffer as in our engine: ms and
+TFLOP/s beside test_cuda_ops --bench's fa2 / cudnn figures.
+
 Timing: CUDA events, warm-up runs first, median of the timed runs; decode step times are the
 intervals between CUDA events recorded by a logits processor at each generated token.
 Prints one machine-readable line per figure:  baseline <figure> key=value ... value=V unit=U
@@ -295,6 +301,44 @@ def bench_vision(counts, layers, reps_small):
     torch.cuda.empty_cache()
 
 
+ATTENTION_SHAPES = [  # name, images, rows, q heads, kv heads, head dim, causal
+    ("vision_tp1", 1, 6401, 16, 16, 112, False),
+    ("vision_tp2", 1, 6401, 8, 8, 112, False),
+    ("vision_4img", 4, 6401, 16, 16, 112, False),
+    ("prefill_1632", 1, 1632, 32, 2, 128, True),
+    ("prefill_4096", 1, 4096, 32, 2, 128, True),
+]
+
+
+def bench_attention(reps):
+    """Each fused SDPA backend PyTorch has, forced, on our attention shapes."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backends = [("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
+                ("efficient", SDPBackend.EFFICIENT_ATTENTION)]
+    for name, b, s, hq, hkv, d, causal in ATTENTION_SHAPES:
+        # one packed [b, s, (hq + 2 hkv) d] buffer, q / k / v as strided [b, h, s, d] views
+        qkv = torch.randn(b, s, (hq + 2 * hkv) * d, device="cuda", dtype=torch.bfloat16)
+        q = qkv[..., : hq * d].unflatten(-1, (hq, d)).transpose(1, 2)
+        k = qkv[..., hq * d: (hq + hkv) * d].unflatten(-1, (hkv, d)).transpose(1, 2)
+        v = qkv[..., (hq + hkv) * d:].unflatten(-1, (hkv, d)).transpose(1, 2)
+        if hkv != hq:  # grouped-query: each kv head serves hq / hkv query heads, as a user expands it
+            k = k.repeat_interleave(hq // hkv, dim=1)
+            v = v.repeat_interleave(hq // hkv, dim=1)
+        flop = 4.0 * b * hq * s * s * d * (0.5 if causal else 1.0)
+        for label, backend in backends:
+            try:
+                with sdpa_kernel(backend):
+                    ms = cuda_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                                   3, reps)
+            except Exception as e:  # a backend that refuses the shape (head dim, layout)
+                note(f"attention {name} {label}: {str(e).splitlines()[0][:160]}")
+                continue
+            emit("attention_ms", ms, "ms", shape=name, backend=label)
+            emit("attention_tflops", flop / ms / 1e9, "TFLOP/s", shape=name, backend=label)
+        del qkv, q, k, v
+        torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--decode-batches", default="1,32")
@@ -306,6 +350,9 @@ def main():
     ap.add_argument("--skip-static", action="store_true", help="no static-cache (compiled) decode")
     ap.add_argument("--skip-decoder", action="store_true")
     ap.add_argument("--skip-vision", action="store_true")
+    ap.add_argument("--skip-attention", action="store_true")
+    ap.add_argument("--attention-only", action="store_true",
+                    help="only the SDPA backends on the attention shapes")
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -317,6 +364,14 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     batches = [int(b) for b in args.decode_batches.split(",") if b]
     status = 0
+    if not args.skip_attention:
+        try:
+            bench_attention(args.reps)
+        except Exception as e:
+            note(f"attention failed: {e!r}")
+            status = 1
+        if args.attention_only:
+            return status
     model = None
     if not args.skip_decoder:
         model = build_decoder(args.layers)

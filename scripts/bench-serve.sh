@@ -5,15 +5,22 @@
 # generated tokens/s and time-to-first-token p50/p99 per rate, and the queue path's overhead: a
 # lone job's total time through Redis against glm4v-run's vision + prefill + decode time for the
 # same job.
+# Every job carries an image no earlier job of the run sent (each rate gets its own set, the
+# saturation run --saturation N of them), so each one runs the vision tower: the figure is the
+# tower's and the engine's, not the vision cache's. --repeat-images K sends K images over and over
+# instead (a busy service's cache hits, the old default of 16).
 #   source .devdeps/env.sh && scripts/bench-serve.sh [--tp N] [--rates "0.5 1 2 4"] [--jobs N]
+#       [--saturation N] [--repeat-images K]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tp=1 rates="0.5 1 2 4" jobs=64 max_new=${BENCH_MAX_NEW:-64}
+tp=1 rates="0.5 1 2 4" jobs=64 saturation=128 repeat=0 max_new=${BENCH_MAX_NEW:-64}
 while [ $# -gt 0 ]; do
     case $1 in
     --tp) tp=$2; shift 2 ;;
     --rates) rates=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --saturation) saturation=$2; shift 2 ;;
+    --repeat-images) repeat=$2; shift 2 ;;
     *) echo "bench-serve.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -21,7 +28,19 @@ work=$(mktemp -d)
 source scripts/bench-common.sh
 bench_build glm4v-serve glm4v-submit glm4v-run
 bench_model_dir "$work/model"
-bench_images "$work/images" 16
+bench_images "$work/images" 4 # the lone jobs' (glm4v-run and the queue path)
+# N images no other call made: random pixels (bench_images draws from the same C rand() sequence
+# in every process, so two of its sets hold the same pictures and would hit the vision cache)
+fresh_images() {
+    python3 - "$1" "$2" <<'PY'
+import os, sys
+from PIL import Image
+os.makedirs(sys.argv[1], exist_ok=True)
+for i in range(int(sys.argv[2])):
+    Image.frombytes("RGB", (800, 600), os.urandom(800 * 600 * 3)).save(
+        f"{sys.argv[1]}/img{i:04d}.jpg", quality=90)
+PY
+}
 # glm4v-run's own timings for lone jobs (before the server takes the GPU's memory)
 q="Describe the picture in detail."
 for k in 1 2 3; do
@@ -54,9 +73,19 @@ s = statistics.median(served)
 print(f"serve lone_job_total_ms={s:.1f} glm4v_run_engine_ms={engine:.1f} overhead_pct={100 * (s - engine) / engine:.1f}")
 PY
 
-# arrival-rate sweep, then saturation (rate 0: every job at once); a fresh image set per rate
-# would defeat the cache less than real traffic does, so the 16 images repeat as in a busy service
+# arrival-rate sweep, then saturation (rate 0: every job at once), each on images of its own
+[ "$repeat" -gt 0 ] && bench_images "$work/repeat" "$repeat"
+k=0
 for r in $rates 0; do
-    python3 scripts/bench_serve_load.py "$B/bin/glm4v-submit" "$url" bench "$r" "$jobs" \
-        "$work/images" "$max_new" "http://127.0.0.1:$mport/metrics"
+    n=$jobs
+    [ "$r" = 0 ] && n=$saturation
+    dir="$work/repeat"
+    if [ "$repeat" -eq 0 ]; then
+        dir="$work/set$k"
+        fresh_images "$dir" "$n"
+    fi
+    k=$((k + 1))
+    echo "serve images: $( [ "$repeat" -gt 0 ] && echo "$repeat repeated" || echo "$n distinct")"
+    python3 scripts/bench_serve_load.py "$B/bin/glm4v-submit" "$url" bench "$r" "$n" \
+        "$dir" "$max_new" "http://127.0.0.1:$mport/metrics"
 done

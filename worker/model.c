@@ -77,7 +77,8 @@ static void carve_vision(glm_model *m, carver *c)
     int64_t n = m->opt.max_images, g = v->image_size / v->patch_size, hv = v->hidden_size;
     int64_t rows = n * (1 + g * g), vhd = hv / v->num_heads, out = n * (g / 2) * (g / 2);
     vision_scratch *s = &m->vs;
-    s->pixels = carve(c, a, n * v->in_channels, (int64_t)v->image_size * v->image_size);
+    /* float32 as the host has them: patchify converts on the device (no host conversion pass) */
+    s->pixels = carve(c, GLM_F32, n * v->in_channels, (int64_t)v->image_size * v->image_size);
     s->patches = carve(c, a, n * g * g, (int64_t)v->in_channels * v->patch_size * v->patch_size);
     s->patch_out = carve(c, a, n * g * g, hv);
     s->x = carve(c, m->be->resid_dtype, rows, hv);
@@ -288,20 +289,9 @@ glm_status glm_model_encode_images(glm_model *m, const float *pixels_host, int n
     size_t n = (size_t)n_images * v->in_channels * v->image_size * v->image_size;
     glm_backend *be = m->be;
     /* rank 0 uploads the pixels, then the group broadcasts them in backend memory */
-    if (m->plan.tp_rank == 0) {
-        if (be->act_dtype == GLM_F32) {
-            glm_op_upload(be, m->vs.pixels.data, pixels_host, n * sizeof(float));
-        } else {
-            size_t bytes = n * glm_dtype_size(be->act_dtype);
-            void *tmp = malloc(bytes);
-            if (!tmp) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for pixels");
-            glm_convert(tmp, be->act_dtype, pixels_host, GLM_F32, n);
-            glm_op_upload(be, m->vs.pixels.data, tmp, bytes);
-            free(tmp);
-        }
-    }
+    if (m->plan.tp_rank == 0) glm_op_upload(be, m->vs.pixels.data, pixels_host, n * sizeof(float));
     if (m->comm->size > 1) {
-        glm_status st = m->comm->ops->broadcast(m->comm, m->vs.pixels.data, n, be->act_dtype, 0);
+        glm_status st = m->comm->ops->broadcast(m->comm, m->vs.pixels.data, n, GLM_F32, 0);
         if (st) return glm_fail(err, st, "broadcasting pixels: %s", m->comm->err.msg);
     }
     return glm_vision_forward(m, n_images, slots, err);

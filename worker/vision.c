@@ -82,7 +82,8 @@ glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, 
     int grid = v->image_size / v->patch_size;
     int64_t n_patches = (int64_t)grid * grid, seq = 1 + n_patches, rows = n_images * seq;
 
-    glm_tensor pixels = glm_tensor_4d(be->act_dtype, n_images, v->in_channels, v->image_size,
+    /* float32 pixels: patchify converts them to the activation type on the device */
+    glm_tensor pixels = glm_tensor_4d(s->pixels.dtype, n_images, v->in_channels, v->image_size,
                                       v->image_size, s->pixels.data);
     glm_tensor patches = glm_rows(&s->patches, n_images * n_patches);
     glm_tensor patch_out = glm_rows(&s->patch_out, n_images * n_patches);
