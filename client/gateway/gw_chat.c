@@ -198,6 +198,11 @@ static void on_stream_event(gw_chat *c, const gw_event *ev)
     }
     if (o == GW_FOLLOW_DIVERGED) {
         atomic_fetch_add(&c->g->metrics.divergences, 1);
+        fprintf(stderr,
+                "glm4v-gateway: job %s: attempt %u diverged from what was sent (%zu tokens, "
+                "%zu bytes of text, on %s)\n",
+                c->job_id, c->follow.attempt, c->follow.n_sent_ids, c->follow.n_sent_text,
+                ev->chunk ? "a chunk" : "the result");
         gw_fail(&e, 502, "server_error", "attempt_diverged", NULL,
                 "the job was taken over by another replica whose answer differs from the text "
                 "already sent; the stream ends here");

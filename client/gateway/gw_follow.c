@@ -28,6 +28,19 @@ static bool grow(void **buf, size_t *cap, size_t need, size_t elem)
     return true;
 }
 
+/* True when a (na items) and b (nb items) agree on their common prefix. */
+static bool ids_agree(const int32_t *a, size_t na, const int32_t *b, size_t nb)
+{
+    size_t n = na < nb ? na : nb;
+    return n == 0 || memcmp(a, b, n * sizeof *a) == 0;
+}
+
+static bool text_agrees(const char *a, size_t na, const char *b, size_t nb)
+{
+    size_t n = na < nb ? na : nb;
+    return n == 0 || memcmp(a, b, n) == 0;
+}
+
 /* Records as sent and fills d with: tokens ids[k..n) where the first k are already sent (the
  * caller checked they agree), and the text beyond sent_text of full_text. */
 static gw_follow_outcome emit(gw_follower *f, const int32_t *ids, size_t n, size_t k,
@@ -43,7 +56,8 @@ static gw_follow_outcome emit(gw_follower *f, const int32_t *ids, size_t n, size
         d->first = k;
         d->n_tokens = n - k;
     }
-    if (full_len > f->n_sent_text) {
+    if (full_len > f->n_sent_text &&
+        text_agrees(full_text, f->n_sent_text, f->sent_text, f->n_sent_text)) {
         size_t add = full_len - f->n_sent_text;
         if (!grow((void **)&f->sent_text, &f->cap_sent_text, full_len + 1, 1))
             return GW_FOLLOW_NOMEM;
@@ -54,19 +68,6 @@ static gw_follow_outcome emit(gw_follower *f, const int32_t *ids, size_t n, size
         f->sent_text[full_len] = '\0';
     }
     return GW_FOLLOW_OK;
-}
-
-/* True when a (na items) and b (nb items) agree on their common prefix. */
-static bool ids_agree(const int32_t *a, size_t na, const int32_t *b, size_t nb)
-{
-    size_t n = na < nb ? na : nb;
-    return n == 0 || memcmp(a, b, n * sizeof *a) == 0;
-}
-
-static bool text_agrees(const char *a, size_t na, const char *b, size_t nb)
-{
-    size_t n = na < nb ? na : nb;
-    return n == 0 || memcmp(a, b, n) == 0;
 }
 
 gw_follow_outcome gw_follower_on_chunk(gw_follower *f, const glm_chunk *c, gw_delta *d)
@@ -101,24 +102,16 @@ gw_follow_outcome gw_follower_on_chunk(gw_follower *f, const glm_chunk *c, gw_de
         f->gap = true;
         return GW_FOLLOW_OK;
     }
-    if (!ids_agree(c->token_ids, already, f->sent_ids + pos, already) ||
-        !text_agrees(f->att_text, f->n_att_text, f->sent_text, f->n_sent_text))
-        return GW_FOLLOW_DIVERGED;
-    if (f->n_att_text < f->n_sent_text) { /* behind in text: send the new tokens only */
-        gw_follow_outcome o = emit(f, c->token_ids, n, already, "", 0, d);
-        return o;
-    }
+    if (!ids_agree(c->token_ids, already, f->sent_ids + pos, already)) return GW_FOLLOW_DIVERGED;
     return emit(f, c->token_ids, n, already, f->att_text, f->n_att_text, d);
 }
 
 gw_follow_outcome gw_follower_on_result(gw_follower *f, const glm_result *r, gw_delta *d)
 {
     memset(d, 0, sizeof *d);
-    const char *text = r->text ? r->text : "";
-    size_t tlen = strlen(text);
-    if (r->n_tokens < f->n_sent_ids || tlen < f->n_sent_text ||
-        !ids_agree(r->token_ids, f->n_sent_ids, f->sent_ids, f->n_sent_ids) ||
-        !text_agrees(text, f->n_sent_text, f->sent_text, f->n_sent_text))
+    if (r->n_tokens < f->n_sent_ids || !ids_agree(r->token_ids, f->n_sent_ids, f->sent_ids,
+                                                  f->n_sent_ids))
         return GW_FOLLOW_DIVERGED;
-    return emit(f, r->token_ids, r->n_tokens, f->n_sent_ids, text, tlen, d);
+    const char *text = r->text ? r->text : "";
+    return emit(f, r->token_ids, r->n_tokens, f->n_sent_ids, text, strlen(text), d);
 }
