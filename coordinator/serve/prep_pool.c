@@ -2,12 +2,10 @@
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct prep_item {
     struct prep_item *next;
-    glm_queue_job entry;
-    glm_prep_done done;
+    glm_request *request;
 } prep_item;
 
 /* One FIFO list: items waiting for a thread. A second: items done, waiting for the loop. */
@@ -46,20 +44,6 @@ static prep_item *list_pop(prep_list *l)
     return it;
 }
 
-static void prepare(glm_prep_pool *p, prep_item *it)
-{
-    glm_prep_done *d = &it->done;
-    memset(d, 0, sizeof(*d));
-    d->code = GLM_EC_INTERNAL;
-    /* glm_request_create takes the entry on success and hands it back on failure */
-    if (glm_request_create(p->env, &it->entry, &d->request, &d->code, d->msg, sizeof(d->msg)) !=
-        GLM_OK) {
-        d->request = NULL;
-        d->entry = it->entry;
-        memset(&it->entry, 0, sizeof(it->entry));
-    }
-}
-
 static void *worker(void *arg)
 {
     glm_prep_pool *p = arg;
@@ -72,7 +56,7 @@ static void *worker(void *arg)
             continue;
         }
         pthread_mutex_unlock(&p->lock);
-        prepare(p, it);
+        glm_request_prepare(it->request, p->env);
         pthread_mutex_lock(&p->lock);
         list_push(&p->done, it);
     }
@@ -104,9 +88,7 @@ glm_status glm_prep_pool_create(int n_threads, const glm_request_env *env, glm_p
 
 static void free_item(prep_item *it)
 {
-    glm_request_destroy(it->done.request);
-    glm_queue_job_clear(&it->done.entry);
-    glm_queue_job_clear(&it->entry);
+    glm_request_destroy(it->request);
     free(it);
 }
 
@@ -130,12 +112,15 @@ void glm_prep_pool_destroy(glm_prep_pool *p)
     free(p);
 }
 
-glm_status glm_prep_pool_submit(glm_prep_pool *p, glm_queue_job *entry, glm_error *err)
+glm_status glm_prep_pool_submit(glm_prep_pool *p, glm_request *r, glm_error *err)
 {
+    if (r->seq.state != GLM_JOB_QUEUED)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "a %s request cannot be prepared",
+                        glm_job_state_name(r->seq.state));
     prep_item *it = calloc(1, sizeof(*it));
     if (!it) return glm_fail(err, GLM_ERR_NOMEM, "out of memory for a preparation");
-    it->entry = *entry;
-    memset(entry, 0, sizeof(*entry));
+    glm_job_transition(&r->seq.state, GLM_JOB_PREPARING);
+    it->request = r;
     pthread_mutex_lock(&p->lock);
     list_push(&p->todo, it);
     p->in_flight++;
@@ -152,13 +137,13 @@ size_t glm_prep_pool_in_flight(glm_prep_pool *p)
     return n;
 }
 
-size_t glm_prep_pool_collect(glm_prep_pool *p, glm_prep_done *out, size_t max)
+size_t glm_prep_pool_collect(glm_prep_pool *p, glm_request **out, size_t max)
 {
     size_t n = 0;
     pthread_mutex_lock(&p->lock);
     prep_item *it;
     while (n < max && (it = list_pop(&p->done))) {
-        out[n++] = it->done;
+        out[n++] = it->request;
         p->in_flight--;
         free(it);
     }

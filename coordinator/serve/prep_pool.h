@@ -12,23 +12,17 @@
 
 typedef struct glm_prep_pool glm_prep_pool;
 
-/* The outcome of one preparation: a request, or the entry back with an error for its Result. */
-typedef struct glm_prep_done {
-    glm_request *request; /* NULL on failure */
-    glm_queue_job entry;  /* on failure: the queue entry, to answer */
-    glm_error_code code;
-    char msg[GLM_ERROR_MSG_LEN];
-} glm_prep_done;
-
 glm_status glm_prep_pool_create(int n_threads, const glm_request_env *env, glm_prep_pool **out,
                                 glm_error *err);
-/* Joins the threads; preparations not yet collected are freed. */
+/* Joins the threads; requests not yet collected are destroyed. */
 void glm_prep_pool_destroy(glm_prep_pool *p);
-/* Takes ownership of entry's bytes (entry is cleared). */
-glm_status glm_prep_pool_submit(glm_prep_pool *p, glm_queue_job *entry, glm_error *err);
+/* Takes the request (state QUEUED; it becomes PREPARING and the pool's until collected). On
+ * failure the request stays the caller's, still QUEUED. */
+glm_status glm_prep_pool_submit(glm_prep_pool *p, glm_request *r, glm_error *err);
 /* Submitted and not yet collected. */
 size_t glm_prep_pool_in_flight(glm_prep_pool *p);
-/* Moves up to max finished preparations into out; returns how many. */
-size_t glm_prep_pool_collect(glm_prep_pool *p, glm_prep_done *out, size_t max);
+/* Hands up to max prepared requests back to the caller (still PREPARING; those whose job was
+ * bad carry their error_code); returns how many. */
+size_t glm_prep_pool_collect(glm_prep_pool *p, glm_request **out, size_t max);
 
 #endif

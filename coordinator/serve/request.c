@@ -1,5 +1,6 @@
 #include "coordinator/serve/request.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +50,8 @@ static glm_error_code image_error_code(glm_status st)
 }
 
 /* job -> ids (chat template) and pixels; fills r->seq's layout. */
-static glm_status prepare(glm_request *r, const glm_request_env *env, glm_error_code *code,
-                          glm_error *err)
+static glm_status build_prompt(glm_request *r, const glm_request_env *env, glm_error_code *code,
+                               glm_error *err)
 {
     const glm_job *job = r->job;
     const glm_model_config *cfg = env->cfg;
@@ -133,68 +134,63 @@ static void setup_sampling(glm_request *r)
     r->seq.sample.n_logprobs = s->has_logprobs ? (int)s->logprobs : 0;
 }
 
-/* A request that could not be built hands the queue entry back to the caller, who still has to
- * answer it (an error Result addressed by its job id). */
-static void give_back(glm_request *r, glm_queue_job *entry)
-{
-    *entry = r->entry;
-    memset(&r->entry, 0, sizeof(r->entry));
-    glm_request_destroy(r);
-}
-
-glm_status glm_request_create(const glm_request_env *env, glm_queue_job *entry, glm_request **out,
-                              glm_error_code *code, char *msg, size_t msg_len)
+glm_status glm_request_create(glm_queue_job *entry, glm_request **out, glm_error *err)
 {
     *out = NULL;
     glm_request *r = calloc(1, sizeof(*r));
-    if (!r) {
-        *code = GLM_EC_INTERNAL;
-        snprintf(msg, msg_len, "out of memory");
-        return GLM_ERR_NOMEM;
-    }
+    if (!r) return glm_fail(err, GLM_ERR_NOMEM, "out of memory for a request");
     r->entry = *entry;
-    memset(entry, 0, sizeof(*entry)); /* the bytes are ours now */
+    memset(entry, 0, sizeof(*entry)); /* the bytes are the request's now */
+    r->seq.request = r;
+    r->seq.state = GLM_JOB_QUEUED;
     r->t_received = glm_now_ms();
     long long entry_ms = atoll(r->entry.entry_id);
     r->queue_ms = entry_ms > 0 ? wall_ms() - (double)entry_ms : 0;
     if (r->queue_ms < 0) r->queue_ms = 0;
-    glm_detokenizer_init(&r->detok, env->tok);
+    *out = r;
+    return GLM_OK;
+}
 
+void glm_request_set_error(glm_request *r, glm_error_code code, const char *fmt, ...)
+{
+    if (r->error_code != GLM_EC_OK) return;
+    r->error_code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error_msg, sizeof(r->error_msg), fmt, ap);
+    va_end(ap);
+}
+
+bool glm_request_prepare(glm_request *r, const glm_request_env *env)
+{
+    glm_detokenizer_init(&r->detok, env->tok);
     glm_job_problem problem = {0};
     glm_status st = glm_job_decode(r->entry.bytes, r->entry.len, &r->job, &problem);
     if (!st) st = glm_job_validate(r->job, &env->job_limits, &problem);
     if (st) {
-        *code = problem.code;
-        snprintf(msg, msg_len, "%s", problem.message);
-        give_back(r, entry);
-        return st;
+        glm_request_set_error(r, problem.code, "%s", problem.message);
+        return false;
     }
     if (r->job->deadline_unix_ms && (double)r->job->deadline_unix_ms < wall_ms()) {
-        *code = GLM_EC_DEADLINE_EXCEEDED;
-        snprintf(msg, msg_len, "deadline passed before the job was started");
-        give_back(r, entry);
-        return GLM_ERR_TIMEOUT;
+        glm_request_set_error(r, GLM_EC_DEADLINE_EXCEEDED,
+                              "deadline passed before the job was started");
+        return false;
     }
     glm_error err = {0};
-    st = prepare(r, env, code, &err);
-    if (st) {
-        snprintf(msg, msg_len, "%s", err.msg);
-        give_back(r, entry);
-        return st;
+    glm_error_code code = GLM_EC_INTERNAL;
+    if (build_prompt(r, env, &code, &err)) {
+        glm_request_set_error(r, code, "%s", err.msg);
+        return false;
     }
     setup_sampling(r);
-    r->seq.owner = r;
     r->seq.priority = r->job->priority;
     if (r->n_logprobs_wanted >= 0 &&
         !(r->logprobs =
               calloc((size_t)r->seq.max_new_tokens, sizeof(float) * GLM_SAMPLE_LOGPROBS_STRIDE))) {
-        *code = GLM_EC_INTERNAL;
-        snprintf(msg, msg_len, "out of memory");
-        give_back(r, entry);
-        return GLM_ERR_NOMEM;
+        glm_request_set_error(r, GLM_EC_INTERNAL, "out of memory");
+        return false;
     }
-    *out = r;
-    return GLM_OK;
+    return true;
 }
 
 void glm_request_destroy(glm_request *r)
@@ -258,7 +254,7 @@ glm_status glm_request_on_token(glm_request *r, const glm_request_env *env, int3
     size_t before = r->text.len;
     glm_status st = GLM_OK;
     if (!is_end) st = glm_detokenizer_push(&r->detok, id, &r->text, err);
-    if (!st && r->seq.finish != GLM_SEQ_RUNNING)
+    if (!st && r->seq.finish != GLM_SEQ_NOT_FINISHED)
         st = glm_detokenizer_flush(&r->detok, &r->text, err);
     if (st) return st;
     long stop_at = find_stop(r, r->text.len - before);
@@ -269,8 +265,8 @@ glm_status glm_request_on_token(glm_request *r, const glm_request_env *env, int3
         *stop_string = true;
         safe = r->text.len;
     } else {
-        safe =
-            r->seq.finish != GLM_SEQ_RUNNING ? r->text.len : r->text.len - stop_prefix_overlap(r);
+        safe = r->seq.finish != GLM_SEQ_NOT_FINISHED ? r->text.len
+                                                     : r->text.len - stop_prefix_overlap(r);
     }
     if (safe > r->text_emitted) {
         st = glm_bytes_append(delta, r->text.data + r->text_emitted, safe - r->text_emitted, err);
@@ -332,6 +328,7 @@ static glm_finish_reason finish_reason(glm_seq_finish f)
     case GLM_SEQ_FINISHED_STOP_STRING:
         return GLM_FINISH_STOP_STRING;
     case GLM_SEQ_FINISHED_ERROR:
+    case GLM_SEQ_CANCELLED:
         return GLM_FINISH_ERROR;
     default:
         return GLM_FINISH_LENGTH;
@@ -342,6 +339,10 @@ glm_status glm_request_result(glm_request *r, const glm_request_env *env, uint8_
                               size_t *len, glm_error *err)
 {
     r->t_done = glm_now_ms();
+    if (r->seq.state != GLM_JOB_FINISHED)
+        return glm_result_encode_error(
+            r->entry.job_id, r->error_code ? r->error_code : GLM_EC_INTERNAL, r->error_msg,
+            env->server_id, r->entry.deliveries, bytes, len, err);
     double first = r->t_first_token ? r->t_first_token : r->t_done;
     double sched = r->t_scheduled ? r->t_scheduled : r->t_received;
     glm_result res = {
@@ -376,11 +377,4 @@ glm_status glm_request_result(glm_request *r, const glm_request_env *env, uint8_
     free(lps);
     free(tops);
     return st;
-}
-
-glm_status glm_request_error_result(const char *job_id, glm_error_code code, const char *msg,
-                                    const char *server_id, uint32_t attempts, uint8_t **bytes,
-                                    size_t *len, glm_error *err)
-{
-    return glm_result_encode_error(job_id, code, msg, server_id, attempts, bytes, len, err);
 }

@@ -27,26 +27,37 @@ typedef struct glm_request_env {
     const char *server_id;
 } glm_request_env;
 
+/* A job on this replica from the moment it is read to its Result. The request owns every piece
+ * of it (queue entry, decoded job, pixels, text) and embeds its scheduler sequence, whose state
+ * field is the job's state (job_state.h). Whoever holds the pointer owns the request: the serve
+ * loop, then a preparation thread, then the serve loop again. */
 typedef struct glm_request {
-    glm_queue_job entry; /* stream entry id, job id, deliveries */
-    glm_job *job;
-    glm_sequence seq;
-    float *pixels; /* [C, S, S] */
+    glm_queue_job entry; /* stream entry id, job id, deliveries, and the job's bytes */
+    glm_job *job;        /* decoded in glm_request_prepare; NULL before, or when undecodable */
+    glm_sequence seq;    /* seq.request points back here; seq.state is the job's state */
+    float *pixels;       /* [C, S, S] */
     glm_detokenizer detok;
     glm_bytes text;      /* decoded so far */
     size_t text_emitted; /* bytes of text already streamed */
     uint32_t chunk_index;
     float *logprobs; /* per generated token, GLM_SAMPLE_LOGPROBS_STRIDE floats */
     int n_logprobs_wanted;
+    glm_error_code error_code; /* why it failed (GLM_EC_OK while it has not) */
+    char error_msg[GLM_ERROR_MSG_LEN];
     double t_received, t_scheduled, t_first_token, t_done; /* ms, CLOCK_MONOTONIC */
     double vision_ms;
     double queue_ms; /* from the entry's Redis timestamp to receipt */
 } glm_request;
 
-/* Builds a request from a queue entry (takes ownership of entry's bytes). On a bad job returns
- * non-OK with *code and msg set: the caller writes an error Result for it. */
-glm_status glm_request_create(const glm_request_env *env, glm_queue_job *entry, glm_request **out,
-                              glm_error_code *code, char *msg, size_t msg_len);
+/* A request for a queue entry, state QUEUED; it takes the entry (entry is cleared). */
+glm_status glm_request_create(glm_queue_job *entry, glm_request **out, glm_error *err);
+/* On a preparation thread, state PREPARING: job bytes -> decode + validate -> chat template +
+ * tokenize -> image -> prompt layout and sampling. A bad job sets r->error_code and
+ * r->error_msg (the state stays PREPARING: the serve loop ends it) and returns false. */
+bool glm_request_prepare(glm_request *r, const glm_request_env *env);
+/* Records why the request fails (the first reason given wins). */
+void glm_request_set_error(glm_request *r, glm_error_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void glm_request_destroy(glm_request *r);
 
 /* After the sequence got its newest token(s): returns the text that may be streamed now (a
@@ -57,13 +68,10 @@ glm_status glm_request_on_token(glm_request *r, const glm_request_env *env, int3
 /* Encodes the Chunk for the last token and delta. */
 glm_status glm_request_chunk(glm_request *r, const glm_bytes *delta, uint8_t **bytes, size_t *len,
                              glm_error *err);
-/* Encodes the final Result from the sequence's finish state. */
+/* Encodes the final Result of a FINISHED request (text, ids, usage, timings) or a FAILED one
+ * (error_code and error_msg, addressed by the entry's job id). */
 glm_status glm_request_result(glm_request *r, const glm_request_env *env, uint8_t **bytes,
                               size_t *len, glm_error *err);
-/* Encodes an error Result for a job that never became a request. */
-glm_status glm_request_error_result(const char *job_id, glm_error_code code, const char *msg,
-                                    const char *server_id, uint32_t attempts, uint8_t **bytes,
-                                    size_t *len, glm_error *err);
 
 double glm_now_ms(void);
 

@@ -59,6 +59,18 @@ void glm_scheduler_destroy(glm_scheduler *s)
     free(s);
 }
 
+glm_job_state glm_seq_finish_state(glm_seq_finish why)
+{
+    switch (why) {
+    case GLM_SEQ_FINISHED_ERROR:
+        return GLM_JOB_FAILED;
+    case GLM_SEQ_CANCELLED:
+        return GLM_JOB_CANCELLED;
+    default:
+        return GLM_JOB_FINISHED;
+    }
+}
+
 static int target_rows(const glm_sequence *q)
 {
     return q->layout.n_rows + q->n_generated;
@@ -92,12 +104,14 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
         s->waiting = w;
         s->cap_waiting = cap;
     }
+    if (!glm_job_transition_is_legal(q->state, GLM_JOB_WAITING) || q->state == GLM_JOB_RUNNING)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "a %s sequence cannot join the scheduler",
+                        glm_job_state_name(q->state));
     q->n_generated = 0;
     q->n_cached = 0;
     q->image_slot = -1;
-    q->running = false;
     q->scheduled = false;
-    q->finish = GLM_SEQ_RUNNING;
+    q->finish = GLM_SEQ_NOT_FINISHED;
     q->arrival = s->next_arrival++;
     memset(&q->table, 0, sizeof(q->table));
     if (q->max_new_tokens > 0 && !q->generated) {
@@ -105,6 +119,7 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
         if (!q->generated) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
         q->cap_generated = q->max_new_tokens;
     }
+    glm_job_transition(&q->state, GLM_JOB_WAITING);
     push_waiting(s, q, false);
     return GLM_OK;
 }
@@ -149,7 +164,7 @@ static void preempt(glm_scheduler *s, glm_sequence *q)
 {
     release_resources(s, q);
     remove_running(s, q);
-    q->running = false;
+    glm_job_transition(&q->state, GLM_JOB_WAITING);
     q->n_preemptions++;
     s->preemptions++;
     push_waiting(s, q, true);
@@ -273,7 +288,7 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
         }
         memmove(s->waiting, s->waiting + 1, (size_t)(s->n_waiting - 1) * sizeof(*s->waiting));
         s->n_waiting--;
-        q->running = true;
+        glm_job_transition(&q->state, GLM_JOB_RUNNING);
         s->running[s->n_running++] = q;
         add_to_step(s, q, n);
         budget -= n;
@@ -333,7 +348,7 @@ void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int
     }
     for (int i = 0; i < n_logit_rows; i++) {
         glm_sequence *q = logit_seqs[i];
-        if (q->finish != GLM_SEQ_RUNNING) continue;
+        if (q->state != GLM_JOB_RUNNING) continue;
         if (sampled[i] < 0) {
             glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_ERROR);
             continue;
@@ -360,14 +375,15 @@ void glm_scheduler_abort_step(glm_scheduler *s)
     s->n_step_seqs = 0;
 }
 
-void glm_scheduler_finish(glm_scheduler *s, glm_sequence *q, glm_seq_finish why)
+bool glm_scheduler_finish(glm_scheduler *s, glm_sequence *q, glm_seq_finish why)
 {
+    glm_job_state was = q->state;
+    if (!glm_job_transition(&q->state, glm_seq_finish_state(why))) return false;
     q->finish = why;
-    if (q->running) {
+    if (was == GLM_JOB_RUNNING) {
         release_resources(s, q);
         remove_running(s, q);
-        q->running = false;
-    } else {
+    } else if (was == GLM_JOB_WAITING) {
         for (int i = 0; i < s->n_waiting; i++)
             if (s->waiting[i] == q) {
                 release_resources(s, q);
@@ -377,6 +393,7 @@ void glm_scheduler_finish(glm_scheduler *s, glm_sequence *q, glm_seq_finish why)
                 break;
             }
     }
+    return true;
 }
 
 void glm_sequence_free(glm_sequence *q)

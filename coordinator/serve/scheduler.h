@@ -15,21 +15,30 @@
 #include <stdint.h>
 
 #include "coordinator/image/image_cache.h"
+#include "coordinator/serve/job_state.h"
 #include "coordinator/text/prompt_layout.h"
 #include "kernels/ops.h"
 #include "worker/kv_cache.h"
 #include "worker/step_plan.h"
 
+/* Why a sequence ended; its final state follows from it (glm_seq_finish_state). */
 typedef enum glm_seq_finish {
-    GLM_SEQ_RUNNING = 0,
+    GLM_SEQ_NOT_FINISHED = 0,
     GLM_SEQ_FINISHED_LENGTH,      /* max_new_tokens or seq_length reached */
     GLM_SEQ_FINISHED_STOP,        /* eos or a stop id */
     GLM_SEQ_FINISHED_STOP_STRING, /* the caller matched a stop string */
-    GLM_SEQ_FINISHED_ERROR,
+    GLM_SEQ_FINISHED_ERROR,       /* -> GLM_JOB_FAILED */
+    GLM_SEQ_CANCELLED,            /* handed back or dropped -> GLM_JOB_CANCELLED */
 } glm_seq_finish;
 
+glm_job_state glm_seq_finish_state(glm_seq_finish why);
+
+struct glm_request;
+
 typedef struct glm_sequence {
-    void *owner; /* the caller's request */
+    /* the serve loop's job that embeds this sequence (NULL for glm4v-run's): the scheduler
+     * never reads it, the serve loop follows it from the sequences of a step back to their jobs */
+    struct glm_request *request;
     glm_prompt_layout layout;
     const float *pixels; /* [C, S, S] of its image (owned by the caller), NULL for text */
     glm_image_key image_key;
@@ -47,7 +56,7 @@ typedef struct glm_sequence {
     int image_slot; /* -1 when it holds none */
     glm_block_table table;
     uint64_t arrival;
-    bool running;
+    glm_job_state state; /* changed only by glm_job_transition (job_state.h) */
     bool scheduled; /* part of the step being built */
     int step_rows;  /* rows fed in the current step */
     int n_preemptions;
@@ -75,7 +84,8 @@ glm_status glm_scheduler_create(const glm_scheduler_config *cfg, glm_image_cache
                                 glm_scheduler **out, glm_error *err);
 void glm_scheduler_destroy(glm_scheduler *s);
 
-/* Queues seq (its layout, limits and sampling filled in by the caller) behind the waiting ones. */
+/* Queues seq (its layout, limits and sampling filled in by the caller; state QUEUED or PREPARING)
+ * behind the waiting ones: it becomes WAITING. GLM_ERR_INVALID_ARG when it is in another state. */
 glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *seq, glm_error *err);
 bool glm_scheduler_has_work(const glm_scheduler *s);
 
@@ -94,8 +104,10 @@ void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int
                           int n_logit_rows);
 /* After a failed step: undoes the step's image reservations so they are encoded again. */
 void glm_scheduler_abort_step(glm_scheduler *s);
-/* Ends a sequence early (stop string, error, cancellation). */
-void glm_scheduler_finish(glm_scheduler *s, glm_sequence *seq, glm_seq_finish why);
+/* Ends a sequence (stop string, error, deadline, cancellation): releases what it holds in the
+ * scheduler when it is WAITING or RUNNING, and moves it to glm_seq_finish_state(why). Returns
+ * false, changing nothing, when it had already ended. */
+bool glm_scheduler_finish(glm_scheduler *s, glm_sequence *seq, glm_seq_finish why);
 /* Frees a sequence's own memory (call after it finished or was never added). */
 void glm_sequence_free(glm_sequence *seq);
 

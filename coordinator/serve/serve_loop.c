@@ -200,23 +200,6 @@ static void finish_job(server *s, const char *entry_id, const char *job_id, cons
         log_event(job_id, "redis unreachable: result held in the outbox");
 }
 
-static void reject_job(server *s, glm_queue_job *job, glm_error_code code, const char *msg)
-{
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    glm_error err = {0};
-    log_event(job->job_id, "rejected: %s: %s", glm_error_code_name(code), msg);
-    glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_ERROR, 1);
-    if (!job->job_id[0]) { /* nothing to address a Result to */
-        glm_queue_dead_letter(s->queue, job, msg, &err);
-        return;
-    }
-    if (glm_request_error_result(job->job_id, code, msg, s->server_id, job->deliveries, &bytes,
-                                 &len, &err) == GLM_OK)
-        finish_job(s, job->entry_id, job->job_id, bytes, len);
-    free(bytes);
-}
-
 static glm_status track(server *s, glm_request *r, glm_error *err)
 {
     if (s->n_requests == s->cap_requests) {
@@ -237,6 +220,85 @@ static void untrack(server *s, glm_request *r)
             s->requests[i] = s->requests[--s->n_requests];
             return;
         }
+}
+
+static const char *finish_name(glm_seq_finish f)
+{
+    switch (f) {
+    case GLM_SEQ_FINISHED_STOP_STRING:
+        return "stop string";
+    case GLM_SEQ_FINISHED_STOP:
+        return "stop";
+    case GLM_SEQ_FINISHED_ERROR:
+        return "error";
+    case GLM_SEQ_CANCELLED:
+        return "cancelled";
+    default:
+        return "length";
+    }
+}
+
+static void write_result(server *s, glm_request *r, const char *job_id)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    glm_error err = {0};
+    if (glm_request_result(r, &s->env, &bytes, &len, &err) == GLM_OK)
+        finish_job(s, r->entry.entry_id, job_id, bytes, len);
+    else
+        log_event(job_id, "result encoding failed: %s", err.msg);
+    free(bytes);
+}
+
+/* The one place a job ends, whatever ended it (the scheduler at eos or a length limit, a stop
+ * string, a bad job, a failed preparation, non-finite logits, its deadline, a drain). The request
+ * moves to its final state, leaving the scheduler if it is still there; then FINISHED and FAILED
+ * write the Result and acknowledge the entry in one step (an entry with no job id to address a
+ * Result to goes to the dead letters), and CANCELLED hands the entry back to the queue for
+ * another replica. The request is destroyed: nothing refers to it afterwards. */
+static void end_job(server *s, glm_request *r, glm_seq_finish why)
+{
+    glm_error err = {0};
+    if (!glm_job_state_is_final(r->seq.state)) {
+        if (glm_job_state_is_scheduled(r->seq.state)) {
+            glm_scheduler_finish(s->sched, &r->seq, why);
+        } else if (glm_job_transition(&r->seq.state, glm_seq_finish_state(why))) {
+            r->seq.finish = why;
+        }
+    }
+    const char *job_id = r->entry.job_id;
+    switch (r->seq.state) {
+    case GLM_JOB_FINISHED:
+        write_result(s, r, r->job->id);
+        glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_OK, 1);
+        glm_metrics_observe(s->metrics, GLM_HISTOGRAM_REQUEST_DURATION,
+                            (r->queue_ms + r->t_done - r->t_received) / 1e3);
+        log_event(r->job->id, "done: %d tokens, %s", r->seq.n_generated,
+                  finish_name(r->seq.finish));
+        break;
+    case GLM_JOB_FAILED:
+        if (r->error_code == GLM_EC_OK)
+            glm_request_set_error(r, GLM_EC_INTERNAL, "the job ended (%s) after %d tokens",
+                                  finish_name(why), r->seq.n_generated);
+        log_event(job_id, "rejected: %s: %s", glm_error_code_name(r->error_code), r->error_msg);
+        glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_ERROR, 1);
+        if (!job_id[0]) /* nothing to address a Result to */
+            glm_queue_dead_letter(s->queue, &r->entry, r->error_msg, &err);
+        else
+            write_result(s, r, job_id);
+        break;
+    case GLM_JOB_CANCELLED:
+        if (glm_queue_hand_back(s->queue, r->entry.entry_id, &err))
+            log_event(job_id, "hand back failed (it will be reclaimed): %s", err.msg);
+        else
+            log_event(job_id, "handed back for another replica");
+        break;
+    default: /* a transition refused: a bug; the entry stays pending and is reclaimed */
+        log_event(job_id, "cannot end a %s job", glm_job_state_name(r->seq.state));
+        break;
+    }
+    untrack(s, r);
+    glm_request_destroy(r);
 }
 
 static void crash_if_poisoned(server *s, const glm_request *r)
@@ -275,7 +337,7 @@ static void touch_in_flight(server *s, double *last_touch)
 }
 
 /* A job from the stream: acknowledged at once when its Result already exists (re-delivery is
- * idempotent), otherwise handed to the preparation threads. */
+ * idempotent), otherwise it becomes a request (QUEUED), handed to the preparation threads. */
 static void accept_job(server *s, glm_queue_job *job)
 {
     glm_error err = {0};
@@ -289,30 +351,34 @@ static void accept_job(server *s, glm_queue_job *job)
         glm_queue_job_clear(job);
         return;
     }
-    if (glm_prep_pool_submit(s->prep, job, &err)) {
-        reject_job(s, job, GLM_EC_INTERNAL, err.msg);
+    glm_request *r = NULL;
+    if (glm_request_create(job, &r, &err)) { /* left pending: reclaimed after the timeout */
+        log_event(job->job_id, "%s", err.msg);
         glm_queue_job_clear(job);
+        return;
+    }
+    if (glm_prep_pool_submit(s->prep, r, &err)) {
+        glm_request_set_error(r, GLM_EC_INTERNAL, "%s", err.msg);
+        end_job(s, r, GLM_SEQ_FINISHED_ERROR);
     }
 }
 
-/* Prepared requests join the scheduler; failed preparations get their error Result. */
+/* Prepared requests join the scheduler (WAITING); failed preparations get their error Result. */
 static void collect_prepared(server *s)
 {
-    glm_prep_done done[32];
+    glm_request *done[32];
     glm_error err = {0};
     size_t n = glm_prep_pool_collect(s->prep, done, 32);
     for (size_t i = 0; i < n; i++) {
-        glm_request *r = done[i].request;
-        if (!r) {
-            reject_job(s, &done[i].entry, done[i].code, done[i].msg);
-            glm_queue_job_clear(&done[i].entry);
+        glm_request *r = done[i];
+        if (r->error_code != GLM_EC_OK) {
+            end_job(s, r, GLM_SEQ_FINISHED_ERROR);
             continue;
         }
         crash_if_poisoned(s, r);
-        if (glm_scheduler_add(s->sched, &r->seq, &err) || track(s, r, &err)) {
-            glm_queue_job tmp = r->entry;
-            reject_job(s, &tmp, GLM_EC_INTERNAL, err.msg);
-            glm_request_destroy(r);
+        if (track(s, r, &err) || glm_scheduler_add(s->sched, &r->seq, &err)) {
+            glm_request_set_error(r, GLM_EC_INTERNAL, "%s", err.msg);
+            end_job(s, r, GLM_SEQ_FINISHED_ERROR);
             continue;
         }
         glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_ids);
@@ -352,27 +418,6 @@ static void take_jobs(server *s, bool idle, double *last_claim)
     }
 }
 
-static void complete(server *s, glm_request *r)
-{
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    glm_error err = {0};
-    if (glm_request_result(r, &s->env, &bytes, &len, &err) == GLM_OK)
-        finish_job(s, r->entry.entry_id, r->job->id, bytes, len);
-    else
-        log_event(r->job->id, "result encoding failed: %s", err.msg);
-    free(bytes);
-    glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_OK, 1);
-    glm_metrics_observe(s->metrics, GLM_HISTOGRAM_REQUEST_DURATION,
-                        (r->queue_ms + r->t_done - r->t_received) / 1e3);
-    log_event(r->job->id, "done: %d tokens, %s", r->seq.n_generated,
-              r->seq.finish == GLM_SEQ_FINISHED_STOP_STRING ? "stop string"
-              : r->seq.finish == GLM_SEQ_FINISHED_STOP      ? "stop"
-                                                            : "length");
-    untrack(s, r);
-    glm_request_destroy(r);
-}
-
 /* Sampled tokens -> requests: one Chunk each, all of a step's chunks written to Redis in one
  * pipelined round trip; then the requests that ended get their Result. */
 static void deliver_tokens(server *s, int n_rows)
@@ -385,7 +430,7 @@ static void deliver_tokens(server *s, int n_rows)
     size_t n_chunks = 0;
     for (int i = 0; i < n_rows; i++) {
         if (s->sampled[i] < 0) continue; /* failed and dropped by fail_undrawn */
-        glm_request *r = s->logit_seqs[i]->owner;
+        glm_request *r = s->logit_seqs[i]->request;
         if (r->seq.n_generated == 0) continue;
         int32_t id = r->seq.generated[r->seq.n_generated - 1];
         if (r->seq.n_generated == 1)
@@ -396,8 +441,7 @@ static void deliver_tokens(server *s, int n_rows)
                                  s->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE, &stop_string,
                                  &delta, &err))
             log_event(r->job->id, "detokenize: %s", err.msg);
-        if (stop_string && r->seq.finish == GLM_SEQ_RUNNING)
-            glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_STOP_STRING);
+        if (stop_string) glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_STOP_STRING);
         if (ids && chunks && lens &&
             glm_request_chunk(r, &delta, &chunks[n_chunks], &lens[n_chunks], &err) == GLM_OK)
             ids[n_chunks++] = r->job->id;
@@ -416,8 +460,8 @@ static void deliver_tokens(server *s, int n_rows)
     glm_metrics_inc(s->metrics, GLM_COUNTER_GENERATED_TOKENS, drawn);
     for (int i = 0; i < s->n_requests;) {
         glm_request *r = s->requests[i];
-        if (r->seq.finish != GLM_SEQ_RUNNING)
-            complete(s, r);
+        if (glm_job_state_is_final(r->seq.state))
+            end_job(s, r, r->seq.finish); /* untracks r: the same index holds the next one */
         else
             i++;
     }
@@ -430,21 +474,18 @@ static void fail_undrawn(server *s, int n_rows)
 {
     for (int i = 0; i < n_rows; i++) {
         if (s->sampled[i] >= 0) continue;
-        glm_request *r = s->logit_seqs[i]->owner;
-        char msg[192];
-        snprintf(msg, sizeof(msg),
-                 "the model's logits were not finite at generated token %d: an activation "
-                 "overflowed (with --dtype f16 storage, serve this model with bf16)",
-                 r->seq.n_generated);
-        glm_queue_job entry = r->entry;
-        reject_job(s, &entry, GLM_EC_INTERNAL, msg);
-        untrack(s, r);
-        glm_request_destroy(r);
+        glm_request *r = s->logit_seqs[i]->request;
+        glm_request_set_error(r, GLM_EC_INTERNAL,
+                              "the model's logits were not finite at generated token %d: an "
+                              "activation overflowed (with --dtype f16 storage, serve this model "
+                              "with bf16)",
+                              r->seq.n_generated);
+        end_job(s, r, GLM_SEQ_FINISHED_ERROR);
     }
 }
 
 /* One continuous-batching step across every rank. */
-static glm_status run_step(server *s, glm_error *err)
+static glm_status run_batch_step(server *s, glm_error *err)
 {
     const float *pixels = NULL;
     glm_status st = glm_scheduler_schedule(s->sched, &s->plan, &pixels, s->logit_seqs, err);
@@ -516,36 +557,23 @@ static void expire_deadlines(server *s)
             i++;
             continue;
         }
-        glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
-        char msg[128];
-        snprintf(msg, sizeof(msg), "deadline passed after %d generated tokens", r->seq.n_generated);
-        glm_queue_job entry = r->entry;
-        reject_job(s, &entry, GLM_EC_DEADLINE_EXCEEDED, msg);
-        untrack(s, r);
-        glm_request_destroy(r);
+        glm_request_set_error(r, GLM_EC_DEADLINE_EXCEEDED,
+                              "deadline passed after %d generated tokens", r->seq.n_generated);
+        end_job(s, r, GLM_SEQ_FINISHED_ERROR);
     }
 }
 
 /* SIGTERM: stop reading; after the grace period hand every unfinished job back. */
 static void hand_back_all(server *s)
 {
-    glm_error err = {0};
-    /* preparations still running become requests first, so they are handed back too */
+    /* preparations still running come back first, so they are handed back too */
     for (int k = 0; k < 500 && glm_prep_pool_in_flight(s->prep) > 0; k++) {
         collect_prepared(s);
         usleep(10 * 1000);
     }
     collect_prepared(s);
-    while (s->n_requests > 0) {
-        glm_request *r = s->requests[0];
-        glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_ERROR);
-        if (glm_queue_hand_back(s->queue, r->entry.entry_id, &err))
-            log_event(r->job->id, "hand back failed (it will be reclaimed): %s", err.msg);
-        else
-            log_event(r->job->id, "handed back for another replica");
-        untrack(s, r);
-        glm_request_destroy(r);
-    }
+    while (s->n_requests > 0)
+        end_job(s, s->requests[0], GLM_SEQ_CANCELLED);
 }
 
 glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
@@ -579,7 +607,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         take_jobs(&s, idle, &last_claim);
         collect_prepared(&s);
         if (!glm_scheduler_has_work(s.sched) && preparing) usleep(500); /* images decoding */
-        if (glm_scheduler_has_work(s.sched)) st = run_step(&s, err);
+        if (glm_scheduler_has_work(s.sched)) st = run_batch_step(&s, err);
         /* no plan for a while (idle): the other ranks' step watchdog must hear from rank 0 */
         if (!st) st = glm_step_plan_keepalive(ctx->comm, err);
         update_gauges(&s);

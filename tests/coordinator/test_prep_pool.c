@@ -1,5 +1,6 @@
-/* The preparation pool: jobs go in on one thread, come out prepared (or with their error code)
- * from several, none lost or duplicated, and the pool can be destroyed with work in flight. */
+/* The preparation pool: requests go in on one thread, come out prepared (or with their error
+ * code) from several, none lost or duplicated, each the same object that went in (ownership moves
+ * by pointer); the pool can be destroyed with work in flight. */
 #include <string.h>
 #include <unistd.h>
 
@@ -48,28 +49,38 @@ int main(void)
     for (int i = 0; i < n; i++) {
         glm_queue_job e;
         make_entry(&e, i, i % 5 != 0);
-        CHECK(glm_prep_pool_submit(pool, &e, NULL) == GLM_OK);
-        CHECK(e.bytes == NULL); /* ownership moved */
+        glm_request *r = NULL;
+        CHECK(glm_request_create(&e, &r, NULL) == GLM_OK && r);
+        CHECK(e.bytes == NULL); /* ownership moved into the request */
+        CHECK(r->seq.state == GLM_JOB_QUEUED && r->seq.request == r);
+        CHECK(glm_prep_pool_submit(pool, r, NULL) == GLM_OK);
+        /* a request already handed over cannot be submitted again */
+        CHECK(i != 0 || glm_prep_pool_submit(pool, r, NULL) == GLM_ERR_INVALID_ARG);
     }
     int seen[200] = {0}, ok = 0, bad = 0;
-    glm_prep_done done[16];
+    glm_request *done[16];
     for (int spins = 0; (ok + bad < n) && spins < 20000; spins++) {
         size_t k = glm_prep_pool_collect(pool, done, 16);
         if (k == 0) usleep(200);
         for (size_t j = 0; j < k; j++) {
+            glm_request *r = done[j];
             int id = -1;
-            if (done[j].request) {
-                sscanf(done[j].request->job->id, "job-%d", &id);
-                CHECK(done[j].request->seq.layout.n_rows > 0);
-                glm_request_destroy(done[j].request);
+            sscanf(r->entry.job_id, "job-%d", &id);
+            CHECK(r->seq.state == GLM_JOB_PREPARING);
+            CHECK(strcmp(r->entry.entry_id, "") != 0); /* the entry travels with the request */
+            if (r->error_code == GLM_EC_OK) {
+                CHECK(r->job && strcmp(r->job->id, r->entry.job_id) == 0);
+                CHECK(r->seq.layout.n_rows > 0);
                 ok++;
             } else {
-                sscanf(done[j].entry.job_id, "job-%d", &id);
-                CHECK(done[j].code == GLM_EC_MALFORMED_JOB);
-                CHECK(strcmp(done[j].entry.entry_id, "") != 0); /* the entry came back */
-                glm_queue_job_clear(&done[j].entry);
+                CHECK(r->error_code == GLM_EC_MALFORMED_JOB && r->error_msg[0]);
                 bad++;
             }
+            /* the request ends once: FAILED, and no state after that */
+            CHECK(glm_job_transition(&r->seq.state, GLM_JOB_FAILED));
+            CHECK(!glm_job_transition(&r->seq.state, GLM_JOB_FINISHED));
+            CHECK(!glm_job_transition(&r->seq.state, GLM_JOB_WAITING));
+            glm_request_destroy(r);
             CHECK(id >= 0 && id < n);
             if (id >= 0 && id < n) seen[id]++;
         }
@@ -81,7 +92,9 @@ int main(void)
     for (int i = 0; i < 50; i++) {
         glm_queue_job e;
         make_entry(&e, i, true);
-        glm_prep_pool_submit(pool, &e, NULL);
+        glm_request *r = NULL;
+        if (glm_request_create(&e, &r, NULL) == GLM_OK && glm_prep_pool_submit(pool, r, NULL))
+            glm_request_destroy(r);
     }
     glm_prep_pool_destroy(pool);
     glm_tokenizer_destroy(tok);

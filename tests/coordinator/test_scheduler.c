@@ -66,8 +66,8 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
         seqs[i].pixels = pixels;
         seqs[i].image_key = (glm_image_key){.lo = (uint64_t)(i % 2), .hi = 1};
         seqs[i].max_new_tokens = test_rng_int(&rng, 1, 30);
-        seqs[i].owner = (void *)(intptr_t)i;
         CHECK(glm_scheduler_add(s, &seqs[i], NULL) == GLM_OK);
+        CHECK(seqs[i].state == GLM_JOB_WAITING);
     }
     fake_kv kv = {calloc((size_t)n_blocks * bs, sizeof(int)),
                   calloc((size_t)n_blocks * bs, sizeof(int))};
@@ -113,7 +113,8 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
             }
         }
         for (int l = 0; l < plan.n_logit_rows; l++) {
-            int seq_id = (int)(intptr_t)logit_seqs[l]->owner;
+            int seq_id = (int)(logit_seqs[l] - seqs);
+            CHECK(logit_seqs[l]->state == GLM_JOB_RUNNING);
             int t = plan.logit_rows[l];
             int q = 0;
             while (plan.q_start[q + 1] <= t)
@@ -128,7 +129,11 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
     CHECK(st.blocks_used == 0);
     out->preemptions = st.preemptions;
     for (int i = 0; i < N_SEQS; i++) {
-        CHECK(seqs[i].finish == GLM_SEQ_FINISHED_LENGTH);
+        CHECK(seqs[i].finish == GLM_SEQ_FINISHED_LENGTH && seqs[i].state == GLM_JOB_FINISHED);
+        /* ended once: neither ended again nor re-queued */
+        CHECK(!glm_scheduler_finish(s, &seqs[i], GLM_SEQ_CANCELLED));
+        CHECK(glm_scheduler_add(s, &seqs[i], NULL) == GLM_ERR_INVALID_ARG);
+        CHECK(seqs[i].state == GLM_JOB_FINISHED);
         CHECK(seqs[i].n_generated == seqs[i].max_new_tokens);
         out->n_generated[i] = seqs[i].n_generated;
         memcpy(out->generated[i], seqs[i].generated, sizeof(int32_t) * (size_t)seqs[i].n_generated);
@@ -174,7 +179,6 @@ static void test_priority(void)
         CHECK(glm_prompt_layout_build(ids, 3, 90, 91, 80, 6, &q[i].layout, NULL) == GLM_OK);
         q[i].max_new_tokens = 1;
         q[i].priority = prio[i];
-        q[i].owner = (void *)(intptr_t)i;
         CHECK(glm_scheduler_add(s, &q[i], NULL) == GLM_OK);
     }
     glm_step_plan plan = {0};
@@ -184,7 +188,7 @@ static void test_priority(void)
         const float *px;
         CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
         CHECK(plan.n_logit_rows == 1);
-        if (plan.n_logit_rows == 1) CHECK((int)(intptr_t)logit_seqs[0]->owner == want[k]);
+        if (plan.n_logit_rows == 1) CHECK(logit_seqs[0] - q == want[k]);
         glm_scheduler_commit(s, logit_seqs, &tok, plan.n_logit_rows);
     }
     CHECK(!glm_scheduler_has_work(s));
@@ -219,11 +223,62 @@ static void test_undrawn_row(void)
         int32_t sampled[2] = {-1, 7};
         glm_scheduler_commit(s, logit_seqs, sampled, 2);
         CHECK(logit_seqs[0]->finish == GLM_SEQ_FINISHED_ERROR && logit_seqs[0]->n_generated == 0);
-        CHECK(logit_seqs[1]->finish == GLM_SEQ_RUNNING && logit_seqs[1]->n_generated == 1 &&
-              logit_seqs[1]->generated[0] == 7);
+        CHECK(logit_seqs[0]->state == GLM_JOB_FAILED);
+        CHECK(logit_seqs[1]->finish == GLM_SEQ_NOT_FINISHED && logit_seqs[1]->n_generated == 1 &&
+              logit_seqs[1]->generated[0] == 7 && logit_seqs[1]->state == GLM_JOB_RUNNING);
         CHECK(glm_scheduler_has_work(s));
     }
     for (int i = 0; i < 2; i++)
+        glm_sequence_free(&q[i]);
+    glm_step_plan_free(&plan);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
+/* The job lifecycle through the scheduler: a sequence joins WAITING, runs, is cancelled from the
+ * batch or from the queue with its blocks released, and the transition table refuses the rest. */
+static void test_lifecycle(void)
+{
+    CHECK(glm_job_transition_is_legal(GLM_JOB_QUEUED, GLM_JOB_PREPARING));
+    CHECK(glm_job_transition_is_legal(GLM_JOB_RUNNING, GLM_JOB_WAITING)); /* preemption */
+    CHECK(!glm_job_transition_is_legal(GLM_JOB_PREPARING, GLM_JOB_RUNNING));
+    CHECK(!glm_job_transition_is_legal(GLM_JOB_WAITING, GLM_JOB_FINISHED));
+    CHECK(!glm_job_transition_is_legal(GLM_JOB_QUEUED, GLM_JOB_FINISHED));
+    for (int f = GLM_JOB_FINISHED; f <= GLM_JOB_CANCELLED; f++)
+        for (int t = GLM_JOB_QUEUED; t <= GLM_JOB_CANCELLED; t++)
+            CHECK(!glm_job_transition_is_legal((glm_job_state)f, (glm_job_state)t));
+    glm_image_cache *images;
+    glm_scheduler *s;
+    small_scheduler(1, &images, &s);
+    glm_sequence q[3];
+    int32_t ids[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    for (int i = 0; i < 3; i++) {
+        memset(&q[i], 0, sizeof(q[i]));
+        CHECK(glm_prompt_layout_build(ids, 9, 90, 91, 80, 6, &q[i].layout, NULL) == GLM_OK);
+        q[i].max_new_tokens = 8;
+        if (i == 1) q[i].state = GLM_JOB_PREPARING;
+        CHECK(glm_scheduler_add(s, &q[i], NULL) == GLM_OK && q[i].state == GLM_JOB_WAITING);
+    }
+    CHECK(glm_scheduler_add(s, &q[0], NULL) == GLM_ERR_INVALID_ARG); /* already in */
+    glm_step_plan plan = {0};
+    glm_sequence *logit_seqs[1];
+    const float *px;
+    CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
+    CHECK(q[0].state == GLM_JOB_RUNNING && q[1].state == GLM_JOB_WAITING);
+    int32_t tok = 100;
+    glm_scheduler_commit(s, logit_seqs, &tok, plan.n_logit_rows);
+    CHECK(glm_scheduler_stats_get(s).blocks_used > 0);
+    CHECK(glm_scheduler_finish(s, &q[0], GLM_SEQ_CANCELLED) && q[0].state == GLM_JOB_CANCELLED);
+    CHECK(glm_scheduler_stats_get(s).blocks_used == 0);
+    CHECK(glm_scheduler_finish(s, &q[2], GLM_SEQ_FINISHED_ERROR) && q[2].state == GLM_JOB_FAILED);
+    CHECK(!glm_scheduler_finish(s, &q[2], GLM_SEQ_FINISHED_STOP));
+    glm_scheduler_stats st = glm_scheduler_stats_get(s);
+    CHECK(st.running == 0 && st.waiting == 1);
+    /* only a running sequence finishes by generating; a waiting one can fail or be cancelled */
+    CHECK(!glm_scheduler_finish(s, &q[1], GLM_SEQ_FINISHED_STOP_STRING));
+    CHECK(q[1].state == GLM_JOB_WAITING && glm_scheduler_has_work(s));
+    CHECK(glm_scheduler_finish(s, &q[1], GLM_SEQ_CANCELLED) && !glm_scheduler_has_work(s));
+    for (int i = 0; i < 3; i++)
         glm_sequence_free(&q[i]);
     glm_step_plan_free(&plan);
     glm_scheduler_destroy(s);
@@ -264,6 +319,7 @@ int main(void)
     test_image_cache();
     test_priority();
     test_undrawn_row();
+    test_lifecycle();
     static run_result roomy, tight, serial;
     run(4096, 256, 32, &roomy);
     run(24, 64, 32, &tight); /* 96 slots: forces preemption */
