@@ -11,10 +11,13 @@
 enum { TAG_QUESTION = 1, TAG_ANSWER = 2 };
 
 #define WHAT_LEN 48
+/* A nonblocking collective advances only inside MPI calls, so naps slow a large one down: short
+ * naps while a wait could still be a big transfer, long ones only once it is surely an idle wait
+ * (a worker waiting for the next plan). */
 #define SPIN_MS 2.0     /* poll without sleeping for this long */
-#define SHORT_NAP_US 50 /* then nap this long between polls ... */
-#define LONG_WAIT_MS 100.0
-#define LONG_NAP_US 1000 /* ... and this long once the wait is old */
+#define SHORT_NAP_US 20 /* then nap this long between polls ... */
+#define LONG_WAIT_MS 1000.0
+#define LONG_NAP_US 1000 /* ... and this long once the wait is older than LONG_WAIT_MS */
 
 /* What one rank says about itself. Fixed layout: it travels as MPI_BYTE. */
 typedef struct answer {
