@@ -18,7 +18,8 @@ if ! pkg-config --exists gnutls 2>/dev/null; then # the packed libmicrohttpd.pc 
 fi
 cmake -B "$B" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
     -DGLM4V_TESTDATA="$testdata" >"$B.configure.log" 2>&1 || { tail -20 "$B.configure.log"; exit 1; }
-cmake --build "$B" -j"$(nproc)" --target test_model_backend test_comm glm4v-run >"$B.build.log" 2>&1 ||
+cmake --build "$B" -j"$(nproc)" --target test_model_backend test_comm test_comm_watchdog glm4v-run \
+    >"$B.build.log" 2>&1 ||
     { grep -E "error" "$B.build.log" | head -20; exit 1; }
 ngpu=$(nvidia-smi -L | wc -l)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -32,6 +33,8 @@ run() { echo "== $(date +%T) $*"; timeout "${STEP_TIMEOUT:-240}" "$@" || status=
 for np in 2 4; do
     [ "$ngpu" -ge $np ] && run mpirun --bind-to none -np $np "$B/bin/test_comm" --device cuda
 done
+# the step watchdog on NCCL: deadlines, the silent peer named, keepalives (worker/comm_watchdog.c)
+[ "$ngpu" -ge 2 ] && run mpirun --bind-to none -np 2 "$B/bin/test_comm_watchdog" --device cuda
 for dtype in ${DTYPES:-bf16 f16}; do
     for m in glm4v-tiny-b "$wide" glm4v-tiny-a; do
         dir=$m
