@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# One fault per run, on fake hosts (network namespaces): Redis on h3, replica A = TP 2 over h1 + h2,
+# replica B = TP 1 on h4, 60 greedy jobs in flight, then FAULT:
+#   kill      kill -9 of A's rank on h2
+#   linkdown  h2's link down in the middle of a step (no reset: packets just stop), back after 30 s
+#   rediscut  h1 (A's rank 0) silently cut from Redis for 20 s (a bogus neighbour entry: its
+#             packets to h3 go nowhere), then mended
+#   sigstop   A's ranks SIGSTOPped past the visibility timeout, then SIGCONT
+# Each run: every job has exactly one final Result and no error, its ids equal glm4v-run's at TP 1
+# (what the fault-free cluster gives, test_tp_hosts.sh), A's ranks are gone by the step watchdog's
+# deadline + 10 s where the fault leaves A broken, and the logs name the fault. Prints the time from
+# the fault to the last job answered.
+# usage: test_faults.sh FAULT BIN_DIR TESTDATA
+fault=$1
+shift
+case $fault in kill | linkdown | rediscut | sigstop) ;; *)
+    echo "unknown fault '$fault'" >&2
+    exit 2
+    ;;
+esac
+# shellcheck source=tests/e2e/multihost/mh_lib.sh
+source "$(dirname "$0")/mh_lib.sh"
+mh_setup "$1" "$2" 4
+
+n_jobs=60
+vis_ms=3000  # a job held by a silent replica goes to another after this
+step_ms=2000 # step watchdog: deadline of every collective and step plan (10x for the first steps)
+# Rank 0 blocks in a Redis command for up to its 5 s command timeout while Redis is unreachable,
+# and its peers wait for the next step plan meanwhile: a step deadline shorter than that turns a
+# Redis outage into a replica abort. Real deployments keep the default 30 s; this run needs 6.
+if [ "$fault" = rediscut ]; then step_ms=6000; fi
+max_batch=4
+
+/usr/bin/python3 - "$E2E_DIR" <<'PY'
+import sys, random
+from PIL import Image
+rnd = random.Random(5)
+for i in range(3):
+    w, h = rnd.randint(30, 160), rnd.randint(30, 160)
+    im = Image.new("RGB", (w, h))
+    im.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(w * h)])
+    im.save(f"{sys.argv[1]}/img{i}.png")
+PY
+prompts=("Describe the picture in detail." "What is in the image?" "1 2 3 4 5 6 7 8 9")
+job_args() { # job_args KIND: the 6 kinds of job (prompt, image or not, length)
+    args=(--prompt "${prompts[$(($1 % 3))]}" --max-new-tokens $((160 + 16 * $1)) --ignore-eos)
+    if [ "$1" -ge 3 ]; then args+=(--image "$E2E_DIR/img$(($1 % 3)).png"); fi
+}
+for k in 0 1 2 3 4 5; do
+    job_args $k
+    OMP_NUM_THREADS=1 "$BIN/glm4v-run" --model "$MODEL" "${args[@]}" --json >"$E2E_DIR/ref-$k.json" 2>/dev/null
+    e2e_json "$E2E_DIR/ref-$k.json" "d['generated_ids']" >"$E2E_DIR/ref-$k.ids"
+done
+
+mh_redis_start h3 || exit 1
+common=(--visibility-timeout-ms "$vis_ms" --max-batch "$max_batch" --step-timeout-ms "$step_ms")
+mh_start_replica a "h1 h2" "${common[@]}" || exit 1
+pid_a=$REPLICA_PID
+mh_start_replica b "h4" "${common[@]}" || exit 1
+mh_log "replicas up: A = TP 2 over h1 + h2, B = TP 1 on h4, Redis on h3"
+
+t_submit=$SECONDS
+pids=()
+for i in $(seq 0 $((n_jobs - 1))); do
+    job_args $((i % 6))
+    mh_submit --id "f-$i" "${args[@]}" --temperature 0 --timeout 170 >"$E2E_DIR/f-$i.json" 2>"$E2E_DIR/f-$i.err" &
+    pids+=($!)
+done
+# The fault comes once A is in the middle of its work: it has accepted a full batch and run steps.
+for _ in $(seq 600); do [ "$(grep -c " accepted" "$E2E_DIR/a.log")" -ge "$max_batch" ] && break; sleep 0.05; done
+sleep 0.5
+ranks_a() { mh_serve_pids h1; mh_serve_pids h2; }
+not_running() { ! kill -0 "$1" 2>/dev/null; }
+whole_or_gone() { case $1 in running/2/1 | exited/0/*) return 0 ;; *) return 1 ;; esac }
+t_fault=$SECONDS
+mh_log "fault '$fault' after $((t_fault - t_submit)) s of work; A has accepted $(grep -c " accepted" "$E2E_DIR/a.log") job(s), finished $(grep -c " done: " "$E2E_DIR/a.log")"
+a_broken=0
+case $fault in
+kill)
+    a_broken=1
+    kill -9 "$(mh_serve_pids h2)"
+    ;;
+linkdown)
+    a_broken=1
+    ip link set glm4vt-v2 down
+    (sleep 30 && ip link set glm4vt-v2 up && echo "[link] h2 up again") &
+    pids_bg=$!
+    ;;
+rediscut)
+    mh_exec h1 ip neigh replace "$REDIS_HOST" lladdr 02:00:00:00:00:01 dev eth0 nud permanent
+    (sleep 20 && mh_exec h1 ip neigh del "$REDIS_HOST" dev eth0 && echo "[link] h1 reaches Redis again") &
+    pids_bg=$!
+    ;;
+sigstop)
+    stopped=$(ranks_a)
+    # shellcheck disable=SC2086 # a list of pids
+    kill -STOP $stopped
+    sleep $((vis_ms / 1000 + 4))
+    # shellcheck disable=SC2086
+    kill -CONT $stopped
+    mh_log "A's ranks continued after $((SECONDS - t_fault)) s stopped"
+    ;;
+esac
+
+# A broken replica must be gone by the watchdog's deadline + 10 s, whatever its jobs do.
+if [ "$a_broken" = 1 ]; then
+    limit=$((step_ms / 1000 + 10))
+    while [ -n "$(ranks_a)" ] && [ $((SECONDS - t_fault)) -le "$limit" ]; do sleep 0.2; done
+    left=$(ranks_a | wc -l)
+    mh_log "A's ranks left $((SECONDS - t_fault)) s after the fault: $left"
+    e2e_check "$fault: A's ranks gone within the step deadline + 10 s ($left left after ${limit} s)" [ "$left" = 0 ]
+fi
+
+wait "${pids[@]}"
+t_done=$SECONDS
+# the time of the last Result, from the job results' own clock: the submit processes' end
+mh_log "all $n_jobs clients returned $((t_done - t_fault)) s after the fault"
+answered=0
+same=0
+once=0
+for i in $(seq 0 $((n_jobs - 1))); do
+    ids=$(e2e_json "$E2E_DIR/f-$i.json" "d['token_ids'] if not d.get('error') else 'error'" 2>/dev/null)
+    [ -n "$ids" ] && [ "$ids" != error ] && answered=$((answered + 1))
+    [ "$ids" = "$(cat "$E2E_DIR/ref-$((i % 6)).ids")" ] && same=$((same + 1))
+    [ "$(mh_result_count "f-$i")" = 1 ] && once=$((once + 1))
+done
+e2e_check "$fault: every job answered without error ($answered/$n_jobs)" [ "$answered" = "$n_jobs" ]
+e2e_check "$fault: every job has exactly one final Result ($once/$n_jobs)" [ "$once" = "$n_jobs" ]
+e2e_check "$fault: greedy ids equal the fault-free ones ($same/$n_jobs)" [ "$same" = "$n_jobs" ]
+reclaimed=$(grep -c "reclaimed" "$E2E_DIR/b.log")
+mh_log "B reclaimed $reclaimed time(s); A answered $(grep -c " done: " "$E2E_DIR/a.log"), B $(grep -c " done: " "$E2E_DIR/b.log")"
+
+# The logs name the fault.
+case $fault in
+kill)
+    e2e_check "kill: A's log names the killed rank" grep -qiE "rank 1.*(signal 9|killed|did not answer)|(signal 9|killed).*rank 1" "$E2E_DIR/a.log"
+    ;;
+linkdown)
+    e2e_check "linkdown: A's log names the step watchdog and the peer" grep -qE "did not answer|timed out|deadline" "$E2E_DIR/a.log"
+    ;;
+rediscut)
+    e2e_check "rediscut: A's log names the lost Redis connection" grep -qiE "redis.*(timeout|timed out|lost|reconnect|connection)" "$E2E_DIR/a.log"
+    ;;
+sigstop)
+    e2e_check "sigstop: B reclaimed A's jobs" [ "$reclaimed" -ge 1 ]
+    ;;
+esac
+if [ "$fault" = linkdown ] || [ "$fault" = rediscut ]; then wait "$pids_bg"; fi
+
+if [ "$a_broken" = 0 ]; then
+    # The cluster still serves, and A is either whole (both ranks, its liveness key) or gone
+    # (no rank, no mpirun): never half a replica holding jobs or cores.
+    mh_submit --id after-0 --prompt "Hello" --max-new-tokens 4 --timeout 60 >/dev/null 2>&1
+    e2e_check "$fault: a job after the fault is answered once" [ "$(mh_result_count after-0)" = 1 ]
+    sleep $((step_ms / 1000 + 1))
+    n_ranks=$(ranks_a | wc -l)
+    if kill -0 "$pid_a" 2>/dev/null; then a_state=running; else a_state=exited; fi
+    live=$(mh_redis EXISTS "$PREFIX:server:a")
+    mh_log "A after the fault: mpirun $a_state, $n_ranks rank(s), liveness key $live"
+    e2e_check "$fault: A is whole or gone (mpirun $a_state, $n_ranks ranks, liveness $live)" \
+        whole_or_gone "$a_state/$n_ranks/$live"
+else
+    # mpirun of A ends too (for linkdown, once the link is back and its daemon on h2 answers).
+    for _ in $(seq 150); do kill -0 "$pid_a" 2>/dev/null || break; sleep 0.2; done
+    e2e_check "$fault: A's mpirun exited" not_running "$pid_a"
+fi
+if [ "$E2E_FAILED" -gt 0 ]; then
+    echo "---- A's log (tail)" >&2
+    tail -n 30 "$E2E_DIR/a.log" >&2
+fi
+e2e_finish "multihost_fault_$fault"
