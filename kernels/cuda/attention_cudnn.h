@@ -11,12 +11,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "common/status.h"
-#include "kernels/ops.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "common/status.h"
+#include "kernels/ops.h"
 
 typedef struct cuda_cudnn cuda_cudnn;
 
