@@ -59,7 +59,7 @@ async function chat(client, image, prompt, maxTokens) {
   }
   // the same request without logprobs: the text alone
   const plain = await client.chat.completions.create(base);
-  return { nonstream, stream: s, plain_text: plain.choices[0].message.content };
+  return { nonstream, stream: s, plain_id: plain.id, plain_text: plain.choices[0].message.content };
 }
 
 async function concurrent(client, n, maxTokens) {

@@ -1,0 +1,11 @@
+# glm4v-gateway: unit tests of its pieces, and end to end against real redis-server and
+# glm4v-serve replicas on CPU ranks with the tiny model (the openai npm client drives one of them;
+# scripts/setup.sh installs it with npm ci into tests/gateway/node).
+set(_gw ${CMAKE_CURRENT_LIST_DIR})
+glm4v_add_test(test_gw_follow SOURCES ${_gw}/test_gw_follow.c LIBS glm4v_gateway LABELS gateway)
+glm4v_add_test(test_gw_request SOURCES ${_gw}/test_gw_request.c LIBS glm4v_gateway LABELS gateway)
+foreach(t openai errors failover)
+  add_test(NAME gateway_${t}
+           COMMAND bash ${_gw}/test_gateway_${t}.sh ${CMAKE_BINARY_DIR}/bin ${GLM4V_TESTDATA})
+  set_tests_properties(gateway_${t} PROPERTIES TIMEOUT 120 LABELS "gateway;e2e" RUN_SERIAL TRUE)
+endforeach()

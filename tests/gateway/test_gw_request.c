@@ -1,0 +1,204 @@
+/* Request JSON -> Job: what maps where (text parts joined, the image of a user turn, sampling),
+ * and what is refused with which HTTP status: n > 1, tools, bad ranges, a second image, images
+ * anywhere but data URIs and allow-listed http(s) hosts (file://, paths, other hosts), images
+ * and bodies over the limit. Also base64, the host allow-list, API keys and error objects. */
+#include "client/gateway/gw_auth.h"
+#include "client/gateway/gw_request.h"
+#include "tests/testutil.h"
+
+#include <string.h>
+
+/* "\x89PNG" + 4 bytes, base64 */
+#define PNG_B64 "iVBORw0KGgo="
+
+static gw_request_limits limits(void)
+{
+    gw_request_limits l = {.job = glm_job_limits_default(), .model_name = "glm-4v-9b"};
+    l.image = (gw_image_policy){.max_image_bytes = 64, .fetch_timeout_ms = 1000,
+                                .allow_hosts = {"images.example", "127.0.0.1:9"},
+                                .n_allow_hosts = 2};
+    return l;
+}
+
+static int parse(const char *json, gw_request *r, gw_error *e)
+{
+    gw_request_limits l = limits();
+    return gw_request_parse(json, strlen(json), &l, r, e);
+}
+
+static void test_maps_fields(void)
+{
+    gw_request r;
+    gw_error e;
+    int rc = parse("{\"model\":\"glm-4v-9b\",\"messages\":["
+                   "{\"role\":\"system\",\"content\":\"be brief\"},"
+                   "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+                   "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64," PNG_B64
+                   "\"}},{\"type\":\"text\",\"text\":\"b\"}]}],"
+                   "\"temperature\":0,\"top_p\":0.5,\"max_tokens\":7,\"seed\":42,"
+                   "\"stop\":[\"x\",\"yz\"],\"logprobs\":true,\"top_logprobs\":3,"
+                   "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"n\":1}",
+                   &r, &e);
+    CHECK_MSG(rc == 0, "%d %s", rc, e.message);
+    if (rc) return;
+    CHECK(r.job.n_messages == 2);
+    CHECK(r.job.messages[0].role == GLM_ROLE_SYSTEM);
+    CHECK(strcmp(r.job.messages[1].content, "a\nb") == 0);
+    CHECK(r.job.messages[1].image_bytes == 8 && memcmp(r.job.messages[1].image, "\x89PNG", 4) == 0);
+    CHECK(r.job.messages[0].image == NULL);
+    CHECK(r.job.sampling.temperature == 0 && r.job.sampling.top_p == 0.5f);
+    CHECK(r.job.sampling.max_new_tokens == 7 && r.job.sampling.has_seed &&
+          r.job.sampling.seed == 42);
+    CHECK(r.job.sampling.n_stop == 2 && strcmp(r.job.sampling.stop[1], "yz") == 0);
+    CHECK(r.job.sampling.has_logprobs && r.job.sampling.logprobs == 3);
+    CHECK(r.stream && r.include_usage && r.logprobs && r.top_logprobs == 3);
+    gw_request_free(&r);
+
+    /* unset fields keep the protocol's defaults; max_completion_tokens wins over max_tokens */
+    rc = parse("{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+               "\"max_tokens\":5,\"max_completion_tokens\":9}",
+               &r, &e);
+    CHECK(rc == 0);
+    if (rc) return;
+    glm_sampling d = glm_sampling_defaults();
+    CHECK(r.job.sampling.temperature == d.temperature && !r.job.sampling.has_seed &&
+          !r.job.sampling.has_logprobs && r.job.sampling.max_new_tokens == 9 && !r.stream);
+    gw_request_free(&r);
+}
+
+typedef struct refusal {
+    const char *body;
+    int status;
+    const char *needle; /* in the message */
+} refusal;
+
+static void test_refusals(void)
+{
+#define MSG(x) "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":" x "}]"
+#define IMG(url) "{\"type\":\"image_url\",\"image_url\":{\"url\":\"" url "\"}}"
+    static const refusal cases[] = {
+        {"not json", 400, "JSON"},
+        {"{\"model\":\"glm-4v-9b\"}", 400, "messages"},
+        {"{\"model\":\"other\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 404,
+         "does not exist"},
+        {MSG("\"x\"") ",\"n\":2}", 400, "n = 1"},
+        {MSG("\"x\"") ",\"tools\":[{\"type\":\"function\"}]}", 400, "tools"},
+        {MSG("\"x\"") ",\"temperature\":3}", 400, "temperature"},
+        {MSG("\"x\"") ",\"top_p\":0}", 400, "top_p"},
+        {MSG("\"x\"") ",\"max_tokens\":0}", 400, "max_tokens"},
+        {MSG("\"x\"") ",\"max_tokens\":1.5}", 400, "max_tokens"},
+        {MSG("\"x\"") ",\"top_logprobs\":2}", 400, "logprobs"},
+        {MSG("\"x\"") ",\"stream_options\":{\"include_usage\":true}}", 400, "stream"},
+        {MSG("\"x\"") ",\"presence_penalty\":1}", 400, "presence_penalty"},
+        {MSG("\"x\"") ",\"stop\":[\"\"]}", 400, "stop"},
+        {"{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400,
+         "tool"},
+        {MSG("[" IMG("data:image/png;base64," PNG_B64) "," IMG("data:image/png;base64," PNG_B64)
+             "]") "}",
+         400, "one image"},
+        {MSG("[" IMG("file:///etc/passwd") "]") "}", 400, "never files"},
+        {MSG("[" IMG("/etc/passwd") "]") "}", 400, "never files"},
+        {MSG("[" IMG("ftp://images.example/a.png") "]") "}", 400, "never files"},
+        {MSG("[" IMG("http://evil.example/a.png") "]") "}", 400, "allow-list"},
+        {MSG("[" IMG("http://127.0.0.1:10/a.png") "]") "}", 400, "allow-list"},
+        {MSG("[" IMG("data:text/plain;base64," PNG_B64) "]") "}", 400, "data URIs"},
+        {MSG("[" IMG("data:image/png;base64,!!!!") "]") "}", 400, "base64"},
+        {MSG("[" IMG("data:image/png;base64,"
+                     "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"
+                     "QUFBQUFBQUFBQUFBQUFBQUFB") "]") "}",
+         413, "limit"},
+        {"{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"assistant\",\"content\":[" IMG(
+             "data:image/png;base64," PNG_B64) "]}]}",
+         400, "user"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        gw_request r;
+        gw_error e = {0};
+        int rc = parse(cases[i].body, &r, &e);
+        CHECK_MSG(rc == cases[i].status && e.http_status == rc &&
+                      strstr(e.message, cases[i].needle) != NULL,
+                  "case %zu: %d '%s'", i, rc, e.message);
+        if (rc == 0) gw_request_free(&r);
+    }
+}
+
+static void test_base64_and_hosts(void)
+{
+    uint8_t out[16];
+    size_t n = 0;
+    CHECK(gw_base64_decode("aGVsbG8=", 8, out, &n) && n == 5 && memcmp(out, "hello", 5) == 0);
+    CHECK(gw_base64_decode("aGVsbG8", 7, out, &n) && n == 5);
+    CHECK(!gw_base64_decode("aGV sbG8", 8, out, &n));
+    CHECK(!gw_base64_decode("a", 1, out, &n));
+    gw_request_limits l = limits();
+    CHECK(gw_image_host_allowed("http://images.example/a.png", &l.image));
+    CHECK(gw_image_host_allowed("https://IMAGES.example:8443/a.png", &l.image));
+    CHECK(gw_image_host_allowed("http://127.0.0.1:9/a.png", &l.image));
+    CHECK(!gw_image_host_allowed("http://127.0.0.1/a.png", &l.image));
+    CHECK(!gw_image_host_allowed("http://images.example.evil.com/a.png", &l.image));
+    CHECK(!gw_image_host_allowed("http://evil.com/?x=images.example", &l.image));
+    CHECK(!gw_image_host_allowed("http://images.example@evil.com/a.png", &l.image));
+    CHECK(!gw_image_host_allowed("file://images.example/etc/passwd", &l.image));
+    CHECK(!gw_image_host_allowed("ftp://images.example/a.png", &l.image));
+}
+
+static void test_api_keys(void)
+{
+    CHECK(gw_ct_equal("abc", 3, "abc", 3));
+    CHECK(!gw_ct_equal("abd", 3, "abc", 3));
+    CHECK(!gw_ct_equal("ab", 2, "abc", 3));
+    CHECK(!gw_ct_equal("abcd", 4, "abc", 3));
+    CHECK(!gw_ct_equal("", 0, "abc", 3));
+    char *dir = test_mkdtemp();
+    char path[512];
+    snprintf(path, sizeof path, "%s/keys", dir);
+    const char *keys = "# comment\n\n  sk-one  \nsk-two\r\n";
+    test_write_file(path, keys, strlen(keys));
+    gw_auth *a = NULL;
+    glm_error err = {0};
+    CHECK(gw_auth_load(path, &a, &err) == GLM_OK);
+    if (a) {
+        CHECK(gw_auth_check(a, "Bearer sk-one"));
+        CHECK(gw_auth_check(a, "Bearer sk-two"));
+        CHECK(!gw_auth_check(a, "Bearer sk-on"));
+        CHECK(!gw_auth_check(a, "Bearer sk-one2"));
+        CHECK(!gw_auth_check(a, "Basic sk-one"));
+        CHECK(!gw_auth_check(a, "Bearer # comment"));
+        CHECK(!gw_auth_check(a, NULL));
+        gw_auth_destroy(a);
+    }
+    test_write_file(path, "# none\n", 7);
+    CHECK(gw_auth_load(path, &a, &err) != GLM_OK && a == NULL);
+    test_rmtree(dir);
+    free(dir);
+}
+
+static void test_error_mapping(void)
+{
+    gw_error e;
+    gw_error_from_result(&e, GLM_EC_BAD_IMAGE, GLM_FINISH_ERROR, "bad");
+    CHECK(e.http_status == 400 && strcmp(e.code, "BAD_IMAGE") == 0);
+    gw_error_from_result(&e, GLM_EC_IMAGE_TOO_LARGE, GLM_FINISH_ERROR, "big");
+    CHECK(e.http_status == 413);
+    gw_error_from_result(&e, GLM_EC_DEADLINE_EXCEEDED, GLM_FINISH_ERROR, "late");
+    CHECK(e.http_status == 504);
+    gw_error_from_result(&e, GLM_EC_INTERNAL, GLM_FINISH_ERROR, "boom");
+    CHECK(e.http_status == 500);
+    gw_error_from_result(&e, GLM_EC_REDIS_REFUSED, GLM_FINISH_ERROR, "oom");
+    CHECK(e.http_status == 503);
+    gw_error_from_result(&e, GLM_EC_OK, GLM_FINISH_ABORTED, "");
+    CHECK(e.http_status == 503);
+    char *json = gw_error_json(&e);
+    CHECK(json && strstr(json, "\"error\":{\"message\":") && strstr(json, "\"param\":null"));
+    free(json);
+}
+
+int main(void)
+{
+    test_maps_fields();
+    test_refusals();
+    test_base64_and_hosts();
+    test_api_keys();
+    test_error_mapping();
+    return test_finish("test_gw_request");
+}
