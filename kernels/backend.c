@@ -60,10 +60,8 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err)
     return status;
 }
 
-
-glm_status glm_backend_create_from(const glm_backend_entry *entry,
-                                   const glm_backend_params *params, glm_backend **out,
-                                   glm_error *err)
+glm_status glm_backend_create_from(const glm_backend_entry *entry, const glm_backend_params *params,
+                                   glm_backend **out, glm_error *err)
 {
     glm_backend_params none = {0};
     return entry->create(params ? params : &none, out, err);
@@ -96,11 +94,19 @@ glm_status glm_backend_set_storage(glm_backend *be, glm_dtype storage, glm_error
     if (storage != GLM_BF16 && storage != GLM_F16)
         return glm_fail(err, GLM_ERR_INVALID_ARG, "storage dtype %s: expected bf16 or f16",
                         glm_dtype_name(storage));
-    if (!(be->caps.storage_types & (1u << storage)) || !be->ops->set_storage)
+    if (!(be->caps.storage_types & (1u << storage)) || !be->ops->set_storage) {
+        /* name the backends that do take it, from the registry */
+        char takers[128] = "";
+        size_t used = 0;
+        for (int i = 0; registry[i] && used < sizeof(takers); i++)
+            if (registry[i]->caps.storage_types & (1u << storage))
+                used += (size_t)snprintf(takers + used, sizeof(takers) - used, "%s%s",
+                                         used ? ", " : "", registry[i]->name);
         return glm_fail(err, GLM_ERR_UNSUPPORTED,
-                        "the %s backend computes and stores f32; --dtype applies to cuda and "
-                        "cpu-bf16",
-                        be->name);
+                        "the %s backend computes and stores f32; --dtype %s applies to %s",
+                        be->name, storage == GLM_F16 ? "f16" : "bf16",
+                        takers[0] ? takers : "no backend of this build");
+    }
     return be->ops->set_storage(be, storage, err);
 }
 
