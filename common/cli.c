@@ -42,3 +42,48 @@ bool glm_cli_choice(const char *prog, const char *flag, const char *s, const cha
     fprintf(stderr, "; got '%s'\n", s);
     return false;
 }
+
+const char *const glm_cli_weight_names[] = {"bf16", "f16", "fp8", "int8", "int4", NULL};
+
+/* One word: its format, and the 16-bit storage word it implies (NULL for quantized formats). */
+static bool weight_word(const char *prog, const char *flag, const char *s, glm_weight_format *f,
+                        const char **storage)
+{
+    static const glm_weight_format formats[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8,
+                                                GLM_WEIGHT_INT8, GLM_WEIGHT_INT4};
+    if (!glm_cli_choice(prog, flag, s, glm_cli_weight_names)) return false;
+    for (int i = 0; glm_cli_weight_names[i]; i++)
+        if (strcmp(s, glm_cli_weight_names[i]) == 0) {
+            *f = formats[i];
+            *storage = formats[i] == GLM_WEIGHT_DENSE ? glm_cli_weight_names[i] : NULL;
+        }
+    return true;
+}
+
+bool glm_cli_weights(const char *prog, const char *weights, const char *vision_weights,
+                     const char **dtype, glm_weight_format *decoder, glm_weight_format *vision)
+{
+    const char *storage = NULL, *vision_storage = NULL;
+    *decoder = *vision = GLM_WEIGHT_DENSE;
+    if (weights && !weight_word(prog, "--weights", weights, decoder, &storage)) return false;
+    *vision = *decoder;
+    vision_storage = storage;
+    if (vision_weights &&
+        !weight_word(prog, "--vision-weights", vision_weights, vision, &vision_storage))
+        return false;
+    /* 16-bit words name the one storage type of the run: they must agree with each other and
+     * with --dtype */
+    const char *want = storage ? storage : vision_storage;
+    if (storage && vision_storage && strcmp(storage, vision_storage) != 0) {
+        fprintf(stderr,
+                "%s: --weights %s and --vision-weights %s ask for two 16-bit storage types\n", prog,
+                weights, vision_weights);
+        return false;
+    }
+    if (want && *dtype && strcmp(want, *dtype) != 0) {
+        fprintf(stderr, "%s: --dtype %s contradicts 16-bit weights %s\n", prog, *dtype, want);
+        return false;
+    }
+    if (want && strcmp(want, "f16") == 0) *dtype = want;
+    return true;
+}

@@ -6,6 +6,8 @@
 
 #include <stdbool.h>
 
+#include "kernels/weight_format.h"
+
 /* A real number in [lo, hi]. */
 bool glm_cli_number(const char *prog, const char *flag, const char *s, double lo, double hi,
                     double *out);
@@ -13,5 +15,17 @@ bool glm_cli_number(const char *prog, const char *flag, const char *s, double lo
 bool glm_cli_int(const char *prog, const char *flag, const char *s, long lo, long hi, long *out);
 /* One of the NULL-terminated words in choices. */
 bool glm_cli_choice(const char *prog, const char *flag, const char *s, const char *const *choices);
+
+/* --weights and --vision-weights, shared by glm4v-run, glm4v-serve and bench_model: the format of
+ * the linear weights. "bf16" and "f16" are dense 16-bit weights (the storage type: on cuda and
+ * cpu-bf16 they also choose --dtype when it is not given); "fp8" (E4M3, per-output-channel scales,
+ * per-token activation scales), "int8" (weight-only, per-channel scales) and "int4" (weight-only,
+ * groups of 128 with zero points, two per byte) are quantized on load. The vision tower follows
+ * --weights unless --vision-weights is given. Call once after parsing with the flags' texts (NULL
+ * when absent); *dtype is the --dtype text (NULL when absent) and may be set here. Prints why and
+ * returns false on a bad word or a contradiction (--dtype bf16 --weights f16). */
+extern const char *const glm_cli_weight_names[]; /* "bf16", "f16", "fp8", "int8", "int4", NULL */
+bool glm_cli_weights(const char *prog, const char *weights, const char *vision_weights,
+                     const char **dtype, glm_weight_format *decoder, glm_weight_format *vision);
 
 #endif

@@ -25,6 +25,10 @@ static void usage(FILE *f)
                "                           bf16 rounding on the CPU)\n"
                "  --dtype bf16|f16         16-bit storage of cuda / cpu-bf16 (default bf16; f16 is\n"
                "                           8x more precise, refused for weights over 65504)\n"
+               "  --weights bf16|f16|fp8|int8|int4  linear weights: 16-bit, or quantized on load (fp8:\n"
+               "                           E4M3 + per-channel and per-token scales, sm_89+; int8:\n"
+               "                           weight-only per channel; int4: groups of 128, zero points)\n"
+               "  --vision-weights FORMAT  the vision tower's (default: as --weights)\n"
                "  --tp N                   tensor-parallel ranks (= mpirun -np N; default 1)\n"
                "  --input-ids 1,2,3        prompt as token ids\n"
                "  --prompt TEXT            prompt text (chat template applied)\n"
@@ -67,6 +71,8 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         O_TP,
         O_DEVICE,
         O_DTYPE,
+        O_WEIGHTS,
+        O_VISION_WEIGHTS,
         O_MODEL,
         O_HELP
     };
@@ -74,6 +80,8 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         {"model", required_argument, 0, O_MODEL},
         {"device", required_argument, 0, O_DEVICE},
         {"dtype", required_argument, 0, O_DTYPE},
+        {"weights", required_argument, 0, O_WEIGHTS},
+        {"vision-weights", required_argument, 0, O_VISION_WEIGHTS},
         {"tp", required_argument, 0, O_TP},
         {"input-ids", required_argument, 0, O_IDS},
         {"prompt", required_argument, 0, O_PROMPT},
@@ -104,6 +112,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
     opterr = 0;
     long v;
     int c;
+    const char *weights = NULL, *vision_weights = NULL;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_MODEL:
@@ -119,6 +128,12 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         case O_DTYPE:
             if (!glm_cli_choice("glm4v-run", "--dtype", optarg, glm_storage_names)) return 2;
             ro->dtype = optarg;
+            break;
+        case O_WEIGHTS:
+            weights = optarg;
+            break;
+        case O_VISION_WEIGHTS:
+            vision_weights = optarg;
             break;
         case O_TP:
             if (!glm_cli_int("glm4v-run", "--tp", optarg, 1, 64, &v)) return 2;
@@ -194,6 +209,9 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         if (!rank) fprintf(stderr, "glm4v-run: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    if (!glm_cli_weights("glm4v-run", weights, vision_weights, &ro->dtype,
+                         &ro->model.weight_format, &ro->model.vision_weight_format))
+        return 2;
     if (!ro->model_dir) {
         if (!rank) fprintf(stderr, "glm4v-run: --model DIR is required\n");
         return 2;

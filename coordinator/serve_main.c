@@ -37,6 +37,9 @@ static void usage(FILE *f)
         "  --device cpu|cuda          backend (default cpu)\n"
         "  --dtype bf16|f16           16-bit storage on cuda (default bf16; f16: 8x more precise,\n"
         "                             refused for weights over 65504)\n"
+        "  --weights bf16|f16|fp8|int8|int4  linear weights: 16-bit or quantized on load (see\n"
+        "                             glm4v-run --help; fp8 needs sm_89+)\n"
+        "  --vision-weights FORMAT    the vision tower's (default: as --weights)\n"
         "  --tp N                     tensor-parallel ranks (= mpirun -np)\n"
         "  --redis URL                redis://host:port[/db] (default redis://127.0.0.1:6379)\n"
         "  --redis-password-file F    Redis password (or env GLM4V_REDIS_PASSWORD)\n"
@@ -72,6 +75,8 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         O_MODEL = 256,
         O_DEVICE,
         O_DTYPE,
+        O_WEIGHTS,
+        O_VISION_WEIGHTS,
         O_TP,
         O_REDIS,
         O_PWFILE,
@@ -101,6 +106,8 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {"model", 1, 0, O_MODEL},
         {"device", 1, 0, O_DEVICE},
         {"dtype", 1, 0, O_DTYPE},
+        {"weights", 1, 0, O_WEIGHTS},
+        {"vision-weights", 1, 0, O_VISION_WEIGHTS},
         {"tp", 1, 0, O_TP},
         {"redis", 1, 0, O_REDIS},
         {"redis-password-file", 1, 0, O_PWFILE},
@@ -156,6 +163,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
     };
     opterr = 0;
     int c;
+    const char *weights = NULL, *vision_weights = NULL;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const struct int_flag *f = NULL;
         for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
@@ -176,6 +184,12 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         case O_DTYPE:
             if (!glm_cli_choice("glm4v-serve", "--dtype", optarg, glm_storage_names)) return 2;
             ro->dtype = optarg;
+            break;
+        case O_WEIGHTS:
+            weights = optarg;
+            break;
+        case O_VISION_WEIGHTS:
+            vision_weights = optarg;
             break;
         case O_REDIS:
             if (strchr(optarg, '@')) {
@@ -233,6 +247,9 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
             return 2;
         }
     }
+    if (!glm_cli_weights("glm4v-serve", weights, vision_weights, &ro->dtype,
+                         &ro->model.weight_format, &ro->model.vision_weight_format))
+        return 2;
     if (!ro->model_dir) {
         if (!rank) fprintf(stderr, "glm4v-serve: --model DIR is required\n");
         return 2;

@@ -29,6 +29,7 @@
 
 #include "common/status.h"
 #include "kernels/tensor.h"
+#include "kernels/weight_format.h"
 
 typedef enum glm_activation {
     GLM_ACT_NONE = 0,
@@ -119,9 +120,19 @@ typedef struct glm_backend_ops {
     void (*destroy)(glm_backend *be);
 
     /* ---- dense math ---- */
-    /* y[M,N] = act(x[M,K] w[N,K]^T + bias[N]); bias may be NULL. */
-    void (*linear)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
+    /* y[M,N] = act(x[M,K] w[N,K]^T + bias[N]); bias may be NULL. w is in any format of
+     * caps.weight_formats, with the semantics of kernels/weight_format.h. y is of the activation
+     * dtype, or f32 (the output layer's logits: accumulated and written in f32). */
+    void (*linear)(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight w,
                    const glm_tensor *bias, glm_activation act);
+    /* Quantizes the dense rows src [n, w.cols] (the weight dtype or f32, backend memory) into
+     * rows [row0, row0 + n) of the quantized weight w, as glm_quantize_rows does on the host
+     * (random weights for benchmarks; the loader quantizes on the host). Optional. */
+    void (*quantize)(glm_backend *be, glm_weight w, int64_t row0, glm_tensor src);
+    /* Why this backend cannot compute with format f (GLM_ERR_UNSUPPORTED and a message naming
+     * the device, e.g. fp8 on a GPU older than sm_89); GLM_OK when it can. Optional: without it,
+     * caps.weight_formats alone decides. */
+    glm_status (*check_weight_format)(glm_backend *be, glm_weight_format f, glm_error *err);
     /* y = a + b, elementwise, same shapes; y may alias a or b. */
     void (*add)(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);
     /* x *= s in place. */
@@ -274,6 +285,7 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
     } while (0)
 
 #define glm_op_linear(be, ...) GLM_OP(be, linear, __VA_ARGS__)
+#define glm_op_quantize(be, ...) GLM_OP(be, quantize, __VA_ARGS__)
 #define glm_op_add(be, ...) GLM_OP(be, add, __VA_ARGS__)
 #define glm_op_scale(be, ...) GLM_OP(be, scale, __VA_ARGS__)
 #define glm_op_gelu(be, ...) GLM_OP(be, gelu, __VA_ARGS__)

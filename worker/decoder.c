@@ -110,16 +110,17 @@ static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *lo
     glm_op_gather_rows(be, logit_in, glm_rows(&s->hnorm, p->n_tokens), i32_view(&s->logit_rows, n));
     glm_op_linear(be, logits, logit_in, m->w.output, NULL, GLM_ACT_NONE);
 
-    glm_tensor full = glm_tensor_2d(be->act_dtype, n, vocab_local * tp, s->logits_full.data);
+    /* logits are f32 (model.c): bf16 logits would flip greedy choices closer than its spacing */
+    glm_tensor full = glm_tensor_2d(s->logits.dtype, n, vocab_local * tp, s->logits_full.data);
     if (tp > 1) {
         glm_tensor all = glm_rows(&s->logits_all, tp * n);
         glm_status st = m->comm->ops->allgather(m->comm, all.data, logits.data,
-                                                (size_t)(n * vocab_local), be->act_dtype);
+                                                (size_t)(n * vocab_local), s->logits.dtype);
         if (st) return glm_fail(err, st, "logits all-gather: %s", m->comm->err.msg);
         /* all is [tp][n][vocab_local]; row i of full is the tp pieces of row i in rank order,
          * i.e. as [n * tp, vocab_local] rows, row i * tp + r comes from all row r * n + i */
         glm_tensor reorder = glm_tensor_1d(GLM_I32, n * tp, s->reorder.data);
-        glm_tensor pieces = glm_tensor_2d(be->act_dtype, n * tp, vocab_local, full.data);
+        glm_tensor pieces = glm_tensor_2d(s->logits.dtype, n * tp, vocab_local, full.data);
         glm_op_gather_rows(be, pieces, all, reorder);
     } else {
         full = logits;
@@ -134,13 +135,13 @@ static glm_status logits_to_host(glm_model *m, glm_tensor full, float *logits_ho
     glm_backend *be = m->be;
     if (logits_host && m->plan.tp_rank == 0) {
         size_t count = (size_t)glm_tensor_numel(&full);
-        if (be->act_dtype == GLM_F32) {
+        if (full.dtype == GLM_F32) {
             glm_op_download(be, logits_host, full.data, count * sizeof(float));
         } else {
-            void *tmp = malloc(count * glm_dtype_size(be->act_dtype));
+            void *tmp = malloc(count * glm_dtype_size(full.dtype));
             if (!tmp) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for logits");
-            glm_op_download(be, tmp, full.data, count * glm_dtype_size(be->act_dtype));
-            glm_convert(logits_host, GLM_F32, tmp, be->act_dtype, count);
+            glm_op_download(be, tmp, full.data, count * glm_dtype_size(full.dtype));
+            glm_convert(logits_host, GLM_F32, tmp, full.dtype, count);
             free(tmp);
         }
     }
@@ -333,7 +334,7 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
     };
     int key = g->key_base + B;
     glm_status st = GLM_OK;
-    glm_tensor full = glm_tensor_2d(be->act_dtype, B, m->plan.vocab * m->plan.tp_size,
+    glm_tensor full = glm_tensor_2d(s->logits.dtype, B, m->plan.vocab * m->plan.tp_size,
                                     m->plan.tp_size > 1 ? s->logits_full.data : s->logits.data);
     if (logits_host) { /* rank 0 of a TP group that wants host logits: padded, no graph */
         st = embed_layers_logits(m, &pp, &batch, NULL, err);

@@ -56,9 +56,11 @@ static void carve_decoder(glm_model *m, carver *c)
     s->gate_up = carve(c, a, T, 2 * (int64_t)p->ffn);
     s->act = carve(c, a, T, p->ffn);
     s->logit_in = carve(c, a, L, h);
-    s->logits = carve(c, a, L, p->vocab);
-    s->logits_all = carve(c, a, tp * L, p->vocab);
-    s->logits_full = carve(c, a, L, (int64_t)p->vocab * tp);
+    /* the output layer accumulates and writes f32: bf16 logits flip greedy choices whose margin
+     * is under bf16's spacing (0.0625 at |logit| 8-16) */
+    s->logits = carve(c, GLM_F32, L, p->vocab);
+    s->logits_all = carve(c, GLM_F32, tp * L, p->vocab);
+    s->logits_full = carve(c, GLM_F32, L, (int64_t)p->vocab * tp);
     s->reorder = carve(c, GLM_I32, 1, tp * L);
     s->ids = carve(c, GLM_I32, 1, T);
     s->positions = carve(c, GLM_I32, 1, T);
@@ -198,13 +200,14 @@ glm_status glm_model_create(const glm_model_config *cfg, const glm_model_options
     if (cfg->has_vision) m->image_rows = 2 + glm_config_image_tokens(cfg);
 
     glm_status st = glm_shard_plan_make(cfg, comm->rank, comm->size, &m->plan, err);
+    glm_weight_formats formats = {opt->weight_format, opt->vision_weight_format};
     if (!st) {
         if (opt->use_random_weights)
-            st = glm_weights_random(&m->w, cfg, &m->plan, opt->random_seed, be, err);
+            st = glm_weights_random(&m->w, cfg, &m->plan, &formats, opt->random_seed, be, err);
         else if (!ck)
             st = glm_fail(err, GLM_ERR_INVALID_ARG, "no checkpoint and no random weights");
         else
-            st = glm_weights_load(&m->w, cfg, &m->plan, ck, be, err);
+            st = glm_weights_load(&m->w, cfg, &m->plan, ck, &formats, be, err);
     }
     if (!st) st = create_scratch(m, err);
     if (!st) st = create_image_pool(m, err);

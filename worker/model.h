@@ -29,6 +29,8 @@ typedef struct glm_model_options {
     size_t kv_memory_bytes;    /* KV budget; 0: the backend's free memory minus a margin */
     size_t total_memory_bytes; /* whole-model budget (--gpu-memory): KV gets what weights,
                                   scratch and the image pool leave; 0: off */
+    glm_weight_format weight_format;        /* the decoder's linear weights (--weights) */
+    glm_weight_format vision_weight_format; /* the vision tower's (--vision-weights) */
     int use_random_weights;    /* fill weights from random_seed instead of the checkpoint */
     uint64_t random_seed;
 } glm_model_options;

@@ -12,7 +12,7 @@
 /* x += LN(row-parallel GEMM of `in` summed over ranks); xin = x in the activation dtype (it is
  * the next GEMM's input, and shares delta's memory). */
 static glm_status residual_branch(glm_model *m, glm_tensor x, glm_tensor xin, glm_tensor in,
-                                  glm_tensor w, const glm_tensor *bias, glm_tensor ln_w,
+                                  glm_weight w, const glm_tensor *bias, glm_tensor ln_w,
                                   glm_tensor ln_b, glm_error *err)
 {
     glm_backend *be = m->be;

@@ -122,6 +122,7 @@ static const glm_backend_ops cpu_ops = {
     .native_stream = cpu_native_stream,
     .destroy = cpu_destroy,
     .linear = cpu_linear,
+    .quantize = cpu_quantize,
     .add = cpu_add,
     .scale = cpu_scale,
     .gelu = cpu_gelu,
@@ -201,7 +202,7 @@ const glm_backend_entry glm_backend_cpu_entry = {
             .graphs = false,
             .device_sampler = true, /* the host is its device: sampling needs no copy */
             .storage_types = 0,
-            .weight_formats = GLM_WEIGHT_FORMATS_16BIT,
+            .weight_formats = GLM_WEIGHT_FORMATS_16BIT | GLM_WEIGHT_FORMATS_QUANTIZED,
             .collectives = GLM_COLLECTIVE_LOCAL | GLM_COLLECTIVE_MPI,
         },
 };
@@ -217,7 +218,7 @@ const glm_backend_entry glm_backend_cpu_bf16_entry = {
             .graphs = false,
             .device_sampler = true,
             .storage_types = (1u << GLM_BF16) | (1u << GLM_F16),
-            .weight_formats = GLM_WEIGHT_FORMATS_16BIT,
+            .weight_formats = GLM_WEIGHT_FORMATS_16BIT | GLM_WEIGHT_FORMATS_QUANTIZED,
             .collectives = GLM_COLLECTIVE_LOCAL | GLM_COLLECTIVE_MPI,
         },
 };

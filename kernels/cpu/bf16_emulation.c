@@ -76,10 +76,11 @@ static void round_rows(glm_backend *be, glm_tensor t, int64_t row, int64_t n_row
 /* The wrappers: round the weights read, run the CPU op, round its stored outputs (round_out and
  * round_rows skip a failed op's garbage: the status is sticky). */
 
-static void emu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w,
+static void emu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight w,
                        const glm_tensor *bias, glm_activation act)
 {
-    round_stored(be, w);
+    /* quantized weights hold exactly their stored values on the GPU too */
+    if (w.format == GLM_WEIGHT_DENSE) round_stored(be, glm_weight_tensor(&w));
     if (bias) round_stored(be, *bias);
     cpu_linear(be, y, x, w, bias, act);
     round_out(be, EXACT_LINEAR, y);

@@ -63,8 +63,9 @@ static inline void cpu_axpy(float *y, float a, const float *x, int64_t n)
 
 /* ---- ops (one family per file) ---- */
 /* gemm.c */
-void cpu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
+void cpu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight w, const glm_tensor *bias,
                 glm_activation act);
+void cpu_quantize(glm_backend *be, glm_weight w, int64_t row0, glm_tensor src);
 /* elementwise.c */
 float cpu_gelu_scalar(float x);
 void cpu_fill_normal(glm_backend *be, glm_tensor t, uint64_t seed, float mean, float std);

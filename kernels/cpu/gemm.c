@@ -9,6 +9,7 @@
  * a streaming matrix-vector product where threads split N.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu_internal.h"
@@ -161,16 +162,93 @@ static void finish_block(float *y, int64_t N, const float *bias, glm_activation 
     }
 }
 
-void cpu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
+/* The slab of GEMM_NB weight rows a quantized product works on, as f32: the stored values
+ * (int8, int4), or the bare E4M3 values for fp8, whose scales are applied to the sums. */
+static void decode_slab(const glm_weight *w, int64_t n0, int64_t n, float *slab)
+{
+    if (w->format != GLM_WEIGHT_FP8) {
+        glm_dequantize_rows(w, n0, n, slab);
+        return;
+    }
+    const uint8_t *codes = (const uint8_t *)w->data + n0 * w->cols;
+    for (int64_t i = 0; i < n * w->cols; i++)
+        slab[i] = glm_e4m3_to_f32(codes[i]);
+}
+
+/* The quantized product, slab by slab of weight rows: each thread decodes its GEMM_NB rows once
+ * into a private f32 slab and runs every row of x against it, so memory beyond the codes stays
+ * one slab per thread. fp8 first quantizes the rows of x (kernels/weight_format.h). */
+static void linear_quantized(glm_backend *be, float *yd, const float *xd, const glm_weight *w,
+                             const float *bd, glm_activation act, int64_t M)
+{
+    int64_t N = w->rows, K = w->cols;
+    float *xq = NULL, *sx = NULL;
+    if (w->format == GLM_WEIGHT_FP8) {
+        xq = malloc((size_t)(M * K) * sizeof(float));
+        sx = malloc((size_t)M * sizeof(float));
+        if (!xq || !sx) {
+            free(xq);
+            free(sx);
+            glm_backend_fail(be, GLM_ERR_NOMEM, "linear: out of memory for fp8 activations");
+            return;
+        }
+        for (int64_t m = 0; m < M; m++)
+            sx[m] = glm_fp8_quantize_activation_row(xd + m * K, K, xq + m * K);
+        xd = xq;
+    }
+    int64_t nb = (N + GEMM_NB - 1) / GEMM_NB;
+    bool parallel = (double)M * (double)N * (double)K > 32768.0, failed = false;
+#pragma omp parallel num_threads(cpu_threads(be)) if (parallel)
+    {
+        float *slab = malloc((size_t)(GEMM_NB * K) * sizeof(float));
+        if (!slab) {
+#pragma omp atomic write
+            failed = true;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bn = 0; bn < nb; bn++) {
+            if (!slab) continue;
+            int64_t n0 = bn * GEMM_NB, nr = n0 + GEMM_NB < N ? GEMM_NB : N - n0;
+            decode_slab(w, n0, nr, slab);
+            for (int64_t m0 = 0; m0 < M; m0 += GEMM_MB) {
+                int64_t m1 = m0 + GEMM_MB < M ? m0 + GEMM_MB : M;
+                gemm_block(xd, slab, yd + n0, N, K, m0, m1, 0, nr);
+            }
+            if (sx)
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = n0; n < n0 + nr; n++)
+                        yd[m * N + n] *= sx[m] * w->scales[n];
+            finish_block(yd, N, bd, act, 0, M, n0, n0 + nr);
+        }
+        free(slab);
+    }
+    free(xq);
+    free(sx);
+    if (failed) glm_backend_fail(be, GLM_ERR_NOMEM, "linear: out of memory for a weight slab");
+}
+
+void cpu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight w, const glm_tensor *bias,
                 glm_activation act)
 {
     const char *op = "linear";
-    if (!cpu_expect_dtype(be, op, "w", &w, GLM_F32)) return;
-    if (w.ndim != 2) {
-        glm_backend_fail(be, GLM_ERR_SHAPE, "linear: w has %d dims, expected 2", w.ndim);
+    bool dense = w.format == GLM_WEIGHT_DENSE;
+    if (dense && w.dtype != GLM_F32) {
+        glm_backend_fail(be, GLM_ERR_SHAPE, "linear: w is %s, expected f32",
+                         glm_dtype_name(w.dtype));
         return;
     }
-    int64_t N = w.shape[0], K = w.shape[1];
+    if (!dense && w.format != GLM_WEIGHT_FP8 && w.format != GLM_WEIGHT_INT8 &&
+        w.format != GLM_WEIGHT_INT4) {
+        glm_backend_fail(be, GLM_ERR_UNSUPPORTED, "linear: unknown weight format %d",
+                         (int)w.format);
+        return;
+    }
+    if (!dense && (!w.scales || (w.format == GLM_WEIGHT_INT4 && (!w.zeros || w.group_size <= 0)))) {
+        glm_backend_fail(be, GLM_ERR_SHAPE, "linear: %s weight without its scales",
+                         glm_weight_format_name(w.format));
+        return;
+    }
+    int64_t N = w.rows, K = w.cols;
     if (!cpu_expect_matrix(be, op, "x", &x, GLM_F32, -1, K)) return;
     int64_t M = glm_tensor_rows(&x);
     if (!cpu_expect_matrix(be, op, "y", &y, GLM_F32, M, N)) return;
@@ -183,6 +261,10 @@ void cpu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const
 
     const float *xd = x.data, *wd = w.data, *bd = bias ? bias->data : NULL;
     float *yd = y.data;
+    if (!dense) {
+        linear_quantized(be, yd, xd, &w, bd, act, M);
+        return;
+    }
     int64_t mb = (M + GEMM_MB - 1) / GEMM_MB, nb = (N + GEMM_NB - 1) / GEMM_NB;
     int64_t n_blocks = mb * nb;
     /* Blocks that share a slab of w are neighbours in the order, so threads working at the
@@ -196,4 +278,24 @@ void cpu_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const
         gemm_block(xd, wd, yd, N, K, m0, m1, n0, n1);
         finish_block(yd, N, bd, act, m0, m1, n0, n1);
     }
+}
+
+/* Quantizes f32 rows (backend memory is host memory here) into rows of w. */
+void cpu_quantize(glm_backend *be, glm_weight w, int64_t row0, glm_tensor src)
+{
+    if (w.format == GLM_WEIGHT_DENSE ||
+        !cpu_expect_matrix(be, "quantize", "src", &src, GLM_F32, -1, w.cols))
+        return;
+    int64_t n = glm_tensor_rows(&src);
+    if (row0 < 0 || row0 + n > w.rows) {
+        glm_backend_fail(be, GLM_ERR_SHAPE, "quantize: rows [%lld, +%lld) outside %lld",
+                         (long long)row0, (long long)n, (long long)w.rows);
+        return;
+    }
+    glm_weight v = glm_weight_row_view(&w, row0, n);
+    int64_t br = 0, bc = 0;
+    if (glm_quantize_rows(w.format, w.group_size, src.data, n, w.cols, v.data, v.scales, v.zeros,
+                          &br, &bc))
+        glm_backend_fail(be, GLM_ERR_INVALID_ARG, "quantize: non-finite value at [%lld, %lld]",
+                         (long long)(row0 + br), (long long)bc);
 }

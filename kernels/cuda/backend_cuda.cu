@@ -281,6 +281,7 @@ static void cuda_destroy(glm_backend *be)
         for (int i = 0; i < GLM_CUDA_MAX_GRAPHS; i++)
             if (cb->graphs[i].exec) cudaGraphExecDestroy(cb->graphs[i].exec);
         cuda_gemm_destroy_plans(cb);
+        cuda_quant_destroy(cb);
 #ifdef GLM4V_HAVE_CUDNN
         cuda_cudnn_destroy(cb->cudnn);
 #endif
@@ -321,6 +322,8 @@ static const glm_backend_ops cuda_ops = {
     .native_stream = cuda_native_stream,
     .destroy = cuda_destroy,
     .linear = cuda_linear,
+    .quantize = cuda_quantize,
+    .check_weight_format = cuda_check_weight_format,
     .add = cuda_add,
     .scale = cuda_scale,
     .gelu = cuda_gelu,
@@ -444,6 +447,12 @@ extern "C" glm_status glm_backend_cuda_create(int device_index, glm_backend **ou
     CREATE_CHECK(cudaDeviceGetAttribute(&cb->n_sms, cudaDevAttrMultiProcessorCount, device_index));
     CREATE_CHECK(cudaDeviceGetAttribute(&cb->cc_major, cudaDevAttrComputeCapabilityMajor,
                                         device_index));
+    int cc_minor = 0;
+    CREATE_CHECK(
+        cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, device_index));
+    /* E4M3 tensor cores start at sm_89 (gemm_quant.cu's check names the GPU) */
+    if (cb->cc_major * 10 + cc_minor < 89)
+        be->caps.weight_formats &= ~GLM_WEIGHT_FORMAT_BIT(GLM_WEIGHT_FP8);
     /* griddepcontrol needs Hopper; see cuda_launch in common.cuh */
     cb->pdl = cb->cc_major >= 9 && env_long("GLM4V_PDL", 1) != 0;
     /* gemv.cu for every one-row product: on an H200 it beat cuBLASLt on each GLM-4V decode layer
@@ -489,7 +498,7 @@ extern "C" const glm_backend_entry glm_backend_cuda_entry = {
         /* graphs */ true,
         /* device_sampler */ true,
         /* storage_types */ (1u << GLM_BF16) | (1u << GLM_F16),
-        /* weight_formats */ GLM_WEIGHT_FORMATS_16BIT,
+        /* weight_formats */ GLM_WEIGHT_FORMATS_16BIT | GLM_WEIGHT_FORMATS_QUANTIZED,
         /* collectives */ GLM_COLLECTIVE_LOCAL | GLM_COLLECTIVE_NCCL,
     },
 };

@@ -73,6 +73,7 @@ typedef struct cuda_backend {
      * (GLM4V_CUDNN_MIN_PREFILL) since every new prompt length builds a plan */
     struct cuda_cudnn *cudnn;
     int cudnn_min_prefill;
+    struct cuda_quant *quant; /* gemm_quant.cu's scratch and plans, made on first use */
     int capturing_key; /* -1 when not capturing */
     cuda_graph_slot graphs[GLM_CUDA_MAX_GRAPHS];
 } cuda_backend;
@@ -281,6 +282,16 @@ static inline cudaError_t cuda_launch(const cuda_backend *cb, dim3 grid, dim3 bl
     return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
+/* An f32 result stored as OutT: the storage type (rounded to nearest even) or f32 as it is. */
+template <typename OutT> __device__ __forceinline__ OutT store_f32(float v)
+{
+    return from_f32<OutT>(v);
+}
+template <> __device__ __forceinline__ float store_f32<float>(float v)
+{
+    return v;
+}
+
 /* Element i of a float tensor of dtype bf16, f16 or f32 (for the few ops that take any). */
 __device__ __forceinline__ float load_any(const void *p, glm_dtype dt, int64_t i)
 {
@@ -300,8 +311,15 @@ __device__ __forceinline__ void store_any(void *p, glm_dtype dt, int64_t i, floa
 }
 
 /* The op entry points each family file defines (the backend table in backend_cuda.cu). */
-void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
+void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight w, const glm_tensor *bias,
                  glm_activation act);
+/* gemm_quant.cu: linear with fp8 / int8 / int4 weights, the quantize op, the format check, and
+ * its state's teardown */
+void cuda_linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight w,
+                           const glm_tensor *bias, glm_activation act);
+void cuda_quantize(glm_backend *be, glm_weight w, int64_t row0, glm_tensor src);
+glm_status cuda_check_weight_format(glm_backend *be, glm_weight_format f, glm_error *err);
+void cuda_quant_destroy(cuda_backend *cb);
 void cuda_gemm_destroy_plans(cuda_backend *cb);
 bool cuda_gemv(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const void *bias);
 void cuda_add(glm_backend *be, glm_tensor y, glm_tensor a, glm_tensor b);

@@ -1,5 +1,6 @@
-/* linear: y[M,N] = act(x[M,K] W[N,K]^T + b) through cuBLASLt, 16-bit (bf16 or fp16) in and out,
- * fp32 accumulate.
+/* linear: y[M,N] = act(x[M,K] W[N,K]^T + b) through cuBLASLt, 16-bit (bf16 or fp16) in, 16-bit
+ * or f32 out (the output layer writes f32 logits), fp32 accumulate. Quantized weights go to
+ * gemm_quant.cu.
  *
  * cuBLAS is column-major, so the row-major product is computed as its transpose:
  * y^T (N x M, ld N) = W (stored K x N col-major, used transposed) * x^T (K x M, ld K). The bias
@@ -29,7 +30,8 @@ static int pointer_alignment(const void *p)
 {
     uintptr_t u = (uintptr_t)p;
     int a = 256;
-    while (a > 2 && (u % (uintptr_t)a) != 0) a >>= 1;
+    while (a > 2 && (u % (uintptr_t)a) != 0)
+        a >>= 1;
     return a;
 }
 
@@ -85,8 +87,9 @@ static int pick_fastest(cuda_backend *cb, const cuda_gemm_plan *p,
         cudaGetLastError();
         return 0;
     }
-    if (o->bias) cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o->bias,
-                                                sizeof(o->bias));
+    if (o->bias)
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o->bias,
+                                       sizeof(o->bias));
     int best = 0;
     float best_ms = -1.f;
     for (int i = 0; i < n; i++) {
@@ -101,11 +104,12 @@ static int pick_fastest(cuda_backend *cb, const cuda_gemm_plan *p,
 
 /* Builds (or finds) the plan for one shape. Returns NULL when cuBLASLt has no algorithm for it,
  * which sends the call to the fallback kernel. */
-static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, int64_t m, int64_t n, int64_t k,
-                                 int epilogue, int align, const gemm_operands *ops, bool *failed)
+static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, glm_dtype out, int64_t m, int64_t n,
+                                 int64_t k, int epilogue, int align, const gemm_operands *ops,
+                                 bool *failed)
 {
     cuda_backend *cb = cuda_impl(be);
-    int key_epi = epilogue | (align << 8) | ((int)dt << 20);
+    int key_epi = epilogue | (align << 8) | ((int)dt << 20) | ((int)out << 24);
     *failed = false;
     for (int i = 0; i < cb->n_plans; i++) {
         cuda_gemm_plan *p = &cb->plans[i];
@@ -126,12 +130,13 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, int64_t m, int64
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)epilogue;
     uint32_t align_bytes = (uint32_t)align;
     cudaDataType_t type = dt == GLM_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    cudaDataType_t out_type = out == GLM_F32 ? CUDA_R_32F : type;
     cublasStatus_t st;
 #define LT(call)                                                                                   \
     do {                                                                                           \
         st = (call);                                                                               \
         if (st != CUBLAS_STATUS_SUCCESS) {                                                         \
-            glm_backend_fail(be, GLM_ERR_BACKEND, "%s %s:%d: cublas status %d", #call, __FILE__,    \
+            glm_backend_fail(be, GLM_ERR_BACKEND, "%s %s:%d: cublas status %d", #call, __FILE__,   \
                              __LINE__, (int)st);                                                   \
             goto fail;                                                                             \
         }                                                                                          \
@@ -142,9 +147,12 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, int64_t m, int64
     LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b,
                                       sizeof(trans_b)));
     LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    if (out_type != type && epi == CUBLASLT_EPILOGUE_BIAS) /* the bias stays 16-bit */
+        LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
+                                          sizeof(type)));
     LT(cublasLtMatrixLayoutCreate(&plan.a, type, (uint64_t)k, (uint64_t)n, k));
     LT(cublasLtMatrixLayoutCreate(&plan.b, type, (uint64_t)k, (uint64_t)m, k));
-    LT(cublasLtMatrixLayoutCreate(&plan.c, type, (uint64_t)n, (uint64_t)m, n));
+    LT(cublasLtMatrixLayoutCreate(&plan.c, out_type, (uint64_t)n, (uint64_t)m, n));
     LT(cublasLtMatmulPreferenceCreate(&pref));
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                             &cb->lt_workspace_bytes,
@@ -179,9 +187,9 @@ no_algo:
 
 /* Fallback for shapes cuBLASLt declines (odd alignments in tiny test models): a 16x16 tiled
  * fp32 product. Grid (N/16, M/16), block 16x16; each block reads 16-wide K tiles of x and W. */
-template <typename T>
-__global__ void linear_fallback_kernel(T *y, const T *x, const T *w, const T *bias,
-                                       int64_t m, int64_t n, int64_t k)
+template <typename T, typename OutT>
+__global__ void linear_fallback_kernel(OutT *y, const T *x, const T *w, const T *bias, int64_t m,
+                                       int64_t n, int64_t k)
 {
     __shared__ float xs[16][17], ws[16][17];
     int64_t row = (int64_t)blockIdx.y * 16 + threadIdx.y;
@@ -194,24 +202,31 @@ __global__ void linear_fallback_kernel(T *y, const T *x, const T *w, const T *bi
         ws[threadIdx.y][threadIdx.x] = (col < n && kk < k) ? to_f32(w[col * k + kk]) : 0.f;
         __syncthreads();
 #pragma unroll
-        for (int i = 0; i < 16; i++) acc += xs[threadIdx.y][i] * ws[threadIdx.x][i];
+        for (int i = 0; i < 16; i++)
+            acc += xs[threadIdx.y][i] * ws[threadIdx.x][i];
         __syncthreads();
     }
     if (row < m && out_col < n) {
         if (bias) acc += to_f32(bias[out_col]);
-        y[row * n + out_col] = from_f32<T>(acc);
+        y[row * n + out_col] = store_f32<OutT>(acc);
     }
 }
 
-void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, const glm_tensor *bias,
-                 glm_activation act)
+void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight weight,
+                 const glm_tensor *bias, glm_activation act)
 {
+    if (weight.format != GLM_WEIGHT_DENSE) {
+        cuda_linear_quantized(be, y, x, weight, bias, act);
+        return;
+    }
     cuda_backend *cb = cuda_impl(be);
+    glm_tensor w = glm_weight_tensor(&weight);
     int64_t m = glm_tensor_rows(&x), k = glm_tensor_cols(&x), n = glm_tensor_rows(&w);
-    CUDA_REQUIRE(be, cuda_is_half(w.dtype) && x.dtype == w.dtype && y.dtype == w.dtype,
-                 "linear: x, w, y of one 16-bit dtype expected (x %s, w %s, y %s)",
-                 glm_dtype_name(x.dtype),
-                 glm_dtype_name(w.dtype), glm_dtype_name(y.dtype));
+    CUDA_REQUIRE(be,
+                 cuda_is_half(w.dtype) && x.dtype == w.dtype &&
+                     (y.dtype == w.dtype || y.dtype == GLM_F32),
+                 "linear: x, w of one 16-bit dtype and y of it or f32 expected (x %s, w %s, y %s)",
+                 glm_dtype_name(x.dtype), glm_dtype_name(w.dtype), glm_dtype_name(y.dtype));
     CUDA_REQUIRE(be,
                  glm_tensor_cols(&w) == k && glm_tensor_rows(&y) == m && glm_tensor_cols(&y) == n,
                  "linear: x [%lld,%lld] w [%lld,%lld] y [%lld,%lld]", (long long)m, (long long)k,
@@ -233,23 +248,29 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, cons
     int epilogue = bias_ptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     bool failed = false;
     gemm_operands ops = {x.data, w.data, bias_ptr, y.data};
-    cuda_gemm_plan *plan = gemm_plan(be, w.dtype, m, n, k, epilogue, align, &ops, &failed);
+    cuda_gemm_plan *plan = gemm_plan(be, w.dtype, y.dtype, m, n, k, epilogue, align, &ops, &failed);
     if (failed) return;
     if (plan) {
         if (bias_ptr)
-            CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(plan->op,
-                                                            CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                            &bias_ptr, sizeof(bias_ptr)));
+            CUBLAS_CHECK(be,
+                         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                        &bias_ptr, sizeof(bias_ptr)));
         const float alpha = 1.f, beta = 0.f;
         CUBLAS_CHECK(be, cublasLtMatmul(cb->lt, plan->op, &alpha, w.data, plan->a, x.data, plan->b,
                                         &beta, y.data, plan->c, y.data, plan->c, &plan->algo,
                                         cb->lt_workspace, cb->lt_workspace_bytes, cb->stream));
     } else {
         dim3 grid(cuda_blocks(n, 16), cuda_blocks(m, 16)), block(16, 16);
-        GLM_DISPATCH_HALF(w.dtype, T,
-                          linear_fallback_kernel<T><<<grid, block, 0, cb->stream>>>(
-                              (T *)y.data, (const T *)x.data, (const T *)w.data,
-                              (const T *)bias_ptr, m, n, k));
+        if (y.dtype == GLM_F32)
+            GLM_DISPATCH_HALF(w.dtype, T,
+                              linear_fallback_kernel<T, float><<<grid, block, 0, cb->stream>>>(
+                                  (float *)y.data, (const T *)x.data, (const T *)w.data,
+                                  (const T *)bias_ptr, m, n, k));
+        else
+            GLM_DISPATCH_HALF(w.dtype, T,
+                              linear_fallback_kernel<T, T><<<grid, block, 0, cb->stream>>>(
+                                  (T *)y.data, (const T *)x.data, (const T *)w.data,
+                                  (const T *)bias_ptr, m, n, k));
         CUDA_CHECK_LAUNCH(be);
     }
     if (act == GLM_ACT_GELU) cuda_gelu(be, y, y);

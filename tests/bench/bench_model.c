@@ -514,11 +514,12 @@ static glm_status measure_ceilings(driver *d)
     report("ceiling_copy_gbps", params, d->cl.copy_gbps, "GB/s", 0, 1, "");
 
     batch = d->a->quick ? 2 : 5;
-    for (int i = 0; i < 3; i++) glm_op_linear(be, ty, tx, tw, NULL, GLM_ACT_NONE);
+    glm_weight tww = glm_weight_dense(tw);
+    for (int i = 0; i < 3; i++) glm_op_linear(be, ty, tx, tww, NULL, GLM_ACT_NONE);
     if ((st = sync_be(d))) goto done;
     for (int r = 0; r < rounds; r++) {
         double t0 = now_ms();
-        for (int i = 0; i < batch; i++) glm_op_linear(be, ty, tx, tw, NULL, GLM_ACT_NONE);
+        for (int i = 0; i < batch; i++) glm_op_linear(be, ty, tx, tww, NULL, GLM_ACT_NONE);
         be->ops->synchronize(be);
         t[r] = (now_ms() - t0) / batch;
     }

@@ -150,8 +150,8 @@ static void test_linear(int m, int n, int k, int with_bias, int gelu)
     void *dx = dev_half(x, (size_t)m * k), *dw = dev_half(w, (size_t)n * k), *db = dev_half(b, n);
     void *dy = dev_poisoned((size_t)m * n);
     glm_tensor bias = glm_tensor_1d(half, n, db);
-    glm_op_linear(be, t2(dy, m, n), t2(dx, m, k), t2(dw, n, k), with_bias ? &bias : NULL,
-                  gelu ? GLM_ACT_GELU : GLM_ACT_NONE);
+    glm_op_linear(be, t2(dy, m, n), t2(dx, m, k), glm_weight_dense(t2(dw, n, k)),
+                  with_bias ? &bias : NULL, gelu ? GLM_ACT_GELU : GLM_ACT_NONE);
     double *ref = malloc(sizeof(double) * m * n);
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
@@ -891,7 +891,8 @@ typedef struct lin_args { glm_tensor y, x, w; glm_backend *be; } lin_args;
 static void run_linear(void *a)
 {
     lin_args *l = a;
-    glm_op_linear(l->be ? l->be : be, l->y, l->x, l->w, NULL, GLM_ACT_NONE);
+    glm_op_linear(l->be ? l->be : be, l->y, l->x, glm_weight_dense(l->w), NULL,
+                  GLM_ACT_NONE);
 }
 typedef struct att_args { glm_tensor out, qkv; int seqs, len, heads, hd; } att_args;
 static void run_att(void *a)

@@ -37,7 +37,7 @@ static void check_linear(glm_backend *be, test_rng *rng, int64_t M, int64_t N, i
         }
     glm_tensor bt = glm_tensor_1d(GLM_F32, N, b);
     glm_op_linear(be, glm_tensor_2d(GLM_F32, M, N, y), glm_tensor_2d(GLM_F32, M, K, x),
-                  glm_tensor_2d(GLM_F32, N, K, w), with_bias ? &bt : NULL, act);
+                  glm_weight_dense(glm_tensor_2d(GLM_F32, N, K, w)), with_bias ? &bt : NULL, act);
     kt_expect_ok(be, "linear");
     char what[128];
     snprintf(what, sizeof(what), "linear M=%lld N=%lld K=%lld bias=%d act=%d", (long long)M,
@@ -53,30 +53,30 @@ static void check_errors(glm_backend *be)
     kt_poison(y, 16);
     /* K mismatch between x and w */
     glm_op_linear(be, glm_tensor_2d(GLM_F32, 2, 4, y), glm_tensor_2d(GLM_F32, 2, 3, buf),
-                  glm_tensor_2d(GLM_F32, 4, 4, buf), NULL, GLM_ACT_NONE);
+                  glm_weight_dense(glm_tensor_2d(GLM_F32, 4, 4, buf)), NULL, GLM_ACT_NONE);
     CHECK(isnan(y[0]));
     /* sticky: a valid op after the failure is skipped */
     glm_op_linear(be, glm_tensor_2d(GLM_F32, 2, 4, y), glm_tensor_2d(GLM_F32, 2, 4, buf),
-                  glm_tensor_2d(GLM_F32, 4, 4, buf), NULL, GLM_ACT_NONE);
+                  glm_weight_dense(glm_tensor_2d(GLM_F32, 4, 4, buf)), NULL, GLM_ACT_NONE);
     CHECK(isnan(y[0]));
     kt_expect_error(be, GLM_ERR_SHAPE, "linear K mismatch");
     /* after take_error the same op runs */
     glm_op_linear(be, glm_tensor_2d(GLM_F32, 2, 4, y), glm_tensor_2d(GLM_F32, 2, 4, buf),
-                  glm_tensor_2d(GLM_F32, 4, 4, buf), NULL, GLM_ACT_NONE);
+                  glm_weight_dense(glm_tensor_2d(GLM_F32, 4, 4, buf)), NULL, GLM_ACT_NONE);
     CHECK(y[0] == 0.0f);
     kt_expect_ok(be, "linear after take_error");
     /* y of the wrong shape */
     glm_op_linear(be, glm_tensor_2d(GLM_F32, 2, 3, y), glm_tensor_2d(GLM_F32, 2, 4, buf),
-                  glm_tensor_2d(GLM_F32, 4, 4, buf), NULL, GLM_ACT_NONE);
+                  glm_weight_dense(glm_tensor_2d(GLM_F32, 4, 4, buf)), NULL, GLM_ACT_NONE);
     kt_expect_error(be, GLM_ERR_SHAPE, "linear y shape");
     /* wrong dtype */
     glm_op_linear(be, glm_tensor_2d(GLM_F32, 2, 4, y), glm_tensor_2d(GLM_BF16, 2, 4, buf),
-                  glm_tensor_2d(GLM_F32, 4, 4, buf), NULL, GLM_ACT_NONE);
+                  glm_weight_dense(glm_tensor_2d(GLM_F32, 4, 4, buf)), NULL, GLM_ACT_NONE);
     kt_expect_error(be, GLM_ERR_SHAPE, "linear x dtype");
     /* bias of the wrong length */
     glm_tensor bias = glm_tensor_1d(GLM_F32, 3, buf);
     glm_op_linear(be, glm_tensor_2d(GLM_F32, 2, 4, y), glm_tensor_2d(GLM_F32, 2, 4, buf),
-                  glm_tensor_2d(GLM_F32, 4, 4, buf), &bias, GLM_ACT_NONE);
+                  glm_weight_dense(glm_tensor_2d(GLM_F32, 4, 4, buf)), &bias, GLM_ACT_NONE);
     kt_expect_error(be, GLM_ERR_SHAPE, "linear bias length");
 }
 
@@ -95,11 +95,11 @@ static void bench(test_rng *rng, int n_threads, int64_t M, int64_t N, int64_t K)
     float *y = kt_poisoned((size_t)(M * N));
     glm_tensor yt = glm_tensor_2d(GLM_F32, M, N, y), xt = glm_tensor_2d(GLM_F32, M, K, x),
                wt = glm_tensor_2d(GLM_F32, N, K, w);
-    glm_op_linear(be, yt, xt, wt, NULL, GLM_ACT_NONE); /* warm up */
+    glm_op_linear(be, yt, xt, glm_weight_dense(wt), NULL, GLM_ACT_NONE); /* warm up */
     int reps = 0;
     double t0 = seconds(), t = 0;
     while ((t = seconds() - t0) < 0.2 || reps < 2) {
-        glm_op_linear(be, yt, xt, wt, NULL, GLM_ACT_NONE);
+        glm_op_linear(be, yt, xt, glm_weight_dense(wt), NULL, GLM_ACT_NONE);
         reps++;
     }
     printf("linear %lldx%lldx%lld, %d thread(s): %.2f GFLOP/s\n", (long long)M, (long long)N,
