@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package glm4v-cluster needs to build, test and run, and the npm package
-# the tokenizer test compares against. Idempotent and quiet; apt-get update runs once.
+# Installs every Debian package glm4v-cluster needs to build, test and run, and the npm packages
+# the tokenizer test compares against and the gateway test drives it with. Idempotent and quiet;
+# apt-get update runs once.
 # Run as root on Debian 12. Nothing is fetched from anywhere else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ packages=(
     libprotobuf-c-dev protobuf-c-compiler           # job / result wire format
     libcjson-dev libpcre2-dev libxxhash-dev         # config + JSONL, tokenizer regex, image hash
     libjpeg62-turbo-dev libpng-dev libwebp-dev      # image decoding
-    libmicrohttpd-dev                               # Prometheus metrics endpoint
+    libmicrohttpd-dev                               # Prometheus metrics endpoint, HTTP gateway
+    libcurl4-openssl-dev                            # gateway: fetch allow-listed image URLs
     python3 python3-pil python3-numpy python3-yaml  # Pillow reference, manifest checks
     clang libclang-rt-14-dev                        # libFuzzer + sanitizers
     shellcheck valgrind                             # script lint, memory tests
@@ -33,4 +35,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 bash scripts/install-tiktoken.sh
+# the official openai client (pinned in its package-lock.json) that drives the gateway tests
+npm ci --prefix tests/gateway/node --no-audit --no-fund --loglevel=error >/dev/null
 echo "setup: all packages present"
