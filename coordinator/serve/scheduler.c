@@ -20,6 +20,7 @@ struct glm_scheduler {
     int *new_image_slots;
     int n_new_images;
     float *pixels;
+    bool isolating; /* the step being built is an isolated sequence's, alone */
 };
 
 glm_status glm_scheduler_create(const glm_scheduler_config *cfg, glm_image_cache *images,
@@ -243,18 +244,43 @@ static void add_to_step(glm_scheduler *s, glm_sequence *q, int n)
     s->step_seqs[s->n_step_seqs++] = q;
 }
 
+/* Whether q may join the step being built: an isolated step takes one isolated sequence and
+ * nothing else, an ordinary step takes no isolated sequence. */
+static bool step_allows(const glm_scheduler *s, const glm_sequence *q)
+{
+    return s->isolating ? q->isolated && s->n_step_seqs == 0 : !q->isolated;
+}
+
+static bool has_isolated(const glm_scheduler *s)
+{
+    for (int i = 0; i < s->n_running; i++)
+        if (s->running[i]->isolated) return true;
+    for (int i = 0; i < s->n_waiting; i++)
+        if (s->waiting[i]->isolated) return true;
+    return false;
+}
+
+/* The first waiting sequence the step allows (queue order among them), or -1. */
+static int first_admissible(const glm_scheduler *s)
+{
+    for (int i = 0; i < s->n_waiting; i++)
+        if (step_allows(s, s->waiting[i])) return i;
+    return -1;
+}
+
 glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const float **pixels,
                                   glm_sequence **logit_seqs, glm_error *err)
 {
     s->n_step_seqs = 0;
     s->n_new_images = 0;
     int budget = s->cfg.max_tokens_per_step;
+    s->isolating = !s->isolating && has_isolated(s); /* every other step, when there are any */
 
     /* 1. running sequences: decodes (one row) first, then prefill chunks, oldest first */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < s->n_running && budget > 0; i++) {
             glm_sequence *q = s->running[i];
-            if (q->scheduled) continue;
+            if (q->scheduled || !step_allows(s, q)) continue;
             bool decode = target_rows(q) - q->n_cached == 1;
             if (decode != (pass == 0)) continue;
             int n = rows_for(s, q, budget);
@@ -273,8 +299,9 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
         }
     }
     /* 2. admit waiting sequences in order while budget, batch room, blocks and images allow */
-    while (s->n_waiting > 0 && budget > 0 && s->n_running < s->cfg.max_batch) {
-        glm_sequence *q = s->waiting[0];
+    int k;
+    while (budget > 0 && s->n_running < s->cfg.max_batch && (k = first_admissible(s)) >= 0) {
+        glm_sequence *q = s->waiting[k];
         int n = rows_for(s, q, budget);
         if (n == 0) break;
         /* keep a block per running sequence in reserve so admission does not force an
@@ -286,7 +313,8 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
             release_resources(s, q);
             break;
         }
-        memmove(s->waiting, s->waiting + 1, (size_t)(s->n_waiting - 1) * sizeof(*s->waiting));
+        memmove(s->waiting + k, s->waiting + k + 1,
+                (size_t)(s->n_waiting - k - 1) * sizeof(*s->waiting));
         s->n_waiting--;
         glm_job_transition(&q->state, GLM_JOB_RUNNING);
         s->running[s->n_running++] = q;

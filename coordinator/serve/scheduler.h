@@ -48,6 +48,9 @@ typedef struct glm_sequence {
     int n_stop_ids;
     glm_sample_params sample;
     int priority; /* higher is admitted first; equal priorities in arrival order */
+    /* quarantine (crash attribution, docs/DEPLOY.md): runs alone in its step, never batched
+     * with another sequence; steps of isolated sequences alternate with ordinary ones */
+    bool isolated;
     /* state kept by the scheduler */
     int32_t *generated;
     int n_generated;

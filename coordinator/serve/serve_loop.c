@@ -56,6 +56,9 @@ typedef struct server {
     float *logprobs;
     char server_id[128];
     char password[256];
+    /* GLM4V_TEST_CRASH_ON_PROMPT (a test hook, inert unless set): abort inside the model step of a
+     * job whose prompt holds this text, as a kernel fault would (crash attribution tests) */
+    const char *crash_in_step_on;
 } server;
 
 static void log_event(const char *job_id, const char *fmt, ...)
@@ -73,7 +76,8 @@ static void log_event(const char *job_id, const char *fmt, ...)
 }
 
 static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_options *ro,
-                              const glm_serve_options *so, glm_error *err)
+                              const glm_serve_options *so, volatile sig_atomic_t *stop,
+                              glm_error *err)
 {
     memset(s, 0, sizeof(*s));
     s->ctx = ctx;
@@ -111,6 +115,8 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     qc.server_version = glm4v_version();
     qc.visibility_timeout_ms = so->visibility_timeout_ms;
     qc.max_deliveries = so->max_deliveries;
+    qc.stop = stop; /* a Redis that is not up yet is waited for, until SIGTERM */
+    s->crash_in_step_on = getenv("GLM4V_TEST_CRASH_ON_PROMPT");
     if ((st = glm_queue_create(&qc, &s->queue, err))) return st;
     if ((st = glm_queue_ensure_group(s->queue, err))) return st;
 
@@ -197,7 +203,7 @@ static void finish_job(server *s, const char *entry_id, const char *job_id, cons
     else if (outcome == GLM_RESULT_DUPLICATE)
         log_event(job_id, "result already existed: acknowledged only");
     else if (outcome == GLM_RESULT_QUEUED)
-        log_event(job_id, "redis unreachable: result held in the outbox");
+        log_event(job_id, "result held in the outbox (Redis unreachable or refusing writes)");
 }
 
 static glm_status track(server *s, glm_request *r, glm_error *err)
@@ -281,14 +287,20 @@ static void end_job(server *s, glm_request *r, glm_seq_finish why)
             glm_request_set_error(r, GLM_EC_INTERNAL, "the job ended (%s) after %d tokens",
                                   finish_name(why), r->seq.n_generated);
         log_event(job_id, "rejected: %s: %s", glm_error_code_name(r->error_code), r->error_msg);
-        glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_ERROR, 1);
+        glm_metrics_inc(s->metrics,
+                        r->error_code == GLM_EC_CANCELLED ? GLM_COUNTER_JOBS_CANCELLED
+                                                          : GLM_COUNTER_JOBS_ERROR,
+                        1);
         if (!job_id[0]) /* nothing to address a Result to */
             glm_queue_dead_letter(s->queue, &r->entry, r->error_msg, &err);
         else
             write_result(s, r, job_id);
         break;
     case GLM_JOB_CANCELLED:
-        if (glm_queue_hand_back(s->queue, r->entry.entry_id, &err))
+        if (glm_queue_entry_state(s->queue, r->entry.entry_id) == GLM_ENTRY_ANSWERED) {
+            glm_queue_forget(s->queue, r->entry.entry_id); /* answered elsewhere: nothing to do */
+            log_event(job_id, "stopped: its Result was written by another replica");
+        } else if (glm_queue_hand_back(s->queue, r->entry.entry_id, &err))
             log_event(job_id, "hand back failed (it will be reclaimed): %s", err.msg);
         else
             log_event(job_id, "handed back for another replica");
@@ -346,8 +358,12 @@ static void accept_job(server *s, glm_queue_job *job)
         glm_queue_job_clear(job);
         return;
     }
-    if (job->job_id[0] && glm_queue_ack_if_done(s->queue, job, &done, &err) == GLM_OK && done) {
-        log_event(job->job_id, "already answered: acknowledged without recomputation");
+    glm_begin_outcome begun = GLM_BEGIN_RUN; /* binds the id to the job's fingerprint */
+    done = job->job_id[0] && glm_queue_begin(s->queue, job, &begun, &err) == GLM_OK &&
+           begun != GLM_BEGIN_RUN;
+    if (done) { /* JOINED and CONFLICT are logged by the queue */
+        if (begun == GLM_BEGIN_DONE)
+            log_event(job->job_id, "already answered: acknowledged without recomputation");
         glm_queue_job_clear(job);
         return;
     }
@@ -376,14 +392,18 @@ static void collect_prepared(server *s)
             continue;
         }
         crash_if_poisoned(s, r);
+        /* delivered before: maybe it crashed a replica; it runs alone in its steps so that a
+         * crash is blamed on it only (docs/DEPLOY.md, crash attribution) */
+        r->seq.isolated = r->entry.deliveries > 1;
         if (track(s, r, &err) || glm_scheduler_add(s->sched, &r->seq, &err)) {
             glm_request_set_error(r, GLM_EC_INTERNAL, "%s", err.msg);
             end_job(s, r, GLM_SEQ_FINISHED_ERROR);
             continue;
         }
         glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_ids);
-        log_event(r->job->id, "accepted: %d prompt rows, %d images, attempt %u",
-                  r->seq.layout.n_rows, r->seq.layout.n_images, r->entry.deliveries);
+        log_event(r->job->id, "accepted: %d prompt rows, %d images, attempt %u%s",
+                  r->seq.layout.n_rows, r->seq.layout.n_images, r->entry.deliveries,
+                  r->seq.isolated ? " (quarantined: runs alone in its steps)" : "");
     }
 }
 
@@ -484,6 +504,59 @@ static void fail_undrawn(server *s, int n_rows)
     }
 }
 
+/* Crash attribution: a step that holds a quarantined job is recorded in Redis while it runs
+ * (glm_queue_step_begin), so that if this replica dies in it, only that job is blamed. Returns
+ * whether a record was written (the caller clears it after the step). */
+static bool record_isolated_step(server *s)
+{
+    const char *ids[1];
+    size_t n = 0;
+    for (int i = 0; i < s->n_requests; i++) {
+        const glm_request *r = s->requests[i];
+        if (r->seq.scheduled && r->seq.isolated && n < 1) ids[n++] = r->entry.entry_id;
+    }
+    glm_error err = {0};
+    if (n == 0) return false;
+    if (glm_queue_step_begin(s->queue, ids, n, &err))
+        fprintf(stderr, "glm4v-serve: step record not written (a crash now blames every job "
+                        "held here): %s\n", err.msg);
+    return true;
+}
+
+/* The test hook GLM4V_TEST_CRASH_ON_PROMPT: dies inside the step, like a kernel fault. */
+static void crash_in_step_if_asked(const server *s)
+{
+    if (!s->crash_in_step_on || !*s->crash_in_step_on) return;
+    for (int i = 0; i < s->n_requests; i++) {
+        const glm_request *r = s->requests[i];
+        if (!r->seq.scheduled) continue;
+        for (size_t k = 0; k < r->job->n_messages; k++)
+            if (strstr(r->job->messages[k].content, s->crash_in_step_on)) {
+                log_event(r->job->id, "test hook GLM4V_TEST_CRASH_ON_PROMPT: aborting in a step");
+                abort();
+            }
+    }
+}
+
+/* Jobs the queue's poll found answered elsewhere (this replica was paused past its lease and
+ * another one finished them) stop without a Result; jobs whose client set the cancel key end
+ * with a CANCELLED Result. */
+static void end_cancelled_and_stale(server *s)
+{
+    for (int i = 0; i < s->n_requests;) {
+        glm_request *r = s->requests[i];
+        glm_entry_state st = glm_queue_entry_state(s->queue, r->entry.entry_id);
+        if (st == GLM_ENTRY_ACTIVE) {
+            i++;
+            continue;
+        }
+        if (st == GLM_ENTRY_CANCELLED)
+            glm_request_set_error(r, GLM_EC_CANCELLED, "cancelled by its client after %d tokens",
+                                  r->seq.n_generated);
+        end_job(s, r, st == GLM_ENTRY_CANCELLED ? GLM_SEQ_FINISHED_ERROR : GLM_SEQ_CANCELLED);
+    }
+}
+
 /* One continuous-batching step across every rank. */
 static glm_status run_batch_step(server *s, glm_error *err)
 {
@@ -496,7 +569,13 @@ static glm_status run_batch_step(server *s, glm_error *err)
     for (int i = 0; i < s->n_requests; i++)
         if (s->requests[i]->seq.scheduled && s->requests[i]->t_scheduled == 0)
             s->requests[i]->t_scheduled = t0;
+    bool recorded = record_isolated_step(s);
+    crash_in_step_if_asked(s);
     st = glm_step_execute(s->ctx->model, &s->plan, pixels, NULL, err);
+    if (recorded) {
+        glm_error record_err = {0};
+        glm_queue_step_end(s->queue, &record_err); /* retried at reconnect when it fails */
+    }
     int n = s->plan.n_logit_rows;
     if (!st && n > 0) {
         for (int i = 0; i < n; i++) {
@@ -580,7 +659,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
                          const glm_serve_options *so, volatile sig_atomic_t *stop, glm_error *err)
 {
     server s;
-    glm_status st = server_init(&s, ctx, ro, so, err);
+    glm_status st = server_init(&s, ctx, ro, so, stop, err);
     if (st) {
         server_free(&s);
         return st;
@@ -603,6 +682,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         bool preparing = glm_prep_pool_in_flight(s.prep) > 0;
         bool idle = !glm_scheduler_has_work(s.sched) && !preparing;
         touch_in_flight(&s, &last_touch);
+        end_cancelled_and_stale(&s);
         expire_deadlines(&s);
         take_jobs(&s, idle, &last_claim);
         collect_prepared(&s);
