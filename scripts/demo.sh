@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine: build, start a private redis-server on 127.0.0.1,
 # start one replica of the cluster (`mpirun -np TP glm4v-serve`), send an image + text job with
-# glm4v-submit, print the answer as it streams, and stop everything cleanly.
+# glm4v-submit, print the answer as it streams, ask the same through glm4v-gateway's
+# OpenAI-compatible HTTP API with curl (streaming), and stop everything cleanly.
 #
 #   scripts/demo.sh                                   # tiny test model, CPU backend, 2 ranks
 #   scripts/demo.sh --device cuda --model DIR --tp N  # a real GLM-4V-9B folder on N GPUs
@@ -31,7 +32,9 @@ bash scripts/build.sh
 run=$(mktemp -d)
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 serve_pid=
+gateway_pid=
 cleanup() {
+    if [ -n "$gateway_pid" ]; then kill -TERM "$gateway_pid" 2>/dev/null || true; fi
     if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
         bash deploy/common/glm4v-drain.sh --mpirun-pid "$serve_pid" --timeout 60 >/dev/null 2>&1 ||
             kill -9 "$serve_pid" 2>/dev/null || true
@@ -54,6 +57,15 @@ until grep -q ready "$run/serve.log" 2>/dev/null; do
     sleep 0.2
 done
 echo "demo: $(grep ready "$run/serve.log" | sed 's/^glm4v-serve: //')"
+build/bin/glm4v-gateway --redis "redis://127.0.0.1:$port" --prefix demo --port 0 \
+    >"$run/gateway.log" 2>&1 &
+gateway_pid=$!
+until grep -q listening "$run/gateway.log" 2>/dev/null; do
+    kill -0 "$gateway_pid" 2>/dev/null || { cat "$run/gateway.log" >&2; exit 1; }
+    sleep 0.1
+done
+api=$(grep -o 'http://127.0.0.1:[0-9]*' "$run/gateway.log")
+echo "demo: glm4v-gateway (OpenAI-compatible API) on $api/v1"
 
 if [ -z "$image" ]; then
     image=$run/demo.png
@@ -73,4 +85,22 @@ echo "demo: streamed answer:"
 build/bin/glm4v-submit --redis "redis://127.0.0.1:$port" --prefix demo --image "$image" \
     --prompt "$prompt" --max-new-tokens 32 --temperature 0
 echo
-echo "demo: stopping the replica (drain) and redis-server"
+echo "demo: the same question through the OpenAI API (curl $api/v1/chat/completions, streaming):"
+/usr/bin/python3 - "$image" "$prompt" >"$run/request.json" <<'PY'
+import base64, json, sys
+image = base64.b64encode(open(sys.argv[1], "rb").read()).decode()
+print(json.dumps({"model": "glm-4v-9b", "stream": True, "max_tokens": 32, "temperature": 0,
+                  "messages": [{"role": "user", "content": [
+                      {"type": "text", "text": sys.argv[2]},
+                      {"type": "image_url", "image_url": {"url": "data:image/png;base64," + image}}]}]}))
+PY
+curl -sN "$api/v1/chat/completions" -H 'Content-Type: application/json' -d @"$run/request.json" |
+    /usr/bin/python3 -c '
+import json, sys
+for line in sys.stdin:
+    if line.startswith("data: {"):
+        event = json.loads(line[6:])
+        for choice in event.get("choices", []):
+            print(choice["delta"].get("content") or "", end="", flush=True)'
+echo
+echo "demo: stopping the gateway, the replica (drain) and redis-server"
