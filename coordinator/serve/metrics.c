@@ -40,6 +40,17 @@ static const series_desc COUNTERS[GLM_COUNTER_COUNT] = {
                                         "rows included: the prefix hit rate's denominator."},
     [GLM_COUNTER_PREFIX_HIT_ROWS] = {"glm4v_prefix_cache_hit_tokens_total", NULL,
                                      "Prompt rows whose KV was reused from the prefix cache."},
+    [GLM_COUNTER_REDIS_REFUSED_OOM] = {"glm4v_redis_refusals_total", "kind=\"OOM\"",
+                                       "Commands Redis refused while connected (not lost "
+                                       "connections), by refusal."},
+    [GLM_COUNTER_REDIS_REFUSED_READONLY] = {"glm4v_redis_refusals_total", "kind=\"READONLY\"",
+                                            NULL},
+    [GLM_COUNTER_REDIS_REFUSED_LOADING] = {"glm4v_redis_refusals_total", "kind=\"LOADING\"",
+                                           NULL},
+    [GLM_COUNTER_REDIS_REFUSED_BUSY] = {"glm4v_redis_refusals_total", "kind=\"BUSY\"", NULL},
+    [GLM_COUNTER_REDIS_REFUSED_MISCONF] = {"glm4v_redis_refusals_total", "kind=\"MISCONF\"",
+                                           NULL},
+    [GLM_COUNTER_REDIS_REFUSED_OTHER] = {"glm4v_redis_refusals_total", "kind=\"other\"", NULL},
 };
 
 static const series_desc GAUGES[GLM_GAUGE_COUNT] = {

@@ -33,6 +33,12 @@ typedef enum glm_counter_id {
     GLM_COUNTER_VISION_CACHE_MISSES, /* glm4v_vision_cache_misses_total */
     GLM_COUNTER_PREFIX_PROMPT_ROWS,  /* glm4v_prefix_cache_prompt_tokens_total */
     GLM_COUNTER_PREFIX_HIT_ROWS,     /* glm4v_prefix_cache_hit_tokens_total */
+    GLM_COUNTER_REDIS_REFUSED_OOM,      /* glm4v_redis_refusals_total{kind="OOM"} */
+    GLM_COUNTER_REDIS_REFUSED_READONLY, /* ... kind="READONLY" (a replica, or failover) */
+    GLM_COUNTER_REDIS_REFUSED_LOADING,  /* ... kind="LOADING" (restarting Redis) */
+    GLM_COUNTER_REDIS_REFUSED_BUSY,     /* ... kind="BUSY" (a script running too long) */
+    GLM_COUNTER_REDIS_REFUSED_MISCONF,  /* ... kind="MISCONF" (background save failing) */
+    GLM_COUNTER_REDIS_REFUSED_OTHER,    /* ... kind="other" (MASTERDOWN, NOREPLICAS) */
     GLM_COUNTER_COUNT
 } glm_counter_id;
 

@@ -616,6 +616,17 @@ static void update_gauges(server *s)
     if (is.hits > hits) glm_metrics_inc(s->metrics, GLM_COUNTER_VISION_CACHE_HITS, is.hits - hits);
     if (is.misses > misses)
         glm_metrics_inc(s->metrics, GLM_COUNTER_VISION_CACHE_MISSES, is.misses - misses);
+    /* Redis refusals, counted by the queue: the counters follow its totals */
+    glm_queue_stats qs = glm_queue_stats_get(s->queue);
+    const uint64_t *by = qs.refusals_by_kind;
+    const uint64_t refused[] = {by[GLM_REDIS_OOM],  by[GLM_REDIS_READONLY], by[GLM_REDIS_LOADING],
+                                by[GLM_REDIS_BUSY], by[GLM_REDIS_MISCONF],
+                                by[GLM_REDIS_MASTERDOWN] + by[GLM_REDIS_NOREPLICAS]};
+    for (int k = 0; k < 6; k++) {
+        glm_counter_id id = (glm_counter_id)(GLM_COUNTER_REDIS_REFUSED_OOM + k);
+        uint64_t seen = glm_metrics_counter_value(s->metrics, id);
+        if (refused[k] > seen) glm_metrics_inc(s->metrics, id, refused[k] - seen);
+    }
 }
 
 static double wall_ms(void)

@@ -9,7 +9,7 @@
 #     held in the outbox, arrives once writes are accepted again, with attempts 1, although a second
 #     replica with a short visibility timeout was ready to reclaim it;
 #  5. a stale replica (SIGSTOP past its lease, SIGCONT after another replica wrote the Result) writes
-#     no chunk after the Result.
+#     no chunk after the Result and stops working on the job.
 # usage: test_serve_misuse.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
@@ -21,7 +21,8 @@ e2e_redis_stop
 (sleep 5 && e2e_redis_start) &
 starter=$!
 t0=$SECONDS
-e2e_start_replica a 1 --visibility-timeout-ms 1500 || exit 1
+METRICS_PORT=$(e2e_free_port)
+e2e_start_replica a 1 --visibility-timeout-ms 1500 --metrics-port "$METRICS_PORT" || exit 1
 wait $starter
 e2e_check "start before redis: the replica waited (>= 4 s)" [ $((SECONDS - t0)) -ge 4 ]
 e2e_check "start before redis: it said so" grep -q "redis not reachable yet" "$E2E_DIR/a.log"
@@ -77,6 +78,9 @@ e2e_check "redis refusing: the first computation's Result (attempts 1)" \
 e2e_check "redis refusing: one Result" [ "$(e2e_result_count oom-1)" = 1 ]
 e2e_check "redis refusing: told apart from a lost connection" \
     grep -q "refuses commands (OOM" "$E2E_DIR/a.log" "$E2E_DIR/b.log"
+refused=$(/usr/bin/python3 "$(dirname "$0")/sweep/check.py" metric "$METRICS_PORT" \
+    'glm4v_redis_refusals_total{kind="OOM"}')
+e2e_check "redis refusing: counted by the metric ($refused)" [ "${refused:-0}" -gt 0 ]
 e2e_check "redis refusing: the Result waited in the outbox" \
     grep -q "job=oom-1 redis unreachable: result held in the outbox\|job=oom-1 .*outbox" "$E2E_DIR/a.log" "$E2E_DIR/b.log"
 
@@ -100,5 +104,7 @@ e2e_check "stale: nothing after the Result" \
     [ "$(rcli XREVRANGE "$PREFIX:out:stale-1" + - COUNT 1 | head -1)" = "$last_before" ]
 e2e_check "stale: one Result" [ "$(e2e_result_count stale-1)" = 1 ]
 e2e_check "stale: the resumed replica noticed" grep -q "job=stale-1 its Result exists" "$E2E_DIR/$owner.log"
+e2e_check "stale: and stopped working on it" \
+    grep -q "job=stale-1 stopped: its Result was written by another replica" "$E2E_DIR/$owner.log"
 
 e2e_finish serve_misuse
