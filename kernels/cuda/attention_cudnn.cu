@@ -90,8 +90,8 @@ static void set_attr(sdpa_builder *bd, cudnnBackendDescriptor_t d, cudnnBackendA
     BUILD_CHECK(bd, cudnnBackendSetAttribute(d, name, type, count, value));
 }
 
-static void set_desc(sdpa_builder *bd, cudnnBackendDescriptor_t d,
-                     cudnnBackendAttributeName_t name, cudnnBackendDescriptor_t value)
+static void set_desc(sdpa_builder *bd, cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
+                     cudnnBackendDescriptor_t value)
 {
     set_attr(bd, d, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &value);
 }
@@ -148,8 +148,7 @@ static cudnnBackendDescriptor_t op_matmul(sdpa_builder *bd, cudnnBackendDescript
 /* y = mode(x[, b[, t]]); axis >= 0 only for GEN_INDEX. */
 static cudnnBackendDescriptor_t op_pointwise(sdpa_builder *bd, cudnnPointwiseMode_t mode,
                                              cudnnDataType_t math, cudnnBackendDescriptor_t x,
-                                             cudnnBackendDescriptor_t b,
-                                             cudnnBackendDescriptor_t t,
+                                             cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t t,
                                              cudnnBackendDescriptor_t y, int64_t axis)
 {
     cudnnBackendDescriptor_t pw = new_desc(bd, CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
@@ -232,8 +231,8 @@ static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
         ops[n_ops++] = op_pointwise(bd, CUDNN_POINTWISE_GEN_INDEX, f32, scaled, NULL, NULL, col, 3);
         ops[n_ops++] =
             op_pointwise(bd, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1);
-        ops[n_ops++] = op_pointwise(bd, CUDNN_POINTWISE_BINARY_SELECT, f32, scaled, neg_inf, keep,
-                                    masked, -1);
+        ops[n_ops++] =
+            op_pointwise(bd, CUDNN_POINTWISE_BINARY_SELECT, f32, scaled, neg_inf, keep, masked, -1);
         scaled = masked;
     }
     cudnnBackendDescriptor_t row_max = virtual4(bd, uid++, f32, b, hq, s, 1);
@@ -271,7 +270,8 @@ static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
         return;
     }
     cudnnBackendDescriptor_t cfgs[8];
-    for (int64_t i = 0; i < n_cfgs; i++) cfgs[i] = new_desc(bd, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    for (int64_t i = 0; i < n_cfgs; i++)
+        cfgs[i] = new_desc(bd, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
     int64_t got = 0;
     BUILD_CHECK(bd, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, n_cfgs, &got, cfgs));
@@ -299,15 +299,16 @@ static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
 
 static void destroy_plan(sdpa_plan *p)
 {
-    for (int i = p->n_owned - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(p->owned[i]);
+    for (int i = p->n_owned - 1; i >= 0; i--)
+        cudnnBackendDestroyDescriptor(p->owned[i]);
     p->n_owned = 0;
     p->plan = NULL;
 }
 
 static bool same_key(const sdpa_key *a, const sdpa_key *b)
 {
-    return a->b == b->b && a->h_q == b->h_q && a->h_kv == b->h_kv && a->s == b->s &&
-           a->d == b->d && a->causal == b->causal && a->dtype == b->dtype;
+    return a->b == b->b && a->h_q == b->h_q && a->h_kv == b->h_kv && a->s == b->s && a->d == b->d &&
+           a->causal == b->causal && a->dtype == b->dtype;
 }
 
 static double now_ms(void)
@@ -363,8 +364,8 @@ static sdpa_plan *find_plan(cuda_cudnn *c, const sdpa_key *key)
 }
 
 /* Runs plan p on the fused qkv rows at qkv (q heads first, then k heads, then v heads). */
-static void run_plan(glm_backend *be, cuda_cudnn *c, const sdpa_plan *p, void *out,
-                     const void *qkv, float scale)
+static void run_plan(glm_backend *be, cuda_cudnn *c, const sdpa_plan *p, void *out, const void *qkv,
+                     float scale)
 {
     const sdpa_key *k = &p->key;
     size_t elem = glm_dtype_size(k->dtype);
@@ -375,8 +376,11 @@ static void run_plan(glm_backend *be, cuda_cudnn *c, const sdpa_plan *p, void *o
         if (!workspace) return;
     }
     float neg_inf = -INFINITY;
-    void *ptrs[6] = {(void *)base, (void *)(base + (size_t)k->h_q * k->d * elem),
-                     (void *)(base + (size_t)(k->h_q + k->h_kv) * k->d * elem), out, &scale,
+    void *ptrs[6] = {(void *)base,
+                     (void *)(base + (size_t)k->h_q * k->d * elem),
+                     (void *)(base + (size_t)(k->h_q + k->h_kv) * k->d * elem),
+                     out,
+                     &scale,
                      &neg_inf};
     int64_t uids[6] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE, UID_NEG_INF};
     int64_t n = k->causal ? 6 : 5;
@@ -384,8 +388,8 @@ static void run_plan(glm_backend *be, cuda_cudnn *c, const sdpa_plan *p, void *o
     cudnnBackendDescriptor_t pack = NULL;
     cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
     if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
-                                      n, uids);
+        st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n,
+                                      uids);
     if (st == CUDNN_STATUS_SUCCESS)
         st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
                                       CUDNN_TYPE_VOID_PTR, n, ptrs);
@@ -443,7 +447,8 @@ extern "C" glm_status cuda_cudnn_create(void *stream, int cc_major, cuda_cudnn *
 extern "C" void cuda_cudnn_destroy(cuda_cudnn *c)
 {
     if (!c) return;
-    for (int i = 0; i < c->n_plans; i++) destroy_plan(&c->plans[i]);
+    for (int i = 0; i < c->n_plans; i++)
+        destroy_plan(&c->plans[i]);
     if (c->handle) cudnnDestroy(c->handle);
     free(c);
 }
