@@ -7,6 +7,7 @@
  * Exit codes: 0 done, 1 the job failed (its Result carries an error, or ID_CONFLICT), 2 usage
  * error, 3 transport error or timeout, 128+N stopped by signal N. */
 #include "client/redis_client.h"
+#include "client/stream_follow.h"
 #include "common/cli.h"
 #include "coordinator/queue/job_codec.h"
 #include "coordinator/queue/job_fingerprint.h"
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { EXIT_JOB_ERROR = 1, EXIT_USAGE = 2, EXIT_TRANSPORT = 3 };
 #define MAX_STOPS 16
@@ -208,62 +210,6 @@ static void make_uuid(char out[37])
              b[14], b[15]);
 }
 
-/* Streams chunk text to stdout. Text is printed only while it extends what was printed before:
- * a chunk lost while Redis was away or a restarted attempt stops the live stream, and the final
- * Result (which always carries the whole text) fills in the rest. */
-typedef struct stream_printer {
-    char *printed, *attempt_text;
-    size_t n_printed, n_attempt, cap_printed, cap_attempt;
-    uint32_t attempt, next_index;
-    bool broken;
-} stream_printer;
-
-static bool append(char **buf, size_t *n, size_t *cap, const char *s, size_t len)
-{
-    if (*n + len + 1 > *cap) {
-        size_t nc = (*n + len + 1) * 2;
-        char *g = realloc(*buf, nc);
-        if (!g) return false;
-        *buf = g;
-        *cap = nc;
-    }
-    memcpy(*buf + *n, s, len);
-    *n += len;
-    (*buf)[*n] = '\0';
-    return true;
-}
-
-static void print_delta(stream_printer *p, const char *text, size_t len)
-{
-    /* text is the whole answer so far; print what extends p->printed, if it does */
-    if (len <= p->n_printed || (p->n_printed && memcmp(text, p->printed, p->n_printed) != 0))
-        return;
-    fwrite(text + p->n_printed, 1, len - p->n_printed, stdout);
-    fflush(stdout);
-    append(&p->printed, &p->n_printed, &p->cap_printed, text + p->n_printed, len - p->n_printed);
-}
-
-static void on_chunk(stream_printer *p, const glm_chunk *c, const char *fingerprint)
-{
-    if (!glm_fingerprint_matches(c->job_fingerprint, fingerprint)) return; /* another job's */
-    if (c->attempt > p->attempt) { /* a new delivery restarted the job */
-        p->attempt = c->attempt;
-        p->next_index = 0;
-        p->n_attempt = 0;
-        p->broken = false;
-    }
-    if (c->attempt < p->attempt || p->broken) return;
-    if (c->index != p->next_index) {
-        p->broken = true;
-        return;
-    }
-    p->next_index++;
-    if (!append(&p->attempt_text, &p->n_attempt, &p->cap_attempt, c->text, strlen(c->text)))
-        p->broken = true;
-    else
-        print_delta(p, p->attempt_text, p->n_attempt);
-}
-
 /* The Result of a job that found its id taken by another job: never that job's answer. */
 static int report_conflict(const char *id, const glm_result *theirs, const char *fingerprint,
                            const submit_args *a)
@@ -303,7 +249,9 @@ static void cancel_job(glm_client *client, const char *id)
 static int wait_for_result(glm_client *client, const char *id, const char *fingerprint,
                            const submit_args *a)
 {
-    stream_printer p = {0};
+    glm_stream_follow follow;
+    glm_stream_follow_init(&follow, id, stdout, stderr,
+                           isatty(fileno(stdout)) && isatty(fileno(stderr)));
     char cursor[48] = "0-0";
     long long deadline = glm_now_mono_ms() + (long long)(a->timeout_s * 1000.0);
     int rc = EXIT_TRANSPORT;
@@ -327,7 +275,10 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
             break;
         }
         if (ev.kind == GLM_EVENT_CHUNK) {
-            if (!a->json) on_chunk(&p, ev.chunk, fingerprint);
+            /* text mode follows the newest attempt; --json prints the Result alone */
+            const glm_chunk *c = ev.chunk;
+            if (!a->json && glm_fingerprint_matches(c->job_fingerprint, fingerprint))
+                glm_stream_follow_chunk(&follow, c->attempt, c->index, c->text ? c->text : "");
             glm_chunk_free(ev.chunk);
             continue;
         }
@@ -343,13 +294,7 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
             if (json) printf("%s\n", json);
             free(json);
         } else if (r->error_code == GLM_EC_OK) {
-            size_t n = strlen(r->text);
-            if (p.n_printed > 0 && (n < p.n_printed || memcmp(r->text, p.printed, p.n_printed))) {
-                fprintf(stderr, "\nglm4v-submit: the streamed text was restarted; full answer:\n");
-                p.n_printed = 0;
-            }
-            print_delta(&p, r->text, n);
-            printf("\n");
+            glm_stream_follow_result(&follow, r->text ? r->text : "");
         }
         if (r->error_code != GLM_EC_OK)
             fprintf(stderr, "glm4v-submit: job %s failed: %s: %s\n", id,
@@ -359,8 +304,7 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
         break;
     }
     fflush(stdout);
-    free(p.printed);
-    free(p.attempt_text);
+    glm_stream_follow_free(&follow);
     return rc;
 }
 

@@ -8,3 +8,4 @@ foreach(t serve_batching serve_faults serve_bad_input serve_overflow serve_load 
   set_tests_properties(e2e_${t} PROPERTIES TIMEOUT 600 LABELS e2e RUN_SERIAL TRUE)
 endforeach()
 include(${_e2e}/multihost/multihost_tests.cmake)
+include(${_e2e}/../client/stream_follow_tests.cmake)
