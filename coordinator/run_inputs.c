@@ -171,19 +171,19 @@ void glm_run_inputs_free(glm_run_inputs *in)
     memset(in, 0, sizeof(*in));
 }
 
-static const char *finish_name(glm_gen_finish f)
+static const char *finish_name(glm_seq_finish f)
 {
-    return f == GLM_GEN_FINISH_STOP ? "stop" : "length";
+    return f == GLM_SEQ_FINISHED_STOP ? "stop" : "length";
 }
 
 void glm_run_print_result(const glm_run_args *a, const glm_run_inputs *in,
-                          const glm_generate_result *res, FILE *out)
+                          const glm_run_once_result *res, FILE *out)
 {
     /* the answer's text, when a tokenizer is at hand; a final eos is not text */
     glm_bytes text = {0};
     if (in->tokenizer) {
         int n = res->n_ids;
-        if (res->finish == GLM_GEN_FINISH_STOP && n > 0) n--;
+        if (res->finish == GLM_SEQ_FINISHED_STOP && n > 0) n--;
         glm_error err = {0};
         /* invalid UTF-8 (a random model's bytes, a cut character) becomes U+FFFD, so the JSON
          * output is always valid UTF-8 */

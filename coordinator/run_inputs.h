@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "coordinator/generate.h"
+#include "coordinator/serve/run_once.h"
 #include "worker/config.h"
 
 typedef struct glm_run_args {
@@ -36,6 +36,6 @@ glm_status glm_run_inputs_prepare(const glm_run_args *a, const glm_model_config 
                                   int image_rows, glm_run_inputs *in, glm_error *err);
 void glm_run_inputs_free(glm_run_inputs *in);
 void glm_run_print_result(const glm_run_args *a, const glm_run_inputs *in,
-                          const glm_generate_result *res, FILE *out);
+                          const glm_run_once_result *res, FILE *out);
 
 #endif

@@ -1,5 +1,7 @@
 /* glm4v-run: one request through the model, on one rank or a tensor-parallel group started by
- * mpirun. Rank 0 reads the inputs and drives generation; the other ranks serve its step plans.
+ * mpirun. Rank 0 reads the inputs and runs them as a one-sequence batch through the server's
+ * path (coordinator/serve/run_once.c: scheduler, step driver, device sampler, greedy); the other
+ * ranks serve its step plans.
  *
  *   glm4v-run --model DIR [--device cpu|cuda] [--tp N] --input-ids 1,2,3 [--pixels F[:T]] ...
  *
@@ -12,8 +14,8 @@
 #include <string.h>
 
 #include "common/cli.h"
-#include "coordinator/generate.h"
 #include "coordinator/run_inputs.h"
+#include "coordinator/serve/run_once.h"
 #include "worker/rank_context.h"
 #include "worker/safetensors.h"
 #include "worker/step_exec.h"
@@ -245,7 +247,7 @@ static int write_logits(const char *path, const float *logits, int rows, int voc
     return 0;
 }
 
-/* Rank 0: inputs -> generation -> output. Returns the process exit code. */
+/* Rank 0: inputs -> one-sequence batch -> output. Returns the process exit code. */
 static int drive(glm_rank_context *ctx, glm_run_args *a)
 {
     glm_error err = {0};
@@ -254,14 +256,14 @@ static int drive(glm_rank_context *ctx, glm_run_args *a)
     glm_status st =
         glm_run_inputs_prepare(a, &ctx->cfg, glm_model_image_rows(ctx->model), &in, &err);
     int spliced = 0;
-    glm_generate_request req = {.max_new_tokens = a->max_new_tokens,
+    glm_run_once_request req = {.max_new_tokens = a->max_new_tokens,
                                 .ignore_eos = a->ignore_eos,
                                 .prefill_chunk = a->prefill_chunk};
     if (!st) {
         req.ids = in.ids;
         req.n_ids = in.n_ids;
         req.pixels = in.pixels;
-        st = glm_generate_validate(ctx->model, &req, &spliced, &err);
+        st = glm_run_once_validate(ctx->model, &req, &spliced, &err);
     }
     if (st) {
         fprintf(stderr, "glm4v-run: %s\n", err.msg);
@@ -275,8 +277,8 @@ static int drive(glm_rank_context *ctx, glm_run_args *a)
         glm_run_inputs_free(&in);
         return 1;
     }
-    glm_generate_result res;
-    st = glm_generate(ctx->model, &ctx->world, &req, &res, &err);
+    glm_run_once_result res;
+    st = glm_run_once(ctx->model, &req, &res, &err);
     if (st) {
         fprintf(stderr, "glm4v-run: %s\n", err.msg);
         code = st == GLM_ERR_INVALID_ARG || st == GLM_ERR_LIMIT ? 2 : 1;
@@ -285,7 +287,7 @@ static int drive(glm_rank_context *ctx, glm_run_args *a)
             code =
                 write_logits(a->dump_logits, req.dump_logits, spliced, ctx->cfg.padded_vocab_size);
         glm_run_print_result(a, &in, &res, stdout);
-        glm_generate_result_free(&res);
+        glm_run_once_result_free(&res);
     }
     free(req.dump_logits);
     glm_run_inputs_free(&in);

@@ -99,12 +99,12 @@ static void upload_reorder(glm_model *m, int64_t n)
 /* Output layer on the requested rows; vocab shards gathered and reassembled into [n, vocab]
  * rows on every rank, then copied to the host on rank 0. */
 static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *logits_host,
-                                 glm_error *err)
+                                 glm_tensor *out, glm_error *err)
 {
     glm_backend *be = m->be;
     decoder_scratch *s = &m->ds;
     int64_t n = p->n_logit_rows, tp = m->plan.tp_size, vocab_local = m->plan.vocab;
-    m->last_logits = (glm_tensor){0};
+    *out = (glm_tensor){0};
     if (n == 0) return GLM_OK;
     glm_tensor logit_in = glm_rows(&s->logit_in, n), logits = glm_rows(&s->logits, n);
     glm_op_gather_rows(be, logit_in, glm_rows(&s->hnorm, p->n_tokens), i32_view(&s->logit_rows, n));
@@ -125,7 +125,7 @@ static glm_status compute_logits(glm_model *m, const glm_step_plan *p, float *lo
     } else {
         full = logits;
     }
-    m->last_logits = full;
+    *out = full;
     return logits_to_host(m, full, logits_host, err);
 }
 
@@ -148,10 +148,11 @@ static glm_status logits_to_host(glm_model *m, glm_tensor full, float *logits_ho
     return GLM_OK;
 }
 
-/* Everything of a step after its index arrays are in device memory: embedding, layers, logits. */
+/* Everything of a step after its index arrays are in device memory: embedding, layers, logits
+ * (*logits_out: the step's logit rows in backend memory). */
 static glm_status embed_layers_logits(glm_model *m, const glm_step_plan *p,
                                       const glm_attn_batch *batch, float *logits_host,
-                                      glm_error *err)
+                                      glm_tensor *logits_out, glm_error *err)
 {
     glm_backend *be = m->be;
     const glm_model_config *cfg = &m->cfg;
@@ -170,13 +171,13 @@ static glm_status embed_layers_logits(glm_model *m, const glm_step_plan *p,
         if (st) return st;
     }
     /* hnorm now holds final_layernorm(resid) */
-    return compute_logits(m, p, logits_host, err);
+    return compute_logits(m, p, logits_host, logits_out, err);
 }
 
 /* ---- decode steps through CUDA graphs ----
  *
  * A decode-only step (every q_len 1, no image rows) whose logits stay on the device (logits_host
- * NULL: the server samples with glm_model_sample) is padded to a bucket of 1, 2, 4, ... 256 rows
+ * NULL: the caller draws tokens on the device sampler) is padded to a bucket of 1, 2, 4, ... 256 rows
  * (capped by max_seqs, max_step_tokens and max_logit_rows) and run as the graph captured for
  * that bucket on its second use (the first runs directly, see graph_state.warmed). Padding rows
  * are dummy sequences: token 0, position 0, KV slot -1 (kv_store skips negative slots), ctx_len 0
@@ -269,7 +270,7 @@ static bool graph_eligible(const glm_model *m, const glm_step_plan *p, const flo
 }
 
 static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *logits_host,
-                                glm_error *err)
+                                glm_tensor *out, glm_error *err)
 {
     glm_backend *be = m->be;
     decoder_scratch *s = &m->ds;
@@ -337,10 +338,10 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
     glm_tensor full = glm_tensor_2d(s->logits.dtype, B, m->plan.vocab * m->plan.tp_size,
                                     m->plan.tp_size > 1 ? s->logits_full.data : s->logits.data);
     if (logits_host) { /* rank 0 of a TP group that wants host logits: padded, no graph */
-        st = embed_layers_logits(m, &pp, &batch, NULL, err);
+        st = embed_layers_logits(m, &pp, &batch, NULL, out, err);
         if (st) return st;
-        m->last_logits = nl > 0 ? glm_rows(&full, nl) : (glm_tensor){0};
-        if (nl > 0) st = logits_to_host(m, m->last_logits, logits_host, err);
+        *out = nl > 0 ? glm_rows(&full, nl) : (glm_tensor){0};
+        if (nl > 0) st = logits_to_host(m, *out, logits_host, err);
         if (st) return st;
         return glm_backend_take_error(be, err);
     }
@@ -349,15 +350,15 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
         if (st) return st;
         if (!g->warmed[B]) {
             g->warmed[B] = true;
-            st = embed_layers_logits(m, &pp, &batch, NULL, err);
+            st = embed_layers_logits(m, &pp, &batch, NULL, out, err);
             if (!st) st = glm_backend_take_error(be, err);
         } else if (!be->ops->graph_begin(be, key)) {
             st = glm_backend_take_error(be, err);
             if (st) return st;
             /* no graph slot left: run directly */
-            st = embed_layers_logits(m, &pp, &batch, NULL, err);
+            st = embed_layers_logits(m, &pp, &batch, NULL, out, err);
         } else {
-            st = embed_layers_logits(m, &pp, &batch, NULL, err);
+            st = embed_layers_logits(m, &pp, &batch, NULL, out, err);
             be->ops->graph_end(be, key);
             if (!st) st = glm_backend_take_error(be, err);
             if (st) return st;
@@ -370,19 +371,20 @@ static glm_status forward_graph(glm_model *m, const glm_step_plan *p, float *log
     /* a replay's collectives had nobody waiting on them: wait here, under the step watchdog */
     if (m->comm->ops->sync && (st = m->comm->ops->sync(m->comm, "decode graph replay")))
         return glm_fail(err, st, "decode graph: %s", m->comm->err.msg);
-    /* compute_logits (when captured) left last_logits at the bucket's B rows */
-    m->last_logits = nl > 0 ? glm_rows(&full, nl) : (glm_tensor){0};
+    /* the bucket computed B rows (and a replay set nothing on the host): the real ones first */
+    *out = nl > 0 ? glm_rows(&full, nl) : (glm_tensor){0};
     return glm_backend_take_error(be, err);
 }
 
 glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *p, float *logits_host,
-                               glm_error *err)
+                               glm_tensor *logits, glm_error *err)
 {
     glm_backend *be = m->be;
     decoder_scratch *s = &m->ds;
     int64_t T = p->n_tokens;
+    *logits = (glm_tensor){0};
     if (T == 0) return GLM_OK;
-    if (graph_eligible(m, p, logits_host)) return forward_graph(m, p, logits_host, err);
+    if (graph_eligible(m, p, logits_host)) return forward_graph(m, p, logits_host, logits, err);
 
     upload_i32(be, &s->ids, p->token_ids, T);
     upload_i32(be, &s->positions, p->positions, T);
@@ -412,7 +414,7 @@ glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *p, float *logi
         .q_start_host = p->q_start,
         .ctx_len_host = p->ctx_len,
     };
-    glm_status st = embed_layers_logits(m, p, &batch, logits_host, err);
+    glm_status st = embed_layers_logits(m, p, &batch, logits_host, logits, err);
     if (st) return st;
     return glm_backend_take_error(be, err);
 }

@@ -320,7 +320,7 @@ glm_status glm_model_read_image_embeds(glm_model *m, int slot, float *out_host, 
     return glm_backend_take_error(m->be, err);
 }
 
-glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, float *logits_host,
+glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, glm_step_output *out,
                           glm_error *err)
 {
     glm_status st = glm_step_plan_validate(plan, m->opt.max_step_tokens, m->opt.max_seqs,
@@ -328,19 +328,17 @@ glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, float *logits
                                            m->cfg.has_vision ? (int)m->image_pool.shape[0] : 0,
                                            m->opt.max_logit_rows, err);
     if (st) return st;
-    return glm_decoder_forward(m, plan, logits_host, err);
-}
-
-glm_status glm_model_sample(glm_model *m, const glm_sample_params *params, int n_rows,
-                            int32_t *ids_host, float *logprobs_host, glm_error *err)
-{
-    if (!m->last_logits.data || glm_tensor_rows(&m->last_logits) != n_rows)
-        return glm_fail(err, GLM_ERR_INVALID_ARG,
-                        "sample: the last step produced %lld logit rows, "
-                        "not %d",
-                        (long long)glm_tensor_rows(&m->last_logits), n_rows);
+    glm_tensor logits;
+    st = glm_decoder_forward(m, plan, out ? out->logits_host : NULL, &logits, err);
+    if (st || !out || !out->sample || plan->n_logit_rows == 0) return st;
+    /* the draw reads the logits where the step left them: only ids (and requested logprobs)
+     * cross to the host */
+    if (glm_tensor_rows(&logits) != plan->n_logit_rows)
+        return glm_fail(err, GLM_ERR_SHAPE, "the step produced %lld logit rows, not %d",
+                        (long long)glm_tensor_rows(&logits), plan->n_logit_rows);
     if (!m->be->ops->sample)
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "%s backend cannot sample", m->be->name);
-    glm_op_sample(m->be, ids_host, logprobs_host, m->last_logits, params, n_rows, 0);
+    glm_op_sample(m->be, out->ids_host, out->logprobs_host, logits, out->sample,
+                  plan->n_logit_rows, 0);
     return glm_backend_take_error(m->be, err);
 }

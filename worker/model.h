@@ -62,15 +62,21 @@ glm_status glm_model_encode_images(glm_model *m, const float *pixels_host, int n
 /* Copies pool slot's embeddings [image_rows, hidden] to host float32 (tests, debugging). */
 glm_status glm_model_read_image_embeds(glm_model *m, int slot, float *out_host, glm_error *err);
 
-/* One decoder step. logits_host (rank 0; may be NULL elsewhere or when not wanted) receives
- * [plan->n_logit_rows, padded_vocab_size] float32. */
-glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, float *logits_host,
-                          glm_error *err);
+/* What one decoder step hands back on rank 0, asked for by the caller: the logits of the plan's
+ * logit rows on the host, and/or one token drawn per logit row by the backend's sampler (greedy,
+ * temperature, top-k, top-p per row; only the ids and requested logprobs cross to the host).
+ * The logits themselves live in the model's scratch and are gone at the next step: nothing of a
+ * step is kept for a later call. Ranks other than 0 pass NULL. */
+typedef struct glm_step_output {
+    float *logits_host;              /* [n_logit_rows, padded_vocab_size] float32, or NULL */
+    const glm_sample_params *sample; /* [n_logit_rows], or NULL: no draw */
+    int32_t *ids_host;               /* [n_logit_rows] drawn ids; -1: the row had no finite logit */
+    float *logprobs_host;            /* optional, GLM_SAMPLE_LOGPROBS_STRIDE floats per row */
+    double vision_ms;                /* set by glm_step_execute: the step's vision tower, wall ms */
+} glm_step_output;
 
-/* Rank 0, after glm_model_step: draws one token per logit row of that step on the backend
- * (greedy, temperature, top-k, top-p per row) and copies only the ids (and requested logprobs,
- * GLM_SAMPLE_LOGPROBS_STRIDE floats per row) to the host. */
-glm_status glm_model_sample(glm_model *m, const glm_sample_params *params, int n_rows,
-                            int32_t *ids_host, float *logprobs_host, glm_error *err);
+/* One decoder step described by plan, its output as out asks (out may be NULL). */
+glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, glm_step_output *out,
+                          glm_error *err);
 
 #endif

@@ -57,15 +57,17 @@ struct glm_model {
     size_t scratch_bytes;
     decoder_scratch ds;
     vision_scratch vs;
-    void *graphs;           /* decoder.c's CUDA-graph state, created on first use */
-    glm_tensor last_logits; /* [rows, vocab] of the last step, for glm_model_sample */
+    void *graphs; /* decoder.c's CUDA-graph state, created on first use */
     /* host staging for the step's I32 arrays */
     int32_t *host_reorder;
 };
 
 glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, glm_error *err);
 void glm_decoder_graphs_free(glm_model *m);
+/* One decoder step; *logits receives the step's logit rows [n_logit_rows, vocab] in backend
+ * memory (valid until the next step; empty when the plan asks for none), and rank 0 copies them
+ * to logits_host as float32 when it is not NULL. */
 glm_status glm_decoder_forward(glm_model *m, const glm_step_plan *plan, float *logits_host,
-                               glm_error *err);
+                               glm_tensor *logits, glm_error *err);
 
 #endif

@@ -1,26 +1,43 @@
 #include "worker/step_exec.h"
 
+#include <time.h>
+
 #include "worker/model_internal.h"
 
-static glm_status run_plan(glm_model *m, glm_step_plan *plan, const float *pixels_host,
-                           float *logits_host, glm_error *err)
+static double now_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The plan's new images through the vision tower, then its decoder rows. Rank 0 waits for the
+ * tower before reading the clock, so vision_ms is its time and not that of its launches. */
+static glm_status run_plan(glm_model *m, glm_step_plan *plan, const float *pixels_host,
+                           glm_step_output *out, glm_error *err)
+{
+    if (out) out->vision_ms = 0;
     if (plan->n_images > 0) {
+        double t0 = now_ms();
         glm_status st =
             glm_model_encode_images(m, pixels_host, plan->n_images, plan->image_slots, err);
         if (st) return st;
+        if (out) {
+            if (m->be->ops->synchronize) m->be->ops->synchronize(m->be);
+            out->vision_ms = now_ms() - t0;
+        }
     }
-    if (plan->n_tokens > 0) return glm_model_step(m, plan, logits_host, err);
+    if (plan->n_tokens > 0) return glm_model_step(m, plan, out, err);
     return GLM_OK;
 }
 
 glm_status glm_step_execute(glm_model *m, glm_step_plan *plan, const float *pixels_host,
-                            float *logits_host, glm_error *err)
+                            glm_step_output *out, glm_error *err)
 {
     plan->flags &= ~GLM_STEP_SHUTDOWN;
     glm_status st = glm_step_plan_broadcast(plan, 0, m->comm, err);
     if (st) return st;
-    return run_plan(m, plan, pixels_host, logits_host, err);
+    return run_plan(m, plan, pixels_host, out, err);
 }
 
 glm_status glm_step_shutdown(glm_model *m, glm_error *err)

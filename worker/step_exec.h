@@ -8,10 +8,11 @@
 #include "worker/model.h"
 #include "worker/step_plan.h"
 
-/* Rank 0: broadcast plan, encode its new images (pixels_host [n_images, C, S, S]), run the
- * decoder step, return logits [n_logit_rows, vocab] in logits_host. */
+/* Rank 0: broadcast plan, encode its new images (pixels_host [n_images, C, S, S]) into their pool
+ * slots, run the decoder step; out (may be NULL) says what comes back: host logits and/or drawn
+ * ids (glm_step_output), and receives the vision tower's time. */
 glm_status glm_step_execute(glm_model *m, glm_step_plan *plan, const float *pixels_host,
-                            float *logits_host, glm_error *err);
+                            glm_step_output *out, glm_error *err);
 /* Rank 0: tells the other ranks to leave glm_worker_serve. */
 glm_status glm_step_shutdown(glm_model *m, glm_error *err);
 /* Ranks > 0: run plans until shutdown. */

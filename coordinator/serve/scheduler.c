@@ -268,8 +268,27 @@ static int first_admissible(const glm_scheduler *s)
     return -1;
 }
 
+/* Whether row r of q (fed in the step being built) is a logit row. */
+static bool is_logit_row(const glm_sequence *q, int r)
+{
+    return r == target_rows(q) - 1 || (q->prompt_logits && r < q->layout.n_rows);
+}
+
+int glm_scheduler_max_logit_rows(const glm_scheduler *s)
+{
+    int n = s->cfg.max_batch;
+    if (s->cfg.max_tokens_per_step > n) n = s->cfg.max_tokens_per_step;
+    return n;
+}
+
+int glm_scheduler_step_sequences(const glm_scheduler *s, glm_sequence *const **seqs)
+{
+    *seqs = s->step_seqs;
+    return s->n_step_seqs;
+}
+
 glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const float **pixels,
-                                  glm_sequence **logit_seqs, glm_error *err)
+                                  glm_logit_row *rows, glm_error *err)
 {
     s->n_step_seqs = 0;
     s->n_new_images = 0;
@@ -327,7 +346,8 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
     for (int i = 0; i < s->n_step_seqs; i++) {
         glm_sequence *q = s->step_seqs[i];
         n_tokens += q->step_rows;
-        if (q->n_cached + q->step_rows == target_rows(q)) n_logits++;
+        for (int r = q->n_cached; r < q->n_cached + q->step_rows; r++)
+            n_logits += is_logit_row(q, r);
     }
     glm_status st = glm_step_plan_resize(p, s->n_step_seqs, n_tokens, s->cfg.max_blocks_per_seq,
                                          n_logits, s->n_new_images, err);
@@ -338,12 +358,14 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
     for (int i = 0; i < s->n_step_seqs; i++) {
         glm_sequence *q = s->step_seqs[i];
         plan_rows(s, p, i, q, t, q->step_rows);
+        for (int k = 0; k < q->step_rows; k++) {
+            int r = q->n_cached + k;
+            if (!is_logit_row(q, r)) continue;
+            p->logit_rows[l] = t + k;
+            rows[l++] = (glm_logit_row){.seq = q, .row = r, .draw = r == target_rows(q) - 1};
+        }
         t += q->step_rows;
         p->q_start[i + 1] = t;
-        if (q->n_cached + q->step_rows == target_rows(q)) {
-            p->logit_rows[l] = t - 1;
-            logit_seqs[l++] = q;
-        }
     }
     for (int i = 0; i < s->n_new_images; i++)
         p->image_slots[i] = s->new_image_slots[i];
@@ -361,7 +383,7 @@ static bool is_stop(const glm_scheduler *s, const glm_sequence *q, int32_t id)
     return false;
 }
 
-void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int32_t *sampled,
+void glm_scheduler_commit(glm_scheduler *s, const glm_logit_row *rows, const int32_t *sampled,
                           int n_logit_rows)
 {
     for (int i = 0; i < s->n_new_images; i++)
@@ -375,8 +397,12 @@ void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int
         q->step_rows = 0;
     }
     for (int i = 0; i < n_logit_rows; i++) {
-        glm_sequence *q = logit_seqs[i];
-        if (q->state != GLM_JOB_RUNNING) continue;
+        glm_sequence *q = rows[i].seq;
+        if (!rows[i].draw || q->state != GLM_JOB_RUNNING) continue;
+        if (q->n_generated >= q->max_new_tokens) { /* its prompt was all it asked for */
+            glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_LENGTH);
+            continue;
+        }
         if (sampled[i] < 0) {
             glm_scheduler_finish(s, q, GLM_SEQ_FINISHED_ERROR);
             continue;

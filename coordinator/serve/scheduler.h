@@ -48,6 +48,11 @@ typedef struct glm_sequence {
     int n_stop_ids;
     glm_sample_params sample;
     int priority; /* higher is admitted first; equal priorities in arrival order */
+    /* every prompt row is a logit row, not only the last (glm4v-run --dump-logits and the golden
+     * tests read the logits of every prompt position); the step driver copies them here,
+     * [layout.n_rows, vocab] float32 owned by the caller. NULL: only the rows tokens are drawn
+     * from. */
+    float *prompt_logits;
     /* quarantine (crash attribution, docs/DEPLOY.md): runs alone in its step, never batched
      * with another sequence; steps of isolated sequences alternate with ordinary ones */
     bool isolated;
@@ -60,8 +65,8 @@ typedef struct glm_sequence {
     glm_block_table table;
     uint64_t arrival;
     glm_job_state state; /* changed only by glm_job_transition (job_state.h) */
-    bool scheduled; /* part of the step being built */
-    int step_rows;  /* rows fed in the current step */
+    bool scheduled;      /* part of the step being built */
+    int step_rows;       /* rows fed in the current step */
     int n_preemptions;
     glm_seq_finish finish;
 } glm_sequence;
@@ -83,6 +88,15 @@ typedef struct glm_scheduler_config {
 
 typedef struct glm_scheduler glm_scheduler;
 
+/* One logit row of a step: whose, which of its rows (spliced prompt, then generated tokens), and
+ * whether a token is drawn from it (the sequence's last row; the other rows are prompt rows asked
+ * for by prompt_logits). */
+typedef struct glm_logit_row {
+    glm_sequence *seq;
+    int row;
+    bool draw;
+} glm_logit_row;
+
 glm_status glm_scheduler_create(const glm_scheduler_config *cfg, glm_image_cache *images,
                                 glm_scheduler **out, glm_error *err);
 void glm_scheduler_destroy(glm_scheduler *s);
@@ -93,17 +107,22 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *seq, glm_error *err
 bool glm_scheduler_has_work(const glm_scheduler *s);
 
 /* Builds the next step into plan; pixels of the images to encode are copied into a buffer the
- * scheduler owns (*pixels, [plan->n_images, C, S, S]). logit_seqs[i] receives the sequence of
- * logit row i (capacity max_batch). Returns GLM_OK with plan->n_tokens == 0 when nothing can run.
- */
+ * scheduler owns (*pixels, [plan->n_images, C, S, S]). rows[i] describes logit row i (capacity
+ * glm_scheduler_max_logit_rows). Returns GLM_OK with plan->n_tokens == 0 when nothing can run. */
 glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *plan, const float **pixels,
-                                  glm_sequence **logit_seqs, glm_error *err);
+                                  glm_logit_row *rows, glm_error *err);
+/* Logit rows one step may have: max_batch, or a whole prefill chunk when prompt logits are
+ * asked for. */
+int glm_scheduler_max_logit_rows(const glm_scheduler *s);
+/* The sequences of the step just scheduled (until commit or abort), in plan order. */
+int glm_scheduler_step_sequences(const glm_scheduler *s, glm_sequence *const **seqs);
 /* After the step ran: marks new images ready, advances every scheduled sequence's cache, and
- * appends sampled[i] to logit_seqs[i], finishing those that hit eos, a stop id or a length
- * limit. A negative sampled[i] (the sampler drew nothing: non-finite logits) appends nothing and
- * finishes the sequence with GLM_SEQ_FINISHED_ERROR. Finished sequences leave the batch (their
- * finish field says why). */
-void glm_scheduler_commit(glm_scheduler *s, glm_sequence **logit_seqs, const int32_t *sampled,
+ * appends sampled[i] to the sequence of each drawing row i, finishing those that hit eos, a stop
+ * id or a length limit (a sequence with max_new_tokens 0 finishes after its prompt). A negative
+ * sampled[i] (the sampler drew nothing: non-finite logits) appends nothing and finishes the
+ * sequence with GLM_SEQ_FINISHED_ERROR. Finished sequences leave the batch (their finish field
+ * says why). */
+void glm_scheduler_commit(glm_scheduler *s, const glm_logit_row *rows, const int32_t *sampled,
                           int n_logit_rows);
 /* After a failed step: undoes the step's image reservations so they are encoded again. */
 void glm_scheduler_abort_step(glm_scheduler *s);

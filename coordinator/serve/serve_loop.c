@@ -12,7 +12,7 @@
 #include "coordinator/serve/metrics.h"
 #include "coordinator/serve/prep_pool.h"
 #include "coordinator/serve/request.h"
-#include "kernels/sample_rng.h"
+#include "coordinator/serve/step_driver.h"
 #include "worker/step_exec.h"
 
 #define READ_BATCH 16
@@ -49,11 +49,8 @@ typedef struct server {
     glm_prep_pool *prep;
     glm_request **requests; /* live requests (added to the scheduler) */
     int n_requests, cap_requests;
-    glm_step_plan plan;
-    glm_sequence **logit_seqs;
-    glm_sample_params *params;
-    int32_t *sampled;
-    float *logprobs;
+    glm_step_driver *driver;
+    glm_step_report step; /* the step being run, then the last one run */
     char server_id[128];
     char password[256];
     /* GLM4V_TEST_CRASH_ON_PROMPT (a test hook, inert unless set): abort inside the model step of a
@@ -151,13 +148,7 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
                 so->metrics_bind ? so->metrics_bind : "127.0.0.1", port);
     }
     glm_metrics_set(s->metrics, GLM_GAUGE_KV_BLOCKS_TOTAL, sc.n_blocks);
-    s->logit_seqs = calloc((size_t)so->max_batch, sizeof(*s->logit_seqs));
-    s->params = calloc((size_t)so->max_batch, sizeof(*s->params));
-    s->sampled = calloc((size_t)so->max_batch, sizeof(*s->sampled));
-    s->logprobs = calloc((size_t)so->max_batch * GLM_SAMPLE_LOGPROBS_STRIDE, sizeof(float));
-    if (!s->logit_seqs || !s->params || !s->sampled || !s->logprobs)
-        return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
-    return GLM_OK;
+    return glm_step_driver_create(ctx->model, s->sched, &s->driver, err);
 }
 
 static void server_free(server *s)
@@ -166,11 +157,7 @@ static void server_free(server *s)
     for (int i = 0; i < s->n_requests; i++)
         glm_request_destroy(s->requests[i]);
     free(s->requests);
-    free(s->logit_seqs);
-    free(s->params);
-    free(s->sampled);
-    free(s->logprobs);
-    glm_step_plan_free(&s->plan);
+    glm_step_driver_destroy(s->driver);
     glm_metrics_destroy(s->metrics);
     glm_scheduler_destroy(s->sched);
     glm_image_cache_destroy(s->images);
@@ -448,9 +435,11 @@ static void deliver_tokens(server *s, int n_rows)
     uint8_t **chunks = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*chunks));
     size_t *lens = calloc((size_t)(n_rows > 0 ? n_rows : 1), sizeof(*lens));
     size_t n_chunks = 0;
+    const glm_step_report *rep = &s->step;
     for (int i = 0; i < n_rows; i++) {
-        if (s->sampled[i] < 0) continue; /* failed and dropped by fail_undrawn */
-        glm_request *r = s->logit_seqs[i]->request;
+        /* rows that drew nothing were failed and dropped by fail_undrawn */
+        if (!rep->rows[i].draw || rep->sampled[i] < 0) continue;
+        glm_request *r = rep->rows[i].seq->request;
         if (r->seq.n_generated == 0) continue;
         int32_t id = r->seq.generated[r->seq.n_generated - 1];
         if (r->seq.n_generated == 1)
@@ -458,7 +447,7 @@ static void deliver_tokens(server *s, int n_rows)
                                 (r->queue_ms + glm_now_ms() - r->t_received) / 1e3);
         bool stop_string = false;
         if (glm_request_on_token(r, &s->env, id,
-                                 s->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE, &stop_string,
+                                 rep->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE, &stop_string,
                                  &delta, &err))
             log_event(r->job->id, "detokenize: %s", err.msg);
         if (stop_string) glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_STOP_STRING);
@@ -476,7 +465,7 @@ static void deliver_tokens(server *s, int n_rows)
     glm_bytes_free(&delta);
     uint64_t drawn = 0;
     for (int i = 0; i < n_rows; i++)
-        drawn += s->sampled[i] >= 0;
+        drawn += rep->rows[i].draw && rep->sampled[i] >= 0;
     glm_metrics_inc(s->metrics, GLM_COUNTER_GENERATED_TOKENS, drawn);
     for (int i = 0; i < s->n_requests;) {
         glm_request *r = s->requests[i];
@@ -492,9 +481,10 @@ static void deliver_tokens(server *s, int n_rows)
  * an INTERNAL error Result; the rest of the batch goes on. */
 static void fail_undrawn(server *s, int n_rows)
 {
+    const glm_step_report *rep = &s->step;
     for (int i = 0; i < n_rows; i++) {
-        if (s->sampled[i] >= 0) continue;
-        glm_request *r = s->logit_seqs[i]->request;
+        if (!rep->rows[i].draw || rep->sampled[i] >= 0) continue;
+        glm_request *r = rep->rows[i].seq->request;
         glm_request_set_error(r, GLM_EC_INTERNAL,
                               "the model's logits were not finite at generated token %d: an "
                               "activation overflowed (with --dtype f16 storage, serve this model "
@@ -557,49 +547,34 @@ static void end_cancelled_and_stale(server *s)
     }
 }
 
-/* One continuous-batching step across every rank. */
+/* One continuous-batching step across every rank, through the step driver (schedule -> run the
+ * plan on every rank -> draw on the device -> commit), then the tokens to their jobs. */
 static glm_status run_batch_step(server *s, glm_error *err)
 {
-    const float *pixels = NULL;
-    glm_status st = glm_scheduler_schedule(s->sched, &s->plan, &pixels, s->logit_seqs, err);
+    glm_step_report *rep = &s->step;
+    glm_status st = glm_step_driver_schedule(s->driver, rep, err);
     if (st) return st;
-    if (s->plan.n_tokens == 0 && s->plan.n_images == 0) return GLM_OK;
+    if (rep->n_tokens == 0 && rep->n_images == 0) return GLM_OK;
     double t0 = glm_now_ms();
     /* a request's queue wait ends the first time it is in a step */
-    for (int i = 0; i < s->n_requests; i++)
-        if (s->requests[i]->seq.scheduled && s->requests[i]->t_scheduled == 0)
-            s->requests[i]->t_scheduled = t0;
+    for (int i = 0; i < rep->n_seqs; i++)
+        if (rep->seqs[i]->request->t_scheduled == 0) rep->seqs[i]->request->t_scheduled = t0;
     bool recorded = record_isolated_step(s);
     crash_in_step_if_asked(s);
-    st = glm_step_execute(s->ctx->model, &s->plan, pixels, NULL, err);
+    st = glm_step_driver_run(s->driver, rep, err);
     if (recorded) {
         glm_error record_err = {0};
         glm_queue_step_end(s->queue, &record_err); /* retried at reconnect when it fails */
     }
-    int n = s->plan.n_logit_rows;
-    if (!st && n > 0) {
-        for (int i = 0; i < n; i++) {
-            glm_sequence *q = s->logit_seqs[i];
-            s->params[i] = q->sample;
-            /* the draw depends on the request's seed and its token index only */
-            s->params[i].seed = glm_sample_mix64(q->sample.seed ^ (uint64_t)q->n_generated);
-        }
-        st = glm_model_sample(s->ctx->model, s->params, n, s->sampled, s->logprobs, err);
+    if (st) return st;
+    for (int i = 0; i < rep->n_seqs; i++) {
+        glm_request *r = rep->seqs[i]->request;
+        if (rep->n_images > 0 && r->seq.layout.n_images > 0 && r->vision_ms == 0)
+            r->vision_ms = rep->vision_ms;
     }
-    if (st) {
-        glm_scheduler_abort_step(s->sched);
-        return st;
-    }
-    double dt = glm_now_ms() - t0;
-    if (s->plan.n_images > 0)
-        for (int i = 0; i < s->n_requests; i++)
-            if (s->requests[i]->seq.scheduled && s->requests[i]->seq.n_cached == 0 &&
-                s->requests[i]->seq.layout.n_images > 0)
-                s->requests[i]->vision_ms = dt;
-    glm_scheduler_commit(s->sched, s->logit_seqs, s->sampled, n);
-    fail_undrawn(s, n);
-    glm_metrics_observe(s->metrics, GLM_HISTOGRAM_STEP_DURATION, dt / 1e3);
-    deliver_tokens(s, n);
+    fail_undrawn(s, rep->n_rows);
+    glm_metrics_observe(s->metrics, GLM_HISTOGRAM_STEP_DURATION, rep->step_ms / 1e3);
+    deliver_tokens(s, rep->n_rows);
     return GLM_OK;
 }
 

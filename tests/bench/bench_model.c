@@ -3,8 +3,8 @@
  *   [mpirun -np N] bench_model --model configs/glm-4v-9b --device cuda [--tp N] [options]
  *
  * Rank 0 drives; the other ranks sit in glm_worker_serve and run the plans it broadcasts, exactly as
- * in glm4v-run / glm4v-serve. Every figure goes through the public model API (glm_step_execute,
- * glm_model_sample), so host work (plan building, uploads, the MPI plan broadcast) is part of the
+ * in glm4v-run / glm4v-serve. Every figure goes through the public model API (glm_step_execute
+ * and the draw it returns, glm_step_output), so host work (plan building, uploads, the MPI plan broadcast) is part of the
  * time, as it is for a user.
  *
  * Timing: the backend is synchronized (be->ops->synchronize) before each host clock reading; every
@@ -18,7 +18,7 @@
  *      --text-prefill 4096 text tokens in chunks of --prefill-chunk (default: one step of 4096);
  *   4. decode tokens/s for --decode 1,8,32,64,128,256 sequences at --ctx 1024: the contexts are
  *      prefilled first (several sequences per step), then each timed step feeds one token per
- *      sequence and samples greedily on the device (glm_model_sample); tokens/s = batch / step time;
+ *      sequence and samples greedily on the device (glm_step_output); tokens/s = batch / step time;
  *   5. memory: weights / KV / scratch per rank and the device memory in use (peak);
  *   6. with --tp > 1 and --no-comm, every rank's all-reduce and all-gather are no-ops (the plan
  *      broadcast over MPI stays): the same figures then give each step's time without NCCL, and
@@ -467,9 +467,12 @@ static glm_status sync_be(driver *d)
     return glm_backend_take_error(d->be, &d->err);
 }
 
-static glm_status exec(driver *d, const float *pixels)
+/* One step on every rank; ids (when not NULL) receives a greedy draw of each logit row, made on
+ * the device as the server makes it. */
+static glm_status exec(driver *d, const float *pixels, int32_t *ids)
 {
-    return glm_step_execute(d->m, &d->plan, pixels, NULL, &d->err);
+    glm_step_output out = {.sample = d->greedy, .ids_host = ids};
+    return glm_step_execute(d->m, &d->plan, pixels, ids ? &out : NULL, &d->err);
 }
 
 /* Ceilings on rank 0's device: copy bandwidth and bf16 GEMM rate, through the backend's own ops. */
@@ -569,7 +572,7 @@ static glm_status bench_vision(driver *d)
         for (int r = 0; r < warm + reps && !st; r++) {
             if ((st = sync_be(d))) break;
             double t0 = now_ms();
-            st = exec(d, pixels);
+            st = exec(d, pixels, NULL);
             if (!st) st = sync_be(d);
             if (r >= warm) t[r - warm] = now_ms() - t0;
         }
@@ -632,14 +635,13 @@ static glm_status run_prompt(driver *d, const int32_t *ids, const int32_t *pos, 
 {
     glm_status st = sync_be(d);
     if (st) return st;
+    int32_t next = 0;
     double t0 = now_ms();
     for (int first = 0; first < total && !st; first += chunk) {
         int n = total - first < chunk ? total - first : chunk;
         st = plan_chunk(d, ids, pos, img, first, n, total, 0);
-        if (!st) st = exec(d, NULL);
+        if (!st) st = exec(d, NULL, &next); /* the last chunk's row draws the first token */
     }
-    int32_t next = 0;
-    if (!st) st = glm_model_sample(d->m, d->greedy, 1, &next, NULL, &d->err);
     if (!st) st = sync_be(d);
     *ms = now_ms() - t0;
     return st;
@@ -746,7 +748,7 @@ static glm_status fill_contexts(driver *d, int n_seqs, int ctx, int max_tokens)
                 p->ctx_len[i] = first + n;
                 decode_block_row(d, s, p->block_table + (size_t)i * d->max_blocks);
             }
-            st = exec(d, NULL);
+            st = exec(d, NULL, NULL);
         }
     }
     if (!st) st = sync_be(d);
@@ -771,8 +773,7 @@ static glm_status decode_step(driver *d, int B, int row)
         p->logit_rows[s] = s;
         decode_block_row(d, s, p->block_table + (size_t)s * d->max_blocks);
     }
-    st = exec(d, NULL);
-    if (!st) st = glm_model_sample(d->m, d->greedy, B, d->ids, NULL, &d->err);
+    st = exec(d, NULL, d->ids);
     return st;
 }
 
@@ -865,7 +866,7 @@ static glm_status drive_memory(driver *d)
         if (!st) {
             d->plan.flags = 0;
             d->plan.image_slots[0] = 0;
-            st = exec(d, pixels);
+            st = exec(d, pixels, NULL);
         }
         free(pixels);
         TRY(st);

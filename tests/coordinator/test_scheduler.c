@@ -51,7 +51,8 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
     CHECK(glm_image_cache_create(3, &images, NULL) == GLM_OK);
     CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
     glm_sequence seqs[N_SEQS];
-    float pixels[4] = {1, 2, 3, 4};
+    float pixels[4] = {1, 2, 3, 4}, prompt_logits[1]; /* never read: the driver's buffer */
+    bool prompt_row_seen[N_SEQS][64] = {{0}};
     test_rng rng;
     test_rng_seed(&rng, 42);
     for (int i = 0; i < N_SEQS; i++) {
@@ -66,18 +67,20 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
         seqs[i].pixels = pixels;
         seqs[i].image_key = (glm_image_key){.lo = (uint64_t)(i % 2), .hi = 1};
         seqs[i].max_new_tokens = test_rng_int(&rng, 1, 30);
+        /* every fourth asks for the logits of all its prompt rows (glm4v-run --dump-logits) */
+        if (i % 4 == 1) seqs[i].prompt_logits = prompt_logits;
         CHECK(glm_scheduler_add(s, &seqs[i], NULL) == GLM_OK);
         CHECK(seqs[i].state == GLM_JOB_WAITING);
     }
     fake_kv kv = {calloc((size_t)n_blocks * bs, sizeof(int)),
                   calloc((size_t)n_blocks * bs, sizeof(int))};
     glm_step_plan plan = {0};
-    glm_sequence *logit_seqs[64];
+    glm_logit_row rows[64];
     int32_t sampled[64];
     int guard = 0;
     while (glm_scheduler_has_work(s) && guard++ < 5000) {
         const float *px;
-        CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
+        CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
         CHECK(plan.n_tokens <= budget && plan.n_seqs <= max_batch);
         if (plan.n_tokens == 0) {
             CHECK_MSG(0, "scheduler stalled with work left");
@@ -113,15 +116,23 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
             }
         }
         for (int l = 0; l < plan.n_logit_rows; l++) {
-            int seq_id = (int)(logit_seqs[l] - seqs);
-            CHECK(logit_seqs[l]->state == GLM_JOB_RUNNING);
+            int seq_id = (int)(rows[l].seq - seqs);
+            glm_sequence *sq = rows[l].seq;
+            CHECK(sq->state == GLM_JOB_RUNNING);
             int t = plan.logit_rows[l];
             int q = 0;
             while (plan.q_start[q + 1] <= t)
                 q++;
-            sampled[l] = fake_token(seq_id, plan.ctx_len[q]);
+            /* the row named is the one at that plan position, and only the last row draws */
+            int row = plan.ctx_len[q] - (plan.q_start[q + 1] - t);
+            CHECK(rows[l].row == row);
+            bool last = row == sq->layout.n_rows + sq->n_generated - 1;
+            CHECK(rows[l].draw == last);
+            CHECK(last || (sq->prompt_logits && row < sq->layout.n_rows));
+            if (row < sq->layout.n_rows && row < 64) prompt_row_seen[seq_id][row] = true;
+            sampled[l] = rows[l].draw ? fake_token(seq_id, plan.ctx_len[q]) : -1;
         }
-        glm_scheduler_commit(s, logit_seqs, sampled, plan.n_logit_rows);
+        glm_scheduler_commit(s, rows, sampled, plan.n_logit_rows);
         out->steps++;
     }
     CHECK(!glm_scheduler_has_work(s));
@@ -130,6 +141,9 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
     out->preemptions = st.preemptions;
     for (int i = 0; i < N_SEQS; i++) {
         CHECK(seqs[i].finish == GLM_SEQ_FINISHED_LENGTH && seqs[i].state == GLM_JOB_FINISHED);
+        if (seqs[i].prompt_logits)
+            for (int r = 0; r < seqs[i].layout.n_rows; r++)
+                CHECK_MSG(prompt_row_seen[i][r], "seq %d: prompt row %d was no logit row", i, r);
         /* ended once: neither ended again nor re-queued */
         CHECK(!glm_scheduler_finish(s, &seqs[i], GLM_SEQ_CANCELLED));
         CHECK(glm_scheduler_add(s, &seqs[i], NULL) == GLM_ERR_INVALID_ARG);
@@ -182,14 +196,14 @@ static void test_priority(void)
         CHECK(glm_scheduler_add(s, &q[i], NULL) == GLM_OK);
     }
     glm_step_plan plan = {0};
-    glm_sequence *logit_seqs[4];
+    glm_logit_row rows[4];
     int32_t tok = 100;
     for (int k = 0; k < 4; k++) {
         const float *px;
-        CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
+        CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
         CHECK(plan.n_logit_rows == 1);
-        if (plan.n_logit_rows == 1) CHECK(logit_seqs[0] - q == want[k]);
-        glm_scheduler_commit(s, logit_seqs, &tok, plan.n_logit_rows);
+        if (plan.n_logit_rows == 1) CHECK(rows[0].seq - q == want[k]);
+        glm_scheduler_commit(s, rows, &tok, plan.n_logit_rows);
     }
     CHECK(!glm_scheduler_has_work(s));
     for (int i = 0; i < 4; i++)
@@ -215,17 +229,17 @@ static void test_undrawn_row(void)
         CHECK(glm_scheduler_add(s, &q[i], NULL) == GLM_OK);
     }
     glm_step_plan plan = {0};
-    glm_sequence *logit_seqs[2];
+    glm_logit_row rows[2];
     const float *px;
-    CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
+    CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
     CHECK(plan.n_logit_rows == 2);
     if (plan.n_logit_rows == 2) {
         int32_t sampled[2] = {-1, 7};
-        glm_scheduler_commit(s, logit_seqs, sampled, 2);
-        CHECK(logit_seqs[0]->finish == GLM_SEQ_FINISHED_ERROR && logit_seqs[0]->n_generated == 0);
-        CHECK(logit_seqs[0]->state == GLM_JOB_FAILED);
-        CHECK(logit_seqs[1]->finish == GLM_SEQ_NOT_FINISHED && logit_seqs[1]->n_generated == 1 &&
-              logit_seqs[1]->generated[0] == 7 && logit_seqs[1]->state == GLM_JOB_RUNNING);
+        glm_scheduler_commit(s, rows, sampled, 2);
+        CHECK(rows[0].seq->finish == GLM_SEQ_FINISHED_ERROR && rows[0].seq->n_generated == 0);
+        CHECK(rows[0].seq->state == GLM_JOB_FAILED);
+        CHECK(rows[1].seq->finish == GLM_SEQ_NOT_FINISHED && rows[1].seq->n_generated == 1 &&
+              rows[1].seq->generated[0] == 7 && rows[1].seq->state == GLM_JOB_RUNNING);
         CHECK(glm_scheduler_has_work(s));
     }
     for (int i = 0; i < 2; i++)
@@ -261,12 +275,12 @@ static void test_lifecycle(void)
     }
     CHECK(glm_scheduler_add(s, &q[0], NULL) == GLM_ERR_INVALID_ARG); /* already in */
     glm_step_plan plan = {0};
-    glm_sequence *logit_seqs[1];
+    glm_logit_row rows[1];
     const float *px;
-    CHECK(glm_scheduler_schedule(s, &plan, &px, logit_seqs, NULL) == GLM_OK);
+    CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
     CHECK(q[0].state == GLM_JOB_RUNNING && q[1].state == GLM_JOB_WAITING);
     int32_t tok = 100;
-    glm_scheduler_commit(s, logit_seqs, &tok, plan.n_logit_rows);
+    glm_scheduler_commit(s, rows, &tok, plan.n_logit_rows);
     CHECK(glm_scheduler_stats_get(s).blocks_used > 0);
     CHECK(glm_scheduler_finish(s, &q[0], GLM_SEQ_CANCELLED) && q[0].state == GLM_JOB_CANCELLED);
     CHECK(glm_scheduler_stats_get(s).blocks_used == 0);
@@ -280,6 +294,39 @@ static void test_lifecycle(void)
     CHECK(glm_scheduler_finish(s, &q[1], GLM_SEQ_CANCELLED) && !glm_scheduler_has_work(s));
     for (int i = 0; i < 3; i++)
         glm_sequence_free(&q[i]);
+    glm_step_plan_free(&plan);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
+/* A sequence that asks for its prompt's logits and no token: every prompt row is a logit row,
+ * the last one draws, and the draw is not appended: it finishes after its prompt. */
+static void test_prompt_only(void)
+{
+    glm_image_cache *images;
+    glm_scheduler *s;
+    small_scheduler(1, &images, &s);
+    CHECK(glm_scheduler_max_logit_rows(s) == 64);
+    glm_sequence q;
+    memset(&q, 0, sizeof(q));
+    float logits[1];
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    CHECK(glm_prompt_layout_build(ids, 5, 90, 91, 80, 6, &q.layout, NULL) == GLM_OK);
+    q.prompt_logits = logits;
+    CHECK(glm_scheduler_add(s, &q, NULL) == GLM_OK);
+    glm_step_plan plan = {0};
+    glm_logit_row rows[64];
+    const float *px;
+    CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
+    CHECK(plan.n_tokens == 5 && plan.n_logit_rows == 5);
+    for (int i = 0; i < plan.n_logit_rows && i < 5; i++)
+        CHECK(rows[i].seq == &q && rows[i].row == i && rows[i].draw == (i == 4) &&
+              plan.logit_rows[i] == i);
+    int32_t sampled[5] = {-1, -1, -1, -1, 9};
+    glm_scheduler_commit(s, rows, sampled, plan.n_logit_rows);
+    CHECK(q.state == GLM_JOB_FINISHED && q.finish == GLM_SEQ_FINISHED_LENGTH && q.n_generated == 0);
+    CHECK(!glm_scheduler_has_work(s) && glm_scheduler_stats_get(s).blocks_used == 0);
+    glm_sequence_free(&q);
     glm_step_plan_free(&plan);
     glm_scheduler_destroy(s);
     glm_image_cache_destroy(images);
@@ -320,6 +367,7 @@ int main(void)
     test_priority();
     test_undrawn_row();
     test_lifecycle();
+    test_prompt_only();
     static run_result roomy, tight, serial;
     run(4096, 256, 32, &roomy);
     run(24, 64, 32, &tight); /* 96 slots: forces preemption */

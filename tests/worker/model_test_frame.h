@@ -33,9 +33,11 @@ typedef struct model_run {
     int n_ids;
 } model_run;
 
-/* Runs ids (+ pixels) through m with prefill chunks of chunk rows, EOS ignored. */
-glm_status model_test_generate(glm_model *m, const void *comm, const int32_t *ids, int n_ids,
-                               const float *pixels, int chunk, model_run *out, glm_error *err);
+/* Runs ids (+ pixels) through m with prefill chunks of chunk rows, EOS ignored, the way
+ * glm4v-run does: a one-sequence batch through the scheduler, the step driver and the device
+ * sampler (coordinator/serve/run_once.c), every prompt row a logit row. */
+glm_status model_test_generate(glm_model *m, const int32_t *ids, int n_ids, const float *pixels,
+                               int chunk, model_run *out, glm_error *err);
 
 /* Rank 0 (after its cases): shuts the other ranks' serving loops down and returns test_finish's
  * code for suite. Other ranks: serve rank 0's steps until then. Destroys ctx on every rank. */

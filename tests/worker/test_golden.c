@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "common/dtype.h"
-#include "coordinator/generate.h"
 #include "tests/testutil.h"
 #include "tests/worker/model_test_frame.h"
 #include "worker/rank_context.h"
@@ -79,7 +78,7 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
     glm_error err = {0};
     model_run run = {0};
     glm_status st =
-        model_test_generate(ctx->model, &ctx->world, ids, (int)n_ids, pixels, 64, &run, &err);
+        model_test_generate(ctx->model, ids, (int)n_ids, pixels, 64, &run, &err);
     CHECK_MSG(st == GLM_OK, "%s %s: %s", model_dir, name, err.msg);
     if (st) goto out;
     int vocab = ctx->cfg.padded_vocab_size;
@@ -113,7 +112,7 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
 
     if (reference) { /* tensor-parallel against one rank, in this process */
         model_run ref = {0};
-        st = model_test_generate(reference, NULL, ids, (int)n_ids, pixels, ref_chunk, &ref, &err);
+        st = model_test_generate(reference, ids, (int)n_ids, pixels, ref_chunk, &ref, &err);
         CHECK_MSG(st == GLM_OK, "reference %s: %s", name, err.msg);
         if (!st && ref.rows == run.rows) {
             double d = max_abs_diff(run.logits, ref.logits, (int64_t)ref.rows * vocab);

@@ -24,7 +24,6 @@
 #include <string.h>
 
 #include "common/dtype.h"
-#include "coordinator/generate.h"
 #include "tests/testutil.h"
 #include "tests/worker/model_test_frame.h"
 #include "worker/rank_context.h"
@@ -73,9 +72,9 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     glm_error err = {0};
     int vocab = ctx->cfg.padded_vocab_size;
     model_run ref = {0}, gpu = {0};
-    CHECK_MSG(model_test_generate(cpu, NULL, ids, n_ids, pixels, 512, &ref, &err) == GLM_OK,
+    CHECK_MSG(model_test_generate(cpu, ids, n_ids, pixels, 512, &ref, &err) == GLM_OK,
               "cpu %s: %s", name, err.msg);
-    CHECK_MSG(model_test_generate(ctx->model, &ctx->world, ids, n_ids, pixels, 512, &gpu, &err) ==
+    CHECK_MSG(model_test_generate(ctx->model, ids, n_ids, pixels, 512, &gpu, &err) ==
                   GLM_OK,
               "%s %s: %s", ctx->be->name, name, err.msg);
     if (!ref.logits || !gpu.logits || ref.rows != gpu.rows) goto out;
@@ -102,8 +101,8 @@ static void check_case(glm_rank_context *ctx, glm_model *cpu, const char *name, 
     memcpy(all, ids, sizeof(int32_t) * (size_t)n_ids);
     memcpy(all + n_ids, ref.ids, sizeof(int32_t) * (size_t)(ref.n_ids - 1));
     model_run ref_tf = {0}, gpu_tf = {0};
-    CHECK(model_test_generate(cpu, NULL, all, n_all, pixels, 512, &ref_tf, &err) == GLM_OK);
-    CHECK(model_test_generate(ctx->model, &ctx->world, all, n_all, pixels, 512, &gpu_tf, &err) ==
+    CHECK(model_test_generate(cpu, all, n_all, pixels, 512, &ref_tf, &err) == GLM_OK);
+    CHECK(model_test_generate(ctx->model, all, n_all, pixels, 512, &gpu_tf, &err) ==
           GLM_OK);
     /* the issue's rule: ids equal wherever the CPU margin is > 0.05. The emulation also skips
      * margins under the storage spacing of the row's logits (logits are stored in 16 bits, so
