@@ -34,7 +34,8 @@ glm_status sweep_derive_job_prefix(const sweep_args *a, char *out, size_t cap, g
     char in_real[PATH_MAX], root_real[PATH_MAX];
     if (!realpath(a->in, in_real))
         return glm_fail(err, GLM_ERR_IO, "cannot resolve %s: %s", a->in, strerror(errno));
-    if (!realpath(a->image_root, root_real)) snprintf(root_real, sizeof root_real, "%s", a->image_root);
+    if (!realpath(a->image_root, root_real))
+        snprintf(root_real, sizeof root_real, "%s", a->image_root);
     XXH3_state_t *h = XXH3_createState();
     if (!h) return glm_fail(err, GLM_ERR_NOMEM, "job prefix");
     XXH3_64bits_reset(h);

@@ -1,17 +1,18 @@
 /* A job's fingerprint: what the job asks, independent of how it was encoded or which id it carries.
  *
- * Job ids are chosen by clients, so an id alone cannot tell "the same job again" (a retry, a resumed
- * sweep: answer once) from "another job that happens to reuse the id" (two sweeps with rows "1", "2",
+ * Job ids are chosen by clients, so an id alone cannot tell "the same job again" (a retry, a
+ * resumed sweep: answer once) from "another job that happens to reuse the id" (two sweeps with rows
+ * "1", "2",
  * ...: must never receive each other's answers). The server computes this fingerprint from every
  * Job it decodes, keeps it beside the job's Result and claim in Redis and stamps it on every Chunk
  * and Result it writes; clients compute it the same way from the Job they submit and compare.
  *
  * Covered: each message's role, content and image bytes (in order), and the sampling as the server
- * reads it (defaults applied). Not covered: the id, version, priority, deadline and the image format
- * hint, which change when or where a job runs but not its answer.
- * Value: XXH3-128 of a length-prefixed serialization, as 32 lowercase hex digits. Not a
- * cryptographic hash: it separates honest mistakes, not a client forging another's fingerprint
- * (anyone who can write the queue can read every answer anyway). */
+ * reads it (defaults applied). Not covered: the id, version, priority, deadline and the image
+ * format hint, which change when or where a job runs but not its answer. Value: XXH3-128 of a
+ * length-prefixed serialization, as 32 lowercase hex digits. Not a cryptographic hash: it separates
+ * honest mistakes, not a client forging another's fingerprint (anyone who can write the queue can
+ * read every answer anyway). */
 #ifndef GLM4V_JOB_FINGERPRINT_H
 #define GLM4V_JOB_FINGERPRINT_H
 

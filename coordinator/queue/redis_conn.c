@@ -182,8 +182,7 @@ glm_status glm_redis_password_read(const char *file, char *pw, size_t cap, glm_e
         bool ok = f && fgets(pw, (int)cap, f);
         if (f) fclose(f);
         pw[strcspn(pw, "\r\n")] = '\0';
-        if (!ok || !pw[0])
-            return glm_fail(err, GLM_ERR_IO, "cannot read a password from %s", file);
+        if (!ok || !pw[0]) return glm_fail(err, GLM_ERR_IO, "cannot read a password from %s", file);
     } else if (getenv("GLM4V_REDIS_PASSWORD")) {
         snprintf(pw, cap, "%s", getenv("GLM4V_REDIS_PASSWORD"));
     }

@@ -24,16 +24,15 @@ held_entry *held_find_job(glm_queue *q, const char *job_id)
 glm_status held_add(glm_queue *q, const glm_queue_job *job, glm_error *err)
 {
     held_entry *h = held_find(q, job->entry_id);
-    if (!h) {
-        if (q->n_held == q->cap_held) {
-            size_t cap = q->cap_held ? 2 * q->cap_held : 64;
-            held_entry *grown = realloc(q->held, cap * sizeof *grown);
-            if (!grown) return glm_fail(err, GLM_ERR_NOMEM, "held entries");
-            q->held = grown;
-            q->cap_held = cap;
-        }
-        h = &q->held[q->n_held++];
+    if (h) return GLM_OK; /* delivered again to us (a claim of our own work): keep what we know */
+    if (q->n_held == q->cap_held) {
+        size_t cap = q->cap_held ? 2 * q->cap_held : 64;
+        held_entry *grown = realloc(q->held, cap * sizeof *grown);
+        if (!grown) return glm_fail(err, GLM_ERR_NOMEM, "held entries");
+        q->held = grown;
+        q->cap_held = cap;
     }
+    h = &q->held[q->n_held++];
     memset(h, 0, sizeof *h);
     snprintf(h->entry_id, sizeof h->entry_id, "%s", job->entry_id);
     snprintf(h->job_id, sizeof h->job_id, "%s", job->job_id);

@@ -61,14 +61,15 @@ glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job
         held_entry *h = held_find_job(q, job_ids[i]);
         if (h && h->state == GLM_ENTRY_ANSWERED) continue; /* known stale: not even asked */
         size_t stamped_len = lens[i];
-        uint8_t *stamped = h ? stamp(chunks[i], lens[i], CHUNK_FINGERPRINT_TAG, h->fingerprint,
-                                     &stamped_len)
-                             : NULL;
+        uint8_t *stamped =
+            h ? stamp(chunks[i], lens[i], CHUNK_FINGERPRINT_TAG, h->fingerprint, &stamped_len)
+              : NULL;
         if (h && !stamped) continue; /* out of memory: a dropped chunk is allowed */
         snprintf(out_key, sizeof out_key, "%s:out:%s", q->prefix, job_ids[i]);
         snprintf(done_key, sizeof done_key, "%s:done:%s", q->prefix, job_ids[i]);
-        const char *argv[] = {"EVALSHA", sha, "2", out_key, done_key,
-                              stamped ? (const char *)stamped : chunks[i], ttl};
+        const char *argv[] = {"EVALSHA", sha,      "2",
+                              out_key,   done_key, stamped ? (const char *)stamped : chunks[i],
+                              ttl};
         size_t argl[] = {7, 40, 1, strlen(out_key), strlen(done_key), stamped_len, strlen(ttl)};
         /* hiredis copies the arguments into its output buffer, so the keys can be reused */
         redisAppendCommandArgv(q->ctx, 7, argv, argl);
@@ -115,8 +116,8 @@ static glm_status run_finish(glm_queue *q, const char *entry_id, const char *job
     snprintf(claim_key, sizeof claim_key, "%s:claim:%s", q->prefix, job_id);
     snprintf(rttl, sizeof rttl, "%d", q->cfg.result_ttl_s);
     snprintf(dttl, sizeof dttl, "%d", q->cfg.done_ttl_s);
-    const char *args[] = {q->key_jobs, out_key, done_key, claim_key,  q->key_group,
-                          entry_id,    result,  rttl,     dttl,       fingerprint};
+    const char *args[] = {q->key_jobs, out_key, done_key, claim_key, q->key_group,
+                          entry_id,    result,  rttl,     dttl,      fingerprint};
     size_t lens[10];
     for (int i = 0; i < 10; i++)
         lens[i] = i == 6 ? len : strlen(args[i]);
@@ -184,8 +185,8 @@ static bool try_item(glm_queue *q, outbox_item *it)
     if (!it->first_fail_unix_ms) it->first_fail_unix_ms = now_unix;
     snprintf(it->cause, sizeof it->cause, "%s", err.msg);
     it->next_try_ms = glm_now_mono_ms() + it->backoff_ms;
-    it->backoff_ms = it->backoff_ms * 2 > q->cfg.backoff_max_ms ? q->cfg.backoff_max_ms
-                                                                : it->backoff_ms * 2;
+    it->backoff_ms =
+        it->backoff_ms * 2 > q->cfg.backoff_max_ms ? q->cfg.backoff_max_ms : it->backoff_ms * 2;
     if (now_unix < it->give_up_unix_ms) return false;
     if (!it->is_error_stand_in) {
         replace_with_error(q, it);

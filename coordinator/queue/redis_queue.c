@@ -141,8 +141,7 @@ static glm_status first_connect(glm_queue *q, glm_error *err)
         if (st == GLM_OK) {
             if (attempt > 1)
                 fprintf(stderr, "glm_queue %s: connected to redis %s:%d after %.1f s\n",
-                        q->server_id, q->url.host, q->url.port,
-                        (glm_now_mono_ms() - start) / 1e3);
+                        q->server_id, q->url.host, q->url.port, (glm_now_mono_ms() - start) / 1e3);
             return GLM_OK;
         }
         if (st != GLM_ERR_IO && st != GLM_ERR_LIMIT) return st; /* AUTH, bad db: misconfigured */
@@ -374,9 +373,9 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
     snprintf(dttl, sizeof dttl, "%d", q->cfg.done_ttl_s);
     snprintf(maxlen, sizeof maxlen, "%ld", q->cfg.dead_max_len);
     snprintf(cap, sizeof cap, "%zu", q->cfg.dead_payload_max);
-    const char *args[] = {q->key_jobs, q->key_dead, q->key_group, q->server_id, idle, "0-0",
-                          count,       maxd,        q->prefix,    rttl,         dttl, maxlen,
-                          cap};
+    const char *args[] = {q->key_jobs, q->key_dead, q->key_group, q->server_id, idle,
+                          "0-0",       count,       maxd,         q->prefix,    rttl,
+                          dttl,        maxlen,      cap};
     redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_CLAIM, 2, 13, args, NULL);
     if (glm_redis_is_error(r, "NOGROUP")) {
         freeReplyObject(r);
@@ -397,6 +396,8 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
                 e->element[0]->len >= sizeof jobs[0].entry_id)
                 continue;
+            const held_entry *mine = held_find(q, e->element[0]->str);
+            if (mine && mine->in_outbox) continue; /* finished here; its Result is on its way */
             glm_queue_job *job = &jobs[*n_jobs];
             memset(job, 0, sizeof *job);
             snprintf(job->entry_id, sizeof job->entry_id, "%s", e->element[0]->str);

@@ -98,9 +98,9 @@ typedef enum glm_entry_state {
 } glm_entry_state;
 
 typedef struct glm_server_load {
-    int running; /* sequences in the running batch */
-    int waiting; /* admitted but not yet running */
-    double load; /* 0..1, e.g. KV blocks in use */
+    int running;                                     /* sequences in the running batch */
+    int waiting;                                     /* admitted but not yet running */
+    double load;                                     /* 0..1, e.g. KV blocks in use */
     uint64_t vision_cache_hits, vision_cache_misses; /* images found in / encoded into the cache */
     double prefix_hit_rate;   /* prompt rows reused from the prefix cache / prompt rows admitted */
     int prefix_cached_blocks; /* KV blocks holding reusable prompt content */
@@ -108,15 +108,15 @@ typedef struct glm_server_load {
 
 /* What the queue counted since it was created (for metrics and tests). */
 typedef struct glm_queue_stats {
-    uint64_t duplicates;        /* glm_queue_finish found an existing Result */
-    uint64_t dead;              /* entries dead-lettered by this queue */
-    uint64_t refusals;          /* commands Redis refused (OOM, READONLY, ...) */
+    uint64_t duplicates;          /* glm_queue_finish found an existing Result */
+    uint64_t dead;                /* entries dead-lettered by this queue */
+    uint64_t refusals;            /* commands Redis refused (OOM, READONLY, ...) */
     uint64_t refusals_by_kind[8]; /* indexed by glm_redis_refusal */
-    uint64_t conflicts;         /* entries not run: their id belongs to another fingerprint */
-    uint64_t joined;            /* entries acked because the same job was running elsewhere */
-    uint64_t chunks_suppressed; /* chunks not written because the job's Result existed */
-    uint64_t results_abandoned; /* Results replaced by REDIS_REFUSED or given up */
-    uint64_t liveness_lost;     /* times the liveness key was found gone */
+    uint64_t conflicts;           /* entries not run: their id belongs to another fingerprint */
+    uint64_t joined;              /* entries acked because the same job was running elsewhere */
+    uint64_t chunks_suppressed;   /* chunks not written because the job's Result existed */
+    uint64_t results_abandoned;   /* Results replaced by REDIS_REFUSED or given up */
+    uint64_t liveness_lost;       /* times the liveness key was found gone */
 } glm_queue_stats;
 
 /* Creates the queue and connects. A Redis that cannot be reached yet (refused connection,

@@ -27,12 +27,12 @@ typedef struct outbox_item {
     char job_id[GLM_JOB_ID_MAX + 1];
     uint8_t *bytes; /* the Result, stamped with the job's fingerprint */
     size_t len;
-    long long next_try_ms;      /* monotonic */
-    int backoff_ms;             /* next delay after a refusal */
-    long long give_up_unix_ms;  /* then: the error Result; after its own hold: dropped */
+    long long next_try_ms;     /* monotonic */
+    int backoff_ms;            /* next delay after a refusal */
+    long long give_up_unix_ms; /* then: the error Result; after its own hold: dropped */
     long long first_fail_unix_ms;
-    bool is_error_stand_in;     /* bytes are the REDIS_REFUSED Result that replaced the answer */
-    char cause[CAUSE_MAX];      /* the last refusal or connection error */
+    bool is_error_stand_in; /* bytes are the REDIS_REFUSED Result that replaced the answer */
+    char cause[CAUSE_MAX];  /* the last refusal or connection error */
 } outbox_item;
 
 struct glm_queue {

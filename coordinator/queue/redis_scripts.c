@@ -135,8 +135,8 @@ static const char BEGIN_LUA[] =
     "return {'run', ''}\n";
 
 static const char DEAD_LETTER_LUA[] =
-    "local job, truncated = ARGV[3], 0\n"
-    "if #job > tonumber(ARGV[7]) then job, truncated = string.sub(job, 1, tonumber(ARGV[7])), 1 end\n"
+    "local job, truncated, cap = ARGV[3], 0, tonumber(ARGV[7])\n"
+    "if #job > cap then job, truncated = string.sub(job, 1, cap), 1 end\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[2], 'id', '',\n"
     "           'job', job, 'job_bytes', #ARGV[3], 'truncated', truncated, 'deliveries', 0,\n"
     "           'server', ARGV[5], 'reason', ARGV[4])\n"

@@ -183,7 +183,8 @@ glm_status glm_result_encode(const glm_result *r, uint8_t **bytes, size_t *len, 
         pb.error = &e;
     }
     pb.server_id = (char *)(r->server_id ? r->server_id : "");
-    if (r->job_fingerprint && r->job_fingerprint[0]) pb.job_fingerprint = (char *)r->job_fingerprint;
+    if (r->job_fingerprint && r->job_fingerprint[0])
+        pb.job_fingerprint = (char *)r->job_fingerprint;
     pb.has_attempts = 1;
     pb.attempts = r->attempts;
     bool failed;

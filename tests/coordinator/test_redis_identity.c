@@ -197,15 +197,15 @@ static void test_reused_id(void)
     CHECK(strcmp(fp_a, fp_b) != 0);
     CHECK(glm_queue_read(q, 2, 1000, jobs, &n, &err) == GLM_OK && n == 1);
     if (n != 1) goto out;
-    CHECK(glm_queue_begin(q, &jobs[0], &outcome, &err) == GLM_OK &&
-          outcome == GLM_BEGIN_CONFLICT);
+    CHECK(glm_queue_begin(q, &jobs[0], &outcome, &err) == GLM_OK && outcome == GLM_BEGIN_CONFLICT);
     CHECK(spy_int("XLEN %s", "id1:jobs") == 0); /* acked and removed: never runs */
     glm_queue_job_clear(&jobs[0]);
     int n_chunks, n_results;
     glm_result *r = read_out("id1", "q1", &n_chunks, &n_results, fp_chunk);
     CHECK(n_results == 1 && n_chunks == 1);
     CHECK(r && strcmp(r->text, "first answer") == 0);
-    CHECK(r && strcmp(r->job_fingerprint, fp_a) == 0 && !glm_fingerprint_matches(r->job_fingerprint, fp_b));
+    CHECK(r && strcmp(r->job_fingerprint, fp_a) == 0 &&
+          !glm_fingerprint_matches(r->job_fingerprint, fp_b));
     CHECK(strcmp(fp_chunk, fp_a) == 0);
     glm_result_free(r);
 
@@ -213,8 +213,7 @@ static void test_reused_id(void)
     submit("id1", "q1", "first prompt", fp_b);
     CHECK(glm_queue_read(q, 2, 1000, jobs, &n, &err) == GLM_OK && n == 1);
     if (n == 1) {
-        CHECK(glm_queue_begin(q, &jobs[0], &outcome, &err) == GLM_OK &&
-              outcome == GLM_BEGIN_DONE);
+        CHECK(glm_queue_begin(q, &jobs[0], &outcome, &err) == GLM_OK && outcome == GLM_BEGIN_DONE);
         glm_queue_job_clear(&jobs[0]);
     }
     CHECK(glm_queue_stats_get(q).conflicts == 1);
