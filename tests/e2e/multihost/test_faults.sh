@@ -5,7 +5,8 @@
 #   linkdown  h2's link down in the middle of a step (no reset: packets just stop), back after 30 s
 #   rediscut  h1 (A's rank 0) silently cut from Redis for 20 s (a bogus neighbour entry: its
 #             packets to h3 go nowhere), then mended
-#   sigstop   A's ranks SIGSTOPped past the visibility timeout, then SIGCONT
+#   sigstop   A's ranks SIGSTOPped past the visibility timeout, then SIGCONT (A then writes late
+#             Results for jobs that B answered meanwhile: they must lose)
 # Each run: every job has exactly one final Result and no error, its ids equal glm4v-run's at TP 1
 # (what the fault-free cluster gives, test_tp_hosts.sh; 20 clients stream text instead of JSON,
 # and their output must be the answer exactly once, whichever attempts they saw), A's ranks are gone by the step watchdog's
@@ -30,6 +31,10 @@ step_ms=2000 # step watchdog: deadline of every collective and step plan (10x fo
 # and its peers wait for the next step plan meanwhile: a step deadline shorter than that turns a
 # Redis outage into a replica abort. Real deployments keep the default 30 s; this run needs 6.
 if [ "$fault" = rediscut ]; then step_ms=6000; fi
+# A replica stopped longer than its step deadline aborts itself once continued (the deadline
+# counts the stopped time). The stop here (7 s) outlasts the lease (3 s) but not the deadline, so
+# that A wakes up and writes its late Results: first Result wins must hold against it.
+if [ "$fault" = sigstop ]; then step_ms=10000; fi
 max_batch=4
 
 /usr/bin/python3 - "$E2E_DIR" <<'PY'
@@ -163,6 +168,8 @@ rediscut)
     ;;
 sigstop)
     e2e_check "sigstop: B reclaimed A's jobs" [ "$reclaimed" -ge 1 ]
+    # A woke up after B had answered them: its late Results must have lost (first Result wins)
+    e2e_check "sigstop: A's late Results were refused" grep -q "result already existed" "$E2E_DIR/a.log"
     ;;
 esac
 if [ "$fault" = linkdown ] || [ "$fault" = rediscut ]; then wait "$pids_bg"; fi
