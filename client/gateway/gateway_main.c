@@ -28,16 +28,15 @@ typedef struct gateway_args {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: glm4v-gateway --redis URL [--prefix P] [--host ADDR] [--port N]\n"
-            "                     [--api-key-file FILE] [--model-name NAME]\n"
-            "                     [--allow-image-host HOST[:PORT]]... [--max-body-bytes N]\n"
-            "                     [--max-image-bytes N] [--image-fetch-timeout-ms MS]\n"
-            "                     [--max-queue-depth N] [--timeout SEC] [--cancel-ttl SEC]\n"
-            "                     [--no-require-server] [--max-connections N]\n"
-            "                     [--drain-timeout SEC] [--password-file FILE]\n"
-            "Binds 127.0.0.1:8000 by default. Without --api-key-file no key is asked for.\n"
-            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD.\n");
+    fprintf(f, "usage: glm4v-gateway --redis URL [--prefix P] [--host ADDR] [--port N]\n"
+               "                     [--api-key-file FILE] [--model-name NAME]\n"
+               "                     [--allow-image-host HOST[:PORT]]... [--max-body-bytes N]\n"
+               "                     [--max-image-bytes N] [--image-fetch-timeout-ms MS]\n"
+               "                     [--max-queue-depth N] [--timeout SEC] [--cancel-ttl SEC]\n"
+               "                     [--no-require-server] [--max-connections N]\n"
+               "                     [--drain-timeout SEC] [--password-file FILE]\n"
+               "Binds 127.0.0.1:8000 by default. Without --api-key-file no key is asked for.\n"
+               "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD.\n");
 }
 
 static bool number(const char *flag, double lo, double hi, double *out)
@@ -86,14 +85,30 @@ static int parse_args(int argc, char **argv, gateway_args *a)
     double v;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'r': a->redis_url = optarg; break;
-        case 'P': a->prefix = optarg; break;
-        case 'H': a->s.host = optarg; break;
-        case 'k': a->api_key_file = optarg; break;
-        case 'm': a->s.model_name = optarg; break;
-        case 'w': a->password_file = optarg; break;
-        case 'n': a->s.require_server = false; break;
-        case 'h': usage(stdout); exit(0);
+        case 'r':
+            a->redis_url = optarg;
+            break;
+        case 'P':
+            a->prefix = optarg;
+            break;
+        case 'H':
+            a->s.host = optarg;
+            break;
+        case 'k':
+            a->api_key_file = optarg;
+            break;
+        case 'm':
+            a->s.model_name = optarg;
+            break;
+        case 'w':
+            a->password_file = optarg;
+            break;
+        case 'n':
+            a->s.require_server = false;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
         case 'a':
             if (a->image.n_allow_hosts == GW_MAX_IMAGE_HOSTS) {
                 fprintf(stderr, PROG ": at most %d --allow-image-host\n", GW_MAX_IMAGE_HOSTS);
@@ -135,7 +150,9 @@ static int parse_args(int argc, char **argv, gateway_args *a)
         case 'd':
             if (!number("--drain-timeout", 0, 86400, &a->drain_timeout_s)) return EXIT_USAGE;
             break;
-        default: usage(stderr); return EXIT_USAGE;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (optind < argc || !a->redis_url) {
@@ -186,9 +203,8 @@ int main(int argc, char **argv)
     gw_context *g = calloc(1, sizeof *g);
     if (!g) return EXIT_RUNTIME;
     g->settings = a.s;
-    g->limits = (gw_request_limits){.image = a.image,
-                                    .job = glm_job_limits_default(),
-                                    .model_name = a.s.model_name};
+    g->limits = (gw_request_limits){
+        .image = a.image, .job = glm_job_limits_default(), .model_name = a.s.model_name};
     g->limits.job.max_image_bytes = a.image.max_image_bytes;
     gw_metrics_init(&g->metrics);
 
@@ -216,10 +232,9 @@ int main(int argc, char **argv)
         rc = EXIT_RUNTIME;
     }
     if (!rc) {
-        fprintf(stderr,
-                PROG ": listening on http://%s%s%s:%d model %s prefix %s%s\n",
-                strchr(a.s.host, ':') ? "[" : "", a.s.host, strchr(a.s.host, ':') ? "]" : "",
-                port, a.s.model_name, a.prefix, g->auth ? " (API keys required)" : "");
+        fprintf(stderr, PROG ": listening on http://%s%s%s:%d model %s prefix %s%s\n",
+                strchr(a.s.host, ':') ? "[" : "", a.s.host, strchr(a.s.host, ':') ? "]" : "", port,
+                a.s.model_name, a.prefix, g->auth ? " (API keys required)" : "");
         wait_for_stop(&stop_set);
         drain(g, http, a.drain_timeout_s);
         gw_http_stop(http);

@@ -113,8 +113,8 @@ static void wait_error(wait_outcome w, const gw_chat *c, const glm_error *err, g
         gw_fail(e, 504, "timeout", "timeout", NULL, "no answer within %g s; the job was cancelled",
                 c->g->settings.timeout_s);
     else if (w == WAIT_ABORTED)
-        gw_fail(e, 503, "server_error", "shutting_down",
-                NULL, "the gateway is shutting down; the job was cancelled");
+        gw_fail(e, 503, "server_error", "shutting_down", NULL,
+                "the gateway is shutting down; the job was cancelled");
     else
         gw_fail(e, 502, "server_error", "redis_unavailable", NULL, "lost the job queue: %s",
                 err->msg);
@@ -274,8 +274,7 @@ static int submit(gw_chat *c, gw_error *e)
     c->redis_healthy = true;
     bool live = true;
     long long depth = 0;
-    if (g->settings.require_server)
-        st = gw_queue_servers_live(g->queue, c->ctx, &live, &err);
+    if (g->settings.require_server) st = gw_queue_servers_live(g->queue, c->ctx, &live, &err);
     if (st == GLM_OK && g->settings.max_queue_depth > 0)
         st = gw_queue_depth(g->queue, c->ctx, &depth, &err);
     int rc = 0;
@@ -296,8 +295,7 @@ static int submit(gw_chat *c, gw_error *e)
                        "the job queue refused the job for now: %s", err.msg);
     if (st != GLM_OK) {
         c->redis_healthy = false;
-        return gw_fail(e, 502, "server_error", "redis_unavailable", NULL, "job queue: %s",
-                       err.msg);
+        return gw_fail(e, 502, "server_error", "redis_unavailable", NULL, "job queue: %s", err.msg);
     }
     atomic_fetch_add(&g->metrics.jobs_submitted, 1);
     return 0;

@@ -13,10 +13,10 @@
 typedef struct gw_chat gw_chat;
 
 typedef struct gw_reply {
-    int status;              /* HTTP status; 0: the client went away, close without answering */
-    char *body;              /* malloc'd JSON when stream is NULL */
-    gw_chat *stream;         /* set for a 200 event stream: read with gw_chat_read */
-    int retry_after_s;       /* > 0: send Retry-After */
+    int status;        /* HTTP status; 0: the client went away, close without answering */
+    char *body;        /* malloc'd JSON when stream is NULL */
+    gw_chat *stream;   /* set for a 200 event stream: read with gw_chat_read */
+    int retry_after_s; /* > 0: send Retry-After */
 } gw_reply;
 
 /* Runs the request until its answer (non-streaming) or its first event (streaming), so that a job

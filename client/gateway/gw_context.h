@@ -13,15 +13,15 @@
 
 typedef struct gw_settings {
     const char *host;
-    int port;                    /* 0: any free port (printed at start) */
-    const char *model_name;      /* the one model /v1/models lists */
-    size_t max_body_bytes;       /* request bodies over this: 413 */
-    long long max_queue_depth;   /* XLEN <prefix>:jobs at or over this: 429; 0 = no limit */
-    double timeout_s;            /* a request without its answer by then: 504, job cancelled */
-    int cancel_ttl_s;            /* EX of <prefix>:cancel:<id> */
-    bool require_server;         /* 502 when no replica's liveness key exists */
+    int port;                  /* 0: any free port (printed at start) */
+    const char *model_name;    /* the one model /v1/models lists */
+    size_t max_body_bytes;     /* request bodies over this: 413 */
+    long long max_queue_depth; /* XLEN <prefix>:jobs at or over this: 429; 0 = no limit */
+    double timeout_s;          /* a request without its answer by then: 504, job cancelled */
+    int cancel_ttl_s;          /* EX of <prefix>:cancel:<id> */
+    bool require_server;       /* 502 when no replica's liveness key exists */
     int max_connections;
-    double keepalive_s;          /* SSE comment after this long without an event */
+    double keepalive_s; /* SSE comment after this long without an event */
 } gw_settings;
 
 typedef struct gw_context {

@@ -109,8 +109,8 @@ gw_follow_outcome gw_follower_on_chunk(gw_follower *f, const glm_chunk *c, gw_de
 gw_follow_outcome gw_follower_on_result(gw_follower *f, const glm_result *r, gw_delta *d)
 {
     memset(d, 0, sizeof *d);
-    if (r->n_tokens < f->n_sent_ids || !ids_agree(r->token_ids, f->n_sent_ids, f->sent_ids,
-                                                  f->n_sent_ids))
+    if (r->n_tokens < f->n_sent_ids ||
+        !ids_agree(r->token_ids, f->n_sent_ids, f->sent_ids, f->n_sent_ids))
         return GW_FOLLOW_DIVERGED;
     const char *text = r->text ? r->text : "";
     return emit(f, r->token_ids, r->n_tokens, f->n_sent_ids, text, strlen(text), d);

@@ -6,8 +6,8 @@
  * the client already has while the new attempt agrees with it, and reports a divergence (a sampled
  * job that came out differently) so the caller can end the stream with an error instead of
  * sending text that contradicts what went before. Agreement is judged on token ids (the answer);
- * text (its rendering) is sent only where it extends the text already sent. A gap (a chunk lost while Redis was away) stops
- * the live stream until the Result, which carries the whole answer. */
+ * text (its rendering) is sent only where it extends the text already sent. A gap (a chunk lost
+ * while Redis was away) stops the live stream until the Result, which carries the whole answer. */
 #ifndef GLM4V_GW_FOLLOW_H
 #define GLM4V_GW_FOLLOW_H
 

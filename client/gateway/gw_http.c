@@ -134,7 +134,9 @@ static enum MHD_Result health(gw_context *g, struct MHD_Connection *conn, exchan
     bool draining = atomic_load(&g->draining);
     char *body = NULL;
     if (asprintf(&body, "{\"status\":\"%s\",\"redis\":%s}",
-                 draining ? "draining" : ok ? "ok" : "redis_unavailable",
+                 draining ? "draining"
+                 : ok     ? "ok"
+                          : "redis_unavailable",
                  ok ? "true" : "false") < 0)
         body = NULL;
     return queue_body(conn, x, ok && !draining ? 200 : 503, "application/json", body, 0);
@@ -151,8 +153,8 @@ static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchang
     }
     if (strcmp(url, "/metrics") == 0) {
         if (!get) goto not_allowed;
-        return queue_body(conn, x, 200, "text/plain; version=0.0.4",
-                          gw_metrics_render(&g->metrics), 0);
+        return queue_body(conn, x, 200, "text/plain; version=0.0.4", gw_metrics_render(&g->metrics),
+                          0);
     }
     bool is_chat = strcmp(url, "/v1/chat/completions") == 0;
     bool is_models = strcmp(url, "/v1/models") == 0;
@@ -161,8 +163,8 @@ static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchang
                 url);
         return queue_error(conn, x, &e);
     }
-    if (g->auth && !gw_auth_check(g->auth, MHD_lookup_connection_value(
-                                               conn, MHD_HEADER_KIND, "Authorization"))) {
+    if (g->auth && !gw_auth_check(g->auth, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                                       "Authorization"))) {
         gw_fail(&e, 401, "invalid_request_error", "invalid_api_key", NULL,
                 "a valid API key is needed (Authorization: Bearer <key>)");
         return queue_error(conn, x, &e);
@@ -183,8 +185,8 @@ static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchang
     }
     return chat(g, conn, x);
 not_allowed:
-    gw_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL,
-            "%s is not allowed on %s", method, url);
+    gw_fail(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s is not allowed on %s",
+            method, url);
     return queue_error(conn, x, &e);
 }
 
@@ -267,7 +269,8 @@ glm_status gw_http_start(gw_context *g, gw_http **out, int *bound_port, glm_erro
     *out = NULL;
     char port[16];
     snprintf(port, sizeof port, "%d", g->settings.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
     struct addrinfo *ai = NULL;
     int gai = getaddrinfo(g->settings.host, port, &hints, &ai);
@@ -286,11 +289,11 @@ glm_status gw_http_start(gw_context *g, gw_http **out, int *bound_port, glm_erro
     /* libmicrohttpd counts a request that blocks on its job as idle: the idle limit must outlast
      * the longest wait */
     unsigned idle_timeout_s = (unsigned)g->settings.timeout_s + 60;
-    h->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)g->settings.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR,
+                                 ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)g->settings.max_connections,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
+                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         free(h);

@@ -241,8 +241,7 @@ static int load_http(const char *url, const gw_image_policy *p, uint8_t **bytes,
         free(location);
         if (rc == 0 && status != 200)
             rc = gw_bad_request(e, "messages", "image_url %s answered HTTP %ld", url, status);
-        if (rc == 0 && b.len == 0)
-            rc = gw_bad_request(e, "messages", "image_url %s is empty", url);
+        if (rc == 0 && b.len == 0) rc = gw_bad_request(e, "messages", "image_url %s is empty", url);
         if (rc) {
             free(b.data);
             break;

@@ -8,7 +8,7 @@
 static const int codes[GW_METRIC_CODES] = {200, 400, 401, 404, 405, 413,
                                            429, 500, 502, 503, 504, 0 /* other */};
 static const double bounds[GW_METRIC_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                                 1,     2.5,  5,     10,   30,  60,  300};
+                                                 1,     2.5,  5,     10,   30,  60,   300};
 
 void gw_metrics_init(gw_metrics *m)
 {
@@ -49,36 +49,41 @@ char *gw_metrics_render(gw_metrics *m)
     for (size_t b = 0; b <= GW_METRIC_BUCKETS; b++) {
         cum += atomic_load(&m->buckets[b]);
         if (b < GW_METRIC_BUCKETS)
-            fprintf(f, "glm4v_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                    bounds[b], cum);
+            fprintf(f, "glm4v_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n", bounds[b],
+                    cum);
         else
             fprintf(f, "glm4v_gateway_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
     }
     fprintf(f, "glm4v_gateway_request_duration_seconds_sum %.6f\n",
             (double)atomic_load(&m->duration_us_sum) / 1e6);
     fprintf(f, "glm4v_gateway_request_duration_seconds_count %llu\n", cum);
-    fprintf(f, "# HELP glm4v_gateway_in_flight Requests being answered now.\n"
-               "# TYPE glm4v_gateway_in_flight gauge\n"
-               "glm4v_gateway_in_flight %lld\n",
+    fprintf(f,
+            "# HELP glm4v_gateway_in_flight Requests being answered now.\n"
+            "# TYPE glm4v_gateway_in_flight gauge\n"
+            "glm4v_gateway_in_flight %lld\n",
             (long long)atomic_load(&m->in_flight));
-    fprintf(f, "# HELP glm4v_gateway_jobs_submitted_total Jobs added to the queue.\n"
-               "# TYPE glm4v_gateway_jobs_submitted_total counter\n"
-               "glm4v_gateway_jobs_submitted_total %llu\n",
+    fprintf(f,
+            "# HELP glm4v_gateway_jobs_submitted_total Jobs added to the queue.\n"
+            "# TYPE glm4v_gateway_jobs_submitted_total counter\n"
+            "glm4v_gateway_jobs_submitted_total %llu\n",
             (unsigned long long)atomic_load(&m->jobs_submitted));
-    fprintf(f, "# HELP glm4v_gateway_failovers_total Streams that followed a newer attempt of "
-               "their job (another replica took it over).\n"
-               "# TYPE glm4v_gateway_failovers_total counter\n"
-               "glm4v_gateway_failovers_total %llu\n",
+    fprintf(f,
+            "# HELP glm4v_gateway_failovers_total Streams that followed a newer attempt of "
+            "their job (another replica took it over).\n"
+            "# TYPE glm4v_gateway_failovers_total counter\n"
+            "glm4v_gateway_failovers_total %llu\n",
             (unsigned long long)atomic_load(&m->failovers));
-    fprintf(f, "# HELP glm4v_gateway_divergences_total Streams ended with an error because a "
-               "newer attempt contradicted text already sent.\n"
-               "# TYPE glm4v_gateway_divergences_total counter\n"
-               "glm4v_gateway_divergences_total %llu\n",
+    fprintf(f,
+            "# HELP glm4v_gateway_divergences_total Streams ended with an error because a "
+            "newer attempt contradicted text already sent.\n"
+            "# TYPE glm4v_gateway_divergences_total counter\n"
+            "glm4v_gateway_divergences_total %llu\n",
             (unsigned long long)atomic_load(&m->divergences));
-    fprintf(f, "# HELP glm4v_gateway_cancels_total Jobs cancelled because their client went "
-               "away or timed out.\n"
-               "# TYPE glm4v_gateway_cancels_total counter\n"
-               "glm4v_gateway_cancels_total %llu\n",
+    fprintf(f,
+            "# HELP glm4v_gateway_cancels_total Jobs cancelled because their client went "
+            "away or timed out.\n"
+            "# TYPE glm4v_gateway_cancels_total counter\n"
+            "glm4v_gateway_cancels_total %llu\n",
             (unsigned long long)atomic_load(&m->cancels));
     if (fclose(f) != 0) {
         free(buf);

@@ -11,7 +11,7 @@
 #define GW_METRIC_BUCKETS 14
 
 typedef struct gw_metrics {
-    atomic_ullong requests[GW_METRIC_CODES]; /* by gw_metric_code_slot */
+    atomic_ullong requests[GW_METRIC_CODES];      /* by gw_metric_code_slot */
     atomic_ullong buckets[GW_METRIC_BUCKETS + 1]; /* last: +Inf */
     atomic_ullong duration_us_sum;
     atomic_llong in_flight;

@@ -90,7 +90,7 @@ glm_status gw_queue_depth(gw_queue *q, redisContext *ctx, long long *depth, glm_
     snprintf(key, sizeof key, "%s:jobs", q->prefix);
     redisReply *r = redisCommandArgv(ctx, 2, (const char *[]){"XLEN", key}, NULL);
     glm_status st = REDIS_CHECK(ctx, r, REDIS_REPLY_INTEGER, "XLEN jobs", err);
-    *depth = st == GLM_OK ? r->integer : 0;
+    *depth = st == GLM_OK && r ? r->integer : 0;
     if (r) freeReplyObject(r);
     return st;
 }

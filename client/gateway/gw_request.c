@@ -71,8 +71,7 @@ static int parse_role(const cJSON *m, size_t i, glm_role *role, gw_error *e)
                               i, s);
     else
         return gw_bad_request(e, "messages",
-                              "messages[%zu].role must be system, developer, user or assistant",
-                              i);
+                              "messages[%zu].role must be system, developer, user or assistant", i);
     if (!is_absent(cJSON_GetObjectItemCaseSensitive(m, "tool_calls")) ||
         !is_absent(cJSON_GetObjectItemCaseSensitive(m, "function_call")))
         return gw_bad_request(e, "messages", "messages[%zu]: tool calls are not supported", i);
@@ -163,8 +162,7 @@ static int parse_messages(parse_state *ps, const cJSON *root)
         return gw_bad_request(ps->e, "messages", "messages must be a non-empty array");
     size_t n = (size_t)cJSON_GetArraySize(msgs);
     if (n > ps->lim->job.max_messages)
-        return gw_bad_request(ps->e, "messages", "at most %zu messages",
-                              ps->lim->job.max_messages);
+        return gw_bad_request(ps->e, "messages", "at most %zu messages", ps->lim->job.max_messages);
     r->messages = calloc(n, sizeof *r->messages);
     r->texts = calloc(n, sizeof *r->texts);
     r->images = calloc(n, sizeof *r->images);
@@ -205,7 +203,8 @@ static int parse_stop(parse_state *ps, const cJSON *stop)
     const cJSON *one = cJSON_IsString(stop) ? stop : NULL;
     size_t n = one ? 1 : cJSON_IsArray(stop) ? (size_t)cJSON_GetArraySize(stop) : SIZE_MAX;
     if (n == SIZE_MAX) return gw_bad_request(ps->e, "stop", "stop must be a string or an array");
-    if (n > GW_MAX_STOPS) return gw_bad_request(ps->e, "stop", "at most %d stop strings", GW_MAX_STOPS);
+    if (n > GW_MAX_STOPS)
+        return gw_bad_request(ps->e, "stop", "at most %d stop strings", GW_MAX_STOPS);
     r->stops = calloc(n ? n : 1, sizeof *r->stops);
     if (!r->stops) return gw_fail(ps->e, 500, "server_error", NULL, NULL, "out of memory");
     for (size_t k = 0; k < n; k++) {
@@ -230,8 +229,8 @@ static int refuse_unsupported(const cJSON *root, gw_error *e)
         if (!is_absent(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0))
             return gw_bad_request(e, zero_ok[i], "%s is not supported (only 0)", zero_ok[i]);
     }
-    static const char *const absent_only[] = {"tools", "functions", "tool_choice",
-                                              "function_call", "audio", "prediction"};
+    static const char *const absent_only[] = {"tools",         "functions", "tool_choice",
+                                              "function_call", "audio",     "prediction"};
     for (size_t i = 0; i < sizeof absent_only / sizeof *absent_only; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, absent_only[i]);
         if (!is_absent(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
@@ -304,7 +303,8 @@ static int parse_sampling(parse_state *ps, const cJSON *root)
     v = cJSON_GetObjectItemCaseSensitive(root, "top_logprobs");
     if (!is_absent(v)) {
         if (!whole_number(v, 0, 20, &d))
-            return gw_bad_request(e, "top_logprobs", "top_logprobs must be a whole number in [0, 20]");
+            return gw_bad_request(e, "top_logprobs",
+                                  "top_logprobs must be a whole number in [0, 20]");
         if (!r->logprobs)
             return gw_bad_request(e, "top_logprobs", "top_logprobs needs logprobs: true");
         r->top_logprobs = (int)d;
@@ -365,8 +365,7 @@ int gw_request_parse(const char *body, size_t len, const gw_request_limits *limi
     r->job.sampling = glm_sampling_defaults();
     parse_state ps = {.r = r, .lim = limits, .e = e};
     cJSON *root = cJSON_ParseWithLength(body, len);
-    int rc = root ? parse_root(&ps, root)
-                  : gw_bad_request(e, NULL, "the body is not valid JSON");
+    int rc = root ? parse_root(&ps, root) : gw_bad_request(e, NULL, "the body is not valid JSON");
     cJSON_Delete(root);
     for (size_t k = 0; k < ps.n_images; k++)
         free(ps.images[k].bytes);

@@ -21,8 +21,8 @@ typedef struct gw_request_limits {
 typedef struct gw_request {
     glm_job job; /* job.id is set by the caller before encoding */
     bool stream, include_usage;
-    bool logprobs;     /* return logprobs in the response */
-    int top_logprobs;  /* 0..20 */
+    bool logprobs;    /* return logprobs in the response */
+    int top_logprobs; /* 0..20 */
     char model[128];
     /* storage behind job's pointers */
     glm_message *messages;

@@ -10,8 +10,12 @@
 static glm_chunk chunk(uint32_t attempt, uint32_t index, const char *text, const int32_t *ids,
                        size_t n)
 {
-    return (glm_chunk){.id = "j", .attempt = attempt, .index = index, .text = text,
-                       .token_ids = ids, .n_tokens = n};
+    return (glm_chunk){.id = "j",
+                       .attempt = attempt,
+                       .index = index,
+                       .text = text,
+                       .token_ids = ids,
+                       .n_tokens = n};
 }
 
 /* Feeds c and appends what the follower says to send to *text / ids. */

@@ -14,7 +14,8 @@
 static gw_request_limits limits(void)
 {
     gw_request_limits l = {.job = glm_job_limits_default(), .model_name = "glm-4v-9b"};
-    l.image = (gw_image_policy){.max_image_bytes = 64, .fetch_timeout_ms = 1000,
+    l.image = (gw_image_policy){.max_image_bytes = 64,
+                                .fetch_timeout_ms = 1000,
                                 .allow_hosts = {"images.example", "127.0.0.1:9"},
                                 .n_allow_hosts = 2};
     return l;
@@ -93,8 +94,8 @@ static void test_refusals(void)
         {MSG("\"x\"") ",\"stop\":[\"\"]}", 400, "stop"},
         {"{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400,
          "tool"},
-        {MSG("[" IMG("data:image/png;base64," PNG_B64) "," IMG("data:image/png;base64," PNG_B64)
-             "]") "}",
+        {MSG("[" IMG("data:image/png;base64," PNG_B64) "," IMG(
+             "data:image/png;base64," PNG_B64) "]") "}",
          400, "one image"},
         {MSG("[" IMG("file:///etc/passwd") "]") "}", 400, "never files"},
         {MSG("[" IMG("/etc/passwd") "]") "}", 400, "never files"},
