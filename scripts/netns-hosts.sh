@@ -187,8 +187,10 @@ cmd_up() {
     fi
 
     mkdir -p "$state"
-    local made_bridge=0 up_ok=0
-    local -a made=()
+    # Globals, not locals: the EXIT trap runs after the failing function has returned.
+    made_bridge=0
+    up_ok=0
+    made=()
     # On any failure or signal from here on, remove what this run made (not what was up before).
     rollback() {
         [ "$up_ok" = 0 ] || return 0
@@ -265,13 +267,14 @@ cmd_env() {
 # hostfile h1:2 h2:2 -> "glm4v-h1 slots=2" ... (slots default 1).
 cmd_hostfile() {
     [ $# -ge 1 ] || die "usage: hostfile HOST[:SLOTS]..."
-    local spec h slots
+    local spec h slots i
     for spec in "$@"; do
         h=${spec%%:*}
         slots=1
         if [ "$h" != "$spec" ]; then slots=${spec#*:}; fi
         [[ $slots =~ ^[1-9][0-9]*$ ]] || die "hostfile: bad slot count in '$spec'"
-        echo "$(host_name "$(host_index "$h")") slots=$slots"
+        i=$(host_index "$h") || exit 1
+        echo "$(host_name "$i") slots=$slots"
     done
 }
 
@@ -279,7 +282,7 @@ cmd_exec() {
     [ $# -ge 2 ] || die "usage: exec HOST CMD..."
     need_root
     local i ns
-    i=$(host_index "$1")
+    i=$(host_index "$1") || exit 1
     shift
     ns=$(host_name "$i")
     ns_exists "$ns" || die "$ns is not up"
@@ -298,7 +301,12 @@ env) cmd_env ;;
 hostfile) cmd_hostfile "$@" ;;
 addr)
     [ $# -eq 1 ] || die "usage: addr HOST"
-    if [ "$1" = root ]; then echo "$root_addr"; else host_addr "$(host_index "$1")"; fi
+    if [ "$1" = root ]; then
+        echo "$root_addr"
+    else
+        i=$(host_index "$1") || exit 1
+        host_addr "$i"
+    fi
     ;;
 exec) cmd_exec "$@" ;;
 *) die "unknown command '$command' (up, down, status, env, hostfile, addr, exec)" ;;

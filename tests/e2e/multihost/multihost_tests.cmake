@@ -2,7 +2,7 @@
 # the netns agent, TCP between them; needs root (CI runs as root; elsewhere they skip with 77).
 # One at a time: they share the kit's test prefix and subnet.
 set(_mh ${CMAKE_CURRENT_LIST_DIR})
-foreach(t tp_hosts)
+foreach(t netns_kit tp_hosts)
   add_test(NAME multihost_${t}
            COMMAND bash ${_mh}/test_${t}.sh ${CMAKE_BINARY_DIR}/bin ${GLM4V_TESTDATA})
   set_tests_properties(multihost_${t} PROPERTIES TIMEOUT 180 LABELS "e2e;multihost"
