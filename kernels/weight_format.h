@@ -105,6 +105,15 @@ float glm_e4m3_to_f32(uint8_t code);
 glm_status glm_quantize_rows(glm_weight_format f, int group_size, const float *src, int64_t rows,
                              int64_t cols, void *codes, float *scales, uint8_t *zeros,
                              int64_t *bad_row, int64_t *bad_col);
+/* As glm_quantize_rows, with each row's fp8 / int8 scale taken from amax[r] instead of the row
+ * (int4 ignores amax). A row-parallel slice quantized with its whole rows' amax holds exactly
+ * the codes and scales of those columns of the whole weight. */
+glm_status glm_quantize_rows_amax(glm_weight_format f, int group_size, const float *src,
+                                  int64_t rows, int64_t cols, const float *amax, void *codes,
+                                  float *scales, uint8_t *zeros, int64_t *bad_row,
+                                  int64_t *bad_col);
+/* The largest |x[i]| of n values (NaN ignored, as fmaxf does). */
+float glm_row_amax(const float *x, int64_t n);
 /* Writes rows [row0, row0 + n) of the host-memory weight w as f32 into dst [n, cols]: the stored
  * values (fp8: e4m3(code) * scale, the weight as a weight-only format would see it). */
 void glm_dequantize_rows(const glm_weight *w, int64_t row0, int64_t n, float *dst);

@@ -404,6 +404,7 @@ static glm_status load_dense(const weight_spec *s, const glm_st_tensor *t, char 
  * codes, scales and zero points before upload. */
 typedef struct quant_staging {
     float *rows;
+    float *amax; /* per row of a chunk, when a column slice takes its whole rows' scale */
     unsigned char *codes;
     float *scales;
     uint8_t *zeros;
@@ -412,6 +413,22 @@ typedef struct quant_staging {
 /* Quantizes one linear spec's blocks into its weight, chunk by chunk: each chunk is read as f32,
  * quantized on the host (kernels/cpu/quant.c, the formats' reference semantics) and its codes,
  * scales and zero points uploaded (or written in place when backend memory is host memory). */
+/* The columns a quantized spec's chunks are read with: whole rows when a per-channel format's
+ * spec is a column slice (row-parallel), so its scales are those of the whole weight's rows and a
+ * rank's codes equal the same columns of the whole weight quantized (TP n == TP 1); else its own.
+ * int4 groups follow the slice: they start at the slice's first column. */
+static int64_t read_cols(const weight_spec *s)
+{
+    bool per_row = s->format == GLM_WEIGHT_FP8 || s->format == GLM_WEIGHT_INT8;
+    return per_row && s->blocks[0].n_cols != spec_cols(s) ? spec_cols(s) : s->blocks[0].n_cols;
+}
+
+static int64_t chunk_rows(const weight_spec *s)
+{
+    int64_t chunk = (int64_t)(STAGING_BYTES / ((size_t)read_cols(s) * sizeof(float)));
+    return chunk < 1 ? 1 : chunk;
+}
+
 static glm_status load_quantized(const weight_spec *s, const glm_st_tensor *t,
                                  const glm_weight *target, glm_backend *be, quant_staging *qs,
                                  glm_error *err)
@@ -419,22 +436,29 @@ static glm_status load_quantized(const weight_spec *s, const glm_st_tensor *t,
     glm_weight_format f = s->format;
     int64_t cols = target->cols, groups = glm_weight_groups(f, cols, target->group_size);
     size_t row_bytes = glm_weight_row_bytes(f, GLM_F32, cols);
-    int64_t chunk = (int64_t)(STAGING_BYTES / ((size_t)cols * sizeof(float)));
-    if (chunk < 1) chunk = 1;
+    int64_t chunk = chunk_rows(s), full = read_cols(s);
     int64_t row = s->row_offset;
     for (int b = 0; b < s->n_blocks; b++) {
         const block *bl = &s->blocks[b];
         for (int64_t r = 0; r < bl->n_rows; r += chunk) {
             int64_t n = bl->n_rows - r < chunk ? bl->n_rows - r : chunk;
-            glm_status st = glm_tensor_read_block(t, bl->row0 + r, n, bl->col0, bl->n_cols,
-                                                  qs->rows, GLM_F32, err);
+            bool slice = full != cols;
+            glm_status st = glm_tensor_read_block(t, bl->row0 + r, n, slice ? 0 : bl->col0,
+                                                  slice ? full : cols, qs->rows, GLM_F32, err);
             if (st) return st;
+            if (slice) /* each whole row's amax, then the slice's columns packed to the front */
+                for (int64_t i = 0; i < n; i++) {
+                    qs->amax[i] = glm_row_amax(qs->rows + i * full, full);
+                    memmove(qs->rows + i * cols, qs->rows + i * full + bl->col0,
+                            (size_t)cols * sizeof(float));
+                }
             glm_weight dst = glm_weight_row_view(target, row, n);
             bool direct = be->host_memory;
             int64_t bad_row = 0, bad_col = 0;
-            if (glm_quantize_rows(f, target->group_size, qs->rows, n, cols,
-                                  direct ? dst.data : qs->codes, direct ? dst.scales : qs->scales,
-                                  direct ? dst.zeros : qs->zeros, &bad_row, &bad_col))
+            if (glm_quantize_rows_amax(f, target->group_size, qs->rows, n, cols,
+                                       slice ? qs->amax : NULL, direct ? dst.data : qs->codes,
+                                       direct ? dst.scales : qs->scales,
+                                       direct ? dst.zeros : qs->zeros, &bad_row, &bad_col))
                 return glm_fail(err, GLM_ERR_INVALID_ARG,
                                 "%s: tensor '%.200s' holds a value that is not finite at [%lld, "
                                 "%lld]: it cannot be quantized to %s",
@@ -477,24 +501,25 @@ static glm_status quant_staging_create(quant_staging *qs, const weight_spec *spe
         any = any || spec_format(&specs[i]) != GLM_WEIGHT_DENSE;
     if (!any) return GLM_OK;
     /* a chunk is STAGING_BYTES of f32 rows (at least one row), as load_quantized cuts them */
-    size_t floats = 1, codes = 1, groups = 1;
+    size_t floats = 1, codes = 1, groups = 1, rows = 1;
     for (size_t i = 0; i < n; i++) {
-        glm_weight_format f = spec_format(&specs[i]);
+        const weight_spec *s = &specs[i];
+        glm_weight_format f = spec_format(s);
         if (f == GLM_WEIGHT_DENSE) continue;
-        int64_t cols = specs[i].blocks[0].n_cols;
-        size_t chunk = STAGING_BYTES / ((size_t)cols * sizeof(float));
-        if (chunk < 1) chunk = 1;
-        size_t g = chunk * (size_t)glm_weight_groups(f, cols, GLM_INT4_GROUP);
-        if (chunk * (size_t)cols > floats) floats = chunk * (size_t)cols;
-        if (chunk * glm_weight_row_bytes(f, GLM_F32, cols) > codes)
-            codes = chunk * glm_weight_row_bytes(f, GLM_F32, cols);
+        size_t chunk = (size_t)chunk_rows(s), cols = (size_t)s->blocks[0].n_cols;
+        size_t g = chunk * (size_t)glm_weight_groups(f, (int64_t)cols, GLM_INT4_GROUP);
+        size_t c = chunk * glm_weight_row_bytes(f, GLM_F32, (int64_t)cols);
+        if (chunk * (size_t)read_cols(s) > floats) floats = chunk * (size_t)read_cols(s);
+        if (c > codes) codes = c;
         if (g > groups) groups = g;
+        if (chunk > rows) rows = chunk;
     }
     qs->rows = malloc(floats * sizeof(float));
+    qs->amax = malloc(rows * sizeof(float));
     qs->codes = malloc(codes);
     qs->scales = malloc(groups * sizeof(float));
     qs->zeros = malloc(groups);
-    if (!qs->rows || !qs->codes || !qs->scales || !qs->zeros)
+    if (!qs->rows || !qs->amax || !qs->codes || !qs->scales || !qs->zeros)
         return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for the quantization buffers");
     return GLM_OK;
 }
@@ -502,6 +527,7 @@ static glm_status quant_staging_create(quant_staging *qs, const weight_spec *spe
 static void quant_staging_free(quant_staging *qs)
 {
     free(qs->rows);
+    free(qs->amax);
     free(qs->codes);
     free(qs->scales);
     free(qs->zeros);

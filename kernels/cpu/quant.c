@@ -113,7 +113,7 @@ static bool find_non_finite(const float *row, int64_t cols, int64_t *col)
     return false;
 }
 
-static float row_amax(const float *x, int64_t n)
+float glm_row_amax(const float *x, int64_t n)
 {
     float a = 0.0f;
     for (int64_t k = 0; k < n; k++)
@@ -121,9 +121,8 @@ static float row_amax(const float *x, int64_t n)
     return a;
 }
 
-static void quantize_row_fp8(const float *w, int64_t cols, uint8_t *codes, float *scale)
+static void quantize_row_fp8(const float *w, int64_t cols, float amax, uint8_t *codes, float *scale)
 {
-    float amax = row_amax(w, cols);
     float s = amax > 0.0f ? amax / GLM_FP8_MAX : 1.0f;
     float inv = amax > 0.0f ? GLM_FP8_MAX / amax : 1.0f;
     for (int64_t k = 0; k < cols; k++)
@@ -131,9 +130,8 @@ static void quantize_row_fp8(const float *w, int64_t cols, uint8_t *codes, float
     *scale = s;
 }
 
-static void quantize_row_int8(const float *w, int64_t cols, int8_t *codes, float *scale)
+static void quantize_row_int8(const float *w, int64_t cols, float amax, int8_t *codes, float *scale)
 {
-    float amax = row_amax(w, cols);
     float s = amax > 0.0f ? amax / 127.0f : 1.0f;
     for (int64_t k = 0; k < cols; k++) {
         float q = rintf(w[k] / s);
@@ -172,6 +170,14 @@ glm_status glm_quantize_rows(glm_weight_format f, int group_size, const float *s
                              int64_t cols, void *codes, float *scales, uint8_t *zeros,
                              int64_t *bad_row, int64_t *bad_col)
 {
+    return glm_quantize_rows_amax(f, group_size, src, rows, cols, NULL, codes, scales, zeros,
+                                  bad_row, bad_col);
+}
+
+glm_status glm_quantize_rows_amax(glm_weight_format f, int group_size, const float *src,
+                                  int64_t rows, int64_t cols, const float *amax, void *codes,
+                                  float *scales, uint8_t *zeros, int64_t *bad_row, int64_t *bad_col)
+{
     if (f != GLM_WEIGHT_FP8 && f != GLM_WEIGHT_INT8 && f != GLM_WEIGHT_INT4)
         return GLM_ERR_INVALID_ARG;
     if (f == GLM_WEIGHT_INT4 && group_size <= 0) return GLM_ERR_INVALID_ARG;
@@ -187,9 +193,10 @@ glm_status glm_quantize_rows(glm_weight_format f, int group_size, const float *s
         }
         unsigned char *out = (unsigned char *)codes + (size_t)r * row_bytes;
         if (f == GLM_WEIGHT_FP8)
-            quantize_row_fp8(w, cols, out, &scales[r]);
+            quantize_row_fp8(w, cols, amax ? amax[r] : glm_row_amax(w, cols), out, &scales[r]);
         else if (f == GLM_WEIGHT_INT8)
-            quantize_row_int8(w, cols, (int8_t *)out, &scales[r]);
+            quantize_row_int8(w, cols, amax ? amax[r] : glm_row_amax(w, cols), (int8_t *)out,
+                              &scales[r]);
         else
             quantize_row_int4(w, cols, group_size, out, scales + r * groups, zeros + r * groups);
     }
@@ -231,7 +238,7 @@ void glm_dequantize_rows(const glm_weight *w, int64_t row0, int64_t n, float *ds
 
 float glm_fp8_quantize_activation_row(const float *x, int64_t k, float *xq)
 {
-    float amax = row_amax(x, k);
+    float amax = glm_row_amax(x, k);
     if (!(amax > 0.0f)) {
         /* all zero (or NaN hidden from fmaxf): keep NaN visible to the sampler's check */
         for (int64_t i = 0; i < k; i++)

@@ -47,6 +47,7 @@
 #include <nvtx3/nvToolsExt.h>
 #endif
 
+#include "common/cli.h"
 #include "common/dtype.h"
 #include "kernels/ops.h"
 #include "worker/rank_context.h"
@@ -72,6 +73,7 @@ typedef struct bench_args {
     const char *model_dir;
     const char *device;
     const char *dtype; /* NULL: the backend's default */
+    const char *weights, *vision_weights; /* --weights / --vision-weights (NULL: 16-bit) */
     int tp;
     int threads;
     uint64_t seed;
@@ -111,6 +113,9 @@ static void usage(FILE *f)
             "usage: [mpirun -np N] bench_model --model DIR [options]\n"
             "  --device cpu|cuda        backend (default cuda)\n"
             "  --dtype bf16|f16         16-bit storage on cuda (default bf16)\n"
+            "  --weights bf16|f16|fp8|int8|int4  linear weight format (default 16-bit); the\n"
+            "                           decode floor counts that format's bytes\n"
+            "  --vision-weights FORMAT  the vision tower's (default: as --weights)\n"
             "  --tp N                   tensor-parallel ranks (= mpirun -np N; default 1)\n"
             "  --random-weights SEED    weight seed (default 1; the bench never reads weights)\n"
             "  --quick                  small shapes and few repetitions (CI smoke on tiny models)\n"
@@ -154,7 +159,8 @@ static int parse_args(int argc, char **argv, int rank, bench_args *a)
     static const char *with_value[] = {
         "--model", "--device", "--dtype", "--tp", "--threads", "--random-weights", "--mode", "--vision",
         "--decode", "--ctx", "--text-prefill", "--prefill-chunk", "--decode-steps", "--warmup",
-        "--reps", "--gpu-memory", "--mem-seqs", "--mem-ctx", "--mem-chunk", "--mem-decode-steps"};
+        "--reps", "--gpu-memory", "--mem-seqs", "--mem-ctx", "--mem-chunk", "--mem-decode-steps",
+        "--weights", "--vision-weights"};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = NULL;
         for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
@@ -168,6 +174,8 @@ static int parse_args(int argc, char **argv, int rank, bench_args *a)
         if (!strcmp(o, "--model")) a->model_dir = v;
         else if (!strcmp(o, "--device")) a->device = v;
         else if (!strcmp(o, "--dtype")) a->dtype = v;
+        else if (!strcmp(o, "--weights")) a->weights = v;
+        else if (!strcmp(o, "--vision-weights")) a->vision_weights = v;
         else if (!strcmp(o, "--tp")) a->tp = atoi(v);
         else if (!strcmp(o, "--threads")) a->threads = atoi(v);
         else if (!strcmp(o, "--random-weights")) a->seed = strtoull(v, NULL, 10);
@@ -349,6 +357,14 @@ static model_counts count_model(const glm_model_config *c)
     k.dec_weight_bytes_step = 2.0 * (k.dec_params + k.out_params + h);
     k.kv_bytes_per_token = 2.0 * c->num_layers * 2 * kv * hd;
     return k;
+}
+
+/* Bytes a decode step reads per weight in the --weights format: 2 for 16-bit, 1 for fp8 and
+ * int8 (a scale per row is noise), int4 half a byte plus a float scale and a zero point per 128. */
+static double weight_bytes_per_param(const char *weights)
+{
+    if (!weights || !strcmp(weights, "bf16") || !strcmp(weights, "f16")) return 2.0;
+    return strcmp(weights, "int4") == 0 ? 0.5 + 5.0 / GLM_INT4_GROUP : 1.0;
 }
 
 /* Prefill of T rows of one sequence (causal attention over itself), logits for one row. */
@@ -815,7 +831,8 @@ static glm_status bench_decode(driver *d)
         free(t);
         d->decode_step_ms[bi] = ms;
         double mid_ctx = ctx + warm + steps / 2.0;
-        double bytes = k.dec_weight_bytes_step + B * mid_ctx * k.kv_bytes_per_token;
+        double bytes = weight_bytes_per_param(d->a->weights) / 2.0 * k.dec_weight_bytes_step +
+                       B * mid_ctx * k.kv_bytes_per_token;
         double flops = 2.0 * B * (k.dec_params + k.out_params) +
                        4.0 * B * mid_ctx * d->cfg->num_attention_heads * d->cfg->kv_channels *
                            d->cfg->num_layers;
@@ -998,6 +1015,11 @@ int main(int argc, char **argv)
     ro.cpu_threads = a.threads;
     ro.gpu_memory_gib = a.gpu_memory_gib;
     glm_model_options_default(&ro.model);
+    if (!glm_cli_weights("bench_model", a.weights, a.vision_weights, &ro.dtype,
+                         &ro.model.weight_format, &ro.model.vision_weight_format)) {
+        MPI_Finalize();
+        return 2;
+    }
     ro.model.use_random_weights = 1;
     ro.model.random_seed = a.seed;
     ro.model.kv_block_size = bs;
@@ -1087,10 +1109,11 @@ int main(int argc, char **argv)
 
     if (rank == 0) {
         char line[512];
-        printf("bench_model: %s, tp %d, device %s, %s storage, weights random (seed %llu), "
-               "created in %.1f s\n",
+        printf("bench_model: %s, tp %d, device %s, %s storage, weights random (seed %llu) in "
+               "%s (vision %s), created in %.1f s\n",
                a.model_dir, ctx.size, a.device, glm_dtype_name(ctx.be->weight_dtype),
-               (unsigned long long)a.seed, create_s);
+               (unsigned long long)a.seed, glm_weight_format_name(ro.model.weight_format),
+               glm_weight_format_name(ro.model.vision_weight_format), create_s);
         glm_shard_plan_describe(&ctx.cfg, glm_model_shard_plan(ctx.model), line, sizeof(line));
         if (ctx.size > 1) printf("bench_model: %s\n", line);
         report_memory(&d);
