@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Load driver of scripts/bench-gateway.sh: N image + text chat jobs started all at once (the
+cluster at saturation), through one of two paths, with the same job content:
+
+  submit  one glm4v-submit process per job (the protocol's own client, Redis straight)
+  http    one thread per job POSTing to glm4v-gateway's /v1/chat/completions (stream or not)
+
+Prints one line: path, jobs, wall seconds, jobs/s, generated tokens/s, latency p50/p99 (ms) and
+the number of failed jobs.
+
+usage: bench_gateway_load.py submit SUBMIT_BIN REDIS_URL PREFIX N IMAGE TOKENS
+       bench_gateway_load.py http|http-stream GATEWAY_URL N IMAGE TOKENS
+"""
+import base64
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+QUESTIONS = ["Describe the picture in detail.", "What is in the image?", "Describe the colors.",
+             "Count the objects.", "Is there any text?", "Where was this taken?"]
+
+
+def prompt(i):
+    return f"{QUESTIONS[i % len(QUESTIONS)]} (request {i})"
+
+
+def run_submit(argv):
+    binary, url, prefix, n, image, tokens = argv[0], argv[1], argv[2], int(argv[3]), argv[4], argv[5]
+
+    def one(i):
+        out = subprocess.run([binary, "--redis", url, "--prefix", prefix, "--json", "--image", image,
+                              "--prompt", prompt(i), "--max-new-tokens", tokens, "--temperature", "0",
+                              "--ignore-eos", "--timeout", "1200"],
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            return None
+        return len(json.loads(out.stdout)["token_ids"])
+    return n, one
+
+
+def run_http(argv, stream):
+    base, n, image, tokens = argv[0], int(argv[1]), argv[2], int(argv[3])
+    data_uri = "data:image/jpeg;base64," + base64.b64encode(open(image, "rb").read()).decode()
+
+    def one(i):
+        body = {"model": "glm-4v-9b", "temperature": 0, "max_tokens": tokens, "ignore_eos": True,
+                "stream": stream, "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": prompt(i)},
+                    {"type": "image_url", "image_url": {"url": data_uri}}]}]}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        req = urllib.request.Request(base + "/v1/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=1200) as resp:
+                if not stream:
+                    return json.load(resp)["usage"]["completion_tokens"]
+                used = None
+                for line in resp:
+                    if line.startswith(b"data: {"):
+                        ev = json.loads(line[6:])
+                        if ev.get("usage"):
+                            used = ev["usage"]["completion_tokens"]
+                return used
+        except OSError:
+            return None
+    return n, one
+
+
+def main():
+    mode, argv = sys.argv[1], sys.argv[2:]
+    if mode == "submit":
+        n, one = run_submit(argv)
+    elif mode in ("http", "http-stream"):
+        n, one = run_http(argv, mode == "http-stream")
+    else:
+        sys.exit(f"unknown mode {mode}")
+    results = [None] * n
+    latency = [0.0] * n
+
+    def worker(i):
+        t = time.monotonic()
+        results[i] = one(i)
+        latency[i] = (time.monotonic() - t) * 1000
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    done = [r for r in results if r]
+    lat = sorted(latency)
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    print(f"gateway-bench path={mode} jobs={n} wall_s={wall:.3f} jobs_per_s={len(done) / wall:.2f} "
+          f"tokens_per_s={sum(done) / wall:.1f} p50_ms={statistics.median(lat):.0f} p99_ms={p99:.0f} "
+          f"failed={n - len(done)}")
+
+
+main()
