@@ -59,5 +59,9 @@ glm_status glm_worker_serve(glm_model *m, glm_error *err)
         if (st) break;
     }
     glm_step_plan_free(&plan);
+    /* rank 0 goes on sending plans this rank will never run: the group is broken, so that the
+     * main ends the replica now (glm_rank_group_ok) rather than at rank 0's next deadline */
+    if (st && !m->comm->failed)
+        glm_comm_fail(m->comm, st, "rank %d left the step loop: %s", m->comm->rank, err->msg);
     return st;
 }

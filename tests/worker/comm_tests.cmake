@@ -24,3 +24,12 @@ add_test(NAME tp2_comm_watchdog
                  $<TARGET_FILE:test_comm_watchdog>)
 set_tests_properties(tp2_comm_watchdog PROPERTIES
   ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 60 LABELS comm)
+
+# A worker that cannot run a plan breaks its group, so its replica ends at once (test_worker_loop.c).
+add_executable(test_worker_loop test_worker_loop.c)
+target_link_libraries(test_worker_loop PRIVATE glm4v_testutil glm4v_worker)
+add_test(NAME tp2_worker_loop
+         COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none -np 2
+                 $<TARGET_FILE:test_worker_loop> ${GLM4V_TESTDATA}/glm4v-tiny-a)
+set_tests_properties(tp2_worker_loop PROPERTIES
+  ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 60 LABELS comm)
