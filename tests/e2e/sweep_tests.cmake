@@ -2,7 +2,7 @@
 # end-to-end sweep test (real redis-server, mpirun glm4v-serve on the CPU backend, the tiny model).
 # Included from tests/CMakeLists.txt: include(e2e/sweep_tests.cmake)
 set(_sweep_tests ${CMAKE_CURRENT_LIST_DIR}/../client)
-foreach(t test_sweep_input test_sweep_resume)
+foreach(t test_sweep_input test_sweep_resume test_sweep_identity)
   glm4v_add_test(${t} SOURCES ${_sweep_tests}/${t}.c LIBS glm4v_sweep)
 endforeach()
 
