@@ -24,6 +24,7 @@ struct gw_chat {
     int client_fd;
     char cursor[48];
     long long deadline_ms, last_output_ms;
+    long long redis_lost_ms; /* when the connection broke; 0 while it works */
     gw_follower follow;
     bool result_seen; /* the job is over on the server's side: nothing to cancel */
     bool ended;       /* the last event is in out */
@@ -60,11 +61,16 @@ static void reply_error(gw_reply *out, const gw_error *e)
 
 static void cancel_job(gw_chat *c)
 {
-    if (c->result_seen || !c->ctx || !c->job_id[0]) return;
+    if (c->result_seen || !c->job_id[0]) return;
     c->result_seen = true; /* once */
     glm_error err = {0};
-    if (gw_queue_cancel(c->g->queue, c->ctx, c->job_id, c->g->settings.cancel_ttl_s, &err) !=
-        GLM_OK) {
+    if (!c->redis_healthy) { /* the cancel matters most when the connection just broke */
+        gw_queue_release(c->g->queue, c->ctx, false);
+        c->ctx = NULL;
+        c->redis_healthy = gw_queue_acquire(c->g->queue, &c->ctx, &err) == GLM_OK;
+    }
+    if (!c->ctx || gw_queue_cancel(c->g->queue, c->ctx, c->job_id, c->g->settings.cancel_ttl_s,
+                                   &err) != GLM_OK) {
         c->redis_healthy = false;
         fprintf(stderr, "glm4v-gateway: job %s: cancel failed: %s\n", c->job_id, err.msg);
     }
@@ -91,17 +97,38 @@ typedef enum wait_outcome {
     WAIT_REDIS_ERROR, /* err says why */
 } wait_outcome;
 
+/* A lost Redis connection is replaced: the job's out stream and our cursor in it survive a
+ * reconnect (and a Redis restart with AOF), so the request fails only after this long without
+ * Redis. */
+#define REDIS_GRACE_MS 10000
+
 static wait_outcome wait_slice(gw_chat *c, gw_event *ev, size_t *n, glm_error *err)
 {
     *n = 0;
     if (client_gone(c->client_fd)) return WAIT_CLIENT_GONE;
     if (atomic_load(&c->g->aborting)) return WAIT_ABORTED;
-    long long left = c->deadline_ms - glm_now_mono_ms();
+    long long now = glm_now_mono_ms(), left = c->deadline_ms - now;
     if (left <= 0) return WAIT_TIMEOUT;
     int block = left < WAIT_SLICE_MS ? (int)left : WAIT_SLICE_MS;
+    if (!c->redis_healthy) { /* reconnect, one try per slice */
+        gw_queue_release(c->g->queue, c->ctx, false);
+        c->ctx = NULL;
+        if (!c->redis_lost_ms) c->redis_lost_ms = now;
+        if (gw_queue_acquire(c->g->queue, &c->ctx, err) == GLM_OK) {
+            c->redis_healthy = true;
+            c->redis_lost_ms = 0;
+        } else {
+            if (now - c->redis_lost_ms > REDIS_GRACE_MS) return WAIT_REDIS_ERROR;
+            struct timespec ts = {0, (long)block * 1000000L};
+            nanosleep(&ts, NULL);
+            return WAIT_NOTHING;
+        }
+    }
     if (gw_queue_read(c->g->queue, c->ctx, c->job_id, c->cursor, block, ev, n, err) != GLM_OK) {
         c->redis_healthy = false;
-        return WAIT_REDIS_ERROR;
+        if (!c->redis_lost_ms) c->redis_lost_ms = now;
+        fprintf(stderr, "glm4v-gateway: job %s: %s; reconnecting\n", c->job_id, err->msg);
+        return WAIT_NOTHING;
     }
     return *n > 0 ? WAIT_EVENTS : WAIT_NOTHING;
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #define STREAM_BLOCK_BYTES 16384
+#define IDLE_TIMEOUT_S 60
 
 struct gw_http {
     struct MHD_Daemon *daemon;
@@ -83,6 +84,10 @@ static int client_fd(struct MHD_Connection *conn)
 
 static enum MHD_Result chat(gw_context *g, struct MHD_Connection *conn, exchange *x)
 {
+    /* libmicrohttpd counts a request that blocks on its job as idle: this connection's limit
+     * must outlast the longest wait */
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)g->settings.timeout_s + IDLE_TIMEOUT_S);
     gw_reply reply;
     gw_chat_start(g, x->body ? x->body : "", x->len, client_fd(conn), &reply);
     if (reply.status == 0) { /* the client is gone: close without a response */
@@ -286,9 +291,9 @@ glm_status gw_http_start(gw_context *g, gw_http **out, int *bound_port, glm_erro
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    /* libmicrohttpd counts a request that blocks on its job as idle: the idle limit must outlast
-     * the longest wait */
-    unsigned idle_timeout_s = (unsigned)g->settings.timeout_s + 60;
+    /* idle keep-alive connections and slow uploads; a request waiting on its job gets its own,
+     * longer limit (chat()) */
+    unsigned idle_timeout_s = IDLE_TIMEOUT_S;
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR,
                                  ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)g->settings.max_connections,

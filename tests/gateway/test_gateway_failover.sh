@@ -4,6 +4,7 @@
 #    the job's new attempt on the survivor and completes with exactly glm4v-submit's greedy ids
 #    (nothing sent twice), or ends with an error event; it never hangs;
 #  - a client that disconnects mid-stream cancels its job (<prefix>:cancel:<id>, with a TTL);
+#  - Redis restarts mid-stream (AOF on): the gateway reconnects, the stream completes;
 #  - SIGTERM drains the gateway: the stream in flight completes, new connections are refused, it
 #    exits 0. usage: test_gateway_failover.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/gateway_lib.sh"
@@ -85,7 +86,23 @@ e2e_check "client gone: its job $job is cancelled" [ $cancelled = yes ]
 ttl=$(redis-cli -p "$REDIS_PORT" TTL "$PREFIX:cancel:$job")
 e2e_check "the cancel key expires (TTL $ttl)" [ "$ttl" -gt 3000 ] 2>/dev/null
 
-# ---- 3. SIGTERM drains the gateway ------------------------------------------------------------------
+# ---- 3. Redis restarts mid-stream (AOF on): the gateway reconnects and the stream completes ------
+stream_to "$E2E_DIR/redis.sse" 1500
+wait_events "$E2E_DIR/redis.sse" 2
+e2e_redis_stop
+sleep 1
+e2e_redis_start
+wait "$CURL_PID"
+summary "$E2E_DIR/redis.sse" >"$E2E_DIR/redis.json"
+ok=$(/usr/bin/python3 -c "
+import json
+s = json.load(open('$E2E_DIR/redis.json')); r = json.load(open('$E2E_DIR/ref.json'))
+print('yes' if s['done'] and not s['error'] and len(s['ids']) == 1500
+      and s['ids'][:$n] == r['token_ids'] else f\"no: {len(s['ids'])} ids, error {s['error']}\")")
+e2e_check "Redis restart mid-stream: the stream completes with the right ids ($ok)" [ "$ok" = yes ]
+e2e_check "the gateway reconnected" grep -q reconnecting "$E2E_DIR/gw-main.log"
+
+# ---- 4. SIGTERM drains the gateway ------------------------------------------------------------------
 stream_to "$E2E_DIR/drain.sse" 600
 wait_events "$E2E_DIR/drain.sse" 2
 kill -TERM "$GW_PID"
