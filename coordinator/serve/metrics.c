@@ -51,6 +51,9 @@ static const series_desc COUNTERS[GLM_COUNTER_COUNT] = {
     [GLM_COUNTER_REDIS_REFUSED_MISCONF] = {"glm4v_redis_refusals_total", "kind=\"MISCONF\"",
                                            NULL},
     [GLM_COUNTER_REDIS_REFUSED_OTHER] = {"glm4v_redis_refusals_total", "kind=\"other\"", NULL},
+    [GLM_COUNTER_PREFIX_EVICTIONS] = {"glm4v_prefix_cache_evictions_total", NULL,
+                                      "Cached KV blocks given to other content (no empty one "
+                                      "was left)."},
 };
 
 static const series_desc GAUGES[GLM_GAUGE_COUNT] = {

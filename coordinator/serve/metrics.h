@@ -39,6 +39,7 @@ typedef enum glm_counter_id {
     GLM_COUNTER_REDIS_REFUSED_BUSY,     /* ... kind="BUSY" (a script running too long) */
     GLM_COUNTER_REDIS_REFUSED_MISCONF,  /* ... kind="MISCONF" (background save failing) */
     GLM_COUNTER_REDIS_REFUSED_OTHER,    /* ... kind="other" (MASTERDOWN, NOREPLICAS) */
+    GLM_COUNTER_PREFIX_EVICTIONS,    /* glm4v_prefix_cache_evictions_total */
     GLM_COUNTER_COUNT
 } glm_counter_id;
 

@@ -14,6 +14,7 @@ struct glm_scheduler {
     int n_waiting, cap_waiting;
     uint64_t next_arrival;
     uint64_t preemptions;
+    uint64_t prompt_rows, reused_rows;
     /* the step being built */
     glm_sequence **step_seqs;
     int n_step_seqs;
@@ -37,6 +38,8 @@ glm_status glm_scheduler_create(const glm_scheduler_config *cfg, glm_image_cache
     s->pixels =
         cfg->pixel_floats > 0 ? malloc(sizeof(float) * (size_t)ni * cfg->pixel_floats) : NULL;
     glm_status st = glm_block_allocator_init(&s->blocks, cfg->n_blocks, err);
+    if (!st && !cfg->no_prefix_cache)
+        st = glm_block_allocator_enable_prefix(&s->blocks, cfg->block_size, err);
     if (!st && (!s->running || !s->step_seqs || !s->new_image_slots ||
                 (cfg->pixel_floats > 0 && !s->pixels)))
         st = glm_fail(err, GLM_ERR_NOMEM, "out of host memory for the scheduler");
@@ -92,6 +95,21 @@ static void push_waiting(glm_scheduler *s, glm_sequence *q, bool front)
     s->n_waiting++;
 }
 
+/* Prompt rows as the prefix cache sees them: text rows by token id, image rows by the image's
+ * content hash and their row in it. (With several images per prompt each image row would name
+ * its own image's key; the layout holds one image today.) */
+static glm_status build_row_keys(glm_sequence *q, glm_error *err)
+{
+    const glm_prompt_layout *l = &q->layout;
+    q->row_keys = malloc(sizeof(*q->row_keys) * (size_t)(l->n_rows > 0 ? l->n_rows : 1));
+    if (!q->row_keys) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
+    for (int r = 0; r < l->n_rows; r++)
+        q->row_keys[r] = l->image_row[r] >= 0
+                             ? glm_row_key_image(q->image_key.lo, q->image_key.hi, l->image_row[r])
+                             : glm_row_key_token(l->token_ids[r]);
+    return GLM_OK;
+}
+
 glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
 {
     /* room for every live sequence in the waiting array, so a preemption never has to grow it */
@@ -119,6 +137,10 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
         q->generated = malloc(sizeof(int32_t) * (size_t)q->max_new_tokens);
         if (!q->generated) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
         q->cap_generated = q->max_new_tokens;
+    }
+    if (s->blocks.hash && !q->row_keys) {
+        glm_status st = build_row_keys(q, err);
+        if (st) return st;
     }
     glm_job_transition(&q->state, GLM_JOB_WAITING);
     push_waiting(s, q, false);
@@ -201,16 +223,28 @@ static void plan_rows(glm_scheduler *s, glm_step_plan *p, int seq_index, glm_seq
         }
         p->slots[t] = glm_block_table_slot(&q->table, s->cfg.block_size, r);
     }
+    /* The row lists every block, reused ones included, and ctx_len counts the reused rows, so
+     * attention reads the cached KV where it lies. That is all other ranks need at TP > 1: a
+     * reused block was written by a step every rank ran, so each rank's copy holds its heads of
+     * the same rows; rank 0 alone keeps the hashes and reference counts. */
     int32_t *row = p->block_table + (size_t)seq_index * p->max_blocks_per_seq;
     memset(row, 0, sizeof(int32_t) * (size_t)p->max_blocks_per_seq);
     memcpy(row, q->table.blocks, sizeof(int32_t) * (size_t)q->table.n_blocks);
     p->ctx_len[seq_index] = q->n_cached + n;
 }
 
+/* Whether rows still to be fed include image rows (none do once the prefix cache supplied them). */
+static bool image_rows_ahead(const glm_sequence *q)
+{
+    for (int r = q->n_cached; r < q->layout.n_rows; r++)
+        if (q->layout.image_row[r] >= 0) return true;
+    return false;
+}
+
 /* Takes an image slot for a sequence being admitted; false when the step cannot encode it. */
 static bool attach_image(glm_scheduler *s, glm_sequence *q)
 {
-    if (q->layout.n_images == 0 || q->image_slot >= 0) return true;
+    if (q->layout.n_images == 0 || q->image_slot >= 0 || !image_rows_ahead(q)) return true;
     bool hit = false;
     int slot = glm_image_cache_acquire(s->images, q->image_key, &hit);
     if (slot < 0) return false;
@@ -226,6 +260,20 @@ static bool attach_image(glm_scheduler *s, glm_sequence *q)
     }
     q->image_slot = slot;
     return true;
+}
+
+/* Takes the cached blocks q's prompt starts with, so its first fed row comes after them.
+ * Returns the rows reused (0 when caching is off or nothing matches), -1 when out of memory. At
+ * least one row is always left to feed: the step needs a row to take q's next token from. */
+static int reuse_prefix(glm_scheduler *s, glm_sequence *q)
+{
+    /* a sequence that wants every prompt row's logits (glm4v-run --dump-logits) computes them */
+    if (!q->row_keys || q->table.n_blocks > 0 || q->prompt_logits) return 0;
+    int limit = target_rows(q) - 1;
+    if (limit > q->layout.n_rows) limit = q->layout.n_rows;
+    int reused = glm_block_table_match_prefix(&q->table, &s->blocks, q->row_keys, limit);
+    if (reused > 0) q->n_cached = reused;
+    return reused;
 }
 
 /* Rows q feeds this step within budget, or 0. */
@@ -321,20 +369,26 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
     int k;
     while (budget > 0 && s->n_running < s->cfg.max_batch && (k = first_admissible(s)) >= 0) {
         glm_sequence *q = s->waiting[k];
+        int reused = reuse_prefix(s, q);
+        if (reused < 0) break;
         int n = rows_for(s, q, budget);
-        if (n == 0) break;
-        /* keep a block per running sequence in reserve so admission does not force an
-         * immediate preemption of someone already decoding */
-        int need = (n + s->cfg.block_size - 1) / s->cfg.block_size;
-        if (s->blocks.n_free < need + s->n_running) break;
-        if (!attach_image(s, q)) break;
-        if (glm_block_table_reserve(&q->table, &s->blocks, s->cfg.block_size, n) != 0) {
+        if (n == 0) {
             release_resources(s, q);
+            break;
+        }
+        /* keep a block per running sequence in reserve so admission does not force an
+         * immediate preemption of someone already decoding; reused blocks cost nothing */
+        int bs = s->cfg.block_size, need = (q->n_cached + n + bs - 1) / bs - q->table.n_blocks;
+        if (s->blocks.n_free < need + s->n_running || !attach_image(s, q) ||
+            glm_block_table_reserve(&q->table, &s->blocks, s->cfg.block_size, n) != 0) {
+            release_resources(s, q); /* reused blocks go back to the cache, still findable */
             break;
         }
         memmove(s->waiting + k, s->waiting + k + 1,
                 (size_t)(s->n_waiting - k - 1) * sizeof(*s->waiting));
         s->n_waiting--;
+        s->prompt_rows += (uint64_t)q->layout.n_rows;
+        s->reused_rows += (uint64_t)reused;
         glm_job_transition(&q->state, GLM_JOB_RUNNING);
         s->running[s->n_running++] = q;
         add_to_step(s, q, n);
@@ -393,6 +447,11 @@ void glm_scheduler_commit(glm_scheduler *s, const glm_logit_row *rows, const int
         glm_sequence *q = s->step_seqs[i];
         q->n_cached += q->step_rows;
         q->table.n_tokens = q->n_cached;
+        /* full blocks of prompt rows now hold their KV: findable by later prompts */
+        if (q->row_keys)
+            glm_block_table_register(&q->table, &s->blocks, q->row_keys,
+                                     q->n_cached < q->layout.n_rows ? q->n_cached
+                                                                    : q->layout.n_rows);
         q->scheduled = false;
         q->step_rows = 0;
     }
@@ -454,6 +513,8 @@ void glm_sequence_free(glm_sequence *q)
 {
     glm_prompt_layout_free(&q->layout);
     glm_block_table_free(&q->table);
+    free(q->row_keys);
+    q->row_keys = NULL;
     free(q->generated);
     q->generated = NULL;
 }
@@ -464,5 +525,9 @@ glm_scheduler_stats glm_scheduler_stats_get(const glm_scheduler *s)
                                  .waiting = s->n_waiting,
                                  .blocks_used = s->blocks.n_blocks - s->blocks.n_free,
                                  .blocks_total = s->blocks.n_blocks,
-                                 .preemptions = s->preemptions};
+                                 .preemptions = s->preemptions,
+                                 .prompt_rows = s->prompt_rows,
+                                 .reused_rows = s->reused_rows,
+                                 .cached_blocks = s->blocks.n_cached,
+                                 .cache_evictions = s->blocks.evictions};
 }

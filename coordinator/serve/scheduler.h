@@ -7,7 +7,15 @@
  * share one per-step token budget, decodes first. KV blocks are reserved as rows are fed; when
  * they run out the youngest running sequence is preempted (its blocks freed, recomputed later
  * from its prompt and the tokens it already generated) instead of failing anyone. New images go
- * through the vision tower in batches in the step that admits them, into vision-cache slots. */
+ * through the vision tower in batches in the step that admits them, into vision-cache slots.
+ *
+ * Prefix caching (on unless the config says otherwise): full KV blocks of prompt rows are kept
+ * under a hash chain of their contents (worker/kv_cache.h), so a sequence whose prompt starts
+ * like an earlier one's (a shared system prompt, a conversation's history, the same image with
+ * another question) takes those blocks and feeds only the rows after them; an image whose rows
+ * all sit in reused blocks is not even encoded. Only prompt rows are cached: generated rows'
+ * KV comes from decode steps, and reusing it would make a later answer depend on whether an
+ * earlier one ran in this server. */
 #ifndef GLM4V_SCHEDULER_H
 #define GLM4V_SCHEDULER_H
 
@@ -63,6 +71,7 @@ typedef struct glm_sequence {
     int n_cached;   /* rows whose KV is in the cache */
     int image_slot; /* -1 when it holds none */
     glm_block_table table;
+    glm_row_key *row_keys; /* [layout.n_rows] what each prompt row holds, for the prefix cache */
     uint64_t arrival;
     glm_job_state state; /* changed only by glm_job_transition (job_state.h) */
     bool scheduled;      /* part of the step being built */
@@ -84,6 +93,7 @@ typedef struct glm_scheduler_config {
     int seq_length;
     const int *eos_ids;
     int n_eos_ids;
+    bool no_prefix_cache; /* every prompt computed in full (to measure the cache) */
 } glm_scheduler_config;
 
 typedef struct glm_scheduler glm_scheduler;
@@ -137,6 +147,11 @@ typedef struct glm_scheduler_stats {
     int running, waiting;
     int blocks_used, blocks_total;
     uint64_t preemptions;
+    /* prefix cache: prompt rows admitted (again after a preemption) and how many of them were
+     * found in cached blocks; blocks holding cached content (in use or evictable) */
+    uint64_t prompt_rows, reused_rows;
+    int cached_blocks;
+    uint64_t cache_evictions;
 } glm_scheduler_stats;
 glm_scheduler_stats glm_scheduler_stats_get(const glm_scheduler *s);
 

@@ -134,6 +134,7 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
         .seq_length = cfg->seq_length,
         .eos_ids = cfg->eos_token_ids,
         .n_eos_ids = cfg->n_eos_token_ids,
+        .no_prefix_cache = so->no_prefix_cache,
     };
     if ((st = glm_scheduler_create(&sc, s->images, &s->sched, err))) return st;
     if ((st = glm_metrics_create(&s->metrics, err))) return st;
@@ -175,7 +176,9 @@ static glm_server_load current_load(server *s)
         .waiting = st.waiting,
         .load = st.blocks_total ? (double)st.blocks_used / st.blocks_total : 0,
         .vision_cache_hits = is.hits,
-        .vision_cache_misses = is.misses};
+        .vision_cache_misses = is.misses,
+        .prefix_hit_rate = st.prompt_rows ? (double)st.reused_rows / (double)st.prompt_rows : 0,
+        .prefix_cached_blocks = st.cached_blocks};
 }
 
 /* Writes a Result and acks its job; a Result that cannot be written now stays in the queue's
@@ -591,6 +594,16 @@ static void update_gauges(server *s)
     if (is.hits > hits) glm_metrics_inc(s->metrics, GLM_COUNTER_VISION_CACHE_HITS, is.hits - hits);
     if (is.misses > misses)
         glm_metrics_inc(s->metrics, GLM_COUNTER_VISION_CACHE_MISSES, is.misses - misses);
+    glm_metrics_set(s->metrics, GLM_GAUGE_PREFIX_CACHE_BLOCKS, st.cached_blocks);
+    uint64_t rows = glm_metrics_counter_value(s->metrics, GLM_COUNTER_PREFIX_PROMPT_ROWS);
+    uint64_t reused = glm_metrics_counter_value(s->metrics, GLM_COUNTER_PREFIX_HIT_ROWS);
+    if (st.prompt_rows > rows)
+        glm_metrics_inc(s->metrics, GLM_COUNTER_PREFIX_PROMPT_ROWS, st.prompt_rows - rows);
+    if (st.reused_rows > reused)
+        glm_metrics_inc(s->metrics, GLM_COUNTER_PREFIX_HIT_ROWS, st.reused_rows - reused);
+    uint64_t evicted = glm_metrics_counter_value(s->metrics, GLM_COUNTER_PREFIX_EVICTIONS);
+    if (st.cache_evictions > evicted)
+        glm_metrics_inc(s->metrics, GLM_COUNTER_PREFIX_EVICTIONS, st.cache_evictions - evicted);
     /* Redis refusals, counted by the queue: the counters follow its totals */
     glm_queue_stats qs = glm_queue_stats_get(s->queue);
     const uint64_t *by = qs.refusals_by_kind;

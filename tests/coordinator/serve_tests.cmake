@@ -8,3 +8,4 @@ if(VALGRIND)
   set_tests_properties(memcheck_test_prep_pool PROPERTIES LABELS memcheck TIMEOUT 300
                        ENVIRONMENT "GLM4V_TESTDATA=${GLM4V_TESTDATA}")
 endif()
+glm4v_add_test(test_scheduler_prefix SOURCES test_scheduler_prefix.c LIBS glm4v_coordinator)
