@@ -19,6 +19,7 @@ fi
 cmake -B "$B" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
     -DGLM4V_TESTDATA="$testdata" >"$B.configure.log" 2>&1 || { tail -20 "$B.configure.log"; exit 1; }
 cmake --build "$B" -j"$(nproc)" --target test_model_backend test_comm test_comm_watchdog glm4v-run \
+    test_quant_model test_quant_cuda \
     >"$B.build.log" 2>&1 ||
     { grep -E "error" "$B.build.log" | head -20; exit 1; }
 ngpu=$(nvidia-smi -L | wc -l)
@@ -50,6 +51,10 @@ for dtype in ${DTYPES:-bf16 f16}; do
         done
     done
 done
+# quantized weights (issue 15): every quantized path against the CPU semantics, then the whole
+# model with fp8 / int8 / int4 weights against the CPU model of the same weights and against fp32
+# (bounds in tests/worker/quant_tests.cmake and tests/cuda/CMakeLists.txt)
+run ctest --test-dir "$B" -R 'test_quant_cuda|gpu_quant_' --output-on-failure
 # glm4v-run on the GPU answers the golden image case exactly as on the CPU (greedy)
 ids=$(python3 -c "import json; d=json.load(open('$testdata/glm4v-tiny-b/golden.json')); print(','.join(map(str,[c for c in d['cases'] if c['name']=='image'][0]['input_ids'])))")
 for dtype in ${DTYPES:-bf16 f16}; do

@@ -94,7 +94,10 @@ static bool ensure(glm_backend *be, cuda_quant *q, quant_buffer *b, size_t bytes
         b->ptr = NULL;
         b->bytes = 0;
     }
-    bytes = (bytes + 255) / 256 * 256;
+    /* powers of two: a few growths cover every shape, so few buffers are ever retired */
+    size_t rounded = 256;
+    while (rounded < bytes) rounded *= 2;
+    bytes = rounded;
     cudaError_t e = cudaMalloc(&b->ptr, bytes);
     if (e != cudaSuccess) {
         b->ptr = NULL;
