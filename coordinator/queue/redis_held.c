@@ -102,7 +102,7 @@ glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err)
             redisReply *r = NULL;
             if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK) r = NULL;
             glm_status one = queue_check(q, r, REDIS_REPLY_INTEGER, "EXISTS job state", err);
-            if (one == GLM_OK) exists[j] = r->integer;
+            if (one == GLM_OK && r) exists[j] = r->integer;
             if (st == GLM_OK) st = one;
             if (r) freeReplyObject(r);
         }

@@ -83,7 +83,7 @@ glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job
         if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK) r = NULL;
         if (glm_redis_is_error(r, "NOSCRIPT")) q->scripts.sha[GLM_SCRIPT_CHUNK][0] = '\0';
         glm_status one = queue_check(q, r, REDIS_REPLY_INTEGER, "chunk script", err);
-        if (one == GLM_OK && r->integer == 0) {
+        if (one == GLM_OK && r && r->integer == 0) {
             q->stats.chunks_suppressed++;
             if (owners[k] && owners[k]->state != GLM_ENTRY_ANSWERED) {
                 owners[k]->state = GLM_ENTRY_ANSWERED;

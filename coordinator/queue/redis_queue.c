@@ -61,7 +61,7 @@ glm_status queue_check(glm_queue *q, redisReply *r, int type, const char *what, 
     glm_status st = REDIS_CHECK(q->ctx, r, type, what, err);
     if (!r) queue_drop_connection(q);
     glm_redis_refusal kind = glm_redis_refusal_of(r);
-    if (kind != GLM_REDIS_NOT_REFUSED) {
+    if (r && kind != GLM_REDIS_NOT_REFUSED) {
         q->stats.refusals++;
         q->stats.refusals_by_kind[kind]++;
         if (!q->refusing) {
