@@ -108,12 +108,24 @@ glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err)
         }
         if (exists[0] && h->state != GLM_ENTRY_ANSWERED) {
             h->state = GLM_ENTRY_ANSWERED;
+            h->answered_ms = glm_now_mono_ms();
             fprintf(stderr, "glm_queue %s: job=%s its Result exists (written elsewhere): stop\n",
                     q->server_id, h->job_id);
         } else if (exists[1] && h->state == GLM_ENTRY_ACTIVE) {
             h->state = GLM_ENTRY_CANCELLED;
         }
     }
+    /* the caller forgets an answered entry at its next step; one still here a minute later was
+     * dropped by the caller without a word (a job it could not even start): stop polling it */
+    long long now = glm_now_mono_ms();
+    size_t kept = 0;
+    for (size_t i = 0; i < q->n_held; i++) {
+        const held_entry *h = &q->held[i];
+        if (h->state == GLM_ENTRY_ANSWERED && !h->in_outbox && now - h->answered_ms > 60000)
+            continue;
+        q->held[kept++] = *h;
+    }
+    q->n_held = kept;
     return st;
 }
 

@@ -19,7 +19,8 @@ typedef struct held_entry {
     char fingerprint[GLM_FINGERPRINT_LEN + 1];
     uint64_t deadline_unix_ms;
     glm_entry_state state;
-    bool in_outbox; /* finished; its Result waits in the outbox */
+    long long answered_ms; /* monotonic time it was found ANSWERED, 0 before */
+    bool in_outbox;        /* finished; its Result waits in the outbox */
 } held_entry;
 
 typedef struct outbox_item {
