@@ -63,9 +63,12 @@ sweep_mode() {
     # one vision-cache slot per sequence that may run, plus room for the images of a window
     bench_serve_start "sw-$mode" --max-batch 64 --vision-cache 160 "$@"
     local t0 t1
+    # a mode run twice must not resume the first run's output nor find its Results in Redis
+    rm -f "$work/answers-$mode.jsonl"
     t0=$(date +%s.%N)
     "$B/bin/glm4v-sweep" --in "$work/questions.jsonl" --out "$work/answers-$mode.jsonl" \
-        --redis "$url" --prefix "sw-$mode" --window "$window" --max-new-tokens "$tokens" \
+        --redis "$url" --prefix "sw-$mode" --job-prefix "$mode-$(date +%s%N)-" \
+        --window "$window" --max-new-tokens "$tokens" \
         --ignore-eos --progress-interval 30 2>"$work/sweep-$mode.log" || true
     t1=$(date +%s.%N)
     grep -A8 "summary" "$work/sweep-$mode.log" || tail -5 "$work/sweep-$mode.log"
