@@ -6,7 +6,9 @@
 #   3. bench_model on configs/glm-4v-9b (random weights) for each format: decode tok/s at batch
 #      1 / 32 / 128 beside the floor for that format's bytes, vision and image prefill;
 #   4. the memory runs: --gpu-memory 22 serving 16 sequences of 4 K with fp8 and int8, and
-#      --gpu-memory 11 serving 4 sequences of 4 K with int4 (peak device memory measured).
+#      --gpu-memory 11 serving 4 sequences of 4 K with int4 (peak device memory measured);
+#   5. time permitting (WIDE=1, under WIDE_BEFORE_S seconds so far), each format's accuracy on the
+#      random "wide" checkpoint against fp32 (reported, not bounded).
 # On the GPU machine, from a copy of the tree:
 #   source .devdeps/env.sh && scripts/bench-quant.sh [TESTDATA_DIR] [OUT_DIR]
 # FORMATS (default "bf16 fp8 int8 int4"), DECODE (default 1,32,128) and STEPS narrow the run.
@@ -25,7 +27,7 @@ fi
 t0=$(date +%s)
 cmake -B "$B" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
     -DGLM4V_TESTDATA="$testdata" >"$out/configure.log" 2>&1 || { tail -20 "$out/configure.log"; exit 1; }
-cmake --build "$B" -j"$(nproc)" --target test_quant_cuda test_quant_model bench_model \
+cmake --build "$B" -j"$(nproc)" --target test_quant_cuda test_quant_model bench_model test_model_backend \
     >"$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -20; exit 1; }
 echo "built in $(($(date +%s) - t0)) s"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
@@ -56,5 +58,15 @@ for spec in "fp8 22 16" "int8 22 16" "int4 11 4"; do
         --weights "$1" --mode memory --gpu-memory "$2" --mem-seqs "$3" --mem-ctx 4096
     tail -12 "$out/memory_$1.log"
 done
+# accuracy on the random "wide" checkpoint (real widths, 2 + 2 layers): against fp32 on the CPU
+if [ "${WIDE:-1}" = 1 ] && [ $(($(date +%s) - t0)) -lt "${WIDE_BEFORE_S:-330}" ]; then
+    wide=${TMPDIR:-/tmp}/glm4v-wide
+    python3 scripts/make_wide_checkpoint.py configs/glm-4v-wide-test "$wide" >"$out/wide.log" 2>&1
+    for fmt in fp8 int8 int4; do
+        run "$out/wide_$fmt.log" "$B/bin/test_quant_model" "$wide" --device cuda --weights "$fmt" \
+            --bound 1 --top1 0 --same-bound 0
+        grep -E "accuracy:|CHECK" "$out/wide_$fmt.log" | cut -c1-300
+    done
+fi
 echo "total $(($(date +%s) - t0)) s, status $status"
 exit $status

@@ -4,12 +4,13 @@
  *                    [--bound X] [--top1 Y] [--same-bound Z]
  *   mpirun -np N test_quant_model ...   (tensor parallel)
  *
- * For each case of golden.safetensors (text, image, random), rank 0 runs the quantized model and
- * a one-rank CPU model of the same checkpoint with dense f32 weights, and prints one "accuracy:"
- * line: logits rel L2 against fp32 and against the float64 golden logits,
- * top-1 agreement with fp32 over every prompt position, the greedy ids equal to golden's, and the
- * vision embeddings' rel L2. The quantization error is the format's; the bounds (--bound on rel
- * L2 against fp32, --top1 on the agreement) are measured per format and checkpoint and stated in
+ * For each case of golden.safetensors (text, image, random; a checkpoint without one, such as the
+ * random "wide" checkpoint: a text and an image prompt of our own), rank 0 runs the quantized model
+ * and a one-rank CPU model of the same checkpoint with dense f32 weights, and prints one
+ * "accuracy:" line: logits rel L2 against fp32 and against the float64 golden logits, top-1
+ * agreement with fp32 over every prompt position, the greedy ids equal to golden's, and the vision
+ * embeddings' rel L2. The quantization error is the format's; the bounds (--bound on rel L2 against
+ * fp32, --top1 on the agreement) are measured per format and checkpoint and stated in
  * tests/worker/quant_tests.cmake. When the quantized model is not the one-rank CPU model itself
  * (another device, or tensor parallel), rank 0 also runs a one-rank CPU model with the same
  * quantized weights, and the two must agree as a 16-bit engine agrees with the CPU (rel L2 <=
@@ -135,6 +136,47 @@ out:
     free(q_tf.logits);
 }
 
+/* One prompt: the quantized model against fp32 (and against the golden logits and greedy ids
+ * when gold is not NULL). */
+static void check_prompt(glm_rank_context *ctx, glm_model *fp32, glm_model *same, const args *a,
+                         const char *name, const int32_t *ids, int n_ids, const float *pixels,
+                         const float *gold, const int32_t *greedy, int n_greedy)
+{
+    glm_error err = {0};
+    model_run q = {0}, ref = {0};
+    CHECK_MSG(model_test_generate(ctx->model, ids, n_ids, pixels, 512, &q, &err) == GLM_OK,
+              "%s %s: %s", a->weights, name, err.msg);
+    CHECK_MSG(model_test_generate(fp32, ids, n_ids, pixels, 512, &ref, &err) == GLM_OK,
+              "fp32 %s: %s", name, err.msg);
+    int vocab = ctx->cfg.padded_vocab_size;
+    if (!q.logits || !ref.logits || ref.rows != q.rows) goto out;
+    size_t n = (size_t)q.rows * vocab;
+    double e32 = rel_l2(q.logits, ref.logits, n), egold = gold ? rel_l2(q.logits, gold, n) : NAN;
+    int agree = 0, same_ids = 0;
+    for (int r = 0; r < q.rows; r++)
+        agree += argmax(q.logits + (size_t)r * vocab, vocab, NULL) ==
+                 argmax(ref.logits + (size_t)r * vocab, vocab, NULL);
+    while (greedy && same_ids < q.n_ids && same_ids < n_greedy &&
+           q.ids[same_ids] == greedy[same_ids])
+        same_ids++;
+    double ev = pixels ? embeds_rel_l2(ctx->model, fp32, ctx->cfg.hidden_size, &err) : 0;
+    printf("accuracy: model=%s weights=%s vision=%s device=%s tp=%d case=%s: logits rel L2 vs "
+           "fp32 %.2e, vs golden %.2e; top-1 agreement with fp32 %d/%d; greedy ids equal to "
+           "golden's: first %d of %d; vision embeds rel L2 vs fp32 %.2e\n",
+           a->dir, a->weights, a->vision_weights ? a->vision_weights : a->weights, ctx->be->name,
+           ctx->size, name, e32, egold, agree, q.rows, same_ids, n_greedy, ev);
+    CHECK_MSG(e32 <= a->bound, "%s %s: logits rel L2 %g against fp32 (bound %g)", a->weights, name,
+              e32, a->bound);
+    CHECK_MSG(ev <= a->bound, "%s %s: vision rel L2 %g against fp32 (bound %g)", a->weights, name,
+              ev, a->bound);
+    CHECK_MSG(agree >= a->top1 * q.rows, "%s %s: top-1 agreement %d/%d under %.2f", a->weights,
+              name, agree, q.rows, a->top1);
+    if (same) check_same_weights(ctx, same, a, name, ids, n_ids, pixels, &q);
+out:
+    free(q.logits);
+    free(ref.logits);
+}
+
 static void check_case(glm_rank_context *ctx, glm_model *fp32, glm_model *same, const args *a,
                        glm_safetensors *g, const char *name)
 {
@@ -147,44 +189,40 @@ static void check_case(glm_rank_context *ctx, glm_model *fp32, glm_model *same, 
     snprintf(key, sizeof(key), "%s.greedy_ids", name);
     int32_t *greedy = golden(g, key, true, &n_greedy);
     float *pixels = strcmp(name, "image") == 0 ? golden(g, "pixel_values", false, &n_pix) : NULL;
-    glm_error err = {0};
-    model_run q = {0}, ref = {0};
     CHECK(ids && gold && greedy);
-    if (!ids || !gold || !greedy) goto out;
-    CHECK_MSG(model_test_generate(ctx->model, ids, (int)n_ids, pixels, 512, &q, &err) == GLM_OK,
-              "%s %s: %s", a->weights, name, err.msg);
-    CHECK_MSG(model_test_generate(fp32, ids, (int)n_ids, pixels, 512, &ref, &err) == GLM_OK,
-              "fp32 %s: %s", name, err.msg);
-    int vocab = ctx->cfg.padded_vocab_size;
-    if (!q.logits || !ref.logits || ref.rows != q.rows || (int64_t)q.rows * vocab != n_gold)
-        goto out;
-    size_t n = (size_t)q.rows * vocab;
-    double e32 = rel_l2(q.logits, ref.logits, n), egold = rel_l2(q.logits, gold, n);
-    int agree = 0, same_ids = 0;
-    for (int r = 0; r < q.rows; r++)
-        agree += argmax(q.logits + (size_t)r * vocab, vocab, NULL) ==
-                 argmax(ref.logits + (size_t)r * vocab, vocab, NULL);
-    while (same_ids < q.n_ids && same_ids < n_greedy && q.ids[same_ids] == greedy[same_ids])
-        same_ids++;
-    double ev = pixels ? embeds_rel_l2(ctx->model, fp32, ctx->cfg.hidden_size, &err) : 0;
-    printf("accuracy: model=%s weights=%s vision=%s device=%s tp=%d case=%s: logits rel L2 vs "
-           "fp32 %.2e, vs golden %.2e; top-1 agreement with fp32 %d/%d; greedy ids equal to "
-           "golden's: first %d of %d; vision embeds rel L2 vs fp32 %.2e\n",
-           a->dir, a->weights, a->vision_weights ? a->vision_weights : a->weights, ctx->be->name,
-           ctx->size, name, e32, egold, agree, q.rows, same_ids, (int)n_greedy, ev);
-    CHECK_MSG(e32 <= a->bound, "%s %s: logits rel L2 %g against fp32 (bound %g)", a->weights, name,
-              e32, a->bound);
-    CHECK_MSG(ev <= a->bound, "%s %s: vision rel L2 %g against fp32 (bound %g)", a->weights, name,
-              ev, a->bound);
-    CHECK_MSG(agree >= a->top1 * q.rows, "%s %s: top-1 agreement %d/%d under %.2f", a->weights,
-              name, agree, q.rows, a->top1);
-    if (same) check_same_weights(ctx, same, a, name, ids, (int)n_ids, pixels, &q);
-out:
-    free(q.logits);
-    free(ref.logits);
+    if (ids && gold && greedy)
+        check_prompt(ctx, fp32, same, a, name, ids, (int)n_ids, pixels, gold, greedy,
+                     (int)n_greedy);
     free(ids);
     free(gold);
     free(greedy);
+    free(pixels);
+}
+
+/* A checkpoint without golden files (the random "wide" one): a text prompt and an image prompt
+ * of our own, against fp32 only. */
+static void check_own_prompts(glm_rank_context *ctx, glm_model *fp32, glm_model *same,
+                              const args *a)
+{
+    const glm_model_config *c = &ctx->cfg;
+    int32_t text[40], image[32];
+    int ni = 0;
+    test_rng rng;
+    test_rng_seed(&rng, 11);
+    for (int i = 0; i < 40; i++)
+        text[i] = test_rng_int(&rng, 0, 100000 % c->padded_vocab_size);
+    for (int i = 0; i < 4; i++)
+        image[ni++] = test_rng_int(&rng, 0, 1000);
+    image[ni++] = c->boi_token_id, image[ni++] = c->pad_token_id, image[ni++] = c->eoi_token_id;
+    for (int i = 0; i < 25; i++)
+        image[ni++] = test_rng_int(&rng, 0, 1000);
+    size_t n_pix = (size_t)c->vision.in_channels * c->vision.image_size * c->vision.image_size;
+    float *pixels = malloc(n_pix * sizeof(float));
+    for (size_t i = 0; pixels && i < n_pix; i++)
+        pixels[i] = (float)(test_rng_uniform(&rng) * 4 - 2);
+    check_prompt(ctx, fp32, same, a, "own-text", text, 40, NULL, NULL, NULL, 0);
+    if (pixels && c->has_vision)
+        check_prompt(ctx, fp32, same, a, "own-image", image, ni, pixels, NULL, NULL, 0);
     free(pixels);
 }
 
@@ -264,7 +302,7 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/golden.safetensors", a.dir);
         glm_safetensors *g = NULL;
         glm_error err = {0};
-        CHECK_MSG(glm_safetensors_open(path, &g, &err) == GLM_OK, "%s", err.msg);
+        bool have_golden = glm_safetensors_open(path, &g, &err) == GLM_OK;
         glm_model_options mo = ro.model;
         mo.kv_blocks = glm_model_max_blocks_per_seq(ctx.model) + 1;
         glm_model_options dense = mo;
@@ -274,8 +312,10 @@ int main(int argc, char **argv)
         bool need_same = (strcmp(a.device, "cpu") != 0 || ctx.size > 1) && a.same_bound > 0;
         if (need_same) CHECK(same_reference_create(&ctx, &mo, a.same_device, &same) != NULL);
         const char *cases[] = {"text", "image", "random"};
-        for (int i = 0; g && fp32.model && (!need_same || same.model) && i < 3; i++)
+        bool ready = fp32.model && (!need_same || same.model);
+        for (int i = 0; have_golden && ready && i < 3; i++)
             check_case(&ctx, fp32.model, same.model, &a, g, cases[i]);
+        if (!have_golden && ready) check_own_prompts(&ctx, fp32.model, same.model, &a);
         cpu_reference_destroy(&fp32);
         if (need_same) cpu_reference_destroy(&same);
         glm_safetensors_close(g);
