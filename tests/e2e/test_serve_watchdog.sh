@@ -2,8 +2,8 @@
 # The step watchdog, end to end (glm4v-serve --step-timeout-ms, worker/comm_watchdog.c):
 #  - an idle TP 2 replica stays up well past its deadline (rank 0's keepalives) and still serves;
 #  - SIGSTOP of rank 1 mid-job: rank 0 reports the operation and the silent peer at the deadline,
-#    the replica aborts as a whole (no process of it is left), and a second replica finishes the
-#    job exactly once;
+#    the replica aborts as a whole (no process of it is left), and a spare replica started after
+#    the fault finishes the job exactly once;
 #  - SIGSTOP of rank 0 mid-job: rank 1 gives up the same way;
 #  - kill -9 of rank 1 mid-job: the rest of its replica is gone within seconds.
 # Set E2E_MPI_BTL (e.g. tcp,self) to run the replicas over that Open MPI transport.
@@ -18,7 +18,7 @@ p="Describe the picture in detail."
 rank_pid() { # rank_pid SERVER_ID RANK: the pid of that rank of that replica
     local pid
     for pid in $(pgrep -f -- "--server-id $1( |$)"); do
-        [ "$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -x "OMPI_COMM_WORLD_RANK=$2")" ] &&
+        tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" &&
             echo "$pid" && return 0
     done
     return 1
@@ -34,21 +34,14 @@ gone_within() { # gone_within SERVER_ID SECONDS: every process of the replica ex
     return 1
 }
 
-signal_replica() { # signal_replica SERVER_ID SIGNAL: every process of it (mpirun included)
-    local pid
-    for pid in $(pgrep -f -- "--server-id $1( |$)"); do kill "-$2" "$pid" 2>/dev/null; done
-}
-
-# Starts a long job on the given replica (the spare is paused meanwhile) and waits until it has
-# run some steps of it (past the first-step allowance, so the plain deadline applies); the job
-# takes about a second on the tiny model, so the fault comes mid-job.
+# Starts a long job on the only replica running and waits until it has run some steps of it
+# (past the first-step allowance, so the plain deadline applies); the job takes about a second on
+# the tiny model, so the fault comes mid-job.
 start_long_job() { # start_long_job ID REPLICA_LOG
-    signal_replica spare STOP
     e2e_submit --id "$1" --prompt "$p" --max-new-tokens $LONG --temperature 0 --ignore-eos \
         --timeout 120 >"$E2E_DIR/$1.json" 2>/dev/null &
     pids+=($!)
     for _ in $(seq 200); do grep -q "accepted" "$2" 2>/dev/null && break; sleep 0.05; done
-    signal_replica spare CONT
     sleep 0.1
 }
 
@@ -60,30 +53,31 @@ fault_run() { # fault_run NAME SIGNAL RANK: a TP 2 replica, a long job, the sign
     e2e_check "$name: found rank $rank" [ -n "$pid" ]
     t0=$SECONDS
     kill "-$sig" "$pid"
+    # the replica that takes the job over once the broken one's claim on it expires (started only
+    # now, so that the job went to the replica under test)
+    e2e_start_replica "spare-$name" 1 --visibility-timeout-ms 4000 || return 1
+    local spare=$REPLICA_PID
     e2e_check "$name: the replica is gone within the deadline + 10 s" gone_within "$name" $((DEADLINE_MS / 1000 + 10))
     echo "$name: SIG$sig to rank $rank, replica gone after $((SECONDS - t0)) s" >&2
     wait "${pids[@]}"
     pids=()
+    bash "$(dirname "$0")/../../deploy/common/glm4v-drain.sh" --mpirun-pid "$spare" --timeout 60 \
+        >/dev/null
     e2e_check "$name: the job was finished once, by the other replica" \
         [ "$(e2e_result_count "$name-job")" = 1 ]
     e2e_check "$name: its client got the whole answer" \
         [ "$(e2e_json "$E2E_DIR/$name-job.json" "len(d['token_ids'])" 2>/dev/null)" = $LONG ]
     e2e_check "$name: it was not finished by the replica that broke" \
-        [ "$(e2e_json "$E2E_DIR/$name-job.json" "d['server_id']" 2>/dev/null)" = spare ]
+        [ "$(e2e_json "$E2E_DIR/$name-job.json" "d['server_id']" 2>/dev/null)" = "spare-$name" ]
 }
-
-# the replica that takes over the jobs of the broken ones
-e2e_start_replica spare 1 --visibility-timeout-ms 4000 || exit 1
 
 # 1. idle for 3 deadlines: the keepalives hold the group together, and it still serves
 e2e_start_replica idle 2 --step-timeout-ms $DEADLINE_MS || exit 1
 sleep $((3 * DEADLINE_MS / 1000))
 e2e_check "idle: still running after 3 deadlines" kill -0 "$REPLICA_PID"
 e2e_check "idle: no watchdog report" bash -c "! grep -q 'step watchdog' '$E2E_DIR/idle.log'"
-signal_replica spare STOP # the job must go to the idle replica
 e2e_submit --id idle-0 --prompt "$p" --max-new-tokens 8 --temperature 0 --timeout 60 \
     >"$E2E_DIR/idle-0.json" 2>/dev/null
-signal_replica spare CONT
 e2e_check "idle: a job after the idle time is answered" \
     [ "$(e2e_json "$E2E_DIR/idle-0.json" "len(d['token_ids'])" 2>/dev/null)" = 8 ]
 bash "$(dirname "$0")/../../deploy/common/glm4v-drain.sh" --mpirun-pid "$REPLICA_PID" --timeout 60
