@@ -27,7 +27,7 @@ fi
 t0=$(date +%s)
 cmake -B "$B" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
     -DGLM4V_TESTDATA="$testdata" >"$out/configure.log" 2>&1 || { tail -20 "$out/configure.log"; exit 1; }
-cmake --build "$B" -j"$(nproc)" --target test_quant_cuda test_quant_model bench_model test_model_backend \
+cmake --build "$B" -j"$(nproc)" --target test_quant_cuda test_quant_model bench_model \
     >"$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -20; exit 1; }
 echo "built in $(($(date +%s) - t0)) s"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader

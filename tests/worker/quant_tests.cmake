@@ -35,3 +35,9 @@ add_test(NAME quant_int4_text16_vision_tiny_b
                  --vision-weights bf16 ${_q_int4})
 set_tests_properties(quant_int4_text16_vision_tiny_b PROPERTIES
   ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 120 LABELS quant)
+# Quantization on load: TP 2 slices equal to TP 1's, non-finite weights refused (glm4v-run exit 2)
+add_executable(test_quant_load test_quant_load.c)
+target_link_libraries(test_quant_load PRIVATE glm4v_testutil glm4v_worker)
+add_test(NAME quant_load COMMAND test_quant_load ${_tiny_a} $<TARGET_FILE:glm4v-run>)
+set_tests_properties(quant_load PROPERTIES ENVIRONMENT "${GLM4V_MPI_ENV}" TIMEOUT 60
+  LABELS quant)
