@@ -10,7 +10,7 @@
 #   scripts/netns-hosts.sh hostfile h1:1 h2:1    # an Open MPI hostfile on stdout
 #   eval "$(scripts/netns-hosts.sh env)"         # OMPI_MCA_* for mpirun: rsh agent, TCP subnet
 #   mpirun -np 2 --hostfile hf --map-by node glm4v-run --tp 2 ...
-#   scripts/netns-hosts.sh exec h3 redis-server --bind 198.18.0.3   # a command on one host
+#   scripts/netns-hosts.sh exec h3 redis-server --bind 198.18.0.3 --protected-mode no  # on h3
 #   scripts/netns-hosts.sh down                  # kills what runs in them, removes everything
 #
 # Options before the command: --prefix P (letters and digits, up to 8; default glm4v) and
@@ -130,6 +130,7 @@ remove_all() {
     fi
     rmdir "$state" 2>/dev/null || true
     rmdir "$state_root" 2>/dev/null || true
+    rmdir /etc/netns 2>/dev/null || true # only when no other namespace has files there
 }
 
 # /etc/netns/<ns>/hosts is what `ip netns exec` shows as /etc/hosts inside <ns>: every host's
@@ -261,7 +262,6 @@ cmd_env() {
     echo "export OMPI_MCA_plm_rsh_agent=$here/netns-agent.sh"
     echo "export OMPI_MCA_oob_tcp_if_include=$subnet"
     echo "export OMPI_MCA_btl_tcp_if_include=$subnet"
-    echo "export GLM4V_NETNS_PREFIX=$prefix"
 }
 
 # hostfile h1:2 h2:2 -> "glm4v-h1 slots=2" ... (slots default 1).
