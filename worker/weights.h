@@ -57,8 +57,8 @@ typedef struct glm_weights {
 } glm_weights;
 
 /* The format of every linear weight (glm_weight fields above) of the decoder (output layer
- * included) and of the vision tower (patch and 2x2 convs and the projector included). Norms,
- * biases, the embedding table and boi/eoi stay in the backend's float type. */
+ * included) and of the vision tower (the 2x2 conv and the projector included; the patch conv
+ * stays 16-bit). Norms, biases, the embedding table and boi/eoi stay in the backend's float type. */
 typedef struct glm_weight_formats {
     glm_weight_format decoder;
     glm_weight_format vision;
