@@ -5,7 +5,9 @@
 # Redis straight) and through glm4v-gateway (one HTTP request per job, non-streaming and
 # streaming). Prints one "gateway-bench" line per run and the overhead of each HTTP path against
 # glm4v-submit in wall time (median of the rounds). The same image in every job (the vision cache
-# serves all but the first): the figure is the path's, not the vision tower's.
+# serves all but the first): the figure is the path's, not the vision tower's. Each line also
+# gives the CPU seconds of the clients (glm4v-submit processes, or the HTTP driver) and of the
+# gateway, a figure that does not depend on what else the machine is doing.
 #   source .devdeps/env.sh && scripts/bench-gateway.sh [--tp N] [--jobs N] [--tokens N] [--rounds N]
 # On the CPU with the tiny model (a smoke run; figures are not GPU figures):
 #   BENCH_DEVICE=cpu BENCH_MODEL=../shared/testdata/glm4v-tiny-b BUILD_DIR=build-cpu \
@@ -50,12 +52,22 @@ api=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/gateway.log")
 # warm-up through both paths (first image through the vision tower, first shapes)
 python3 scripts/bench_gateway_load.py submit "$B/bin/glm4v-submit" "$url" bench 8 "$image" "$tokens" >/dev/null
 python3 scripts/bench_gateway_load.py http "$api" 8 "$image" "$tokens" >/dev/null
+# CPU seconds the gateway process has used so far (utime + stime from /proc)
+gateway_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$gateway_pid/stat"
+}
+http_run() { # http_run PATH: one HTTP run with the gateway's CPU seconds appended to its line
+    local before line
+    before=$(gateway_cpu)
+    line=$(python3 scripts/bench_gateway_load.py "$1" "$api" "$jobs" "$image" "$tokens")
+    echo "$line gateway_cpu_s=$(awk -v a="$(gateway_cpu)" -v b="$before" 'BEGIN { printf "%.2f", a - b }')" |
+        tee -a "$work/results.txt"
+}
 for r in $(seq "$rounds"); do
     python3 scripts/bench_gateway_load.py submit "$B/bin/glm4v-submit" "$url" bench "$jobs" "$image" \
         "$tokens" | tee -a "$work/results.txt"
-    python3 scripts/bench_gateway_load.py http "$api" "$jobs" "$image" "$tokens" | tee -a "$work/results.txt"
-    python3 scripts/bench_gateway_load.py http-stream "$api" "$jobs" "$image" "$tokens" |
-        tee -a "$work/results.txt"
+    http_run http
+    http_run http-stream
     echo "round $r done"
 done
 python3 - "$work/results.txt" <<'PY'

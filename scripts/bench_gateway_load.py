@@ -5,14 +5,16 @@ cluster at saturation), through one of two paths, with the same job content:
   submit  one glm4v-submit process per job (the protocol's own client, Redis straight)
   http    one thread per job POSTing to glm4v-gateway's /v1/chat/completions (stream or not)
 
-Prints one line: path, jobs, wall seconds, jobs/s, generated tokens/s, latency p50/p99 (ms) and
-the number of failed jobs.
+Prints one line: path, jobs, wall seconds, jobs/s, generated tokens/s, latency p50/p99 (ms), the
+number of failed jobs and the CPU seconds the clients used (this driver and, for submit, its
+glm4v-submit processes).
 
 usage: bench_gateway_load.py submit SUBMIT_BIN REDIS_URL PREFIX N IMAGE TOKENS
        bench_gateway_load.py http|http-stream GATEWAY_URL N IMAGE TOKENS
 """
 import base64
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -87,7 +89,12 @@ def main():
         results[i] = one(i)
         latency[i] = (time.monotonic() - t) * 1000
 
+    def cpu_s():
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
+
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    cpu0 = cpu_s()
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -99,7 +106,7 @@ def main():
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
     print(f"gateway-bench path={mode} jobs={n} wall_s={wall:.3f} jobs_per_s={len(done) / wall:.2f} "
           f"tokens_per_s={sum(done) / wall:.1f} p50_ms={statistics.median(lat):.0f} p99_ms={p99:.0f} "
-          f"failed={n - len(done)}")
+          f"failed={n - len(done)} client_cpu_s={cpu_s() - cpu0:.2f}")
 
 
 main()
