@@ -4,6 +4,7 @@
 # curl helper. Source it, then call gw_setup BIN_DIR TESTDATA.
 # shellcheck source=tests/e2e/serve_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/serve_lib.sh"
+# shellcheck disable=SC2034 # used by the tests that source this file
 GW_NODE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/node" && pwd)
 GW_PIDS=()
 
@@ -42,6 +43,7 @@ gw_start() {
         cat "$E2E_DIR/gw-$name.log" >&2
         return 1
     fi
+    # shellcheck disable=SC2034 # used by the tests that source this file
     GW_URL=http://127.0.0.1:$GW_PORT
 }
 
