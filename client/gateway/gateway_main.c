@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -183,6 +184,21 @@ static void drain(gw_context *g, gw_http *http, double drain_s)
     atomic_store(&g->aborting, true);
 }
 
+/* Each connection holds a socket and, while its job runs, a Redis connection: lift the soft limit
+ * on open files to the hard one so --max-connections is not cut short by the default 1024. */
+static void raise_file_limit(int max_connections)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return;
+    if (r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &r) != 0) getrlimit(RLIMIT_NOFILE, &r);
+    }
+    if (r.rlim_cur < (rlim_t)max_connections * 2 + 64)
+        fprintf(stderr, PROG ": warning: only %llu open files allowed for %d connections\n",
+                (unsigned long long)r.rlim_cur, max_connections);
+}
+
 int main(int argc, char **argv)
 {
     gateway_args a;
@@ -195,6 +211,7 @@ int main(int argc, char **argv)
     sigaddset(&stop_set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_file_limit(a.s.max_connections);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, PROG ": curl_global_init failed\n");
         return EXIT_RUNTIME;

@@ -40,6 +40,14 @@ glm_status gw_queue_create(const char *url, const char *password, const char *pr
     redisContext *ctx = NULL;
     glm_status st = glm_redis_client_connect(url, q->password[0] ? q->password : NULL, prefix,
                                              sizeof q->prefix, timeout_ms, &ctx, err);
+    if (st == GLM_ERR_IO || st == GLM_ERR_LIMIT) {
+        /* Redis down or still loading: start anyway (requests get 502, /health 503, until it
+         * answers), as a replica does; a bad URL or password stays fatal */
+        fprintf(stderr, "glm4v-gateway: warning: %s; serving anyway, retrying per request\n",
+                err->msg);
+        *out = q;
+        return GLM_OK;
+    }
     if (st != GLM_OK) {
         gw_queue_destroy(q);
         return st;

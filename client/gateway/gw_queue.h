@@ -12,7 +12,8 @@
 
 typedef struct gw_queue gw_queue;
 
-/* Checks the URL and the password by connecting once. timeout_ms bounds connect and commands. */
+/* Checks the URL and the password by connecting once; a Redis that does not answer yet is only
+ * a warning (each request connects again). timeout_ms bounds connect and commands. */
 glm_status gw_queue_create(const char *url, const char *password, const char *prefix,
                            int timeout_ms, gw_queue **out, glm_error *err);
 void gw_queue_destroy(gw_queue *q);
