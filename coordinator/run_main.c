@@ -16,6 +16,7 @@
 #include "common/cli.h"
 #include "coordinator/run_inputs.h"
 #include "coordinator/serve/run_once.h"
+#include "kernels/backend_registry.h"
 #include "worker/rank_context.h"
 #include "worker/safetensors.h"
 #include "worker/step_exec.h"
@@ -121,8 +122,11 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             ro->model_dir = optarg;
             break;
         case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "cpu-bf16")) {
-                if (!rank) fprintf(stderr, "glm4v-run: --device must be cpu, cuda or cpu-bf16\n");
+            if (!glm_backend_find(optarg)) { /* the backend registry: what this build has */
+                char names[128];
+                if (!rank)
+                    fprintf(stderr, "glm4v-run: --device must be one of: %s\n",
+                            glm_backend_names(names, sizeof(names)));
                 return 2;
             }
             ro->device = optarg;
