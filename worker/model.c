@@ -336,7 +336,7 @@ glm_status glm_model_step(glm_model *m, const glm_step_plan *plan, glm_step_outp
     if (glm_tensor_rows(&logits) != plan->n_logit_rows)
         return glm_fail(err, GLM_ERR_SHAPE, "the step produced %lld logit rows, not %d",
                         (long long)glm_tensor_rows(&logits), plan->n_logit_rows);
-    if (!m->be->ops->sample)
+    if (!m->be->caps.device_sampler)
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "%s backend cannot sample", m->be->name);
     glm_op_sample(m->be, out->ids_host, out->logprobs_host, logits, out->sample,
                   plan->n_logit_rows, 0);
