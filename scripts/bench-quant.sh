@@ -44,6 +44,9 @@ run() {
 run "$out/test_quant_cuda.log" "$B/bin/test_quant_cuda" --bench
 grep -vE "^linear |^quantize " "$out/test_quant_cuda.log" | head -60
 grep -E "CHECK" "$out/test_quant_cuda.log" | head -20
+# the batch-1 kernels' columns per warp that the bench found fastest, for the model runs below
+best=$(grep -o "best GLM4V_GEMVQ_COLS=[0-9]" "$out/test_quant_cuda.log" | cut -d= -f2)
+[ -n "$best" ] && export GLM4V_GEMVQ_COLS=$best && echo "GLM4V_GEMVQ_COLS=$best"
 run "$out/gpu_quant.log" ctest --test-dir "$B" -R 'gpu_quant_' --output-on-failure
 grep -E "accuracy:|same-weights|CHECK|tests passed|Failed" "$out/gpu_quant.log" | cut -c1-260
 for fmt in ${FORMATS:-bf16 fp8 int8 int4}; do

@@ -47,6 +47,7 @@ struct cuda_quant {
     int n_retired;
     quant_plan plans[QUANT_PLANS];
     int n_plans;
+    int gemv_cols; /* columns per warp of the batch-1 kernels (GLM4V_GEMVQ_COLS, default 2) */
 };
 
 static void destroy_plan(quant_plan *p)
@@ -76,8 +77,16 @@ void cuda_quant_destroy(cuda_backend *cb)
 static cuda_quant *quant_state(glm_backend *be)
 {
     cuda_backend *cb = cuda_impl(be);
-    if (!cb->quant) cb->quant = (cuda_quant *)calloc(1, sizeof(cuda_quant));
-    if (!cb->quant) glm_backend_fail(be, GLM_ERR_NOMEM, "linear: out of host memory");
+    if (!cb->quant) {
+        cb->quant = (cuda_quant *)calloc(1, sizeof(cuda_quant));
+        if (!cb->quant) {
+            glm_backend_fail(be, GLM_ERR_NOMEM, "linear: out of host memory");
+            return NULL;
+        }
+        const char *v = getenv("GLM4V_GEMVQ_COLS");
+        int cols = v && *v ? atoi(v) : 2;
+        cb->quant->gemv_cols = cols >= 4 ? 4 : cols >= 2 ? 2 : 1;
+    }
     return cb->quant;
 }
 
@@ -96,7 +105,8 @@ static bool ensure(glm_backend *be, cuda_quant *q, quant_buffer *b, size_t bytes
     }
     /* powers of two: a few growths cover every shape, so few buffers are ever retired */
     size_t rounded = 256;
-    while (rounded < bytes) rounded *= 2;
+    while (rounded < bytes)
+        rounded *= 2;
     bytes = rounded;
     cudaError_t e = cudaMalloc(&b->ptr, bytes);
     if (e != cudaSuccess) {
@@ -411,7 +421,7 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
         sx = (const float *)q->scale.ptr;
     }
     if (m <= GEMV_QUANT_MAX_ROWS &&
-        gemv_quant<T, OutT>(be, y, x, w, xq, sx, bias, gelu)) /* decode: gemv_quant.cuh */
+        gemv_quant<T, OutT>(be, y, x, w, xq, sx, bias, gelu, q->gemv_cols)) /* gemv_quant.cuh */
         return;
     if (be->status) return;
     bool done = w.format == GLM_WEIGHT_FP8 ? fp8_lt<T, OutT>(be, q, y, w, xq, sx, bias, gelu, m)

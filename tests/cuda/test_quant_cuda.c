@@ -209,10 +209,39 @@ static double time_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weigh
     return (now_ms() - t0) / reps;
 }
 
-static void bench(glm_backend *be)
+/* A weight of format f [n, k] on the device with random values (quantized there). */
+static glm_weight random_weight(glm_backend *be, glm_weight_format f, int64_t n, int64_t k)
 {
-    /* copy rate: bytes read + written of a 1 GiB device-to-device copy */
-    size_t bytes = (size_t)1 << 30;
+    int g = f == GLM_WEIGHT_INT4 ? GLM_INT4_GROUP : 0;
+    glm_weight w = {f,    f == GLM_WEIGHT_DENSE ? GLM_BF16 : GLM_F32,
+                    n,    k,
+                    g,    dev_copy(be, NULL, glm_weight_data_bytes(f, GLM_BF16, n, k)),
+                    NULL, NULL};
+    if (f == GLM_WEIGHT_DENSE) {
+        glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, n, k, w.data), 5, 0.f, 0.02f);
+        return w;
+    }
+    w.scales = dev_copy(be, NULL, glm_weight_scale_bytes(f, n, k, g));
+    if (f == GLM_WEIGHT_INT4) w.zeros = dev_copy(be, NULL, glm_weight_zero_bytes(f, n, k, g));
+    int64_t chunk = 256;
+    void *src = dev_copy(be, NULL, (size_t)(k * chunk) * 2);
+    glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, chunk, k, src), 5, 0.f, 0.02f);
+    for (int64_t r = 0; r < n; r += chunk)
+        glm_op_quantize(be, w, r, glm_tensor_2d(GLM_BF16, n - r < chunk ? n - r : chunk, k, src));
+    be->ops->free(be, src);
+    return w;
+}
+
+static void free_weight(glm_backend *be, glm_weight *w)
+{
+    be->ops->free(be, w->data);
+    if (w->scales) be->ops->free(be, w->scales);
+    if (w->zeros) be->ops->free(be, w->zeros);
+}
+
+static double copy_rate(glm_backend *be)
+{
+    size_t bytes = (size_t)1 << 30; /* bytes read + written of 1 GiB device-to-device copies */
     void *a = dev_copy(be, NULL, bytes), *b = dev_copy(be, NULL, bytes);
     be->ops->zero(be, a, bytes);
     be->ops->copy(be, b, a, bytes);
@@ -221,56 +250,73 @@ static void bench(glm_backend *be)
     for (int i = 0; i < 10; i++)
         be->ops->copy(be, b, a, bytes);
     be->ops->synchronize(be);
-    double copy_gbps = 2.0 * bytes * 10 / ((now_ms() - t0) * 1e6);
+    double gbps = 2.0 * bytes * 10 / ((now_ms() - t0) * 1e6);
     be->ops->free(be, a), be->ops->free(be, b);
-    printf("bench copy: %.0f GB/s (read + write)\n", copy_gbps);
+    return gbps;
+}
 
-    /* decode shapes of GLM-4V-9B at TP 1: qkv, dense, gate/up, down, output layer */
+/* Decode at batch 1 on the GLM-4V-9B shapes (TP 1: qkv, dense, gate/up, down, output layer):
+ * bytes of codes, scales and zero points read per second, per format; returns the quantized
+ * formats' total time (the figure GLM4V_GEMVQ_COLS is chosen by). */
+static double bench_decode(glm_backend *be, double copy_gbps, bool print)
+{
     const int64_t shapes[][2] = {
         {4608, 4096}, {4096, 4096}, {27392, 4096}, {4096, 13696}, {151552, 4096}};
     const glm_weight_format fs[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8, GLM_WEIGHT_INT8,
                                     GLM_WEIGHT_INT4};
-    printf("bench decode (M = 1): weight bytes read per second, and as a share of the copy rate\n");
+    double total = 0;
     for (int s = 0; s < 5; s++) {
         int64_t n = shapes[s][0], k = shapes[s][1];
-        void *dx = dev_copy(be, NULL, (size_t)(8 * k) * 2),
-             *dy = dev_copy(be, NULL, (size_t)n * 32);
-        be->ops->zero(be, dx, (size_t)(8 * k) * 2);
+        void *dx = dev_copy(be, NULL, (size_t)k * 2), *dy = dev_copy(be, NULL, (size_t)n * 4);
+        glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, 1, k, dx), 3, 0.f, 1.f);
         for (int fi = 0; fi < 4; fi++) {
             glm_weight_format f = fs[fi];
-            int g = f == GLM_WEIGHT_INT4 ? GLM_INT4_GROUP : 0;
-            size_t db = glm_weight_data_bytes(f, GLM_BF16, n, k);
-            glm_weight w = {f,    f == GLM_WEIGHT_DENSE ? GLM_BF16 : GLM_F32,
-                            n,    k,
-                            g,    dev_copy(be, NULL, db),
-                            NULL, NULL};
-            if (f != GLM_WEIGHT_DENSE) {
-                w.scales = dev_copy(be, NULL, glm_weight_scale_bytes(f, n, k, g));
-                void *src = dev_copy(be, NULL, (size_t)(k * 256) * 2);
-                if (f == GLM_WEIGHT_INT4)
-                    w.zeros = dev_copy(be, NULL, glm_weight_zero_bytes(f, n, k, g));
-                glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, 256, k, src), 5, 0.f, 0.02f);
-                for (int64_t r = 0; r < n; r += 256)
-                    glm_op_quantize(be, w, r,
-                                    glm_tensor_2d(GLM_BF16, n - r < 256 ? n - r : 256, k, src));
-                be->ops->free(be, src);
-            } else {
-                glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, n, k, w.data), 5, 0.f, 0.02f);
-            }
+            if (!(be->caps.weight_formats & GLM_WEIGHT_FORMAT_BIT(f))) continue;
+            glm_weight w = random_weight(be, f, n, k);
             double ms = time_linear(be, glm_tensor_2d(GLM_BF16, 1, n, dy),
                                     glm_tensor_2d(GLM_BF16, 1, k, dx), w, 50);
-            size_t read =
-                db + glm_weight_scale_bytes(f, n, k, g) + glm_weight_zero_bytes(f, n, k, g);
+            size_t read = glm_weight_data_bytes(f, GLM_BF16, n, k) +
+                          glm_weight_scale_bytes(f, n, k, w.group_size) +
+                          glm_weight_zero_bytes(f, n, k, w.group_size);
             double gbps = read / (ms * 1e6);
-            printf("  %-5s N %6lld K %5lld: %8.4f ms %6.0f GB/s %5.1f%% of copy\n",
-                   glm_weight_format_name(f), (long long)n, (long long)k, ms, gbps,
-                   100.0 * gbps / copy_gbps);
-            be->ops->free(be, w.data);
-            if (w.scales) be->ops->free(be, w.scales);
-            if (w.zeros) be->ops->free(be, w.zeros);
+            if (f != GLM_WEIGHT_DENSE) total += ms;
+            if (print)
+                printf("  %-5s N %6lld K %5lld: %8.4f ms %6.0f GB/s %5.1f%% of copy\n",
+                       glm_weight_format_name(f), (long long)n, (long long)k, ms, gbps,
+                       100.0 * gbps / copy_gbps);
+            free_weight(be, &w);
         }
         be->ops->free(be, dx), be->ops->free(be, dy);
     }
+    return total;
+}
+
+static void bench(glm_backend *be)
+{
+    double copy_gbps = copy_rate(be);
+    printf("bench copy: %.0f GB/s (read + write)\n", copy_gbps);
+    /* the batch-1 kernels' columns per warp: each variant on a backend of its own */
+    int best = 2;
+    double best_ms = 0;
+    for (int cols = 1; cols <= 4; cols *= 2) {
+        char v[16];
+        snprintf(v, sizeof(v), "%d", cols);
+        setenv("GLM4V_GEMVQ_COLS", v, 1);
+        glm_backend *b = NULL;
+        glm_error err = {0};
+        if (glm_backend_cuda_create(0, &b, &err)) continue;
+        printf("bench decode (M = 1), GLM4V_GEMVQ_COLS=%d: bytes read per second and share of "
+               "the copy rate\n",
+               cols);
+        double ms = bench_decode(b, copy_gbps, true);
+        printf("  quantized shapes in all: %.3f ms\n", ms);
+        if (best_ms == 0 || ms < best_ms) best = cols, best_ms = ms;
+        glm_backend_destroy(b);
+    }
+    unsetenv("GLM4V_GEMVQ_COLS");
+    printf("bench best GLM4V_GEMVQ_COLS=%d\n", best);
+    const glm_weight_format fs[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8, GLM_WEIGHT_INT8,
+                                    GLM_WEIGHT_INT4};
     /* prefill and vision shapes: TFLOP/s per format */
     const int64_t big[][3] = {{2048, 27392, 4096}, {2048, 4096, 13696}, {6401, 15360, 1792},
                               {6401, 1792, 15360}, {32, 27392, 4096},   {128, 27392, 4096}};
@@ -282,30 +328,13 @@ static void bench(glm_backend *be)
         glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, m, k, dx), 7, 0.f, 1.f);
         for (int fi = 0; fi < 4; fi++) {
             glm_weight_format f = fs[fi];
-            int g = f == GLM_WEIGHT_INT4 ? GLM_INT4_GROUP : 0;
-            glm_weight w = {f,    f == GLM_WEIGHT_DENSE ? GLM_BF16 : GLM_F32,
-                            n,    k,
-                            g,    dev_copy(be, NULL, glm_weight_data_bytes(f, GLM_BF16, n, k)),
-                            NULL, NULL};
-            void *src = dev_copy(be, NULL, (size_t)(n * k) * 2);
-            glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, n, k, src), 9, 0.f, 0.02f);
-            if (f != GLM_WEIGHT_DENSE) {
-                w.scales = dev_copy(be, NULL, glm_weight_scale_bytes(f, n, k, g));
-                if (f == GLM_WEIGHT_INT4)
-                    w.zeros = dev_copy(be, NULL, glm_weight_zero_bytes(f, n, k, g));
-                glm_op_quantize(be, w, 0, glm_tensor_2d(GLM_BF16, n, k, src));
-            } else {
-                be->ops->copy(be, w.data, src, (size_t)(n * k) * 2);
-            }
-            be->ops->free(be, src);
+            glm_weight w = random_weight(be, f, n, k);
             double ms = time_linear(be, glm_tensor_2d(GLM_BF16, m, n, dy),
                                     glm_tensor_2d(GLM_BF16, m, k, dx), w, 10);
             printf("  %-5s M %5lld N %6lld K %5lld: %8.3f ms %7.1f TFLOP/s\n",
                    glm_weight_format_name(f), (long long)m, (long long)n, (long long)k, ms,
                    2.0 * m * n * k / (ms * 1e9));
-            be->ops->free(be, w.data);
-            if (w.scales) be->ops->free(be, w.scales);
-            if (w.zeros) be->ops->free(be, w.zeros);
+            free_weight(be, &w);
         }
         be->ops->free(be, dx), be->ops->free(be, dy);
     }
@@ -313,15 +342,39 @@ static void bench(glm_backend *be)
     CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "bench: %s", err.msg);
 }
 
+/* The batch-1 kernels with 1 and 4 columns per warp (the default is 2), on backends of their own:
+ * odd column counts leave a warp with fewer real columns than it computes. */
+static void check_decode_variants(glm_backend *cpu)
+{
+    const glm_weight_format fs[] = {GLM_WEIGHT_FP8, GLM_WEIGHT_INT8, GLM_WEIGHT_INT4};
+    for (int cols = 1; cols <= 4; cols *= 4) {
+        setenv("GLM4V_GEMVQ_COLS", cols == 1 ? "1" : "4", 1);
+        glm_backend *gpu = NULL;
+        glm_error err = {0};
+        CHECK_MSG(glm_backend_cuda_create(0, &gpu, &err) == GLM_OK, "%s", err.msg);
+        for (int i = 0; gpu && i < 3; i++) {
+            if (!(gpu->caps.weight_formats & GLM_WEIGHT_FORMAT_BIT(fs[i]))) continue;
+            printf("GLM4V_GEMVQ_COLS=%d: ", cols);
+            check_linear(gpu, cpu, fs[i], 1, 77, 512, true, false, true, 1e-5);
+            printf("GLM4V_GEMVQ_COLS=%d: ", cols);
+            check_linear(gpu, cpu, fs[i], 1, 5, 1024, false, true, true, 1e-5);
+        }
+        glm_backend_destroy(gpu);
+    }
+    unsetenv("GLM4V_GEMVQ_COLS");
+}
+
 int main(int argc, char **argv)
 {
     test_rng_seed(&rng, 2024);
     glm_backend *gpu = NULL, *cpu = NULL;
     glm_error err = {0};
+    unsetenv("GLM4V_GEMVQ_COLS");
     if (glm_backend_cuda_create(0, &gpu, &err) || glm_backend_cpu_create(0, &cpu, &err)) {
         fprintf(stderr, "test_quant_cuda: %s\n", err.msg);
         return 1;
     }
+    check_decode_variants(cpu);
     const glm_weight_format fs[] = {GLM_WEIGHT_FP8, GLM_WEIGHT_INT8, GLM_WEIGHT_INT4};
     for (int i = 0; i < 3; i++) {
         glm_weight_format f = fs[i];
