@@ -1,6 +1,13 @@
 /* The backend registry: every backend of this build, with what it can do, in one table
  * (kernels/backend.c). Callers find a backend by its --device word and then ask its capabilities
- * (glm_backend_caps, also in every created backend as be->caps), never compare names. */
+ * (glm_backend_caps, also in every created backend as be->caps), never compare names.
+ *
+ * Adding a backend: fill a glm_backend_ops table in kernels/<name>/ (one file per op family, as
+ * cpu/ and cuda/ do); write its constructor and, beside it, its glm_backend_entry with honest caps
+ * (test_kernels_backend_registry checks them against the ops you filled); list the entry in
+ * backend.c's table. --device <name> then works in glm4v-run and glm4v-serve. Its collectives
+ * bits choose the communicator (worker/comm.h): host memory pairs with MPI, device memory needs a
+ * communicator of its own kind, registered the same way in worker/comm.c. */
 #ifndef GLM4V_BACKEND_REGISTRY_H
 #define GLM4V_BACKEND_REGISTRY_H
 
