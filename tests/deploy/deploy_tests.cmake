@@ -19,3 +19,8 @@ add_test(NAME deploy_slurm COMMAND bash ${_deploy_dir}/test_slurm.sh ${CMAKE_BIN
   ${GLM4V_TESTDATA} ${CMAKE_SOURCE_DIR})
 set_tests_properties(deploy_slurm PROPERTIES LABELS "deploy;slurm" TIMEOUT 300 RUN_SERIAL TRUE
   SKIP_RETURN_CODE 77)
+# The same across two Slurm nodes on fake hosts (network namespaces): a replica of TP 2 over both.
+add_test(NAME deploy_slurm_nodes COMMAND bash ${_deploy_dir}/test_slurm_nodes.sh
+  ${CMAKE_BINARY_DIR}/bin ${GLM4V_TESTDATA} ${CMAKE_SOURCE_DIR})
+set_tests_properties(deploy_slurm_nodes PROPERTIES LABELS "deploy;slurm;multihost" TIMEOUT 300
+  RUN_SERIAL TRUE SKIP_RETURN_CODE 77)

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# deploy/slurm across two Slurm nodes: two fake hosts (network namespaces, scripts/netns-hosts.sh),
+# one slurmd on each under its own host name, CPU ranks, the tiny test model.
+# glm4v-sweep.sbatch with GLM4V_NODES_PER_REPLICA=2 runs one replica of TP 2 whose rank 1 is on the
+# second node (mpirun starts its daemon there through Slurm) and its private Redis on the first
+# node's address: the job completes with exit 0 and drains, every row is answered with the ids
+# glm4v-run gives alone, and the replica's all-reduces crossed the second node's veth.
+# usage: test_slurm_nodes.sh BIN_DIR TESTDATA REPO
+set -u
+bin=$(cd "$1" && pwd)
+model=$(cd "$2" && pwd)/glm4v-tiny-b
+repo=$(cd "$3" && pwd)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
+passed=0
+failed=0
+check() { # check "what" command...
+    local what=$1
+    shift
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: $what" >&2
+    fi
+}
+
+missing=""
+for tool in slurmctld slurmd munged sbatch ip nsenter unshare redis-server; do
+    command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+if [ "$(id -u)" -ne 0 ] || [ -n "$missing" ] || ! ip netns add glm4vs-probe 2>/dev/null; then
+    why=${missing:+missing:$missing (scripts/setup.sh installs slurm-wlm and munge)}
+    [ "$(id -u)" -eq 0 ] || why="not root"
+    [ -n "$why" ] || why="cannot create network namespaces"
+    if [ "${CI:-}" = true ]; then
+        echo "FAIL: a two-node Slurm is needed in CI: $why" >&2
+        exit 1
+    fi
+    echo "SKIP: $why" >&2
+    exit 77
+fi
+ip netns del glm4vs-probe
+
+# shellcheck source=tests/deploy/slurm_cluster.sh
+. "$(dirname "$0")/slurm_cluster.sh"
+d=$(mktemp -d)
+cleanup() {
+    if [ -n "$SLURM_DIR" ]; then slurm_in scancel --quiet --user=root 2>/dev/null || true; fi
+    slurm_down
+    if [ -n "${E2E_KEEP:-}" ]; then echo "kept $d" >&2; else rm -rf "$d"; fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+t0=$SECONDS
+slurm_up "$d/slurm" 2 || exit 1
+echo "[$((SECONDS - t0))s] Slurm up: $(slurm_in sinfo -h -N -o '%N %t' | tr '\n' ' ')"
+
+mkdir -p "$d/data/img"
+/usr/bin/python3 "$repo/tests/e2e/sweep/make_data.py" "$d/data" 4 2 >"$d/data/q.jsonl"
+export GLM4V_HOME=$repo GLM4V_BIN=$bin GLM4V_MODEL=$model GLM4V_DEVICE=cpu GLM4V_START_TIMEOUT=120
+export GLM4V_DRAIN_TIMEOUT=60 GLM4V_NODES_PER_REPLICA=2 GLM4V_RUN_DIR=$d/run
+export GLM4V_SWEEP_IN=$d/data/q.jsonl GLM4V_SWEEP_OUT=$d/answers.jsonl GLM4V_SWEEP_ARGS="--max-new-tokens 5"
+unset GLM4V_REDIS GLM4V_REDIS_PASSWORD_FILE
+
+veth_bytes() { echo $(($(cat /sys/class/net/glm4vs-v2/statistics/rx_bytes) + $(cat /sys/class/net/glm4vs-v2/statistics/tx_bytes))); }
+before=$(veth_bytes)
+# the nodes have 4 CPUs and 1 GPU each, not the script's 16 and 2: adapted on the command line
+job=$(slurm_in sbatch --parsable --nodes=2 --cpus-per-task=2 --gpus-per-node=1 \
+    --output="$d/sweep-%j.out" "$repo/deploy/slurm/glm4v-sweep.sbatch")
+check "sbatch accepted ($job)" [ -n "$job" ]
+state=""
+deadline=$((SECONDS + 150))
+while [ "$SECONDS" -lt "$deadline" ]; do
+    info=$(slurm_in scontrol show job "$job" -o 2>/dev/null)
+    case $info in *JobState=PENDING* | *JobState=RUNNING* | *JobState=COMPLETING* | *JobState=CONFIGURING*) ;; *) break ;; esac
+    sleep 0.5
+done
+state=$(grep -o 'JobState=[A-Z_]* .*ExitCode=[0-9:]*' <<<"$info" | awk '{print $1, $NF}')
+crossed=$(($(veth_bytes) - before))
+echo "[$((SECONDS - t0))s] sweep job over two nodes: $state, $crossed bytes through the second node's veth"
+check "the job completed with exit 0 ($state)" [ "$state" = "JobState=COMPLETED ExitCode=0:0" ]
+check "one replica of TP 2 over both nodes" grep -q "1 replica(s) of TP 2 on glm4vs-h1 glm4vs-h2" "$d/sweep-$job.out"
+check "the private Redis listens on the first node's address" grep -q "private Redis at redis://198.18.79.1:" "$d/sweep-$job.out"
+check "every row answered once, no errors" \
+    /usr/bin/python3 "$repo/tests/e2e/sweep/check.py" complete "$d/data/q.jsonl" "$d/answers.jsonl"
+check "every row has the ids of glm4v-run alone" /usr/bin/python3 "$repo/tests/e2e/sweep/check.py" \
+    vs-run "$bin" "$model" "$d/data/q.jsonl" "$d/answers.jsonl" "$d/data" 1 5
+check "rank 1's traffic crossed the second node's veth ($crossed bytes)" [ "$crossed" -gt 50000 ]
+check "the replica drained" grep -q "draining" "$d/run/replica-0.log"
+if [ "$failed" -gt 0 ]; then
+    for f in "$d"/sweep-*.out "$d/run/replica-0.log"; do
+        echo "---- $f" >&2
+        tail -n 30 "$f" >&2
+    done
+fi
+echo "[$((SECONDS - t0))s] done"
+echo "deploy_slurm_nodes: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
