@@ -169,14 +169,22 @@ static int fetch_once(const char *url, const gw_image_policy *p, long timeout_ms
 {
     CURL *h = curl_easy_init();
     if (!h) return gw_fail(e, 500, "server_error", NULL, NULL, "curl_easy_init failed");
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    /* The options that keep the fetch to http(s), this one URL and the size limit must take:
+     * a libcurl too old for one of them fails the fetch rather than running without it. */
+    CURLcode set = curl_easy_setopt(h, CURLOPT_URL, url);
+    if (set == CURLE_OK) set = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (set == CURLE_OK) set = curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    if (set == CURLE_OK) set = curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    if (set == CURLE_OK)
+        set = curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_image_bytes);
+    if (set == CURLE_OK) set = curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    if (set != CURLE_OK) {
+        curl_easy_cleanup(h);
+        return gw_fail(e, 500, "server_error", NULL, NULL, "libcurl refused an option: %s",
+                       curl_easy_strerror(set));
+    }
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p->max_image_bytes);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "glm4v-gateway");
