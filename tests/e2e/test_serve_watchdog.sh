@@ -6,7 +6,8 @@
 #    the fault finishes the job exactly once;
 #  - SIGSTOP of rank 0 mid-job: rank 1 gives up the same way;
 #  - kill -9 of rank 1 mid-job: the rest of its replica is gone within seconds.
-# Set E2E_MPI_BTL (e.g. tcp,self) to run the replicas over that Open MPI transport.
+# Set E2E_MPI_BTL (e.g. tcp,self) to run the replicas over that Open MPI transport, and
+# E2E_WATCHDOG_QUICK=1 to stop after the first fault (the idle replica and SIGSTOP of rank 1).
 # usage: test_serve_watchdog.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
@@ -88,6 +89,8 @@ fault_run stop1 STOP 1
 e2e_check "stop1: rank 0 reported the silent peer" \
     grep -q "step watchdog: rank 0: .*rank 1 did not answer" "$E2E_DIR/stop1.log"
 e2e_check "stop1: and aborted the replica" grep -q "aborting the replica" "$E2E_DIR/stop1.log"
+
+[ -n "${E2E_WATCHDOG_QUICK:-}" ] && e2e_finish serve_watchdog && exit 0
 
 # 3. rank 0 stopped: rank 1 gives up waiting on it
 fault_run stop0 STOP 0
