@@ -24,3 +24,4 @@ add_test(NAME tp2_run_tcp
                  --max-new-tokens 4)
 list(APPEND _tcp_tests tp2_comm_tcp tp2_comm_watchdog_tcp tp2_run_tcp)
 set_tests_properties(${_tcp_tests} PROPERTIES ENVIRONMENT "${_tcp_env}" TIMEOUT 60 LABELS tcp)
+set_tests_properties(tp2_comm_watchdog_tcp PROPERTIES RUN_SERIAL TRUE) # timed deadlines
