@@ -3,6 +3,7 @@
 
 #include "client/gateway/gw_follow.h"
 #include "client/gateway/gw_openai.h"
+#include "coordinator/queue/job_fingerprint.h"
 #include "coordinator/queue/redis_conn.h"
 
 #include <poll.h>
@@ -18,6 +19,7 @@ struct gw_chat {
     gw_context *g;
     gw_request req;
     char job_id[48], completion_id[64];
+    char fingerprint[GLM_FINGERPRINT_LEN + 1]; /* of the Job we queued */
     gw_answer_meta meta;
     redisContext *ctx;
     bool redis_healthy;
@@ -57,6 +59,23 @@ static void reply_error(gw_reply *out, const gw_error *e)
     out->status = e->http_status;
     out->body = gw_error_json(e);
     out->stream = NULL;
+}
+
+/* True when Result r does not carry an answer for this request (fills e): an error Result, an
+ * aborted job, or the Result of another job that used our id (its fingerprint differs; with
+ * random ids this is a defence, not an expected case). */
+static bool result_failed(const gw_chat *c, const glm_result *r, gw_error *e)
+{
+    if (!glm_fingerprint_matches(r->job_fingerprint, c->fingerprint)) {
+        gw_fail(e, 500, "server_error", "ID_CONFLICT", NULL,
+                "the job id was used by another job; this is not our answer");
+        return true;
+    }
+    if (r->error_code == GLM_EC_OK && r->finish_reason != GLM_FINISH_ERROR &&
+        r->finish_reason != GLM_FINISH_ABORTED)
+        return false;
+    gw_error_from_result(e, r->error_code, r->finish_reason, r->error_message);
+    return true;
 }
 
 static void cancel_job(gw_chat *c)
@@ -200,15 +219,14 @@ static void on_stream_event(gw_chat *c, const gw_event *ev)
     uint32_t restarts = c->follow.restarts;
     gw_follow_outcome o;
     if (ev->chunk) {
+        if (!glm_fingerprint_matches(ev->chunk->job_fingerprint, c->fingerprint)) return;
         o = gw_follower_on_chunk(&c->follow, ev->chunk, &d);
         if (c->follow.restarts != restarts) atomic_fetch_add(&c->g->metrics.failovers, 1);
         if (o == GW_FOLLOW_OK) push_delta(c, &d, ev->chunk->logprobs, ev->chunk->n_logprobs);
     } else {
         const glm_result *r = ev->result;
         c->result_seen = true;
-        if (r->error_code != GLM_EC_OK || r->finish_reason == GLM_FINISH_ERROR ||
-            r->finish_reason == GLM_FINISH_ABORTED) {
-            gw_error_from_result(&e, r->error_code, r->finish_reason, r->error_message);
+        if (result_failed(c, r, &e)) {
             end_with_error(c, &e);
             return;
         }
@@ -292,6 +310,7 @@ static int submit(gw_chat *c, gw_error *e)
     glm_error err = {0};
     if (glm_job_encode(&c->req.job, &bytes, &len, &err) != GLM_OK)
         return gw_fail(e, 500, "server_error", NULL, NULL, "encoding the job: %s", err.msg);
+    glm_job_fingerprint_bytes(bytes, len, c->fingerprint); /* as the server computes it */
     glm_status st = gw_queue_acquire(g->queue, &c->ctx, &err);
     if (st != GLM_OK) {
         free(bytes);
@@ -338,9 +357,7 @@ static void answer_whole(gw_chat *c, gw_event *ev, size_t n, gw_reply *out)
             const glm_result *r = ev[i].result;
             if (!r) continue;
             c->result_seen = true;
-            if (r->error_code != GLM_EC_OK || r->finish_reason == GLM_FINISH_ERROR ||
-                r->finish_reason == GLM_FINISH_ABORTED) {
-                gw_error_from_result(&e, r->error_code, r->finish_reason, r->error_message);
+            if (result_failed(c, r, &e)) {
                 reply_error(out, &e);
             } else {
                 out->status = 200;
@@ -430,10 +447,8 @@ void gw_chat_start(gw_context *g, const char *body, size_t len, int client_fd, g
         return;
     }
     const glm_result *r0 = ev[0].result;
-    if (r0 && (r0->error_code != GLM_EC_OK || r0->finish_reason == GLM_FINISH_ERROR ||
-               r0->finish_reason == GLM_FINISH_ABORTED)) {
+    if (r0 && result_failed(c, r0, &e)) {
         c->result_seen = true;
-        gw_error_from_result(&e, r0->error_code, r0->finish_reason, r0->error_message);
         reply_error(out, &e);
         gw_events_free(ev, n);
         gw_chat_finish(c);
