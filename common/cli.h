@@ -6,7 +6,7 @@
 
 #include <stdbool.h>
 
-#include "kernels/weight_format.h"
+#include "common/dtype.h" /* glm_weight_format */
 
 /* A real number in [lo, hi]. */
 bool glm_cli_number(const char *prog, const char *flag, const char *s, double lo, double hi,

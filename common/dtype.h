@@ -1,6 +1,6 @@
-/* The element types of tensors, and host-side conversions between the float formats that
- * checkpoints and backends use. Everything above common/ (kernels, worker, coordinator) takes
- * glm_dtype from here. */
+/* The element types of tensors, the formats of linear weights, and host-side conversions between
+ * the float formats that checkpoints and backends use. Everything above common/ (kernels, worker,
+ * coordinator) takes glm_dtype and glm_weight_format from here. */
 #ifndef GLM4V_DTYPE_H
 #define GLM4V_DTYPE_H
 
@@ -17,6 +17,15 @@ typedef enum glm_dtype {
 
 size_t glm_dtype_size(glm_dtype dtype);
 const char *glm_dtype_name(glm_dtype dtype);
+
+/* How a linear layer's weight is stored (the semantics of each: kernels/weight_format.h). */
+typedef enum glm_weight_format {
+    GLM_WEIGHT_DENSE = 0, /* bit 0 of glm_backend_caps.weight_formats: GLM_WEIGHT_FORMATS_16BIT */
+    GLM_WEIGHT_FP8,
+    GLM_WEIGHT_INT8,
+    GLM_WEIGHT_INT4,
+    GLM_WEIGHT_N_FORMATS
+} glm_weight_format;
 
 static inline float glm_bf16_to_f32(uint16_t h)
 {

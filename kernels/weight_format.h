@@ -36,13 +36,8 @@
 #include "common/status.h"
 #include "kernels/tensor.h"
 
-typedef enum glm_weight_format {
-    GLM_WEIGHT_DENSE = 0, /* bit 0 of glm_backend_caps.weight_formats: GLM_WEIGHT_FORMATS_16BIT */
-    GLM_WEIGHT_FP8,
-    GLM_WEIGHT_INT8,
-    GLM_WEIGHT_INT4,
-    GLM_WEIGHT_N_FORMATS
-} glm_weight_format;
+/* glm_weight_format (dense, fp8, int8, int4) is in common/dtype.h, beside glm_dtype, so that
+ * common/cli.c can parse --weights without reaching up into kernels/. */
 
 #define GLM_WEIGHT_FORMAT_BIT(f) (1u << (unsigned)(f))
 #define GLM_WEIGHT_FORMATS_QUANTIZED                                                               \
