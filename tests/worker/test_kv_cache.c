@@ -359,6 +359,16 @@ static void test_prefix_off(void)
     glm_block_table_release(&t, &a);
     glm_block_table_release(&u, &a);
     CHECK(a.n_free == 8 && a.n_empty == 8);
+    /* turning it on later: a block size is needed, and a second call changes nothing */
+    glm_error err = {0};
+    CHECK(glm_block_allocator_enable_prefix(&a, 0, &err) == GLM_ERR_INVALID_ARG && !a.hash);
+    CHECK(glm_block_allocator_enable_prefix(&a, BS, NULL) == GLM_OK && a.hash);
+    glm_row_key *keys = a.rows;
+    CHECK(glm_block_allocator_enable_prefix(&a, BS, NULL) == GLM_OK && a.rows == keys);
+    CHECK(run_prompt(&a, &t, rows, 9) == 0 && run_prompt(&a, &u, rows, 9) == 8);
+    glm_block_table_release(&t, &a);
+    glm_block_table_release(&u, &a);
+    check_books(&a);
     glm_block_table_free(&t), glm_block_table_free(&u);
     glm_block_allocator_free(&a);
 }
