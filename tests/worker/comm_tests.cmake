@@ -19,12 +19,15 @@ endforeach()
 # registries (test_comm_watchdog.c); a few seconds, most of it the stalls it provokes.
 add_executable(test_comm_watchdog test_comm_watchdog.c)
 target_link_libraries(test_comm_watchdog PRIVATE glm4v_testutil glm4v_worker)
-add_test(NAME tp2_comm_watchdog
-         COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none -np 2
-                 $<TARGET_FILE:test_comm_watchdog>)
-# RUN_SERIAL: its deadlines are timed, so it runs alone
-set_tests_properties(tp2_comm_watchdog PROPERTIES
-  ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 60 LABELS comm RUN_SERIAL TRUE)
+# At TP 4 the report also says where the live peers are.
+foreach(np 2 4)
+  add_test(NAME tp${np}_comm_watchdog
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none -np ${np}
+                   $<TARGET_FILE:test_comm_watchdog>)
+  # RUN_SERIAL: its deadlines are timed, so it runs alone
+  set_tests_properties(tp${np}_comm_watchdog PROPERTIES
+    ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 60 LABELS comm RUN_SERIAL TRUE)
+endforeach()
 
 # A worker that cannot run a plan breaks its group, so its replica ends at once (test_worker_loop.c).
 add_executable(test_worker_loop test_worker_loop.c)
