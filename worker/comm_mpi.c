@@ -67,10 +67,13 @@ static glm_status finish(glm_comm *c, MPI_Request *req, const char *what, size_t
 {
     mpi_impl *impl = impl_of(c);
     int timeout_ms = glm_comm_timeout_ms(c);
-    glm_wait_result r = glm_watchdog_wait(impl->watch, req, timeout_ms);
+    glm_error why = {0};
+    glm_wait_result r = glm_watchdog_wait(impl->watch, req, timeout_ms, &why);
     if (r == GLM_WAIT_DONE) return GLM_OK;
     if (r == GLM_WAIT_MPI_ERROR)
-        return glm_comm_fail(c, GLM_ERR_COMM, "mpi %s on rank %d failed", what, c->rank);
+        return glm_comm_fail(c, GLM_ERR_COMM,
+                             "mpi %s of %zu %s on rank %d failed (a peer died?): %s", what, count,
+                             unit, c->rank, why.msg);
     char peers[384];
     glm_watchdog_report(impl->watch, glm_watchdog_grace_ms(timeout_ms), peers, sizeof(peers));
     return glm_comm_fail(c, GLM_ERR_TIMEOUT,
@@ -197,6 +200,7 @@ glm_status glm_comm_mpi_create(glm_backend *be, const void *mpi_comm, glm_comm *
         mpi_destroy(c);
         return glm_fail(err, GLM_ERR_COMM, "MPI_Comm_dup failed");
     }
+    glm_watchdog_errors_return(impl->comm); /* a lost peer is a status we report */
     glm_status st = glm_watchdog_create(impl->comm, &impl->watch, err);
     if (st) {
         mpi_destroy(c);

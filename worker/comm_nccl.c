@@ -281,10 +281,12 @@ static glm_status nccl_broadcast_host(glm_comm *comm, void *bytes, size_t n, int
     MPI_Request req;
     GLM_MPI_CHECK(&comm->err, MPI_Ibcast(bytes, (int)n, MPI_BYTE, root, nc->host, &req));
     int timeout_ms = (int)(deadline_s(comm) * 1e3);
-    glm_wait_result r = glm_watchdog_wait(nc->watch, &req, timeout_ms);
+    glm_error why = {0};
+    glm_wait_result r = glm_watchdog_wait(nc->watch, &req, timeout_ms, &why);
     if (r == GLM_WAIT_DONE) return GLM_OK;
     if (r == GLM_WAIT_MPI_ERROR)
-        return glm_comm_fail(comm, GLM_ERR_COMM, "mpi %s on rank %d failed", what, comm->rank);
+        return glm_comm_fail(comm, GLM_ERR_COMM, "mpi %s on rank %d failed (a peer died?): %s",
+                             what, comm->rank, why.msg);
     ncclCommAbort(nc->comm);
     nc->aborted = 1;
     char peers[384];
@@ -447,6 +449,7 @@ glm_status glm_comm_nccl_create(glm_backend *be, const void *mpi_comm, glm_comm 
             nc->host = MPI_COMM_NULL;
             st = glm_fail(err, GLM_ERR_COMM, "nccl communicator: MPI_Comm_dup failed");
         }
+        if (st == GLM_OK) glm_watchdog_errors_return(nc->host);
         if (st == GLM_OK) st = glm_watchdog_create(nc->host, &nc->watch, err);
     }
     if (st != GLM_OK) {

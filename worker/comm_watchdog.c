@@ -60,6 +60,7 @@ glm_status glm_watchdog_create(MPI_Comm parent, glm_watchdog **out, glm_error *e
         free(w);
         return glm_fail(err, GLM_ERR_COMM, "watchdog: MPI_Comm_dup failed");
     }
+    glm_watchdog_errors_return(w->comm);
     MPI_Comm_rank(w->comm, &w->rank);
     MPI_Comm_size(w->comm, &w->size);
     w->answers = calloc((size_t)w->size, sizeof(answer));
@@ -109,12 +110,24 @@ void glm_watchdog_answer(glm_watchdog *w)
     }
 }
 
-glm_wait_result glm_watchdog_wait(glm_watchdog *w, MPI_Request *req, int timeout_ms)
+void glm_watchdog_errors_return(MPI_Comm comm)
+{
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+}
+
+glm_wait_result glm_watchdog_wait(glm_watchdog *w, MPI_Request *req, int timeout_ms, glm_error *why)
 {
     double start = now_ms();
     for (;;) {
         int done = 0;
-        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return GLM_WAIT_MPI_ERROR;
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            char msg[MPI_MAX_ERROR_STRING];
+            int len = 0;
+            MPI_Error_string(rc, msg, &len);
+            glm_fail(why, GLM_ERR_COMM, "%.*s", len, msg);
+            return GLM_WAIT_MPI_ERROR;
+        }
         if (done) return GLM_WAIT_DONE;
         double waited = now_ms() - start;
         if (timeout_ms > 0 && waited > timeout_ms) return GLM_WAIT_TIMEOUT;

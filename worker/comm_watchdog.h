@@ -40,8 +40,14 @@ typedef enum glm_wait_result {
 /* Polls *req until it completes or timeout_ms passes (<= 0: no deadline), answering peers'
  * questions meanwhile. Spins at first (a collective of a healthy group completes in microseconds
  * to milliseconds), then sleeps between polls so that a long wait (an idle server's worker
- * waiting for the next plan) costs no core. On a timeout the request stays pending. */
-glm_wait_result glm_watchdog_wait(glm_watchdog *w, MPI_Request *req, int timeout_ms);
+ * waiting for the next plan) costs no core. On a timeout the request stays pending; on an MPI
+ * error (a peer's connection reset: its process died) *why receives MPI's message. */
+glm_wait_result glm_watchdog_wait(glm_watchdog *w, MPI_Request *req, int timeout_ms,
+                                  glm_error *why);
+
+/* Makes MPI calls on comm return their errors instead of ending the process, so that a lost peer
+ * becomes a status this code can report (MPI's default is to abort at once, without context). */
+void glm_watchdog_errors_return(MPI_Comm comm);
 
 /* After a deadline passed: asks every peer where it is, waits at most grace_ms for the answers
  * (answering the peers' own questions meanwhile) and writes one line into buf, e.g.
