@@ -40,46 +40,98 @@ static glm_status parse_ids(const char *list, glm_run_inputs *in, glm_error *err
     return GLM_OK;
 }
 
-/* FILE[:TENSOR] holding [1, C, S, S] pixels of any float dtype. */
+/* Room for n more images at the end of in->pixels; returns where they go, NULL when out of
+ * memory. */
+static float *append_images(const glm_model_config *cfg, glm_run_inputs *in, int n)
+{
+    const glm_vision_config *v = &cfg->vision;
+    size_t floats = (size_t)v->in_channels * v->image_size * v->image_size;
+    float *p = realloc(in->pixels, sizeof(float) * floats * (size_t)(in->n_images + n));
+    if (!p) return NULL;
+    in->pixels = p;
+    p += floats * (size_t)in->n_images;
+    in->n_images += n;
+    return p;
+}
+
+/* Splits FILE[:TENSOR] (tensor default pixel_values) into path and name. */
+static const char *split_spec(const char *spec, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s", spec);
+    char *colon = strrchr(path, ':');
+    if (!colon || colon == path) return "pixel_values";
+    *colon = '\0';
+    return spec + (colon - path) + 1;
+}
+
+/* Opens FILE[:TENSOR] and checks it is [n, C, S, S] for this model (n >= 1). */
+static glm_status open_pixels(const char *spec, const glm_model_config *cfg, glm_safetensors **st,
+                              const glm_st_tensor **t, glm_error *err)
+{
+    char path[4096];
+    const char *name = split_spec(spec, path, sizeof(path));
+    if (!cfg->has_vision)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels given but the model has no vision");
+    if (glm_safetensors_open(path, st, err))
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s", err->msg);
+    *t = glm_safetensors_find(*st, name);
+    const glm_vision_config *v = &cfg->vision;
+    glm_status s = GLM_OK;
+    if (!*t)
+        s = glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s has no tensor '%s'", path, name);
+    else if ((*t)->ndim != 4 || (*t)->shape[0] < 1 || (*t)->shape[1] != v->in_channels ||
+             (*t)->shape[2] != v->image_size || (*t)->shape[3] != v->image_size)
+        s = glm_fail(err, GLM_ERR_INVALID_ARG,
+                     "--pixels: %s:%s has shape [%lld,%lld,%lld,%lld], the model needs "
+                     "[n,%d,%d,%d] (n images)",
+                     path, name, (long long)(*t)->shape[0], (long long)(*t)->shape[1],
+                     (long long)(*t)->shape[2], (long long)(*t)->shape[3], v->in_channels,
+                     v->image_size, v->image_size);
+    if (s) {
+        glm_safetensors_close(*st);
+        *st = NULL;
+    }
+    return s;
+}
+
+/* FILE[:TENSOR] holding [n, C, S, S] pixels of any float dtype: n more images. */
 static glm_status load_pixels(const char *spec, const glm_model_config *cfg, glm_run_inputs *in,
                               glm_error *err)
 {
-    char path[4096];
-    const char *name = "pixel_values";
-    snprintf(path, sizeof(path), "%s", spec);
-    char *colon = strrchr(path, ':');
-    if (colon && colon != path) {
-        *colon = '\0';
-        name = spec + (colon - path) + 1;
-    }
-    if (!cfg->has_vision)
-        return glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels given but the model has no vision");
     glm_safetensors *st = NULL;
-    glm_status s = glm_safetensors_open(path, &st, err);
-    if (s) return glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s", err->msg);
-    const glm_st_tensor *t = glm_safetensors_find(st, name);
+    const glm_st_tensor *t = NULL;
+    glm_status s = open_pixels(spec, cfg, &st, &t, err);
+    if (s) return s;
     const glm_vision_config *v = &cfg->vision;
-    if (!t) {
-        s = glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s has no tensor '%s'", path, name);
-    } else if (t->ndim != 4 || t->shape[0] != 1 || t->shape[1] != v->in_channels ||
-               t->shape[2] != v->image_size || t->shape[3] != v->image_size) {
-        s = glm_fail(err, GLM_ERR_INVALID_ARG,
-                     "--pixels: %s:%s has shape [%lld,%lld,%lld,%lld], the model needs "
-                     "[1,%d,%d,%d]",
-                     path, name, (long long)t->shape[0], (long long)t->shape[1],
-                     (long long)t->shape[2], (long long)t->shape[3], v->in_channels, v->image_size,
-                     v->image_size);
-    } else {
-        size_t n = (size_t)v->in_channels * v->image_size * v->image_size;
-        in->pixels = malloc(n * sizeof(float));
-        if (!in->pixels)
-            s = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
-        else if (glm_convert(in->pixels, GLM_F32, t->data, t->dtype, n))
-            s = glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s:%s is not a float tensor", path,
-                         name);
-    }
+    size_t n = (size_t)t->shape[0] * v->in_channels * v->image_size * v->image_size;
+    float *dst = append_images(cfg, in, (int)t->shape[0]);
+    if (!dst)
+        s = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    else if (glm_convert(dst, GLM_F32, t->data, t->dtype, n))
+        s = glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s is not a float tensor", spec);
     glm_safetensors_close(st);
     return s;
+}
+
+glm_status glm_run_count_images(const glm_run_args *a, int *n_images, glm_error *err)
+{
+    *n_images = a->n_images;
+    for (int i = 0; i < a->n_pixels; i++) {
+        char path[4096];
+        const char *name = split_spec(a->pixels[i], path, sizeof(path));
+        glm_safetensors *st = NULL;
+        if (glm_safetensors_open(path, &st, err))
+            return glm_fail(err, GLM_ERR_INVALID_ARG, "--pixels: %s", err->msg);
+        const glm_st_tensor *t = glm_safetensors_find(st, name);
+        long long n = t && t->ndim == 4 ? (long long)t->shape[0] : 1;
+        glm_safetensors_close(st);
+        if (n < 1 || n > GLM_RUN_MAX_IMAGES - *n_images)
+            return glm_fail(err, GLM_ERR_INVALID_ARG, "more than %d images", GLM_RUN_MAX_IMAGES);
+        *n_images += (int)n;
+    }
+    if (*n_images > GLM_RUN_MAX_IMAGES)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "more than %d images", GLM_RUN_MAX_IMAGES);
+    return GLM_OK;
 }
 
 /* --image FILE: decode, convert, resize, normalize exactly as the server does. */
@@ -103,14 +155,14 @@ static glm_status load_image(const char *path, const glm_model_config *cfg, glm_
     size_t got = bytes ? fread(bytes, 1, (size_t)n, f) : 0;
     fclose(f);
     const glm_vision_config *v = &cfg->vision;
-    size_t count = (size_t)v->in_channels * v->image_size * v->image_size;
     glm_status st = GLM_OK;
+    float *dst = NULL;
     if (!bytes || got != (size_t)n)
         st = glm_fail(err, GLM_ERR_IO, "--image: cannot read %s", path);
-    else if (!(in->pixels = malloc(count * sizeof(float))))
+    else if (!(dst = append_images(cfg, in, 1)))
         st = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
-    else if ((st = glm_image_preprocess(bytes, (size_t)n, v->image_size, &limits, in->pixels, err)))
-        glm_error_prefix(err, "--image %s", path);
+    else if ((st = glm_image_preprocess(bytes, (size_t)n, v->image_size, &limits, dst, err)))
+        glm_error_prefix(err, "--image %s (image %d)", path, in->n_images);
     free(bytes);
     return st ? (st == GLM_ERR_NOMEM || st == GLM_ERR_IO ? st : GLM_ERR_INVALID_ARG) : GLM_OK;
 }
@@ -132,7 +184,8 @@ static glm_status encode_prompt(const glm_run_args *a, glm_run_inputs *in, glm_e
     msgs[n++] = (glm_chat_message){.role = GLM_CHAT_USER,
                                    .content = a->prompt,
                                    .content_len = strlen(a->prompt),
-                                   .has_image = a->image != NULL};
+                                   .has_image = a->n_images > 0,
+                                   .n_images = (size_t)a->n_images};
     glm_chat_prompt prompt = {0};
     st = glm_chat_template_apply(tok, msgs, n, true, &prompt, err);
     if (st) return st;
@@ -147,14 +200,17 @@ glm_status glm_run_inputs_prepare(const glm_run_args *a, const glm_model_config 
     (void)image_rows;
     memset(in, 0, sizeof(*in));
     glm_status st = a->input_ids ? parse_ids(a->input_ids, in, err) : encode_prompt(a, in, err);
-    if (!st && a->pixels) st = load_pixels(a->pixels, cfg, in, err);
-    if (!st && a->image) st = load_image(a->image, cfg, in, err);
+    for (int i = 0; !st && i < a->n_pixels; i++)
+        st = load_pixels(a->pixels[i], cfg, in, err);
+    for (int i = 0; !st && i < a->n_images; i++)
+        st = load_image(a->images[i], cfg, in, err);
     if (!st && a->dump_pixels && in->pixels) {
         const glm_vision_config *v = &cfg->vision;
         glm_st_write_tensor t = {.name = "pixel_values",
                                  .dtype = GLM_F32,
                                  .ndim = 4,
-                                 .shape = {1, v->in_channels, v->image_size, v->image_size},
+                                 .shape = {in->n_images, v->in_channels, v->image_size,
+                                           v->image_size},
                                  .data = in->pixels};
         st = glm_safetensors_write(a->dump_pixels, &t, 1, err);
     } else if (!st && a->dump_pixels) {

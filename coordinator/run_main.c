@@ -36,9 +36,11 @@ static void usage(FILE *f)
                "  --input-ids 1,2,3        prompt as token ids\n"
                "  --prompt TEXT            prompt text (chat template applied)\n"
                "  --system TEXT            system message\n"
-               "  --image FILE             JPEG/PNG/WebP image for the prompt\n"
-               "  --pixels FILE[:TENSOR]   preprocessed pixels [1,3,S,S] from a safetensors file\n"
-               "                           (tensor default: pixel_values)\n"
+               "  --image FILE             JPEG/PNG/WebP image for the prompt; repeat for several\n"
+               "                           (in prompt order, all in the user message, at most 8)\n"
+               "  --pixels FILE[:TENSOR]   preprocessed pixels [n,3,S,S] (n images) from a\n"
+               "                           safetensors file (tensor default: pixel_values);\n"
+               "                           repeatable, in prompt order\n"
                "  --max-new-tokens N       tokens to generate (default 32; 0: prefill only)\n"
                "  --ignore-eos             do not stop at eos ids\n"
                "  --dump-logits OUT        write logits [prompt positions, vocab] float32 to OUT\n"
@@ -155,11 +157,15 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             a->system = optarg;
             break;
         case O_IMAGE:
-            a->image = optarg;
+        case O_PIXELS: {
+            int *n = c == O_IMAGE ? &a->n_images : &a->n_pixels;
+            if (*n == GLM_RUN_MAX_IMAGES) {
+                if (!rank) fprintf(stderr, "glm4v-run: more than %d images\n", GLM_RUN_MAX_IMAGES);
+                return 2;
+            }
+            (c == O_IMAGE ? a->images : a->pixels)[(*n)++] = optarg;
             break;
-        case O_PIXELS:
-            a->pixels = optarg;
-            break;
+        }
         case O_MAXNEW:
             if (!glm_cli_int("glm4v-run", "--max-new-tokens", optarg, 0, 1 << 20, &v)) return 2;
             a->max_new_tokens = (int)v;
@@ -226,11 +232,11 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         if (!rank) fprintf(stderr, "glm4v-run: give exactly one of --input-ids and --prompt\n");
         return 2;
     }
-    if (a->image && a->pixels) {
+    if (a->n_images && a->n_pixels) {
         if (!rank) fprintf(stderr, "glm4v-run: give --image or --pixels, not both\n");
         return 2;
     }
-    if (a->input_ids && (a->image || a->system)) {
+    if (a->input_ids && (a->n_images || a->system)) {
         if (!rank)
             fprintf(stderr, "glm4v-run: --image and --system need --prompt (with --input-ids, "
                             "give preprocessed --pixels and the image ids yourself)\n");
@@ -267,6 +273,7 @@ static int drive(glm_rank_context *ctx, glm_run_args *a)
         req.ids = in.ids;
         req.n_ids = in.n_ids;
         req.pixels = in.pixels;
+        req.n_images = in.n_images;
         st = glm_run_once_validate(ctx->model, &req, &spliced, &err);
     }
     if (st) {
@@ -312,10 +319,26 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return code;
     }
+    /* every rank sizes its vision batch and image pool for the prompt's images: rank 0 counts
+     * them (reading --pixels headers) and tells the others; -1 stops them all on an input error */
+    int n_images = 0;
+    if (rank == 0) {
+        glm_error cerr = {0};
+        if (glm_run_count_images(&args, &n_images, &cerr)) {
+            fprintf(stderr, "glm4v-run: %s\n", cerr.msg);
+            n_images = -1;
+        }
+    }
+    MPI_Bcast(&n_images, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (n_images < 0) {
+        MPI_Finalize();
+        return 2;
+    }
     ro.model.max_seqs = 1;
     ro.model.max_step_tokens = args.prefill_chunk;
     ro.model.max_logit_rows = args.dump_logits ? args.prefill_chunk : 1;
-    ro.model.image_pool_slots = 1;
+    ro.model.max_images = n_images > 0 ? n_images : 1;
+    ro.model.image_pool_slots = ro.model.max_images;
 
     glm_rank_context ctx;
     glm_error err = {0};

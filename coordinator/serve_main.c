@@ -17,6 +17,7 @@
 
 #include "common/cli.h"
 #include "coordinator/serve/metrics.h"
+#include "coordinator/serve/scheduler.h"
 #include "coordinator/serve/serve_loop.h"
 #include "worker/rank_context.h"
 #include "worker/step_exec.h"
@@ -50,7 +51,10 @@ static void usage(FILE *f)
         "  --prefill-chunk N          prompt rows per sequence per step (default 512)\n"
         "  --max-new-tokens N         default when a job gives none (default 256)\n"
         "  --vision-cache N           image embeddings kept (default 16); also the most\n"
-        "                             image sequences running at once\n"
+        "                             images of running sequences at once\n"
+        "  --max-images-per-prompt N  images one job may carry, in any user messages (default 4,\n"
+        "                             at most 8; more: ERROR_TOO_MANY_IMAGES); several images are\n"
+        "                             an extension, the model was trained with one\n"
         "  --no-vision-reuse          never reuse a cached embedding (to measure the cache)\n"
         "  --no-prefix-cache          compute every prompt in full, never reusing the KV blocks\n"
         "                             of an earlier prompt's equal beginning (to measure it)\n"
@@ -100,6 +104,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         O_CRASH,
         O_RANDOM,
         O_PREP,
+        O_MAXIMG,
         O_HELP
     };
     static const struct option opts[] = {
@@ -131,6 +136,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {"crash-on-prompt", 1, 0, O_CRASH},
         {"random-weights", 1, 0, O_RANDOM},
         {"prep-threads", 1, 0, O_PREP},
+        {"max-images-per-prompt", 1, 0, O_MAXIMG},
         {"help", 0, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -160,6 +166,7 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {O_STEPTO, "--step-timeout-ms", 0, 86400000, &ro->step_timeout_ms},
         {O_MPORT, "--metrics-port", 0, 65535, &so->metrics_port},
         {O_PREP, "--prep-threads", 1, 64, &so->prep_threads},
+        {O_MAXIMG, "--max-images-per-prompt", 1, GLM_SEQ_MAX_IMAGES, &so->max_images_per_prompt},
     };
     opterr = 0;
     int c;
@@ -260,6 +267,15 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         if (!rank) fprintf(stderr, "glm4v-serve: batch/budget/chunk/cache values out of range\n");
         return 2;
     }
+    /* a sequence's images are all held, and the new ones encoded, in the step admitting it */
+    if (so->vision_cache < so->max_images_per_prompt) {
+        if (!rank)
+            fprintf(stderr, "glm4v-serve: --vision-cache %d must hold --max-images-per-prompt %d\n",
+                    so->vision_cache, so->max_images_per_prompt);
+        return 2;
+    }
+    if (so->max_images_per_step < so->max_images_per_prompt)
+        so->max_images_per_step = so->max_images_per_prompt;
     /* the model's capacities follow the scheduler's */
     ro->model.max_seqs = so->max_batch;
     ro->model.max_step_tokens = so->max_tokens_per_step;

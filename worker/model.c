@@ -265,6 +265,11 @@ int glm_model_image_rows(const glm_model *m)
     return m->image_rows;
 }
 
+int glm_model_max_images(const glm_model *m)
+{
+    return m->opt.max_images;
+}
+
 void glm_model_describe_memory(const glm_model *m, char *buf, size_t len)
 {
     const double gib = 1 << 30;

@@ -52,6 +52,8 @@ int glm_model_kv_block_size(const glm_model *m);
 int glm_model_max_blocks_per_seq(const glm_model *m);
 /* Vectors one image occupies in the prompt after splicing: boi + patches + eoi (1602). */
 int glm_model_image_rows(const glm_model *m);
+/* Images one vision batch takes (options.max_images): a prompt's images are encoded together. */
+int glm_model_max_images(const glm_model *m);
 /* One line: weights / KV cache / scratch bytes on this rank. */
 void glm_model_describe_memory(const glm_model *m, char *buf, size_t len);
 

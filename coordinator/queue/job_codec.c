@@ -85,7 +85,7 @@ glm_job_limits glm_job_limits_default(void)
         .max_messages = 64,
         .max_content_bytes = 1u << 20,
         .max_image_bytes = 20u << 20,
-        .max_images = 1,
+        .max_images = 4,
         .max_new_tokens = 8192,
         .max_stop = 16,
         .max_stop_bytes = 256,
@@ -176,8 +176,14 @@ glm_status glm_job_decode(const void *bytes, size_t len, glm_job **out, glm_job_
                     "job version %u, this server speaks 1..%u", pb->has_version ? pb->version : 0,
                     GLM4V_PROTOCOL_VERSION);
     }
+    size_t n_more = 0;
+    for (size_t i = 0; st == GLM_OK && i < pb->n_messages; i++)
+        n_more += pb->messages[i]->n_more_images;
     glm_job *job = st == GLM_OK ? calloc(1, sizeof *job) : NULL;
-    glm_message *msgs = st == GLM_OK ? calloc(pb->n_messages + 1, sizeof *msgs) : NULL;
+    /* one block: the messages, then every message's more_images parts */
+    glm_message *msgs = st == GLM_OK ? calloc(1, (pb->n_messages + 1) * sizeof *msgs +
+                                                     n_more * sizeof(glm_image_part))
+                                     : NULL;
     if (st == GLM_OK && (!job || !msgs))
         st = refuse(problem, GLM_ERR_NOMEM, GLM_EC_INTERNAL, "out of memory decoding job");
     if (st != GLM_OK) {
@@ -186,6 +192,7 @@ glm_status glm_job_decode(const void *bytes, size_t len, glm_job **out, glm_job_
         glm4v__job__free_unpacked(pb, NULL);
         return st;
     }
+    glm_image_part *parts = (glm_image_part *)(msgs + pb->n_messages + 1);
 
     job->version = pb->version;
     job->id = pb->id ? pb->id : "";
@@ -200,6 +207,14 @@ glm_status glm_job_decode(const void *bytes, size_t len, glm_job **out, glm_job_
                                                                       : (const uint8_t *)"";
             msgs[i].image_bytes = m->image->has_data ? m->image->data.len : 0;
             if (m->image->format) msgs[i].image_format = m->image->format;
+        }
+        msgs[i].more_images = parts;
+        msgs[i].n_more_images = m->n_more_images;
+        for (size_t k = 0; k < m->n_more_images; k++, parts++) {
+            const Glm4v__ImageInput *in = m->more_images[k];
+            parts->data = in->has_data && in->data.data ? in->data.data : (const uint8_t *)"";
+            parts->bytes = in->has_data ? in->data.len : 0;
+            parts->format = in->format ? in->format : "";
         }
     }
     job->messages = msgs;
@@ -333,20 +348,31 @@ glm_status glm_job_validate(const glm_job *job, const glm_job_limits *limits, gl
         if (!utf8_valid(content))
             return refuse(pr, bad, GLM_EC_INVALID_REQUEST, "message %zu is not valid UTF-8", i);
         if (n > 0 || m->image) n_nonempty++;
-        if (!m->image) continue;
-        n_images++;
+        if (!m->image) {
+            if (m->n_more_images > 0)
+                return refuse(pr, bad, GLM_EC_INVALID_REQUEST,
+                              "message %zu has more_images but no image", i);
+            continue;
+        }
         if (m->role != GLM_ROLE_USER)
             return refuse(pr, bad, GLM_EC_INVALID_REQUEST, "image in a %s message (user only)",
                           glm_role_name(m->role));
-        if (m->image_bytes == 0)
-            return refuse(pr, GLM_ERR_FORMAT, GLM_EC_BAD_IMAGE, "message %zu has an empty image",
-                          i);
-        if (m->image_bytes > lim->max_image_bytes)
-            return refuse(pr, GLM_ERR_LIMIT, GLM_EC_IMAGE_TOO_LARGE,
-                          "image of %zu bytes > limit %zu", m->image_bytes, lim->max_image_bytes);
+        /* images are numbered 1, 2, ... across the job in prompt order, as errors name them */
+        for (size_t k = 0; k < glm_message_n_images(m); k++) {
+            glm_image_part im = glm_message_image(m, k);
+            n_images++;
+            if (im.bytes == 0)
+                return refuse(pr, GLM_ERR_FORMAT, GLM_EC_BAD_IMAGE,
+                              "image %zu (message %zu) is empty", n_images, i);
+            if (im.bytes > lim->max_image_bytes)
+                return refuse(pr, GLM_ERR_LIMIT, GLM_EC_IMAGE_TOO_LARGE,
+                              "image %zu (message %zu) of %zu bytes > limit %zu", n_images, i,
+                              im.bytes, lim->max_image_bytes);
+        }
     }
     if (n_images > lim->max_images)
-        return refuse(pr, GLM_ERR_LIMIT, GLM_EC_TOO_MANY_IMAGES, "%zu images > limit %zu", n_images,
+        return refuse(pr, GLM_ERR_LIMIT, GLM_EC_TOO_MANY_IMAGES,
+                      "%zu images > this server's limit of %zu per prompt", n_images,
                       lim->max_images);
     if (n_nonempty == 0) return refuse(pr, bad, GLM_EC_EMPTY_PROMPT, "every message is empty");
     return validate_sampling(&job->sampling, lim, pr);
@@ -371,18 +397,50 @@ glm_status glm_pack_message(const ProtobufCMessage *m, uint8_t **bytes, size_t *
     return GLM_OK;
 }
 
+size_t glm_message_n_images(const glm_message *m)
+{
+    return m->image ? 1 + m->n_more_images : 0;
+}
+
+glm_image_part glm_message_image(const glm_message *m, size_t k)
+{
+    if (k == 0)
+        return (glm_image_part){.data = m->image,
+                                .bytes = m->image_bytes,
+                                .format = m->image_format ? m->image_format : ""};
+    glm_image_part p = m->more_images[k - 1];
+    if (!p.format) p.format = "";
+    return p;
+}
+
+static void image_input_of(Glm4v__ImageInput *out, glm_image_part part)
+{
+    glm4v__image_input__init(out);
+    out->has_data = 1;
+    out->data.data = (uint8_t *)part.data;
+    out->data.len = part.bytes;
+    if (part.format && *part.format) out->format = (char *)part.format;
+}
+
 glm_status glm_job_encode(const glm_job *job, uint8_t **bytes, size_t *len, glm_error *err)
 {
-    size_t nm = job->n_messages;
+    size_t nm = job->n_messages, n_more = 0;
+    for (size_t i = 0; i < nm; i++)
+        if (job->messages[i].image) n_more += job->messages[i].n_more_images;
     Glm4v__Message *msgs = calloc(nm + 1, sizeof *msgs);
     Glm4v__Message **msg_ptrs = calloc(nm + 1, sizeof *msg_ptrs);
     Glm4v__ImageInput *images = calloc(nm + 1, sizeof *images);
-    if (!msgs || !msg_ptrs || !images) {
+    Glm4v__ImageInput *more = calloc(n_more + 1, sizeof *more);
+    Glm4v__ImageInput **more_ptrs = calloc(n_more + 1, sizeof *more_ptrs);
+    if (!msgs || !msg_ptrs || !images || !more || !more_ptrs) {
         free(msgs);
         free(msg_ptrs);
         free(images);
+        free(more);
+        free(more_ptrs);
         return glm_fail(err, GLM_ERR_NOMEM, "encoding job %s", job->id ? job->id : "");
     }
+    size_t used = 0;
     for (size_t i = 0; i < nm; i++) {
         const glm_message *m = &job->messages[i];
         glm4v__message__init(&msgs[i]);
@@ -390,12 +448,14 @@ glm_status glm_job_encode(const glm_job *job, uint8_t **bytes, size_t *len, glm_
         msgs[i].role = (Glm4v__Role)m->role;
         msgs[i].content = (char *)(m->content ? m->content : "");
         if (m->image) {
-            glm4v__image_input__init(&images[i]);
-            images[i].has_data = 1;
-            images[i].data.data = (uint8_t *)m->image;
-            images[i].data.len = m->image_bytes;
-            if (m->image_format && *m->image_format) images[i].format = (char *)m->image_format;
+            image_input_of(&images[i], glm_message_image(m, 0));
             msgs[i].image = &images[i];
+            msgs[i].n_more_images = m->n_more_images;
+            msgs[i].more_images = m->n_more_images ? more_ptrs + used : NULL;
+            for (size_t k = 1; k <= m->n_more_images; k++, used++) {
+                image_input_of(&more[used], glm_message_image(m, k));
+                more_ptrs[used] = &more[used];
+            }
         }
         msg_ptrs[i] = &msgs[i];
     }
@@ -437,5 +497,7 @@ glm_status glm_job_encode(const glm_job *job, uint8_t **bytes, size_t *len, glm_
     free(msgs);
     free(msg_ptrs);
     free(images);
+    free(more);
+    free(more_ptrs);
     return st;
 }

@@ -80,13 +80,28 @@ typedef struct glm_sampling {
 /* The defaults an unset SamplingParams field takes (temperature 1, top_p 1, rest 0/off). */
 glm_sampling glm_sampling_defaults(void);
 
+/* An image after a message's first one (Message.more_images). */
+typedef struct glm_image_part {
+    const uint8_t *data;
+    size_t bytes;
+    const char *format; /* hint, "" when unset */
+} glm_image_part;
+
 typedef struct glm_message {
     glm_role role;
     const char *content;  /* NUL-terminated UTF-8, never NULL after decode ("" if unset) */
-    const uint8_t *image; /* NULL when the message has no image */
+    const uint8_t *image; /* its first image; NULL when the message has none */
     size_t image_bytes;
     const char *image_format; /* hint, "" when unset */
+    /* its second, third, ... image, in prompt order (only with image set) */
+    const glm_image_part *more_images;
+    size_t n_more_images;
 } glm_message;
+
+/* Images a message carries: image plus more_images. */
+size_t glm_message_n_images(const glm_message *m);
+/* Its k-th image (0: image, then more_images). */
+glm_image_part glm_message_image(const glm_message *m, size_t k);
 
 typedef struct glm_job {
     uint32_t version;
@@ -156,7 +171,7 @@ typedef struct glm_job_limits {
     size_t max_messages;
     size_t max_content_bytes; /* per message */
     size_t max_image_bytes;
-    size_t max_images;       /* GLM-4V: 1 */
+    size_t max_images;       /* images in the whole job (--max-images-per-prompt, default 4) */
     uint32_t max_new_tokens; /* upper bound on SamplingParams.max_new_tokens */
     size_t max_stop;         /* stop strings */
     size_t max_stop_bytes;   /* per stop string */

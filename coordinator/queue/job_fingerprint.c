@@ -93,6 +93,14 @@ void glm_job_fingerprint(const glm_job *job, char out[GLM_FINGERPRINT_LEN + 1])
         put_str(h, m->content);
         put_u64(h, m->image != NULL);
         if (m->image) put_bytes(h, m->image, m->image_bytes);
+        /* hashed only when present, so one-image jobs keep the fingerprint they always had */
+        if (m->image && m->n_more_images > 0) {
+            put_u64(h, m->n_more_images);
+            for (size_t k = 1; k <= m->n_more_images; k++) {
+                glm_image_part im = glm_message_image(m, k);
+                put_bytes(h, im.data, im.bytes);
+            }
+        }
     }
     put_sampling(h, &job->sampling);
     end_hash(h, out);

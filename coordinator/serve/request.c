@@ -49,6 +49,40 @@ static glm_error_code image_error_code(glm_status st)
     }
 }
 
+/* Every image of the job, in prompt order, into r->pixels ([n, C, S, S]) and the sequence's
+ * image keys. A bad image fails the job alone, naming which one (1-based, prompt order). */
+static glm_status load_images(glm_request *r, const glm_request_env *env, size_t n_images,
+                              glm_error_code *code, glm_error *err)
+{
+    const glm_job *job = r->job;
+    const glm_vision_config *v = &env->cfg->vision;
+    size_t floats = (size_t)v->in_channels * v->image_size * v->image_size;
+    if (n_images > GLM_SEQ_MAX_IMAGES) {
+        *code = GLM_EC_TOO_MANY_IMAGES;
+        return glm_fail(err, GLM_ERR_LIMIT, "%zu images > %d per prompt", n_images,
+                        GLM_SEQ_MAX_IMAGES);
+    }
+    r->pixels = malloc(n_images * floats * sizeof(float));
+    if (!r->pixels) return glm_fail(err, GLM_ERR_NOMEM, "out of memory for pixels");
+    size_t at = 0;
+    for (size_t i = 0; i < job->n_messages; i++) {
+        const glm_message *m = &job->messages[i];
+        for (size_t k = 0; k < glm_message_n_images(m); k++, at++) {
+            glm_image_part im = glm_message_image(m, k);
+            glm_status st = glm_image_preprocess(im.data, im.bytes, v->image_size,
+                                                 &env->image_limits, r->pixels + at * floats, err);
+            if (st) {
+                *code = image_error_code(st);
+                glm_error_prefix(err, "image %zu of %zu (message %zu)", at + 1, n_images, i);
+                return st;
+            }
+            r->seq.image_keys[at] = glm_image_key_of(im.data, im.bytes);
+        }
+    }
+    r->seq.pixels = r->pixels;
+    return GLM_OK;
+}
+
 /* job -> ids (chat template) and pixels; fills r->seq's layout. */
 static glm_status build_prompt(glm_request *r, const glm_request_env *env, glm_error_code *code,
                                glm_error *err)
@@ -57,42 +91,30 @@ static glm_status build_prompt(glm_request *r, const glm_request_env *env, glm_e
     const glm_model_config *cfg = env->cfg;
     glm_chat_message *msgs = calloc(job->n_messages ? job->n_messages : 1, sizeof(*msgs));
     if (!msgs) return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
-    const glm_message *image_msg = NULL;
+    size_t n_images = 0;
     for (size_t i = 0; i < job->n_messages; i++) {
         msgs[i].role = chat_role(job->messages[i].role);
         msgs[i].content = job->messages[i].content;
         msgs[i].content_len = strlen(job->messages[i].content);
-        msgs[i].has_image = job->messages[i].image != NULL;
-        if (msgs[i].has_image) image_msg = &job->messages[i];
+        msgs[i].n_images = glm_message_n_images(&job->messages[i]);
+        msgs[i].has_image = msgs[i].n_images > 0;
+        n_images += msgs[i].n_images;
     }
     glm_chat_prompt prompt = {0};
     glm_status st = glm_chat_template_apply(env->tok, msgs, job->n_messages, true, &prompt, err);
     free(msgs);
     if (st) {
-        *code = GLM_EC_INVALID_REQUEST;
+        *code = st == GLM_ERR_LIMIT ? GLM_EC_TOO_MANY_IMAGES : GLM_EC_INVALID_REQUEST;
         return st;
     }
-    if (image_msg && !cfg->has_vision) {
+    if (n_images > 0 && !cfg->has_vision) {
         glm_chat_prompt_free(&prompt);
         *code = GLM_EC_UNSUPPORTED_IMAGE;
         return glm_fail(err, GLM_ERR_UNSUPPORTED, "this model has no vision tower");
     }
-    if (image_msg) {
-        const glm_vision_config *v = &cfg->vision;
-        size_t n = (size_t)v->in_channels * v->image_size * v->image_size;
-        r->pixels = malloc(n * sizeof(float));
-        if (!r->pixels)
-            st = glm_fail(err, GLM_ERR_NOMEM, "out of memory for pixels");
-        else
-            st = glm_image_preprocess(image_msg->image, image_msg->image_bytes, v->image_size,
-                                      &env->image_limits, r->pixels, err);
-        if (st) {
-            *code = image_error_code(st);
-            glm_chat_prompt_free(&prompt);
-            return st;
-        }
-        r->seq.pixels = r->pixels;
-        r->seq.image_key = glm_image_key_of(image_msg->image, image_msg->image_bytes);
+    if (n_images > 0 && (st = load_images(r, env, n_images, code, err))) {
+        glm_chat_prompt_free(&prompt);
+        return st;
     }
     st = glm_prompt_layout_build(prompt.ids.ids, (int)prompt.ids.n, cfg->boi_token_id,
                                  cfg->eoi_token_id, cfg->pad_token_id, env->image_rows,

@@ -35,7 +35,7 @@ typedef struct glm_request {
     glm_queue_job entry; /* stream entry id, job id, deliveries, and the job's bytes */
     glm_job *job;        /* decoded in glm_request_prepare; NULL before, or when undecodable */
     glm_sequence seq;    /* seq.request points back here; seq.state is the job's state */
-    float *pixels;       /* [C, S, S] */
+    float *pixels;       /* [n_images, C, S, S], prompt order */
     glm_detokenizer detok;
     glm_bytes text;      /* decoded so far */
     size_t text_emitted; /* bytes of text already streamed */

@@ -37,15 +37,22 @@ glm_status glm_run_once_validate(const glm_model *m, const glm_run_once_request 
     if (n_images > 0 && !cfg->has_vision)
         return glm_fail(err, GLM_ERR_INVALID_ARG,
                         "the prompt has an image but the model has no vision tower");
-    if (n_images > 1)
-        return glm_fail(err, GLM_ERR_UNSUPPORTED, "the prompt has %d images; GLM-4V takes one",
-                        n_images);
+    if (n_images > GLM_SEQ_MAX_IMAGES || n_images > glm_model_max_images(m))
+        return glm_fail(err, GLM_ERR_LIMIT,
+                        "the prompt has %d images; this model instance takes at most %d (and never "
+                        "more than %d)",
+                        n_images, glm_model_max_images(m), GLM_SEQ_MAX_IMAGES);
+    int given = !req->pixels ? 0 : req->n_images > 0 ? req->n_images : 1;
     if (n_images > 0 && !req->pixels)
         return glm_fail(err, GLM_ERR_INVALID_ARG,
                         "the prompt has an image but no pixels were given");
     if (n_images == 0 && req->pixels)
         return glm_fail(err, GLM_ERR_INVALID_ARG,
                         "pixels were given but the prompt has no <|begin_of_image|> marker");
+    if (given != n_images)
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "the prompt has %d image markers but %d images were given", n_images,
+                        given);
     int64_t rows = (int64_t)n_rows + req->max_new_tokens;
     if (rows > cfg->seq_length)
         return glm_fail(err, GLM_ERR_LIMIT,
@@ -61,7 +68,7 @@ glm_status glm_run_once_validate(const glm_model *m, const glm_run_once_request 
     return GLM_OK;
 }
 
-static glm_status make_scheduler(glm_model *m, const glm_run_once_request *req,
+static glm_status make_scheduler(glm_model *m, const glm_run_once_request *req, int n_images,
                                  glm_image_cache *images, glm_scheduler **out, glm_error *err)
 {
     const glm_model_config *cfg = glm_model_config_of(m);
@@ -70,7 +77,7 @@ static glm_status make_scheduler(glm_model *m, const glm_run_once_request *req,
         .max_batch = 1,
         .max_tokens_per_step = chunk,
         .prefill_chunk = chunk,
-        .max_images_per_step = 1,
+        .max_images_per_step = n_images > 0 ? n_images : 1,
         .block_size = glm_model_kv_block_size(m),
         .n_blocks = glm_model_kv_blocks(m),
         .max_blocks_per_seq = glm_model_max_blocks_per_seq(m),
@@ -125,15 +132,18 @@ glm_status glm_run_once(glm_model *m, const glm_run_once_request *req, glm_run_o
     glm_step_driver *driver = NULL;
     glm_sequence q = {0};
     st = build_layout(m, req, &q.layout, err);
-    if (!st) st = glm_image_cache_create(1, &images, err);
-    if (!st) st = make_scheduler(m, req, images, &sched, err);
+    int n_images = st ? 0 : q.layout.n_images;
+    if (!st) st = glm_image_cache_create(n_images > 0 ? n_images : 1, &images, err);
+    if (!st) st = make_scheduler(m, req, n_images, images, &sched, err);
     if (!st) st = glm_step_driver_create(m, sched, &driver, err);
     if (!st) {
         const glm_model_config *cfg = glm_model_config_of(m);
         size_t pixel_bytes = sizeof(float) * (size_t)cfg->vision.in_channels *
                              cfg->vision.image_size * cfg->vision.image_size;
         q.pixels = req->pixels;
-        if (req->pixels) q.image_key = glm_image_key_of(req->pixels, pixel_bytes);
+        for (int i = 0; i < n_images; i++) /* each image by its own pixels */
+            q.image_keys[i] = glm_image_key_of((const char *)req->pixels + (size_t)i * pixel_bytes,
+                                               pixel_bytes);
         q.max_new_tokens = req->max_new_tokens;
         q.ignore_eos = req->ignore_eos;
         q.sample = (glm_sample_params){.temperature = 0, .top_p = 1.0f}; /* greedy */

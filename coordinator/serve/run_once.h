@@ -14,7 +14,8 @@
 typedef struct glm_run_once_request {
     const int32_t *ids; /* the prompt ids (an image as <boi> <|endoftext|> <eoi>) */
     int n_ids;
-    const float *pixels; /* [1, C, S, S] of its image, or NULL for a text prompt */
+    const float *pixels; /* [n_images, C, S, S] of its images in prompt order, NULL for text */
+    int n_images;        /* images in pixels (0 with pixels set means 1) */
     int max_new_tokens;  /* 0: the prompt only (its logits) */
     bool ignore_eos;
     int prefill_chunk;  /* prompt rows per step (<= the model's max_step_tokens) */
@@ -31,7 +32,8 @@ typedef struct glm_run_once_result {
 } glm_run_once_result;
 
 /* Checks the request against the model without running anything: ids inside the vocabulary,
- * well-formed image markers, pixels present iff there is an image (one at most), the spliced
+ * well-formed image markers, pixels present iff there are images (at most GLM_SEQ_MAX_IMAGES and
+ * the model's images per vision batch; the caller's pixels must hold one per marker), the spliced
  * prompt plus max_new_tokens within seq_length and within the KV cache. GLM_ERR_INVALID_ARG,
  * GLM_ERR_UNSUPPORTED or GLM_ERR_LIMIT with a message; *spliced_length may be NULL. */
 glm_status glm_run_once_validate(const glm_model *m, const glm_run_once_request *req,

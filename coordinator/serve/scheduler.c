@@ -95,19 +95,28 @@ static void push_waiting(glm_scheduler *s, glm_sequence *q, bool front)
     s->n_waiting++;
 }
 
-/* Prompt rows as the prefix cache sees them: text rows by token id, image rows by the image's
- * content hash and their row in it. (With several images per prompt each image row would name
- * its own image's key; the layout holds one image today.) */
+/* Prompt rows as the prefix cache sees them: text rows by token id, image rows by their own
+ * image's content hash and their row in it. */
 static glm_status build_row_keys(glm_sequence *q, glm_error *err)
 {
     const glm_prompt_layout *l = &q->layout;
     q->row_keys = malloc(sizeof(*q->row_keys) * (size_t)(l->n_rows > 0 ? l->n_rows : 1));
     if (!q->row_keys) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
-    for (int r = 0; r < l->n_rows; r++)
-        q->row_keys[r] = l->image_row[r] >= 0
-                             ? glm_row_key_image(q->image_key.lo, q->image_key.hi, l->image_row[r])
-                             : glm_row_key_token(l->token_ids[r]);
+    for (int r = 0; r < l->n_rows; r++) {
+        if (l->image_row[r] < 0) {
+            q->row_keys[r] = glm_row_key_token(l->token_ids[r]);
+            continue;
+        }
+        glm_image_key k = q->image_keys[l->image_index[r]];
+        q->row_keys[r] = glm_row_key_image(k.lo, k.hi, l->image_row[r]);
+    }
     return GLM_OK;
+}
+
+static void clear_image_slots(glm_sequence *q)
+{
+    for (int i = 0; i < GLM_SEQ_MAX_IMAGES; i++)
+        q->image_slots[i] = -1;
 }
 
 glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
@@ -126,9 +135,13 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
     if (!glm_job_transition_is_legal(q->state, GLM_JOB_WAITING) || q->state == GLM_JOB_RUNNING)
         return glm_fail(err, GLM_ERR_INVALID_ARG, "a %s sequence cannot join the scheduler",
                         glm_job_state_name(q->state));
+    if (q->layout.n_images > GLM_SEQ_MAX_IMAGES || q->layout.n_images > s->cfg.max_images_per_step)
+        return glm_fail(err, GLM_ERR_LIMIT,
+                        "a prompt of %d images (this scheduler encodes %d a step, at most %d)",
+                        q->layout.n_images, s->cfg.max_images_per_step, GLM_SEQ_MAX_IMAGES);
     q->n_generated = 0;
     q->n_cached = 0;
-    q->image_slot = -1;
+    clear_image_slots(q);
     q->scheduled = false;
     q->finish = GLM_SEQ_NOT_FINISHED;
     q->arrival = s->next_arrival++;
@@ -163,12 +176,18 @@ static void remove_running(glm_scheduler *s, glm_sequence *q)
         }
 }
 
-/* Frees everything a sequence holds in shared resources (blocks, its image slot). */
+static void release_images(glm_scheduler *s, glm_sequence *q)
+{
+    for (int i = 0; i < GLM_SEQ_MAX_IMAGES; i++)
+        if (q->image_slots[i] >= 0) glm_image_cache_release(s->images, q->image_slots[i]);
+    clear_image_slots(q);
+}
+
+/* Frees everything a sequence holds in shared resources (blocks, its image slots). */
 static void release_resources(glm_scheduler *s, glm_sequence *q)
 {
     glm_block_table_release(&q->table, &s->blocks);
-    if (q->image_slot >= 0) glm_image_cache_release(s->images, q->image_slot);
-    q->image_slot = -1;
+    release_images(s, q);
     q->n_cached = 0;
 }
 
@@ -213,9 +232,10 @@ static void plan_rows(glm_scheduler *s, glm_step_plan *p, int seq_index, glm_seq
         if (r < q->layout.n_rows) {
             p->token_ids[t] = q->layout.token_ids[r];
             p->positions[t] = q->layout.positions[r];
-            p->image_rows[t] = q->layout.image_row[r] >= 0
-                                   ? q->image_slot * s->cfg.image_rows + q->layout.image_row[r]
-                                   : -1;
+            int image = q->layout.image_index[r];
+            p->image_rows[t] = image >= 0 ? q->image_slots[image] * s->cfg.image_rows +
+                                                 q->layout.image_row[r]
+                                           : -1;
         } else {
             p->token_ids[t] = q->generated[r - q->layout.n_rows];
             p->positions[t] = q->layout.n_ids + (r - q->layout.n_rows);
@@ -233,32 +253,47 @@ static void plan_rows(glm_scheduler *s, glm_step_plan *p, int seq_index, glm_seq
     p->ctx_len[seq_index] = q->n_cached + n;
 }
 
-/* Whether rows still to be fed include image rows (none do once the prefix cache supplied them). */
-static bool image_rows_ahead(const glm_sequence *q)
+/* Whether rows still to be fed include rows of image i (none do once the prefix cache supplied
+ * them). */
+static bool image_rows_ahead(const glm_sequence *q, int image)
 {
     for (int r = q->n_cached; r < q->layout.n_rows; r++)
-        if (q->layout.image_row[r] >= 0) return true;
+        if (q->layout.image_index[r] == image) return true;
     return false;
 }
 
-/* Takes an image slot for a sequence being admitted; false when the step cannot encode it. */
-static bool attach_image(glm_scheduler *s, glm_sequence *q)
+/* Takes a vision-cache slot for each image of a sequence being admitted whose rows are still to
+ * be fed; the images not in the cache are encoded this step. All or nothing: false (holding no
+ * slot, and the step's new images as they were) when the cache or the step has no room for them
+ * all, so the sequence waits for a later step. */
+static bool attach_images(glm_scheduler *s, glm_sequence *q)
 {
-    if (q->layout.n_images == 0 || q->image_slot >= 0 || !image_rows_ahead(q)) return true;
-    bool hit = false;
-    int slot = glm_image_cache_acquire(s->images, q->image_key, &hit);
-    if (slot < 0) return false;
-    if (!hit) {
-        if (s->n_new_images >= s->cfg.max_images_per_step) {
-            glm_image_cache_release(s->images, slot);
-            glm_image_cache_invalidate(s->images, slot);
+    int new_before = s->n_new_images;
+    for (int i = 0; i < q->layout.n_images; i++) {
+        if (q->image_slots[i] >= 0 || !image_rows_ahead(q, i)) continue;
+        bool hit = false;
+        int slot = glm_image_cache_acquire(s->images, q->image_keys[i], &hit);
+        bool room = slot >= 0 && (hit || s->n_new_images < s->cfg.max_images_per_step);
+        if (!room) {
+            if (slot >= 0) {
+                glm_image_cache_release(s->images, slot);
+                glm_image_cache_invalidate(s->images, slot);
+            }
+            /* undo this sequence's slots: the ones it was to encode are filled by nobody */
+            release_images(s, q);
+            for (int k = new_before; k < s->n_new_images; k++)
+                glm_image_cache_invalidate(s->images, s->new_image_slots[k]);
+            s->n_new_images = new_before;
             return false;
         }
-        memcpy(s->pixels + (size_t)s->n_new_images * s->cfg.pixel_floats, q->pixels,
-               sizeof(float) * (size_t)s->cfg.pixel_floats);
-        s->new_image_slots[s->n_new_images++] = slot;
+        if (!hit) {
+            memcpy(s->pixels + (size_t)s->n_new_images * s->cfg.pixel_floats,
+                   q->pixels + (size_t)i * s->cfg.pixel_floats,
+                   sizeof(float) * (size_t)s->cfg.pixel_floats);
+            s->new_image_slots[s->n_new_images++] = slot;
+        }
+        q->image_slots[i] = slot;
     }
-    q->image_slot = slot;
     return true;
 }
 
@@ -379,7 +414,7 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
         /* keep a block per running sequence in reserve so admission does not force an
          * immediate preemption of someone already decoding; reused blocks cost nothing */
         int bs = s->cfg.block_size, need = (q->n_cached + n + bs - 1) / bs - q->table.n_blocks;
-        if (s->blocks.n_free < need + s->n_running || !attach_image(s, q) ||
+        if (s->blocks.n_free < need + s->n_running || !attach_images(s, q) ||
             glm_block_table_reserve(&q->table, &s->blocks, s->cfg.block_size, n) != 0) {
             release_resources(s, q); /* reused blocks go back to the cache, still findable */
             break;

@@ -7,13 +7,17 @@
  * share one per-step token budget, decodes first. KV blocks are reserved as rows are fed; when
  * they run out the youngest running sequence is preempted (its blocks freed, recomputed later
  * from its prompt and the tokens it already generated) instead of failing anyone. New images go
- * through the vision tower in batches in the step that admits them, into vision-cache slots.
+ * through the vision tower in batches in the step that admits them, into vision-cache slots: a
+ * sequence with several images takes a slot for each (one vision pass per distinct image, the
+ * images of one or many sequences batched in one step), and each image row of its prompt names
+ * its own image's slot.
  *
  * Prefix caching (on unless the config says otherwise): full KV blocks of prompt rows are kept
  * under a hash chain of their contents (worker/kv_cache.h), so a sequence whose prompt starts
  * like an earlier one's (a shared system prompt, a conversation's history, the same image with
  * another question) takes those blocks and feeds only the rows after them; an image whose rows
- * all sit in reused blocks is not even encoded. Only prompt rows are cached: generated rows'
+ * all sit in reused blocks is not even encoded. Image rows are keyed by their own image's
+ * content hash, so two prompts share a block only when every image in it is the same. Only prompt rows are cached: generated rows'
  * KV comes from decode steps, and reusing it would make a later answer depend on whether an
  * earlier one ran in this server. */
 #ifndef GLM4V_SCHEDULER_H
@@ -43,13 +47,20 @@ glm_job_state glm_seq_finish_state(glm_seq_finish why);
 
 struct glm_request;
 
+/* Images one sequence may carry. All of a sequence's images are held (and the new ones encoded)
+ * from the step that admits it, so a replica's --max-images-per-prompt must not exceed its
+ * images per step nor its vision-cache slots. */
+#define GLM_SEQ_MAX_IMAGES 8
+
 typedef struct glm_sequence {
     /* the serve loop's job that embeds this sequence (NULL for glm4v-run's): the scheduler
      * never reads it, the serve loop follows it from the sequences of a step back to their jobs */
     struct glm_request *request;
     glm_prompt_layout layout;
-    const float *pixels; /* [C, S, S] of its image (owned by the caller), NULL for text */
-    glm_image_key image_key;
+    /* [layout.n_images, C, S, S] of its images in prompt order (owned by the caller), NULL for
+     * text; image i's key (a hash of its bytes) in image_keys[i] */
+    const float *pixels;
+    glm_image_key image_keys[GLM_SEQ_MAX_IMAGES];
     int max_new_tokens;
     bool ignore_eos;
     const int32_t *stop_ids;
@@ -69,7 +80,7 @@ typedef struct glm_sequence {
     int n_generated;
     int cap_generated;
     int n_cached;   /* rows whose KV is in the cache */
-    int image_slot; /* -1 when it holds none */
+    int image_slots[GLM_SEQ_MAX_IMAGES]; /* vision-cache slot of each image, -1 when not held */
     glm_block_table table;
     glm_row_key *row_keys; /* [layout.n_rows] what each prompt row holds, for the prefix cache */
     uint64_t arrival;

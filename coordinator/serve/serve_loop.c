@@ -28,6 +28,7 @@ void glm_serve_options_default(glm_serve_options *so)
     so->max_tokens_per_step = 2048;
     so->prefill_chunk = 512;
     so->max_images_per_step = 4;
+    so->max_images_per_prompt = 4; /* four images fill 6.4 K of GLM-4V-9B's 8 K context */
     so->default_max_new_tokens = 256;
     so->vision_cache = 16;
     so->visibility_timeout_ms = 60000;
@@ -96,6 +97,7 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     s->env.image_limits = glm_image_limits_default();
     s->env.job_limits = glm_job_limits_default();
     s->env.job_limits.vocab_size = cfg->padded_vocab_size;
+    s->env.job_limits.max_images = (size_t)so->max_images_per_prompt;
     if (s->env.job_limits.max_new_tokens > (uint32_t)cfg->seq_length)
         s->env.job_limits.max_new_tokens = (uint32_t)cfg->seq_length;
     s->env.image_rows = cfg->has_vision ? glm_model_image_rows(ctx->model) : 3;

@@ -16,6 +16,7 @@ typedef struct glm_serve_options {
     int max_tokens_per_step;
     int prefill_chunk;
     int max_images_per_step;
+    int max_images_per_prompt; /* images in one job (ERROR_TOO_MANY_IMAGES past it) */
     int default_max_new_tokens;
     int vision_cache;
     bool no_vision_reuse; /* every image through the vision tower (benchmarks) */

@@ -43,13 +43,14 @@ static glm_status append_message(const glm_tokenizer *tok, const glm_chat_messag
         return glm_fail(err, GLM_ERR_INVALID_ARG, "message %zu: only user messages carry images",
                         index);
     if (msg->content_len == 0 && !msg->has_image) return GLM_OK;
-    if (msg->has_image && prompt->n_images == GLM_CHAT_MAX_IMAGES)
+    size_t n_images = !msg->has_image ? 0 : msg->n_images > 0 ? msg->n_images : 1;
+    if (n_images > GLM_CHAT_MAX_IMAGES - prompt->n_images)
         return glm_fail(err, GLM_ERR_LIMIT, "message %zu: more than %d images", index,
                         GLM_CHAT_MAX_IMAGES);
 
     glm_status st = push_special(tok, role_tokens[msg->role], &prompt->ids, err);
     if (st == GLM_OK) st = glm_tokenizer_encode(tok, "\n", 1, &prompt->ids, err);
-    if (st == GLM_OK && msg->has_image) {
+    for (size_t k = 0; k < n_images && st == GLM_OK; k++) {
         prompt->boi_index[prompt->n_images++] = prompt->ids.n;
         st = push_special(tok, "<|begin_of_image|>", &prompt->ids, err);
         if (st == GLM_OK) st = push_special(tok, "<|endoftext|>", &prompt->ids, err);

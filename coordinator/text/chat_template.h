@@ -8,7 +8,12 @@
  * with it. The three image ids <|begin_of_image|> <|endoftext|> <|end_of_image|> sit between the
  * newline and the content; the caller replaces them with the vision embeddings, starting at the
  * boi index this returns. A message with empty content and no image is left out entirely, as the
- * reference does. Content is ordinary text: "<|user|>" typed in it is not a special token. */
+ * reference does. Content is ordinary text: "<|user|>" typed in it is not a special token.
+ *
+ * Several images (an extension: the original model was trained with one image per conversation)
+ * follow the one-image rule for each image in turn (../shared/testdata/README.md): a user message
+ * with k images gets k placeholders one after the other between its newline and its text, and
+ * any user message of the conversation may carry images. */
 #ifndef GLM4V_CHAT_TEMPLATE_H
 #define GLM4V_CHAT_TEMPLATE_H
 
@@ -25,7 +30,10 @@ typedef struct glm_chat_message {
     glm_chat_role role;
     const char *content; /* UTF-8 (invalid bytes become U+FFFD), content_len bytes */
     size_t content_len;
-    bool has_image; /* user messages only, at most one image per message */
+    bool has_image; /* user messages only: the message carries image(s) */
+    /* how many images it carries when has_image is set (0 means 1, as before several images
+     * existed); they all sit right after the role's newline, in order */
+    size_t n_images;
 } glm_chat_message;
 
 #define GLM_CHAT_MAX_IMAGES 8

@@ -280,7 +280,11 @@ static void test_validation(void)
     EXPECT(msgs[1].role = (glm_role)9, GLM_EC_INVALID_REQUEST);
     EXPECT(msgs[1].content = "bad \xc3\x28 utf8", GLM_EC_INVALID_REQUEST);
     EXPECT(msgs[1].role = GLM_ROLE_ASSISTANT, GLM_EC_INVALID_REQUEST); /* image outside user */
-    EXPECT((msgs[2] = msgs[1], j.n_messages = 3), GLM_EC_TOO_MANY_IMAGES);
+    EXPECT((msgs[2] = msgs[1], j.n_messages = 3), GLM_EC_OK); /* two images: within 4 */
+    const glm_image_part four[4] = {{IMAGE, sizeof IMAGE, ""}, {IMAGE, sizeof IMAGE, ""},
+                                    {IMAGE, sizeof IMAGE, ""}, {IMAGE, sizeof IMAGE, ""}};
+    EXPECT((msgs[1].more_images = four, msgs[1].n_more_images = 4), GLM_EC_TOO_MANY_IMAGES);
+    msgs[1].more_images = NULL, msgs[1].n_more_images = 0;
     glm_job_limits lim = glm_job_limits_default();
     lim.max_image_bytes = 4;
     glm_job_problem pr;

@@ -65,7 +65,7 @@ static void run(int n_blocks, int budget, int max_batch, run_result *out)
         CHECK(glm_prompt_layout_build(ids, n_ids, 90, 91, 80, image_rows, &seqs[i].layout, NULL) ==
               GLM_OK);
         seqs[i].pixels = pixels;
-        seqs[i].image_key = (glm_image_key){.lo = (uint64_t)(i % 2), .hi = 1};
+        seqs[i].image_keys[0] = (glm_image_key){.lo = (uint64_t)(i % 2), .hi = 1};
         seqs[i].max_new_tokens = test_rng_int(&rng, 1, 30);
         /* every fourth asks for the logits of all its prompt rows (glm4v-run --dump-logits) */
         if (i % 4 == 1) seqs[i].prompt_logits = prompt_logits;

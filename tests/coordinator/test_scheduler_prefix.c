@@ -79,7 +79,7 @@ static uint64_t row_key(const glm_sequence *q, int r)
 {
     if (r >= q->layout.n_rows) return (uint64_t)q->generated[r - q->layout.n_rows];
     if (q->layout.image_row[r] < 0) return (uint64_t)q->layout.token_ids[r];
-    return mix(mix(q->image_key.lo, q->image_key.hi), (uint64_t)q->layout.image_row[r]);
+    return mix(mix(q->image_keys[0].lo, q->image_keys[0].hi), (uint64_t)q->layout.image_row[r]);
 }
 
 static void run(const prompt_set *p, bool cache, int n_blocks, int budget, run_result *out)
@@ -115,7 +115,7 @@ static void run(const prompt_set *p, bool cache, int n_blocks, int budget, run_r
             CHECK(glm_prompt_layout_build(p->ids[i], p->n_ids[i], 90, 91, 80, IMAGE_ROWS,
                                           &q->layout, NULL) == GLM_OK);
             q->pixels = pixels;
-            q->image_key = p->image[i];
+            q->image_keys[0] = p->image[i];
             q->max_new_tokens = 3 + i % 5;
             q->ignore_eos = true;
             /* some want every prompt row's logits (glm4v-run --dump-logits): computed in full,

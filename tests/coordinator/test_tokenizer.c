@@ -99,7 +99,7 @@ static void test_golden_folder(const char *folder)
         n_cases++;
         const char *prompt_text = "Describe the picture in detail.";
         glm_chat_message msg = {GLM_CHAT_USER, prompt_text, strlen(prompt_text),
-                                cJSON_IsTrue(cJSON_GetObjectItem(c, "uses_image"))};
+                                cJSON_IsTrue(cJSON_GetObjectItem(c, "uses_image")), 0};
         glm_chat_prompt prompt = {0};
         CHECK_MSG(glm_chat_template_apply(tok, &msg, 1, true, &prompt, &err) == GLM_OK, "%s",
                   err.msg);
@@ -391,12 +391,12 @@ static void test_chat_template(const glm_tokenizer *tok)
 {
     glm_error err = {0};
     glm_chat_message msgs[] = {
-        {GLM_CHAT_SYSTEM, "Be brief.", 9, false},
-        {GLM_CHAT_USER, "\nhi <|assistant|>", 17, false},
-        {GLM_CHAT_ASSISTANT, "", 0, false}, /* empty: left out */
-        {GLM_CHAT_ASSISTANT, "ok", 2, false},
-        {GLM_CHAT_OBSERVATION, "{}", 2, false},
-        {GLM_CHAT_USER, "", 0, true}, /* image only */
+        {GLM_CHAT_SYSTEM, "Be brief.", 9, false, 0},
+        {GLM_CHAT_USER, "\nhi <|assistant|>", 17, false, 0},
+        {GLM_CHAT_ASSISTANT, "", 0, false, 0}, /* empty: left out */
+        {GLM_CHAT_ASSISTANT, "ok", 2, false, 0},
+        {GLM_CHAT_OBSERVATION, "{}", 2, false, 0},
+        {GLM_CHAT_USER, "", 0, true, 0}, /* image only */
     };
     glm_chat_prompt prompt = {0};
     CHECK(glm_chat_template_apply(tok, msgs, 6, false, &prompt, &err) == GLM_OK);
@@ -423,15 +423,15 @@ static void test_chat_template(const glm_tokenizer *tok)
     CHECK(prompt.n_images == 1 && prompt.boi_index[0] == boi);
     glm_chat_prompt_free(&prompt);
 
-    glm_chat_message image_on_assistant = {GLM_CHAT_ASSISTANT, "x", 1, true};
+    glm_chat_message image_on_assistant = {GLM_CHAT_ASSISTANT, "x", 1, true, 0};
     CHECK(glm_chat_template_apply(tok, &image_on_assistant, 1, true, &prompt, &err) ==
           GLM_ERR_INVALID_ARG);
     CHECK(prompt.ids.n == 0 && prompt.ids.ids == NULL);
-    glm_chat_message bad_role = {(glm_chat_role)9, "x", 1, false};
+    glm_chat_message bad_role = {(glm_chat_role)9, "x", 1, false, 0};
     CHECK(glm_chat_template_apply(tok, &bad_role, 1, true, &prompt, &err) == GLM_ERR_INVALID_ARG);
     glm_chat_message many[GLM_CHAT_MAX_IMAGES + 1];
     for (int i = 0; i <= GLM_CHAT_MAX_IMAGES; i++)
-        many[i] = (glm_chat_message){GLM_CHAT_USER, "x", 1, true};
+        many[i] = (glm_chat_message){GLM_CHAT_USER, "x", 1, true, 0};
     CHECK(glm_chat_template_apply(tok, many, GLM_CHAT_MAX_IMAGES, true, &prompt, &err) == GLM_OK);
     CHECK(prompt.n_images == GLM_CHAT_MAX_IMAGES);
     glm_chat_prompt_free(&prompt);

@@ -140,7 +140,7 @@ static void fuzz_ids(const unsigned char *data, size_t size)
 
 static void fuzz_chat(const char *data, size_t size)
 {
-    glm_chat_message msg = {GLM_CHAT_USER, data, size, size % 2 == 1};
+    glm_chat_message msg = {GLM_CHAT_USER, data, size, size % 2 == 1, 0};
     glm_chat_prompt prompt = {0};
     glm_error err = {0};
     if (glm_chat_template_apply(fuzz_tok, &msg, 1, true, &prompt, &err) != GLM_OK)

@@ -1,0 +1,14 @@
+# Several images in one conversation (issue 22): the golden-multi-image cases through glm4v-run's
+# path at TP 1 and 2 (logits within 1e-3 of the float64 goldens at every position, greedy ids
+# equal, prefill chunks cutting inside and between images).
+add_executable(test_golden_multi test_golden_multi.c model_test_frame.c)
+target_link_libraries(test_golden_multi PRIVATE glm4v_testutil glm4v_coordinator glm4v_worker)
+foreach(model a b)
+  add_test(NAME golden_multi_tiny_${model}
+           COMMAND test_golden_multi ${GLM4V_TESTDATA}/glm4v-tiny-${model})
+  add_test(NAME tp2_golden_multi_tiny_${model}
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none -np 2
+                   $<TARGET_FILE:test_golden_multi> ${GLM4V_TESTDATA}/glm4v-tiny-${model})
+  set_tests_properties(golden_multi_tiny_${model} tp2_golden_multi_tiny_${model} PROPERTIES
+    ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 120 LABELS multi_image)
+endforeach()
