@@ -657,6 +657,7 @@ static void test_attention_paged(int n_seqs, const int *q_len, const int *ctx, i
     for (int s = 0; s < n_seqs; s++)
         for (int i = 0; i < q_len[s]; i++) {
             int j = ctx[s] - q_len[s] + i;
+            if (j < 0) continue; /* a graph's padding row (ctx 0): no key was stored */
             size_t slot = (size_t)table[s * max_blocks + j / block_size] * block_size + j % block_size;
             const float *row = qkv + (size_t)(q_start[s] + i) * width;
             memcpy(kc + slot * kvw, row + (size_t)nq * hd, sizeof(float) * kvw);
