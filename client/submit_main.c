@@ -8,6 +8,7 @@
  * error, 3 transport error or timeout, 128+N stopped by signal N. */
 #include "client/redis_client.h"
 #include "client/stream_follow.h"
+#include "client/submit_job.h"
 #include "common/cli.h"
 #include "coordinator/queue/job_codec.h"
 #include "coordinator/queue/job_fingerprint.h"
@@ -35,7 +36,9 @@ static void on_stop_signal(int sig)
 }
 
 typedef struct submit_args {
-    const char *url, *prefix, *id, *image_path, *system, *prompt, *password_file;
+    const char *url, *prefix, *id, *system, *prompt, *messages, *password_file;
+    const char *images[GLM_JSON_MAX_IMAGES]; /* --image, in order */
+    size_t n_images;
     glm_sampling sampling;
     const char *stops[MAX_STOPS];
     double timeout_s;
@@ -47,12 +50,17 @@ typedef struct submit_args {
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE] [--system TEXT]\n"
-           "                    --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]\n"
+        f, "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE]... [--system TEXT]\n"
+           "                    --prompt TEXT | --messages FILE\n"
+           "                    [--max-new-tokens N] [--temperature T] [--top-p P]\n"
            "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
            "                    [--timeout SEC] [--json] [--ignore-eos] [--priority N]\n"
            "                    [--deadline-ms MS] [--password-file FILE]\n"
            "       glm4v-submit --redis URL [--prefix P] --status\n"
+           "--image is repeatable (at most 8): with --prompt every image goes to the one user\n"
+           "message, in order; --messages FILE is a JSON conversation ([{\"role\": \"user\",\n"
+           "\"content\": [{\"image\": 0}, {\"text\": \"...\"}]}, ...]) whose {\"image\": K} is the\n"
+           "K-th --image (or {\"image\": \"path\"}); any user message may carry images.\n"
            "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
            "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
 }
@@ -66,6 +74,7 @@ static int parse_args(int argc, char **argv, submit_args *a)
         {"image", required_argument, 0, 'I'},
         {"system", required_argument, 0, 's'},
         {"prompt", required_argument, 0, 'p'},
+        {"messages", required_argument, 0, 'm'},
         {"max-new-tokens", required_argument, 0, 'n'},
         {"temperature", required_argument, 0, 't'},
         {"top-p", required_argument, 0, 'T'},
@@ -102,7 +111,14 @@ static int parse_args(int argc, char **argv, submit_args *a)
             a->id = optarg;
             break;
         case 'I':
-            a->image_path = optarg;
+            if (a->n_images == GLM_JSON_MAX_IMAGES) {
+                fprintf(stderr, "glm4v-submit: at most %d --image files\n", GLM_JSON_MAX_IMAGES);
+                return EXIT_USAGE;
+            }
+            a->images[a->n_images++] = optarg;
+            break;
+        case 'm':
+            a->messages = optarg;
             break;
         case 's':
             a->system = optarg;
@@ -180,8 +196,12 @@ static int parse_args(int argc, char **argv, submit_args *a)
             return EXIT_USAGE;
         }
     }
-    if (optind < argc || !a->url || (!a->status && !a->prompt)) {
+    if (optind < argc || !a->url || (!a->status && !a->prompt == !a->messages)) {
         usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (a->messages && a->system) {
+        fprintf(stderr, "glm4v-submit: with --messages, put the system message in the file\n");
         return EXIT_USAGE;
     }
     if (a->id && !glm_job_id_valid(a->id)) {
@@ -308,35 +328,18 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
     return rc;
 }
 
-/* Builds and encodes the job: optional system message, then one user message with the prompt and
- * the optional image. */
+/* Builds and encodes the job: the conversation of the flags (submit_job.h) and the sampling. */
 static int encode_job(const submit_args *a, const char *id, uint8_t **bytes, size_t *len)
 {
-    glm_message msgs[2];
-    size_t n = 0;
-    uint8_t *image = NULL;
-    size_t image_bytes = 0;
-    if (a->image_path) {
-        FILE *f = fopen(a->image_path, "rb");
-        if (f && fseek(f, 0, SEEK_END) == 0) {
-            long sz = ftell(f);
-            rewind(f);
-            image = sz > 0 ? malloc((size_t)sz) : NULL;
-            if (image && fread(image, 1, (size_t)sz, f) == (size_t)sz) image_bytes = (size_t)sz;
-        }
-        if (f) fclose(f);
-        if (!image_bytes) {
-            fprintf(stderr, "glm4v-submit: cannot read image %s\n", a->image_path);
-            free(image);
-            return EXIT_USAGE;
-        }
+    submit_conversation conv;
+    glm_error cerr = {0};
+    if (submit_conversation_build(a->system, a->prompt, a->messages, a->images, a->n_images, &conv,
+                                  &cerr)) {
+        fprintf(stderr, "glm4v-submit: %s\n", cerr.msg);
+        return EXIT_USAGE;
     }
-    if (a->system) msgs[n++] = (glm_message){.role = GLM_ROLE_SYSTEM, .content = a->system};
-    msgs[n++] = (glm_message){.role = GLM_ROLE_USER,
-                              .content = a->prompt,
-                              .image = image,
-                              .image_bytes = image_bytes,
-                              .image_format = ""};
+    const glm_message *msgs = conv.messages;
+    size_t n = conv.n_messages;
     glm_job job = {.version = GLM4V_PROTOCOL_VERSION,
                    .id = id,
                    .messages = msgs,
@@ -351,7 +354,7 @@ static int encode_job(const submit_args *a, const char *id, uint8_t **bytes, siz
     }
     glm_error err = {0};
     glm_status st = glm_job_encode(&job, bytes, len, &err);
-    free(image);
+    submit_conversation_free(&conv);
     if (st != GLM_OK) {
         fprintf(stderr, "glm4v-submit: %s\n", err.msg);
         return EXIT_USAGE;

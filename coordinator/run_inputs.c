@@ -8,6 +8,7 @@
 #include "common/dtype.h"
 #include "coordinator/text/chat_template.h"
 #include "coordinator/image/image.h"
+#include "coordinator/queue/job_messages.h"
 #include "coordinator/text/tokenizer.h"
 #include "worker/safetensors.h"
 
@@ -194,16 +195,103 @@ static glm_status encode_prompt(const glm_run_args *a, glm_run_inputs *in, glm_e
     return GLM_OK;
 }
 
+static glm_chat_role chat_role_of(glm_role r)
+{
+    switch (r) {
+    case GLM_ROLE_SYSTEM:
+        return GLM_CHAT_SYSTEM;
+    case GLM_ROLE_ASSISTANT:
+        return GLM_CHAT_ASSISTANT;
+    case GLM_ROLE_OBSERVATION:
+        return GLM_CHAT_OBSERVATION;
+    default:
+        return GLM_CHAT_USER;
+    }
+}
+
+/* --messages FILE through the chat template; its {"image": K} must use each given image exactly
+ * once (they are put in prompt order afterwards, order_images). */
+static glm_status encode_messages(const glm_run_args *a, int n_given, glm_json_messages *jm,
+                                  glm_run_inputs *in, glm_error *err)
+{
+    glm_status st = glm_json_messages_load(a->messages, jm, err);
+    if (st) return st == GLM_ERR_NOMEM ? st : GLM_ERR_INVALID_ARG;
+    bool used[GLM_JSON_MAX_IMAGES] = {0};
+    for (size_t i = 0; i < jm->n_messages; i++)
+        for (size_t k = 0; k < jm->messages[i].n_images; k++) {
+            int idx = jm->messages[i].images[k].index;
+            if (idx < 0 || idx >= n_given || used[idx])
+                return glm_fail(err, GLM_ERR_INVALID_ARG,
+                                "--messages: image references must be {\"image\": K}, each of the "
+                                "%d given image(s) once (message %zu)",
+                                n_given, i);
+            used[idx] = true;
+        }
+    if ((int)jm->n_images != n_given)
+        return glm_fail(err, GLM_ERR_INVALID_ARG,
+                        "--messages uses %zu image(s), %d were given", jm->n_images, n_given);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tokenizer.model", a->model_dir);
+    glm_tokenizer *tok = NULL;
+    if ((st = glm_tokenizer_load(path, &tok, err))) return st;
+    in->tokenizer = tok;
+    glm_chat_message *msgs = calloc(jm->n_messages, sizeof(*msgs));
+    if (!msgs) return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < jm->n_messages; i++)
+        msgs[i] = (glm_chat_message){.role = chat_role_of(jm->messages[i].role),
+                                     .content = jm->messages[i].text,
+                                     .content_len = strlen(jm->messages[i].text),
+                                     .has_image = jm->messages[i].n_images > 0,
+                                     .n_images = jm->messages[i].n_images};
+    glm_chat_prompt prompt = {0};
+    st = glm_chat_template_apply(tok, msgs, jm->n_messages, true, &prompt, err);
+    free(msgs);
+    if (st) return st == GLM_ERR_NOMEM ? st : GLM_ERR_INVALID_ARG;
+    in->ids = prompt.ids.ids; /* ownership moves to in */
+    in->n_ids = (int)prompt.ids.n;
+    return GLM_OK;
+}
+
+/* The given images (flag order) -> prompt order, as the messages refer to them. */
+static glm_status order_images(const glm_json_messages *jm, const glm_model_config *cfg,
+                               glm_run_inputs *in, glm_error *err)
+{
+    if (in->n_images == 0) return GLM_OK;
+    const glm_vision_config *v = &cfg->vision;
+    size_t floats = (size_t)v->in_channels * v->image_size * v->image_size;
+    float *ordered = malloc(sizeof(float) * floats * (size_t)in->n_images);
+    if (!ordered) return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    size_t at = 0;
+    for (size_t i = 0; i < jm->n_messages; i++)
+        for (size_t k = 0; k < jm->messages[i].n_images; k++, at++)
+            memcpy(ordered + at * floats,
+                   in->pixels + (size_t)jm->messages[i].images[k].index * floats,
+                   sizeof(float) * floats);
+    free(in->pixels);
+    in->pixels = ordered;
+    return GLM_OK;
+}
+
 glm_status glm_run_inputs_prepare(const glm_run_args *a, const glm_model_config *cfg,
                                   int image_rows, glm_run_inputs *in, glm_error *err)
 {
     (void)image_rows;
     memset(in, 0, sizeof(*in));
-    glm_status st = a->input_ids ? parse_ids(a->input_ids, in, err) : encode_prompt(a, in, err);
+    glm_json_messages jm = {.max_index = -1};
+    int n_given = 0;
+    glm_status st = GLM_OK;
+    if (a->input_ids)
+        st = parse_ids(a->input_ids, in, err);
+    else if (a->messages && !(st = glm_run_count_images(a, &n_given, err)))
+        st = encode_messages(a, n_given, &jm, in, err);
+    else if (!a->messages)
+        st = encode_prompt(a, in, err);
     for (int i = 0; !st && i < a->n_pixels; i++)
         st = load_pixels(a->pixels[i], cfg, in, err);
     for (int i = 0; !st && i < a->n_images; i++)
         st = load_image(a->images[i], cfg, in, err);
+    if (!st && a->messages) st = order_images(&jm, cfg, in, err);
+    glm_json_messages_free(&jm);
     if (!st && a->dump_pixels && in->pixels) {
         const glm_vision_config *v = &cfg->vision;
         glm_st_write_tensor t = {.name = "pixel_values",

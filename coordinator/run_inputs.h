@@ -15,6 +15,7 @@
 typedef struct glm_run_args {
     const char *input_ids; /* "1,2,3" */
     const char *prompt;
+    const char *messages; /* JSON conversation (job_messages.h); images by {"image": K} */
     const char *system;
     /* --image / --pixels, repeatable, in prompt order (one kind per run) */
     const char *images[GLM_RUN_MAX_IMAGES];

@@ -36,6 +36,10 @@ static void usage(FILE *f)
                "  --input-ids 1,2,3        prompt as token ids\n"
                "  --prompt TEXT            prompt text (chat template applied)\n"
                "  --system TEXT            system message\n"
+               "  --messages FILE          a JSON conversation instead of --prompt: [{\"role\":\n"
+               "                           \"user\", \"content\": [{\"image\": 0}, {\"text\": \"..\"}]},\n"
+               "                           ...]; {\"image\": K} is the K-th --image / --pixels\n"
+               "                           image, each used once; any user turn may hold images\n"
                "  --image FILE             JPEG/PNG/WebP image for the prompt; repeat for several\n"
                "                           (in prompt order, all in the user message, at most 8)\n"
                "  --pixels FILE[:TENSOR]   preprocessed pixels [n,3,S,S] (n images) from a\n"
@@ -72,6 +76,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         O_STEPTO,
         O_PROMPT,
         O_SYSTEM,
+        O_MESSAGES,
         O_IMAGE,
         O_TP,
         O_DEVICE,
@@ -91,6 +96,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         {"input-ids", required_argument, 0, O_IDS},
         {"prompt", required_argument, 0, O_PROMPT},
         {"system", required_argument, 0, O_SYSTEM},
+        {"messages", required_argument, 0, O_MESSAGES},
         {"image", required_argument, 0, O_IMAGE},
         {"pixels", required_argument, 0, O_PIXELS},
         {"max-new-tokens", required_argument, 0, O_MAXNEW},
@@ -155,6 +161,9 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             break;
         case O_SYSTEM:
             a->system = optarg;
+            break;
+        case O_MESSAGES:
+            a->messages = optarg;
             break;
         case O_IMAGE:
         case O_PIXELS: {
@@ -228,8 +237,14 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         if (!rank) fprintf(stderr, "glm4v-run: --model DIR is required\n");
         return 2;
     }
-    if (!a->input_ids == !a->prompt) {
-        if (!rank) fprintf(stderr, "glm4v-run: give exactly one of --input-ids and --prompt\n");
+    if ((a->input_ids != NULL) + (a->prompt != NULL) + (a->messages != NULL) != 1) {
+        if (!rank)
+            fprintf(stderr,
+                    "glm4v-run: give exactly one of --input-ids, --prompt and --messages\n");
+        return 2;
+    }
+    if (a->messages && a->system) {
+        if (!rank) fprintf(stderr, "glm4v-run: with --messages, put the system message in it\n");
         return 2;
     }
     if (a->n_images && a->n_pixels) {
