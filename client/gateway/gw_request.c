@@ -7,9 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* GLM-4V takes one image per conversation until the protocol carries several (issue 22); the
- * images of a request are collected first and attached in one loop, so lifting this is local. */
-#define GW_MAX_IMAGES_PER_JOB 1
+/* Images one request may carry, in any user messages (the protocol's ceiling, GLM_SEQ_MAX_IMAGES);
+ * the job limits (max_images, the servers' --max-images-per-prompt) refuse fewer with
+ * TOO_MANY_IMAGES. Several images are an extension: GLM-4V was trained with one per conversation. */
+#define GW_MAX_IMAGES_PER_JOB 8
 #define GW_MAX_STOPS 16
 
 typedef struct image_part {
@@ -28,14 +29,14 @@ typedef struct parse_state {
 
 void gw_request_free(gw_request *r)
 {
-    for (size_t i = 0; i < r->n_storage; i++) {
+    for (size_t i = 0; i < r->n_storage; i++)
         if (r->texts) free(r->texts[i]);
-        if (r->images) free(r->images[i]);
-    }
+    for (size_t i = 0; i < r->n_image_parts; i++)
+        free((void *)r->image_parts[i].data);
+    free(r->image_parts);
     for (size_t i = 0; i < r->n_stops; i++)
         free(r->stops[i]);
     free(r->texts);
-    free(r->images);
     free(r->messages);
     free(r->stops);
     memset(r, 0, sizeof *r);
@@ -101,9 +102,7 @@ static int parse_image_part(parse_state *ps, const cJSON *part, size_t i, glm_ro
     if (role != GLM_ROLE_USER)
         return gw_bad_request(e, "messages", "messages[%zu]: images belong in user messages", i);
     if (ps->n_images == GW_MAX_IMAGES_PER_JOB)
-        return gw_bad_request(e, "messages",
-                              "more than %d image in the request: GLM-4V here takes one image "
-                              "per conversation (multi-image support is not in the protocol yet)",
+        return gw_bad_request(e, "messages", "more than %d images in the request",
                               GW_MAX_IMAGES_PER_JOB);
     image_part *img = &ps->images[ps->n_images];
     int rc = gw_image_load(url->valuestring, &ps->lim->image, &img->bytes, &img->len, e);
@@ -165,8 +164,8 @@ static int parse_messages(parse_state *ps, const cJSON *root)
         return gw_bad_request(ps->e, "messages", "at most %zu messages", ps->lim->job.max_messages);
     r->messages = calloc(n, sizeof *r->messages);
     r->texts = calloc(n, sizeof *r->texts);
-    r->images = calloc(n, sizeof *r->images);
-    if (!r->messages || !r->texts || !r->images)
+    r->image_parts = calloc(GW_MAX_IMAGES_PER_JOB, sizeof *r->image_parts);
+    if (!r->messages || !r->texts || !r->image_parts)
         return gw_fail(ps->e, 500, "server_error", NULL, NULL, "out of memory");
     r->n_storage = n;
     size_t i = 0;
@@ -182,14 +181,24 @@ static int parse_messages(parse_state *ps, const cJSON *root)
         r->messages[i] = (glm_message){.role = role, .content = r->texts[i], .image_format = ""};
         i++;
     }
-    /* The attach loop: the one place that knows how many images a Job can carry. */
+    /* The attach loop: images were collected in prompt order, so a message's images are
+     * consecutive; the first becomes its image, the others its more_images. */
     for (size_t k = 0; k < ps->n_images; k++) {
         image_part *img = &ps->images[k];
-        r->images[img->message] = img->bytes; /* owned by r from here on */
-        r->messages[img->message].image = img->bytes;
-        r->messages[img->message].image_bytes = img->len;
+        r->image_parts[k] = (glm_image_part){.data = img->bytes, .bytes = img->len, .format = ""};
+        r->n_image_parts = k + 1; /* owned by r from here on */
         img->bytes = NULL;
+        glm_message *msg = &r->messages[img->message];
+        if (!msg->image) {
+            msg->image = r->image_parts[k].data;
+            msg->image_bytes = r->image_parts[k].bytes;
+            msg->more_images = &r->image_parts[k + 1];
+        } else {
+            msg->n_more_images++;
+        }
     }
+    for (size_t k = 0; k < n; k++)
+        if (r->messages[k].n_more_images == 0) r->messages[k].more_images = NULL;
     ps->n_images = 0;
     r->job.messages = r->messages;
     r->job.n_messages = n;

@@ -27,8 +27,11 @@ typedef struct gw_request {
     /* storage behind job's pointers */
     glm_message *messages;
     char **texts;
-    uint8_t **images;
     size_t n_storage;
+    /* every image of the request in prompt order (owns the bytes); a message's first image is
+     * its `image`, the rest its more_images, pointing here */
+    glm_image_part *image_parts;
+    size_t n_image_parts;
     char **stops;
     size_t n_stops;
 } gw_request;

@@ -50,13 +50,17 @@ gw_expect "not JSON: 400" 400 - $A 'not json' "${K[@]}"
 gw_expect "n = 2: 400" 400 - $A "$(msg '"hi"' ',"n":2')" "${K[@]}"
 gw_expect "tools: 400" 400 - $A "$(msg '"hi"' ',"tools":[{"type":"function","function":{"name":"f"}}]')" "${K[@]}"
 gw_expect "temperature 5: 400" 400 - $A '{"model":"glm-4v-9b","temperature":5,"messages":[{"role":"user","content":"x"}]}' "${K[@]}"
-two="[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,$b64\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,$b64\"}}]"
-gw_expect "two images: 400" 400 - $A "$(msg "$two")" "${K[@]}"
-e2e_check "two images: the message says one image" grep -q "one image" "$E2E_DIR/body"
+part="{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,$b64\"}}"
+nine="[$part"; for _ in 2 3 4 5 6 7 8 9; do nine="$nine,$part"; done; nine="$nine]"
+gw_expect "nine images: 400" 400 - $A "$(msg "$nine")" "${K[@]}"
+e2e_check "nine images: the message says at most 8" grep -q "more than 8 images" "$E2E_DIR/body"
+gw_expect "five images (over the 4 per prompt): 400" 400 TOO_MANY_IMAGES $A "$(msg "[$part,$part,$part,$part,$part]")" "${K[@]}"
 
 # ---- images: data URIs, allow-listed hosts, and everything else refused --------------------------
 gw_expect "data URI image: 200" 200 - $A "$(img_msg "data:image/png;base64,$b64")" "${K[@]}"
 data_job=$(e2e_json "$E2E_DIR/body" "d['id'].removeprefix('chatcmpl-')")
+turns="[{\"role\":\"user\",\"content\":[$part,$part]},{\"role\":\"assistant\",\"content\":\"A cat.\"},{\"role\":\"user\",\"content\":[$part,{\"type\":\"text\",\"text\":\"And now?\"}]}]"
+gw_expect "three images in two user turns: 200" 200 - $A "{\"model\":\"glm-4v-9b\",\"max_tokens\":3,\"messages\":$turns}" "${K[@]}"
 gw_expect "allow-listed URL: 200" 200 - $A "$(img_msg "http://127.0.0.1:$IMG/img.png")" "${K[@]}"
 url_job=$(e2e_json "$E2E_DIR/body" "d['id'].removeprefix('chatcmpl-')")
 e2e_check "fetched image: the same job as the data URI (fingerprint)" \

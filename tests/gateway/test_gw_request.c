@@ -1,5 +1,5 @@
 /* Request JSON -> Job: what maps where (text parts joined, the image of a user turn, sampling),
- * and what is refused with which HTTP status: n > 1, tools, bad ranges, a second image, images
+ * and what is refused with which HTTP status: n > 1, tools, bad ranges, a ninth image, images
  * anywhere but data URIs and allow-listed http(s) hosts (file://, paths, other hosts), images
  * and bodies over the limit. Also base64, the host allow-list, API keys and error objects. */
 #include "client/gateway/gw_auth.h"
@@ -55,6 +55,30 @@ static void test_maps_fields(void)
     CHECK(r.stream && r.include_usage && r.logprobs && r.top_logprobs == 3);
     gw_request_free(&r);
 
+    /* several images (issue 22): two in the first user turn, one in the third, in order */
+    rc = parse("{\"model\":\"glm-4v-9b\",\"messages\":["
+               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+               "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64," PNG_B64
+               "\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,"
+               "iVBORw0KGgoA\"}}]},{\"role\":\"assistant\",\"content\":\"ok\"},"
+               "{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":"
+               "\"data:image/png;base64," PNG_B64 "\"}}]}]}",
+               &r, &e);
+    CHECK_MSG(rc == 0, "%d %s", rc, e.message);
+    if (rc) return;
+    CHECK(r.job.n_messages == 3 && glm_message_n_images(&r.job.messages[0]) == 2);
+    CHECK(r.job.messages[0].image_bytes == 8 && r.job.messages[0].more_images[0].bytes == 9);
+    CHECK(glm_message_n_images(&r.job.messages[1]) == 0);
+    CHECK(glm_message_n_images(&r.job.messages[2]) == 1 && !r.job.messages[2].more_images);
+    glm_job_problem problem;
+    r.job.id = "gw-multi";
+    glm_job_limits lim = glm_job_limits_default();
+    CHECK(glm_job_validate(&r.job, &lim, &problem) == GLM_OK);
+    lim.max_images = 2; /* a gateway or server allowing two refuses the third */
+    CHECK(glm_job_validate(&r.job, &lim, &problem) != GLM_OK &&
+          problem.code == GLM_EC_TOO_MANY_IMAGES);
+    gw_request_free(&r);
+
     /* unset fields keep the protocol's defaults; max_completion_tokens wins over max_tokens */
     rc = parse("{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                "\"max_tokens\":5,\"max_completion_tokens\":9}",
@@ -77,6 +101,9 @@ static void test_refusals(void)
 {
 #define MSG(x) "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":" x "}]"
 #define IMG(url) "{\"type\":\"image_url\",\"image_url\":{\"url\":\"" url "\"}}"
+#define IMG3                                                                                       \
+    IMG("data:image/png;base64," PNG_B64) "," IMG("data:image/png;base64," PNG_B64) "," IMG(      \
+        "data:image/png;base64," PNG_B64)
     static const refusal cases[] = {
         {"not json", 400, "JSON"},
         {"{\"model\":\"glm-4v-9b\"}", 400, "messages"},
@@ -94,9 +121,7 @@ static void test_refusals(void)
         {MSG("\"x\"") ",\"stop\":[\"\"]}", 400, "stop"},
         {"{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400,
          "tool"},
-        {MSG("[" IMG("data:image/png;base64," PNG_B64) "," IMG(
-             "data:image/png;base64," PNG_B64) "]") "}",
-         400, "one image"},
+        {MSG("[" IMG3 "," IMG3 "," IMG3 "]") "}", 400, "more than 8 images"},
         {MSG("[" IMG("file:///etc/passwd") "]") "}", 400, "never files"},
         {MSG("[" IMG("/etc/passwd") "]") "}", 400, "never files"},
         {MSG("[" IMG("ftp://images.example/a.png") "]") "}", 400, "never files"},
