@@ -54,10 +54,18 @@ void cpu_reference_destroy(cpu_reference *ref)
 glm_status model_test_generate(glm_model *m, const int32_t *ids, int n_ids, const float *pixels,
                                int chunk, model_run *out, glm_error *err)
 {
+    return model_test_generate_images(m, ids, n_ids, pixels, pixels ? 1 : 0, chunk, out, err);
+}
+
+glm_status model_test_generate_images(glm_model *m, const int32_t *ids, int n_ids,
+                                      const float *pixels, int n_images, int chunk,
+                                      model_run *out, glm_error *err)
+{
     int spliced = 0, vocab = glm_model_config_of(m)->padded_vocab_size;
     glm_run_once_request req = {.ids = ids,
                                 .n_ids = n_ids,
                                 .pixels = pixels,
+                                .n_images = n_images,
                                 .max_new_tokens = MODEL_TEST_GEN,
                                 .ignore_eos = true,
                                 .prefill_chunk = chunk};

@@ -38,6 +38,10 @@ typedef struct model_run {
  * sampler (coordinator/serve/run_once.c), every prompt row a logit row. */
 glm_status model_test_generate(glm_model *m, const int32_t *ids, int n_ids, const float *pixels,
                                int chunk, model_run *out, glm_error *err);
+/* The same with n_images images in pixels ([n_images, C, S, S], prompt order). */
+glm_status model_test_generate_images(glm_model *m, const int32_t *ids, int n_ids,
+                                      const float *pixels, int n_images, int chunk,
+                                      model_run *out, glm_error *err);
 
 /* Rank 0 (after its cases): shuts the other ranks' serving loops down and returns test_finish's
  * code for suite. Other ranks: serve rank 0's steps until then. Destroys ctx on every rank. */
