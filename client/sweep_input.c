@@ -62,6 +62,26 @@ static glm_status parse_role(const char *name, glm_role *role, glm_error *err)
                     "unknown role \"%.40s\" (system, user, assistant, observation)", name);
 }
 
+/* A path string or a non-empty list of them ("image" of a line or of a message): appended to the
+ * line's images, all going to message `message`. */
+static glm_status parse_images(const cJSON *v, size_t message, sweep_line *l, glm_error *err)
+{
+    const cJSON *one = cJSON_IsArray(v) ? v->child : v;
+    if (cJSON_IsArray(v) && !one)
+        return glm_fail(err, GLM_ERR_FORMAT, "\"image\" must not be an empty list");
+    for (; one; one = cJSON_IsArray(v) ? one->next : NULL) {
+        if (!cJSON_IsString(one) || !one->valuestring[0])
+            return glm_fail(err, GLM_ERR_FORMAT,
+                            "\"image\" must be a path string, a list of them, or null");
+        if (l->n_images == SWEEP_MAX_IMAGES)
+            return glm_fail(err, GLM_ERR_FORMAT, "more than %d images", SWEEP_MAX_IMAGES);
+        l->image_message[l->n_images] = message;
+        l->images[l->n_images++] = one->valuestring;
+    }
+    l->image = l->images[0];
+    return GLM_OK;
+}
+
 /* "prompt": "..." or "messages": [{"role", "content"}, ...], after the optional "system". */
 static glm_status parse_messages(const cJSON *root, sweep_line *l, glm_error *err)
 {
@@ -100,6 +120,15 @@ static glm_status parse_messages(const cJSON *root, sweep_line *l, glm_error *er
                             "messages[%zu] must be {\"role\": string, \"content\": string}", i);
         glm_status st = parse_role(role->valuestring, &l->roles[l->n_messages], err);
         if (st != GLM_OK) return glm_error_prefix(err, "messages[%zu]", i);
+        /* a message's own images (several images in any user turn) */
+        const cJSON *image = cJSON_GetObjectItemCaseSensitive(m, "image");
+        if (image && !cJSON_IsNull(image)) {
+            if (l->roles[l->n_messages] != GLM_ROLE_USER)
+                return glm_fail(err, GLM_ERR_FORMAT, "messages[%zu]: only user messages carry "
+                                                     "images", i);
+            if ((st = parse_images(image, l->n_messages, l, err)))
+                return glm_error_prefix(err, "messages[%zu]", i);
+        }
         l->contents[l->n_messages++] = content->valuestring;
         i++;
     }
@@ -192,16 +221,17 @@ glm_status sweep_line_parse(const char *text, size_t len, sweep_line *out, glm_e
     if (st == GLM_OK) st = parse_overrides(root, &out->over, err);
     const cJSON *image = cJSON_GetObjectItemCaseSensitive(root, "image");
     if (st == GLM_OK && image && !cJSON_IsNull(image)) {
-        if (!cJSON_IsString(image) || !image->valuestring[0])
-            st = glm_fail(err, GLM_ERR_FORMAT, "\"image\" must be a path string or null");
+        /* the line's images go with its first user message */
+        size_t first_user = out->n_messages;
+        for (size_t i = out->n_messages; i-- > 0;)
+            if (out->roles[i] == GLM_ROLE_USER) first_user = i;
+        if (out->n_images > 0)
+            st = glm_fail(err, GLM_ERR_FORMAT,
+                          "images both on the line and in its messages; give them in one place");
+        else if (first_user == out->n_messages)
+            st = glm_fail(err, GLM_ERR_FORMAT, "an image needs a user message");
         else
-            out->image = image->valuestring;
-    }
-    if (st == GLM_OK && out->image) { /* the image goes with the first user message */
-        bool has_user = false;
-        for (size_t i = 0; i < out->n_messages; i++)
-            has_user |= out->roles[i] == GLM_ROLE_USER;
-        if (!has_user) st = glm_fail(err, GLM_ERR_FORMAT, "an image needs a user message");
+            st = parse_images(image, first_user, out, err);
     }
     if (st != GLM_OK) sweep_line_free(out);
     return st;

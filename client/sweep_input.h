@@ -18,6 +18,8 @@
 
 #define SWEEP_MAX_STOPS 16
 #define SWEEP_MAX_MESSAGES 64
+/* Images one row may carry (the protocol's ceiling; servers allow --max-images-per-prompt) */
+#define SWEEP_MAX_IMAGES 8
 
 /* Per-line sampling overrides; a has_* flag says the line gave the value. */
 typedef struct sweep_overrides {
@@ -33,7 +35,12 @@ typedef struct sweep_overrides {
 /* One parsed line. Strings point into json, which the line owns (sweep_line_free). */
 typedef struct sweep_line {
     char id[GLM_JOB_ID_MAX + 1]; /* an integer id is kept in decimal */
-    const char *image;           /* NULL: text only */
+    const char *image;           /* the first image (images[0]); NULL: text only */
+    /* every image in prompt order and the message each goes to: a top-level "image" (a path or
+     * a list of paths) goes to the first user message, a message's own "image" to it */
+    const char *images[SWEEP_MAX_IMAGES];
+    size_t image_message[SWEEP_MAX_IMAGES];
+    size_t n_images;
     const char *system;          /* NULL: none */
     glm_role roles[SWEEP_MAX_MESSAGES];
     const char *contents[SWEEP_MAX_MESSAGES];
@@ -53,7 +60,7 @@ bool sweep_line_is_blank(const char *text, size_t len);
 /* A valid row, as kept between the two reads. */
 typedef struct sweep_row {
     char *id;
-    char *image; /* NULL: text only */
+    char *image; /* its first image (rows are grouped by it); NULL: text only */
     long line_no;
     off_t offset; /* of the line in the input file */
     size_t len;   /* without the newline */

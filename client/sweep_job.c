@@ -28,18 +28,23 @@ glm_sampling sweep_job_sampling(const glm_sampling *defaults, uint64_t sweep_see
 }
 
 glm_status sweep_job_encode(const sweep_line *line, const char *job_id,
-                            const glm_sampling *sampling, const uint8_t *image, size_t image_bytes,
-                            uint8_t **bytes, size_t *len, glm_error *err)
+                            const glm_sampling *sampling, const glm_image_part *images,
+                            size_t n_images, uint8_t **bytes, size_t *len, glm_error *err)
 {
     glm_message msgs[SWEEP_MAX_MESSAGES];
-    bool image_placed = false;
-    for (size_t i = 0; i < line->n_messages; i++) {
+    for (size_t i = 0; i < line->n_messages; i++)
         msgs[i] = (glm_message){.role = line->roles[i], .content = line->contents[i]};
-        if (image && !image_placed && line->roles[i] == GLM_ROLE_USER) {
-            msgs[i].image = image;
-            msgs[i].image_bytes = image_bytes;
-            msgs[i].image_format = "";
-            image_placed = true;
+    /* images[k] (read from line->images[k]) goes to message line->image_message[k]; a message's
+     * images are consecutive in the line's order: the first is its image, the rest more_images */
+    for (size_t k = 0; k < n_images && k < line->n_images; k++) {
+        glm_message *m = &msgs[line->image_message[k]];
+        if (!m->image) {
+            m->image = images[k].data;
+            m->image_bytes = images[k].bytes;
+            m->image_format = "";
+            m->more_images = &images[k + 1];
+        } else {
+            m->n_more_images++;
         }
     }
     glm_job job = {.version = GLM4V_PROTOCOL_VERSION,

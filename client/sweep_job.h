@@ -20,8 +20,8 @@ glm_sampling sweep_job_sampling(const glm_sampling *defaults, uint64_t sweep_see
 /* Encodes line as a Job with id job_id; image (image_bytes, may be NULL) goes with the first user
  * message. *bytes is malloc'd. */
 glm_status sweep_job_encode(const sweep_line *line, const char *job_id,
-                            const glm_sampling *sampling, const uint8_t *image, size_t image_bytes,
-                            uint8_t **bytes, size_t *len, glm_error *err);
+                            const glm_sampling *sampling, const glm_image_part *images,
+                            size_t n_images, uint8_t **bytes, size_t *len, glm_error *err);
 
 /* Reads a whole image file (at most max_bytes). Fails for a missing, unreadable or empty file with
  * a message naming it. */

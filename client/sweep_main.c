@@ -110,16 +110,21 @@ static bool build_row_job(sweep_run *run, size_t row_index, const char *job_id, 
         run->failed = true;
         return false;
     }
-    uint8_t *image = NULL;
-    size_t image_bytes = 0;
+    glm_image_part images[SWEEP_MAX_IMAGES + 1] = {{0}};
+    size_t n_images = 0;
     glm_status st = GLM_OK;
-    if (line.image) {
+    for (; st == GLM_OK && n_images < line.n_images; n_images++) {
         char path[PATH_MAX];
-        st = sweep_image_resolve(run->image_root_real, run->a->image_root, line.image, path,
-                                 sizeof path, &err);
+        uint8_t *image = NULL;
+        size_t image_bytes = 0;
+        st = sweep_image_resolve(run->image_root_real, run->a->image_root, line.images[n_images],
+                                 path, sizeof path, &err);
         if (st == GLM_OK)
             st = sweep_job_read_image(path, run->max_image_bytes, &image, &image_bytes, &err);
+        images[n_images] = (glm_image_part){.data = image, .bytes = image_bytes, .format = ""};
         if (st != GLM_OK) {
+            for (size_t k = 0; k <= n_images; k++)
+                free((void *)images[k].data);
             settle_client_error(run, row_index,
                                 st == GLM_ERR_LIMIT         ? GLM_EC_IMAGE_TOO_LARGE
                                 : st == GLM_ERR_INVALID_ARG ? GLM_EC_INVALID_REQUEST
@@ -130,8 +135,9 @@ static bool build_row_job(sweep_run *run, size_t row_index, const char *job_id, 
         }
     }
     glm_sampling sampling = sweep_job_sampling(&run->a->sampling, run->a->sweep_seed, &line);
-    st = sweep_job_encode(&line, job_id, &sampling, image, image_bytes, bytes, len, &err);
-    free(image);
+    st = sweep_job_encode(&line, job_id, &sampling, images, n_images, bytes, len, &err);
+    for (size_t k = 0; k < n_images; k++)
+        free((void *)images[k].data);
     sweep_line_free(&line);
     if (st != GLM_OK) {
         settle_client_error(run, row_index, GLM_EC_INVALID_REQUEST, err.msg);

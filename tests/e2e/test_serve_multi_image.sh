@@ -120,6 +120,35 @@ e2e_check "corrupt second image: BAD_IMAGE naming image 2 ($(error_of "$E2E_DIR/
     grep -q "BAD_IMAGE.*image 2 of 2" <<<"$(error_of "$E2E_DIR/corrupt.json")"
 e2e_check "the job beside it is answered" [ "$(e2e_json "$E2E_DIR/beside.json" "len(d['token_ids'])" 2>/dev/null)" = 4 ]
 e2e_check "a refused job is answered once" [ "$(e2e_result_count five)" = 1 ]
+# glm4v-sweep lines with a list of images, and with images inside the messages of two turns
+cat >"$E2E_DIR/q.jsonl" <<'JSONL'
+{"id": "sw-two", "image": ["img0.jpg", "img1.png"], "prompt": "Describe the picture in detail."}
+{"id": "sw-turns", "messages": [{"role": "user", "content": "What is shown?", "image": "img0.jpg"}, {"role": "assistant", "content": "A cat is sitting on a red sofa."}, {"role": "user", "content": "Describe the picture in detail.", "image": ["img1.png", "img2.jpg"]}]}
+{"id": "sw-bad", "image": ["img0.jpg", "missing.png"], "prompt": "x"}
+JSONL
+cat >"$E2E_DIR/sw-turns.json" <<'JSON'
+[{"role": "user", "content": [{"image": 0}, {"text": "What is shown?"}]}, {"role": "assistant", "content": "A cat is sitting on a red sofa."}, {"role": "user", "content": [{"image": 1}, {"image": 2}, {"text": "Describe the picture in detail."}]}]
+JSON
+"$BIN/glm4v-sweep" --redis "$REDIS_URL" --prefix "$PREFIX" --max-new-tokens 6 --in "$E2E_DIR/q.jsonl" \
+    --out "$E2E_DIR/a.jsonl" --image-root "$E2E_DIR" 2>"$E2E_DIR/sweep.err"
+row() { # row ID EXPR: EXPR over the sweep's output row d of ID
+    /usr/bin/python3 -c "import json,sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d['id'] == sys.argv[2]: print($2)" "$E2E_DIR/a.jsonl" "$1"
+}
+"$BIN/glm4v-run" --model "$MODEL" --prompt "Describe the picture in detail." --image "$E2E_DIR/img0.jpg" \
+    --image "$E2E_DIR/img1.png" --max-new-tokens 6 --json >"$E2E_DIR/sw-two.ref" 2>/dev/null
+"$BIN/glm4v-run" --model "$MODEL" --messages "$E2E_DIR/sw-turns.json" --image "$E2E_DIR/img0.jpg" \
+    --image "$E2E_DIR/img1.png" --image "$E2E_DIR/img2.jpg" --max-new-tokens 6 --json \
+    >"$E2E_DIR/sw-turns.ref" 2>/dev/null
+for id in sw-two sw-turns; do
+    got=$(row "$id" "d['token_ids']" 2>/dev/null)
+    want=$(e2e_json "$E2E_DIR/$id.ref" "d['generated_ids']" 2>/dev/null)
+    e2e_check "sweep $id: $got vs glm4v-run $want" [ -n "$got" ] && [ "$got" = "$want" ]
+done
+e2e_check "sweep row with a missing second image: an error naming it ($(row sw-bad "d.get('error')" 2>/dev/null))" \
+    grep -q "BAD_IMAGE.*missing.png" <<<"$(row sw-bad "d.get('error')" 2>/dev/null)"
 e2e_kill_replica r1 "$REPLICA_PID"
 
 e2e_start_replica r2 2 --max-batch 8 --max-tokens-per-step 48 --prefill-chunk 16 --vision-cache 6 || exit 1

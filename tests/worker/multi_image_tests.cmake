@@ -12,3 +12,13 @@ foreach(model a b)
   set_tests_properties(golden_multi_tiny_${model} tp2_golden_multi_tiny_${model} PROPERTIES
     ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 120 LABELS multi_image)
 endforeach()
+# and under valgrind (no leak, no invalid access of ours), as the one-image goldens
+find_program(VALGRIND valgrind)
+if(VALGRIND)
+  add_test(NAME memcheck_golden_multi_tiny_a
+           COMMAND ${VALGRIND} --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=9
+                   --suppressions=${CMAKE_SOURCE_DIR}/tests/valgrind-mpi.supp
+                   $<TARGET_FILE:test_golden_multi> ${GLM4V_TESTDATA}/glm4v-tiny-a)
+  set_tests_properties(memcheck_golden_multi_tiny_a PROPERTIES LABELS "memcheck;multi_image"
+    TIMEOUT 300)
+endif()
