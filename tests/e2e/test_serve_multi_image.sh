@@ -93,6 +93,18 @@ error_of() { e2e_json "$1" "(d.get('error') or {}).get('code'), (d.get('error') 
 
 e2e_start_replica r1 1 --max-batch 8 --max-tokens-per-step 48 --prefill-chunk 16 --vision-cache 6 || exit 1
 served_vs_alone 1
+# the prefix cache keys each image by its own bytes: a prompt equal to an earlier one up to its
+# second image, and the earlier one again, still get the ids they get alone
+for pair in "img0.jpg img1.png" "img0.jpg img2.jpg" "img0.jpg img1.png"; do
+    read -r first second <<<"$pair"
+    e2e_submit --prompt "Compare the two pictures." --image "$E2E_DIR/$first" --image "$E2E_DIR/$second" \
+        --max-new-tokens 5 --temperature 0 >"$E2E_DIR/pfx.json" 2>/dev/null
+    "$BIN/glm4v-run" --model "$MODEL" --prompt "Compare the two pictures." --image "$E2E_DIR/$first" \
+        --image "$E2E_DIR/$second" --max-new-tokens 5 --json >"$E2E_DIR/pfx.ref" 2>/dev/null
+    served=$(e2e_json "$E2E_DIR/pfx.json" "d['token_ids']" 2>/dev/null)
+    alone=$(e2e_json "$E2E_DIR/pfx.ref" "d['generated_ids']" 2>/dev/null)
+    e2e_check "prefix cache, $first + $second: served $served vs alone $alone" [ -n "$served" ] && [ "$served" = "$alone" ]
+done
 # the limit and the context, each failing its own job only
 five=()
 for k in 0 1 2 3 4; do five+=(--image "$E2E_DIR/img$k.$([ $((k % 2)) = 1 ] && echo png || echo jpg)"); done
