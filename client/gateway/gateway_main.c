@@ -25,6 +25,7 @@ typedef struct gateway_args {
     const char *redis_url, *prefix, *password_file, *api_key_file;
     double drain_timeout_s;
     gw_image_policy image;
+    int max_images; /* per request, as the servers' --max-images-per-prompt */
 } gateway_args;
 
 static void usage(FILE *f)
@@ -36,6 +37,7 @@ static void usage(FILE *f)
                "                     [--max-queue-depth N] [--timeout SEC] [--cancel-ttl SEC]\n"
                "                     [--no-require-server] [--max-connections N]\n"
                "                     [--drain-timeout SEC] [--password-file FILE]\n"
+               "                     [--max-images-per-prompt N]\n"
                "Binds 127.0.0.1:8000 by default. Without --api-key-file no key is asked for.\n"
                "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD.\n");
 }
@@ -65,6 +67,7 @@ static int parse_args(int argc, char **argv, gateway_args *a)
         {"max-connections", required_argument, 0, 'C'},
         {"drain-timeout", required_argument, 0, 'd'},
         {"password-file", required_argument, 0, 'w'},
+        {"max-images-per-prompt", required_argument, 0, 'I'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -124,6 +127,11 @@ static int parse_args(int argc, char **argv, gateway_args *a)
         case 'b':
             if (!number("--max-body-bytes", 1024, 1u << 30, &v)) return EXIT_USAGE;
             a->s.max_body_bytes = (size_t)v;
+            break;
+        case 'I': /* a request over it is a 400 TOO_MANY_IMAGES here, before any image is fetched
+                   * past the parse; set it as the servers' --max-images-per-prompt */
+            if (!number("--max-images-per-prompt", 1, 8, &v)) return EXIT_USAGE;
+            a->max_images = (int)v;
             break;
         case 'i':
             if (!number("--max-image-bytes", 1, 1u << 30, &v)) return EXIT_USAGE;
@@ -223,6 +231,7 @@ int main(int argc, char **argv)
     g->limits = (gw_request_limits){
         .image = a.image, .job = glm_job_limits_default(), .model_name = a.s.model_name};
     g->limits.job.max_image_bytes = a.image.max_image_bytes;
+    if (a.max_images > 0) g->limits.job.max_images = (size_t)a.max_images;
     gw_metrics_init(&g->metrics);
 
     glm_error err = {0};
