@@ -40,7 +40,7 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   # whatever happens, the logs and the table come back with the device call
   # shellcheck disable=SC2154
-  trap 'for f in perf-table.md configure.log build.log bench_model.log bench_nocomm.log bench_memory.log baseline.log; do
+  trap 'for f in perf-table.md configure.log build.log bench_model.log bench_nocomm.log bench_memory.log baseline.log attention.log; do
           [ -s "$LOGS/$f" ] && cp "$LOGS/$f" "$OUT/"; done; true' EXIT
 fi
 
@@ -89,6 +89,11 @@ else
     >>"$LOGS/build.log" 2>&1 \
     || { echo "bench-gpu: FAILED: linking bench_model" >&2; tail -20 "$LOGS/build.log" >&2; exit 1; }
 fi
+# the attention op alone (fa2 kernels beside cuDNN) comes from test_cuda_ops --bench-attention
+if cmake --build "$BUILD_DIR" --target help | grep -q '\btest_cuda_ops\b'; then
+  cmake --build "$BUILD_DIR" -j"$JOBS" --target test_cuda_ops >>"$LOGS/build.log" 2>&1 \
+    || echo "bench-gpu: test_cuda_ops did not build: no attention rows" >&2
+fi
 echo "bench-gpu: built in $(( $(date +%s) - t0 )) s"
 
 # ---- our engine ------------------------------------------------------------------------------------
@@ -107,6 +112,11 @@ t0=$(date +%s)
 # shellcheck disable=SC2086
 run_bench "$LOGS/bench_model.log" ${BENCH_ARGS:-} || { echo "bench-gpu: bench_model FAILED" >&2; status=1; }
 echo "bench-gpu: bench_model took $(( $(date +%s) - t0 )) s"
+: >"$LOGS/attention.log"
+if [ -x "$BUILD_DIR/bin/test_cuda_ops" ]; then
+  timeout 120 "$BUILD_DIR/bin/test_cuda_ops" --bench-attention 2>&1 | tee "$LOGS/attention.log" \
+    | grep -E "^bench |plan|attention_full|prefill attention" || echo "bench-gpu: attention bench failed" >&2
+fi
 if [ "$TP" -gt 1 ]; then
   # the same steps with the all-reduces / all-gathers skipped: NCCL's share of each step
   run_bench "$LOGS/bench_nocomm.log" --no-comm --no-ceilings --vision 1 --text-prefill 0 \
@@ -201,7 +211,7 @@ for n in (1, 4, 16):
     if not kv:
         continue
     if n == 1:
-        add("vision, 1 image (ms)", kv, "ms", False, bv[1], "", (("<=", 110) if tp == 1 else None))
+        add("vision, 1 image (ms)", kv, "ms", False, bv[1], "", (("<=", 100) if tp == 1 else None))
     else:
         per = dict(kv)
         for k in ("value", "floor"):
@@ -212,7 +222,24 @@ for n in (1, 4, 16):
 kv = find(ours, "prefill_ms", kind="image")
 if kv:
     add(f"prefill, image prompt {kv.get('rows')} rows (ms)", kv, "ms", False,
-        num(find(base, "prefill_ms")), "1632 text tokens", (("<=", 45) if tp == 1 else None))
+        num(find(base, "prefill_ms")), "1632 text tokens", (("<=", 38) if tp == 1 else None))
+# attention alone: our path (cuDNN where the build has it) beside our fa2 kernels and PyTorch's
+# SDPA with its cuDNN backend forced, same shapes; floor: the measured bf16 GEMM rate
+att = parse(f"{logs}/attention.log", "bench")
+for shape, label in (("vision_tp1", "6401 rows, 16 heads of 112"),
+                     ("vision_tp2", "6401 rows, 8 heads of 112 (TP 2)"),
+                     ("prefill_1632", "causal 1632, 32q/2kv of 128"),
+                     ("prefill_4096", "causal 4096, 32q/2kv of 128")):
+    dnn = find(att, "attention_tflops", shape=shape, impl="cudnn")
+    fa2 = num(find(att, "attention_tflops", shape=shape, impl="fa2"))
+    if not dnn and fa2 is None:
+        continue
+    kv = dict(dnn or {"value": str(fa2)})
+    if ceil_gemm:
+        kv["floor"] = str(ceil_gemm)
+    bl = num(find(base, "attention_tflops", shape=shape, backend="cudnn"))
+    add(f"attention {label} (TFLOP/s; {'cudnn' if dnn else 'fa2'}, fa2 {fmt(fa2)})", kv, "TFLOP/s",
+        True, bl, "PyTorch cuDNN", (">=", 450) if dnn or fa2 is not None else None)
 kv = find(ours, "prefill_ms", kind="text")
 if kv:
     add(f"prefill, {kv.get('rows')} text tokens, chunk {kv.get('chunk')} (ms)", kv, "ms", False)

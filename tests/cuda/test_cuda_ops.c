@@ -5,6 +5,8 @@
  *   --dtype T      bf16 or f16 only (default: both)
  *   --bench        also time linear, vision attention and decode attention (CUDA events; in the
  *                  first storage type tested)
+ *   --bench-attention  only time attention on the model's shapes, fa2 kernels beside cuDNN, one
+ *                  machine-readable line per figure (scripts/bench-gpu.sh's table), no tests
  * The main backend runs the fa2 attention kernels (GLM4V_ATTENTION=fa2); the attention shapes of
  * the model (head dims 64-128, odd lengths, 1-16 images, causal prefill with no cached prefix)
  * run again on a backend made with GLM4V_ATTENTION=cudnn, which must exist and serve them all
@@ -922,6 +924,19 @@ static void *dev_random(size_t n)
     return d;
 }
 
+/* "bench attention_ms shape=S impl=I value=V unit=ms" and the same for TFLOP/s, per path (the
+ * lines scripts/bench-gpu.sh puts beside baseline_torch.py's). */
+static void bench_line(const char *shape, float fa2_ms, float cudnn_ms, double flop)
+{
+    const char *impl[2] = {"fa2", "cudnn"};
+    float ms[2] = {fa2_ms, cudnn_ms};
+    for (int i = 0; i < 2; i++) {
+        printf("bench attention_ms shape=%s impl=%s value=%.4g unit=ms\n", shape, impl[i], ms[i]);
+        printf("bench attention_tflops shape=%s impl=%s value=%.4g unit=TFLOP/s\n", shape, impl[i],
+               flop / ms[i] / 1e9);
+    }
+}
+
 /* The vision attention (a: 6401 rows, 16 heads of 112) at TP 1 and 2, and causal prefill of an
  * image prompt, on a GLM4V_ATTENTION=cudnn backend beside the fa2 kernels of the main one. The
  * plan-build time of each shape is printed once (GLM4V_ATTENTION_LOG). */
@@ -954,6 +969,7 @@ static void bench_attention_cudnn(const att_args *a)
         printf("  attention_full %d x %d heads x %d: fa2 %.3f ms %.1f TFLOP/s | cudnn %.3f ms %.1f "
                "TFLOP/s\n",
                len, heads, hd, fa2, flop / fa2 / 1e9, dnn, flop / dnn / 1e9);
+        bench_line(heads == 16 ? "vision_tp1" : "vision_tp2", fa2, dnn, flop);
     }
     int lens[] = {1632, 4096};
     for (int li = 0; li < 2; li++) { /* causal prefill, 32q/2kv (TP 1), hd 128 */
@@ -975,6 +991,9 @@ static void bench_attention_cudnn(const att_args *a)
         printf("  prefill attention %d causal (32q/2kv, hd 128): fa2 %.4f ms %.1f TFLOP/s | cudnn "
                "%.4f ms %.1f TFLOP/s\n",
                n, fa2, flop / fa2 / 1e9, dnn, flop / dnn / 1e9);
+        char shape[32];
+        snprintf(shape, sizeof(shape), "prefill_%d", n);
+        bench_line(shape, fa2, dnn, flop);
         be->ops->free(be, p.out.data), be->ops->free(be, p.qkv.data);
         be->ops->free(be, p.k.data), be->ops->free(be, p.v.data);
         be->ops->free(be, (void *)p.b.q_start), be->ops->free(be, (void *)p.b.ctx_len);
@@ -984,6 +1003,20 @@ static void bench_attention_cudnn(const att_args *a)
     CHECK_MSG(glm_backend_take_error(cudnn, &err) == GLM_OK, "cudnn bench: %s", err.msg);
     unsetenv("GLM4V_ATTENTION_LOG");
     glm_backend_destroy(cudnn);
+}
+
+/* --bench-attention: bench_attention_cudnn alone, on fresh random buffers. */
+static void bench_attention_only(void)
+{
+    int len = 6401, heads = 16, hd = 112;
+    att_args a = {t2(dev_random((size_t)len * heads * hd), len, heads * hd),
+                  t2(dev_random((size_t)len * 3 * heads * hd), len, 3 * heads * hd),
+                  1,
+                  len,
+                  heads,
+                  hd};
+    bench_attention_cudnn(&a);
+    be->ops->free(be, a.out.data), be->ops->free(be, a.qkv.data);
 }
 
 static void bench(void)
@@ -1227,6 +1260,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--small") == 0) small_only = 1;
         if (strcmp(argv[i], "--bench") == 0) do_bench = 1;
+        if (strcmp(argv[i], "--bench-attention") == 0) do_bench = 2;
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc && !glm_storage_parse(argv[++i], &only)) {
             fprintf(stderr, "--dtype: bf16 or f16\n");
             return 2;
@@ -1243,13 +1277,14 @@ int main(int argc, char **argv)
         return 1;
     }
     const glm_dtype types[2] = {GLM_BF16, GLM_F16};
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < 2 && do_bench != 2; t++) {
         if (only != GLM_F32 && only != types[t]) continue;
         half = types[t];
         run_suite();
     }
     half = only != GLM_F32 ? only : GLM_BF16;
-    if (do_bench) bench();
+    if (do_bench == 1) bench();
+    if (do_bench == 2) bench_attention_only();
     glm_backend_destroy(be);
     return test_finish("cuda ops");
 }
