@@ -37,11 +37,6 @@ glm_status glm_run_once_validate(const glm_model *m, const glm_run_once_request 
     if (n_images > 0 && !cfg->has_vision)
         return glm_fail(err, GLM_ERR_INVALID_ARG,
                         "the prompt has an image but the model has no vision tower");
-    if (n_images > GLM_SEQ_MAX_IMAGES || n_images > glm_model_max_images(m))
-        return glm_fail(err, GLM_ERR_LIMIT,
-                        "the prompt has %d images; this model instance takes at most %d (and never "
-                        "more than %d)",
-                        n_images, glm_model_max_images(m), GLM_SEQ_MAX_IMAGES);
     int given = !req->pixels ? 0 : req->n_images > 0 ? req->n_images : 1;
     if (n_images > 0 && !req->pixels)
         return glm_fail(err, GLM_ERR_INVALID_ARG,
@@ -53,6 +48,11 @@ glm_status glm_run_once_validate(const glm_model *m, const glm_run_once_request 
         return glm_fail(err, GLM_ERR_INVALID_ARG,
                         "the prompt has %d image markers but %d images were given", n_images,
                         given);
+    if (n_images > GLM_SEQ_MAX_IMAGES || n_images > glm_model_max_images(m))
+        return glm_fail(err, GLM_ERR_LIMIT,
+                        "the prompt has %d images; this model instance takes at most %d (and never "
+                        "more than %d)",
+                        n_images, glm_model_max_images(m), GLM_SEQ_MAX_IMAGES);
     int64_t rows = (int64_t)n_rows + req->max_new_tokens;
     if (rows > cfg->seq_length)
         return glm_fail(err, GLM_ERR_LIMIT,

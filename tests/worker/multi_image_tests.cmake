@@ -22,3 +22,9 @@ if(VALGRIND)
   set_tests_properties(memcheck_golden_multi_tiny_a PROPERTIES LABELS "memcheck;multi_image"
     TIMEOUT 300)
 endif()
+# glm4v-run's several-image flags: --pixels [n,...] and repeated, --messages, their errors, TP 2
+add_test(NAME run_multi_image_cli
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_run_multi_cli.sh $<TARGET_FILE:glm4v-run>
+                 ${GLM4V_TESTDATA}/glm4v-tiny-a "${MPIEXEC_EXECUTABLE}")
+set_tests_properties(run_multi_image_cli PROPERTIES ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1"
+  TIMEOUT 120 LABELS multi_image)
