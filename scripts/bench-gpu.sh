@@ -60,9 +60,18 @@ if ! pkg-config --exists libmicrohttpd 2>/dev/null && ! pkg-config --exists gnut
   printf 'Name: gnutls\nDescription: stub\nVersion: 3.8.0\n' >"$BUILD_DIR/pkgconfig-stubs/gnutls.pc"
   export PKG_CONFIG_PATH="${PKG_CONFIG_PATH:-}:$PWD/$BUILD_DIR/pkgconfig-stubs"
 fi
+# cuDNN: the library PyTorch loads (its nvidia-cudnn wheel, built for the same CUDA), so that our
+# attention and the baseline's SDPA run the same cuDNN; else whatever CMake finds
+CUDNN_ARGS=()
+CUDNN_DIR=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0] + '/lib')" 2>/dev/null || true)
+if [ -n "$CUDNN_DIR" ] && [ -e "$CUDNN_DIR/libcudnn.so.9" ]; then
+  CUDNN_ARGS=(-DGLM4V_CUDNN_LIBRARY="$CUDNN_DIR/libcudnn.so.9")
+  export LD_LIBRARY_PATH="$CUDNN_DIR:${LD_LIBRARY_PATH:-}"
+  echo "bench-gpu: cuDNN from $CUDNN_DIR"
+fi
 t0=$(date +%s)
 if ! cmake -B "$BUILD_DIR" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo "${CUDNN_ARGS[@]}" \
     -DCMAKE_C_FLAGS="${BENCH_CFLAGS--Wno-error=maybe-uninitialized}" >"$LOGS/configure.log" 2>&1; then
   echo "bench-gpu: FAILED: cmake configure of the whole tree with CUDA (log: $LOGS/configure.log)" >&2
   tail -30 "$LOGS/configure.log" >&2
