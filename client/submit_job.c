@@ -14,9 +14,8 @@ static glm_status read_file(const char *path, glm_image_part *out, glm_error *er
     FILE *f = fopen(path, "rb");
     if (!f) return glm_fail(err, GLM_ERR_IO, "cannot read image %s", path);
     long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    uint8_t *data = size > 0 && (unsigned long)size <= MAX_IMAGE_FILE_BYTES
-                        ? malloc((size_t)size)
-                        : NULL;
+    uint8_t *data =
+        size > 0 && (unsigned long)size <= MAX_IMAGE_FILE_BYTES ? malloc((size_t)size) : NULL;
     glm_status st = GLM_OK;
     if (!data)
         st = glm_fail(err, GLM_ERR_IO, "image %s is empty, unreadable or over %u MiB", path,

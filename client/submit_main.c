@@ -50,19 +50,20 @@ typedef struct submit_args {
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE]... [--system TEXT]\n"
-           "                    --prompt TEXT | --messages FILE\n"
-           "                    [--max-new-tokens N] [--temperature T] [--top-p P]\n"
-           "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
-           "                    [--timeout SEC] [--json] [--ignore-eos] [--priority N]\n"
-           "                    [--deadline-ms MS] [--password-file FILE]\n"
-           "       glm4v-submit --redis URL [--prefix P] --status\n"
-           "--image is repeatable (at most 8): with --prompt every image goes to the one user\n"
-           "message, in order; --messages FILE is a JSON conversation ([{\"role\": \"user\",\n"
-           "\"content\": [{\"image\": 0}, {\"text\": \"...\"}]}, ...]) whose {\"image\": K} is the\n"
-           "K-th --image (or {\"image\": \"path\"}); any user message may carry images.\n"
-           "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
-           "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
+        f,
+        "usage: glm4v-submit --redis URL [--prefix P] [--id ID] [--image FILE]... [--system TEXT]\n"
+        "                    --prompt TEXT | --messages FILE\n"
+        "                    [--max-new-tokens N] [--temperature T] [--top-p P]\n"
+        "                    [--top-k K] [--seed S] [--stop STR]... [--logprobs N]\n"
+        "                    [--timeout SEC] [--json] [--ignore-eos] [--priority N]\n"
+        "                    [--deadline-ms MS] [--password-file FILE]\n"
+        "       glm4v-submit --redis URL [--prefix P] --status\n"
+        "--image is repeatable (at most 8): with --prompt every image goes to the one user\n"
+        "message, in order; --messages FILE is a JSON conversation ([{\"role\": \"user\",\n"
+        "\"content\": [{\"image\": 0}, {\"text\": \"...\"}]}, ...]) whose {\"image\": K} is the\n"
+        "K-th --image (or {\"image\": \"path\"}); any user message may carry images.\n"
+        "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD, never from\n"
+        "the URL. Exit: 0 ok, 1 job error, 2 usage, 3 transport error or timeout.\n");
 }
 
 static int parse_args(int argc, char **argv, submit_args *a)

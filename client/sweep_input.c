@@ -124,8 +124,10 @@ static glm_status parse_messages(const cJSON *root, sweep_line *l, glm_error *er
         const cJSON *image = cJSON_GetObjectItemCaseSensitive(m, "image");
         if (image && !cJSON_IsNull(image)) {
             if (l->roles[l->n_messages] != GLM_ROLE_USER)
-                return glm_fail(err, GLM_ERR_FORMAT, "messages[%zu]: only user messages carry "
-                                                     "images", i);
+                return glm_fail(err, GLM_ERR_FORMAT,
+                                "messages[%zu]: only user messages carry "
+                                "images",
+                                i);
             if ((st = parse_images(image, l->n_messages, l, err)))
                 return glm_error_prefix(err, "messages[%zu]", i);
         }

@@ -228,8 +228,8 @@ static glm_status encode_messages(const glm_run_args *a, int n_given, glm_json_m
             used[idx] = true;
         }
     if ((int)jm->n_images != n_given)
-        return glm_fail(err, GLM_ERR_INVALID_ARG,
-                        "--messages uses %zu image(s), %d were given", jm->n_images, n_given);
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "--messages uses %zu image(s), %d were given",
+                        jm->n_images, n_given);
     char path[4096];
     snprintf(path, sizeof(path), "%s/tokenizer.model", a->model_dir);
     glm_tokenizer *tok = NULL;
@@ -294,12 +294,12 @@ glm_status glm_run_inputs_prepare(const glm_run_args *a, const glm_model_config 
     glm_json_messages_free(&jm);
     if (!st && a->dump_pixels && in->pixels) {
         const glm_vision_config *v = &cfg->vision;
-        glm_st_write_tensor t = {.name = "pixel_values",
-                                 .dtype = GLM_F32,
-                                 .ndim = 4,
-                                 .shape = {in->n_images, v->in_channels, v->image_size,
-                                           v->image_size},
-                                 .data = in->pixels};
+        glm_st_write_tensor t = {
+            .name = "pixel_values",
+            .dtype = GLM_F32,
+            .ndim = 4,
+            .shape = {in->n_images, v->in_channels, v->image_size, v->image_size},
+            .data = in->pixels};
         st = glm_safetensors_write(a->dump_pixels, &t, 1, err);
     } else if (!st && a->dump_pixels) {
         st = glm_fail(err, GLM_ERR_INVALID_ARG, "--dump-pixels needs --image or --pixels");

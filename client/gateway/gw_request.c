@@ -9,7 +9,8 @@
 
 /* Images one request may carry, in any user messages (the protocol's ceiling, GLM_SEQ_MAX_IMAGES);
  * the job limits (max_images, the servers' --max-images-per-prompt) refuse fewer with
- * TOO_MANY_IMAGES. Several images are an extension: GLM-4V was trained with one per conversation. */
+ * TOO_MANY_IMAGES. Several images are an extension: GLM-4V was trained with one per conversation.
+ */
 #define GW_MAX_IMAGES_PER_JOB 8
 #define GW_MAX_STOPS 16
 

@@ -181,9 +181,10 @@ glm_status glm_job_decode(const void *bytes, size_t len, glm_job **out, glm_job_
         n_more += pb->messages[i]->n_more_images;
     glm_job *job = st == GLM_OK ? calloc(1, sizeof *job) : NULL;
     /* one block: the messages, then every message's more_images parts */
-    glm_message *msgs = st == GLM_OK ? calloc(1, (pb->n_messages + 1) * sizeof *msgs +
-                                                     n_more * sizeof(glm_image_part))
-                                     : NULL;
+    glm_message *msgs =
+        st == GLM_OK
+            ? calloc(1, (pb->n_messages + 1) * sizeof *msgs + n_more * sizeof(glm_image_part))
+            : NULL;
     if (st == GLM_OK && (!job || !msgs))
         st = refuse(problem, GLM_ERR_NOMEM, GLM_EC_INTERNAL, "out of memory decoding job");
     if (st != GLM_OK) {

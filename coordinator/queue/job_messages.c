@@ -32,8 +32,8 @@ static glm_status append_text(char **text, const char *s, glm_error *err)
     return GLM_OK;
 }
 
-static glm_status parse_image(const cJSON *v, size_t i, glm_json_messages *all,
-                              glm_json_message *m, glm_error *err)
+static glm_status parse_image(const cJSON *v, size_t i, glm_json_messages *all, glm_json_message *m,
+                              glm_error *err)
 {
     if (all->n_images == GLM_JSON_MAX_IMAGES)
         return glm_fail(err, GLM_ERR_LIMIT, "message %zu: more than %d images in the conversation",
@@ -56,8 +56,7 @@ static glm_status parse_image(const cJSON *v, size_t i, glm_json_messages *all,
 static glm_status parse_message(const cJSON *o, size_t i, glm_json_messages *all, glm_error *err)
 {
     glm_json_message *m = &all->messages[i];
-    if (!cJSON_IsObject(o))
-        return glm_fail(err, GLM_ERR_FORMAT, "message %zu is not an object", i);
+    if (!cJSON_IsObject(o)) return glm_fail(err, GLM_ERR_FORMAT, "message %zu is not an object", i);
     glm_status st = parse_role(cJSON_GetObjectItemCaseSensitive(o, "role"), i, &m->role, err);
     if (st) return st;
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(o, "content");
@@ -92,8 +91,8 @@ glm_status glm_json_messages_parse(const char *text, size_t len, glm_json_messag
     cJSON *root = cJSON_ParseWithLength(text, len);
     if (!root) return glm_fail(err, GLM_ERR_FORMAT, "messages: not valid JSON");
     out->tree = root;
-    const cJSON *list = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "messages")
-                                             : root;
+    const cJSON *list =
+        cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "messages") : root;
     int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1;
     glm_status st = GLM_OK;
     if (n < 1)

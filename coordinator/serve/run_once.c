@@ -142,8 +142,8 @@ glm_status glm_run_once(glm_model *m, const glm_run_once_request *req, glm_run_o
                              cfg->vision.image_size * cfg->vision.image_size;
         q.pixels = req->pixels;
         for (int i = 0; i < n_images; i++) /* each image by its own pixels */
-            q.image_keys[i] = glm_image_key_of((const char *)req->pixels + (size_t)i * pixel_bytes,
-                                               pixel_bytes);
+            q.image_keys[i] =
+                glm_image_key_of((const char *)req->pixels + (size_t)i * pixel_bytes, pixel_bytes);
         q.max_new_tokens = req->max_new_tokens;
         q.ignore_eos = req->ignore_eos;
         q.sample = (glm_sample_params){.temperature = 0, .top_p = 1.0f}; /* greedy */

@@ -233,9 +233,9 @@ static void plan_rows(glm_scheduler *s, glm_step_plan *p, int seq_index, glm_seq
             p->token_ids[t] = q->layout.token_ids[r];
             p->positions[t] = q->layout.positions[r];
             int image = q->layout.image_index[r];
-            p->image_rows[t] = image >= 0 ? q->image_slots[image] * s->cfg.image_rows +
-                                                 q->layout.image_row[r]
-                                           : -1;
+            p->image_rows[t] =
+                image >= 0 ? q->image_slots[image] * s->cfg.image_rows + q->layout.image_row[r]
+                           : -1;
         } else {
             p->token_ids[t] = q->generated[r - q->layout.n_rows];
             p->positions[t] = q->layout.n_ids + (r - q->layout.n_rows);

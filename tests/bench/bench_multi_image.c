@@ -123,7 +123,8 @@ typedef struct figure {
 static int drive(glm_rank_context *ctx, const args *a, figure *out)
 {
     const glm_model_config *cfg = &ctx->cfg;
-    size_t floats = (size_t)cfg->vision.in_channels * cfg->vision.image_size * cfg->vision.image_size;
+    size_t floats =
+        (size_t)cfg->vision.in_channels * cfg->vision.image_size * cfg->vision.image_size;
     unsigned seed = 22;
     for (int c = 0; c < a->n_counts; c++) {
         int n = a->counts[c], n_ids = 3 * n + a->text_rows;
@@ -177,10 +178,11 @@ static int drive(glm_rank_context *ctx, const args *a, figure *out)
         out[c].ttft_ms = median(ttft, a->reps);
         out[c].vision_ms = median(vision, a->reps);
         out[c].prefill_ms = median(prefill, a->reps);
-        printf("bench multi_image n=%d rows=%d ttft_ms=%.4g vision_ms=%.4g vision_ms_per_image=%.4g "
-               "images_per_s=%.4g prefill_ms=%.4g reps=%d\n",
-               n, out[c].rows, out[c].ttft_ms, out[c].vision_ms, out[c].vision_ms / n,
-               out[c].vision_ms > 0 ? n * 1e3 / out[c].vision_ms : 0, out[c].prefill_ms, a->reps);
+        printf(
+            "bench multi_image n=%d rows=%d ttft_ms=%.4g vision_ms=%.4g vision_ms_per_image=%.4g "
+            "images_per_s=%.4g prefill_ms=%.4g reps=%d\n",
+            n, out[c].rows, out[c].ttft_ms, out[c].vision_ms, out[c].vision_ms / n,
+            out[c].vision_ms > 0 ? n * 1e3 / out[c].vision_ms : 0, out[c].prefill_ms, a->reps);
         fflush(stdout);
         free(ids), free(pixels), free(ttft), free(vision), free(prefill);
     }

@@ -25,8 +25,8 @@ static const uint8_t A[] = {1, 2, 3}, B[] = {4, 5, 6, 7}, C[] = {8};
 
 static glm_job job_of(glm_message *msgs, size_t n)
 {
-    glm_job j = {.version = GLM4V_PROTOCOL_VERSION, .id = "multi-1", .messages = msgs,
-                 .n_messages = n};
+    glm_job j = {
+        .version = GLM4V_PROTOCOL_VERSION, .id = "multi-1", .messages = msgs, .n_messages = n};
     j.sampling = glm_sampling_defaults();
     return j;
 }
@@ -44,10 +44,18 @@ static void test_wire(void)
 {
     const glm_image_part more[2] = {{B, sizeof B, "png"}, {C, sizeof C, ""}};
     glm_message msgs[3] = {
-        {.role = GLM_ROLE_USER, .content = "two", .image = A, .image_bytes = sizeof A,
-         .image_format = "", .more_images = more, .n_more_images = 1},
+        {.role = GLM_ROLE_USER,
+         .content = "two",
+         .image = A,
+         .image_bytes = sizeof A,
+         .image_format = "",
+         .more_images = more,
+         .n_more_images = 1},
         {.role = GLM_ROLE_ASSISTANT, .content = "ok"},
-        {.role = GLM_ROLE_USER, .content = "one more", .image = C, .image_bytes = sizeof C,
+        {.role = GLM_ROLE_USER,
+         .content = "one more",
+         .image = C,
+         .image_bytes = sizeof C,
          .image_format = ""},
     };
     glm_job j = job_of(msgs, 3);
@@ -57,8 +65,10 @@ static void test_wire(void)
     if (d) {
         CHECK(glm_message_n_images(&d->messages[0]) == 2);
         glm_image_part p = glm_message_image(&d->messages[0], 1);
-        CHECK(p.bytes == sizeof B && memcmp(p.data, B, sizeof B) == 0 && strcmp(p.format, "png") == 0);
-        CHECK(glm_message_n_images(&d->messages[1]) == 0 && glm_message_n_images(&d->messages[2]) == 1);
+        CHECK(p.bytes == sizeof B && memcmp(p.data, B, sizeof B) == 0 &&
+              strcmp(p.format, "png") == 0);
+        CHECK(glm_message_n_images(&d->messages[1]) == 0 &&
+              glm_message_n_images(&d->messages[2]) == 1);
         glm_job_problem pr;
         CHECK(glm_job_validate(d, NULL, &pr) == GLM_OK);
         char f1[GLM_FINGERPRINT_LEN + 1], f2[GLM_FINGERPRINT_LEN + 1];
@@ -75,7 +85,10 @@ static void test_wire(void)
 
     /* one image: exactly the bytes and fingerprint of a message that never had more_images (the
      * field is written only when set), so old servers and old Results see no difference */
-    glm_message one = {.role = GLM_ROLE_USER, .content = "x", .image = A, .image_bytes = sizeof A,
+    glm_message one = {.role = GLM_ROLE_USER,
+                       .content = "x",
+                       .image = A,
+                       .image_bytes = sizeof A,
                        .image_format = ""};
     glm_job j1 = job_of(&one, 1);
     uint8_t *b1 = NULL, *b2 = NULL;
@@ -93,14 +106,22 @@ static void test_wire(void)
 
     /* refusals, each naming what */
     glm_job_problem pr;
-    glm_message bad = {.role = GLM_ROLE_USER, .content = "x", .image_format = "",
-                       .more_images = more, .n_more_images = 1};
+    glm_message bad = {.role = GLM_ROLE_USER,
+                       .content = "x",
+                       .image_format = "",
+                       .more_images = more,
+                       .n_more_images = 1};
     glm_job jb = job_of(&bad, 1);
     CHECK(glm_job_validate(&jb, NULL, &pr) != GLM_OK && pr.code == GLM_EC_INVALID_REQUEST &&
           strstr(pr.message, "more_images"));
     const glm_image_part empty[1] = {{B, 0, ""}};
-    glm_message e = {.role = GLM_ROLE_USER, .content = "x", .image = A, .image_bytes = sizeof A,
-                     .image_format = "", .more_images = empty, .n_more_images = 1};
+    glm_message e = {.role = GLM_ROLE_USER,
+                     .content = "x",
+                     .image = A,
+                     .image_bytes = sizeof A,
+                     .image_format = "",
+                     .more_images = empty,
+                     .n_more_images = 1};
     glm_job je = job_of(&e, 1);
     CHECK(glm_job_validate(&je, NULL, &pr) != GLM_OK && pr.code == GLM_EC_BAD_IMAGE &&
           strstr(pr.message, "image 2"));
@@ -124,10 +145,10 @@ static void refused(const char *json, const char *why)
 
 static glm_chat_role chat_role(glm_role r)
 {
-    return r == GLM_ROLE_SYSTEM      ? GLM_CHAT_SYSTEM
-           : r == GLM_ROLE_ASSISTANT ? GLM_CHAT_ASSISTANT
+    return r == GLM_ROLE_SYSTEM        ? GLM_CHAT_SYSTEM
+           : r == GLM_ROLE_ASSISTANT   ? GLM_CHAT_ASSISTANT
            : r == GLM_ROLE_OBSERVATION ? GLM_CHAT_OBSERVATION
-                                     : GLM_CHAT_USER;
+                                       : GLM_CHAT_USER;
 }
 
 /* Every case's messages through the template give its golden input_ids. */
@@ -222,7 +243,8 @@ static void test_sweep_lines(void)
     sweep_line_free(&l);
 
     /* images in two user turns, given in the messages */
-    line = "{\"id\": \"t\", \"messages\": [{\"role\": \"user\", \"content\": \"a\", \"image\": \"a.png\"},"
+    line = "{\"id\": \"t\", \"messages\": [{\"role\": \"user\", \"content\": \"a\", \"image\": "
+           "\"a.png\"},"
            "{\"role\": \"assistant\", \"content\": \"b\"},"
            "{\"role\": \"user\", \"content\": \"c\", \"image\": [\"b.png\", \"c.png\"]}]}";
     CHECK_MSG(sweep_line_parse(line, strlen(line), &l, &err) == GLM_OK, "%s", err.msg);

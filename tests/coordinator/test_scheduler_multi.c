@@ -87,7 +87,8 @@ static void test_slots_and_admission(void)
     CHECK(plan.n_seqs == 2 && a.state == GLM_JOB_RUNNING && b.state == GLM_JOB_RUNNING &&
           c.state == GLM_JOB_WAITING);
     CHECK_MSG(plan.n_images == 4, "%d images encoded", plan.n_images);
-    int sa0 = slot_of(&plan, &a, 0, 0), sa1 = slot_of(&plan, &a, 0, 1), sa2 = slot_of(&plan, &a, 0, 2);
+    int sa0 = slot_of(&plan, &a, 0, 0), sa1 = slot_of(&plan, &a, 0, 1),
+        sa2 = slot_of(&plan, &a, 0, 2);
     int sb0 = slot_of(&plan, &b, a.layout.n_rows, 0), sb1 = slot_of(&plan, &b, a.layout.n_rows, 1);
     CHECK(sa0 == sa2 && sa0 != sa1 && sb0 != sb1 && sb0 != sa0 && sb0 != sa1 && sb1 != sa0 &&
           sb1 != sa1);

@@ -67,8 +67,7 @@ static int image_start_row(const int32_t *ids, int n_ids, int boi, int image_row
     return -1;
 }
 
-static void run_case(glm_model *m, glm_safetensors *g, const char *c, const char *model_dir,
-                     int tp)
+static void run_case(glm_model *m, glm_safetensors *g, const char *c, const char *model_dir, int tp)
 {
     int64_t n_ids = 0, n_logits = 0, n_greedy = 0, n_pix = 0, n_images = 0;
     int32_t *ids = golden(g, c, "input_ids", GLM_I32, &n_ids, NULL);
