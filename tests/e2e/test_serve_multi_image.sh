@@ -7,7 +7,8 @@
 #    ids glm4v-run gives for it (the same image files);
 #  - a mixed batch of 0-, 1- and 3-image jobs in one replica (prefill chunks cutting inside
 #    images) gives every job the ids it gets alone;
-#  - 5 images (over --max-images-per-prompt 4): TOO_MANY_IMAGES; 4 images past the context:
+#  - 5 images (over --max-images-per-prompt 4), 4 over a replica's limit of 3: TOO_MANY_IMAGES
+#    (and a --vision-cache below the limit refused at start); 4 images past the context:
 #    PROMPT_TOO_LONG; a corrupt second image: BAD_IMAGE naming image 2, while a good job sent with
 #    it is answered.
 # usage: test_serve_multi_image.sh BIN_DIR TESTDATA
@@ -163,7 +164,16 @@ e2e_check "sweep row with a missing second image: an error naming it ($(row sw-b
     grep -q "BAD_IMAGE.*missing.png" <<<"$(row sw-bad "d.get('error')" 2>/dev/null)"
 e2e_kill_replica r1 "$REPLICA_PID"
 
-e2e_start_replica r2 2 --max-batch 8 --max-tokens-per-step 48 --prefill-chunk 16 --vision-cache 6 || exit 1
+# a vision cache smaller than the per-prompt limit could never admit a full prompt: refused at start
+"$BIN/glm4v-serve" --model "$MODEL" --redis "$REDIS_URL" --prefix "$PREFIX" --vision-cache 2 \
+    --max-images-per-prompt 3 >/dev/null 2>"$E2E_DIR/vc.err"
+rc=$?
+e2e_check "--vision-cache 2 < --max-images-per-prompt 3: exit 2 (rc $rc)" [ $rc -eq 2 ] && grep -q "must hold" "$E2E_DIR/vc.err"
+e2e_start_replica r2 2 --max-batch 8 --max-tokens-per-step 48 --prefill-chunk 16 --vision-cache 6 \
+    --max-images-per-prompt 3 || exit 1
 served_vs_alone 2
+e2e_submit --id four --prompt "Compare them." "${five[@]:0:8}" >"$E2E_DIR/four-tp2.json" 2>/dev/null
+e2e_check "4 images over --max-images-per-prompt 3: TOO_MANY_IMAGES ($(error_of "$E2E_DIR/four-tp2.json"))" \
+    grep -q "TOO_MANY_IMAGES.*limit of 3" <<<"$(error_of "$E2E_DIR/four-tp2.json")"
 
 e2e_finish serve_multi_image
