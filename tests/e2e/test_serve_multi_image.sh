@@ -162,6 +162,14 @@ for id in sw-two sw-turns; do
 done
 e2e_check "sweep row with a missing second image: an error naming it ($(row sw-bad "d.get('error')" 2>/dev/null))" \
     grep -q "BAD_IMAGE.*missing.png" <<<"$(row sw-bad "d.get('error')" 2>/dev/null)"
+# glm4v-submit's own checks: an --image the messages do not use, an index past the images given
+e2e_submit --messages "$E2E_DIR/late_image.json" --image "$E2E_DIR/img0.jpg" --image "$E2E_DIR/img1.png" \
+    >/dev/null 2>"$E2E_DIR/unused.err"
+rc=$?
+e2e_check "submit: unused --image refused (rc $rc)" [ $rc -eq 2 ] && grep -q "is not used by" "$E2E_DIR/unused.err"
+e2e_submit --messages "$E2E_DIR/turns.json" --image "$E2E_DIR/img0.jpg" >/dev/null 2>"$E2E_DIR/past.err"
+rc=$?
+e2e_check "submit: image index past the --image files refused (rc $rc)" [ $rc -eq 2 ] && grep -q "refers to image 1" "$E2E_DIR/past.err"
 e2e_kill_replica r1 "$REPLICA_PID"
 
 # a vision cache smaller than the per-prompt limit could never admit a full prompt: refused at start
