@@ -60,8 +60,11 @@ expect 2 "uses 1 image\(s\), 2 were given" -- "$run" --model "$a" --messages "$t
     --pixels "$g:two_images.pixel_values"
 expect 2 "put the system message" -- "$run" --model "$a" --messages "$tmp/turns.json" --system x
 expect 2 "exactly one of" -- "$run" --model "$a" --messages "$tmp/turns.json" --prompt x
-expect 2 "more than 8 images" -- "$run" --model "$a" --prompt x $(for _ in $(seq 9); do echo --image "$tmp/x.png"; done)
-expect 2 "more than 8 images" -- "$run" --model "$a" --input-ids "$two" $(for _ in $(seq 5); do echo --pixels "$g:two_images.pixel_values"; done)
+nine=() five_pixels=()
+for _ in $(seq 9); do nine+=(--image "$tmp/x.png"); done
+for _ in $(seq 5); do five_pixels+=(--pixels "$g:two_images.pixel_values"); done
+expect 2 "more than 8 images" -- "$run" --model "$a" --prompt x "${nine[@]}"
+expect 2 "more than 8 images" -- "$run" --model "$a" --input-ids "$two" "${five_pixels[@]}"
 echo '[{"role": "user", "content": [{"image": "a.png"}]}]' >"$tmp/path.json"
 expect 2 "each of the 1 given image" -- "$run" --model "$a" --messages "$tmp/path.json" \
     --pixels "$g:late_image.pixel_values"
