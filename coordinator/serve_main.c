@@ -51,7 +51,7 @@ static void usage(FILE *f)
         "  --prefill-chunk N          prompt rows per sequence per step (default 512)\n"
         "  --max-new-tokens N         default when a job gives none (default 256)\n"
         "  --vision-cache N           image embeddings kept (default 16); also the most\n"
-        "                             images of running sequences at once\n"
+        "                             images being prefilled at once\n"
         "  --max-images-per-prompt N  images one job may carry, in any user messages (default 4,\n"
         "                             at most 8; more: ERROR_TOO_MANY_IMAGES); several images are\n"
         "                             an extension, the model was trained with one\n"

@@ -176,6 +176,23 @@ static void remove_running(glm_scheduler *s, glm_sequence *q)
         }
 }
 
+/* Gives back the slots of q's images whose rows are all in its KV cache now: nothing reads
+ * them again (a preempted sequence recomputes its prompt and takes slots anew), so the cache
+ * holds only images still being prefilled, and --vision-cache bounds those, not every image of
+ * every running sequence. The embeddings stay in the slot for a later prompt until evicted. */
+static void release_fed_images(glm_scheduler *s, glm_sequence *q)
+{
+    for (int i = 0; i < q->layout.n_images; i++) {
+        if (q->image_slots[i] < 0) continue;
+        bool ahead = false;
+        for (int r = q->n_cached; r < q->layout.n_rows && !ahead; r++)
+            ahead = q->layout.image_index[r] == i;
+        if (ahead) continue;
+        glm_image_cache_release(s->images, q->image_slots[i]);
+        q->image_slots[i] = -1;
+    }
+}
+
 static void release_images(glm_scheduler *s, glm_sequence *q)
 {
     for (int i = 0; i < GLM_SEQ_MAX_IMAGES; i++)
@@ -482,6 +499,7 @@ void glm_scheduler_commit(glm_scheduler *s, const glm_logit_row *rows, const int
         glm_sequence *q = s->step_seqs[i];
         q->n_cached += q->step_rows;
         q->table.n_tokens = q->n_cached;
+        release_fed_images(s, q);
         /* full blocks of prompt rows now hold their KV: findable by later prompts */
         if (q->row_keys)
             glm_block_table_register(&q->table, &s->blocks, q->row_keys,

@@ -10,7 +10,9 @@
  * through the vision tower in batches in the step that admits them, into vision-cache slots: a
  * sequence with several images takes a slot for each (one vision pass per distinct image, the
  * images of one or many sequences batched in one step), and each image row of its prompt names
- * its own image's slot.
+ * its own image's slot. A slot is held until its image's rows are in the KV cache (a preempted
+ * sequence takes slots anew), so the cache bounds the images being prefilled, not every image
+ * of every running sequence.
  *
  * Prefix caching (on unless the config says otherwise): full KV blocks of prompt rows are kept
  * under a hash chain of their contents (worker/kv_cache.h), so a sequence whose prompt starts

@@ -199,8 +199,59 @@ static void test_prefix_keys(void)
     glm_image_cache_destroy(images);
 }
 
+/* A slot is held only while its image's rows are still to be fed: with 8-row chunks, a 2-image
+ * prompt (rows 0-1 text, 2-7 image 1, 8-13 image 2, 14-15 text) gives image 1 back after the
+ * first chunk and image 2 after the second, while it keeps decoding; so a 2-slot cache runs a
+ * second 2-image sequence beside it once the first is prefilled. */
+static void test_release_after_prefill(void)
+{
+    glm_scheduler_config cfg = {.max_batch = 4,
+                                .max_tokens_per_step = 64,
+                                .prefill_chunk = 8,
+                                .max_images_per_step = 2,
+                                .block_size = 4,
+                                .n_blocks = 128,
+                                .max_blocks_per_seq = 32,
+                                .image_rows = IMAGE_ROWS,
+                                .pixel_floats = PIXELS,
+                                .seq_length = 128,
+                                .no_prefix_cache = true};
+    glm_image_cache *images;
+    glm_scheduler *s;
+    CHECK(glm_image_cache_create(2, &images, NULL) == GLM_OK);
+    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    glm_sequence a, b;
+    float pa[2 * PIXELS], pb[2 * PIXELS];
+    const uint64_t ka[2] = {1, 2}, kb[2] = {3, 4};
+    make_seq(&a, 2, ka, pa);
+    make_seq(&b, 2, kb, pb);
+    a.max_new_tokens = b.max_new_tokens = 8;
+    CHECK(glm_scheduler_add(s, &a, NULL) == GLM_OK && glm_scheduler_add(s, &b, NULL) == GLM_OK);
+    glm_step_plan plan = {0};
+    glm_logit_row rows[8];
+    const float *px;
+    int32_t tok[8] = {5, 5, 5, 5, 5, 5, 5, 5};
+    int pinned_after[2] = {-1, -1};
+    bool b_ran_beside_a = false;
+    for (int step = 0; step < 40 && glm_scheduler_has_work(s); step++) {
+        CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
+        b_ran_beside_a |= plan.n_seqs == 2;
+        glm_scheduler_commit(s, rows, tok, plan.n_logit_rows);
+        if (step < 2) pinned_after[step] = glm_image_cache_stats_get(images).pinned;
+    }
+    CHECK_MSG(pinned_after[0] == 1 && pinned_after[1] == 0, "pinned after steps 1, 2: %d, %d",
+              pinned_after[0], pinned_after[1]);
+    CHECK(a.state == GLM_JOB_FINISHED && b.state == GLM_JOB_FINISHED && b_ran_beside_a);
+    CHECK(glm_image_cache_stats_get(images).pinned == 0);
+    glm_sequence_free(&a), glm_sequence_free(&b);
+    glm_step_plan_free(&plan);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
 int main(void)
 {
+    test_release_after_prefill();
     test_slots_and_admission();
     test_step_budget();
     test_prefix_keys();
