@@ -62,4 +62,13 @@ for dtype in ${DTYPES:-bf16 f16}; do
         --input-ids "$ids" --pixels "$testdata/glm4v-tiny-b/golden.safetensors" \
         --max-new-tokens 12 --ignore-eos --json
 done
+# several images (issue 22): the golden two-image conversation, rebuilt from its messages, on the
+# GPU beside the CPU (prints both; compare the ids, the CPU's are the golden greedy ids)
+msgs=${TMPDIR:-/tmp}/glm4v-two-images.json
+python3 -c "import json; d=json.load(open('$testdata/glm4v-tiny-b/golden-multi-image.json')); json.dump({'messages': [c for c in d['cases'] if c['name']=='two_images'][0]['messages']}, open('$msgs', 'w'))"
+for device in cpu cuda; do
+    run "$B/bin/glm4v-run" --device "$device" --model "$testdata/glm4v-tiny-b" --messages "$msgs" \
+        --pixels "$testdata/glm4v-tiny-b/golden-multi-image.safetensors:two_images.pixel_values" \
+        --max-new-tokens 12 --ignore-eos --json
+done
 exit $status
