@@ -11,7 +11,8 @@
 #      random "wide" checkpoint against fp32 (reported, not bounded).
 # On the GPU machine, from a copy of the tree:
 #   source .devdeps/env.sh && scripts/bench-quant.sh [TESTDATA_DIR] [OUT_DIR]
-# FORMATS (default "bf16 fp8 int8 int4"), DECODE (default 1,32,128) and STEPS narrow the run.
+# FORMATS (default "bf16 fp8 int8 int4"), DECODE (default 1,32,128), STEPS, MEMORY_RUNS (empty:
+# none) and WIDE=0 narrow the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 testdata=$(cd "${1:-../shared/testdata}" && pwd)
@@ -55,11 +56,11 @@ for fmt in ${FORMATS:-bf16 fp8 int8 int4}; do
         --decode-steps "${STEPS:-16}" --warmup 1 --reps 3
     grep -E "^bench |rror" "$out/bench_$fmt.log"
 done
-for spec in "fp8 22 16" "int8 22 16" "int4 11 4"; do
-    set -- $spec
-    run "$out/memory_$1.log" "$B/bin/bench_model" --model configs/glm-4v-9b --device cuda \
-        --weights "$1" --mode memory --gpu-memory "$2" --mem-seqs "$3" --mem-ctx 4096
-    tail -12 "$out/memory_$1.log"
+for spec in ${MEMORY_RUNS-fp8:22:16 int8:22:16 int4:11:4}; do # format:GiB:sequences
+    IFS=: read -r fmt gib seqs <<<"$spec"
+    run "$out/memory_$fmt.log" "$B/bin/bench_model" --model configs/glm-4v-9b --device cuda \
+        --weights "$fmt" --mode memory --gpu-memory "$gib" --mem-seqs "$seqs" --mem-ctx 4096
+    tail -12 "$out/memory_$fmt.log"
 done
 # accuracy on the random "wide" checkpoint (real widths, 2 + 2 layers): against fp32 on the CPU
 if [ "${WIDE:-1}" = 1 ] && [ $(($(date +%s) - t0)) -lt "${WIDE_BEFORE_S:-330}" ]; then
