@@ -14,7 +14,7 @@
 # FORMATS (default "bf16 fp8 int8 int4"), DECODE (default 1,32,128), STEPS, MEMORY_RUNS (empty:
 # none) and WIDE=0 narrow the run.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 testdata=$(cd "${1:-../shared/testdata}" && pwd)
 out=${2:-bench-quant-out}
 mkdir -p "$out"
