@@ -16,6 +16,7 @@
 
 #include <cudnn.h>
 #include <math.h>
+#include <nvrtc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,9 +195,11 @@ static int64_t qkv_width(const sdpa_key *k)
     return (int64_t)(k->h_q + 2 * k->h_kv) * k->d;
 }
 
-/* Builds the operation graph for key, then the first execution plan the heuristics offer that
- * finalizes. Leaves bd->status set when there is none. */
-static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
+static void finish_plan(cuda_cudnn *c, sdpa_builder *bd, cudnnBackendDescriptor_t *ops, int n_ops);
+static void destroy_plan(sdpa_plan *p);
+
+/* The decomposed graph (matmul, pointwise, reductions, matmul) for key, then its plan. */
+static void build_composite(cuda_cudnn *c, sdpa_builder *bd)
 {
     const sdpa_key *k = &bd->plan->key;
     int64_t b = k->b, hq = k->h_q, hk = k->h_kv, s = k->s, d = k->d, w = qkv_width(k);
@@ -247,8 +250,64 @@ static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
     cudnnBackendDescriptor_t probs = virtual4(bd, uid++, io, b, hq, s, s);
     ops[n_ops++] = op_pointwise(bd, CUDNN_POINTWISE_DIV, f32, expd, row_sum, NULL, probs, -1);
     ops[n_ops++] = op_matmul(bd, probs, tv, to);
-    if (bd->status != CUDNN_STATUS_SUCCESS) return;
+    finish_plan(c, bd, ops, n_ops);
+}
 
+#if CUDNN_VERSION >= 91301
+/* cuDNN 9.13.1 and later: the whole attention as one SDPA_FWD operation (what the cuDNN frontend
+ * prefers there when nothing but Q, K, V and the scale is asked for). K is given as stored
+ * ([b, h, s, d]), not transposed. */
+static void build_unified(cuda_cudnn *c, sdpa_builder *bd)
+{
+    const sdpa_key *k = &bd->plan->key;
+    int64_t b = k->b, hq = k->h_q, hk = k->h_kv, s = k->s, d = k->d, w = qkv_width(k);
+    cudnnDataType_t io = k->dtype == GLM_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+    int64_t q_dims[4] = {b, hq, s, d}, q_strides[4] = {s * w, d, w, 1};
+    int64_t kv_dims[4] = {b, hk, s, d}, kv_strides[4] = {s * w, d, w, 1};
+    int64_t o_dims[4] = {b, hq, s, d}, o_strides[4] = {s * hq * d, d, hq * d, 1};
+    cudnnBackendDescriptor_t tq = tensor4(bd, UID_Q, io, q_dims, q_strides, false, false);
+    cudnnBackendDescriptor_t tk = tensor4(bd, UID_K, io, kv_dims, kv_strides, false, false);
+    cudnnBackendDescriptor_t tv = tensor4(bd, UID_V, io, kv_dims, kv_strides, false, false);
+    cudnnBackendDescriptor_t to = tensor4(bd, UID_O, io, o_dims, o_strides, false, false);
+    cudnnBackendDescriptor_t tscale = scalar(bd, UID_SCALE, CUDNN_DATA_FLOAT);
+    cudnnBackendDescriptor_t op =
+        new_desc(bd, (cudnnBackendDescriptorType_t)CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
+    set_desc(bd, op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, tq);
+    set_desc(bd, op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, tk);
+    set_desc(bd, op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, tv);
+    set_desc(bd, op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, to);
+    set_desc(bd, op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, tscale);
+    if (op) BUILD_CHECK(bd, cudnnBackendFinalize(op));
+    finish_plan(c, bd, &op, 1);
+}
+#endif
+
+/* The plan for key: for bidirectional attention on cuDNN >= 9.13.1 the SDPA_FWD operation first,
+ * else (or when no engine takes it) the decomposed graph. Leaves bd->status set when neither
+ * has an engine. */
+static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
+{
+#if CUDNN_VERSION >= 91301
+    if (!bd->plan->key.causal && cudnnGetVersion() >= 91301) {
+        build_unified(c, bd);
+        if (bd->status == CUDNN_STATUS_SUCCESS) return;
+        if (c->log)
+            fprintf(stderr,
+                    "glm4v cuda: cudnn SDPA_FWD operation refused (%s: %s), trying the "
+                    "decomposed graph\n",
+                    bd->where ? bd->where : "?", cudnnGetErrorString(bd->status));
+        destroy_plan(bd->plan);
+        bd->status = CUDNN_STATUS_SUCCESS;
+        bd->where = NULL;
+    }
+#endif
+    build_composite(c, bd);
+}
+
+/* The operation graph of ops, then the first execution plan the heuristics offer that finalizes. */
+static void finish_plan(cuda_cudnn *c, sdpa_builder *bd, cudnnBackendDescriptor_t *ops, int n_ops)
+{
+    if (bd->status != CUDNN_STATUS_SUCCESS) return;
     cudnnBackendDescriptor_t graph = new_desc(bd, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     set_attr(bd, graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n_ops, ops);
     set_attr(bd, graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->handle);
@@ -277,15 +336,17 @@ static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, n_cfgs, &got, cfgs));
     if (bd->status != CUDNN_STATUS_SUCCESS) return;
 
-    /* the heuristics rank the engines; the first that builds for this graph wins */
-    cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+    /* the heuristics rank the engines; the first that builds for this graph wins. The reason
+     * reported when none does is the best-ranked engine's (the fused one) */
+    cudnnStatus_t first = CUDNN_STATUS_NOT_SUPPORTED;
     for (int64_t i = 0; i < got; i++) {
         cudnnBackendDescriptor_t plan = new_desc(bd, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
         set_attr(bd, plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->handle);
         set_desc(bd, plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfgs[i]);
         if (bd->status != CUDNN_STATUS_SUCCESS) return;
-        last = cudnnBackendFinalize(plan);
-        if (last != CUDNN_STATUS_SUCCESS) continue;
+        cudnnStatus_t st = cudnnBackendFinalize(plan);
+        if (i == 0) first = st;
+        if (st != CUDNN_STATUS_SUCCESS) continue;
         int64_t ws = 0, n = 0;
         BUILD_CHECK(bd, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                                  CUDNN_TYPE_INT64, 1, &n, &ws));
@@ -293,8 +354,9 @@ static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
         bd->plan->workspace_bytes = ws;
         return;
     }
-    bd->status = last;
-    bd->where = "no engine configuration finalizes";
+    bd->status = first;
+    bd->where = "no engine configuration finalizes (CUDNN_LOGLEVEL_DBG=2 CUDNN_LOGDEST_DBG=stderr "
+                "says why)";
 }
 
 static void destroy_plan(sdpa_plan *p)
@@ -434,8 +496,10 @@ extern "C" glm_status cuda_cudnn_create(void *stream, int cc_major, cuda_cudnn *
         free(c);
         return glm_fail(err, GLM_ERR_BACKEND, "cudnnCreate: %s", cudnnGetErrorString(st));
     }
-    snprintf(c->description, sizeof(c->description), "cudnn %zu.%zu.%zu", version / 10000,
-             version / 100 % 100, version % 100);
+    int nvrtc_major = 0, nvrtc_minor = 0;
+    nvrtcVersion(&nvrtc_major, &nvrtc_minor); /* also keeps NVRTC loaded for cuDNN's engines */
+    snprintf(c->description, sizeof(c->description), "cudnn %zu.%zu.%zu (nvrtc %d.%d)",
+             version / 10000, version / 100 % 100, version % 100, nvrtc_major, nvrtc_minor);
     const char *want = getenv("GLM4V_ATTENTION");
     c->strict = want && strcmp(want, "cudnn") == 0;
     const char *log = getenv("GLM4V_ATTENTION_LOG");

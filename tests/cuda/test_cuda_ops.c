@@ -931,10 +931,24 @@ static void bench_line(const char *shape, float fa2_ms, float cudnn_ms, double f
     const char *impl[2] = {"fa2", "cudnn"};
     float ms[2] = {fa2_ms, cudnn_ms};
     for (int i = 0; i < 2; i++) {
+        if (ms[i] <= 0) continue; /* that path failed: no figure */
         printf("bench attention_ms shape=%s impl=%s value=%.4g unit=ms\n", shape, impl[i], ms[i]);
         printf("bench attention_tflops shape=%s impl=%s value=%.4g unit=TFLOP/s\n", shape, impl[i],
                flop / ms[i] / 1e9);
     }
+}
+
+/* Shapes the strict cuDNN backend refused in the bench: their time is that of a no-op. */
+static int cudnn_failures;
+
+/* True (and the error printed and cleared) when the timed runs on b failed. */
+static bool bench_failed(glm_backend *b)
+{
+    glm_error err;
+    if (glm_backend_take_error(b, &err) == GLM_OK) return false;
+    printf("  (failed: %s)\n", err.msg);
+    cudnn_failures++;
+    return true;
 }
 
 /* The vision attention (a: 6401 rows, 16 heads of 112) at TP 1 and 2, and causal prefill of an
@@ -965,10 +979,11 @@ static void bench_attention_cudnn(const att_args *a)
         be = cudnn;
         float dnn = time_ms(run_att, &t, 10);
         be = main_be;
+        if (bench_failed(cudnn)) dnn = 0;
         double flop = 4.0 * len * len * heads * hd;
         printf("  attention_full %d x %d heads x %d: fa2 %.3f ms %.1f TFLOP/s | cudnn %.3f ms %.1f "
                "TFLOP/s\n",
-               len, heads, hd, fa2, flop / fa2 / 1e9, dnn, flop / dnn / 1e9);
+               len, heads, hd, fa2, flop / fa2 / 1e9, dnn, dnn > 0 ? flop / dnn / 1e9 : 0.0);
         bench_line(heads == 16 ? "vision_tp1" : "vision_tp2", fa2, dnn, flop);
     }
     int lens[] = {1632, 4096};
@@ -987,10 +1002,11 @@ static void bench_attention_cudnn(const att_args *a)
         be = cudnn;
         float dnn = time_ms(run_paged, &p, 20);
         be = main_be;
+        if (bench_failed(cudnn)) dnn = 0;
         double flop = 2.0 * n * (double)n * nq * 128;
         printf("  prefill attention %d causal (32q/2kv, hd 128): fa2 %.4f ms %.1f TFLOP/s | cudnn "
                "%.4f ms %.1f TFLOP/s\n",
-               n, fa2, flop / fa2 / 1e9, dnn, flop / dnn / 1e9);
+               n, fa2, flop / fa2 / 1e9, dnn, dnn > 0 ? flop / dnn / 1e9 : 0.0);
         char shape[32];
         snprintf(shape, sizeof(shape), "prefill_%d", n);
         bench_line(shape, fa2, dnn, flop);
@@ -1000,7 +1016,7 @@ static void bench_attention_cudnn(const att_args *a)
         be->ops->free(be, (void *)p.b.block_table);
         free(tab);
     }
-    CHECK_MSG(glm_backend_take_error(cudnn, &err) == GLM_OK, "cudnn bench: %s", err.msg);
+    CHECK_MSG(cudnn_failures == 0, "cudnn bench: %d shapes refused", cudnn_failures);
     unsetenv("GLM4V_ATTENTION_LOG");
     glm_backend_destroy(cudnn);
 }
