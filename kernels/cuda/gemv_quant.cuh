@@ -245,9 +245,33 @@ __global__ void __launch_bounds__(GQ_WARPS * 32)
 {
     constexpr int E = FMT == GLM_WEIGHT_INT4 ? 32 : 16;
     constexpr int U = C >= GQ_UNROLL ? 1 : GQ_UNROLL / C; /* chunks in flight per column */
+    /* x as f32 in shared memory, once per block: chunk j's E values at j * (E + 4), the padding
+     * putting the lanes' float4 reads of one step on different banks */
+    extern __shared__ float xs[];
+    for (int64_t j = threadIdx.x; j < k / 8; j += blockDim.x) {
+        float f[8];
+        if (FMT == GLM_WEIGHT_FP8) {
+            uint2 v = *(const uint2 *)(xq + 8 * j);
+            const uint32_t x2[2] = {v.x, v.y};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+                    (__nv_fp8x2_storage_t)(x2[i / 2] >> (16 * (i & 1))), __NV_E4M3);
+                float2 g = __half22float2(__half2(h));
+                f[2 * i] = g.x;
+                f[2 * i + 1] = g.y;
+            }
+        } else {
+            half8_to_f32(((const half8<T> *)x)[j], f);
+        }
+        int64_t e0 = 8 * j, at = e0 / E * (E + 4) + e0 % E;
+        *(float4 *)(xs + at) = make_float4(f[0], f[1], f[2], f[3]);
+        *(float4 *)(xs + at + 4) = make_float4(f[4], f[5], f[6], f[7]);
+    }
+    __syncthreads();
     int lane = threadIdx.x % 32;
     int64_t col0 = ((int64_t)blockIdx.x * GQ_WARPS + threadIdx.x / 32) * C;
-    if (col0 >= n) return; /* whole warps leave together */
+    if (col0 >= n) return; /* whole warps leave together (no barrier follows) */
     int64_t row_bytes = FMT == GLM_WEIGHT_INT4 ? k / 2 : k, chunks = row_bytes / 16;
     int64_t groups = FMT == GLM_WEIGHT_INT4 ? (k + group - 1) / group : 1;
     const uint4 *wr[C];
@@ -274,7 +298,11 @@ __global__ void __launch_bounds__(GQ_WARPS * 32)
             int64_t cc = c + 32 * u;
             if (cc >= chunks) break;
             float xf[E];
-            gq_load_x<T, FMT, E>(xf, x, xq, cc * E);
+#pragma unroll
+            for (int q = 0; q < E / 4; q++) {
+                float4 v = *(const float4 *)(xs + cc * (E + 4) + 4 * q);
+                xf[4 * q] = v.x, xf[4 * q + 1] = v.y, xf[4 * q + 2] = v.z, xf[4 * q + 3] = v.w;
+            }
             int64_t g = FMT == GLM_WEIGHT_INT4 ? cc * E / group : 0;
 #pragma unroll
             for (int j = 0; j < C; j++) {
@@ -305,6 +333,13 @@ __global__ void __launch_bounds__(GQ_WARPS * 32)
     }
 }
 
+/* Shared memory of the wide kernel's x: k / E chunks of E + 4 floats. */
+static inline size_t gq_wide_smem(int fmt, int64_t k)
+{
+    int e = fmt == GLM_WEIGHT_INT4 ? 32 : 16;
+    return (size_t)(k / e) * (size_t)(e + 4) * sizeof(float);
+}
+
 template <typename T, typename OutT, int FMT>
 static void launch_gemv_quant_wide(cudaStream_t s, int cols, OutT *y, const T *x, const uint8_t *xq,
                                    const float *sx, const glm_weight &w, const T *bias, int gelu)
@@ -312,11 +347,12 @@ static void launch_gemv_quant_wide(cudaStream_t s, int cols, OutT *y, const T *x
     const uint8_t *codes = (const uint8_t *)w.data;
     dim3 block(GQ_WARPS * 32);
     dim3 grid(cuda_blocks(w.rows, GQ_WARPS * cols));
+    size_t smem = gq_wide_smem(FMT, w.cols);
     if (cols >= 4)
-        gemv_quant_wide_kernel<T, OutT, FMT, 4><<<grid, block, 0, s>>>(
+        gemv_quant_wide_kernel<T, OutT, FMT, 4><<<grid, block, smem, s>>>(
             y, x, xq, sx, codes, w.scales, w.zeros, w.group_size, bias, gelu, w.rows, w.cols);
     else
-        gemv_quant_wide_kernel<T, OutT, FMT, 2><<<grid, block, 0, s>>>(
+        gemv_quant_wide_kernel<T, OutT, FMT, 2><<<grid, block, smem, s>>>(
             y, x, xq, sx, codes, w.scales, w.zeros, w.group_size, bias, gelu, w.rows, w.cols);
 }
 
@@ -363,7 +399,8 @@ static bool gemv_quant(glm_backend *be, glm_tensor y, glm_tensor x, const glm_we
     cudaStream_t s = cuda_impl(be)->stream;
     OutT *yd = (OutT *)y.data;
     const T *xd = (const T *)x.data, *bd = (const T *)bias;
-    if (m == 1 && cols > 1) {
+    /* the wide kernel keeps x in shared memory: up to the default 48 KiB a block */
+    if (m == 1 && cols > 1 && gq_wide_smem(w.format, k) <= 48 * 1024) {
         if (w.format == GLM_WEIGHT_FP8)
             launch_gemv_quant_wide<T, OutT, GLM_WEIGHT_FP8>(s, cols, yd, xd, xq, sx, w, bd, gelu);
         else if (w.format == GLM_WEIGHT_INT8)
