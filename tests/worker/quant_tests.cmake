@@ -2,8 +2,8 @@
 # one rank and tensor-parallel, against fp32 and the float64 golden logits (test_quant_model.c).
 # Bounds: logits (and vision embeddings) rel L2 against the fp32 model and top-1 agreement with
 # it over every prompt position, per format, from the errors measured on these random-weight
-# checkpoints with room (docs/PERF.md, Issue 15): fp8 worst 0.115 / 0.79, int8 0.025 / 0.96,
-# int4 0.32 / 0.37 (K <= 160 here: one int4 group per row). At TP 2, int8 must equal the one-rank
+# checkpoints with room (docs/PERF.md, Issue 15): fp8 worst 0.122 / 0.83, int8 0.022 / 0.96,
+# int4 0.31 / 0.45 (K <= 160 here: one int4 group per row). At TP 2, int8 must equal the one-rank
 # model of the same weights (whole-row scales for row-parallel slices: measured 4e-7); fp8 and
 # int4 are not the same computation there (per-rank activation scales, per-slice int4 groups), so
 # only their accuracy bounds apply.
