@@ -9,6 +9,7 @@
 #include "coordinator/text/chat_template.h"
 #include "coordinator/image/image.h"
 #include "coordinator/queue/job_messages.h"
+#include "coordinator/serve/request.h"
 #include "coordinator/text/tokenizer.h"
 #include "worker/safetensors.h"
 
@@ -195,20 +196,6 @@ static glm_status encode_prompt(const glm_run_args *a, glm_run_inputs *in, glm_e
     return GLM_OK;
 }
 
-static glm_chat_role chat_role_of(glm_role r)
-{
-    switch (r) {
-    case GLM_ROLE_SYSTEM:
-        return GLM_CHAT_SYSTEM;
-    case GLM_ROLE_ASSISTANT:
-        return GLM_CHAT_ASSISTANT;
-    case GLM_ROLE_OBSERVATION:
-        return GLM_CHAT_OBSERVATION;
-    default:
-        return GLM_CHAT_USER;
-    }
-}
-
 /* --messages FILE through the chat template; its {"image": K} must use each given image exactly
  * once (they are put in prompt order afterwards, order_images). */
 static glm_status encode_messages(const glm_run_args *a, int n_given, glm_json_messages *jm,
@@ -238,7 +225,7 @@ static glm_status encode_messages(const glm_run_args *a, int n_given, glm_json_m
     glm_chat_message *msgs = calloc(jm->n_messages, sizeof(*msgs));
     if (!msgs) return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < jm->n_messages; i++)
-        msgs[i] = (glm_chat_message){.role = chat_role_of(jm->messages[i].role),
+        msgs[i] = (glm_chat_message){.role = glm_chat_role_of(jm->messages[i].role),
                                      .content = jm->messages[i].text,
                                      .content_len = strlen(jm->messages[i].text),
                                      .has_image = jm->messages[i].n_images > 0,

@@ -23,7 +23,7 @@ static double wall_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static glm_chat_role chat_role(glm_role r)
+glm_chat_role glm_chat_role_of(glm_role r)
 {
     switch (r) {
     case GLM_ROLE_SYSTEM:
@@ -93,7 +93,7 @@ static glm_status build_prompt(glm_request *r, const glm_request_env *env, glm_e
     if (!msgs) return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
     size_t n_images = 0;
     for (size_t i = 0; i < job->n_messages; i++) {
-        msgs[i].role = chat_role(job->messages[i].role);
+        msgs[i].role = glm_chat_role_of(job->messages[i].role);
         msgs[i].content = job->messages[i].content;
         msgs[i].content_len = strlen(job->messages[i].content);
         msgs[i].n_images = glm_message_n_images(&job->messages[i]);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "coordinator/text/chat_template.h"
 #include "coordinator/text/detokenizer.h"
 #include "coordinator/image/image.h"
 #include "coordinator/queue/job_codec.h"
@@ -72,6 +73,9 @@ glm_status glm_request_chunk(glm_request *r, const glm_bytes *delta, uint8_t **b
  * (error_code and error_msg, addressed by the entry's job id). */
 glm_status glm_request_result(glm_request *r, const glm_request_env *env, uint8_t **bytes,
                               size_t *len, glm_error *err);
+
+/* The chat template's role for a Job message's role (glm4v-run's --messages uses it too). */
+glm_chat_role glm_chat_role_of(glm_role r);
 
 double glm_now_ms(void);
 
