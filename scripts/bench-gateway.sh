@@ -4,8 +4,9 @@
 # ignored, greedy) started all at once, alternately through glm4v-submit (one process per job,
 # Redis straight) and through glm4v-gateway (one HTTP request per job, non-streaming and
 # streaming). Prints one "gateway-bench" line per run and the overhead of each HTTP path against
-# glm4v-submit in wall time (median of the rounds). The same image in every job (the vision cache
-# serves all but the first): the figure is the path's, not the vision tower's. Each line also
+# glm4v-submit in wall time (median of the rounds). Every job carries its own image and no two
+# runs share one (a repeated image would measure the vision and prefix caches, not the path under
+# real load); the server keeps its default caches. Each line also
 # gives the CPU seconds of the clients (glm4v-submit processes, or the HTTP driver) and of the
 # gateway, a figure that does not depend on what else the machine is doing.
 #   source .devdeps/env.sh && scripts/bench-gateway.sh [--tp N] [--jobs N] [--tokens N] [--rounds N]
@@ -34,8 +35,10 @@ else
     bench_build glm4v-serve glm4v-submit glm4v-gateway
 fi
 bench_model_dir "$work/model"
-bench_images "$work/images" 1
-image=$work/images/img0000.jpg
+# 8 + 8 warm-up images, then JOBS new ones for each run of each round (3 paths per round)
+bench_images "$work/images" $((16 + 3 * rounds * jobs))
+images=$work/images
+next_image=16
 bench_redis_start
 bench_serve_start bench --max-batch 64
 [ "$device" = cuda ] && nvidia-smi --query-gpu=name --format=csv,noheader | head -1
@@ -50,8 +53,8 @@ done
 api=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/gateway.log")
 
 # warm-up through both paths (first image through the vision tower, first shapes)
-python3 scripts/bench_gateway_load.py submit "$B/bin/glm4v-submit" "$url" bench 8 "$image" "$tokens" >/dev/null
-python3 scripts/bench_gateway_load.py http "$api" 8 "$image" "$tokens" >/dev/null
+python3 scripts/bench_gateway_load.py submit "$B/bin/glm4v-submit" "$url" bench 8 "$images" 0 "$tokens" >/dev/null
+python3 scripts/bench_gateway_load.py http "$api" 8 "$images" 8 "$tokens" >/dev/null
 # CPU seconds the gateway process has used so far (utime + stime from /proc)
 gateway_cpu() {
     awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$gateway_pid/stat"
@@ -59,13 +62,15 @@ gateway_cpu() {
 http_run() { # http_run PATH: one HTTP run with the gateway's CPU seconds appended to its line
     local before line
     before=$(gateway_cpu)
-    line=$(python3 scripts/bench_gateway_load.py "$1" "$api" "$jobs" "$image" "$tokens")
+    line=$(python3 scripts/bench_gateway_load.py "$1" "$api" "$jobs" "$images" "$next_image" "$tokens")
+    next_image=$((next_image + jobs))
     echo "$line gateway_cpu_s=$(awk -v a="$(gateway_cpu)" -v b="$before" 'BEGIN { printf "%.2f", a - b }')" |
         tee -a "$work/results.txt"
 }
 for r in $(seq "$rounds"); do
-    python3 scripts/bench_gateway_load.py submit "$B/bin/glm4v-submit" "$url" bench "$jobs" "$image" \
-        "$tokens" | tee -a "$work/results.txt"
+    python3 scripts/bench_gateway_load.py submit "$B/bin/glm4v-submit" "$url" bench "$jobs" "$images" \
+        "$next_image" "$tokens" | tee -a "$work/results.txt"
+    next_image=$((next_image + jobs))
     http_run http
     http_run http-stream
     echo "round $r done"

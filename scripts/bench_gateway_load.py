@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Load driver of scripts/bench-gateway.sh: N image + text chat jobs started all at once (the
-cluster at saturation), through one of two paths, with the same job content:
+cluster at saturation), through one of two paths, with the same kind of job content. Job i takes
+the image IMAGE_DIR/img{FIRST+i:04d}.jpg, so every job of a run has its own image and a run
+shares none with another (a run given FIRST past the last one's images): the engine does the
+same vision work on both paths, no run is served by an earlier run's cache.
 
   submit  one glm4v-submit process per job (the protocol's own client, Redis straight)
   http    one thread per job POSTing to glm4v-gateway's /v1/chat/completions (stream or not)
@@ -9,8 +12,8 @@ Prints one line: path, jobs, wall seconds, jobs/s, generated tokens/s, latency p
 number of failed jobs and the CPU seconds the clients used (this driver and, for submit, its
 glm4v-submit processes).
 
-usage: bench_gateway_load.py submit SUBMIT_BIN REDIS_URL PREFIX N IMAGE TOKENS
-       bench_gateway_load.py http|http-stream GATEWAY_URL N IMAGE TOKENS
+usage: bench_gateway_load.py submit SUBMIT_BIN REDIS_URL PREFIX N IMAGE_DIR FIRST TOKENS
+       bench_gateway_load.py http|http-stream GATEWAY_URL N IMAGE_DIR FIRST TOKENS
 """
 import base64
 import json
@@ -30,11 +33,17 @@ def prompt(i):
     return f"{QUESTIONS[i % len(QUESTIONS)]} (request {i})"
 
 
+def image_path(image_dir, first, i):
+    return f"{image_dir}/img{first + i:04d}.jpg"
+
+
 def run_submit(argv):
-    binary, url, prefix, n, image, tokens = argv[0], argv[1], argv[2], int(argv[3]), argv[4], argv[5]
+    binary, url, prefix, n = argv[0], argv[1], argv[2], int(argv[3])
+    image_dir, first, tokens = argv[4], int(argv[5]), argv[6]
 
     def one(i):
-        out = subprocess.run([binary, "--redis", url, "--prefix", prefix, "--json", "--image", image,
+        out = subprocess.run([binary, "--redis", url, "--prefix", prefix, "--json",
+                              "--image", image_path(image_dir, first, i),
                               "--prompt", prompt(i), "--max-new-tokens", tokens, "--temperature", "0",
                               "--ignore-eos", "--timeout", "1200"],
                              capture_output=True, text=True, check=False)
@@ -45,14 +54,17 @@ def run_submit(argv):
 
 
 def run_http(argv, stream):
-    base, n, image, tokens = argv[0], int(argv[1]), argv[2], int(argv[3])
-    data_uri = "data:image/jpeg;base64," + base64.b64encode(open(image, "rb").read()).decode()
+    base, n, image_dir, first, tokens = argv[0], int(argv[1]), argv[2], int(argv[3]), int(argv[4])
+    # encoded before the clock starts, as glm4v-submit's image files already exist on disk
+    uris = ["data:image/jpeg;base64," +
+            base64.b64encode(open(image_path(image_dir, first, i), "rb").read()).decode()
+            for i in range(n)]
 
     def one(i):
         body = {"model": "glm-4v-9b", "temperature": 0, "max_tokens": tokens, "ignore_eos": True,
                 "stream": stream, "messages": [{"role": "user", "content": [
                     {"type": "text", "text": prompt(i)},
-                    {"type": "image_url", "image_url": {"url": data_uri}}]}]}
+                    {"type": "image_url", "image_url": {"url": uris[i]}}]}]}
         if stream:
             body["stream_options"] = {"include_usage": True}
         req = urllib.request.Request(base + "/v1/chat/completions", json.dumps(body).encode(),
