@@ -69,7 +69,7 @@ static void show(glm_stream_follow *f, const char *want, size_t len, bool final,
 }
 
 void glm_stream_follow_chunk(glm_stream_follow *f, uint32_t attempt, uint32_t index,
-                             const char *text)
+                             const char *text, size_t text_bytes)
 {
     if (attempt < f->attempt) return; /* an older attempt, still running on a stalled server */
     if (attempt > f->attempt) {
@@ -96,16 +96,16 @@ void glm_stream_follow_chunk(glm_stream_follow *f, uint32_t attempt, uint32_t in
         return;
     }
     f->next_index++;
-    if (!append(&f->text, &f->n_text, &f->cap_text, text, strlen(text))) {
+    if (!append(&f->text, &f->n_text, &f->cap_text, text, text_bytes)) {
         f->gap = true;
         return;
     }
     show(f, f->text, f->n_text, false, "the new attempt's text differs from the one printed");
 }
 
-void glm_stream_follow_result(glm_stream_follow *f, const char *text)
+void glm_stream_follow_result(glm_stream_follow *f, const char *text, size_t text_bytes)
 {
-    show(f, text, strlen(text), true, "the final answer differs from the streamed text");
+    show(f, text, text_bytes, true, "the final answer differs from the streamed text");
     fputc('\n', f->out);
     fflush(f->out);
 }

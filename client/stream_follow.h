@@ -35,11 +35,13 @@ void glm_stream_follow_init(glm_stream_follow *f, const char *job_id, FILE *out,
                             bool same_screen);
 void glm_stream_follow_free(glm_stream_follow *f);
 
-/* One chunk of the job: its attempt, its index within that attempt and its new text. */
+/* One chunk of the job: its attempt, its index within that attempt and its new text, text_bytes
+ * bytes of it (NUL bytes are text too: they are printed, not taken as its end). */
 void glm_stream_follow_chunk(glm_stream_follow *f, uint32_t attempt, uint32_t index,
-                             const char *text);
+                             const char *text, size_t text_bytes);
 
-/* The final Result's whole text (a successful one): completes the output and ends its line. */
-void glm_stream_follow_result(glm_stream_follow *f, const char *text);
+/* The final Result's whole text (a successful one), text_bytes bytes: completes the output and
+ * ends its line. */
+void glm_stream_follow_result(glm_stream_follow *f, const char *text, size_t text_bytes);
 
 #endif

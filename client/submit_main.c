@@ -299,7 +299,8 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
             /* text mode follows the newest attempt; --json prints the Result alone */
             const glm_chunk *c = ev.chunk;
             if (!a->json && glm_fingerprint_matches(c->job_fingerprint, fingerprint))
-                glm_stream_follow_chunk(&follow, c->attempt, c->index, c->text ? c->text : "");
+                glm_stream_follow_chunk(&follow, c->attempt, c->index, c->text ? c->text : "",
+                                        glm_chunk_text_bytes(c));
             glm_chunk_free(ev.chunk);
             continue;
         }
@@ -315,7 +316,7 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
             if (json) printf("%s\n", json);
             free(json);
         } else if (r->error_code == GLM_EC_OK) {
-            glm_stream_follow_result(&follow, r->text ? r->text : "");
+            glm_stream_follow_result(&follow, r->text ? r->text : "", glm_result_text_bytes(r));
         }
         if (r->error_code != GLM_EC_OK)
             fprintf(stderr, "glm4v-submit: job %s failed: %s: %s\n", id,

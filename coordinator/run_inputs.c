@@ -9,6 +9,7 @@
 #include "coordinator/text/chat_template.h"
 #include "coordinator/image/image.h"
 #include "coordinator/queue/job_messages.h"
+#include "coordinator/queue/result_json.h"
 #include "coordinator/serve/request.h"
 #include "coordinator/text/tokenizer.h"
 #include "worker/safetensors.h"
@@ -337,7 +338,8 @@ void glm_run_print_result(const glm_run_args *a, const glm_run_inputs *in,
         return;
     }
     cJSON *o = cJSON_CreateObject();
-    if (in->tokenizer) cJSON_AddStringToObject(o, "text", text.data ? text.data : "");
+    if (in->tokenizer) /* every byte: a NUL token is written \u0000 (cJSON strings end at it) */
+        cJSON_AddItemToObject(o, "text", glm_json_bytes_item(text.data ? text.data : "", text.len));
     glm_bytes_free(&text);
     cJSON *ids = cJSON_AddArrayToObject(o, "generated_ids");
     for (int i = 0; i < res->n_ids; i++)

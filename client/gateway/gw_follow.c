@@ -90,11 +90,12 @@ gw_follow_outcome gw_follower_on_chunk(gw_follower *f, const glm_chunk *c, gw_de
     /* This chunk covers tokens [pos, pos + n) of the attempt; the client has [0, n_sent_ids). */
     size_t pos = f->n_att_ids, n = c->n_tokens;
     f->n_att_ids += n;
-    size_t tlen = strlen(c->text);
+    size_t tlen = glm_chunk_text_bytes(c); /* NUL bytes are text: never strlen */
     if (!grow((void **)&f->att_text, &f->cap_att_text, f->n_att_text + tlen + 1, 1))
         return GW_FOLLOW_NOMEM;
-    memcpy(f->att_text + f->n_att_text, c->text, tlen + 1);
+    if (tlen) memcpy(f->att_text + f->n_att_text, c->text, tlen);
     f->n_att_text += tlen;
+    f->att_text[f->n_att_text] = '\0';
 
     size_t already = f->n_sent_ids > pos ? f->n_sent_ids - pos : 0; /* of this chunk's tokens */
     if (already > n) already = n;
@@ -113,5 +114,5 @@ gw_follow_outcome gw_follower_on_result(gw_follower *f, const glm_result *r, gw_
         !ids_agree(r->token_ids, f->n_sent_ids, f->sent_ids, f->n_sent_ids))
         return GW_FOLLOW_DIVERGED;
     const char *text = r->text ? r->text : "";
-    return emit(f, r->token_ids, r->n_tokens, f->n_sent_ids, text, strlen(text), d);
+    return emit(f, r->token_ids, r->n_tokens, f->n_sent_ids, text, glm_result_text_bytes(r), d);
 }

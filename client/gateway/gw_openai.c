@@ -1,6 +1,8 @@
 /* OpenAI response shapes (see gw_openai.h). */
 #include "client/gateway/gw_openai.h"
 
+#include "coordinator/queue/result_json.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,7 +92,13 @@ char *gw_completion_json(const gw_answer_meta *m, const glm_result *r)
     cJSON *msg = cJSON_AddObjectToObject(c, "message");
     if (msg) {
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", r->text ? r->text : "");
+        /* every byte of the text: a NUL is written \u0000 (cJSON's strings end at it) */
+        cJSON *content = glm_json_bytes_item(r->text ? r->text : "", glm_result_text_bytes(r));
+        if (!content) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        cJSON_AddItemToObject(msg, "content", content);
         cJSON_AddNullToObject(msg, "refusal");
     }
     if (m->logprobs)
@@ -133,10 +141,13 @@ char *gw_chunk_event(const gw_answer_meta *m, bool role_first, const char *text,
     cJSON_AddNumberToObject(c, "index", 0);
     cJSON *delta = cJSON_AddObjectToObject(c, "delta");
     if (delta && role_first) cJSON_AddStringToObject(delta, "role", "assistant");
-    if (delta && text) {
-        char *t = strndup(text, text_len);
-        if (t) cJSON_AddStringToObject(delta, "content", t);
-        free(t);
+    if (delta && text) { /* all text_len bytes, a NUL as \u0000 */
+        cJSON *content = glm_json_bytes_item(text, text_len);
+        if (!content) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        cJSON_AddItemToObject(delta, "content", content);
     }
     if (m->logprobs && n_lp > 0)
         cJSON_AddItemToObject(c, "logprobs", logprobs_object(lp, n_lp, m->top_logprobs));

@@ -126,11 +126,16 @@ typedef struct glm_token_logprobs {
     size_t n_top;
 } glm_token_logprobs;
 
+/* Chunk and Result text is UTF-8 that may hold NUL bytes (U+0000 is a token like any other), so it
+ * travels with its length: text_bytes. Decoders set both and keep a NUL after the last byte (text
+ * stays printable with %s, cut at a first NUL). Encoders send text_bytes bytes of text; a
+ * hand-built struct that leaves text_bytes 0 with a non-empty text sends strlen(text) bytes. */
 typedef struct glm_chunk {
     const char *id;
     uint32_t index;
     uint32_t attempt;
     const char *text;
+    size_t text_bytes;
     const int32_t *token_ids;
     size_t n_tokens;
     const glm_token_logprobs *logprobs; /* NULL or n_tokens entries */
@@ -140,6 +145,8 @@ typedef struct glm_chunk {
 } glm_chunk;
 
 typedef struct glm_usage {
+    /* prompt_tokens: positions prefilled (text ids + every image's rows); image_tokens: the image
+     * rows among them (proto/glm4v.proto, Usage) */
     uint32_t prompt_tokens, image_tokens, completion_tokens;
 } glm_usage;
 
@@ -151,6 +158,7 @@ typedef struct glm_result {
     uint32_t version;
     const char *id;
     const char *text;
+    size_t text_bytes; /* see glm_chunk */
     const int32_t *token_ids;
     size_t n_tokens;
     glm_finish_reason finish_reason;
@@ -216,6 +224,11 @@ glm_status glm_chunk_decode(const void *bytes, size_t len, glm_chunk **out, glm_
 glm_status glm_result_decode(const void *bytes, size_t len, glm_result **out, glm_error *err);
 void glm_chunk_free(glm_chunk *chunk);
 void glm_result_free(glm_result *result);
+
+/* The length of a chunk's or result's text: text_bytes, or strlen(text) for a hand-built struct
+ * that left it 0 (0 when text is NULL). Read text with these, never with strlen. */
+size_t glm_chunk_text_bytes(const glm_chunk *chunk);
+size_t glm_result_text_bytes(const glm_result *result);
 
 /* Convenience for error Results: a Result with finish_reason ERROR and the given code/message. */
 glm_status glm_result_encode_error(const char *job_id, glm_error_code code, const char *message,

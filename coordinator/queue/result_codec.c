@@ -78,6 +78,41 @@ static glm_token_logprobs *logprobs_from_pb(Glm4v__TokenLogprobs *const *pb, siz
     return lp;
 }
 
+/* ---- text, shared by Chunk and Result ----------------------------------------------------------
+ */
+
+static size_t text_length(const char *text, size_t text_bytes)
+{
+    return !text ? 0 : text_bytes ? text_bytes : strlen(text);
+}
+
+size_t glm_chunk_text_bytes(const glm_chunk *chunk)
+{
+    return text_length(chunk->text, chunk->text_bytes);
+}
+
+size_t glm_result_text_bytes(const glm_result *result)
+{
+    return text_length(result->text, result->text_bytes);
+}
+
+/* The bytes field of a text of text_bytes bytes (strlen(text) when text_bytes is 0: a struct built
+ * by hand from a C string); it points into text. */
+static ProtobufCBinaryData text_to_pb(const char *text, size_t text_bytes)
+{
+    ProtobufCBinaryData b = {.len = text_length(text, text_bytes), .data = (uint8_t *)text};
+    return b;
+}
+
+/* Copies a decoded text into dst (b.len + 1 bytes) and ends it with a NUL, so that it stays a C
+ * string for callers that print it; its length is b.len, NULs inside included. */
+static const char *text_from_pb(ProtobufCBinaryData b, char *dst)
+{
+    if (b.len) memcpy(dst, b.data, b.len);
+    dst[b.len] = '\0';
+    return dst;
+}
+
 /* ---- Chunk
  * --------------------------------------------------------------------------------------- */
 
@@ -90,7 +125,8 @@ glm_status glm_chunk_encode(const glm_chunk *chunk, uint8_t **bytes, size_t *len
     pb.index = chunk->index;
     pb.has_attempt = chunk->attempt != 0;
     pb.attempt = chunk->attempt;
-    pb.text = (char *)(chunk->text ? chunk->text : "");
+    pb.has_text = 1;
+    pb.text = text_to_pb(chunk->text, chunk->text_bytes);
     if (chunk->job_fingerprint && chunk->job_fingerprint[0])
         pb.job_fingerprint = (char *)chunk->job_fingerprint;
     pb.n_token_ids = chunk->n_tokens;
@@ -109,7 +145,8 @@ glm_status glm_chunk_decode(const void *bytes, size_t len, glm_chunk **out, glm_
     *out = NULL;
     Glm4v__Chunk *pb = glm4v__chunk__unpack(NULL, len, bytes);
     if (!pb) return glm_fail(err, GLM_ERR_FORMAT, "%zu bytes do not parse as glm4v.Chunk", len);
-    glm_chunk *c = calloc(1, sizeof *c);
+    /* the text's copy follows the struct in its allocation */
+    glm_chunk *c = calloc(1, sizeof *c + pb->text.len + 1);
     bool failed = false;
     const glm_token_logprobs *lp =
         c ? logprobs_from_pb(pb->logprobs, pb->n_logprobs, &failed) : NULL;
@@ -121,7 +158,8 @@ glm_status glm_chunk_decode(const void *bytes, size_t len, glm_chunk **out, glm_
     c->id = pb->id ? pb->id : "";
     c->index = pb->index;
     c->attempt = pb->attempt;
-    c->text = pb->text ? pb->text : "";
+    c->text = text_from_pb(pb->text, (char *)(c + 1));
+    c->text_bytes = pb->text.len;
     c->token_ids = pb->token_ids;
     c->n_tokens = pb->n_token_ids;
     c->logprobs = lp;
@@ -150,7 +188,8 @@ glm_status glm_result_encode(const glm_result *r, uint8_t **bytes, size_t *len, 
     pb.has_version = 1;
     pb.version = r->version ? r->version : GLM4V_PROTOCOL_VERSION;
     pb.id = (char *)(r->id ? r->id : "");
-    pb.text = (char *)(r->text ? r->text : "");
+    pb.has_text = 1;
+    pb.text = text_to_pb(r->text, r->text_bytes);
     pb.n_token_ids = r->n_tokens;
     pb.token_ids = (int32_t *)r->token_ids;
     pb.has_finish_reason = 1;
@@ -217,7 +256,8 @@ glm_status glm_result_decode(const void *bytes, size_t len, glm_result **out, gl
     *out = NULL;
     Glm4v__Result *pb = glm4v__result__unpack(NULL, len, bytes);
     if (!pb) return glm_fail(err, GLM_ERR_FORMAT, "%zu bytes do not parse as glm4v.Result", len);
-    glm_result *r = calloc(1, sizeof *r);
+    /* the text's copy follows the struct in its allocation */
+    glm_result *r = calloc(1, sizeof *r + pb->text.len + 1);
     bool failed = false;
     const glm_token_logprobs *lp =
         r ? logprobs_from_pb(pb->logprobs, pb->n_logprobs, &failed) : NULL;
@@ -228,7 +268,8 @@ glm_status glm_result_decode(const void *bytes, size_t len, glm_result **out, gl
     }
     r->version = pb->version;
     r->id = pb->id ? pb->id : "";
-    r->text = pb->text ? pb->text : "";
+    r->text = text_from_pb(pb->text, (char *)(r + 1));
+    r->text_bytes = pb->text.len;
     r->token_ids = pb->token_ids;
     r->n_tokens = pb->n_token_ids;
     r->finish_reason = (glm_finish_reason)pb->finish_reason;

@@ -2,8 +2,49 @@
 #include "coordinator/queue/result_json.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+char *glm_json_quote_bytes(const char *s, size_t n)
+{
+    /* worst case: every byte a 6-byte \u00XX, plus the quotes and the NUL */
+    if (n > (SIZE_MAX - 3) / 6) return NULL;
+    char *out = malloc(n * 6 + 3);
+    if (!out) return NULL;
+    /* the two-character escapes JSON has, then \u00XX for the other control bytes (cJSON's set) */
+    static const char from[] = "\"\\\b\f\n\r\t", to[] = "\"\\bfnrt";
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    out[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *hit = c ? strchr(from, c) : NULL; /* strchr would find the terminator */
+        if (hit) {
+            out[k++] = '\\';
+            out[k++] = to[hit - from];
+        } else if (c < 0x20) {
+            memcpy(out + k, "\\u00", 4);
+            out[k + 4] = hex[c >> 4];
+            out[k + 5] = hex[c & 15];
+            k += 6;
+        } else {
+            out[k++] = (char)c;
+        }
+    }
+    out[k++] = '"';
+    out[k] = '\0';
+    return out;
+}
+
+cJSON *glm_json_bytes_item(const char *s, size_t n)
+{
+    char *literal = glm_json_quote_bytes(s, n);
+    if (!literal) return NULL;
+    cJSON *item = cJSON_CreateRaw(literal);
+    free(literal);
+    return item;
+}
 
 static cJSON *logprobs_json(const glm_token_logprobs *lp, size_t n)
 {
@@ -37,7 +78,12 @@ static cJSON *result_object(const glm_result *r)
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "id", r->id ? r->id : "");
-    cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
+    cJSON *text_item = glm_json_bytes_item(r->text ? r->text : "", glm_result_text_bytes(r));
+    if (!text_item) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddItemToObject(o, "text", text_item);
     cJSON *ids = cJSON_AddArrayToObject(o, "token_ids");
     for (size_t i = 0; ids && i < r->n_tokens; i++)
         cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->token_ids[i]));

@@ -326,6 +326,7 @@ glm_status glm_request_chunk(glm_request *r, const glm_bytes *delta, uint8_t **b
                    .index = r->chunk_index++,
                    .attempt = r->entry.deliveries,
                    .text = delta->len ? delta->data : "",
+                   .text_bytes = delta->len, /* NUL bytes included: U+0000 is a token too */
                    .token_ids = r->seq.generated + last,
                    .n_tokens = 1};
     glm_top_logprob *tops = NULL;
@@ -371,10 +372,12 @@ glm_status glm_request_result(glm_request *r, const glm_request_env *env, uint8_
         .version = GLM4V_PROTOCOL_VERSION,
         .id = r->job->id,
         .text = r->text.data ? r->text.data : "",
+        .text_bytes = r->text.len,
         .token_ids = r->seq.generated,
         .n_tokens = (size_t)r->seq.n_generated,
         .finish_reason = finish_reason(r->seq.finish),
-        .usage = {.prompt_tokens = (uint32_t)r->seq.layout.n_ids,
+        /* prompt positions processed: ids, each image's 3 placeholder ids replaced by its rows */
+        .usage = {.prompt_tokens = (uint32_t)r->seq.layout.n_rows,
                   .image_tokens = (uint32_t)(r->seq.layout.n_images * env->image_rows),
                   .completion_tokens = (uint32_t)r->seq.n_generated},
         .timings = {.queue_ms = r->queue_ms + (sched - r->t_received),

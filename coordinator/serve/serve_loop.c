@@ -392,7 +392,7 @@ static void collect_prepared(server *s)
             end_job(s, r, GLM_SEQ_FINISHED_ERROR);
             continue;
         }
-        glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_ids);
+        glm_metrics_inc(s->metrics, GLM_COUNTER_PROMPT_TOKENS, (uint64_t)r->seq.layout.n_rows);
         log_event(r->job->id, "accepted: %d prompt rows, %d images, attempt %u%s",
                   r->seq.layout.n_rows, r->seq.layout.n_images, r->entry.deliveries,
                   r->seq.isolated ? " (quarantined: runs alone in its steps)" : "");

@@ -14,9 +14,17 @@ typedef struct chunk {
     const char *text;
 } chunk;
 
-/* Runs one case; want_notes is a substring the notes must hold (NULL: notes must be empty). */
-static void run_case(const char *name, const chunk *chunks, size_t n, const char *result,
-                     int same_screen, const char *want_out, const char *want_notes)
+static size_t len_of(const char *s, size_t bytes)
+{
+    return bytes ? bytes : strlen(s);
+}
+
+/* Runs one case; want_notes is a substring the notes must hold (NULL: notes must be empty).
+ * Texts with NUL bytes give their lengths: chunk_bytes[i] (NULL, or 0: strlen), result_bytes,
+ * want_out_bytes (0: strlen). */
+static void run_case_bytes(const char *name, const chunk *chunks, const size_t *chunk_bytes,
+                           size_t n, const char *result, size_t result_bytes, int same_screen,
+                           const char *want_out, size_t want_out_bytes, const char *want_notes)
 {
     char *out = NULL, *notes = NULL;
     size_t n_out = 0, n_notes = 0;
@@ -29,12 +37,14 @@ static void run_case(const char *name, const chunk *chunks, size_t n, const char
     glm_stream_follow f;
     glm_stream_follow_init(&f, "job-1", fo, fn, same_screen);
     for (size_t i = 0; i < n; i++)
-        glm_stream_follow_chunk(&f, chunks[i].attempt, chunks[i].index, chunks[i].text);
-    if (result) glm_stream_follow_result(&f, result);
+        glm_stream_follow_chunk(&f, chunks[i].attempt, chunks[i].index, chunks[i].text,
+                                len_of(chunks[i].text, chunk_bytes ? chunk_bytes[i] : 0));
+    if (result) glm_stream_follow_result(&f, result, len_of(result, result_bytes));
     glm_stream_follow_free(&f);
     fclose(fo);
     fclose(fn);
-    int ok = strcmp(out, want_out) == 0 &&
+    size_t want_n = len_of(want_out, want_out_bytes);
+    int ok = n_out == want_n && memcmp(out, want_out, want_n) == 0 &&
              (want_notes ? strstr(notes, want_notes) != NULL : n_notes == 0);
     printf("%s %s\n", ok ? "ok  " : "FAIL", name);
     if (!ok) {
@@ -44,6 +54,12 @@ static void run_case(const char *name, const chunk *chunks, size_t n, const char
     }
     free(out);
     free(notes);
+}
+
+static void run_case(const char *name, const chunk *chunks, size_t n, const char *result,
+                     int same_screen, const char *want_out, const char *want_notes)
+{
+    run_case_bytes(name, chunks, NULL, n, result, 0, same_screen, want_out, 0, want_notes);
 }
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -86,6 +102,18 @@ int main(void)
     /* the first chunk seen is already attempt 3 (reclaimed before the client looked): no note */
     const chunk late[] = {{3, 0, "Hi"}, {3, 1, "."}};
     run_case("first seen attempt 3", late, N(late), "Hi.", 0, "Hi.\n", NULL);
+
+    /* NUL bytes are text (U+0000 is a token): printed, never taken as the end of a chunk or of
+     * the Result */
+    const chunk nul[] = {{1, 0, "a\0b"}, {1, 1, "\0"}, {1, 2, "c"}};
+    const size_t nul_bytes[] = {3, 1, 1};
+    run_case_bytes("NUL bytes in the text", nul, nul_bytes, N(nul), "a\0b\0c", 5, 0, "a\0b\0c\n", 6,
+                   NULL);
+    /* a Result that differs only after a NUL is a different answer */
+    const chunk nul_differ[] = {{1, 0, "a\0b"}};
+    const size_t nul_differ_bytes[] = {3};
+    run_case_bytes("Result differs after a NUL", nul_differ, nul_differ_bytes, N(nul_differ),
+                   "a\0c", 3, 0, "a\0b\na\0c\n", 8, "the final answer differs");
 
     /* no chunks at all (all lost): the Result alone */
     run_case("Result only", NULL, 0, "Hello.", 0, "Hello.\n", NULL);

@@ -2,7 +2,7 @@
 # model; every test starts and stops its own servers.
 set(_e2e ${CMAKE_CURRENT_LIST_DIR})
 foreach(t serve_batching serve_faults serve_bad_input serve_overflow serve_load serve_misuse
-    serve_attribution sweep_misuse serve_prefix serve_multi_image)
+    serve_attribution sweep_misuse serve_prefix serve_multi_image serve_wire)
   add_test(NAME e2e_${t}
            COMMAND bash ${_e2e}/test_${t}.sh ${CMAKE_BINARY_DIR}/bin ${GLM4V_TESTDATA})
   set_tests_properties(e2e_${t} PROPERTIES TIMEOUT 600 LABELS e2e RUN_SERIAL TRUE)
