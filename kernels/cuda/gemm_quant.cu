@@ -1,6 +1,8 @@
 /* linear with quantized weights (kernels/weight_format.h states what each format means):
  *
- *   decode (M <= GEMV_QUANT_MAX_ROWS rows): gemv_quant.cuh's kernels read the packed codes once;
+ *   decode and batched decode (fp8 M <= 8, int8 / int4 M <= mma_max_m): gemm_quant_mma.cuh's
+ *     tensor-core kernel reads the packed codes once per 8-32 tokens (fp8 quantizes x inside it);
+ *     the CUDA-core kernels of gemv_quant.cuh take the M <= 8 shapes it declines;
  *   prefill, fp8: the rows of x are quantized to E4M3 with per-row scales, cuBLASLt multiplies the
  *     E4M3 codes (fp32 accumulation), and one epilogue pass applies sx[m] * sw[n], the bias and
  *     the activation;
@@ -15,6 +17,7 @@
  * decoder runs every decode bucket's first step outside capture, so growth never happens inside
  * one. */
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/gemm_quant_mma.cuh"
 #include "kernels/cuda/gemv_quant.cuh"
 
 #include <stdlib.h>
@@ -47,7 +50,11 @@ struct cuda_quant {
     int n_retired;
     quant_plan plans[QUANT_PLANS];
     int n_plans;
-    int gemv_cols; /* columns per warp of the batch-1 kernels (GLM4V_GEMVQ_COLS, default 2) */
+    /* the tensor-core kernel (GLM4V_GEMVQ_MMA=0: the CUDA-core decode kernels and slabs, for
+     * comparison), its warps side by side along rows at M <= 8 (GLM4V_GEMVQ_WR, 1 or 2), and
+     * the most rows it takes for int8 / int4 (GLM4V_GEMMQ_MAX_M; more go to slabs + cuBLASLt) */
+    int mma, mma_wr;
+    int64_t mma_max_m;
 };
 
 static void destroy_plan(quant_plan *p)
@@ -83,9 +90,12 @@ static cuda_quant *quant_state(glm_backend *be)
             glm_backend_fail(be, GLM_ERR_NOMEM, "linear: out of host memory");
             return NULL;
         }
-        const char *v = getenv("GLM4V_GEMVQ_COLS");
-        int cols = v && *v ? atoi(v) : 2;
-        cb->quant->gemv_cols = cols >= 4 ? 4 : cols >= 2 ? 2 : 1;
+        const char *v = getenv("GLM4V_GEMVQ_MMA");
+        cb->quant->mma = v && *v ? atoi(v) != 0 : 1;
+        v = getenv("GLM4V_GEMVQ_WR");
+        cb->quant->mma_wr = v && *v && atoi(v) >= 2 ? 2 : 1;
+        v = getenv("GLM4V_GEMMQ_MAX_M");
+        cb->quant->mma_max_m = v && *v ? atoll(v) : GQM_DEFAULT_MAX_M;
     }
     return cb->quant;
 }
@@ -408,6 +418,14 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
     cuda_quant *q = quant_state(be);
     if (!q) return;
     int64_t m = glm_tensor_rows(&x), k = w.cols;
+    if (q->mma && m <= q->mma_max_m && gqm_fits(w, x.data, m)) {
+        cudaError_t e = gqm_run<T, OutT>(be, y, x, w, bias, gelu, m, q->mma_wr);
+        if (e != cudaSuccess)
+            glm_backend_fail(be, GLM_ERR_BACKEND, "linear: quantized mma launch (%lld x %lld x "
+                             "%lld): %s", (long long)m, (long long)w.rows, (long long)k,
+                             cudaGetErrorString(e));
+        return;
+    }
     const uint8_t *xq = NULL;
     const float *sx = NULL;
     if (w.format == GLM_WEIGHT_FP8) {
@@ -421,7 +439,7 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
         sx = (const float *)q->scale.ptr;
     }
     if (m <= GEMV_QUANT_MAX_ROWS &&
-        gemv_quant<T, OutT>(be, y, x, w, xq, sx, bias, gelu, q->gemv_cols)) /* gemv_quant.cuh */
+        gemv_quant<T, OutT>(be, y, x, w, xq, sx, bias, gelu)) /* gemv_quant.cuh */
         return;
     if (be->status) return;
     bool done = w.format == GLM_WEIGHT_FP8 ? fp8_lt<T, OutT>(be, q, y, w, xq, sx, bias, gelu, m)

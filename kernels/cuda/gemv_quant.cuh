@@ -182,180 +182,6 @@ __global__ void __launch_bounds__(GQ_WARPS * 32)
     }
 }
 
-/* One row of x's chunk of E values as floats: E4M3 codes (fp8) or the storage type. */
-template <typename T, int FMT, int E>
-__device__ __forceinline__ void gq_load_x(float *xf, const T *x, const uint8_t *xq, int64_t kbase)
-{
-    if (FMT == GLM_WEIGHT_FP8) {
-        uint4 xv = *(const uint4 *)(xq + kbase);
-        const uint32_t x4[4] = {xv.x, xv.y, xv.z, xv.w};
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-                (__nv_fp8x2_storage_t)(x4[i / 2] >> (16 * (i & 1))), __NV_E4M3);
-            float2 f = __half22float2(__half2(h));
-            xf[2 * i] = f.x;
-            xf[2 * i + 1] = f.y;
-        }
-    } else {
-        const half8<T> *xr = (const half8<T> *)(x + kbase);
-#pragma unroll
-        for (int h = 0; h < E / 8; h++)
-            half8_to_f32(xr[h], xf + 8 * h);
-    }
-}
-
-/* One column's chunk against x's: the sum over its E codes, int4's group scale applied. */
-template <int FMT, int E>
-__device__ __forceinline__ float gq_dot(const uint4 &wv, const float *xf, float zf, float s)
-{
-    const uint32_t w4[4] = {wv.x, wv.y, wv.z, wv.w};
-    float part = 0.f;
-    if (FMT == GLM_WEIGHT_FP8) {
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-                (__nv_fp8x2_storage_t)(w4[i / 2] >> (16 * (i & 1))), __NV_E4M3);
-            float2 f = __half22float2(__half2(h));
-            part = fmaf(f.x, xf[2 * i], part);
-            part = fmaf(f.y, xf[2 * i + 1], part);
-        }
-    } else if (FMT == GLM_WEIGHT_INT8) {
-#pragma unroll
-        for (int i = 0; i < 16; i++)
-            part = fmaf(magic(((w4[i / 4] ^ 0x80808080u) >> (8 * (i & 3))) & 0xffu) - 8388736.f,
-                        xf[i], part);
-    } else {
-#pragma unroll
-        for (int i = 0; i < E; i++)
-            part = fmaf(magic((w4[i / 8] >> (4 * (i & 7))) & 0xfu) - zf, xf[i], part);
-        part *= s;
-    }
-    return part;
-}
-
-/* One row of x (decode at batch 1) against C columns per warp: x's chunk is read and converted
- * once for C weight rows, which divides x's traffic through L1 and its conversions by C (at 4-bit
- * weights x's bf16 values are 4x the bytes of a column's codes). Same sums as gemv_quant_kernel. */
-template <typename T, typename OutT, int FMT, int C>
-__global__ void __launch_bounds__(GQ_WARPS * 32)
-    gemv_quant_wide_kernel(OutT *y, const T *x, const uint8_t *xq, const float *sx,
-                           const uint8_t *codes, const float *scales, const uint8_t *zeros,
-                           int group, const T *bias, int gelu, int64_t n, int64_t k)
-{
-    constexpr int E = FMT == GLM_WEIGHT_INT4 ? 32 : 16;
-    constexpr int U = C >= GQ_UNROLL ? 1 : GQ_UNROLL / C; /* chunks in flight per column */
-    /* x as f32 in shared memory, once per block: chunk j's E values at j * (E + 4), the padding
-     * putting the lanes' float4 reads of one step on different banks */
-    extern __shared__ float xs[];
-    for (int64_t j = threadIdx.x; j < k / 8; j += blockDim.x) {
-        float f[8];
-        if (FMT == GLM_WEIGHT_FP8) {
-            uint2 v = *(const uint2 *)(xq + 8 * j);
-            const uint32_t x2[2] = {v.x, v.y};
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-                    (__nv_fp8x2_storage_t)(x2[i / 2] >> (16 * (i & 1))), __NV_E4M3);
-                float2 g = __half22float2(__half2(h));
-                f[2 * i] = g.x;
-                f[2 * i + 1] = g.y;
-            }
-        } else {
-            half8_to_f32(((const half8<T> *)x)[j], f);
-        }
-        int64_t e0 = 8 * j, at = e0 / E * (E + 4) + e0 % E;
-        *(float4 *)(xs + at) = make_float4(f[0], f[1], f[2], f[3]);
-        *(float4 *)(xs + at + 4) = make_float4(f[4], f[5], f[6], f[7]);
-    }
-    __syncthreads();
-    int lane = threadIdx.x % 32;
-    int64_t col0 = ((int64_t)blockIdx.x * GQ_WARPS + threadIdx.x / 32) * C;
-    if (col0 >= n) return; /* whole warps leave together (no barrier follows) */
-    int64_t row_bytes = FMT == GLM_WEIGHT_INT4 ? k / 2 : k, chunks = row_bytes / 16;
-    int64_t groups = FMT == GLM_WEIGHT_INT4 ? (k + group - 1) / group : 1;
-    const uint4 *wr[C];
-    int64_t colj[C];
-#pragma unroll
-    for (int j = 0; j < C; j++) { /* columns past n repeat the last one and are not stored */
-        colj[j] = col0 + j < n ? col0 + j : n - 1;
-        wr[j] = (const uint4 *)(codes + colj[j] * row_bytes);
-    }
-    float acc[C];
-#pragma unroll
-    for (int j = 0; j < C; j++)
-        acc[j] = 0.f;
-    for (int64_t c = lane; c < chunks; c += 32 * U) {
-        uint4 wv[U][C];
-#pragma unroll
-        for (int u = 0; u < U; u++)
-#pragma unroll
-            for (int j = 0; j < C; j++)
-                wv[u][j] =
-                    c + 32 * u < chunks ? __ldcs(wr[j] + c + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            int64_t cc = c + 32 * u;
-            if (cc >= chunks) break;
-            float xf[E];
-#pragma unroll
-            for (int q = 0; q < E / 4; q++) {
-                float4 v = *(const float4 *)(xs + cc * (E + 4) + 4 * q);
-                xf[4 * q] = v.x, xf[4 * q + 1] = v.y, xf[4 * q + 2] = v.z, xf[4 * q + 3] = v.w;
-            }
-            int64_t g = FMT == GLM_WEIGHT_INT4 ? cc * E / group : 0;
-#pragma unroll
-            for (int j = 0; j < C; j++) {
-                float zf = 0.f, s = 1.f;
-                if (FMT == GLM_WEIGHT_INT4) {
-                    zf = 8388608.f + (float)zeros[colj[j] * groups + g];
-                    s = scales[colj[j] * groups + g];
-                }
-                acc[j] += gq_dot<FMT, E>(wv[u][j], xf, zf, s);
-            }
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < C; j++)
-        acc[j] = warp_sum(acc[j]);
-    if (lane == 0) {
-#pragma unroll
-        for (int j = 0; j < C; j++) {
-            if (col0 + j >= n) break;
-            int64_t col = col0 + j;
-            float v = acc[j];
-            if (FMT == GLM_WEIGHT_FP8) v *= sx[0] * scales[col];
-            if (FMT == GLM_WEIGHT_INT8) v *= scales[col];
-            if (bias) v += to_f32(bias[col]);
-            if (gelu) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
-            y[col] = store_f32<OutT>(v);
-        }
-    }
-}
-
-/* Shared memory of the wide kernel's x: k / E chunks of E + 4 floats. */
-static inline size_t gq_wide_smem(int fmt, int64_t k)
-{
-    int e = fmt == GLM_WEIGHT_INT4 ? 32 : 16;
-    return (size_t)(k / e) * (size_t)(e + 4) * sizeof(float);
-}
-
-template <typename T, typename OutT, int FMT>
-static void launch_gemv_quant_wide(cudaStream_t s, int cols, OutT *y, const T *x, const uint8_t *xq,
-                                   const float *sx, const glm_weight &w, const T *bias, int gelu)
-{
-    const uint8_t *codes = (const uint8_t *)w.data;
-    dim3 block(GQ_WARPS * 32);
-    dim3 grid(cuda_blocks(w.rows, GQ_WARPS * cols));
-    size_t smem = gq_wide_smem(FMT, w.cols);
-    if (cols >= 4)
-        gemv_quant_wide_kernel<T, OutT, FMT, 4><<<grid, block, smem, s>>>(
-            y, x, xq, sx, codes, w.scales, w.zeros, w.group_size, bias, gelu, w.rows, w.cols);
-    else
-        gemv_quant_wide_kernel<T, OutT, FMT, 2><<<grid, block, smem, s>>>(
-            y, x, xq, sx, codes, w.scales, w.zeros, w.group_size, bias, gelu, w.rows, w.cols);
-}
-
 template <typename T, typename OutT, int FMT>
 static void launch_gemv_quant(cudaStream_t s, dim3 grid, dim3 block, int m, OutT *y, const T *x,
                               const uint8_t *xq, const float *sx, const glm_weight &w,
@@ -383,11 +209,13 @@ static void launch_gemv_quant(cudaStream_t s, dim3 grid, dim3 block, int m, OutT
 }
 
 /* Runs the product when it suits these kernels (m <= 8, k a whole number of 16-byte chunks per
- * row, 16-byte aligned codes and x or x codes); false leaves it to the caller. */
-/* Columns per warp at batch 1 (GLM4V_GEMVQ_COLS: 1, 2 or 4; the caller reads it once). */
+ * row, 16-byte aligned codes and x or x codes); false leaves it to the caller. These are the
+ * CUDA-core kernels that gemm_quant_mma.cuh replaced by default: they stay for the shapes it
+ * declines (int4 groups that are not multiples of 128) and as the reference it is timed against
+ * (GLM4V_GEMVQ_MMA=0). */
 template <typename T, typename OutT>
 static bool gemv_quant(glm_backend *be, glm_tensor y, glm_tensor x, const glm_weight &w,
-                       const uint8_t *xq, const float *sx, const void *bias, int gelu, int cols)
+                       const uint8_t *xq, const float *sx, const void *bias, int gelu)
 {
     int64_t m = glm_tensor_rows(&x), k = w.cols;
     bool int4 = w.format == GLM_WEIGHT_INT4;
@@ -399,15 +227,7 @@ static bool gemv_quant(glm_backend *be, glm_tensor y, glm_tensor x, const glm_we
     cudaStream_t s = cuda_impl(be)->stream;
     OutT *yd = (OutT *)y.data;
     const T *xd = (const T *)x.data, *bd = (const T *)bias;
-    /* the wide kernel keeps x in shared memory: up to the default 48 KiB a block */
-    if (m == 1 && cols > 1 && gq_wide_smem(w.format, k) <= 48 * 1024) {
-        if (w.format == GLM_WEIGHT_FP8)
-            launch_gemv_quant_wide<T, OutT, GLM_WEIGHT_FP8>(s, cols, yd, xd, xq, sx, w, bd, gelu);
-        else if (w.format == GLM_WEIGHT_INT8)
-            launch_gemv_quant_wide<T, OutT, GLM_WEIGHT_INT8>(s, cols, yd, xd, xq, sx, w, bd, gelu);
-        else
-            launch_gemv_quant_wide<T, OutT, GLM_WEIGHT_INT4>(s, cols, yd, xd, xq, sx, w, bd, gelu);
-    } else if (w.format == GLM_WEIGHT_FP8)
+    if (w.format == GLM_WEIGHT_FP8)
         launch_gemv_quant<T, OutT, GLM_WEIGHT_FP8>(s, grid, block, (int)m, yd, xd, xq, sx, w, bd,
                                                    gelu);
     else if (w.format == GLM_WEIGHT_INT8)

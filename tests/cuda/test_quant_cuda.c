@@ -3,13 +3,18 @@
  *
  *   test_quant_cuda [--bench]
  *
- * Cases cover each path of gemm_quant.cu: the decode kernels (1..8 rows, gemv_quant.cuh), the
- * cuBLASLt paths (fp8 with its epilogue; int8/int4 dequantized slabs, several slabs and a short
- * tail), the exact fallback (shapes cuBLASLt and the decode kernels decline), f32 outputs (the
- * logits), bias and GELU. Bounds: rel L2 1e-5 where the GPU computes in fp32 what the CPU does
- * (decode kernels writing f32), else 1e-2 (16-bit outputs; int8/int4 prefill multiplies bf16
- * copies of the dequantized weights). --bench also prints the decode kernels' weight-read rate
- * against the device's copy rate for the GLM-4V decode shapes, and prefill TFLOP/s beside bf16. */
+ * Cases cover each path of gemm_quant.cu: the tensor-core kernel (gemm_quant_mma.cuh: fp8 at
+ * M <= 8 with its fused activation quantization, int8 / int4 up to M = 128) on odd shapes (N not
+ * a multiple of its 16-row tile, K not a multiple of its 64 / 128-code unit, fewer units than
+ * warps), the GLM-4V decode shapes and their TP-2 / TP-4 slices, bf16 and f16 activations, and
+ * inside a captured CUDA graph; the CUDA-core decode kernels (GLM4V_GEMVQ_MMA=0); the cuBLASLt
+ * paths (fp8 with its epilogue; int8/int4 dequantized slabs, several slabs and a short tail);
+ * the exact fallback; f32 outputs (the logits), bias and GELU. Bounds: rel L2 1e-5 where the GPU
+ * computes in fp32 what the CPU does (f32 outputs of the decode kernels), else 1e-2 (16-bit
+ * outputs; int8/int4 slabs multiply bf16 copies of the dequantized weights). --bench prints the
+ * decode kernels' weight-read rate against the device's copy rate for the GLM-4V decode shapes
+ * (weights rotated through more than the L2 holds, graph replays), batched decode against bf16
+ * and prefill TFLOP/s. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +26,8 @@
 #include "tests/testutil.h"
 
 static test_rng rng;
+/* the activations' storage type in check_linear (bf16 or f16) */
+static glm_dtype xdt = GLM_BF16;
 
 typedef struct quant_host {
     glm_weight w; /* host memory */
@@ -75,23 +82,42 @@ static void free_device(glm_backend *be, glm_weight *w)
     if (w->zeros) be->ops->free(be, w->zeros);
 }
 
-/* n values of N(0, scale^2), rounded to bf16 so both backends see the same inputs */
-static float *rand_bf16(size_t n, double scale)
+static float round16(float v, glm_dtype dt)
+{
+    return dt == GLM_F16 ? glm_f16_to_f32(glm_f32_to_f16(v)) : glm_bf16_to_f32(glm_f32_to_bf16(v));
+}
+
+/* n values of N(0, scale^2) (large n: uniform of the same deviation, cheaper on the host),
+ * rounded to the storage type so both backends see the same inputs */
+static float *rand_half(size_t n, double scale, glm_dtype dt)
 {
     float *h = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        h[i] = glm_bf16_to_f32(glm_f32_to_bf16((float)(test_rng_normal(&rng) * scale)));
+    bool big = n > ((size_t)1 << 22);
+    for (size_t i = 0; i < n; i++) {
+        double v = big ? (test_rng_uniform(&rng) * 2 - 1) * 1.7320508 : test_rng_normal(&rng);
+        h[i] = round16((float)(v * scale), dt);
+    }
     return h;
+}
+
+static float *rand_bf16(size_t n, double scale)
+{
+    return rand_half(n, scale, GLM_BF16);
+}
+
+static void *dev_half(glm_backend *be, const float *h, size_t n, glm_dtype dt)
+{
+    uint16_t *b = malloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++)
+        b[i] = dt == GLM_F16 ? glm_f32_to_f16(h[i]) : glm_f32_to_bf16(h[i]);
+    void *d = dev_copy(be, b, n * 2);
+    free(b);
+    return d;
 }
 
 static void *dev_bf16(glm_backend *be, const float *h, size_t n)
 {
-    uint16_t *b = malloc(n * 2 + 2);
-    for (size_t i = 0; i < n; i++)
-        b[i] = glm_f32_to_bf16(h[i]);
-    void *d = dev_copy(be, b, n * 2);
-    free(b);
-    return d;
+    return dev_half(be, h, n, GLM_BF16);
 }
 
 static double rel_l2(const float *a, const float *ref, size_t n)
@@ -108,8 +134,8 @@ static double rel_l2(const float *a, const float *ref, size_t n)
 static void check_linear(glm_backend *gpu, glm_backend *cpu, glm_weight_format f, int64_t m,
                          int64_t n, int64_t k, bool bias, bool gelu, bool out_f32, double bound)
 {
-    float *x = rand_bf16((size_t)(m * k), 1.0), *wf = rand_bf16((size_t)(n * k), 0.05);
-    float *b = rand_bf16((size_t)n, 0.5), *ref = malloc(sizeof(float) * (size_t)(m * n));
+    float *x = rand_half((size_t)(m * k), 1.0, xdt), *wf = rand_bf16((size_t)(n * k), 0.05);
+    float *b = rand_half((size_t)n, 0.5, xdt), *ref = malloc(sizeof(float) * (size_t)(m * n));
     quant_host q = quantize_host(f, wf, n, k);
     glm_tensor bt = glm_tensor_1d(GLM_F32, n, b);
     glm_activation act = gelu ? GLM_ACT_GELU : GLM_ACT_NONE;
@@ -119,13 +145,16 @@ static void check_linear(glm_backend *gpu, glm_backend *cpu, glm_weight_format f
     CHECK(glm_backend_take_error(cpu, &err) == GLM_OK);
 
     glm_weight dw = to_device(gpu, &q);
-    void *dx = dev_bf16(gpu, x, (size_t)(m * k)), *db = dev_bf16(gpu, b, (size_t)n);
+    void *dx = dev_half(gpu, x, (size_t)(m * k), xdt), *db = dev_half(gpu, b, (size_t)n, xdt);
     size_t out_bytes = (size_t)(m * n) * (out_f32 ? 4 : 2);
     void *dy = dev_copy(gpu, NULL, out_bytes);
-    gpu->ops->zero(gpu, dy, out_bytes);
-    glm_tensor dbt = glm_tensor_1d(GLM_BF16, n, db);
-    glm_op_linear(gpu, glm_tensor_2d(out_f32 ? GLM_F32 : GLM_BF16, m, n, dy),
-                  glm_tensor_2d(GLM_BF16, m, k, dx), dw, bias ? &dbt : NULL, act);
+    /* poisoned: an output the kernel leaves unwritten fails the check */
+    void *poison = memset(malloc(out_bytes), 0xff, out_bytes);
+    gpu->ops->upload(gpu, dy, poison, out_bytes);
+    free(poison);
+    glm_tensor dbt = glm_tensor_1d(xdt, n, db);
+    glm_op_linear(gpu, glm_tensor_2d(out_f32 ? GLM_F32 : xdt, m, n, dy),
+                  glm_tensor_2d(xdt, m, k, dx), dw, bias ? &dbt : NULL, act);
     float *y = malloc(sizeof(float) * (size_t)(m * n));
     if (out_f32) {
         gpu->ops->download(gpu, y, dy, out_bytes);
@@ -133,15 +162,16 @@ static void check_linear(glm_backend *gpu, glm_backend *cpu, glm_weight_format f
         uint16_t *h = malloc(out_bytes);
         gpu->ops->download(gpu, h, dy, out_bytes);
         for (int64_t i = 0; i < m * n; i++)
-            y[i] = glm_bf16_to_f32(h[i]);
+            y[i] = xdt == GLM_F16 ? glm_f16_to_f32(h[i]) : glm_bf16_to_f32(h[i]);
         free(h);
     }
     glm_status st = glm_backend_take_error(gpu, &err);
     CHECK_MSG(st == GLM_OK, "%s", err.msg);
     double e = rel_l2(y, ref, (size_t)(m * n));
-    printf("linear %s %lldx%lldx%lld%s%s%s: rel L2 vs cpu %.2e (bound %.0e)\n",
+    printf("linear %s %lldx%lldx%lld%s%s%s%s: rel L2 vs cpu %.2e (bound %.0e)\n",
            glm_weight_format_name(f), (long long)m, (long long)n, (long long)k,
-           bias ? " +bias" : "", gelu ? " gelu" : "", out_f32 ? " f32 out" : "", e, bound);
+           bias ? " +bias" : "", gelu ? " gelu" : "", out_f32 ? " f32 out" : "",
+           xdt == GLM_F16 ? " f16" : "", e, bound);
     CHECK_MSG(st == GLM_OK && e <= bound, "%s %lldx%lldx%lld: rel L2 %g", glm_weight_format_name(f),
               (long long)m, (long long)n, (long long)k, e);
     free_device(gpu, &dw);
@@ -187,6 +217,54 @@ static void check_quantize(glm_backend *gpu, glm_weight_format f, int64_t n, int
     free(wf), free(codes), free(zeros), free(scales);
 }
 
+/* The product captured once in a CUDA graph and replayed on new activations written into the
+ * same buffer: each replay's result against the CPU on those activations. */
+static void check_graph(glm_backend *gpu, glm_backend *cpu, glm_weight_format f, int64_t m,
+                        int64_t n, int64_t k)
+{
+    if (!gpu->ops->graph_begin) return;
+    float *wf = rand_bf16((size_t)(n * k), 0.05), *ref = malloc(sizeof(float) * (size_t)(m * n));
+    float *y = malloc(sizeof(float) * (size_t)(m * n));
+    quant_host q = quantize_host(f, wf, n, k);
+    glm_weight dw = to_device(gpu, &q);
+    float *x = rand_bf16((size_t)(m * k), 1.0);
+    void *dx = dev_bf16(gpu, x, (size_t)(m * k)), *dy = dev_copy(gpu, NULL, (size_t)(m * n) * 4);
+    glm_tensor yt = glm_tensor_2d(GLM_F32, m, n, dy), xt = glm_tensor_2d(GLM_BF16, m, k, dx);
+    glm_op_linear(gpu, yt, xt, dw, NULL, GLM_ACT_NONE); /* scratch grows outside capture */
+    const int key = 4242;
+    CHECK(gpu->ops->graph_begin(gpu, key));
+    glm_op_linear(gpu, yt, xt, dw, NULL, GLM_ACT_NONE);
+    gpu->ops->graph_end(gpu, key);
+    glm_error err = {0};
+    for (int rep = 0; rep < 2; rep++) {
+        free(x);
+        x = rand_bf16((size_t)(m * k), rep ? 3.0 : 0.5);
+        uint16_t *h = malloc((size_t)(m * k) * 2);
+        for (int64_t i = 0; i < m * k; i++)
+            h[i] = glm_f32_to_bf16(x[i]);
+        gpu->ops->upload(gpu, dx, h, (size_t)(m * k) * 2);
+        free(h);
+        gpu->ops->zero(gpu, dy, (size_t)(m * n) * 4);
+        CHECK(gpu->ops->graph_replay(gpu, key));
+        gpu->ops->download(gpu, y, dy, (size_t)(m * n) * 4);
+        glm_op_linear(cpu, glm_tensor_2d(GLM_F32, m, n, ref), glm_tensor_2d(GLM_F32, m, k, x), q.w,
+                      NULL, GLM_ACT_NONE);
+        CHECK(glm_backend_take_error(cpu, &err) == GLM_OK);
+        glm_status st = glm_backend_take_error(gpu, &err);
+        CHECK_MSG(st == GLM_OK, "%s", err.msg);
+        double e = rel_l2(y, ref, (size_t)(m * n));
+        printf("graph replay %d: linear %s %lldx%lldx%lld: rel L2 vs cpu %.2e (bound 1e-5)\n", rep,
+               glm_weight_format_name(f), (long long)m, (long long)n, (long long)k, e);
+        CHECK_MSG(e <= 1e-5, "graph replay %s m %lld: rel L2 %g", glm_weight_format_name(f),
+                  (long long)m, e);
+    }
+    gpu->ops->graph_drop(gpu, key);
+    free_device(gpu, &dw);
+    gpu->ops->free(gpu, dx), gpu->ops->free(gpu, dy);
+    quant_host_free(&q);
+    free(x), free(wf), free(ref), free(y);
+}
+
 /* ---- --bench ---- */
 
 static double now_ms(void)
@@ -196,17 +274,36 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
-/* Median-free simple timing: reps runs after 3 warm-ups, ms per run. */
-static double time_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight w, int reps)
+/* ms per product y = x W^T, W taking each of the `copies` weights in turn (so that what they read
+ * adds up to more than the L2 holds), timed over graph replays of one product per copy (launch
+ * gaps as in the decode graphs) when the backend has graphs. */
+static double time_linear(glm_backend *be, glm_tensor y, glm_tensor x, const glm_weight *ws,
+                          int copies, int reps)
 {
-    for (int i = 0; i < 3; i++)
-        glm_op_linear(be, y, x, w, NULL, GLM_ACT_NONE);
+    for (int i = 0; i < copies; i++) /* warm-up; scratch grows outside capture */
+        glm_op_linear(be, y, x, ws[i], NULL, GLM_ACT_NONE);
+    be->ops->synchronize(be);
+    const int key = 4343;
+    bool graph = be->ops->graph_begin && be->ops->graph_begin(be, key);
+    if (graph) {
+        for (int i = 0; i < copies; i++)
+            glm_op_linear(be, y, x, ws[i], NULL, GLM_ACT_NONE);
+        be->ops->graph_end(be, key);
+        be->ops->graph_replay(be, key);
+    }
     be->ops->synchronize(be);
     double t0 = now_ms();
-    for (int i = 0; i < reps; i++)
-        glm_op_linear(be, y, x, w, NULL, GLM_ACT_NONE);
+    for (int r = 0; r < reps; r++) {
+        if (graph)
+            be->ops->graph_replay(be, key);
+        else
+            for (int i = 0; i < copies; i++)
+                glm_op_linear(be, y, x, ws[i], NULL, GLM_ACT_NONE);
+    }
     be->ops->synchronize(be);
-    return (now_ms() - t0) / reps;
+    double ms = (now_ms() - t0) / ((double)reps * copies);
+    if (graph) be->ops->graph_drop(be, key);
+    return ms;
 }
 
 /* A weight of format f [n, k] on the device with random values (quantized there). */
@@ -239,6 +336,30 @@ static void free_weight(glm_backend *be, glm_weight *w)
     if (w->zeros) be->ops->free(be, w->zeros);
 }
 
+static size_t weight_bytes(const glm_weight *w)
+{
+    return glm_weight_data_bytes(w->format, GLM_BF16, w->rows, w->cols) +
+           glm_weight_scale_bytes(w->format, w->rows, w->cols, w->group_size) +
+           glm_weight_zero_bytes(w->format, w->rows, w->cols, w->group_size);
+}
+
+#define MAX_COPIES 64
+
+/* copies of an [n, k] weight of format f, as row views of one weight, together >= 256 MB */
+static int rotating_weights(glm_backend *be, glm_weight_format f, int64_t n, int64_t k,
+                            glm_weight *whole, glm_weight *ws)
+{
+    glm_weight one = {f, GLM_BF16, n, k, f == GLM_WEIGHT_INT4 ? GLM_INT4_GROUP : 0, NULL, NULL,
+                      NULL};
+    size_t bytes = weight_bytes(&one);
+    int copies = (int)(((size_t)256 << 20) / bytes) + 1;
+    if (copies > MAX_COPIES) copies = MAX_COPIES;
+    *whole = random_weight(be, f, n * copies, k);
+    for (int i = 0; i < copies; i++)
+        ws[i] = glm_weight_row_view(whole, n * i, n);
+    return copies;
+}
+
 static double copy_rate(glm_backend *be)
 {
     size_t bytes = (size_t)1 << 30; /* bytes read + written of 1 GiB device-to-device copies */
@@ -255,73 +376,127 @@ static double copy_rate(glm_backend *be)
     return gbps;
 }
 
-/* Decode at batch 1 on the GLM-4V-9B shapes (TP 1: qkv, dense, gate/up, down, output layer):
- * bytes of codes, scales and zero points read per second, per format; returns the quantized
- * formats' total time (the figure GLM4V_GEMVQ_COLS is chosen by). */
-static double bench_decode(glm_backend *be, double copy_gbps, bool print)
+/* backends of the variants compared: the default (tensor-core kernel, taking every M here), two
+ * warps along rows at M <= 8, and the CUDA-core kernels + slabs the default replaced */
+enum { V_MMA, V_MMA_WR2, V_OLD, N_VARIANTS };
+static const char *variant_env[N_VARIANTS][2] = {
+    {"GLM4V_GEMVQ_WR", "1"}, {"GLM4V_GEMVQ_WR", "2"}, {"GLM4V_GEMVQ_MMA", "0"}};
+static const char *variant_name[N_VARIANTS] = {"mma", "mma-wr2", "old"};
+
+static glm_backend *variant_backend(int v)
 {
-    const int64_t shapes[][2] = {
-        {4608, 4096}, {4096, 4096}, {27392, 4096}, {4096, 13696}, {151552, 4096}};
+    setenv("GLM4V_GEMMQ_MAX_M", "100000", 1);
+    setenv(variant_env[v][0], variant_env[v][1], 1);
+    glm_backend *b = NULL;
+    glm_error err = {0};
+    glm_status st = glm_backend_cuda_create(0, &b, &err);
+    unsetenv(variant_env[v][0]);
+    unsetenv("GLM4V_GEMMQ_MAX_M");
+    CHECK_MSG(st == GLM_OK, "%s", err.msg);
+    return st == GLM_OK ? b : NULL;
+}
+
+/* Decode at batch 1 on the GLM-4V-9B shapes (TP 1: qkv, dense, gate/up, down, output layer; TP 2
+ * and TP 4 slices): bytes of codes, scales and zero points read per second against the copy
+ * rate, per format and variant. */
+static void bench_decode(glm_backend **vb, double copy_gbps)
+{
+    const int64_t shapes[][2] = {{4608, 4096}, {4096, 4096},  {27392, 4096}, {4096, 13696},
+                                 {151552, 4096}, {2304, 4096}, {13696, 4096}, {4096, 6848},
+                                 {75776, 4096}, {6848, 4096},  {4096, 3424},  {37888, 4096}};
     const glm_weight_format fs[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8, GLM_WEIGHT_INT8,
                                     GLM_WEIGHT_INT4};
-    double total = 0;
-    for (int s = 0; s < 5; s++) {
+    printf("bench decode (M = 1): weight bytes read per second, %% of the copy rate; weights "
+           "rotated through >= 256 MB, graph replays\n");
+    printf("  %-14s %-6s %9s %9s %9s\n", "N x K", "format", "mma", "mma-wr2", "old");
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int64_t n = shapes[s][0], k = shapes[s][1];
+        glm_backend *be = vb[V_MMA];
         void *dx = dev_copy(be, NULL, (size_t)k * 2), *dy = dev_copy(be, NULL, (size_t)n * 4);
         glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, 1, k, dx), 3, 0.f, 1.f);
         for (int fi = 0; fi < 4; fi++) {
             glm_weight_format f = fs[fi];
             if (!(be->caps.weight_formats & GLM_WEIGHT_FORMAT_BIT(f))) continue;
-            glm_weight w = random_weight(be, f, n, k);
-            double ms = time_linear(be, glm_tensor_2d(GLM_BF16, 1, n, dy),
-                                    glm_tensor_2d(GLM_BF16, 1, k, dx), w, 50);
-            size_t read = glm_weight_data_bytes(f, GLM_BF16, n, k) +
-                          glm_weight_scale_bytes(f, n, k, w.group_size) +
-                          glm_weight_zero_bytes(f, n, k, w.group_size);
-            double gbps = read / (ms * 1e6);
-            if (f != GLM_WEIGHT_DENSE) total += ms;
-            if (print)
-                printf("  %-5s N %6lld K %5lld: %8.4f ms %6.0f GB/s %5.1f%% of copy\n",
-                       glm_weight_format_name(f), (long long)n, (long long)k, ms, gbps,
-                       100.0 * gbps / copy_gbps);
-            free_weight(be, &w);
+            glm_weight whole, ws[MAX_COPIES];
+            int copies = rotating_weights(be, f, n, k, &whole, ws);
+            double gbps = weight_bytes(&ws[0]) / 1e6;
+            char shape[32];
+            snprintf(shape, sizeof(shape), "%lldx%lld", (long long)n, (long long)k);
+            printf("  %-14s %-6s", shape, glm_weight_format_name(f));
+            for (int v = 0; v < N_VARIANTS; v++) {
+                if (f == GLM_WEIGHT_DENSE && v > 0) break;
+                double ms = time_linear(vb[v], glm_tensor_2d(GLM_BF16, 1, n, dy),
+                                        glm_tensor_2d(GLM_BF16, 1, k, dx), ws, copies, 20);
+                printf(" %4.0f%% %5.1fus", 100.0 * gbps / ms / copy_gbps, ms * 1e3);
+            }
+            printf("\n");
+            free_weight(be, &whole);
         }
         be->ops->free(be, dx), be->ops->free(be, dy);
     }
-    return total;
+}
+
+/* Batched decode: M tokens against the gate/up, down and qkv weights, per format: the tensor-core
+ * kernel and the CUDA-core kernels / slabs against bf16 (cuBLASLt, or gemv.cu at M <= its rows). */
+static void bench_batched(glm_backend **vb)
+{
+    const int64_t shapes[][2] = {{27392, 4096}, {4096, 13696}, {4608, 4096}};
+    const int64_t ms_[] = {2, 8, 16, 32, 64, 128, 256};
+    const glm_weight_format fs[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8, GLM_WEIGHT_INT8,
+                                    GLM_WEIGHT_INT4};
+    printf("bench batched decode: us per product (mma / old; bf16 and fp8 one figure)\n");
+    for (int s = 0; s < 3; s++) {
+        int64_t n = shapes[s][0], k = shapes[s][1];
+        glm_backend *be = vb[V_MMA];
+        glm_weight whole[4], ws[4][MAX_COPIES];
+        int copies[4];
+        for (int fi = 0; fi < 4; fi++)
+            copies[fi] = rotating_weights(be, fs[fi], n, k, &whole[fi], ws[fi]);
+        void *dx = dev_copy(be, NULL, (size_t)(256 * k) * 2),
+             *dy = dev_copy(be, NULL, (size_t)(256 * n) * 2);
+        glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, 256, k, dx), 3, 0.f, 1.f);
+        for (size_t mi = 0; mi < sizeof(ms_) / sizeof(ms_[0]); mi++) {
+            int64_t m = ms_[mi];
+            glm_tensor yt = glm_tensor_2d(GLM_BF16, m, n, dy), xt = glm_tensor_2d(GLM_BF16, m, k, dx);
+            printf("  %6lldx%-6lld M %3lld:", (long long)n, (long long)k, (long long)m);
+            for (int fi = 0; fi < 4; fi++) {
+                double a = time_linear(be, yt, xt, ws[fi], copies[fi], 10);
+                if (fi < 2) {
+                    printf(" %s %7.1f", glm_weight_format_name(fs[fi]), a * 1e3);
+                    continue;
+                }
+                double o = time_linear(vb[V_OLD], yt, xt, ws[fi], copies[fi], 10);
+                printf(" %s %7.1f / %7.1f", glm_weight_format_name(fs[fi]), a * 1e3, o * 1e3);
+            }
+            printf("\n");
+        }
+        for (int fi = 0; fi < 4; fi++)
+            free_weight(be, &whole[fi]);
+        be->ops->free(be, dx), be->ops->free(be, dy);
+    }
 }
 
 static void bench(glm_backend *be)
 {
     double copy_gbps = copy_rate(be);
     printf("bench copy: %.0f GB/s (read + write)\n", copy_gbps);
-    /* the batch-1 kernels' columns per warp: each variant on a backend of its own */
-    int best = 2;
-    double best_ms = 0;
-    for (int cols = 1; cols <= 4; cols *= 2) {
-        char v[16];
-        snprintf(v, sizeof(v), "%d", cols);
-        setenv("GLM4V_GEMVQ_COLS", v, 1);
-        glm_backend *b = NULL;
+    glm_backend *vb[N_VARIANTS];
+    for (int v = 0; v < N_VARIANTS; v++)
+        if (!(vb[v] = variant_backend(v))) return;
+    bench_decode(vb, copy_gbps);
+    bench_batched(vb);
+    for (int v = 0; v < N_VARIANTS; v++) {
         glm_error err = {0};
-        if (glm_backend_cuda_create(0, &b, &err)) continue;
-        printf("bench decode (M = 1), GLM4V_GEMVQ_COLS=%d: bytes read per second and share of "
-               "the copy rate\n",
-               cols);
-        double ms = bench_decode(b, copy_gbps, true);
-        printf("  quantized shapes in all: %.3f ms\n", ms);
-        if (best_ms == 0 || ms < best_ms) best = cols, best_ms = ms;
-        glm_backend_destroy(b);
+        CHECK_MSG(glm_backend_take_error(vb[v], &err) == GLM_OK, "bench %s: %s", variant_name[v],
+                  err.msg);
+        glm_backend_destroy(vb[v]);
     }
-    unsetenv("GLM4V_GEMVQ_COLS");
-    printf("bench best GLM4V_GEMVQ_COLS=%d\n", best);
     const glm_weight_format fs[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8, GLM_WEIGHT_INT8,
                                     GLM_WEIGHT_INT4};
-    /* prefill and vision shapes: TFLOP/s per format */
-    const int64_t big[][3] = {{2048, 27392, 4096}, {2048, 4096, 13696}, {6401, 15360, 1792},
-                              {6401, 1792, 15360}, {32, 27392, 4096},   {128, 27392, 4096}};
-    printf("bench prefill / batched decode: TFLOP/s\n");
-    for (int s = 0; s < 6; s++) {
+    /* prefill: TFLOP/s per format (int8 / int4: slabs + cuBLASLt) */
+    const int64_t big[][3] = {{2048, 27392, 4096}, {2048, 4096, 13696}};
+    printf("bench prefill: TFLOP/s\n");
+    for (int s = 0; s < 2; s++) {
         int64_t m = big[s][0], n = big[s][1], k = big[s][2];
         void *dx = dev_copy(be, NULL, (size_t)(m * k) * 2),
              *dy = dev_copy(be, NULL, (size_t)(m * n) * 2);
@@ -330,7 +505,7 @@ static void bench(glm_backend *be)
             glm_weight_format f = fs[fi];
             glm_weight w = random_weight(be, f, n, k);
             double ms = time_linear(be, glm_tensor_2d(GLM_BF16, m, n, dy),
-                                    glm_tensor_2d(GLM_BF16, m, k, dx), w, 10);
+                                    glm_tensor_2d(GLM_BF16, m, k, dx), &w, 1, 10);
             printf("  %-5s M %5lld N %6lld K %5lld: %8.3f ms %7.1f TFLOP/s\n",
                    glm_weight_format_name(f), (long long)m, (long long)n, (long long)k, ms,
                    2.0 * m * n * k / (ms * 1e9));
@@ -342,26 +517,35 @@ static void bench(glm_backend *be)
     CHECK_MSG(glm_backend_take_error(be, &err) == GLM_OK, "bench: %s", err.msg);
 }
 
-/* The batch-1 kernels with 1 and 4 columns per warp (the default is 2), on backends of their own:
- * odd column counts leave a warp with fewer real columns than it computes. */
-static void check_decode_variants(glm_backend *cpu)
+/* The same products on backends of other variants: the CUDA-core decode kernels with slabs above
+ * M = 8 (GLM4V_GEMVQ_MMA=0), two warps along rows (GLM4V_GEMVQ_WR=2), and slabs from M = 1 up
+ * for int8 / int4 (GLM4V_GEMMQ_MAX_M=0: the cuBLASLt slab path, several slabs and a tail). */
+static void check_variants(glm_backend *cpu)
 {
     const glm_weight_format fs[] = {GLM_WEIGHT_FP8, GLM_WEIGHT_INT8, GLM_WEIGHT_INT4};
-    for (int cols = 1; cols <= 4; cols *= 4) {
-        setenv("GLM4V_GEMVQ_COLS", cols == 1 ? "1" : "4", 1);
+    const char *env[][2] = {
+        {"GLM4V_GEMVQ_MMA", "0"}, {"GLM4V_GEMVQ_WR", "2"}, {"GLM4V_GEMMQ_MAX_M", "0"}};
+    for (int v = 0; v < 3; v++) {
+        setenv(env[v][0], env[v][1], 1);
         glm_backend *gpu = NULL;
         glm_error err = {0};
         CHECK_MSG(glm_backend_cuda_create(0, &gpu, &err) == GLM_OK, "%s", err.msg);
+        unsetenv(env[v][0]);
         for (int i = 0; gpu && i < 3; i++) {
-            if (!(gpu->caps.weight_formats & GLM_WEIGHT_FORMAT_BIT(fs[i]))) continue;
-            printf("GLM4V_GEMVQ_COLS=%d: ", cols);
-            check_linear(gpu, cpu, fs[i], 1, 77, 512, true, false, true, 1e-5);
-            printf("GLM4V_GEMVQ_COLS=%d: ", cols);
-            check_linear(gpu, cpu, fs[i], 1, 5, 1024, false, true, true, 1e-5);
+            glm_weight_format f = fs[i];
+            if (!(gpu->caps.weight_formats & GLM_WEIGHT_FORMAT_BIT(f))) continue;
+            printf("%s=%s: ", env[v][0], env[v][1]);
+            check_linear(gpu, cpu, f, 1, 77, 512, true, false, true, 1e-5);
+            printf("%s=%s: ", env[v][0], env[v][1]);
+            check_linear(gpu, cpu, f, 5, 300, 1056, false, true, true, 1e-5);
+            if (v != 2) continue;
+            printf("%s=%s: ", env[v][0], env[v][1]);
+            check_linear(gpu, cpu, f, 40, 8200, 4096, false, false, false, 1e-2);
+            printf("%s=%s: ", env[v][0], env[v][1]);
+            check_linear(gpu, cpu, f, 33, 264, 256, true, true, false, 1e-2);
         }
         glm_backend_destroy(gpu);
     }
-    unsetenv("GLM4V_GEMVQ_COLS");
 }
 
 int main(int argc, char **argv)
@@ -369,12 +553,12 @@ int main(int argc, char **argv)
     test_rng_seed(&rng, 2024);
     glm_backend *gpu = NULL, *cpu = NULL;
     glm_error err = {0};
-    unsetenv("GLM4V_GEMVQ_COLS");
+    unsetenv("GLM4V_GEMVQ_MMA"), unsetenv("GLM4V_GEMVQ_WR"), unsetenv("GLM4V_GEMMQ_MAX_M");
     if (glm_backend_cuda_create(0, &gpu, &err) || glm_backend_cpu_create(0, &cpu, &err)) {
         fprintf(stderr, "test_quant_cuda: %s\n", err.msg);
         return 1;
     }
-    check_decode_variants(cpu);
+    check_variants(cpu);
     const glm_weight_format fs[] = {GLM_WEIGHT_FP8, GLM_WEIGHT_INT8, GLM_WEIGHT_INT4};
     for (int i = 0; i < 3; i++) {
         glm_weight_format f = fs[i];
@@ -382,16 +566,41 @@ int main(int argc, char **argv)
             printf("%s: not on this GPU\n", glm_weight_format_name(f));
             continue;
         }
-        /* decode kernels: every row count, f32 out (fp32 as the CPU), bf16 out, bias, gelu */
-        for (int m = 1; m <= 8; m++)
-            check_linear(gpu, cpu, f, m, 77, 512, m % 2, false, true, 1e-5);
-        check_linear(gpu, cpu, f, 1, 300, 1024, true, true, false, 1e-2);
+        bool fp8 = f == GLM_WEIGHT_FP8;
+        /* the tensor-core kernel: row counts 1..8 and batches (fp8 above 8: cuBLASLt), f32 out
+         * (fp32 as the CPU); N = 77 / 300 end inside a 16-row tile; K = 1056 ends inside a unit
+         * (16 or 32 codes of 64 / 128 past the last whole one); K = 512 leaves warps idle */
+        const int64_t ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 16, 33, 128};
+        for (size_t j = 0; j < sizeof(ms) / sizeof(ms[0]); j++) {
+            int64_t m = ms[j];
+            double bound = fp8 && m > 8 ? 1e-2 : 1e-5;
+            check_linear(gpu, cpu, f, m, 77, 512, m % 2, false, true, bound);
+            check_linear(gpu, cpu, f, m, 300, 1056, m % 2 == 0, m == 7, true, bound);
+        }
+        check_linear(gpu, cpu, f, 1, 300, 1024, true, true, false, 1e-2); /* bf16 out */
         check_linear(gpu, cpu, f, 3, 64, 1280, false, false, true, 1e-5); /* int4: 10 groups */
-        /* cuBLASLt paths: a prefill, several int8/int4 slabs with a short tail, vision-like gelu */
-        check_linear(gpu, cpu, f, 64, 256, 512, true, false, false, 1e-2);
-        check_linear(gpu, cpu, f, 40, 8200, 4096, false, false, false, 1e-2);
-        check_linear(gpu, cpu, f, 33, 264, 256, true, true, false, 1e-2);
-        check_linear(gpu, cpu, f, 16, 512, 256, false, false, true, 1e-2); /* f32 logits */
+        check_linear(gpu, cpu, f, 2, 16, 16, true, false, true, 1e-5);   /* one chunk */
+        /* f16 activations (int8 / int4 dequantize to f16 there) */
+        xdt = GLM_F16;
+        check_linear(gpu, cpu, f, 1, 300, 1056, true, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 6, 77, 512, false, true, true, 1e-5);
+        check_linear(gpu, cpu, f, 33, 77, 1056, true, false, false, 1e-2);
+        xdt = GLM_BF16;
+        /* GLM-4V-9B decode shapes (qkv, down) and the TP-2 / TP-4 down slices (K 6848, 3424:
+         * int4's last group 64 / 96 wide) */
+        check_linear(gpu, cpu, f, 1, 4608, 4096, true, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 1, 4096, 13696, false, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 2, 4096, 6848, false, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 1, 4096, 3424, false, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 1, 6848, 4096, false, false, true, 1e-5);
+        if (!fp8) check_linear(gpu, cpu, f, 32, 2304, 4096, false, false, true, 1e-5);
+        /* inside a captured graph, replayed on new activations */
+        check_graph(gpu, cpu, f, 1, 4608, 4096);
+        check_graph(gpu, cpu, f, 4, 300, 1056);
+        if (!fp8) check_graph(gpu, cpu, f, 40, 300, 1056);
+        /* cuBLASLt paths above the kernel's rows: a prefill, vision-like gelu */
+        check_linear(gpu, cpu, f, 200, 256, 512, true, false, false, 1e-2);
+        check_linear(gpu, cpu, f, 160, 264, 256, true, true, false, 1e-2);
         /* the exact fallback: widths the other paths decline (tiny test models: K 24, 588) */
         check_linear(gpu, cpu, f, 5, 24, 12, true, false, false, 1e-2);
         check_linear(gpu, cpu, f, 9, 36, 588, true, true, false, 1e-2);
