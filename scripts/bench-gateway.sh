@@ -88,5 +88,7 @@ for path in ("http", "http-stream"):
     print(f"gateway-bench overhead path={path} median_wall_s={w:.3f} submit_median_wall_s={base:.3f} "
           f"overhead_pct={100 * (w - base) / base:.2f}")
 PY
-gw_metrics=$(curl -s "$api/metrics" | grep -E '^glm4v_gateway_requests_total\{code="(200|other)"\}' | tr '\n' ' ')
+# python, not curl: the GPU machine's curl binary does not run against the packed libcurl
+gw_metrics=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+    "$api/metrics" | grep -E '^glm4v_gateway_requests_total\{code="(200|other)"\}' | tr '\n' ' ')
 echo "gateway: $gw_metrics"

@@ -328,6 +328,39 @@ static int reuse_prefix(glm_scheduler *s, glm_sequence *q)
     return reused;
 }
 
+/* Rows the two prompts share from their start. */
+static int shared_rows(const glm_sequence *a, const glm_sequence *b)
+{
+    int n = a->layout.n_rows < b->layout.n_rows ? a->layout.n_rows : b->layout.n_rows, r = 0;
+    while (r < n && a->row_keys[r].token == b->row_keys[r].token &&
+           a->row_keys[r].row == b->row_keys[r].row &&
+           a->row_keys[r].image_lo == b->row_keys[r].image_lo &&
+           a->row_keys[r].image_hi == b->row_keys[r].image_hi)
+        r++;
+    return r;
+}
+
+/* Whether q should wait because a running sequence is still computing whole blocks of q's
+ * prompt that q would otherwise compute again beside it. Questions about one image arrive
+ * together: admitted in the same step, each would prefill the image's ~1,600 rows, and the
+ * prefix cache would only ever see the later ones. Deferred, q is admitted once those blocks
+ * are registered (the producer's next chunk commits them) and reuses them. Nothing waits on a
+ * sequence that is not running, and a running prompt advances every step, so it cannot stall. */
+static bool prefix_in_flight(const glm_scheduler *s, const glm_sequence *q)
+{
+    if (!q->row_keys || q->prompt_logits) return false;
+    int bs = s->cfg.block_size, limit = target_rows(q) - 1;
+    for (int i = 0; i < s->n_running; i++) {
+        const glm_sequence *p = s->running[i];
+        if (!p->row_keys || p->n_cached >= p->layout.n_rows) continue; /* prompt done */
+        int m = shared_rows(q, p);
+        if (m > limit) m = limit;
+        m -= m % bs; /* whole blocks only: a partial block is never shared */
+        if (m > q->n_cached && m > p->n_cached) return true;
+    }
+    return false;
+}
+
 /* Rows q feeds this step within budget, or 0. */
 static int rows_for(const glm_scheduler *s, const glm_sequence *q, int budget)
 {
@@ -360,10 +393,11 @@ static bool has_isolated(const glm_scheduler *s)
     return false;
 }
 
-/* The first waiting sequence the step allows (queue order among them), or -1. */
-static int first_admissible(const glm_scheduler *s)
+/* The first waiting sequence from index `from` on that the step allows (queue order among
+ * them), or -1. */
+static int next_admissible(const glm_scheduler *s, int from)
 {
-    for (int i = 0; i < s->n_waiting; i++)
+    for (int i = from; i < s->n_waiting; i++)
         if (step_allows(s, s->waiting[i])) return i;
     return -1;
 }
@@ -417,12 +451,18 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
                            sequences already in the step */
         }
     }
-    /* 2. admit waiting sequences in order while budget, batch room, blocks and images allow */
-    int k;
-    while (budget > 0 && s->n_running < s->cfg.max_batch && (k = first_admissible(s)) >= 0) {
+    /* 2. admit waiting sequences in order while budget, batch room, blocks and images allow;
+     * one whose prefix another is computing right now waits its turn in place */
+    int k = 0;
+    while (budget > 0 && s->n_running < s->cfg.max_batch && (k = next_admissible(s, k)) >= 0) {
         glm_sequence *q = s->waiting[k];
         int reused = reuse_prefix(s, q);
         if (reused < 0) break;
+        if (prefix_in_flight(s, q)) {
+            release_resources(s, q); /* reused blocks go back to the cache, still findable */
+            k++;
+            continue;
+        }
         int n = rows_for(s, q, budget);
         if (n == 0) {
             release_resources(s, q);

@@ -181,8 +181,77 @@ static void run(const prompt_set *p, bool cache, int n_blocks, int budget, run_r
     glm_image_cache_destroy(images);
 }
 
+/* Four questions about one picture arrive together (a sweep's window does this): one computes
+ * the shared rows and the others wait a step for them rather than compute them beside it. Chunks
+ * of 8 rows make the producer take several steps, so the others must keep waiting until its
+ * last shared block is in. */
+static void together(void)
+{
+    glm_scheduler_config cfg = {.max_batch = 8, .max_tokens_per_step = 64, .prefill_chunk = 8,
+                                .max_images_per_step = 2, .block_size = BS, .n_blocks = 128,
+                                .max_blocks_per_seq = 32, .image_rows = IMAGE_ROWS,
+                                .pixel_floats = 4, .seq_length = 128};
+    glm_image_cache *images;
+    glm_scheduler *s;
+    CHECK(glm_image_cache_create(4, &images, NULL) == GLM_OK);
+    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    static glm_sequence seqs[4];
+    float pixels[4] = {1, 2, 3, 4};
+    int32_t ids[4][24];
+    int n_ids = 0;
+    for (int k = 0; k < 9; k++) /* system prompt, then the image: 9 + 1 + 6 + 1 rows */
+        ids[0][n_ids++] = 11 + k;
+    ids[0][n_ids++] = 90, ids[0][n_ids++] = 80, ids[0][n_ids++] = 91;
+    for (int i = 0; i < 4; i++) {
+        memcpy(ids[i], ids[0], sizeof(int32_t) * (size_t)n_ids);
+        for (int k = 0; k < 5; k++) /* a question of its own */
+            ids[i][n_ids + k] = 40 + i;
+        glm_sequence *q = &seqs[i];
+        memset(q, 0, sizeof(*q));
+        CHECK(glm_prompt_layout_build(ids[i], n_ids + 5, 90, 91, 80, IMAGE_ROWS, &q->layout,
+                                      NULL) == GLM_OK);
+        q->pixels = pixels;
+        q->image_keys[0] = (glm_image_key){.lo = 5, .hi = 6};
+        q->max_new_tokens = 2;
+        q->ignore_eos = true;
+        CHECK(glm_scheduler_add(s, q, NULL) == GLM_OK);
+    }
+    glm_step_plan plan = {0};
+    glm_logit_row rows[64];
+    int32_t sampled[64];
+    uint64_t fed = 0;
+    int guard = 0;
+    while (glm_scheduler_has_work(s) && guard++ < 100) {
+        const float *px;
+        CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
+        CHECK_MSG(plan.n_tokens > 0, "scheduler stalled with work left");
+        if (plan.n_tokens == 0) break;
+        fed += (uint64_t)plan.n_tokens;
+        for (int l = 0; l < plan.n_logit_rows; l++)
+            sampled[l] = 100;
+        glm_scheduler_commit(s, rows, sampled, plan.n_logit_rows);
+    }
+    CHECK(!glm_scheduler_has_work(s));
+    glm_scheduler_stats st = glm_scheduler_stats_get(s);
+    int shared = seqs[0].layout.n_rows - 5; /* the rows before the question */
+    int whole = shared - shared % BS;
+    printf("together: %llu of %llu prompt rows reused, %llu rows fed\n",
+           (unsigned long long)st.reused_rows, (unsigned long long)st.prompt_rows,
+           (unsigned long long)fed);
+    CHECK_MSG(st.reused_rows == (uint64_t)(3 * whole), "reused %llu rows, want %d",
+              (unsigned long long)st.reused_rows, 3 * whole);
+    for (int i = 0; i < 4; i++) {
+        CHECK(seqs[i].finish == GLM_SEQ_FINISHED_LENGTH && seqs[i].n_generated == 2);
+        glm_sequence_free(&seqs[i]);
+    }
+    glm_step_plan_free(&plan);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
 int main(void)
 {
+    together();
     static prompt_set p;
     make_prompts(&p);
     static run_result off, on, tight, tight_off;
