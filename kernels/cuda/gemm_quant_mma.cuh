@@ -154,8 +154,9 @@ __device__ __forceinline__ constexpr int gqm_smem_floats()
     return (GQM_WARPS / WR) * (WR * 16) * (NT * 8 + 1);
 }
 
-/* One product tile: block (bx, by) computes rows [bx * 16 WR, +16 WR) for tokens
- * [by * 8 NT, +8 NT). Requirements (gqm_fits): k % 16 == 0 (int4: k % 32, group % 128 == 0),
+/* One product tile: block (bx, by) computes tokens [bx * 8 NT, +8 NT) of rows [by * 16 WR,
+ * +16 WR): the token tiles of one row block are neighbours in launch order, so they run together
+ * and all but the first read its weights from L2. Requirements (gqm_fits): k % 16 == 0 (int4: k % 32, group % 128 == 0),
  * 16-byte aligned codes and x. */
 template <typename T, typename OutT, int FMT, int WR, int NT>
 __global__ void __launch_bounds__(GQM_THREADS)
@@ -176,14 +177,14 @@ __global__ void __launch_bounds__(GQM_THREADS)
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
     const int wr = warp % WR, wk = warp / WR;
-    const int64_t row_a = (int64_t)blockIdx.x * (WR * 16) + wr * 16 + g;
+    const int64_t row_a = (int64_t)blockIdx.y * (WR * 16) + wr * 16 + g;
     const int64_t ra = row_a < n ? row_a : n - 1, rb = row_a + 8 < n ? row_a + 8 : n - 1;
     const int64_t row_bytes = int4 ? k / 2 : k;
     const int64_t units = (k + UNIT - 1) / UNIT;
     const int64_t ub = units * wk / WK, ue = units * (wk + 1) / WK;
     const int64_t groups = int4 ? (k + group - 1) / group : 1;
     const uint8_t *pa = codes + ra * row_bytes, *pb = codes + rb * row_bytes;
-    const int64_t tok0 = (int64_t)blockIdx.y * (NT * 8);
+    const int64_t tok0 = (int64_t)blockIdx.x * (NT * 8);
 
     /* lane t's chunk of unit u starts at code u * UNIT + t * E; past k it reads as zero */
     auto load = [&](int64_t u, gqm_load &l) {
@@ -369,7 +370,7 @@ __global__ void __launch_bounds__(GQM_THREADS)
     __syncthreads();
     for (int i = threadIdx.x; i < WR * 16 * NT * 8; i += GQM_THREADS) {
         const int r = i % (WR * 16), c = i / (WR * 16);
-        const int64_t row = (int64_t)blockIdx.x * (WR * 16) + r, tok = tok0 + c;
+        const int64_t row = (int64_t)blockIdx.y * (WR * 16) + r, tok = tok0 + c;
         if (row >= n || tok >= m) continue;
         float v = 0.f;
 #pragma unroll
@@ -388,7 +389,8 @@ static inline bool gqm_fits(const glm_weight &w, const void *x, int64_t m)
 {
     bool int4 = w.format == GLM_WEIGHT_INT4;
     return m >= 1 && w.cols % (int4 ? 32 : 16) == 0 && (!int4 || w.group_size % 128 == 0) &&
-           (w.format != GLM_WEIGHT_FP8 || m <= 8) && cuda_aligned16(w.data) && cuda_aligned16(x);
+           (w.format != GLM_WEIGHT_FP8 || m <= 8) && w.rows <= 65535 * 16 &&
+           cuda_aligned16(w.data) && cuda_aligned16(x);
 }
 
 /* Blocks of 16 WR rows, each over 8 NT tokens. */
@@ -396,15 +398,16 @@ template <typename T, typename OutT, int FMT, int WR, int NT>
 static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
                                     const glm_weight &w, const T *bias, int gelu, int64_t m)
 {
-    dim3 grid(cuda_blocks(w.rows, WR * 16), cuda_blocks(m, NT * 8)), block(GQM_THREADS);
+    dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(w.rows, WR * 16)), block(GQM_THREADS);
     return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT>, y, x,
                        (const uint8_t *)w.data, (const float *)w.scales,
                        (const uint8_t *)w.zeros, w.group_size, bias, gelu, m, w.rows, w.cols);
 }
 
-/* Rows per warp group: WR warps side by side along rows (wr_rows = WR), the rest split k. The
- * tile shapes instantiated: decode (M <= 8) with WR 1 or 2; M <= 16 two token tiles; above, four
- * (32 tokens a block, more blocks along y), WR 4 so that four warps share each x load. */
+/* The tile shape: at M <= 8 one token tile, WR 1 or 2 (the caller's choice, GLM4V_GEMVQ_WR);
+ * M <= 16 two token tiles; above, four (32 tokens a block). Above 8 rows, WR warps side by side
+ * along rows share each x load through L1, so WR is the largest of 4, 2, 1 that still gives
+ * the device two blocks per multiprocessor (fewer WR: more split-K, more blocks). */
 template <typename T, typename OutT, int FMT>
 static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const glm_weight &w,
                               const T *bias, int gelu, int64_t m, int wr)
@@ -418,7 +421,12 @@ static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const
         return cudaErrorInvalidValue; /* gqm_fits refuses it: fp8 batches go to cuBLASLt */
     } else {
         if (m <= 16) return gqm_launch_shape<T, OutT, FMT, 2, 2>(cb, y, x, w, bias, gelu, m);
-        return gqm_launch_shape<T, OutT, FMT, 4, 4>(cb, y, x, w, bias, gelu, m);
+        int64_t want = 2 * (int64_t)(cb->n_sms > 0 ? cb->n_sms : 132), tiles = (m + 31) / 32;
+        if ((int64_t)cuda_blocks(w.rows, 64) * tiles >= want)
+            return gqm_launch_shape<T, OutT, FMT, 4, 4>(cb, y, x, w, bias, gelu, m);
+        if ((int64_t)cuda_blocks(w.rows, 32) * tiles >= want)
+            return gqm_launch_shape<T, OutT, FMT, 2, 4>(cb, y, x, w, bias, gelu, m);
+        return gqm_launch_shape<T, OutT, FMT, 1, 4>(cb, y, x, w, bias, gelu, m);
     }
 }
 

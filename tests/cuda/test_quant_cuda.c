@@ -593,7 +593,11 @@ int main(int argc, char **argv)
         check_linear(gpu, cpu, f, 2, 4096, 6848, false, false, true, 1e-5);
         check_linear(gpu, cpu, f, 1, 4096, 3424, false, false, true, 1e-5);
         check_linear(gpu, cpu, f, 1, 6848, 4096, false, false, true, 1e-5);
-        if (!fp8) check_linear(gpu, cpu, f, 32, 2304, 4096, false, false, true, 1e-5);
+        if (!fp8) { /* batch tiles of 1, 2 and 4 row warps (gqm_launch picks by block count) */
+            check_linear(gpu, cpu, f, 32, 2304, 4096, false, false, true, 1e-5);
+            check_linear(gpu, cpu, f, 128, 4096, 1056, true, false, true, 1e-5);
+            check_linear(gpu, cpu, f, 33, 17000, 512, false, true, true, 1e-5);
+        }
         /* inside a captured graph, replayed on new activations */
         check_graph(gpu, cpu, f, 1, 4608, 4096);
         check_graph(gpu, cpu, f, 4, 300, 1056);
