@@ -9,6 +9,8 @@
 set -u
 # shellcheck source=tests/e2e/serve_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../serve_lib.sh" # e2e_check, e2e_json, e2e_finish
+# shellcheck source=deploy/common/glm4v-mca.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../../deploy/common/glm4v-mca.sh" # glm4v_mca_keepalive
 
 MH_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 MH_KIT=(bash "$MH_REPO/scripts/netns-hosts.sh" --prefix glm4vt --net 77)
@@ -96,10 +98,13 @@ mh_redis_start() {
 mh_redis() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
 
 # mh_start_replica NAME "h1 h2" [glm4v-serve args...]: one rank per listed host (rank 0 on the
-# first), TCP between them; waits until it says ready. Its mpirun pid: REPLICA_PID.
+# first), TCP between them, Open MPI's OOB keepalive set from the step deadline as the launch
+# scripts set it (deploy/common/glm4v-mca.sh); waits until it says ready. Its mpirun pid:
+# REPLICA_PID.
 mh_start_replica() {
     local name=$1 hosts=$2 h
     shift 2
+    glm4v_mca_keepalive "$(glm4v_step_timeout_of "$@")" || return 1
     local -a spec=()
     for h in $hosts; do spec+=("$h:1"); done
     "${MH_KIT[@]}" hostfile "${spec[@]}" >"$E2E_DIR/hostfile-$name"
@@ -120,13 +125,30 @@ mh_start_replica() {
     return 1
 }
 
-# glm4v-serve processes running in host h's namespace (pids, one per line).
+# Processes named NAME (default glm4v-serve) running in host h's namespace, one pid per line;
+# zombies (ended, not yet reaped) are not running and not listed.
 mh_serve_pids() {
-    local p
+    local p name=${2:-glm4v-serve}
     for p in $(ip netns pids "$(mh_ns "$1")" 2>/dev/null); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = glm4v-serve ] && echo "$p"
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$name" ] || continue
+        [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] && continue
+        echo "$p"
     done
     return 0
+}
+
+# What is left of a replica on hosts "h1 h2 ..." with mpirun pid P: one word per running process
+# (mpirun, h1:orted, h2:glm4v-serve, ...); empty once all of it is gone.
+mh_replica_left() {
+    local hosts=$1 pid=$2 h p
+    if kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+        echo mpirun
+    fi
+    for h in $hosts; do
+        for p in $(mh_serve_pids "$h" glm4v-serve) $(mh_serve_pids "$h" orted); do
+            echo "$h:$(cat "/proc/$p/comm" 2>/dev/null)"
+        done
+    done
 }
 
 mh_submit() { # mh_submit args... (prints the Result JSON)
