@@ -3,7 +3,11 @@
  * The graph is the one cuDNN's fused flash-attention engines recognise (the same one the cuDNN
  * frontend lowers its SDPA node to):
  *   S = Q K^T (fp32) -> S * scale -> [causal: select(row >= col, S, -inf)] -> softmax as
- *   max / sub / exp / sum / div (fp32, the probabilities rounded to the storage type) -> O = P V.
+ *   max / sub / exp / sum / div (fp32, the probabilities rounded to the storage type) -> O = P V,
+ *   with the row statistics max + log(sum) written out as well for causal attention (the form
+ *   cuDNN 9.19 has an engine for: build_plan); bidirectional attention uses the single SDPA_FWD
+ *   operation where cuDNN has it (>= 9.13.1). Grouped-query K/V heads need no copy: K and V
+ *   simply have fewer heads than Q.
  * No S x S tensor exists in memory: every tensor between the two matmuls is virtual, and the
  * engine runs the whole chain as one kernel.
  *
@@ -36,6 +40,11 @@ typedef struct sdpa_plan {
     bool ok; /* false: cuDNN has no engine for this shape, use the fallback */
     cudnnBackendDescriptor_t plan;
     int64_t workspace_bytes;
+    /* the graph also writes the softmax statistics (f32, one per query row and head) after the
+     * workspace: cuDNN 9.19 has a fused engine for the causal decomposed graph only in this
+     * form (see build_plan) */
+    bool with_stats;
+    const char *variant; /* which graph the plan was built from, for the log */
     /* every descriptor the plan was built from, destroyed with it (the plan may refer to them) */
     cudnnBackendDescriptor_t owned[SDPA_MAX_OWNED];
     int n_owned;
@@ -58,6 +67,7 @@ typedef struct sdpa_builder {
     sdpa_plan *plan;
     cudnnStatus_t status;
     const char *where; /* the call that failed, for the fallback message */
+    char reason[256];  /* cuDNN's own words for the first refusal (cudnnGetLastErrorString) */
 } sdpa_builder;
 
 #define BUILD_CHECK(bd, call)                                                                      \
@@ -187,7 +197,7 @@ static cudnnBackendDescriptor_t op_reduce(sdpa_builder *bd, cudnnReduceTensorOp_
 }
 
 /* Tensor ids of the variant pack. */
-enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE, UID_NEG_INF, UID_VIRTUAL = 100 };
+enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE, UID_NEG_INF, UID_STATS, UID_VIRTUAL = 100 };
 
 /* Row width of the fused qkv rows, in elements. */
 static int64_t qkv_width(const sdpa_key *k)
@@ -246,6 +256,15 @@ static void build_composite(cuda_cudnn *c, sdpa_builder *bd)
     ops[n_ops++] = op_pointwise(bd, CUDNN_POINTWISE_EXP, f32, centred, NULL, NULL, expd, -1);
     cudnnBackendDescriptor_t row_sum = virtual4(bd, uid++, f32, b, hq, s, 1);
     ops[n_ops++] = op_reduce(bd, CUDNN_REDUCE_TENSOR_ADD, expd, row_sum);
+    if (bd->plan->with_stats) {
+        /* stats = max + log(sum), the log-sum-exp of each row ([b, h, s, 1], f32) */
+        int64_t st_dims[4] = {b, hq, s, 1}, st_strides[4] = {hq * s, s, 1, 1};
+        cudnnBackendDescriptor_t log_sum = virtual4(bd, uid++, f32, b, hq, s, 1);
+        cudnnBackendDescriptor_t stats =
+            tensor4(bd, UID_STATS, f32, st_dims, st_strides, false, false);
+        ops[n_ops++] = op_pointwise(bd, CUDNN_POINTWISE_LOG, f32, row_sum, NULL, NULL, log_sum, -1);
+        ops[n_ops++] = op_pointwise(bd, CUDNN_POINTWISE_ADD, f32, row_max, log_sum, NULL, stats, -1);
+    }
     /* the probabilities take the storage type: the second matmul's operand type */
     cudnnBackendDescriptor_t probs = virtual4(bd, uid++, io, b, hq, s, s);
     ops[n_ops++] = op_pointwise(bd, CUDNN_POINTWISE_DIV, f32, expd, row_sum, NULL, probs, -1);
@@ -282,29 +301,105 @@ static void build_unified(cuda_cudnn *c, sdpa_builder *bd)
 }
 #endif
 
-/* The plan for key: for bidirectional attention on cuDNN >= 9.13.1 the SDPA_FWD operation first,
- * else (or when no engine takes it) the decomposed graph. Leaves bd->status set when neither
- * has an engine. */
+/* The plan for key, from the first graph form an engine takes. Bidirectional: the SDPA_FWD
+ * operation (cuDNN >= 9.13.1), then the decomposed graphs. Causal has no SDPA_FWD form before
+ * cuDNN 9.21 (its mask is a subgraph attribute there), so the decomposed graph that also writes
+ * the softmax statistics comes first: cuDNN 9.19 (H200, 2026-12-03) refuses the inference-only
+ * causal graph in its attention pattern matcher ("Dropout set of ops not configured correctly",
+ * from tag_mha_graph, for every engine) and takes this one. The plain decomposed graph stays as
+ * the last resort for releases that take it. Each refusal is printed under GLM4V_ATTENTION_LOG
+ * or GLM4V_ATTENTION=cudnn; bd->status stays set when no form is taken. */
 static void build_plan(cuda_cudnn *c, sdpa_builder *bd)
 {
+    enum { UNIFIED, COMPOSITE_STATS, COMPOSITE, N_FORMS };
+    static const char *const names[N_FORMS] = {"SDPA_FWD operation",
+                                               "decomposed graph with statistics",
+                                               "decomposed graph"};
+    const sdpa_key *k = &bd->plan->key;
+    for (int form = 0; form < N_FORMS; form++) {
+        if (form == UNIFIED) {
 #if CUDNN_VERSION >= 91301
-    if (!bd->plan->key.causal && cudnnGetVersion() >= 91301) {
-        build_unified(c, bd);
+            if (k->causal || cudnnGetVersion() < 91301) continue;
+#else
+            continue;
+#endif
+        }
+        bd->plan->with_stats = form == COMPOSITE_STATS;
+        bd->plan->variant = names[form];
+#if CUDNN_VERSION >= 91301
+        if (form == UNIFIED)
+            build_unified(c, bd);
+        else
+#endif
+            build_composite(c, bd);
         if (bd->status == CUDNN_STATUS_SUCCESS) return;
-        if (c->log)
+        if (c->log || c->strict)
             fprintf(stderr,
-                    "glm4v cuda: cudnn SDPA_FWD operation refused (%s: %s), trying the "
-                    "decomposed graph\n",
-                    bd->where ? bd->where : "?", cudnnGetErrorString(bd->status));
+                    "glm4v cuda: cudnn refused the %s for %d/%d heads, %d rows%s (%s: %s; %s)\n",
+                    names[form], k->h_q, k->h_kv, k->s, k->causal ? ", causal" : "",
+                    bd->where ? bd->where : "?", cudnnGetErrorString(bd->status),
+                    bd->reason[0] ? bd->reason : "no reason given");
+        if (form == N_FORMS - 1) return;
         destroy_plan(bd->plan);
         bd->status = CUDNN_STATUS_SUCCESS;
         bd->where = NULL;
+        bd->reason[0] = 0;
     }
-#endif
-    build_composite(c, bd);
 }
 
-/* The operation graph of ops, then the first execution plan the heuristics offer that finalizes. */
+/* The first execution plan that finalizes among the engine configurations that heuristics mode
+ * `mode` offers for graph (at most 16). Returns true when one did; else keeps the first refusal's
+ * words from cuDNN in bd->reason. */
+static bool try_heuristics(cuda_cudnn *c, sdpa_builder *bd, cudnnBackendDescriptor_t graph,
+                           cudnnBackendHeurMode_t mode)
+{
+    cudnnBackendDescriptor_t heur = new_desc(bd, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    set_desc(bd, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
+    set_attr(bd, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+    if (heur) BUILD_CHECK(bd, cudnnBackendFinalize(heur));
+    int64_t n_cfgs = 0;
+    BUILD_CHECK(bd, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &n_cfgs, NULL));
+    if (bd->status != CUDNN_STATUS_SUCCESS) return false;
+    if (n_cfgs > 16) n_cfgs = 16;
+    if (n_cfgs <= 0) return false;
+    cudnnBackendDescriptor_t cfgs[16];
+    for (int64_t i = 0; i < n_cfgs; i++)
+        cfgs[i] = new_desc(bd, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    int64_t got = 0;
+    BUILD_CHECK(bd, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, n_cfgs, &got, cfgs));
+    if (bd->status != CUDNN_STATUS_SUCCESS) return false;
+    /* the heuristics rank the engines; the first that builds for this graph wins. The reason
+     * kept when none does is the best-ranked engine's (the fused one) */
+    for (int64_t i = 0; i < got; i++) {
+        cudnnBackendDescriptor_t plan = new_desc(bd, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+        set_attr(bd, plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->handle);
+        set_desc(bd, plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfgs[i]);
+        if (bd->status != CUDNN_STATUS_SUCCESS) return false;
+        cudnnStatus_t st = cudnnBackendFinalize(plan);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            if (!bd->reason[0]) {
+                char msg[200] = "";
+                cudnnGetLastErrorString(msg, sizeof(msg));
+                snprintf(bd->reason, sizeof(bd->reason), "heuristics mode %d, engine %lld: %s",
+                         (int)mode, (long long)i, msg[0] ? msg : cudnnGetErrorString(st));
+            }
+            continue;
+        }
+        int64_t ws = 0, n = 0;
+        BUILD_CHECK(bd, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                 CUDNN_TYPE_INT64, 1, &n, &ws));
+        if (bd->status != CUDNN_STATUS_SUCCESS) return false;
+        bd->plan->plan = plan;
+        bd->plan->workspace_bytes = ws;
+        return true;
+    }
+    return false;
+}
+
+/* The operation graph of ops, then the first execution plan that finalizes: among the engines
+ * heuristics mode A ranks, then the fallback list. */
 static void finish_plan(cuda_cudnn *c, sdpa_builder *bd, cudnnBackendDescriptor_t *ops, int n_ops)
 {
     if (bd->status != CUDNN_STATUS_SUCCESS) return;
@@ -312,51 +407,18 @@ static void finish_plan(cuda_cudnn *c, sdpa_builder *bd, cudnnBackendDescriptor_
     set_attr(bd, graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n_ops, ops);
     set_attr(bd, graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->handle);
     if (graph) BUILD_CHECK(bd, cudnnBackendFinalize(graph));
-
-    cudnnBackendDescriptor_t heur = new_desc(bd, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-    set_desc(bd, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
-    set_attr(bd, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-    if (heur) BUILD_CHECK(bd, cudnnBackendFinalize(heur));
-    int64_t n_cfgs = 0;
-    BUILD_CHECK(bd, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &n_cfgs, NULL));
-    if (bd->status != CUDNN_STATUS_SUCCESS) return;
-    if (n_cfgs > 8) n_cfgs = 8;
-    if (n_cfgs <= 0) {
-        bd->status = CUDNN_STATUS_NOT_SUPPORTED;
-        bd->where = "the heuristics offer no engine";
+    if (bd->status != CUDNN_STATUS_SUCCESS) {
+        char msg[200] = "";
+        cudnnGetLastErrorString(msg, sizeof(msg));
+        snprintf(bd->reason, sizeof(bd->reason), "graph: %s", msg);
         return;
     }
-    cudnnBackendDescriptor_t cfgs[8];
-    for (int64_t i = 0; i < n_cfgs; i++)
-        cfgs[i] = new_desc(bd, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-    int64_t got = 0;
-    BUILD_CHECK(bd, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, n_cfgs, &got, cfgs));
-    if (bd->status != CUDNN_STATUS_SUCCESS) return;
-
-    /* the heuristics rank the engines; the first that builds for this graph wins. The reason
-     * reported when none does is the best-ranked engine's (the fused one) */
-    cudnnStatus_t first = CUDNN_STATUS_NOT_SUPPORTED;
-    for (int64_t i = 0; i < got; i++) {
-        cudnnBackendDescriptor_t plan = new_desc(bd, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-        set_attr(bd, plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->handle);
-        set_desc(bd, plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfgs[i]);
-        if (bd->status != CUDNN_STATUS_SUCCESS) return;
-        cudnnStatus_t st = cudnnBackendFinalize(plan);
-        if (i == 0) first = st;
-        if (st != CUDNN_STATUS_SUCCESS) continue;
-        int64_t ws = 0, n = 0;
-        BUILD_CHECK(bd, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                 CUDNN_TYPE_INT64, 1, &n, &ws));
-        bd->plan->plan = plan;
-        bd->plan->workspace_bytes = ws;
+    if (try_heuristics(c, bd, graph, CUDNN_HEUR_MODE_A)) return;
+    if (bd->status == CUDNN_STATUS_SUCCESS && try_heuristics(c, bd, graph, CUDNN_HEUR_MODE_FALLBACK))
         return;
-    }
-    bd->status = first;
-    bd->where = "no engine configuration finalizes (CUDNN_LOGLEVEL_DBG=2 CUDNN_LOGDEST_DBG=stderr "
-                "says why)";
+    if (bd->status != CUDNN_STATUS_SUCCESS) return;
+    bd->status = CUDNN_STATUS_NOT_SUPPORTED;
+    bd->where = "no engine configuration finalizes";
 }
 
 static void destroy_plan(sdpa_plan *p)
@@ -403,24 +465,28 @@ static sdpa_plan *find_plan(cuda_cudnn *c, const sdpa_key *key)
     memset(p, 0, sizeof(*p));
     p->key = *key;
     p->last_use = c->clock;
-    sdpa_builder bd = {p, CUDNN_STATUS_SUCCESS, NULL};
+    sdpa_builder bd;
+    memset(&bd, 0, sizeof(bd));
+    bd.plan = p;
+    bd.status = CUDNN_STATUS_SUCCESS;
     double t0 = now_ms();
     build_plan(c, &bd);
     p->ok = bd.status == CUDNN_STATUS_SUCCESS;
     if (!p->ok) {
         fprintf(stderr,
                 "glm4v cuda: cudnn has no attention plan for b %d, %d/%d heads, %d rows, dim %d, "
-                "%s%s (%s: %s); using fa2 for it\n",
+                "%s%s (%s: %s; %s); using fa2 for it\n",
                 key->b, key->h_q, key->h_kv, key->s, key->d, glm_dtype_name(key->dtype),
                 key->causal ? ", causal" : "", bd.where ? bd.where : "?",
-                cudnnGetErrorString(bd.status));
+                cudnnGetErrorString(bd.status), bd.reason[0] ? bd.reason : "no reason given");
         destroy_plan(p);
     } else if (c->log) {
         fprintf(stderr,
                 "glm4v cuda: cudnn attention plan b %d, %d/%d heads, %d rows, dim %d, %s%s: "
-                "built in %.1f ms, workspace %lld bytes\n",
+                "%s, built in %.1f ms, workspace %lld bytes\n",
                 key->b, key->h_q, key->h_kv, key->s, key->d, glm_dtype_name(key->dtype),
-                key->causal ? ", causal" : "", now_ms() - t0, (long long)p->workspace_bytes);
+                key->causal ? ", causal" : "", p->variant, now_ms() - t0,
+                (long long)p->workspace_bytes);
     }
     return p;
 }
@@ -432,20 +498,30 @@ static void run_plan(glm_backend *be, cuda_cudnn *c, const sdpa_plan *p, void *o
     const sdpa_key *k = &p->key;
     size_t elem = glm_dtype_size(k->dtype);
     const char *base = (const char *)qkv;
+    /* one scratch block: the engine's workspace, then the statistics when the graph writes them */
+    size_t ws = ((size_t)p->workspace_bytes + 255) & ~(size_t)255;
+    size_t stats_bytes = p->with_stats ? (size_t)k->b * k->h_q * k->s * sizeof(float) : 0;
     void *workspace = NULL;
-    if (p->workspace_bytes > 0) {
-        workspace = cuda_scratch(be, (size_t)p->workspace_bytes);
+    if (ws + stats_bytes > 0) {
+        workspace = cuda_scratch(be, ws + stats_bytes);
         if (!workspace) return;
     }
     float neg_inf = -INFINITY;
-    void *ptrs[6] = {(void *)base,
+    void *ptrs[7] = {(void *)base,
                      (void *)(base + (size_t)k->h_q * k->d * elem),
                      (void *)(base + (size_t)(k->h_q + k->h_kv) * k->d * elem),
                      out,
                      &scale,
-                     &neg_inf};
-    int64_t uids[6] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE, UID_NEG_INF};
-    int64_t n = k->causal ? 6 : 5;
+                     &neg_inf,
+                     (char *)workspace + ws};
+    int64_t uids[7] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE, UID_NEG_INF, UID_STATS};
+    int64_t n = 5;
+    if (k->causal) n = 6;
+    if (p->with_stats) { /* the statistics' pointer goes where the variant pack's list ends */
+        ptrs[n] = ptrs[6];
+        uids[n] = UID_STATS;
+        n++;
+    }
 
     cudnnBackendDescriptor_t pack = NULL;
     cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);

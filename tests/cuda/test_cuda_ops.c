@@ -721,6 +721,8 @@ static void attention_model_shapes(void)
     test_attention_paged(1, q2, c2, 16, 1, 128, 16);
     int q3[] = {5, 20}, c3[] = {5, 30}; /* the second has a prefix: the kernels take the step */
     test_attention_paged(2, q3, c3, 4, 2, 128, 16);
+    int q6[] = {45}, c6[] = {45}; /* causal with as many kv heads as query heads */
+    test_attention_paged(1, q6, c6, 4, 4, 64, 16);
     if (small_only) return;
     test_attention_full(2, 6401, 16, 112, 401);
     test_attention_full(1, 6401, 8, 112, 401);
