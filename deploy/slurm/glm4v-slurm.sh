@@ -89,6 +89,13 @@ glm4v_start_replica() {
         # a command line. --bind-to none: the ranks set their own GPU by local rank.
         local -a env_args=(-x PATH -x LD_LIBRARY_PATH)
         if [ -n "${GLM4V_REDIS_PASSWORD:-}" ]; then env_args+=(-x GLM4V_REDIS_PASSWORD); fi
+        # Open MPI's OOB keepalive from the step deadline, so that a node that drops off the
+        # network ends its replica whole (mpirun and every orted) instead of holding mpirun until
+        # TCP gives up (deploy/common/glm4v-mca.sh says why).
+        # shellcheck source=deploy/common/glm4v-mca.sh
+        source "$GLM4V_HOME/deploy/common/glm4v-mca.sh"
+        glm4v_mca_keepalive "$(glm4v_step_timeout_of ${extra[@]+"${extra[@]}"})" ||
+            glm4v_die "replica $i: set --step-timeout-ms to 6000 or more in GLM4V_SERVE_ARGS"
         mpirun -np "$GLM4V_TP" --hostfile "$hostfile" --map-by "ppr:$g:node" --bind-to none \
             "${env_args[@]}" "${serve[@]}" ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
     fi
