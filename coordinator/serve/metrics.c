@@ -54,6 +54,9 @@ static const series_desc COUNTERS[GLM_COUNTER_COUNT] = {
     [GLM_COUNTER_PREFIX_EVICTIONS] = {"glm4v_prefix_cache_evictions_total", NULL,
                                       "Cached KV blocks given to other content (no empty one "
                                       "was left)."},
+    [GLM_COUNTER_WATCHDOG_ABORTS] = {"glm4v_watchdog_aborts_total", NULL,
+                                     "Times the step watchdog ended a replica under this server "
+                                     "id, from Redis (<prefix>:watchdog_aborts)."},
 };
 
 static const series_desc GAUGES[GLM_GAUGE_COUNT] = {

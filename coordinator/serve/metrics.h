@@ -40,6 +40,7 @@ typedef enum glm_counter_id {
     GLM_COUNTER_REDIS_REFUSED_MISCONF,  /* ... kind="MISCONF" (background save failing) */
     GLM_COUNTER_REDIS_REFUSED_OTHER,    /* ... kind="other" (MASTERDOWN, NOREPLICAS) */
     GLM_COUNTER_PREFIX_EVICTIONS,    /* glm4v_prefix_cache_evictions_total */
+    GLM_COUNTER_WATCHDOG_ABORTS,     /* glm4v_watchdog_aborts_total (abort_record.h) */
     GLM_COUNTER_COUNT
 } glm_counter_id;
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "coordinator/serve/server_version.h"
+#include "coordinator/serve/abort_record.h"
 #include "coordinator/serve/metrics.h"
 #include "coordinator/serve/prep_pool.h"
 #include "coordinator/serve/request.h"
@@ -151,6 +152,8 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
                 so->metrics_bind ? so->metrics_bind : "127.0.0.1", port);
     }
     glm_metrics_set(s->metrics, GLM_GAUGE_KV_BLOCKS_TOTAL, sc.n_blocks);
+    glm_abort_target at = {so->redis_url, s->password, so->prefix, s->server_id};
+    glm_abort_record_seed(&at, s->metrics); /* earlier runs' watchdog aborts */
     return glm_step_driver_create(ctx->model, s->sched, &s->driver, err);
 }
 
@@ -702,6 +705,10 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
                     break;
             }
         }
+    }
+    if (st && !glm_rank_group_ok(ctx)) { /* main ends the replica next: count it first */
+        glm_abort_target at = {so->redis_url, s.password, so->prefix, s.server_id};
+        glm_abort_record_now(&at, s.metrics, err->msg, 1000);
     }
     fprintf(stderr, "glm4v-serve: %s stopped\n", s.server_id);
     server_free(&s);

@@ -7,6 +7,8 @@
 #             packets to h3 go nowhere), then mended
 #   sigstop   A's ranks SIGSTOPped past the visibility timeout, then SIGCONT (A then writes late
 #             Results for jobs that B answered meanwhile: they must lose)
+#   hang      A's rank on h2 alone SIGSTOPped for good (a hung rank: its host still answers, so
+#             only the step watchdog can tell; rank 0 must count the abort in Redis)
 # Each run: every job has exactly one final Result and no error, its ids equal glm4v-run's at TP 1
 # (what the fault-free cluster gives, test_tp_hosts.sh; 20 clients stream text instead of JSON,
 # and their output must be the answer exactly once, whichever attempts they saw), every process of
@@ -16,7 +18,7 @@
 # usage: test_faults.sh FAULT BIN_DIR TESTDATA
 fault=$1
 shift
-case $fault in kill | linkdown | rediscut | sigstop) ;; *)
+case $fault in kill | linkdown | rediscut | sigstop | hang) ;; *)
     echo "unknown fault '$fault'" >&2
     exit 2
     ;;
@@ -113,6 +115,10 @@ rediscut)
     (sleep 20 && mh_exec h1 ip neigh del "$REDIS_HOST" dev eth0 && echo "[link] h1 reaches Redis again") &
     pids_bg=$!
     ;;
+hang)
+    a_broken=1
+    kill -STOP "$(mh_serve_pids h2)"
+    ;;
 sigstop)
     stopped=$(ranks_a)
     # shellcheck disable=SC2086 # a list of pids
@@ -180,6 +186,14 @@ linkdown)
     ;;
 rediscut)
     e2e_check "rediscut: A's log names the lost Redis connection" grep -qiE "redis.*(timeout|timed out|lost|reconnect|connection)" "$E2E_DIR/a.log"
+    ;;
+hang)
+    e2e_check "hang: A's log names the step watchdog and the silent rank" \
+        grep -qE "step watchdog: rank 0: .* not done after $step_ms ms; rank 1 did not answer" "$E2E_DIR/a.log"
+    e2e_check "hang: A's log says the abort was recorded" grep -q "a: watchdog abort recorded" "$E2E_DIR/a.log"
+    aborts=$(mh_redis HGET "$PREFIX:watchdog_aborts" a)
+    mh_log "watchdog aborts in Redis: a=${aborts:-none} ($(mh_redis HGET "$PREFIX:watchdog_abort:a" reason | cut -c1-120))"
+    e2e_check "hang: Redis counts one watchdog abort of A (${aborts:-none})" [ "$aborts" = 1 ]
     ;;
 sigstop)
     e2e_check "sigstop: B reclaimed A's jobs" [ "$reclaimed" -ge 1 ]
