@@ -156,6 +156,25 @@ typedef struct glm_backend_ops {
     void (*layernorm)(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
                       float eps);
 
+    /* ---- fp8 activations: the fp8 tower's fused path (optional: NULL on a backend without it;
+     * the model then lets linear quantize its input) ----
+     * A quantized activation matrix q is a glm_weight of format GLM_WEIGHT_FP8: q.data [rows,
+     * cols] E4M3 codes and q.scales [rows], each row quantized as glm_fp8_quantize_activation_row
+     * does (kernels/weight_format.h: scale amax / 448, codes e4m3_satfinite(v * 448 / amax); an
+     * all-zero row has scale 1), from the values as stored in the source's dtype. So linear_q8 on
+     * such a q gives what linear gives on the unquantized rows. */
+    /* add_layernorm, and q = y's rows quantized (y as stored). */
+    void (*add_layernorm_q8)(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                             glm_tensor w, glm_tensor b, float eps, glm_weight q);
+    /* q = the rows of gelu(x) (exact erf form, rounded to x's dtype) quantized. */
+    void (*gelu_q8)(glm_backend *be, glm_weight q, glm_tensor x);
+    /* q = the rows of x quantized. */
+    void (*quantize_act)(glm_backend *be, glm_weight q, glm_tensor x);
+    /* y[M,N] = act(dequant(q)[M,K] dequant(w)[N,K]^T + bias[N]) for an fp8 weight w: linear's
+     * fp8 product on rows already quantized. y of the activation dtype. */
+    void (*linear_q8)(glm_backend *be, glm_tensor y, glm_weight q, glm_weight w,
+                      const glm_tensor *bias, glm_activation act);
+
     /* ---- embedding and row movement ---- */
     /* y[T, H] = table[ids[t] - vocab_start] for ids inside [vocab_start, vocab_start + rows of
      * table), zero rows otherwise (other ranks' vocab shards, and image slots marked with -1). */
@@ -294,6 +313,10 @@ glm_status glm_backend_take_error(glm_backend *be, glm_error *err);
 #define glm_op_add_rmsnorm(be, ...) GLM_OP(be, add_rmsnorm, __VA_ARGS__)
 #define glm_op_add_layernorm(be, ...) GLM_OP(be, add_layernorm, __VA_ARGS__)
 #define glm_op_layernorm(be, ...) GLM_OP(be, layernorm, __VA_ARGS__)
+#define glm_op_add_layernorm_q8(be, ...) GLM_OP(be, add_layernorm_q8, __VA_ARGS__)
+#define glm_op_gelu_q8(be, ...) GLM_OP(be, gelu_q8, __VA_ARGS__)
+#define glm_op_quantize_act(be, ...) GLM_OP(be, quantize_act, __VA_ARGS__)
+#define glm_op_linear_q8(be, ...) GLM_OP(be, linear_q8, __VA_ARGS__)
 #define glm_op_embedding(be, ...) GLM_OP(be, embedding, __VA_ARGS__)
 #define glm_op_copy_rows(be, ...) GLM_OP(be, copy_rows, __VA_ARGS__)
 #define glm_op_gather_rows(be, ...) GLM_OP(be, gather_rows, __VA_ARGS__)

@@ -94,6 +94,13 @@ static void carve_vision(glm_model *m, carver *c)
     s->proj = carve(c, a, out, m->cfg.hidden_size);
     s->gate_up = carve(c, a, out, 2 * (int64_t)p->proj_ffn);
     s->act = carve(c, a, out, p->proj_ffn);
+    if (m->opt.vision_weight_format == GLM_WEIGHT_FP8) {
+        int64_t attn = (int64_t)p->v_heads * vhd, wide = p->v_mlp > attn ? p->v_mlp : attn;
+        s->xq = carve(c, GLM_F32, rows, (hv + 3) / 4);
+        s->xq_scales = carve(c, GLM_F32, rows, 1);
+        s->q8 = carve(c, GLM_F32, rows, (wide + 3) / 4);
+        s->q8_scales = carve(c, GLM_F32, rows, 1);
+    }
 }
 
 static glm_status alloc_from_backend(glm_model *m, size_t bytes, void **out, const char *what,

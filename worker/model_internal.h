@@ -39,6 +39,10 @@ typedef struct vision_scratch {
     glm_tensor proj;      /* [n * (g/2)^2, h] */
     glm_tensor gate_up;   /* [n * (g/2)^2, 2 * proj_ffn shard] */
     glm_tensor act;       /* [n * (g/2)^2, proj_ffn shard] */
+    /* fp8 tower only (--vision-weights fp8; else no memory): the quantized GEMM inputs as E4M3
+     * codes [rows, cols] (bytes, in an f32 carve) with one f32 scale per row (vision.c) */
+    glm_tensor xq, xq_scales; /* x's rows: the qkv and fc1 input */
+    glm_tensor q8, q8_scales; /* the attention output's rows, then gelu(fc1)'s */
 } vision_scratch;
 
 struct glm_model {

@@ -8,6 +8,7 @@
 #include "worker/tp_ops.h"
 
 #include <math.h>
+#include <stdbool.h>
 
 /* x += LN(row-parallel GEMM of `in` summed over ranks); xin = x in the activation dtype (it is
  * the next GEMM's input, and shares delta's memory). */
@@ -23,6 +24,74 @@ static glm_status residual_branch(glm_model *m, glm_tensor x, glm_tensor xin, gl
     if (st) return st;
     glm_op_add_layernorm(be, xin, x, delta, ln_w, ln_b, m->cfg.vision.layer_norm_eps);
     return GLM_OK;
+}
+
+/* Rows [0, rows) of a quantized-activation buffer (codes + scales carved in model.c) as the fp8
+ * "weight" linear_q8 reads (ops.h: fp8 activations). */
+static glm_weight act_q8(const glm_tensor *codes, const glm_tensor *scales, int64_t rows,
+                         int64_t cols)
+{
+    glm_weight q = {GLM_WEIGHT_FP8, GLM_F32, rows, cols, 0, codes->data, scales->data, NULL};
+    return q;
+}
+
+/* The fp8 tower's fused path: every GEMM input is quantized by the kernel that produces it
+ * (add_layernorm_q8 for x, gelu_q8 for fc2's input, quantize_act for the attention output) and
+ * linear_q8 applies both scales and the bias in the GEMM, where linear would quantize its input
+ * in a pass of its own and rescale its output in another. Taken when the layer's four weights
+ * are fp8, the backend has the ops and model.c carved the buffers (--vision-weights fp8). */
+static bool fused_fp8(const glm_model *m, const glm_vision_layer_weights *L)
+{
+    const glm_backend_ops *o = m->be->ops;
+    return L->qkv_w.format == GLM_WEIGHT_FP8 && L->dense_w.format == GLM_WEIGHT_FP8 &&
+           L->fc1_w.format == GLM_WEIGHT_FP8 && L->fc2_w.format == GLM_WEIGHT_FP8 &&
+           o->linear_q8 && o->add_layernorm_q8 && o->gelu_q8 && o->quantize_act &&
+           m->vs.xq.data && m->vs.q8.data;
+}
+
+/* residual_branch for the fused path: the GEMM reads the quantized rows in, and the LayerNorm
+ * also leaves the new x quantized in xq for the next GEMM. */
+static glm_status residual_branch_q8(glm_model *m, glm_tensor x, glm_tensor xin, glm_weight in,
+                                     glm_weight w, const glm_tensor *bias, glm_tensor ln_w,
+                                     glm_tensor ln_b, glm_weight xq, glm_error *err)
+{
+    glm_backend *be = m->be;
+    const glm_tensor *b = m->plan.tp_rank == 0 ? bias : NULL;
+    glm_tensor delta = xin;
+    glm_op_linear_q8(be, delta, in, w, b, GLM_ACT_NONE);
+    glm_status st = glm_tp_allreduce(m->comm, delta, "vision all-reduce", err);
+    if (st) return st;
+    glm_op_add_layernorm_q8(be, xin, x, delta, ln_w, ln_b, m->cfg.vision.layer_norm_eps, xq);
+    return GLM_OK;
+}
+
+/* vision_layer's fused fp8 form; on entry xq holds x's rows quantized. */
+static glm_status vision_layer_q8(glm_model *m, const glm_vision_layer_weights *L, int n_images,
+                                  int64_t rows, glm_error *err)
+{
+    glm_backend *be = m->be;
+    const glm_vision_config *v = &m->cfg.vision;
+    vision_scratch *s = &m->vs;
+    int seq = (int)(rows / n_images), head_dim = v->hidden_size / v->num_heads;
+    glm_tensor x = glm_rows(&s->x, rows), xin = glm_rows(&s->delta, rows);
+    glm_tensor qkv = glm_rows(&s->qkv, rows), attn = glm_rows(&s->attn, rows);
+    glm_weight xq = act_q8(&s->xq, &s->xq_scales, rows, v->hidden_size);
+    glm_weight aq = act_q8(&s->q8, &s->q8_scales, rows, glm_tensor_cols(&attn));
+
+    glm_op_linear_q8(be, qkv, xq, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
+    glm_op_attention_full(be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
+                          1.0f / sqrtf((float)head_dim));
+    glm_op_quantize_act(be, aq, attn);
+    glm_status st = residual_branch_q8(m, x, xin, aq, L->dense_w, &L->dense_b, L->ln_in_w,
+                                       L->ln_in_b, xq, err);
+    if (st) return st;
+
+    glm_tensor mlp = glm_rows(&s->mlp, rows);
+    glm_weight mq = act_q8(&s->q8, &s->q8_scales, rows, glm_tensor_cols(&mlp));
+    glm_op_linear_q8(be, mlp, xq, L->fc1_w, &L->fc1_b, GLM_ACT_NONE);
+    glm_op_gelu_q8(be, mq, mlp);
+    return residual_branch_q8(m, x, xin, mq, L->fc2_w, &L->fc2_b, L->ln_post_w, L->ln_post_b, xq,
+                              err);
 }
 
 /* On entry and on return xin (= delta) holds the residual stream x in the activation dtype. */
@@ -93,8 +162,19 @@ glm_status glm_vision_forward(glm_model *m, int n_images, const int32_t *slots, 
     glm_op_vision_embed(be, x3, patch_out, w->cls, w->pos, n_images);
     glm_op_copy_rows(be, s->delta, 0, s->x, 0, rows); /* the first layer's GEMM input */
 
+    bool quantized = false; /* xq holds x's rows quantized (the fused fp8 path's input) */
     for (int j = 0; j < v->num_layers; j++) {
-        glm_status st = vision_layer(m, &w->vlayers[j], n_images, rows, err);
+        glm_status st;
+        if (fused_fp8(m, &w->vlayers[j])) {
+            if (!quantized)
+                glm_op_quantize_act(be, act_q8(&s->xq, &s->xq_scales, rows, v->hidden_size),
+                                    glm_rows(&s->delta, rows));
+            st = vision_layer_q8(m, &w->vlayers[j], n_images, rows, err);
+            quantized = true;
+        } else {
+            st = vision_layer(m, &w->vlayers[j], n_images, rows, err);
+            quantized = false;
+        }
         if (st) return st;
     }
 

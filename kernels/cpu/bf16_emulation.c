@@ -274,6 +274,11 @@ glm_status glm_backend_cpu_bf16_create(int n_threads, glm_backend **out, glm_err
     ops->add_rmsnorm = emu_add_rmsnorm;
     ops->layernorm = emu_layernorm;
     ops->add_layernorm = emu_add_layernorm;
+    /* no fused fp8 activations here: the model's unfused path gets this backend's roundings */
+    ops->add_layernorm_q8 = NULL;
+    ops->gelu_q8 = NULL;
+    ops->quantize_act = NULL;
+    ops->linear_q8 = NULL;
     ops->embedding = emu_embedding;
     ops->copy_rows = emu_copy_rows;
     ops->gather_rows = emu_gather_rows;

@@ -81,6 +81,17 @@ void cpu_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tens
                        glm_tensor w, glm_tensor b, float eps);
 void cpu_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, glm_tensor b,
                    float eps);
+/* fp8 activations (act_fp8.c; ops.h): the codes of one row and its scale, as
+ * glm_fp8_quantize_activation_row quantizes it; q's shape check. */
+float cpu_fp8_quantize_codes(const float *x, int64_t k, uint8_t *codes);
+bool cpu_expect_act_fp8(glm_backend *be, const char *op, const glm_weight *q, int64_t rows,
+                        int64_t cols);
+void cpu_add_layernorm_q8(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                          glm_tensor w, glm_tensor b, float eps, glm_weight q);
+void cpu_gelu_q8(glm_backend *be, glm_weight q, glm_tensor x);
+void cpu_quantize_act(glm_backend *be, glm_weight q, glm_tensor x);
+void cpu_linear_q8(glm_backend *be, glm_tensor y, glm_weight q, glm_weight w,
+                   const glm_tensor *bias, glm_activation act);
 /* embedding.c */
 void cpu_embedding(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
                    int64_t vocab_start);

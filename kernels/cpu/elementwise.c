@@ -1,6 +1,7 @@
 /* Elementwise ops: add, scale, exact GELU, SwiGLU's silu(a) * b. Float32, OpenMP over elements
  * (or rows) once an array is large enough to pay for waking the threads. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "kernels/cpu/cpu_internal.h"
 
@@ -76,4 +77,31 @@ void cpu_silu_mul(glm_backend *be, glm_tensor y, glm_tensor x)
         for (int64_t i = 0; i < f; i++)
             yr[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
     }
+}
+
+void cpu_gelu_q8(glm_backend *be, glm_weight q, glm_tensor x)
+{
+    if (!cpu_expect_dtype(be, "gelu_q8", "x", &x, GLM_F32)) return;
+    int64_t rows = glm_tensor_rows(&x), k = glm_tensor_cols(&x);
+    if (!cpu_expect_act_fp8(be, "gelu_q8", &q, rows, k)) return;
+    const float *xd = x.data;
+    uint8_t *codes = q.data;
+    bool failed = false;
+#pragma omp parallel num_threads(cpu_threads(be)) if (rows * k > ELEMENTWISE_PARALLEL_MIN / 8)
+    {
+        float *g = malloc((size_t)k * sizeof(float));
+        if (!g) {
+#pragma omp atomic write
+            failed = true;
+        }
+#pragma omp for
+        for (int64_t r = 0; r < rows; r++) {
+            if (!g) continue;
+            for (int64_t i = 0; i < k; i++)
+                g[i] = cpu_gelu_scalar(xd[r * k + i]);
+            q.scales[r] = cpu_fp8_quantize_codes(g, k, codes + r * k);
+        }
+        free(g);
+    }
+    if (failed) glm_backend_fail(be, GLM_ERR_NOMEM, "gelu_q8: out of memory for a row");
 }

@@ -114,3 +114,17 @@ void cpu_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tens
         }
     }
 }
+
+void cpu_add_layernorm_q8(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                          glm_tensor w, glm_tensor b, float eps, glm_weight q)
+{
+    int64_t rows = glm_tensor_rows(&resid), h = glm_tensor_cols(&resid);
+    if (!cpu_expect_act_fp8(be, "add_layernorm_q8", &q, rows, h)) return;
+    cpu_add_layernorm(be, y, resid, delta, w, b, eps);
+    if (be->status != GLM_OK) return;
+    const float *yd = y.data;
+    uint8_t *codes = q.data;
+#pragma omp parallel for num_threads(cpu_threads(be)) if (rows * h > NORM_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        q.scales[r] = cpu_fp8_quantize_codes(yd + r * h, h, codes + r * h);
+}

@@ -282,6 +282,7 @@ static void cuda_destroy(glm_backend *be)
             if (cb->graphs[i].exec) cudaGraphExecDestroy(cb->graphs[i].exec);
         cuda_gemm_destroy_plans(cb);
         cuda_quant_destroy(cb);
+        cuda_q8_destroy(cb);
 #ifdef GLM4V_HAVE_CUDNN
         cuda_cudnn_destroy(cb->cudnn);
 #endif
@@ -332,6 +333,10 @@ static const glm_backend_ops cuda_ops = {
     .add_rmsnorm = cuda_add_rmsnorm,
     .add_layernorm = cuda_add_layernorm,
     .layernorm = cuda_layernorm,
+    .add_layernorm_q8 = cuda_add_layernorm_q8,
+    .gelu_q8 = cuda_gelu_q8,
+    .quantize_act = cuda_quantize_act,
+    .linear_q8 = cuda_linear_q8,
     .embedding = cuda_embedding,
     .copy_rows = cuda_copy_rows,
     .gather_rows = cuda_gather_rows,

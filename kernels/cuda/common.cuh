@@ -74,6 +74,7 @@ typedef struct cuda_backend {
     struct cuda_cudnn *cudnn;
     int cudnn_min_prefill;
     struct cuda_quant *quant; /* gemm_quant.cu's scratch and plans, made on first use */
+    struct cuda_q8 *q8;       /* gemm_fp8_epilogue.cu's plans, made on first use */
     int capturing_key; /* -1 when not capturing */
     cuda_graph_slot graphs[GLM_CUDA_MAX_GRAPHS];
 } cuda_backend;
@@ -333,6 +334,14 @@ void cuda_layernorm(glm_backend *be, glm_tensor y, glm_tensor x, glm_tensor w, g
                     float eps);
 void cuda_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
                         glm_tensor w, glm_tensor b, float eps);
+/* fp8 activations (ops.h): norm.cu, elementwise.cu, gemm_fp8_epilogue.cu */
+void cuda_add_layernorm_q8(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                           glm_tensor w, glm_tensor b, float eps, glm_weight q);
+void cuda_gelu_q8(glm_backend *be, glm_weight q, glm_tensor x);
+void cuda_quantize_act(glm_backend *be, glm_weight q, glm_tensor x);
+void cuda_linear_q8(glm_backend *be, glm_tensor y, glm_weight q, glm_weight w,
+                    const glm_tensor *bias, glm_activation act);
+void cuda_q8_destroy(cuda_backend *cb);
 void cuda_embedding(glm_backend *be, glm_tensor y, glm_tensor table, glm_tensor ids,
                     int64_t vocab_start);
 void cuda_copy_rows(glm_backend *be, glm_tensor dst, int64_t dst_row, glm_tensor src,

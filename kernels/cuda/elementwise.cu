@@ -2,6 +2,7 @@
  *
  * Each thread handles 8 elements of the 16-bit storage type (one 16-byte load per operand) when
  * the length and pointers allow, else one element; math is fp32. Grid-stride loops keep the grid small for huge tensors. */
+#include "kernels/cuda/act_fp8.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/sample_rng.h"
 
@@ -168,4 +169,89 @@ void cuda_fill_normal(glm_backend *be, glm_tensor t, uint64_t seed, float mean, 
     fill_normal_kernel<<<(unsigned)blocks, EW_THREADS, 0, cb->stream>>>(
         t.data, t.dtype, n, seed, mean, std);
     CUDA_CHECK_LAUNCH(be);
+}
+
+/* ---- fp8 activations: one block per row; the row's values (gelu(x) rounded to T, or x) are
+ * made twice, once for the amax and once for the codes, so nothing but the codes is written
+ * (the second read of the row is an L2 hit) ---- */
+
+#define Q8_THREADS 256
+
+template <typename T, bool GELU> __device__ __forceinline__ float q8_value(float x)
+{
+    return GELU ? to_f32(from_f32<T>(gelu_erf(x))) : x;
+}
+
+/* vec8: cols % 8 == 0, x 16-byte and codes 8-byte aligned. */
+template <typename T, bool GELU>
+__global__ void __launch_bounds__(Q8_THREADS)
+    act_q8_kernel(uint8_t *codes, float *scales, const T *x, int64_t cols, int vec8)
+{
+    pdl_wait();
+    pdl_trigger();
+    int64_t row = blockIdx.x;
+    const T *xr = x + row * cols;
+    uint8_t *qr = codes + row * cols;
+    float amax = 0.f;
+    if (vec8) {
+        for (int64_t c = threadIdx.x; c < cols / 8; c += blockDim.x) {
+            float v[8];
+            half8_to_f32(((const half8<T> *)xr)[c], v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(q8_value<T, GELU>(v[j])));
+        }
+    } else {
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+            amax = fmaxf(amax, fabsf(q8_value<T, GELU>(to_f32(xr[c]))));
+    }
+    amax = act_block_max(amax);
+    float q = act_inv(amax);
+    if (vec8) {
+        for (int64_t c = threadIdx.x; c < cols / 8; c += blockDim.x) {
+            float v[8];
+            half8_to_f32(((const half8<T> *)xr)[c], v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] = q8_value<T, GELU>(v[j]);
+            ((uint2 *)qr)[c] = act_pack8(v, q);
+        }
+    } else {
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+            qr[c] = act_e4m3(q8_value<T, GELU>(to_f32(xr[c])) * q);
+    }
+    if (threadIdx.x == 0) scales[row] = act_scale(amax);
+}
+
+static void launch_act_q8(glm_backend *be, const char *op, glm_weight q, glm_tensor x, bool gelu)
+{
+    cuda_backend *cb = cuda_impl(be);
+    int64_t rows = glm_tensor_rows(&x), cols = glm_tensor_cols(&x);
+    CUDA_REQUIRE(be, cuda_is_half(x.dtype), "%s: x must be of a 16-bit dtype, got %s", op,
+                 glm_dtype_name(x.dtype));
+    CUDA_REQUIRE(be,
+                 q.format == GLM_WEIGHT_FP8 && q.data && q.scales && q.rows == rows &&
+                     q.cols == cols,
+                 "%s: q must be fp8 codes [%lld, %lld] with scales", op, (long long)rows,
+                 (long long)cols);
+    if (rows == 0) return;
+    int vec8 = cols % 8 == 0 && cuda_aligned16(x.data) && ((uintptr_t)q.data & 7) == 0;
+    cudaError_t e = cudaSuccess;
+    GLM_DISPATCH_HALF(x.dtype, T, {
+        if (gelu)
+            e = cuda_launch(cb, (unsigned)rows, Q8_THREADS, 0, act_q8_kernel<T, true>,
+                            (uint8_t *)q.data, q.scales, (const T *)x.data, cols, vec8);
+        else
+            e = cuda_launch(cb, (unsigned)rows, Q8_THREADS, 0, act_q8_kernel<T, false>,
+                            (uint8_t *)q.data, q.scales, (const T *)x.data, cols, vec8);
+    });
+    CUDA_CHECK(be, e);
+}
+
+void cuda_gelu_q8(glm_backend *be, glm_weight q, glm_tensor x)
+{
+    launch_act_q8(be, "gelu_q8", q, x, true);
+}
+
+void cuda_quantize_act(glm_backend *be, glm_weight q, glm_tensor x)
+{
+    launch_act_q8(be, "quantize_act", q, x, false);
 }

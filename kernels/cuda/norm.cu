@@ -4,6 +4,7 @@
  * One block of 256 threads per row; the row is read once into registers-worth of fp32 in shared
  * memory-free passes (each thread keeps its strided elements' sums), statistics are reduced
  * across the block, then the row is re-read (it is in L1/L2) and written once. */
+#include "kernels/cuda/act_fp8.cuh"
 #include "kernels/cuda/common.cuh"
 
 #define NORM_THREADS 256
@@ -182,6 +183,68 @@ __global__ void add_layernorm_kernel(T *y, R *resid, const T *delta, const T *w,
     }
 }
 
+/* add_layernorm_kernel, and the row of y (as stored in T) quantized to E4M3 codes + its scale
+ * (act_fp8.cuh): the fp8 GEMM that reads y next needs no quantization pass. vec8 also says the
+ * codes are 8-byte aligned. */
+template <typename T, typename R>
+__global__ void add_layernorm_q8_kernel(T *y, R *resid, const T *delta, const T *w, const T *b,
+                                        uint8_t *codes, float *scales, int64_t cols, float eps,
+                                        int vec8)
+{
+    pdl_wait();
+    pdl_trigger();
+    int64_t row = blockIdx.x;
+    R *rr = resid + row * cols;
+    const T *dr = delta + row * cols;
+    T *yr = y + row * cols;
+    uint8_t *qr = codes + row * cols;
+    float sum = 0.f;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += load1(dr, c);
+    float mean = block_sum(sum) / (float)cols, var = 0.f;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        float d = load1(dr, c) - mean;
+        var += d * d;
+    }
+    float inv = rsqrtf(block_sum(var) / (float)cols + eps);
+    float amax = 0.f;
+    if (vec8) {
+        for (int64_t c = threadIdx.x; c < cols / 8; c += blockDim.x) {
+            float d[8], r[8], fw[8], fb[8];
+            load8(dr, c, d);
+            load8(rr, c, r);
+            load8(w, c, fw);
+            load8(b, c, fb);
+#pragma unroll
+            for (int j = 0; j < 8; j++) r[j] += (d[j] - mean) * inv * fw[j] + fb[j];
+            store8(rr, c, r);
+            load8(rr, c, r);
+            store8(yr, c, r);
+            load8(yr, c, r); /* the stored y, rounded to T */
+#pragma unroll
+            for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(r[j]));
+        }
+    } else {
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = load1(rr, c) + (load1(dr, c) - mean) * inv * load1(w, c) + load1(b, c);
+            store1(rr, c, v);
+            store1(yr, c, load1(rr, c));
+            amax = fmaxf(amax, fabsf(load1(yr, c)));
+        }
+    }
+    amax = act_block_max(amax); /* its barrier makes every thread's y visible to the block */
+    float q = act_inv(amax);
+    if (vec8) {
+        for (int64_t c = threadIdx.x; c < cols / 8; c += blockDim.x) {
+            float v[8];
+            load8(yr, c, v);
+            ((uint2 *)qr)[c] = act_pack8(v, q);
+        }
+    } else {
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) qr[c] = act_e4m3(load1(yr, c) * q);
+    }
+    if (threadIdx.x == 0) scales[row] = act_scale(amax);
+}
+
 template <typename T, typename R>
 static cudaError_t launch_norm_as(const cuda_backend *cb, const glm_tensor &y,
                                   const glm_tensor &x, const glm_tensor *delta,
@@ -251,4 +314,48 @@ void cuda_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_ten
                         glm_tensor w, glm_tensor b, float eps)
 {
     launch_norm(be, y, resid, &delta, w, &b, eps, 3);
+}
+
+void cuda_add_layernorm_q8(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
+                           glm_tensor w, glm_tensor b, float eps, glm_weight q)
+{
+    cuda_backend *cb = cuda_impl(be);
+    int64_t rows = glm_tensor_rows(&resid), cols = glm_tensor_cols(&resid);
+    glm_dtype t = y.dtype;
+    CUDA_REQUIRE(be,
+                 cuda_is_half(t) && (resid.dtype == t || resid.dtype == GLM_F32) &&
+                     w.dtype == t && delta.dtype == t && b.dtype == t,
+                 "add_layernorm_q8: y, w, delta and bias must share one 16-bit dtype, resid that "
+                 "or f32; got resid %s y %s w %s",
+                 glm_dtype_name(resid.dtype), glm_dtype_name(y.dtype), glm_dtype_name(w.dtype));
+    CUDA_REQUIRE(be,
+                 glm_tensor_numel(&y) == rows * cols && glm_tensor_numel(&delta) == rows * cols &&
+                     glm_tensor_numel(&w) == cols && glm_tensor_numel(&b) == cols,
+                 "add_layernorm_q8: resid [%lld,%lld], y %lld, delta %lld, w %lld, b %lld",
+                 (long long)rows, (long long)cols, (long long)glm_tensor_numel(&y),
+                 (long long)glm_tensor_numel(&delta), (long long)glm_tensor_numel(&w),
+                 (long long)glm_tensor_numel(&b));
+    CUDA_REQUIRE(be,
+                 q.format == GLM_WEIGHT_FP8 && q.data && q.scales && q.rows == rows &&
+                     q.cols == cols,
+                 "add_layernorm_q8: q must be fp8 codes [%lld, %lld] with scales", (long long)rows,
+                 (long long)cols);
+    if (rows == 0) return;
+    int vec8 = cols % 8 == 0 && cuda_aligned16(resid.data) && cuda_aligned16(y.data) &&
+               cuda_aligned16(w.data) && cuda_aligned16(b.data) && cuda_aligned16(delta.data) &&
+               ((uintptr_t)q.data & 7) == 0;
+    cudaError_t e = cudaSuccess;
+    GLM_DISPATCH_HALF(t, T, {
+        if (resid.dtype == GLM_F32)
+            e = cuda_launch(cb, (unsigned)rows, NORM_THREADS, 0, add_layernorm_q8_kernel<T, float>,
+                            (T *)y.data, (float *)resid.data, (const T *)delta.data,
+                            (const T *)w.data, (const T *)b.data, (uint8_t *)q.data, q.scales,
+                            cols, eps, vec8);
+        else
+            e = cuda_launch(cb, (unsigned)rows, NORM_THREADS, 0, add_layernorm_q8_kernel<T, T>,
+                            (T *)y.data, (T *)resid.data, (const T *)delta.data,
+                            (const T *)w.data, (const T *)b.data, (uint8_t *)q.data, q.scales,
+                            cols, eps, vec8);
+    });
+    CUDA_CHECK(be, e);
 }

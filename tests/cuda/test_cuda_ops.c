@@ -385,6 +385,170 @@ static void test_resid_f32(int rows, int cols) /* rows >= 3 */
     free(x), free(d), free(w), free(b), free(ref), free(resid), free(xb), free(pos);
 }
 
+/* ---- fp8 activations (ops.h): the fused tower path's quantizing producers and linear_q8 ---- */
+
+/* Codes and scales of one row of (16-bit) values, as glm_fp8_quantize_activation_row makes them. */
+static float q8_row_ref(const float *v, int cols, uint8_t *codes)
+{
+    float amax = 0.f;
+    for (int c = 0; c < cols; c++) amax = fmaxf(amax, fabsf(v[c]));
+    float inv = amax > 0.f ? GLM_FP8_MAX / amax : 0.f;
+    for (int c = 0; c < cols; c++) codes[c] = glm_f32_to_e4m3(v[c] * inv);
+    return amax > 0.f ? amax / GLM_FP8_MAX : 1.f;
+}
+
+/* A [rows, cols] codes + scales buffer on the device, codes poisoned with 0x7f (an E4M3 NaN). */
+static glm_weight dev_q8(int rows, int cols)
+{
+    glm_weight q = {GLM_WEIGHT_FP8, GLM_F32, rows, cols, 0, NULL, NULL, NULL};
+    uint8_t *poison = malloc((size_t)rows * cols + 1);
+    memset(poison, 0x7f, (size_t)rows * cols + 1);
+    be->ops->alloc(be, (size_t)rows * cols + 16, &q.data);
+    be->ops->upload(be, q.data, poison, (size_t)rows * cols);
+    be->ops->alloc(be, (size_t)rows * sizeof(float) + 16, (void **)&q.scales);
+    be->ops->zero(be, q.scales, (size_t)rows * sizeof(float));
+    free(poison);
+    return q;
+}
+
+static void free_q8(glm_weight *q)
+{
+    be->ops->free(be, q->data);
+    be->ops->free(be, q->scales);
+}
+
+/* The device's codes and scales against the quantization of the rows `v` (the values the op had
+ * to quantize, as the host computed them): every scale within scale_tol and at most `max_off` of
+ * the codes one step off (the 16-bit rounding of GELU on the two sides may differ by one unit,
+ * the row's amax too), none further. */
+static void expect_q8(const char *what, glm_weight q, const float *v, int rows, int cols,
+                      double max_off, double scale_tol)
+{
+    glm_error err;
+    glm_status st = glm_backend_take_error(be, &err);
+    CHECK_MSG(st == GLM_OK, "%s: backend error %s", what, err.msg);
+    size_t n = (size_t)rows * cols;
+    uint8_t *got = malloc(n + 1), *ref = malloc(n + 1);
+    float *sg = malloc((size_t)rows * sizeof(float));
+    be->ops->download(be, got, q.data, n);
+    be->ops->download(be, sg, q.scales, (size_t)rows * sizeof(float));
+    size_t off = 0, far = 0;
+    double worst_scale = 0;
+    for (int r = 0; r < rows; r++) {
+        float sr = q8_row_ref(v + (size_t)r * cols, cols, ref + (size_t)r * cols);
+        double e = fabs((double)sg[r] - sr) / sr;
+        if (e > worst_scale) worst_scale = e;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (got[i] == ref[i]) continue;
+        float a = glm_e4m3_to_f32(got[i]), b = glm_e4m3_to_f32(ref[i]);
+        /* one step of E4M3 is 1/8 of the value's binade at most */
+        if (!isnan(a) && fabsf(a - b) <= fmaxf(fabsf(b), 1e-2f) * 0.13f)
+            off++;
+        else
+            far++;
+    }
+    CHECK_MSG(worst_scale <= scale_tol, "%s: scale off by %.3g (relative)", what, worst_scale);
+    CHECK_MSG(far == 0 && off <= max_off * n, "%s: %zu codes one step off, %zu further (of %zu)",
+              what, off, far, n);
+    printf("  %-48s scales %.1e, codes off %zu / %zu\n", what, worst_scale, off, n);
+    free(got), free(ref), free(sg);
+}
+
+static void test_act_q8(int rows, int cols)
+{
+    size_t n = (size_t)rows * cols;
+    float *x = rand_host(n, 2);
+    x[0] = 0.f; /* exact zeros inside a row are fine; an all-zero row too (scale 1) */
+    for (int c = 0; c < cols && rows > 1; c++) x[(size_t)cols + c] = 0.f;
+    void *dx = dev_half(x, n);
+    char name[96];
+
+    glm_weight q = dev_q8(rows, cols);
+    glm_op_quantize_act(be, q, t2(dx, rows, cols));
+    snprintf(name, sizeof(name), "quantize_act %dx%d", rows, cols);
+    expect_q8(name, q, x, rows, cols, 0, 1e-7);
+
+    /* gelu_q8 quantizes gelu(x) as stored (rounded to 16 bits) */
+    float *g = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) g[i] = (float)bf(gelu_ref(x[i]));
+    glm_op_gelu_q8(be, q, t2(dx, rows, cols));
+    snprintf(name, sizeof(name), "gelu_q8 %dx%d", rows, cols);
+    expect_q8(name, q, g, rows, cols, 0.01, 1e-2);
+    free_q8(&q);
+    be->ops->free(be, dx);
+    free(x), free(g);
+}
+
+/* add_layernorm_q8 with y = delta and an f32 stream (as the tower calls it): y and the stream as
+ * add_layernorm's, and the codes those of y as the device stored it. */
+static void test_add_layernorm_q8(int rows, int cols)
+{
+    size_t n = (size_t)rows * cols;
+    float *x = malloc(n * sizeof(float)), *d = rand_host(n, 1), *w = rand_host(cols, 1),
+          *b = rand_host(cols, 1);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(test_rng_normal(&rng) * 3);
+    void *dx = dev_f32(x, n), *dd = dev_half(d, n), *dw = dev_half(w, cols), *db = dev_half(b, cols);
+    double *ref = malloc(sizeof(double) * n), *resid = malloc(sizeof(double) * n);
+    float eps = 1e-5f;
+    glm_weight q = dev_q8(rows, cols);
+    glm_op_add_layernorm_q8(be, t2(dd, rows, cols), glm_tensor_2d(GLM_F32, rows, cols, dx),
+                            t2(dd, rows, cols), glm_tensor_1d(half, cols, dw),
+                            glm_tensor_1d(half, cols, db), eps, q);
+    layernorm_ref(ref, d, w, b, rows, cols, eps);
+    for (size_t i = 0; i < n; i++) resid[i] = (double)x[i] + ref[i];
+    char name[96];
+    snprintf(name, sizeof(name), "add_layernorm_q8 %dx%d (residual)", rows, cols);
+    expect_close_f32(name, dx, resid, n, 1e-5);
+    float *y = down_half(dd, n);
+    snprintf(name, sizeof(name), "add_layernorm_q8 %dx%d (y)", rows, cols);
+    expect_close_host(name, down_half(dd, n), resid, n, 1e-2);
+    snprintf(name, sizeof(name), "add_layernorm_q8 %dx%d (codes of y)", rows, cols);
+    expect_q8(name, q, y, rows, cols, 0, 1e-7);
+    free_q8(&q);
+    be->ops->free(be, dx), be->ops->free(be, dd), be->ops->free(be, dw), be->ops->free(be, db);
+    free(x), free(d), free(w), free(b), free(ref), free(resid), free(y);
+}
+
+/* linear_q8 on random codes: sum of the decoded E4M3 products times both scales, plus bias. */
+static void test_linear_q8(int m, int n, int k, int gelu)
+{
+    if (!(be->caps.weight_formats & GLM_WEIGHT_FORMAT_BIT(GLM_WEIGHT_FP8))) {
+        printf("  linear_q8: skipped (no fp8 on this GPU)\n");
+        return;
+    }
+    uint8_t *xq = malloc((size_t)m * k), *wq = malloc((size_t)n * k);
+    float *sx = malloc(m * sizeof(float)), *sw = malloc(n * sizeof(float)), *b = rand_host(n, 0.5);
+    for (size_t i = 0; i < (size_t)m * k; i++) xq[i] = glm_f32_to_e4m3((float)test_rng_normal(&rng) * 100);
+    for (size_t i = 0; i < (size_t)n * k; i++) wq[i] = glm_f32_to_e4m3((float)test_rng_normal(&rng) * 100);
+    for (int i = 0; i < m; i++) sx[i] = (float)(0.02 * (1.5 + test_rng_normal(&rng) * 0.2) / k);
+    for (int i = 0; i < n; i++) sw[i] = (float)(0.01 * (1.5 + test_rng_normal(&rng) * 0.2));
+    glm_weight q = dev_q8(m, k), w = dev_q8(n, k);
+    be->ops->upload(be, q.data, xq, (size_t)m * k);
+    be->ops->upload(be, q.scales, sx, m * sizeof(float));
+    be->ops->upload(be, w.data, wq, (size_t)n * k);
+    be->ops->upload(be, w.scales, sw, n * sizeof(float));
+    void *db = dev_half(b, n), *dy = dev_poisoned((size_t)m * n);
+    glm_tensor bias = glm_tensor_1d(half, n, db);
+    glm_op_linear_q8(be, t2(dy, m, n), q, w, &bias, gelu ? GLM_ACT_GELU : GLM_ACT_NONE);
+    double *ref = malloc(sizeof(double) * m * n);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0;
+            for (int c = 0; c < k; c++)
+                acc += (double)glm_e4m3_to_f32(xq[(size_t)i * k + c]) *
+                       glm_e4m3_to_f32(wq[(size_t)j * k + c]);
+            acc = acc * sx[i] * sw[j] + b[j];
+            ref[(size_t)i * n + j] = gelu ? gelu_ref(acc) : acc;
+        }
+    char name[96];
+    snprintf(name, sizeof(name), "linear_q8 %dx%dx%d +bias%s", m, n, k, gelu ? " +gelu" : "");
+    expect_close(name, dy, ref, (size_t)m * n, 1e-2);
+    free_q8(&q), free_q8(&w);
+    be->ops->free(be, db), be->ops->free(be, dy);
+    free(xq), free(wq), free(sx), free(sw), free(b), free(ref);
+}
+
 /* ---- rows ---- */
 
 static void test_rows(int vocab, int hidden, int n_ids, int vocab_start)
@@ -1199,6 +1363,14 @@ static void run_suite(void)
     test_norms(2, 36);
     test_resid_f32(3, 48);
     test_resid_f32(4, 36);
+    printf("fp8 activations\n");
+    test_act_q8(3, 48);
+    test_act_q8(2, 37); /* odd width: the one-element kernels */
+    test_add_layernorm_q8(3, 48);
+    test_add_layernorm_q8(2, 36);
+    test_linear_q8(37, 64, 128, 0); /* cuBLASLt with outer-vector scales */
+    test_linear_q8(5, 40, 32, 1);
+    test_linear_q8(5, 20, 36, 0); /* k % 16 != 0: the fallback kernel */
     test_rows(50, 32, 17, 0);
     test_rows(40, 12, 9, 100);
     printf("rope / kv\n");
@@ -1247,6 +1419,9 @@ static void run_suite(void)
         test_norms(3, 1792);
         test_resid_f32(5, 4096);
         test_resid_f32(4, 1792);
+        test_act_q8(9, 15360);
+        test_add_layernorm_q8(9, 1792);
+        test_linear_q8(300, 1792, 1792, 0);
         test_rows(1000, 4096, 33, 500);
         test_rope_kv(33, 32, 2, 128, 64);
         test_vision(1, 3, 112, 14, 1792);
