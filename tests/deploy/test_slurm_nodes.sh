@@ -4,7 +4,10 @@
 # glm4v-sweep.sbatch with GLM4V_NODES_PER_REPLICA=2 runs one replica of TP 2 whose rank 1 is on the
 # second node (mpirun starts its daemon there through Slurm) and its private Redis on the first
 # node's address: the job completes with exit 0 and drains, every row is answered with the ids
-# glm4v-run gives alone, and the replica's all-reduces crossed the second node's veth.
+# glm4v-run gives alone, and the replica's all-reduces crossed the second node's veth; the orted
+# on the second node runs with the OOB keepalive the launch script derives from the step deadline
+# (deploy/common/glm4v-mca.sh: 3 s for the default 30 s), which is what lets mpirun end the
+# replica whole when that node drops off the network.
 # usage: test_slurm_nodes.sh BIN_DIR TESTDATA REPO
 set -u
 bin=$(cd "$1" && pwd)
@@ -63,6 +66,16 @@ export GLM4V_DRAIN_TIMEOUT=60 GLM4V_NODES_PER_REPLICA=2 GLM4V_RUN_DIR=$d/run
 export GLM4V_SWEEP_IN=$d/data/q.jsonl GLM4V_SWEEP_OUT=$d/answers.jsonl GLM4V_SWEEP_ARGS="--max-new-tokens 5"
 unset GLM4V_REDIS GLM4V_REDIS_PASSWORD_FILE
 
+# The keepalive time the orted on the second node got (environment or command line), "" if none.
+orted_keepalive() {
+    local p
+    for p in $(ip netns pids glm4vs-h2 2>/dev/null); do
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = orted ] || continue
+        { tr '\0' '\n' <"/proc/$p/environ"; tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null |
+            grep -oE "oob_tcp_keepalive_time[= ]+[0-9]+" | head -n 1 | grep -oE "[0-9]+$"
+        return 0
+    done
+}
 veth_bytes() { echo $(($(cat /sys/class/net/glm4vs-v2/statistics/rx_bytes) + $(cat /sys/class/net/glm4vs-v2/statistics/tx_bytes))); }
 before=$(veth_bytes)
 # the nodes have 4 CPUs and 1 GPU each, not the script's 16 and 2: adapted on the command line
@@ -70,8 +83,10 @@ job=$(slurm_in sbatch --parsable --nodes=2 --cpus-per-task=2 --gpus-per-node=1 \
     --output="$d/sweep-%j.out" "$repo/deploy/slurm/glm4v-sweep.sbatch")
 check "sbatch accepted ($job)" [ -n "$job" ]
 state=""
+keepalive=""
 deadline=$((SECONDS + 150))
 while [ "$SECONDS" -lt "$deadline" ]; do
+    [ -n "$keepalive" ] || keepalive=$(orted_keepalive)
     info=$(slurm_in scontrol show job "$job" -o 2>/dev/null)
     case $info in *JobState=PENDING* | *JobState=RUNNING* | *JobState=COMPLETING* | *JobState=CONFIGURING*) ;; *) break ;; esac
     sleep 0.5
@@ -88,6 +103,8 @@ check "every row has the ids of glm4v-run alone" /usr/bin/python3 "$repo/tests/e
     vs-run "$bin" "$model" "$d/data/q.jsonl" "$d/answers.jsonl" "$d/data" 1 5
 check "rank 1's traffic crossed the second node's veth ($crossed bytes)" [ "$crossed" -gt 50000 ]
 check "the replica drained" grep -q "draining" "$d/run/replica-0.log"
+check "the second node's orted has the OOB keepalive of a 30 s deadline (${keepalive:-none})" \
+    [ "$keepalive" = 3 ]
 if [ "$failed" -gt 0 ]; then
     for f in "$d"/sweep-*.out "$d/run/replica-0.log"; do
         echo "---- $f" >&2
