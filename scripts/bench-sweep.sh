@@ -85,6 +85,8 @@ with open(sys.argv[6], "a") as f:
     f.write(f"{sys.argv[4]} {len(ok) / dt}\n")
 PY
     bench_serve_stop
+    # where the server's loop spent the run (model steps by kind, host work around them)
+    grep -o "loop time.*" "$work/serve-sw-$mode.log" | sed "s/^/server mode=$mode /" || true
 }
 
 # Time to first token, image new vs image seen: each of ttft_images images gets a first question

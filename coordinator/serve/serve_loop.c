@@ -38,6 +38,19 @@ void glm_serve_options_default(glm_serve_options *so)
     so->prep_threads = 4;
 }
 
+/* Where the loop's wall time goes, so an operator (and a benchmark) can tell the model's steps
+ * from the host's work around them: logged when the server stops. Steps are told apart by what
+ * they carry, since a step that only decodes replays a CUDA graph and the others do not. */
+enum { PH_QUEUE, PH_JOBS, PH_SCHEDULE, PH_DECODE, PH_MIXED, PH_VISION, PH_DELIVER, PH_OTHER, PH_N };
+static const char *const phase_names[PH_N] = {"redis tick+polls", "taking jobs (idle waits too)", "scheduling",
+                                              "decode-only steps", "prefill steps",
+                                              "steps with images", "delivering tokens", "rest"};
+typedef struct loop_clock {
+    double ms[PH_N];
+    uint64_t steps[PH_N];
+    uint64_t rows[PH_N];
+} loop_clock;
+
 /* Everything the loop owns, in one place, freed in reverse. */
 typedef struct server {
     glm_rank_context *ctx;
@@ -58,7 +71,33 @@ typedef struct server {
     /* GLM4V_TEST_CRASH_ON_PROMPT (a test hook, inert unless set): abort inside the model step of a
      * job whose prompt holds this text, as a kernel fault would (crash attribution tests) */
     const char *crash_in_step_on;
+    loop_clock clock;
 } server;
+
+/* Adds the time since *t0 to a phase and moves *t0 on. */
+static void clock_phase(server *s, int phase, double *t0)
+{
+    double now = glm_now_ms();
+    s->clock.ms[phase] += now - *t0;
+    *t0 = now;
+}
+
+static void log_clock(const server *s, double total_ms)
+{
+    const loop_clock *c = &s->clock;
+    double sum = 0;
+    for (int i = 0; i < PH_N; i++)
+        sum += c->ms[i];
+    fprintf(stderr, "glm4v-serve: %s loop time %.1f s:", s->server_id, total_ms / 1e3);
+    for (int i = 0; i < PH_N; i++) {
+        fprintf(stderr, " %s %.1f s (%.1f%%", phase_names[i], c->ms[i] / 1e3,
+                sum > 0 ? 100 * c->ms[i] / sum : 0.0);
+        if (c->steps[i])
+            fprintf(stderr, ", %llu steps, %llu rows", (unsigned long long)c->steps[i],
+                    (unsigned long long)c->rows[i]);
+        fprintf(stderr, ")%s", i + 1 < PH_N ? ";" : "\n");
+    }
+}
 
 static void log_event(const char *job_id, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -560,7 +599,9 @@ static void end_cancelled_and_stale(server *s)
 static glm_status run_batch_step(server *s, glm_error *err)
 {
     glm_step_report *rep = &s->step;
+    double tc = glm_now_ms();
     glm_status st = glm_step_driver_schedule(s->driver, rep, err);
+    clock_phase(s, PH_SCHEDULE, &tc);
     if (st) return st;
     if (rep->n_tokens == 0 && rep->n_images == 0) return GLM_OK;
     double t0 = glm_now_ms();
@@ -574,6 +615,10 @@ static glm_status run_batch_step(server *s, glm_error *err)
         glm_error record_err = {0};
         glm_queue_step_end(s->queue, &record_err); /* retried at reconnect when it fails */
     }
+    int kind = rep->n_images > 0 ? PH_VISION : rep->n_tokens > rep->n_seqs ? PH_MIXED : PH_DECODE;
+    clock_phase(s, kind, &tc);
+    s->clock.steps[kind]++;
+    s->clock.rows[kind] += (uint64_t)rep->n_tokens;
     if (st) return st;
     for (int i = 0; i < rep->n_seqs; i++) {
         glm_request *r = rep->seqs[i]->request;
@@ -583,6 +628,7 @@ static glm_status run_batch_step(server *s, glm_error *err)
     fail_undrawn(s, rep->n_rows);
     glm_metrics_observe(s->metrics, GLM_HISTOGRAM_STEP_DURATION, rep->step_ms / 1e3);
     deliver_tokens(s, rep->n_rows);
+    clock_phase(s, PH_DELIVER, &tc);
     return GLM_OK;
 }
 
@@ -672,7 +718,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
     glm_model_describe_memory(ctx->model, line, sizeof(line));
     fprintf(stderr, "glm4v-serve: %s ready (%s, tp=%d); %s\n", s.server_id, ro->device, ctx->size,
             line);
-    double last_claim = 0, last_touch = glm_now_ms(), drain_deadline = 0;
+    double last_claim = 0, last_touch = glm_now_ms(), drain_deadline = 0, started = glm_now_ms();
     while (!st) {
         if (*stop && glm_queue_reading(s.queue)) {
             glm_queue_stop_reading(s.queue);
@@ -680,6 +726,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
             fprintf(stderr, "glm4v-serve: draining (%d jobs in flight, %d ms grace)\n",
                     s.n_requests, so->grace_ms);
         }
+        double tc = glm_now_ms();
         glm_server_load load = current_load(&s);
         glm_error tick_err = {0};
         glm_queue_tick(s.queue, &load, &tick_err);
@@ -688,13 +735,17 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         touch_in_flight(&s, &last_touch);
         end_cancelled_and_stale(&s);
         expire_deadlines(&s);
+        clock_phase(&s, PH_QUEUE, &tc);
         take_jobs(&s, idle, &last_claim);
         collect_prepared(&s);
         if (!glm_scheduler_has_work(s.sched) && preparing) usleep(500); /* images decoding */
+        clock_phase(&s, PH_JOBS, &tc);
         if (glm_scheduler_has_work(s.sched)) st = run_batch_step(&s, err);
+        tc = glm_now_ms();
         /* no plan for a while (idle): the other ranks' step watchdog must hear from rank 0 */
         if (!st) st = glm_step_plan_keepalive(ctx->comm, err);
         update_gauges(&s);
+        clock_phase(&s, PH_OTHER, &tc);
         if (!glm_queue_reading(s.queue)) {
             if (s.n_requests == 0 && glm_prep_pool_in_flight(s.prep) == 0 &&
                 glm_queue_outbox_size(s.queue) == 0)
@@ -710,6 +761,7 @@ glm_status glm_serve_run(glm_rank_context *ctx, const glm_rank_options *ro,
         glm_abort_target at = {so->redis_url, s.password, so->prefix, s.server_id};
         glm_abort_record_now(&at, s.metrics, err->msg, 1000);
     }
+    log_clock(&s, glm_now_ms() - started);
     fprintf(stderr, "glm4v-serve: %s stopped\n", s.server_id);
     server_free(&s);
     return st;
