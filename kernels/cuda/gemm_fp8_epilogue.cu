@@ -9,19 +9,26 @@
  * after a pass of its own that quantizes x: two extra passes over each GEMM's output or input.
  *
  * Layout as in gemm.cu: the row-major y [m, n] is the column-major n x m product
- * W (k x n, used transposed) * q^T (k x m). Plans are cached per (m, n, k, dtype, bias). When
- * cuBLASLt has no algorithm (odd sizes of the tiny test models, alignment) a tiled f32 kernel
+ * W (k x n, used transposed) * q^T (k x m). Plans are cached per (m, n, k, dtype, bias, form).
+ * Where cuBLASLt has no outer-vector-scaled algorithm for a shape, the plain E4M3 GEMM writes the
+ * unscaled sums (into y itself for bf16, whose range holds them; f32 scratch for f16) and one
+ * pass applies the scales, bias and activation (printed once per shape: it costs that pass);
+ * where it has neither (odd sizes of the tiny test models, alignment), a tiled f32 kernel
  * computes the same function. */
 #include "kernels/cuda/common.cuh"
 
 #include <cuda_fp8.h>
+#include <stdio.h>
 #include <string.h>
 
 #define Q8_PLANS 32
 
+enum { Q8_SCALED, Q8_PLAIN }; /* the GEMM applies the scales and bias / writes bare sums */
+
 typedef struct q8_plan {
     int64_t m, n, k;
-    int dtype, bias;
+    int dtype, bias, form;
+    cudaDataType_t d_type; /* Q8_PLAIN: the sums' type */
     bool none; /* cuBLASLt has no algorithm: the fallback kernel runs this shape */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
@@ -51,8 +58,11 @@ void cuda_q8_destroy(cuda_backend *cb)
     cb->q8 = NULL;
 }
 
-/* The plan for this shape; NULL when the backend failed (out of host memory, descriptor setup). */
-static q8_plan *get_plan(glm_backend *be, int64_t m, int64_t n, int64_t k, glm_dtype dt, bool bias)
+/* The plan for this shape and form; NULL when the backend failed (out of host memory, descriptor
+ * setup). Q8_SCALED is queried with the scale and bias pointers of the call already set: the
+ * heuristic may check them (the shape then runs with other pointers of the same alignment). */
+static q8_plan *get_plan(glm_backend *be, int form, int64_t m, int64_t n, int64_t k, glm_dtype dt,
+                         const float *sa, const float *sb, const void *bias)
 {
     cuda_backend *cb = cuda_impl(be);
     if (!cb->q8) {
@@ -63,9 +73,11 @@ static q8_plan *get_plan(glm_backend *be, int64_t m, int64_t n, int64_t k, glm_d
         }
     }
     struct cuda_q8 *q = cb->q8;
+    int has_bias = form == Q8_SCALED && bias != NULL;
     for (int i = 0; i < q->n_plans; i++) {
         q8_plan *p = &q->plans[i];
-        if (p->m == m && p->n == n && p->k == k && p->dtype == (int)dt && p->bias == (int)bias)
+        if (p->m == m && p->n == n && p->k == k && p->dtype == (int)dt && p->bias == has_bias &&
+            p->form == form)
             return p;
     }
     if (q->n_plans == Q8_PLANS) { /* a tower has four shapes per image count: start over */
@@ -75,10 +87,12 @@ static q8_plan *get_plan(glm_backend *be, int64_t m, int64_t n, int64_t k, glm_d
     }
     q8_plan *p = &q->plans[q->n_plans++];
     memset(p, 0, sizeof(*p));
-    p->m = m, p->n = n, p->k = k, p->dtype = (int)dt, p->bias = (int)bias;
+    p->m = m, p->n = n, p->k = k, p->dtype = (int)dt, p->bias = has_bias, p->form = form;
     cudaDataType_t out = dt == GLM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    /* bare sums: bf16 holds their range (y's own buffer); f16 may not (f32 scratch) */
+    p->d_type = form == Q8_SCALED || dt == GLM_BF16 ? out : CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cublasLtEpilogue_t epi = has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     cublasLtMatmulPreference_t pref = NULL;
     bool ok =
@@ -87,22 +101,17 @@ static q8_plan *get_plan(glm_backend *be, int64_t m, int64_t n, int64_t k, glm_d
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) == 0 &&
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)) ==
             0 &&
-        (!bias || cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &out,
-                                                 sizeof(out)) == 0) &&
+        (!has_bias || (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                      &out, sizeof(out)) == 0 &&
+                       cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                      &bias, sizeof(bias)) == 0)) &&
         cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)n, k) == 0 &&
         cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)m, k) == 0 &&
-        cublasLtMatrixLayoutCreate(&p->c, out, (uint64_t)n, (uint64_t)m, n) == 0 &&
+        cublasLtMatrixLayoutCreate(&p->c, p->d_type, (uint64_t)n, (uint64_t)m, n) == 0 &&
         cublasLtMatmulPreferenceCreate(&pref) == 0 &&
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                              &cb->lt_workspace_bytes,
                                              sizeof(cb->lt_workspace_bytes)) == 0;
-    /* a cuBLASLt without outer-vector scaling refuses the mode here: no algorithm, fallback */
-    bool scaled =
-        ok &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode,
-                                       sizeof(mode)) == 0 &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode,
-                                       sizeof(mode)) == 0;
     if (!ok) {
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
         destroy_plan(p);
@@ -110,17 +119,62 @@ static q8_plan *get_plan(glm_backend *be, int64_t m, int64_t n, int64_t k, glm_d
         glm_backend_fail(be, GLM_ERR_BACKEND, "linear_q8: cuBLASLt descriptor setup failed");
         return NULL;
     }
-    cublasLtMatmulHeuristicResult_t result;
+    /* a cuBLASLt without outer-vector scaling refuses the mode here: no algorithm */
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+    if (form == Q8_SCALED) {
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode,
+                                            sizeof(mode));
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode,
+                                                sizeof(mode));
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa,
+                                                sizeof(sa));
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb,
+                                                sizeof(sb));
+    }
+    cublasLtMatmulHeuristicResult_t result[4];
     int n_results = 0;
-    cublasStatus_t st = scaled ? cublasLtMatmulAlgoGetHeuristic(cb->lt, p->op, p->a, p->b, p->c,
-                                                                p->c, pref, 1, &result, &n_results)
-                               : CUBLAS_STATUS_NOT_SUPPORTED;
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(cb->lt, p->op, p->a, p->b, p->c, p->c, pref, 4, result,
+                                            &n_results);
     cublasLtMatmulPreferenceDestroy(pref);
-    if (st != CUBLAS_STATUS_SUCCESS || n_results == 0)
+    if (st != CUBLAS_STATUS_SUCCESS || n_results == 0) {
         p->none = true;
-    else
-        p->algo = result.algo;
+        if (form == Q8_SCALED)
+            fprintf(stderr,
+                    "glm4v cuda: linear_q8 %lldx%lldx%lld: no outer-vector-scaled fp8 GEMM in "
+                    "this cuBLASLt (status %d, %d algorithms); a scaling pass follows the GEMM\n",
+                    (long long)m, (long long)n, (long long)k, (int)st, n_results);
+    } else {
+        p->algo = result[0].algo;
+    }
     return p;
+}
+
+__device__ __forceinline__ float q8_f32(float v)
+{
+    return v;
+}
+template <typename T> __device__ __forceinline__ float q8_f32(T v)
+{
+    return to_f32(v);
+}
+
+/* Q8_PLAIN's pass: y = act(sum * sx[row] * sw[col] + b[col]); sum may be y itself (bf16). */
+template <typename T, typename AccT>
+__global__ void q8_scale_kernel(T *y, const AccT *sum, const float *sx, const float *sw,
+                                const T *bias, int gelu, int64_t m, int64_t n)
+{
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < m * n; i += stride) {
+        int64_t r = i / n, c = i - r * n;
+        float v = q8_f32(sum[i]) * (sx[r] * sw[c]);
+        if (bias) v += to_f32(bias[c]);
+        if (gelu) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+        y[i] = from_f32<T>(v);
+    }
 }
 
 /* The tiled fallback: 16 x 16 outputs per block of 16 x 16 threads, k in tiles of 16, f32 sums of
@@ -181,14 +235,14 @@ void cuda_linear_q8(glm_backend *be, glm_tensor y, glm_weight q, glm_weight w,
                  "linear_q8: this GPU cannot compute with fp8 weights");
     if (m == 0 || n == 0) return;
     const void *b = bias ? bias->data : NULL;
+    const float alpha = 1.f, beta = 0.f;
     /* E4M3 operands want 16-byte rows and pointers; the bias and output 16-byte pointers */
     bool lt_ok = k % 16 == 0 && n % 8 == 0 && cuda_aligned16(q.data) && cuda_aligned16(w.data) &&
                  cuda_aligned16(y.data) && (!b || cuda_aligned16(b));
-    q8_plan *p = lt_ok ? get_plan(be, m, n, k, y.dtype, b != NULL) : NULL;
+    q8_plan *p = lt_ok ? get_plan(be, Q8_SCALED, m, n, k, y.dtype, w.scales, q.scales, b) : NULL;
     if (be->status != GLM_OK) return;
     if (p && !p->none) {
         const float *sa = w.scales, *sb = q.scales;
-        const float alpha = 1.f, beta = 0.f;
         CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
                                                         &sa, sizeof(sa)));
         CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
@@ -200,6 +254,31 @@ void cuda_linear_q8(glm_backend *be, glm_tensor y, glm_weight q, glm_weight w,
                                         y.data, p->c, y.data, p->c, &p->algo, cb->lt_workspace,
                                         cb->lt_workspace_bytes, cb->stream));
         if (act == GLM_ACT_GELU) cuda_gelu(be, y, y);
+        return;
+    }
+    q8_plan *plain = lt_ok ? get_plan(be, Q8_PLAIN, m, n, k, y.dtype, NULL, NULL, NULL) : NULL;
+    if (be->status != GLM_OK) return;
+    if (plain && !plain->none) {
+        void *sum = y.data;
+        if (plain->d_type == CUDA_R_32F) {
+            sum = cuda_scratch(be, (size_t)(m * n) * sizeof(float));
+            if (!sum) return;
+        }
+        CUBLAS_CHECK(be, cublasLtMatmul(cb->lt, plain->op, &alpha, w.data, plain->a, q.data,
+                                        plain->b, &beta, sum, plain->c, sum, plain->c,
+                                        &plain->algo, cb->lt_workspace, cb->lt_workspace_bytes,
+                                        cb->stream));
+        unsigned blocks = (unsigned)(cb->n_sms * 8);
+        int gelu = act == GLM_ACT_GELU;
+        GLM_DISPATCH_HALF(y.dtype, T, {
+            if (plain->d_type == CUDA_R_32F)
+                q8_scale_kernel<T, float><<<blocks, 256, 0, cb->stream>>>(
+                    (T *)y.data, (const float *)sum, q.scales, w.scales, (const T *)b, gelu, m, n);
+            else
+                q8_scale_kernel<T, T><<<blocks, 256, 0, cb->stream>>>(
+                    (T *)y.data, (const T *)sum, q.scales, w.scales, (const T *)b, gelu, m, n);
+        });
+        CUDA_CHECK_LAUNCH(be);
         return;
     }
     dim3 grid(cuda_blocks(n, 16), cuda_blocks(m, 16)), block(16, 16);
