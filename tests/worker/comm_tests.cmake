@@ -37,3 +37,14 @@ add_test(NAME tp2_worker_loop
                  $<TARGET_FILE:test_worker_loop> ${GLM4V_TESTDATA}/glm4v-tiny-a)
 set_tests_properties(tp2_worker_loop PROPERTIES
   ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 60 LABELS comm)
+
+# The watchdog's peer questions as the NCCL communicator uses them (answers from a polling loop,
+# reports from both sides at once, a silent peer), on CPU ranks: the part of the NCCL watchdog
+# that runs without GPUs (test_watchdog_answers.c); about 3 s.
+add_executable(test_watchdog_answers test_watchdog_answers.c)
+target_link_libraries(test_watchdog_answers PRIVATE glm4v_testutil glm4v_worker)
+add_test(NAME tp2_watchdog_answers
+         COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none -np 2
+                 $<TARGET_FILE:test_watchdog_answers>)
+set_tests_properties(tp2_watchdog_answers PROPERTIES
+  ENVIRONMENT "${GLM4V_MPI_ENV};OMP_NUM_THREADS=1" TIMEOUT 60 LABELS comm RUN_SERIAL TRUE)
