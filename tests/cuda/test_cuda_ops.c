@@ -510,6 +510,8 @@ static void test_add_layernorm_q8(int rows, int cols)
     free(x), free(d), free(w), free(b), free(ref), free(resid), free(y);
 }
 
+static const char *q8_route = ""; /* names the route linear_q8's cases run on */
+
 /* linear_q8 on random codes: sum of the decoded E4M3 products times both scales, plus bias. */
 static void test_linear_q8(int m, int n, int k, int gelu)
 {
@@ -542,11 +544,35 @@ static void test_linear_q8(int m, int n, int k, int gelu)
             ref[(size_t)i * n + j] = gelu ? gelu_ref(acc) : acc;
         }
     char name[96];
-    snprintf(name, sizeof(name), "linear_q8 %dx%dx%d +bias%s", m, n, k, gelu ? " +gelu" : "");
+    snprintf(name, sizeof(name), "linear_q8 %dx%dx%d +bias%s%s", m, n, k, gelu ? " +gelu" : "",
+             q8_route);
     expect_close(name, dy, ref, (size_t)m * n, 1e-2);
     free_q8(&q), free_q8(&w);
     be->ops->free(be, db), be->ops->free(be, dy);
     free(xq), free(wq), free(sx), free(sw), free(b), free(ref);
+}
+
+/* linear_q8's middle route (plain E4M3 GEMM + one scaling pass, taken where cuBLASLt has no
+ * outer-vector-scaled algorithm) on a backend made with GLM4V_LINEAR_Q8=plain. */
+static void linear_q8_plain_suite(void)
+{
+    glm_backend *plain = NULL, *main_be = be;
+    glm_error err;
+    setenv("GLM4V_LINEAR_Q8", "plain", 1);
+    glm_status st = glm_backend_cuda_create(0, &plain, &err);
+    CHECK_MSG(st == GLM_OK, "cuda backend: %s", err.msg);
+    if (st != GLM_OK) {
+        unsetenv("GLM4V_LINEAR_Q8");
+        return;
+    }
+    be = plain;
+    q8_route = " (plain GEMM + scaling pass)";
+    test_linear_q8(37, 64, 128, 0); /* the plan is made here, with the variable set */
+    test_linear_q8(5, 40, 32, 1);
+    q8_route = "";
+    unsetenv("GLM4V_LINEAR_Q8");
+    be = main_be;
+    glm_backend_destroy(plain);
 }
 
 /* ---- rows ---- */
@@ -1371,6 +1397,7 @@ static void run_suite(void)
     test_linear_q8(37, 64, 128, 0); /* cuBLASLt with outer-vector scales */
     test_linear_q8(5, 40, 32, 1);
     test_linear_q8(5, 20, 36, 0); /* k % 16 != 0: the fallback kernel */
+    linear_q8_plain_suite();
     test_rows(50, 32, 17, 0);
     test_rows(40, 12, 9, 100);
     printf("rope / kv\n");
