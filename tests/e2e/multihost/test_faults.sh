@@ -94,7 +94,8 @@ done
 for _ in $(seq 600); do [ "$(grep -c " accepted" "$E2E_DIR/a.log")" -ge "$max_batch" ] && break; sleep 0.05; done
 sleep 0.5
 ranks_a() { mh_serve_pids h1; mh_serve_pids h2; }
-whole_or_gone() { case $1 in running/2/1 | exited/0/*) return 0 ;; *) return 1 ;; esac }
+# whole: mpirun, a rank and an orted on each of h1 and h2, and the liveness key; gone: nothing
+whole_or_gone() { case $1 in "h1:glm4v-serve h1:orted h2:glm4v-serve h2:orted mpirun /1" | "/"*) return 0 ;; *) return 1 ;; esac }
 t_fault=$SECONDS
 t_fault_ms=$(date +%s%3N)
 mh_log "fault '$fault' after $((t_fault - t_submit)) s of work; A has accepted $(grep -c " accepted" "$E2E_DIR/a.log") job(s), finished $(grep -c " done: " "$E2E_DIR/a.log")"
@@ -213,12 +214,11 @@ if [ "$a_broken" = 0 ]; then
     mh_submit --id after-0 --prompt "Hello" --max-new-tokens 4 --timeout 60 >/dev/null 2>&1
     e2e_check "$fault: a job after the fault is answered once" [ "$(mh_result_count after-0)" = 1 ]
     sleep $((step_ms / 1000 + 1))
-    n_ranks=$(ranks_a | wc -l)
-    if kill -0 "$pid_a" 2>/dev/null; then a_state=running; else a_state=exited; fi
+    a_left=$(mh_replica_left "h1 h2" "$pid_a" | sort | tr '\n' ' ')
     live=$(mh_redis EXISTS "$PREFIX:server:a")
-    mh_log "A after the fault: mpirun $a_state, $n_ranks rank(s), liveness key $live"
-    e2e_check "$fault: A is whole or gone (mpirun $a_state, $n_ranks ranks, liveness $live)" \
-        whole_or_gone "$a_state/$n_ranks/$live"
+    mh_log "A after the fault: ${a_left:-nothing left}, liveness key $live"
+    e2e_check "$fault: A is whole or gone (${a_left:-nothing left}, liveness $live)" \
+        whole_or_gone "$a_left/$live"
 fi
 if [ "$E2E_FAILED" -gt 0 ]; then
     echo "---- A's log (tail)" >&2

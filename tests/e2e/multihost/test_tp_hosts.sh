@@ -64,6 +64,8 @@ job_args() { # job_args I: the arguments of job I, shared by glm4v-submit and gl
     args=(--prompt "${prompts[$(($1 % 4))]}" --max-new-tokens $((6 + $1)))
     if [ $(($1 % 2)) -eq 1 ]; then args+=(--image "$E2E_DIR/img$(($1 / 2 % 2)).png"); fi
 }
+# (one command for e2e_check: `e2e_check ... [ a ] && [ b ]` would count only the first test)
+same_ids() { [ -n "$1" ] && [ "$1" = "$2" ]; }
 before=$(mh_veth_bytes h2)
 pids=()
 for i in 0 1 2 3 4 5; do
@@ -78,7 +80,7 @@ for i in 0 1 2 3 4 5; do
     OMP_NUM_THREADS=1 "$BIN/glm4v-run" --model "$MODEL" "${args[@]}" --json >"$E2E_DIR/ref-$i.json" 2>/dev/null
     served=$(e2e_json "$E2E_DIR/tp-$i.json" "d['token_ids']" 2>/dev/null)
     alone=$(e2e_json "$E2E_DIR/ref-$i.json" "d['generated_ids']" 2>/dev/null)
-    e2e_check "serve job $i over two hosts: $served vs TP 1 $alone" [ -n "$served" ] && [ "$served" = "$alone" ]
+    e2e_check "serve job $i over two hosts: $served vs TP 1 $alone" same_ids "$served" "$alone"
     e2e_check "serve job $i: one Result" [ "$(mh_result_count "tp-$i")" = 1 ]
 done
 mh_log "serving 6 jobs at TP 2 over h1 + h2: $crossed bytes through h2's veth"
@@ -89,6 +91,7 @@ start=$SECONDS
 bash "$MH_REPO/deploy/common/glm4v-drain.sh" --mpirun-pid "$REPLICA_PID" --timeout 60 >/dev/null
 e2e_check "drain over two hosts: exits 0" [ $? -eq 0 ]
 mh_log "drain took $((SECONDS - start)) s"
-e2e_check "drain: no rank left on h1 or h2" [ -z "$(mh_serve_pids h1)$(mh_serve_pids h2)" ]
+left=$(mh_replica_left "h1 h2" "$REPLICA_PID" | tr '\n' ' ')
+e2e_check "drain: nothing of the replica left (ranks, orted, mpirun: ${left:-none})" [ -z "$left" ]
 
 e2e_finish multihost_tp_hosts
