@@ -321,10 +321,21 @@ def bench_attention(reps):
         q = qkv[..., : hq * d].unflatten(-1, (hq, d)).transpose(1, 2)
         k = qkv[..., hq * d: (hq + hkv) * d].unflatten(-1, (hkv, d)).transpose(1, 2)
         v = qkv[..., (hq + hkv) * d:].unflatten(-1, (hkv, d)).transpose(1, 2)
-        if hkv != hq:  # grouped-query: each kv head serves hq / hkv query heads, as a user expands it
+        flop = 4.0 * b * hq * s * s * d * (0.5 if causal else 1.0)
+        if hkv != hq:
+            # cuDNN on the grouped heads as stored (enable_gqa: no expanded copy), the layout ours
+            # reads; PyTorch versions or backends without it are noted, not fatal
+            try:
+                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                    ms = cuda_time(lambda: F.scaled_dot_product_attention(
+                        q, k, v, is_causal=causal, enable_gqa=True), 3, reps)
+                emit("attention_ms", ms, "ms", shape=name, backend="cudnn_gqa")
+                emit("attention_tflops", flop / ms / 1e9, "TFLOP/s", shape=name, backend="cudnn_gqa")
+            except Exception as e:
+                note(f"attention {name} cudnn_gqa: {str(e).splitlines()[0][:160]}")
+            # grouped-query: each kv head serves hq / hkv query heads, as a user expands it
             k = k.repeat_interleave(hq // hkv, dim=1)
             v = v.repeat_interleave(hq // hkv, dim=1)
-        flop = 4.0 * b * hq * s * s * d * (0.5 if causal else 1.0)
         for label, backend in backends:
             try:
                 with sdpa_kernel(backend):
