@@ -36,6 +36,7 @@
 
 #include <cuda_fp8.h>
 
+#include <string.h>
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
@@ -46,10 +47,24 @@
 /* the most rows gemm_quant.cu gives it by default (above: slabs + cuBLASLt) */
 #define GQM_DEFAULT_MAX_M 128
 
-/* D += A B for one m16n8k16 tile with fp32 accumulators; MT picks bf16 or f16 operands. */
+/* D += A B for one m16n8k16 tile with fp32 accumulators; MT picks bf16 or f16 operands.
+ * GQM_HOST_SIM: tests/cuda/sim_quant_mma.cpp runs this file's kernel on the host (a block's
+ * threads as host threads) and supplies the warp-wide product itself. */
 template <typename MT>
 __device__ __forceinline__ void gqm_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1);
 
+#ifdef GQM_HOST_SIM
+void gqm_sim_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1, bool bf16);
+template <>
+inline void gqm_mma<__nv_bfloat16>(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    gqm_sim_mma(c, a, b0, b1, true);
+}
+template <> inline void gqm_mma<__half>(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    gqm_sim_mma(c, a, b0, b1, false);
+}
+#else
 template <>
 __device__ __forceinline__ void gqm_mma<__nv_bfloat16>(float *c, const uint32_t *a, uint32_t b0,
                                                        uint32_t b1)
@@ -69,6 +84,7 @@ __device__ __forceinline__ void gqm_mma<__half>(float *c, const uint32_t *a, uin
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif
 
 template <typename MT> struct gqm_traits;
 template <> struct gqm_traits<__nv_bfloat16> {
@@ -80,22 +96,29 @@ template <> struct gqm_traits<__half> {
     static constexpr float nibble_base = 1024.f;
 };
 
+/* The same 32 bits as another type of that size (registers; no aliasing through pointers). */
+template <typename To, typename From> __device__ __forceinline__ To gqm_bits(const From &f)
+{
+    static_assert(sizeof(To) == sizeof(From), "gqm_bits: sizes differ");
+    To t;
+    memcpy((void *)&t, (const void *)&f, sizeof(To));
+    return t;
+}
+
 __device__ __forceinline__ uint32_t gqm_sub2(uint32_t a, uint32_t b, __nv_bfloat16)
 {
-    __nv_bfloat162 r = __hsub2(*(const __nv_bfloat162 *)&a, *(const __nv_bfloat162 *)&b);
-    return *(uint32_t *)&r;
+    return gqm_bits<uint32_t>(
+        __hsub2(gqm_bits<__nv_bfloat162>(a), gqm_bits<__nv_bfloat162>(b)));
 }
 __device__ __forceinline__ uint32_t gqm_sub2(uint32_t a, uint32_t b, __half)
 {
-    __half2 r = __hsub2(*(const __half2 *)&a, *(const __half2 *)&b);
-    return *(uint32_t *)&r;
+    return gqm_bits<uint32_t>(__hsub2(gqm_bits<__half2>(a), gqm_bits<__half2>(b)));
 }
 
 /* Both halves of a 32-bit word holding the 16-bit float v (exact: v is a small integer). */
 template <typename MT> __device__ __forceinline__ uint32_t gqm_splat(float v)
 {
-    typename half_pair<MT>::type p = pair_from_f32<MT>(v, v);
-    return *(uint32_t *)&p;
+    return gqm_bits<uint32_t>(pair_from_f32<MT>(v, v));
 }
 
 /* The two int8 codes of bytes (2p, 2p + 1) of word w as a packed pair of exact 16-bit floats;
@@ -110,8 +133,7 @@ __device__ __forceinline__ uint32_t gqm_int8_pair(uint32_t wx, int p, __nv_bfloa
     /* 2^23 + (q + 128) as f32, minus 2^23 + 128: q exactly, then packed (exact: |q| <= 127) */
     float lo = __uint_as_float(__byte_perm(wx, 0x4B000000u, 0x7440u + 2 * p)) - 8388736.f;
     float hi = __uint_as_float(__byte_perm(wx, 0x4B000000u, 0x7441u + 2 * p)) - 8388736.f;
-    __nv_bfloat162 r = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&r;
+    return gqm_bits<uint32_t>(__floats2bfloat162_rn(lo, hi));
 }
 
 /* Codes (2p, 2p + 1) of a word of four E4M3 codes as f16x2 (exact). */
@@ -133,11 +155,11 @@ __device__ __forceinline__ uint32_t gqm_fp8_x_pair(float a, float b, float inv)
 
 __device__ __forceinline__ float2 gqm_unpack(uint32_t v, __nv_bfloat16)
 {
-    return __bfloat1622float2(*(const __nv_bfloat162 *)&v);
+    return __bfloat1622float2(gqm_bits<__nv_bfloat162>(v));
 }
 __device__ __forceinline__ float2 gqm_unpack(uint32_t v, __half)
 {
-    return __half22float2(*(const __half2 *)&v);
+    return __half22float2(gqm_bits<__half2>(v));
 }
 
 /* Everything one lane loads for one unit: its 16-byte chunks of rows g and g + 8, and for int4
