@@ -29,8 +29,10 @@
  *        is 8-27 KB a token, read from L2), then every lane converts its own chunk
  *        (e4m3_satfinite(x * 448 / amax)), as glm_fp8_quantize_activation_row does, instead of a
  *        separate launch writing codes. y = sum * (sx[m] * s[n]).
- * The tensor cores sum products exactly representable in fp32 with fp32 accumulation; only the
- * summation order differs from the CPU. */
+ * The tensor cores sum products exactly representable in fp32; each unit's sum (64 or 128 k) starts
+ * from zero and is added to the row's total in fp32 by the CUDA cores, so the tensor cores'
+ * truncating accumulation never chains over more than one unit. Only the summation order differs
+ * from the CPU. */
 #ifndef GLM4V_CUDA_GEMM_QUANT_MMA_CUH
 #define GLM4V_CUDA_GEMM_QUANT_MMA_CUH
 
@@ -368,9 +370,16 @@ __global__ void __launch_bounds__(GQM_THREADS)
                     acc[j][2] = fmaf(tmp[2], l.sb, acc[j][2]);
                     acc[j][3] = fmaf(tmp[3], l.sb, acc[j][3]);
                 } else {
+                    /* a fresh sum per unit, added in fp32 by the CUDA cores: the tensor cores'
+                     * own accumulation is not round-to-nearest (it truncates), and chained over
+                     * a whole row its bias would grow with k */
+                    float tmp[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
                     for (int s = 0; s < STEPS; s++)
-                        gqm_mma<MT>(acc[j], af[s], xw[2 * s], xw[2 * s + 1]);
+                        gqm_mma<MT>(tmp, af[s], xw[2 * s], xw[2 * s + 1]);
+#pragma unroll
+                    for (int q = 0; q < 4; q++)
+                        acc[j][q] += tmp[q];
                 }
             }
         }

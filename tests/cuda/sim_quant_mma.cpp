@@ -10,7 +10,7 @@
  * threads with a real barrier for __syncthreads, and emulates only the warp-wide operations:
  * mma.sync m16n8k16 (from the PTX fragment layout: lane l = 4 g + t holds A rows g / g + 8 at k
  * 2t, 2t + 1 and 2t + 8, 2t + 9, B at the same k for column g; C rows g / g + 8, columns 2t,
- * 2t + 1), computed in double, and the shuffle of the amax reduction. Every output starts as NaN,
+ * 2t + 1), computed in double and rounded toward zero, and the shuffle of the amax reduction. Every output starts as NaN,
  * so an unwritten one fails. Bound: rel L2 1e-5 (fp32 sums in another order). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -127,7 +127,10 @@ void gqm_sim_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1, bool bf1
         double s = w.c[l][i];
         for (int k = 0; k < 16; k++)
             s += A[rows[i]][k] * B[k][cols[i]];
-        out[i] = (float)s;
+        /* rounded toward zero, as the tensor cores' accumulation is reported to: the worst
+         * case for a sum chained over many products */
+        float r = (float)s;
+        out[i] = fabs((double)r) > fabs(s) ? nextafterf(r, 0.f) : r;
     }
     w.bar->arrive_and_wait(); /* nobody posts the next product before all have read this one */
     memcpy(c, out, 16);
@@ -261,6 +264,9 @@ int main()
     check<GLM_WEIGHT_INT8, 1, 1>(2, 16, 16, true, false);
     check<GLM_WEIGHT_FP8, 1, 1>(2, 16, 16, true, false);
     check<GLM_WEIGHT_INT4, 1, 1>(1, 24, 3424, false, false); /* TP-4 down slice width */
+    /* the down projection's k: ~27 units a warp, each a fresh tensor-core sum */
+    check<GLM_WEIGHT_INT8, 1, 1>(1, 32, 13696, false, false);
+    check<GLM_WEIGHT_FP8, 1, 1>(2, 32, 13696, false, false);
     /* batch tiles */
     check<GLM_WEIGHT_INT8, 2, 2>(16, 40, 512, true, false);
     check<GLM_WEIGHT_INT4, 2, 2>(11, 40, 1056, true, false);
