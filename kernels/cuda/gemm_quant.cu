@@ -51,8 +51,9 @@ struct cuda_quant {
     quant_plan plans[QUANT_PLANS];
     int n_plans;
     /* the tensor-core kernel (GLM4V_GEMVQ_MMA=0: the CUDA-core decode kernels and slabs, for
-     * comparison), its warps side by side along rows at M <= 8 (GLM4V_GEMVQ_WR, 1 or 2), and
-     * the most rows it takes for int8 / int4 (GLM4V_GEMMQ_MAX_M; more go to slabs + cuBLASLt) */
+     * comparison), its warps side by side along rows at M <= 8 (GLM4V_GEMVQ_WR: 1, 2, 4 or 8;
+     * 0 or unset: chosen per shape), and the most rows it takes for int8 / int4
+     * (GLM4V_GEMMQ_MAX_M; more go to slabs + cuBLASLt) */
     int mma, mma_wr;
     int64_t mma_max_m;
 };
@@ -93,7 +94,8 @@ static cuda_quant *quant_state(glm_backend *be)
         const char *v = getenv("GLM4V_GEMVQ_MMA");
         cb->quant->mma = v && *v ? atoi(v) != 0 : 1;
         v = getenv("GLM4V_GEMVQ_WR");
-        cb->quant->mma_wr = v && *v && atoi(v) >= 2 ? 2 : 1;
+        int wr = v && *v ? atoi(v) : 0;
+        cb->quant->mma_wr = wr >= 8 ? 8 : wr >= 4 ? 4 : wr >= 2 ? 2 : wr;
         v = getenv("GLM4V_GEMMQ_MAX_M");
         cb->quant->mma_max_m = v && *v ? atoll(v) : GQM_DEFAULT_MAX_M;
     }

@@ -435,24 +435,37 @@ static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
                        (const uint8_t *)w.zeros, w.group_size, bias, gelu, m, w.rows, w.cols);
 }
 
-/* The tile shape: at M <= 8 one token tile, WR 1 or 2 (the caller's choice, GLM4V_GEMVQ_WR);
- * M <= 16 two token tiles; above, four (32 tokens a block). Above 8 rows, WR warps side by side
- * along rows share each x load through L1, so WR is the largest of 4, 2, 1 that still gives
- * the device two blocks per multiprocessor (fewer WR: more split-K, more blocks). */
+/* The tile shape. At M <= 8 one token tile, and WR (warps side by side along rows; the rest
+ * split k) as given, or with wr = 0 the largest of 8, 4, 2, 1 that still gives the device two
+ * blocks per multiprocessor: few, long runs of units per warp keep its loads streaming (at k =
+ * 4096, WR 1 leaves a warp 4 int4 units, all in flight at once, then the block ends), and fp8
+ * blocks each take x's amax once. M <= 16: two token tiles; above, four (32 tokens a block),
+ * where WR row warps share each x load through L1: the largest WR of 4, 2, 1 by the same rule. */
 template <typename T, typename OutT, int FMT>
 static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const glm_weight &w,
                               const T *bias, int gelu, int64_t m, int wr)
 {
+    const int64_t want = 2 * (int64_t)(cb->n_sms > 0 ? cb->n_sms : 132);
     if (m <= 8) {
-        if (wr >= 2)
+        if (wr <= 0)
+            for (wr = 8; wr > 1 && (int64_t)cuda_blocks(w.rows, 16 * wr) < want; wr /= 2) {
+            }
+        switch (wr) {
+        case 8:
+            return gqm_launch_shape<T, OutT, FMT, 8, 1>(cb, y, x, w, bias, gelu, m);
+        case 4:
+            return gqm_launch_shape<T, OutT, FMT, 4, 1>(cb, y, x, w, bias, gelu, m);
+        case 2:
             return gqm_launch_shape<T, OutT, FMT, 2, 1>(cb, y, x, w, bias, gelu, m);
-        return gqm_launch_shape<T, OutT, FMT, 1, 1>(cb, y, x, w, bias, gelu, m);
+        default:
+            return gqm_launch_shape<T, OutT, FMT, 1, 1>(cb, y, x, w, bias, gelu, m);
+        }
     }
     if constexpr (FMT == GLM_WEIGHT_FP8) {
         return cudaErrorInvalidValue; /* gqm_fits refuses it: fp8 batches go to cuBLASLt */
     } else {
         if (m <= 16) return gqm_launch_shape<T, OutT, FMT, 2, 2>(cb, y, x, w, bias, gelu, m);
-        int64_t want = 2 * (int64_t)(cb->n_sms > 0 ? cb->n_sms : 132), tiles = (m + 31) / 32;
+        int64_t tiles = (m + 31) / 32;
         if ((int64_t)cuda_blocks(w.rows, 64) * tiles >= want)
             return gqm_launch_shape<T, OutT, FMT, 4, 4>(cb, y, x, w, bias, gelu, m);
         if ((int64_t)cuda_blocks(w.rows, 32) * tiles >= want)

@@ -261,6 +261,9 @@ int main()
     check<GLM_WEIGHT_FP8, 2, 1>(7, 40, 512, false, false);
     check<GLM_WEIGHT_INT8, 2, 1>(8, 40, 1040, true, false);
     check<GLM_WEIGHT_INT4, 2, 1>(5, 40, 4192, false, false);
+    check<GLM_WEIGHT_INT8, 4, 1>(2, 130, 1056, true, false);
+    check<GLM_WEIGHT_FP8, 8, 1>(4, 130, 1056, false, true);
+    check<GLM_WEIGHT_INT4, 8, 1>(1, 140, 1056, true, false);
     check<GLM_WEIGHT_INT8, 1, 1>(2, 16, 16, true, false);
     check<GLM_WEIGHT_FP8, 1, 1>(2, 16, 16, true, false);
     check<GLM_WEIGHT_INT4, 1, 1>(1, 24, 3424, false, false); /* TP-4 down slice width */

@@ -376,12 +376,13 @@ static double copy_rate(glm_backend *be)
     return gbps;
 }
 
-/* backends of the variants compared: the default (tensor-core kernel, taking every M here), two
- * warps along rows at M <= 8, and the CUDA-core kernels + slabs the default replaced */
-enum { V_MMA, V_MMA_WR2, V_OLD, N_VARIANTS };
+/* backends of the variants compared: the default (tensor-core kernel, taking every M here, its
+ * row warps chosen per shape), the same with one row warp (most split-K), and the CUDA-core
+ * kernels + slabs the default replaced */
+enum { V_MMA, V_MMA_WR1, V_OLD, N_VARIANTS };
 static const char *variant_env[N_VARIANTS][2] = {
-    {"GLM4V_GEMVQ_WR", "1"}, {"GLM4V_GEMVQ_WR", "2"}, {"GLM4V_GEMVQ_MMA", "0"}};
-static const char *variant_name[N_VARIANTS] = {"mma", "mma-wr2", "old"};
+    {"GLM4V_GEMVQ_WR", "0"}, {"GLM4V_GEMVQ_WR", "1"}, {"GLM4V_GEMVQ_MMA", "0"}};
+static const char *variant_name[N_VARIANTS] = {"mma", "mma-wr1", "old"};
 
 static glm_backend *variant_backend(int v)
 {
@@ -408,7 +409,7 @@ static void bench_decode(glm_backend **vb, double copy_gbps)
                                     GLM_WEIGHT_INT4};
     printf("bench decode (M = 1): weight bytes read per second, %% of the copy rate; weights "
            "rotated through >= 256 MB, graph replays\n");
-    printf("  %-14s %-6s %9s %9s %9s\n", "N x K", "format", "mma", "mma-wr2", "old");
+    printf("  %-14s %-6s %13s %13s %13s\n", "N x K", "format", "mma", "mma-wr1", "old");
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int64_t n = shapes[s][0], k = shapes[s][1];
         glm_backend *be = vb[V_MMA];
@@ -518,14 +519,17 @@ static void bench(glm_backend *be)
 }
 
 /* The same products on backends of other variants: the CUDA-core decode kernels with slabs above
- * M = 8 (GLM4V_GEMVQ_MMA=0), two warps along rows (GLM4V_GEMVQ_WR=2), and slabs from M = 1 up
- * for int8 / int4 (GLM4V_GEMMQ_MAX_M=0: the cuBLASLt slab path, several slabs and a tail). */
+ * M = 8 (GLM4V_GEMVQ_MMA=0), one and eight warps along rows (GLM4V_GEMVQ_WR), and slabs from
+ * M = 1 up for int8 / int4 (GLM4V_GEMMQ_MAX_M=0: the cuBLASLt slab path, several slabs and a
+ * tail). */
 static void check_variants(glm_backend *cpu)
 {
     const glm_weight_format fs[] = {GLM_WEIGHT_FP8, GLM_WEIGHT_INT8, GLM_WEIGHT_INT4};
-    const char *env[][2] = {
-        {"GLM4V_GEMVQ_MMA", "0"}, {"GLM4V_GEMVQ_WR", "2"}, {"GLM4V_GEMMQ_MAX_M", "0"}};
-    for (int v = 0; v < 3; v++) {
+    const char *env[][2] = {{"GLM4V_GEMVQ_MMA", "0"},
+                            {"GLM4V_GEMVQ_WR", "1"},
+                            {"GLM4V_GEMVQ_WR", "8"},
+                            {"GLM4V_GEMMQ_MAX_M", "0"}};
+    for (int v = 0; v < 4; v++) {
         setenv(env[v][0], env[v][1], 1);
         glm_backend *gpu = NULL;
         glm_error err = {0};
@@ -538,7 +542,7 @@ static void check_variants(glm_backend *cpu)
             check_linear(gpu, cpu, f, 1, 77, 512, true, false, true, 1e-5);
             printf("%s=%s: ", env[v][0], env[v][1]);
             check_linear(gpu, cpu, f, 5, 300, 1056, false, true, true, 1e-5);
-            if (v != 2) continue;
+            if (v != 3) continue;
             printf("%s=%s: ", env[v][0], env[v][1]);
             check_linear(gpu, cpu, f, 40, 8200, 4096, false, false, false, 1e-2);
             printf("%s=%s: ", env[v][0], env[v][1]);
@@ -593,6 +597,10 @@ int main(int argc, char **argv)
         check_linear(gpu, cpu, f, 2, 4096, 6848, false, false, true, 1e-5);
         check_linear(gpu, cpu, f, 1, 4096, 3424, false, false, true, 1e-5);
         check_linear(gpu, cpu, f, 1, 6848, 4096, false, false, true, 1e-5);
+        /* M <= 8 with 2, 4 and 8 row warps (chosen by block count on a 132-SM device) */
+        check_linear(gpu, cpu, f, 8, 8500, 1056, true, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 3, 17000, 1056, false, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 1, 34000, 1024, true, true, true, 1e-5);
         if (!fp8) { /* batch tiles of 1, 2 and 4 row warps (gqm_launch picks by block count) */
             check_linear(gpu, cpu, f, 32, 2304, 4096, false, false, true, 1e-5);
             check_linear(gpu, cpu, f, 128, 4096, 1056, true, false, true, 1e-5);
