@@ -8,7 +8,7 @@
 #
 #   scripts/netns-hosts.sh up 4                  # glm4v-h1..h4 at 198.18.0.1..4
 #   scripts/netns-hosts.sh hostfile h1:1 h2:1    # an Open MPI hostfile on stdout
-#   eval "$(scripts/netns-hosts.sh env)"         # OMPI_MCA_* for mpirun: rsh agent, TCP subnet
+#   eval "$(scripts/netns-hosts.sh env)"         # OMPI_MCA_* for mpirun: rsh agent, TCP subnet, keepalive
 #   mpirun -np 2 --hostfile hf --map-by node glm4v-run --tp 2 ...
 #   scripts/netns-hosts.sh exec h3 redis-server --bind 198.18.0.3 --protected-mode no  # on h3
 #   scripts/netns-hosts.sh down                  # kills what runs in them, removes everything
@@ -257,11 +257,24 @@ cmd_status() {
 }
 
 # Environment for mpirun: Open MPI launches its daemons through the agent instead of ssh, and
-# its control (oob) and data (btl tcp) connections use the hosts' subnet only.
+# its control (oob) and data (btl tcp) connections use the hosts' subnet only. The OOB keepalive
+# is what the launch scripts set for glm4v-serve's default 30 s step deadline
+# (deploy/common/glm4v-mca.sh), so that a host cut off here ends its replica as it would there.
 cmd_env() {
     echo "export OMPI_MCA_plm_rsh_agent=$here/netns-agent.sh"
     echo "export OMPI_MCA_oob_tcp_if_include=$subnet"
     echo "export OMPI_MCA_btl_tcp_if_include=$subnet"
+    local mca=$here/../deploy/common/glm4v-mca.sh
+    if [ -r "$mca" ]; then
+        (
+            # shellcheck source=deploy/common/glm4v-mca.sh
+            source "$mca"
+            glm4v_mca_keepalive 30000
+            echo "export OMPI_MCA_oob_tcp_keepalive_time=$OMPI_MCA_oob_tcp_keepalive_time"
+            echo "export OMPI_MCA_oob_tcp_keepalive_intvl=$OMPI_MCA_oob_tcp_keepalive_intvl"
+            echo "export OMPI_MCA_oob_tcp_keepalive_probes=$OMPI_MCA_oob_tcp_keepalive_probes"
+        )
+    fi
 }
 
 # hostfile h1:2 h2:2 -> "glm4v-h1 slots=2" ... (slots default 1).

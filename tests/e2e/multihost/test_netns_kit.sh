@@ -101,6 +101,8 @@ e2e_check "hostfile" [ "$("${kit[@]}" hostfile h1:2 glm4vk-h3)" = "$(printf 'glm
 e2e_check "hostfile refuses a bad host" fails_with "not a host of this kit" "${kit[@]}" hostfile h0
 env_ok() { "${kit[@]}" env | grep -q "OMPI_MCA_btl_tcp_if_include=198.18.78.0/24"; }
 e2e_check "env names the agent and the subnet" env_ok
+keepalive_ok() { "${kit[@]}" env | grep -q "OMPI_MCA_oob_tcp_keepalive_time=3$"; }
+e2e_check "env sets the OOB keepalive of a 30 s step deadline" keepalive_ok
 
 # down: removes everything, including what still runs inside
 "${kit[@]}" exec h1 sleep 300 &
