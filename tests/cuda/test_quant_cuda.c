@@ -384,6 +384,20 @@ static const char *variant_env[N_VARIANTS][2] = {
     {"GLM4V_GEMVQ_WR", "0"}, {"GLM4V_GEMVQ_WR", "1"}, {"GLM4V_GEMVQ_MMA", "0"}};
 static const char *variant_name[N_VARIANTS] = {"mma", "mma-wr1", "old"};
 
+/* The backend reads the GLM4V_GEMVQ / GEMMQ knobs at its first quantized product: one small
+ * product runs while they are set, so that several variants can live side by side. */
+static void bind_quant_knobs(glm_backend *be)
+{
+    glm_weight w = random_weight(be, GLM_WEIGHT_INT8, 16, 16);
+    void *buf = dev_copy(be, NULL, 16 * 2 + 16 * 4);
+    be->ops->zero(be, buf, 16 * 2 + 16 * 4);
+    glm_op_linear(be, glm_tensor_2d(GLM_F32, 1, 16, (char *)buf + 32),
+                  glm_tensor_2d(GLM_BF16, 1, 16, buf), w, NULL, GLM_ACT_NONE);
+    be->ops->synchronize(be);
+    free_weight(be, &w);
+    be->ops->free(be, buf);
+}
+
 static glm_backend *variant_backend(int v)
 {
     setenv("GLM4V_GEMMQ_MAX_M", "100000", 1);
@@ -391,6 +405,7 @@ static glm_backend *variant_backend(int v)
     glm_backend *b = NULL;
     glm_error err = {0};
     glm_status st = glm_backend_cuda_create(0, &b, &err);
+    if (st == GLM_OK) bind_quant_knobs(b);
     unsetenv(variant_env[v][0]);
     unsetenv("GLM4V_GEMMQ_MAX_M");
     CHECK_MSG(st == GLM_OK, "%s", err.msg);
@@ -534,6 +549,7 @@ static void check_variants(glm_backend *cpu)
         glm_backend *gpu = NULL;
         glm_error err = {0};
         CHECK_MSG(glm_backend_cuda_create(0, &gpu, &err) == GLM_OK, "%s", err.msg);
+        if (gpu) bind_quant_knobs(gpu);
         unsetenv(env[v][0]);
         for (int i = 0; gpu && i < 3; i++) {
             glm_weight_format f = fs[i];
