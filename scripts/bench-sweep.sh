@@ -17,13 +17,15 @@
 # (each line stands alone).
 #   source .devdeps/env.sh && scripts/bench-sweep.sh [--tp N] [--modes "cache vision nocache loop ttft"]
 #       [--images N] [--questions N] [--tokens N] [--loop N] [--window N] [--ttft-images N]
+#       [--max-batch N]   (the replica's --max-batch in every mode, default 64; the vision cache
+#                          gets room for every sequence that may run plus a window's images)
 # On the CPU with the tiny model (a smoke run; figures are not GPU figures):
 #   BENCH_DEVICE=cpu BENCH_MODEL=../shared/testdata/glm4v-tiny-b BUILD_DIR=build-cpu \
 #       scripts/bench-sweep.sh --images 20 --modes "cache nocache ttft"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tp=1 modes="cache vision nocache loop ttft" n_images=500 n_questions=4 tokens=32 loop=100 window=256
-ttft_images=8
+ttft_images=8 max_batch=64
 while [ $# -gt 0 ]; do
     case $1 in
     --tp) tp=$2; shift 2 ;;
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     --loop) loop=$2; shift 2 ;;
     --window) window=$2; shift 2 ;;
     --ttft-images) ttft_images=$2; shift 2 ;;
+    --max-batch) max_batch=$2; shift 2 ;;
     *) echo "bench-sweep.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -61,7 +64,7 @@ sweep_mode() {
     local mode=$1
     shift
     # one vision-cache slot per sequence that may run, plus room for the images of a window
-    bench_serve_start "sw-$mode" --max-batch 64 --vision-cache 160 "$@"
+    bench_serve_start "sw-$mode" --max-batch "$max_batch" --vision-cache $((max_batch + 96)) "$@"
     local t0 t1
     # a mode run twice must not resume the first run's output nor find its Results in Redis
     rm -f "$work/answers-$mode.jsonl"
@@ -93,7 +96,7 @@ PY
 # (nothing cached) and then another (its prompt up to the question is in the prefix cache), one
 # job at a time on an idle server, 1 token each.
 ttft_mode() {
-    bench_serve_start sw-ttft --max-batch 64 --vision-cache 160
+    bench_serve_start sw-ttft --max-batch "$max_batch" --vision-cache $((max_batch + 96))
     local i q kind t0 t1
     : >"$work/ttft.tsv"
     for i in $(seq 0 $((ttft_images - 1))); do
@@ -132,7 +135,7 @@ for m in $modes; do
     ttft) ttft_mode ;;
     loop)
         # what a user without glm4v-sweep writes: one glm4v-submit per pair, waiting for each
-        bench_serve_start sw-loop --max-batch 64 --vision-cache 160
+        bench_serve_start sw-loop --max-batch "$max_batch" --vision-cache $((max_batch + 96))
         t0=$(date +%s.%N)
         head -n "$loop" "$work/questions.jsonl" | python3 -c '
 import json, sys
