@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Quantized weights on one GPU (issue 15), in one run: correctness first, then figures.
-#   1. test_quant_cuda: every quantized path against the CPU semantics; --bench: the decode
+#   1. sim_quant_mma (the tensor-core kernel's source run on the host against the CPU semantics);
+#      test_quant_cuda: every quantized path against the CPU semantics; --bench: the decode
 #      kernels' weight-read rate against the copy rate per GLM-4V shape and format (TP 1 / 2 / 4
-#      slices), batched decode (M 2..256) against bf16, prefill TFLOP/s (QUANT_BENCH= skips it);
+#      slices), batched decode (M 2..256) against bf16, prefill TFLOP/s (QUANT_BENCH=0 skips it);
 #   2. the whole model with fp8 / int8 / int4 weights on the golden checkpoints (ctest gpu_quant_*);
 #   3. bench_model on configs/glm-4v-9b (random weights) for each format: decode tok/s at batch
 #      1 / 32 / 128 beside the floor for that format's bytes, vision and image prefill;
@@ -29,7 +30,7 @@ fi
 t0=$(date +%s)
 cmake -B "$B" -S . -DGLM4V_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
     -DGLM4V_TESTDATA="$testdata" >"$out/configure.log" 2>&1 || { tail -20 "$out/configure.log"; exit 1; }
-cmake --build "$B" -j"$(nproc)" --target test_quant_cuda test_quant_model bench_model \
+cmake --build "$B" -j"$(nproc)" --target test_quant_cuda sim_quant_mma test_quant_model bench_model \
     >"$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -20; exit 1; }
 echo "built in $(($(date +%s) - t0)) s"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
@@ -43,7 +44,11 @@ run() {
     echo "== $(date +%T) $*"
     timeout "${STEP_TIMEOUT:-300}" "$@" >"$log" 2>&1 || { status=1; echo "FAILED: $*"; }
 }
-run "$out/test_quant_cuda.log" "$B/bin/test_quant_cuda" ${QUANT_BENCH---bench}
+run "$out/sim_quant_mma.log" "$B/bin/sim_quant_mma"
+tail -1 "$out/sim_quant_mma.log"
+bench_arg=--bench
+[ "${QUANT_BENCH:-1}" = 0 ] && bench_arg=
+run "$out/test_quant_cuda.log" "$B/bin/test_quant_cuda" ${bench_arg:+"$bench_arg"}
 grep -vE "^(GLM4V_[A-Z_]+=[0-9]+: )?linear |^quantize |^graph replay" "$out/test_quant_cuda.log" | head -90
 grep -E "CHECK" "$out/test_quant_cuda.log" | head -20
 if [ "${GPU_QUANT:-1}" = 1 ]; then
