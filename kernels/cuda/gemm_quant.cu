@@ -423,9 +423,9 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
     if (q->mma && m <= q->mma_max_m && gqm_fits(w, x.data, m)) {
         cudaError_t e = gqm_run<T, OutT>(be, y, x, w, bias, gelu, m, q->mma_wr);
         if (e != cudaSuccess)
-            glm_backend_fail(be, GLM_ERR_BACKEND, "linear: quantized mma launch (%lld x %lld x "
-                             "%lld): %s", (long long)m, (long long)w.rows, (long long)k,
-                             cudaGetErrorString(e));
+            glm_backend_fail(be, GLM_ERR_BACKEND,
+                             "linear: quantized mma launch (%lld x %lld x %lld): %s", (long long)m,
+                             (long long)w.rows, (long long)k, cudaGetErrorString(e));
         return;
     }
     const uint8_t *xq = NULL;

@@ -109,8 +109,7 @@ template <typename To, typename From> __device__ __forceinline__ To gqm_bits(con
 
 __device__ __forceinline__ uint32_t gqm_sub2(uint32_t a, uint32_t b, __nv_bfloat16)
 {
-    return gqm_bits<uint32_t>(
-        __hsub2(gqm_bits<__nv_bfloat162>(a), gqm_bits<__nv_bfloat162>(b)));
+    return gqm_bits<uint32_t>(__hsub2(gqm_bits<__nv_bfloat162>(a), gqm_bits<__nv_bfloat162>(b)));
 }
 __device__ __forceinline__ uint32_t gqm_sub2(uint32_t a, uint32_t b, __half)
 {
@@ -128,7 +127,7 @@ template <typename MT> __device__ __forceinline__ uint32_t gqm_splat(float v)
 __device__ __forceinline__ uint32_t gqm_int8_pair(uint32_t wx, int p, __half)
 {
     uint32_t h = __byte_perm(wx, 0x64646464u, p ? 0x4342u : 0x4140u); /* 1024 + (q + 128) */
-    return gqm_sub2(h, 0x64806480u, __half()); /* minus 1152 */
+    return gqm_sub2(h, 0x64806480u, __half());                        /* minus 1152 */
 }
 __device__ __forceinline__ uint32_t gqm_int8_pair(uint32_t wx, int p, __nv_bfloat16)
 {
@@ -172,29 +171,22 @@ struct gqm_load {
     uint32_t za, zb;
 };
 
-template <int FMT, int WR, int NT>
-__device__ __forceinline__ constexpr int gqm_smem_floats()
-{
-    return (GQM_WARPS / WR) * (WR * 16) * (NT * 8 + 1);
-}
-
 /* One product tile: block (bx, by) computes tokens [bx * 8 NT, +8 NT) of rows [by * 16 WR,
  * +16 WR): the token tiles of one row block are neighbours in launch order, so they run together
- * and all but the first read its weights from L2. Requirements (gqm_fits): k % 16 == 0 (int4: k % 32, group % 128 == 0),
- * 16-byte aligned codes and x. */
+ * and all but the first read its weights from L2. Requirements (gqm_fits): k % 16 == 0 (int4:
+ * k % 32 and group % 128 == 0), 16-byte aligned codes and x. */
 template <typename T, typename OutT, int FMT, int WR, int NT>
 __global__ void __launch_bounds__(GQM_THREADS)
-    gqm_kernel(OutT *y, const T *x, const uint8_t *codes, const float *scales,
-               const uint8_t *zeros, int group, const T *bias, int gelu, int64_t m, int64_t n,
-               int64_t k)
+    gqm_kernel(OutT *y, const T *x, const uint8_t *codes, const float *scales, const uint8_t *zeros,
+               int group, const T *bias, int gelu, int64_t m, int64_t n, int64_t k)
 {
     typedef typename std::conditional<FMT == GLM_WEIGHT_FP8, __half, T>::type MT;
     constexpr bool int4 = FMT == GLM_WEIGHT_INT4;
     constexpr int WK = GQM_WARPS / WR;
-    constexpr int E = int4 ? 32 : 16;     /* codes in a lane's 16-byte chunk */
-    constexpr int UNIT = 4 * E;           /* k of one unit */
-    constexpr int STEPS = E / 4;          /* k16 MMA steps per unit */
-    constexpr int LDR = NT * 8 + 1;       /* reduction row stride (floats) */
+    constexpr int E = int4 ? 32 : 16; /* codes in a lane's 16-byte chunk */
+    constexpr int UNIT = 4 * E;       /* k of one unit */
+    constexpr int STEPS = E / 4;      /* k16 MMA steps per unit */
+    constexpr int LDR = NT * 8 + 1;   /* reduction row stride (floats) */
     __shared__ float red[WK * WR * 16 * LDR];
     __shared__ float tok_inv[8], tok_sx[8]; /* fp8: per-token 448 / amax and amax / 448 */
 
@@ -431,8 +423,8 @@ static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
 {
     dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(w.rows, WR * 16)), block(GQM_THREADS);
     return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT>, y, x,
-                       (const uint8_t *)w.data, (const float *)w.scales,
-                       (const uint8_t *)w.zeros, w.group_size, bias, gelu, m, w.rows, w.cols);
+                       (const uint8_t *)w.data, (const float *)w.scales, (const uint8_t *)w.zeros,
+                       w.group_size, bias, gelu, m, w.rows, w.cols);
 }
 
 /* The tile shape. At M <= 8 one token tile, and WR (warps side by side along rows; the rest

@@ -10,8 +10,9 @@
  * threads with a real barrier for __syncthreads, and emulates only the warp-wide operations:
  * mma.sync m16n8k16 (from the PTX fragment layout: lane l = 4 g + t holds A rows g / g + 8 at k
  * 2t, 2t + 1 and 2t + 8, 2t + 9, B at the same k for column g; C rows g / g + 8, columns 2t,
- * 2t + 1), computed in double and rounded toward zero, and the shuffle of the amax reduction. Every output starts as NaN,
- * so an unwritten one fails. Bound: rel L2 1e-5 (fp32 sums in another order). */
+ * 2t + 1), computed in double and rounded toward zero, and the shuffle of the amax reduction.
+ * Every output starts as NaN, so an unwritten one fails. Bound: rel L2 1e-5 (fp32 sums in another
+ * order). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>

@@ -349,8 +349,8 @@ static size_t weight_bytes(const glm_weight *w)
 static int rotating_weights(glm_backend *be, glm_weight_format f, int64_t n, int64_t k,
                             glm_weight *whole, glm_weight *ws)
 {
-    glm_weight one = {f, GLM_BF16, n, k, f == GLM_WEIGHT_INT4 ? GLM_INT4_GROUP : 0, NULL, NULL,
-                      NULL};
+    glm_weight one = {f,    GLM_BF16, n,   k, f == GLM_WEIGHT_INT4 ? GLM_INT4_GROUP : 0,
+                      NULL, NULL,     NULL};
     size_t bytes = weight_bytes(&one);
     int copies = (int)(((size_t)256 << 20) / bytes) + 1;
     if (copies > MAX_COPIES) copies = MAX_COPIES;
@@ -417,9 +417,9 @@ static glm_backend *variant_backend(int v)
  * rate, per format and variant. */
 static void bench_decode(glm_backend **vb, double copy_gbps)
 {
-    const int64_t shapes[][2] = {{4608, 4096}, {4096, 4096},  {27392, 4096}, {4096, 13696},
+    const int64_t shapes[][2] = {{4608, 4096},   {4096, 4096}, {27392, 4096}, {4096, 13696},
                                  {151552, 4096}, {2304, 4096}, {13696, 4096}, {4096, 6848},
-                                 {75776, 4096}, {6848, 4096},  {4096, 3424},  {37888, 4096}};
+                                 {75776, 4096},  {6848, 4096}, {4096, 3424},  {37888, 4096}};
     const glm_weight_format fs[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8, GLM_WEIGHT_INT8,
                                     GLM_WEIGHT_INT4};
     printf("bench decode (M = 1): weight bytes read per second, %% of the copy rate; weights "
@@ -473,7 +473,8 @@ static void bench_batched(glm_backend **vb)
         glm_op_fill_normal(be, glm_tensor_2d(GLM_BF16, 256, k, dx), 3, 0.f, 1.f);
         for (size_t mi = 0; mi < sizeof(ms_) / sizeof(ms_[0]); mi++) {
             int64_t m = ms_[mi];
-            glm_tensor yt = glm_tensor_2d(GLM_BF16, m, n, dy), xt = glm_tensor_2d(GLM_BF16, m, k, dx);
+            glm_tensor yt = glm_tensor_2d(GLM_BF16, m, n, dy),
+                       xt = glm_tensor_2d(GLM_BF16, m, k, dx);
             printf("  %6lldx%-6lld M %3lld:", (long long)n, (long long)k, (long long)m);
             for (int fi = 0; fi < 4; fi++) {
                 double a = time_linear(be, yt, xt, ws[fi], copies[fi], 10);
@@ -599,7 +600,7 @@ int main(int argc, char **argv)
         }
         check_linear(gpu, cpu, f, 1, 300, 1024, true, true, false, 1e-2); /* bf16 out */
         check_linear(gpu, cpu, f, 3, 64, 1280, false, false, true, 1e-5); /* int4: 10 groups */
-        check_linear(gpu, cpu, f, 2, 16, 16, true, false, true, 1e-5);   /* one chunk */
+        check_linear(gpu, cpu, f, 2, 16, 16, true, false, true, 1e-5);    /* one chunk */
         /* f16 activations (int8 / int4 dequantize to f16 there) */
         xdt = GLM_F16;
         check_linear(gpu, cpu, f, 1, 300, 1056, true, false, true, 1e-5);
