@@ -201,6 +201,9 @@ __global__ void __launch_bounds__(GQM_THREADS)
     const int64_t groups = int4 ? (k + group - 1) / group : 1;
     const uint8_t *pa = codes + ra * row_bytes, *pb = codes + rb * row_bytes;
     const int64_t tok0 = (int64_t)blockIdx.x * (NT * 8);
+    /* one token tile reads the weights once: streaming loads (evict first) keep them from
+     * pushing x and the KV cache out of L2; several tiles want them to stay there */
+    const bool once = m <= NT * 8;
 
     /* lane t's chunk of unit u starts at code u * UNIT + t * E; past k it reads as zero */
     auto load = [&](int64_t u, gqm_load &l) {
@@ -210,8 +213,10 @@ __global__ void __launch_bounds__(GQM_THREADS)
         l.za = l.zb = 0;
         if (u >= ue) return;
         if (kc < k) {
-            l.a = __ldcs((const uint4 *)(pa + (int4 ? kc / 2 : kc)));
-            l.b = __ldcs((const uint4 *)(pb + (int4 ? kc / 2 : kc)));
+            const uint4 *qa = (const uint4 *)(pa + (int4 ? kc / 2 : kc));
+            const uint4 *qb = (const uint4 *)(pb + (int4 ? kc / 2 : kc));
+            l.a = once ? __ldcs(qa) : __ldg(qa);
+            l.b = once ? __ldcs(qb) : __ldg(qb);
         }
         if (int4) { /* the row's group scale applies to the MMA's sum over all four lanes */
             int64_t gi = u * UNIT / group;
