@@ -52,9 +52,10 @@ struct cuda_quant {
     int n_plans;
     /* the tensor-core kernel (GLM4V_GEMVQ_MMA=0: the CUDA-core decode kernels and slabs, for
      * comparison), its warps side by side along rows at M <= 8 (GLM4V_GEMVQ_WR: 1, 2, 4 or 8;
-     * 0 or unset: chosen per shape), and the most rows it takes for int8 / int4
-     * (GLM4V_GEMMQ_MAX_M; more go to slabs + cuBLASLt) */
-    int mma, mma_wr;
+     * 0 or unset: chosen per shape), its row tiles per warp above 16 rows (GLM4V_GEMMQ_RT, 1 by
+     * default or 2), and the most rows it takes for int8 / int4 (GLM4V_GEMMQ_MAX_M; more go to
+     * slabs + cuBLASLt) */
+    int mma, mma_wr, mma_rt;
     int64_t mma_max_m;
 };
 
@@ -96,6 +97,8 @@ static cuda_quant *quant_state(glm_backend *be)
         v = getenv("GLM4V_GEMVQ_WR");
         int wr = v && *v ? atoi(v) : 0;
         cb->quant->mma_wr = wr >= 8 ? 8 : wr >= 4 ? 4 : wr >= 2 ? 2 : wr;
+        v = getenv("GLM4V_GEMMQ_RT");
+        cb->quant->mma_rt = v && *v && atoi(v) >= 2 ? 2 : 1;
         v = getenv("GLM4V_GEMMQ_MAX_M");
         cb->quant->mma_max_m = v && *v ? atoll(v) : GQM_DEFAULT_MAX_M;
     }
@@ -421,7 +424,7 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
     if (!q) return;
     int64_t m = glm_tensor_rows(&x), k = w.cols;
     if (q->mma && m <= q->mma_max_m && gqm_fits(w, x.data, m)) {
-        cudaError_t e = gqm_run<T, OutT>(be, y, x, w, bias, gelu, m, q->mma_wr);
+        cudaError_t e = gqm_run<T, OutT>(be, y, x, w, bias, gelu, m, q->mma_wr, q->mma_rt);
         if (e != cudaSuccess)
             glm_backend_fail(be, GLM_ERR_BACKEND,
                              "linear: quantized mma launch (%lld x %lld x %lld): %s", (long long)m,

@@ -163,19 +163,66 @@ __device__ __forceinline__ float2 gqm_unpack(uint32_t v, __half)
     return __half22float2(gqm_bits<__half2>(v));
 }
 
-/* Everything one lane loads for one unit: its 16-byte chunks of rows g and g + 8, and for int4
- * those rows' scale and zero point of the unit's group. */
-struct gqm_load {
-    uint4 a, b;
-    float sa, sb;
-    uint32_t za, zb;
+/* Everything one lane loads for one unit: for each of its warp's RT row tiles, its 16-byte chunks
+ * of rows g and g + 8, and for int4 those rows' scale and zero point of the unit's group. */
+template <int RT> struct gqm_load {
+    uint4 a[RT], b[RT];
+    float sa[RT], sb[RT];
+    uint32_t za[RT], zb[RT];
 };
 
-/* One product tile: block (bx, by) computes tokens [bx * 8 NT, +8 NT) of rows [by * 16 WR,
- * +16 WR): the token tiles of one row block are neighbours in launch order, so they run together
- * and all but the first read its weights from L2. Requirements (gqm_fits): k % 16 == 0 (int4:
- * k % 32 and group % 128 == 0), 16-byte aligned codes and x. */
-template <typename T, typename OutT, int FMT, int WR, int NT>
+/* The A fragments of one unit's STEPS k16 steps from a lane's chunks wa (row g) and wb (row
+ * g + 8); za / zb: int4 zero points. */
+template <typename MT, int FMT, int STEPS>
+__device__ __forceinline__ void gqm_dequant(uint32_t (*af)[4], const uint4 &la, const uint4 &lb,
+                                            uint32_t za, uint32_t zb)
+{
+    const uint32_t wa[4] = {la.x, la.y, la.z, la.w};
+    const uint32_t wb[4] = {lb.x, lb.y, lb.z, lb.w};
+    if (FMT == GLM_WEIGHT_INT4) {
+        uint32_t zza = gqm_splat<MT>(gqm_traits<MT>::nibble_base + (float)za);
+        uint32_t zzb = gqm_splat<MT>(gqm_traits<MT>::nibble_base + (float)zb);
+#pragma unroll
+        for (int s = 0; s < STEPS; s++) {
+            /* step s: word s / 2, nibble pairs j0 = 2 (s % 2) and j0 + 1; the pair from shift
+             * 4j holds codes (8i + j, 8i + j + 4) */
+            const int i4 = s / 2, j0 = 2 * (s % 2);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int sh = 4 * (j0 + h);
+                uint32_t qa = ((wa[i4] >> sh) & 0x000f000fu) | gqm_traits<MT>::nibble_magic;
+                uint32_t qb = ((wb[i4] >> sh) & 0x000f000fu) | gqm_traits<MT>::nibble_magic;
+                af[s][2 * h] = gqm_sub2(qa, zza, MT());
+                af[s][2 * h + 1] = gqm_sub2(qb, zzb, MT());
+            }
+        }
+    } else if (FMT == GLM_WEIGHT_INT8) {
+#pragma unroll
+        for (int s = 0; s < STEPS; s++) {
+            uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
+            af[s][0] = gqm_int8_pair(xa, 0, MT());
+            af[s][1] = gqm_int8_pair(xb, 0, MT());
+            af[s][2] = gqm_int8_pair(xa, 1, MT());
+            af[s][3] = gqm_int8_pair(xb, 1, MT());
+        }
+    } else {
+#pragma unroll
+        for (int s = 0; s < STEPS; s++) {
+            af[s][0] = gqm_fp8_pair(wa[s], 0);
+            af[s][1] = gqm_fp8_pair(wb[s], 0);
+            af[s][2] = gqm_fp8_pair(wa[s], 1);
+            af[s][3] = gqm_fp8_pair(wb[s], 1);
+        }
+    }
+}
+
+/* One product tile: block (bx, by) computes tokens [bx * 8 NT, +8 NT) of rows [by * 16 WR RT,
+ * +16 WR RT): the token tiles of one row block are neighbours in launch order, so they run
+ * together and all but the first read its weights from L2. Each warp owns RT tiles of 16 rows,
+ * so that every x fragment it loads feeds RT products (batches: x traffic per weight byte / RT).
+ * Requirements (gqm_fits): k % 16 == 0 (int4: k % 32 and group % 128 == 0), 16-byte aligned codes
+ * and x. */
+template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1>
 __global__ void __launch_bounds__(GQM_THREADS)
     gqm_kernel(OutT *y, const T *x, const uint8_t *codes, const float *scales, const uint8_t *zeros,
                int group, const T *bias, int gelu, int64_t m, int64_t n, int64_t k)
@@ -183,55 +230,65 @@ __global__ void __launch_bounds__(GQM_THREADS)
     typedef typename std::conditional<FMT == GLM_WEIGHT_FP8, __half, T>::type MT;
     constexpr bool int4 = FMT == GLM_WEIGHT_INT4;
     constexpr int WK = GQM_WARPS / WR;
-    constexpr int E = int4 ? 32 : 16; /* codes in a lane's 16-byte chunk */
-    constexpr int UNIT = 4 * E;       /* k of one unit */
-    constexpr int STEPS = E / 4;      /* k16 MMA steps per unit */
-    constexpr int LDR = NT * 8 + 1;   /* reduction row stride (floats) */
-    __shared__ float red[WK * WR * 16 * LDR];
+    constexpr int E = int4 ? 32 : 16;      /* codes in a lane's 16-byte chunk */
+    constexpr int UNIT = 4 * E;            /* k of one unit */
+    constexpr int STEPS = E / 4;           /* k16 MMA steps per unit */
+    constexpr int LDR = NT * 8 + 1;        /* reduction row stride (floats) */
+    constexpr int ROWS = WR * 16 * RT;     /* rows of the block */
+    constexpr int U = RT == 1 ? GQM_U : 1; /* units per load batch (registers) */
+    __shared__ float red[WK * ROWS * LDR];
     __shared__ float tok_inv[8], tok_sx[8]; /* fp8: per-token 448 / amax and amax / 448 */
 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
     const int wr = warp % WR, wk = warp / WR;
-    const int64_t row_a = (int64_t)blockIdx.y * (WR * 16) + wr * 16 + g;
-    const int64_t ra = row_a < n ? row_a : n - 1, rb = row_a + 8 < n ? row_a + 8 : n - 1;
+    const int64_t row0 = (int64_t)blockIdx.y * ROWS + wr * 16 * RT; /* the warp's first row */
     const int64_t row_bytes = int4 ? k / 2 : k;
     const int64_t units = (k + UNIT - 1) / UNIT;
     const int64_t ub = units * wk / WK, ue = units * (wk + 1) / WK;
     const int64_t groups = int4 ? (k + group - 1) / group : 1;
-    const uint8_t *pa = codes + ra * row_bytes, *pb = codes + rb * row_bytes;
+    int64_t ra[RT], rb[RT]; /* rows g and g + 8 of each tile, past n clamped (never stored) */
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        int64_t row = row0 + 16 * r + g;
+        ra[r] = row < n ? row : n - 1;
+        rb[r] = row + 8 < n ? row + 8 : n - 1;
+    }
     const int64_t tok0 = (int64_t)blockIdx.x * (NT * 8);
     /* one token tile reads the weights once: streaming loads (evict first) keep them from
      * pushing x and the KV cache out of L2; several tiles want them to stay there */
     const bool once = m <= NT * 8;
 
     /* lane t's chunk of unit u starts at code u * UNIT + t * E; past k it reads as zero */
-    auto load = [&](int64_t u, gqm_load &l) {
-        int64_t kc = u * UNIT + t * E;
-        l.a = l.b = make_uint4(0, 0, 0, 0);
-        l.sa = l.sb = 0.f;
-        l.za = l.zb = 0;
-        if (u >= ue) return;
-        if (kc < k) {
-            const uint4 *qa = (const uint4 *)(pa + (int4 ? kc / 2 : kc));
-            const uint4 *qb = (const uint4 *)(pb + (int4 ? kc / 2 : kc));
-            l.a = once ? __ldcs(qa) : __ldg(qa);
-            l.b = once ? __ldcs(qb) : __ldg(qb);
-        }
-        if (int4) { /* the row's group scale applies to the MMA's sum over all four lanes */
-            int64_t gi = u * UNIT / group;
-            l.sa = scales[ra * groups + gi];
-            l.sb = scales[rb * groups + gi];
-            l.za = zeros[ra * groups + gi];
-            l.zb = zeros[rb * groups + gi];
+    auto load = [&](int64_t u, gqm_load<RT> &l) {
+        int64_t kc = u * UNIT + t * E, off = int4 ? kc / 2 : kc;
+#pragma unroll
+        for (int r = 0; r < RT; r++) {
+            l.a[r] = l.b[r] = make_uint4(0, 0, 0, 0);
+            l.sa[r] = l.sb[r] = 0.f;
+            l.za[r] = l.zb[r] = 0;
+            if (u >= ue) continue;
+            if (kc < k) {
+                const uint4 *qa = (const uint4 *)(codes + ra[r] * row_bytes + off);
+                const uint4 *qb = (const uint4 *)(codes + rb[r] * row_bytes + off);
+                l.a[r] = once ? __ldcs(qa) : __ldg(qa);
+                l.b[r] = once ? __ldcs(qb) : __ldg(qb);
+            }
+            if (int4) { /* the row's group scale applies to the MMA's sum over all four lanes */
+                int64_t gi = u * UNIT / group;
+                l.sa[r] = scales[ra[r] * groups + gi];
+                l.sb[r] = scales[rb[r] * groups + gi];
+                l.za[r] = zeros[ra[r] * groups + gi];
+                l.zb[r] = zeros[rb[r] * groups + gi];
+            }
         }
     };
 
-    gqm_load cur[GQM_U], nxt[GQM_U];
+    gqm_load<RT> cur[U], nxt[U];
     /* the first weight loads go out before waiting for the kernel ahead (cuda_launch): weights
      * are never written by it; x is its output and is read only after pdl_wait */
 #pragma unroll
-    for (int i = 0; i < GQM_U; i++)
+    for (int i = 0; i < U; i++)
         load(ub + i, cur[i]);
     pdl_wait();
     pdl_trigger();
@@ -272,59 +329,26 @@ __global__ void __launch_bounds__(GQM_THREADS)
         __syncthreads();
     }
 
-    float acc[NT][4];
+    float acc[RT][NT][4];
 #pragma unroll
-    for (int j = 0; j < NT; j++)
-        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            acc[r][j][0] = acc[r][j][1] = acc[r][j][2] = acc[r][j][3] = 0.f;
 
-    for (int64_t u0 = ub; u0 < ue; u0 += GQM_U) {
+    for (int64_t u0 = ub; u0 < ue; u0 += U) {
 #pragma unroll
-        for (int i = 0; i < GQM_U; i++)
-            load(u0 + GQM_U + i, nxt[i]);
+        for (int i = 0; i < U; i++)
+            load(u0 + U + i, nxt[i]);
 #pragma unroll
-        for (int i = 0; i < GQM_U; i++) {
+        for (int i = 0; i < U; i++) {
             const int64_t u = u0 + i;
             if (u >= ue) break;
-            const gqm_load &l = cur[i];
-            const uint32_t wa[4] = {l.a.x, l.a.y, l.a.z, l.a.w};
-            const uint32_t wb[4] = {l.b.x, l.b.y, l.b.z, l.b.w};
-            /* A fragments of every step of the unit */
-            uint32_t af[STEPS][4];
-            if (FMT == GLM_WEIGHT_INT4) {
-                uint32_t zza = gqm_splat<MT>(gqm_traits<MT>::nibble_base + (float)l.za);
-                uint32_t zzb = gqm_splat<MT>(gqm_traits<MT>::nibble_base + (float)l.zb);
+            const gqm_load<RT> &l = cur[i];
+            uint32_t af[RT][STEPS][4]; /* A fragments of every step of the unit, per row tile */
 #pragma unroll
-                for (int s = 0; s < STEPS; s++) {
-                    /* step s: word s / 2, nibble pairs j0 = 2 (s % 2) and j0 + 1; the pair
-                     * from shift 4j holds codes (8i + j, 8i + j + 4) */
-                    const int i4 = s / 2, j0 = 2 * (s % 2);
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        const int sh = 4 * (j0 + h);
-                        uint32_t qa = ((wa[i4] >> sh) & 0x000f000fu) | gqm_traits<MT>::nibble_magic;
-                        uint32_t qb = ((wb[i4] >> sh) & 0x000f000fu) | gqm_traits<MT>::nibble_magic;
-                        af[s][2 * h] = gqm_sub2(qa, zza, MT());
-                        af[s][2 * h + 1] = gqm_sub2(qb, zzb, MT());
-                    }
-                }
-            } else if (FMT == GLM_WEIGHT_INT8) {
-#pragma unroll
-                for (int s = 0; s < STEPS; s++) {
-                    uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
-                    af[s][0] = gqm_int8_pair(xa, 0, MT());
-                    af[s][1] = gqm_int8_pair(xb, 0, MT());
-                    af[s][2] = gqm_int8_pair(xa, 1, MT());
-                    af[s][3] = gqm_int8_pair(xb, 1, MT());
-                }
-            } else {
-#pragma unroll
-                for (int s = 0; s < STEPS; s++) {
-                    af[s][0] = gqm_fp8_pair(wa[s], 0);
-                    af[s][1] = gqm_fp8_pair(wb[s], 0);
-                    af[s][2] = gqm_fp8_pair(wa[s], 1);
-                    af[s][3] = gqm_fp8_pair(wb[s], 1);
-                }
-            }
+            for (int r = 0; r < RT; r++)
+                gqm_dequant<MT, FMT, STEPS>(af[r], l.a[r], l.b[r], l.za[r], l.zb[r]);
             const int64_t kc = u * UNIT + t * E;
 #pragma unroll
             for (int j = 0; j < NT; j++) {
@@ -352,58 +376,71 @@ __global__ void __launch_bounds__(GQM_THREADS)
                         xw[q] = gqm_fp8_x_pair(f.x, f.y, inv);
                     }
                 }
-                if (FMT == GLM_WEIGHT_INT4) {
-                    float tmp[4] = {0.f, 0.f, 0.f, 0.f};
+                /* B fragments of every step: int4's pairs are (8i + j, 8i + j + 4), taken from
+                 * words 4i + s%2 and 4i + s%2 + 2 */
+                uint32_t bf[STEPS][2];
 #pragma unroll
-                    for (int s = 0; s < STEPS; s++) {
-                        /* x pairs (8i + j, 8i + j + 4) from words 4i + s%2 and 4i + s%2 + 2 */
+                for (int s = 0; s < STEPS; s++) {
+                    if (FMT == GLM_WEIGHT_INT4) {
                         const int i4 = s / 2, sb = s % 2;
                         uint32_t lo = xw[4 * i4 + sb], hi = xw[4 * i4 + sb + 2];
-                        gqm_mma<MT>(tmp, af[s], __byte_perm(lo, hi, 0x5410u),
-                                    __byte_perm(lo, hi, 0x7632u));
+                        bf[s][0] = __byte_perm(lo, hi, 0x5410u);
+                        bf[s][1] = __byte_perm(lo, hi, 0x7632u);
+                    } else {
+                        bf[s][0] = xw[2 * s];
+                        bf[s][1] = xw[2 * s + 1];
                     }
-                    acc[j][0] = fmaf(tmp[0], l.sa, acc[j][0]);
-                    acc[j][1] = fmaf(tmp[1], l.sa, acc[j][1]);
-                    acc[j][2] = fmaf(tmp[2], l.sb, acc[j][2]);
-                    acc[j][3] = fmaf(tmp[3], l.sb, acc[j][3]);
-                } else {
-                    /* a fresh sum per unit, added in fp32 by the CUDA cores: the tensor cores'
-                     * own accumulation is not round-to-nearest (it truncates), and chained over
-                     * a whole row its bias would grow with k */
+                }
+#pragma unroll
+                for (int r = 0; r < RT; r++) {
+                    /* a fresh sum per unit, added in fp32 by the CUDA cores: the tensor
+                     * cores' own accumulation is not round-to-nearest (it truncates), and
+                     * chained over a whole row its bias would grow with k; int4 scales it by
+                     * the unit's group scale on the way */
                     float tmp[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
                     for (int s = 0; s < STEPS; s++)
-                        gqm_mma<MT>(tmp, af[s], xw[2 * s], xw[2 * s + 1]);
+                        gqm_mma<MT>(tmp, af[r][s], bf[s][0], bf[s][1]);
+                    if (FMT == GLM_WEIGHT_INT4) {
+                        acc[r][j][0] = fmaf(tmp[0], l.sa[r], acc[r][j][0]);
+                        acc[r][j][1] = fmaf(tmp[1], l.sa[r], acc[r][j][1]);
+                        acc[r][j][2] = fmaf(tmp[2], l.sb[r], acc[r][j][2]);
+                        acc[r][j][3] = fmaf(tmp[3], l.sb[r], acc[r][j][3]);
+                    } else {
 #pragma unroll
-                    for (int q = 0; q < 4; q++)
-                        acc[j][q] += tmp[q];
+                        for (int q = 0; q < 4; q++)
+                            acc[r][j][q] += tmp[q];
+                    }
                 }
             }
         }
 #pragma unroll
-        for (int i = 0; i < GQM_U; i++)
+        for (int i = 0; i < U; i++)
             cur[i] = nxt[i];
     }
 
     /* split-K sums through shared memory: C fragment (row g / g + 8, tokens 2t, 2t + 1) */
     if (FMT == GLM_WEIGHT_FP8) __syncthreads(); /* red held the amax partials */
-    float *mine = red + (wk * WR * 16 + wr * 16) * LDR;
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-        mine[g * LDR + j * 8 + 2 * t] = acc[j][0];
-        mine[g * LDR + j * 8 + 2 * t + 1] = acc[j][1];
-        mine[(g + 8) * LDR + j * 8 + 2 * t] = acc[j][2];
-        mine[(g + 8) * LDR + j * 8 + 2 * t + 1] = acc[j][3];
+    for (int r = 0; r < RT; r++) {
+        float *mine = red + (wk * ROWS + wr * 16 * RT + 16 * r) * LDR;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            mine[g * LDR + j * 8 + 2 * t] = acc[r][j][0];
+            mine[g * LDR + j * 8 + 2 * t + 1] = acc[r][j][1];
+            mine[(g + 8) * LDR + j * 8 + 2 * t] = acc[r][j][2];
+            mine[(g + 8) * LDR + j * 8 + 2 * t + 1] = acc[r][j][3];
+        }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < WR * 16 * NT * 8; i += GQM_THREADS) {
-        const int r = i % (WR * 16), c = i / (WR * 16);
-        const int64_t row = (int64_t)blockIdx.y * (WR * 16) + r, tok = tok0 + c;
+    for (int i = threadIdx.x; i < ROWS * NT * 8; i += GQM_THREADS) {
+        const int rr = i % ROWS, c = i / ROWS;
+        const int64_t row = (int64_t)blockIdx.y * ROWS + rr, tok = tok0 + c;
         if (row >= n || tok >= m) continue;
         float v = 0.f;
 #pragma unroll
         for (int w = 0; w < WK; w++)
-            v += red[(w * WR * 16 + r) * LDR + c];
+            v += red[(w * ROWS + rr) * LDR + c];
         if (FMT == GLM_WEIGHT_FP8) v *= tok_sx[c] * scales[row];
         if (FMT == GLM_WEIGHT_INT8) v *= scales[row];
         if (bias) v += to_f32(bias[row]);
@@ -421,13 +458,13 @@ static inline bool gqm_fits(const glm_weight &w, const void *x, int64_t m)
            cuda_aligned16(w.data) && cuda_aligned16(x);
 }
 
-/* Blocks of 16 WR rows, each over 8 NT tokens. */
-template <typename T, typename OutT, int FMT, int WR, int NT>
+/* Blocks of 16 WR RT rows, each over 8 NT tokens. */
+template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1>
 static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
                                     const glm_weight &w, const T *bias, int gelu, int64_t m)
 {
-    dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(w.rows, WR * 16)), block(GQM_THREADS);
-    return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT>, y, x,
+    dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(w.rows, WR * 16 * RT)), block(GQM_THREADS);
+    return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT, RT>, y, x,
                        (const uint8_t *)w.data, (const float *)w.scales, (const uint8_t *)w.zeros,
                        w.group_size, bias, gelu, m, w.rows, w.cols);
 }
@@ -437,10 +474,12 @@ static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
  * blocks per multiprocessor: few, long runs of units per warp keep its loads streaming (at k =
  * 4096, WR 1 leaves a warp 4 int4 units, all in flight at once, then the block ends), and fp8
  * blocks each take x's amax once. M <= 16: two token tiles; above, four (32 tokens a block),
- * where WR row warps share each x load through L1: the largest WR of 4, 2, 1 by the same rule. */
+ * where WR row warps share each x load through L1: the largest WR of 4, 2, 1 by the same rule;
+ * rt = 2 gives each warp two row tiles there (each x fragment feeds two products: half the x
+ * traffic per weight byte, more registers; GLM4V_GEMMQ_RT). */
 template <typename T, typename OutT, int FMT>
 static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const glm_weight &w,
-                              const T *bias, int gelu, int64_t m, int wr)
+                              const T *bias, int gelu, int64_t m, int wr, int rt)
 {
     const int64_t want = 2 * (int64_t)(cb->n_sms > 0 ? cb->n_sms : 132);
     if (m <= 8) {
@@ -463,6 +502,13 @@ static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const
     } else {
         if (m <= 16) return gqm_launch_shape<T, OutT, FMT, 2, 2>(cb, y, x, w, bias, gelu, m);
         int64_t tiles = (m + 31) / 32;
+        if (rt >= 2) {
+            if ((int64_t)cuda_blocks(w.rows, 128) * tiles >= want)
+                return gqm_launch_shape<T, OutT, FMT, 4, 4, 2>(cb, y, x, w, bias, gelu, m);
+            if ((int64_t)cuda_blocks(w.rows, 64) * tiles >= want)
+                return gqm_launch_shape<T, OutT, FMT, 2, 4, 2>(cb, y, x, w, bias, gelu, m);
+            return gqm_launch_shape<T, OutT, FMT, 1, 4, 2>(cb, y, x, w, bias, gelu, m);
+        }
         if ((int64_t)cuda_blocks(w.rows, 64) * tiles >= want)
             return gqm_launch_shape<T, OutT, FMT, 4, 4>(cb, y, x, w, bias, gelu, m);
         if ((int64_t)cuda_blocks(w.rows, 32) * tiles >= want)
@@ -474,16 +520,16 @@ static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const
 /* The product on the backend's stream, by weight format. */
 template <typename T, typename OutT>
 static cudaError_t gqm_run(glm_backend *be, glm_tensor y, glm_tensor x, const glm_weight &w,
-                           const void *bias, int gelu, int64_t m, int wr)
+                           const void *bias, int gelu, int64_t m, int wr, int rt)
 {
     const cuda_backend *cb = cuda_impl(be);
     OutT *yd = (OutT *)y.data;
     const T *xd = (const T *)x.data, *bd = (const T *)bias;
     if (w.format == GLM_WEIGHT_FP8)
-        return gqm_launch<T, OutT, GLM_WEIGHT_FP8>(cb, yd, xd, w, bd, gelu, m, wr);
+        return gqm_launch<T, OutT, GLM_WEIGHT_FP8>(cb, yd, xd, w, bd, gelu, m, wr, rt);
     if (w.format == GLM_WEIGHT_INT8)
-        return gqm_launch<T, OutT, GLM_WEIGHT_INT8>(cb, yd, xd, w, bd, gelu, m, wr);
-    return gqm_launch<T, OutT, GLM_WEIGHT_INT4>(cb, yd, xd, w, bd, gelu, m, wr);
+        return gqm_launch<T, OutT, GLM_WEIGHT_INT8>(cb, yd, xd, w, bd, gelu, m, wr, rt);
+    return gqm_launch<T, OutT, GLM_WEIGHT_INT4>(cb, yd, xd, w, bd, gelu, m, wr, rt);
 }
 
 #endif

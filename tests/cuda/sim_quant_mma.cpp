@@ -164,7 +164,7 @@ template <typename T> static float round_half(float v)
 
 /* y = x W^T (+ b, GELU) with the kernel's tile (WR row warps, NT token tiles) against the CPU
  * semantics computed in double on the same quantized weights. */
-template <int FMT, int WR, int NT, typename T = __nv_bfloat16>
+template <int FMT, int WR, int NT, typename T = __nv_bfloat16, int RT = 1>
 static void check(int64_t m, int64_t n, int64_t k, bool bias, bool gelu)
 {
     glm_weight_format f = (glm_weight_format)FMT;
@@ -215,7 +215,7 @@ static void check(int64_t m, int64_t n, int64_t k, bool bias, bool gelu)
     for (int64_t i = 0; i < n; i++)
         bh[i] = to_half<T>(b[i]);
     std::vector<float> y(m * n, NAN);
-    dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(n, WR * 16));
+    dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(n, WR * 16 * RT));
     for (unsigned by = 0; by < grid.y; by++)
         for (unsigned bx = 0; bx < grid.x; bx++) {
             std::barrier<> block_bar(GQM_THREADS);
@@ -227,9 +227,9 @@ static void check(int64_t m, int64_t n, int64_t k, bool bias, bool gelu)
                 threads.emplace_back([&, t] {
                     sim_thread = make_uint3(t, 0, 0);
                     sim_block = make_uint3(bx, by, 0);
-                    gqm_kernel<T, float, FMT, WR, NT>(y.data(), xh.data(), codes.data(),
-                                                      scales.data(), zeros.data(), group,
-                                                      bias ? bh.data() : nullptr, gelu, m, n, k);
+                    gqm_kernel<T, float, FMT, WR, NT, RT>(
+                        y.data(), xh.data(), codes.data(), scales.data(), zeros.data(), group,
+                        bias ? bh.data() : nullptr, gelu, m, n, k);
                 });
             for (std::thread &t : threads)
                 t.join();
@@ -246,9 +246,9 @@ static void check(int64_t m, int64_t n, int64_t k, bool bias, bool gelu)
     double e = finite ? sqrt(num / den) : INFINITY;
     bool ok = e <= 1e-5;
     failures += !ok;
-    printf("%s %s x %s, WR %d NT %d, %lldx%lldx%lld%s%s: rel L2 vs cpu %.2e (bound 1e-5)\n",
+    printf("%s %s x %s, WR %d NT %d RT %d, %lldx%lldx%lld%s%s: rel L2 vs cpu %.2e (bound 1e-5)\n",
            ok ? "ok  " : "FAIL", glm_weight_format_name(f),
-           std::is_same<T, __half>::value ? "f16" : "bf16", WR, NT, (long long)m, (long long)n,
+           std::is_same<T, __half>::value ? "f16" : "bf16", WR, NT, RT, (long long)m, (long long)n,
            (long long)k, bias ? " +bias" : "", gelu ? " gelu" : "", e);
 }
 
@@ -278,6 +278,11 @@ int main()
     check<GLM_WEIGHT_INT4, 4, 4>(40, 70, 1056, true, true);
     check<GLM_WEIGHT_INT4, 1, 4>(33, 20, 256, false, false);
     check<GLM_WEIGHT_INT8, 2, 4>(64, 36, 1024, true, false);
+    /* two row tiles per warp (GLM4V_GEMMQ_RT=2) */
+    check<GLM_WEIGHT_INT8, 4, 4, __nv_bfloat16, 2>(40, 150, 1056, true, false);
+    check<GLM_WEIGHT_INT4, 4, 4, __nv_bfloat16, 2>(33, 150, 1056, false, true);
+    check<GLM_WEIGHT_INT4, 2, 4, __nv_bfloat16, 2>(64, 70, 4192, true, false);
+    check<GLM_WEIGHT_INT8, 1, 4, __half, 2>(35, 40, 512, false, false);
     /* f16 activations: int8 / int4 dequantize to f16 there */
     check<GLM_WEIGHT_INT8, 1, 1, __half>(1, 77, 1056, true, false);
     check<GLM_WEIGHT_INT4, 2, 1, __half>(6, 77, 1056, false, true);

@@ -377,12 +377,14 @@ static double copy_rate(glm_backend *be)
 }
 
 /* backends of the variants compared: the default (tensor-core kernel, taking every M here, its
- * row warps chosen per shape), the same with one row warp (most split-K), and the CUDA-core
- * kernels + slabs the default replaced */
-enum { V_MMA, V_MMA_WR1, V_OLD, N_VARIANTS };
-static const char *variant_env[N_VARIANTS][2] = {
-    {"GLM4V_GEMVQ_WR", "0"}, {"GLM4V_GEMVQ_WR", "1"}, {"GLM4V_GEMVQ_MMA", "0"}};
-static const char *variant_name[N_VARIANTS] = {"mma", "mma-wr1", "old"};
+ * row warps chosen per shape), the same with one row warp (most split-K), with two row tiles per
+ * warp in batches, and the CUDA-core kernels + slabs the default replaced */
+enum { V_MMA, V_MMA_WR1, V_MMA_RT2, V_OLD, N_VARIANTS };
+static const char *variant_env[N_VARIANTS][2] = {{"GLM4V_GEMVQ_WR", "0"},
+                                                 {"GLM4V_GEMVQ_WR", "1"},
+                                                 {"GLM4V_GEMMQ_RT", "2"},
+                                                 {"GLM4V_GEMVQ_MMA", "0"}};
+static const char *variant_name[N_VARIANTS] = {"mma", "mma-wr1", "mma-rt2", "old"};
 
 /* The backend reads the GLM4V_GEMVQ / GEMMQ knobs at its first quantized product: one small
  * product runs while they are set, so that several variants can live side by side. */
@@ -439,8 +441,10 @@ static void bench_decode(glm_backend **vb, double copy_gbps)
             char shape[32];
             snprintf(shape, sizeof(shape), "%lldx%lld", (long long)n, (long long)k);
             printf("  %-14s %-6s", shape, glm_weight_format_name(f));
-            for (int v = 0; v < N_VARIANTS; v++) {
-                if (f == GLM_WEIGHT_DENSE && v > 0) break;
+            const int vs[] = {V_MMA, V_MMA_WR1, V_OLD};
+            for (int vi = 0; vi < 3; vi++) {
+                int v = vs[vi];
+                if (f == GLM_WEIGHT_DENSE && vi > 0) break;
                 double ms = time_linear(vb[v], glm_tensor_2d(GLM_BF16, 1, n, dy),
                                         glm_tensor_2d(GLM_BF16, 1, k, dx), ws, copies, 20);
                 printf(" %4.0f%% %5.1fus", 100.0 * gbps / ms / copy_gbps, ms * 1e3);
@@ -460,7 +464,7 @@ static void bench_batched(glm_backend **vb)
     const int64_t ms_[] = {2, 8, 16, 32, 64, 128, 256};
     const glm_weight_format fs[] = {GLM_WEIGHT_DENSE, GLM_WEIGHT_FP8, GLM_WEIGHT_INT8,
                                     GLM_WEIGHT_INT4};
-    printf("bench batched decode: us per product (mma / old; bf16 and fp8 one figure)\n");
+    printf("bench batched decode: us per product (int8 / int4: mma / mma-rt2 / old)\n");
     for (int s = 0; s < 3; s++) {
         int64_t n = shapes[s][0], k = shapes[s][1];
         glm_backend *be = vb[V_MMA];
@@ -482,8 +486,10 @@ static void bench_batched(glm_backend **vb)
                     printf(" %s %7.1f", glm_weight_format_name(fs[fi]), a * 1e3);
                     continue;
                 }
+                double r = time_linear(vb[V_MMA_RT2], yt, xt, ws[fi], copies[fi], 10);
                 double o = time_linear(vb[V_OLD], yt, xt, ws[fi], copies[fi], 10);
-                printf(" %s %7.1f / %7.1f", glm_weight_format_name(fs[fi]), a * 1e3, o * 1e3);
+                printf(" %s %7.1f / %7.1f / %7.1f", glm_weight_format_name(fs[fi]), a * 1e3,
+                       r * 1e3, o * 1e3);
             }
             printf("\n");
         }
@@ -535,17 +541,18 @@ static void bench(glm_backend *be)
 }
 
 /* The same products on backends of other variants: the CUDA-core decode kernels with slabs above
- * M = 8 (GLM4V_GEMVQ_MMA=0), one and eight warps along rows (GLM4V_GEMVQ_WR), and slabs from
- * M = 1 up for int8 / int4 (GLM4V_GEMMQ_MAX_M=0: the cuBLASLt slab path, several slabs and a
- * tail). */
+ * M = 8 (GLM4V_GEMVQ_MMA=0), one and eight warps along rows (GLM4V_GEMVQ_WR), two row tiles per
+ * warp in batches (GLM4V_GEMMQ_RT=2), and slabs from M = 1 up for int8 / int4
+ * (GLM4V_GEMMQ_MAX_M=0: the cuBLASLt slab path, several slabs and a tail). */
 static void check_variants(glm_backend *cpu)
 {
     const glm_weight_format fs[] = {GLM_WEIGHT_FP8, GLM_WEIGHT_INT8, GLM_WEIGHT_INT4};
     const char *env[][2] = {{"GLM4V_GEMVQ_MMA", "0"},
                             {"GLM4V_GEMVQ_WR", "1"},
                             {"GLM4V_GEMVQ_WR", "8"},
+                            {"GLM4V_GEMMQ_RT", "2"},
                             {"GLM4V_GEMMQ_MAX_M", "0"}};
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < 5; v++) {
         setenv(env[v][0], env[v][1], 1);
         glm_backend *gpu = NULL;
         glm_error err = {0};
@@ -559,7 +566,15 @@ static void check_variants(glm_backend *cpu)
             check_linear(gpu, cpu, f, 1, 77, 512, true, false, true, 1e-5);
             printf("%s=%s: ", env[v][0], env[v][1]);
             check_linear(gpu, cpu, f, 5, 300, 1056, false, true, true, 1e-5);
-            if (v != 3) continue;
+            if (v == 3 && f != GLM_WEIGHT_FP8) { /* batch tiles of 4, 2 and 1 row warps */
+                printf("%s=%s: ", env[v][0], env[v][1]);
+                check_linear(gpu, cpu, f, 40, 34000, 512, true, false, true, 1e-5);
+                printf("%s=%s: ", env[v][0], env[v][1]);
+                check_linear(gpu, cpu, f, 128, 4500, 1056, false, true, true, 1e-5);
+                printf("%s=%s: ", env[v][0], env[v][1]);
+                check_linear(gpu, cpu, f, 33, 300, 4096, true, false, true, 1e-5);
+            }
+            if (v != 4) continue;
             printf("%s=%s: ", env[v][0], env[v][1]);
             check_linear(gpu, cpu, f, 40, 8200, 4096, false, false, false, 1e-2);
             printf("%s=%s: ", env[v][0], env[v][1]);
