@@ -626,6 +626,7 @@ int main(int argc, char **argv)
          * int4's last group 64 / 96 wide) */
         check_linear(gpu, cpu, f, 1, 4608, 4096, true, false, true, 1e-5);
         check_linear(gpu, cpu, f, 1, 4096, 13696, false, false, true, 1e-5);
+        check_linear(gpu, cpu, f, 1, 27392, 4096, false, false, true, 1e-5); /* gate/up */
         check_linear(gpu, cpu, f, 2, 4096, 6848, false, false, true, 1e-5);
         check_linear(gpu, cpu, f, 1, 4096, 3424, false, false, true, 1e-5);
         check_linear(gpu, cpu, f, 1, 6848, 4096, false, false, true, 1e-5);
