@@ -18,12 +18,29 @@
  * exceeds 0.05): the GPU (or the sharded model) checked on the same quantized weights.
  * --same-device cpu-bf16 makes that one-rank model the CPU with the GPU's 16-bit rounding (fp8).
  * --same-bound 0 skips that comparison: a sharded fp8 or int4 model is not the same computation
- * (fp8 activation scales and int4 groups follow each rank's slice of a row-parallel input). */
+ * (fp8 activation scales and int4 groups follow each rank's slice of a row-parallel input).
+ *
+ * The accuracy table on the wide checkpoint (docs/PERF.md, Issue 15) takes two more options;
+ * either one replaces the comparisons above by one "vs-ref:" line per prompt and reference:
+ *   --vs16 bf16|f16   a second reference besides fp32: the dense 16-bit model on the cpu-bf16
+ *                     backend with that storage (the GPU's roundings: "against bf16").
+ *   --ref-cache DIR   each reference's run of each prompt (logits, 12 greedy ids, vision
+ *                     embeddings) is written to DIR and read back from there by later runs, so
+ *                     one format after another does not rebuild the 7.4 GB fp32 wide model. A
+ *                     file records a hash of the checkpoint path, the reference and the prompt;
+ *                     a file for other inputs is recomputed (regenerating a checkpoint at the same
+ *                     path needs an empty DIR).
+ * The references are built one after the other (one model of real widths in memory besides the
+ * quantized one). Each line gives logits rel L2, top-1 agreement over every prompt position,
+ * vision embeddings rel L2 and how many of the 12 greedy ids equal the reference's before the
+ * first difference; --bound and --top1 hold against both references. */
+#include <errno.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/cli.h"
 #include "common/dtype.h"
@@ -33,7 +50,7 @@
 #include "worker/safetensors.h"
 
 typedef struct args {
-    const char *dir, *device, *weights, *vision_weights, *same_device;
+    const char *dir, *device, *weights, *vision_weights, *same_device, *vs16, *ref_cache;
     double bound, top1, same_bound;
 } args;
 
@@ -200,16 +217,16 @@ static void check_case(glm_rank_context *ctx, glm_model *fp32, glm_model *same, 
 }
 
 /* A checkpoint without golden files (the random "wide" one): a text prompt and an image prompt
- * of our own, against fp32 only. */
-static void check_own_prompts(glm_rank_context *ctx, glm_model *fp32, glm_model *same,
-                              const args *a)
+ * of our own: text[OWN_TEXT], image[OWN_IMAGE] (*n_image used) and the image's pixels (malloc'd;
+ * NULL when out of memory). */
+#define OWN_TEXT 40
+#define OWN_IMAGE 32
+static float *own_prompts(const glm_model_config *c, int32_t *text, int32_t *image, int *n_image)
 {
-    const glm_model_config *c = &ctx->cfg;
-    int32_t text[40], image[32];
     int ni = 0;
     test_rng rng;
     test_rng_seed(&rng, 11);
-    for (int i = 0; i < 40; i++)
+    for (int i = 0; i < OWN_TEXT; i++)
         text[i] = test_rng_int(&rng, 0, 100000 % c->padded_vocab_size);
     for (int i = 0; i < 4; i++)
         image[ni++] = test_rng_int(&rng, 0, 1000);
@@ -220,7 +237,19 @@ static void check_own_prompts(glm_rank_context *ctx, glm_model *fp32, glm_model 
     float *pixels = malloc(n_pix * sizeof(float));
     for (size_t i = 0; pixels && i < n_pix; i++)
         pixels[i] = (float)(test_rng_uniform(&rng) * 4 - 2);
-    check_prompt(ctx, fp32, same, a, "own-text", text, 40, NULL, NULL, NULL, 0);
+    *n_image = ni;
+    return pixels;
+}
+
+/* Those prompts against fp32 only. */
+static void check_own_prompts(glm_rank_context *ctx, glm_model *fp32, glm_model *same,
+                              const args *a)
+{
+    const glm_model_config *c = &ctx->cfg;
+    int32_t text[OWN_TEXT], image[OWN_IMAGE];
+    int ni = 0;
+    float *pixels = own_prompts(c, text, image, &ni);
+    check_prompt(ctx, fp32, same, a, "own-text", text, OWN_TEXT, NULL, NULL, NULL, 0);
     if (pixels && c->has_vision)
         check_prompt(ctx, fp32, same, a, "own-image", image, ni, pixels, NULL, NULL, 0);
     free(pixels);
@@ -246,6 +275,246 @@ static glm_model *same_reference_create(glm_rank_context *ctx, const glm_model_o
     return ref->model;
 }
 
+/* ---- The accuracy table's mode (--vs16, --ref-cache): references one after the other. ---- */
+
+typedef struct prompt {
+    char name[16];
+    int32_t *ids;
+    int n_ids;
+    float *pixels; /* NULL: a text prompt */
+} prompt;
+
+/* One model's run of a prompt with the vision embeddings it produced (n_embeds 0 for text). */
+typedef struct outcome {
+    model_run run;
+    float *embeds;
+    size_t n_embeds;
+} outcome;
+
+static void outcome_free(outcome *o)
+{
+    free(o->run.logits);
+    free(o->embeds);
+    *o = (outcome){0};
+}
+
+static glm_status run_outcome(glm_model *m, int hidden, const prompt *p, outcome *o,
+                              glm_error *err)
+{
+    *o = (outcome){0};
+    glm_status st = model_test_generate(m, p->ids, p->n_ids, p->pixels, 512, &o->run, err);
+    if (st || !p->pixels) return st;
+    o->n_embeds = (size_t)glm_model_image_rows(m) * hidden;
+    if (!(o->embeds = malloc(o->n_embeds * sizeof(float))))
+        return glm_fail(err, GLM_ERR_NOMEM, "out of host memory for embeddings");
+    return glm_model_read_image_embeds(m, 0, o->embeds, err);
+}
+
+static uint64_t fnv(uint64_t h, const void *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const unsigned char *)data)[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* What a cache file must have been made from: the checkpoint path, the reference, the prompt. */
+static uint64_t cache_key(const args *a, const char *ref, const prompt *p, size_t n_pix)
+{
+    uint64_t h = fnv(0xcbf29ce484222325ull, a->dir, strlen(a->dir) + 1);
+    h = fnv(h, ref, strlen(ref) + 1);
+    h = fnv(h, p->ids, sizeof(int32_t) * (size_t)p->n_ids);
+    return p->pixels ? fnv(h, p->pixels, n_pix * sizeof(float)) : h;
+}
+
+/* The cache file: "GQREF01\n", key, rows, vocab, n_ids, ids[MODEL_TEST_GEN], n_embeds, then the
+ * logits [rows, vocab] and the embeddings as float32. */
+static const char cache_magic[8] = "GQREF01\n";
+
+static bool cache_write(const char *path, uint64_t key, int vocab, const outcome *o)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return false;
+    int32_t head[3] = {o->run.rows, vocab, o->run.n_ids};
+    uint64_t ne = o->n_embeds;
+    size_t nl = (size_t)o->run.rows * vocab;
+    bool ok = fwrite(cache_magic, 8, 1, f) == 1 && fwrite(&key, 8, 1, f) == 1 &&
+              fwrite(head, sizeof(head), 1, f) == 1 &&
+              fwrite(o->run.ids, sizeof(o->run.ids), 1, f) == 1 && fwrite(&ne, 8, 1, f) == 1 &&
+              fwrite(o->run.logits, sizeof(float), nl, f) == nl &&
+              (ne == 0 || fwrite(o->embeds, sizeof(float), ne, f) == ne);
+    return fclose(f) == 0 && ok;
+}
+
+/* Reads path into o when it holds key's run (false otherwise: missing, other inputs, short). */
+static bool cache_read(const char *path, uint64_t key, int vocab, outcome *o)
+{
+    *o = (outcome){0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char magic[8];
+    uint64_t k = 0, ne = 0;
+    int32_t head[3];
+    bool ok = fread(magic, 8, 1, f) == 1 && !memcmp(magic, cache_magic, 8) &&
+              fread(&k, 8, 1, f) == 1 && k == key && fread(head, sizeof(head), 1, f) == 1 &&
+              head[0] > 0 && head[1] == vocab && head[2] >= 0 && head[2] <= MODEL_TEST_GEN &&
+              fread(o->run.ids, sizeof(o->run.ids), 1, f) == 1 && fread(&ne, 8, 1, f) == 1;
+    size_t nl = ok ? (size_t)head[0] * vocab : 0;
+    if (ok) {
+        o->run.rows = head[0], o->run.n_ids = head[2], o->n_embeds = ne;
+        o->run.logits = malloc(nl * sizeof(float));
+        o->embeds = ne ? malloc(ne * sizeof(float)) : NULL;
+        ok = o->run.logits && (ne == 0 || o->embeds) &&
+             fread(o->run.logits, sizeof(float), nl, f) == nl &&
+             (ne == 0 || fread(o->embeds, sizeof(float), ne, f) == ne);
+    }
+    fclose(f);
+    if (!ok) outcome_free(o);
+    return ok;
+}
+
+/* A dense one-rank reference: "fp32" on the f32 CPU backend, or "bf16" / "f16" on cpu-bf16 with
+ * that storage (the CUDA backend's roundings). */
+static glm_model *dense_reference_create(glm_rank_context *ctx, const glm_model_options *mo,
+                                         const char *ref, cpu_reference *out)
+{
+    glm_error err = {0};
+    glm_model_options dense = *mo;
+    dense.weight_format = dense.vision_weight_format = GLM_WEIGHT_DENSE;
+    *out = (cpu_reference){0};
+    bool f32 = !strcmp(ref, "fp32");
+    glm_status st = f32 ? glm_backend_cpu_create(0, &out->be, &err)
+                        : glm_backend_cpu_bf16_create(0, &out->be, &err);
+    if (!st && !f32)
+        st = glm_backend_set_storage(out->be, !strcmp(ref, "f16") ? GLM_F16 : GLM_BF16, &err);
+    if (st || glm_comm_local_create(out->be, &out->comm, &err) ||
+        glm_model_create(&ctx->cfg, &dense, ctx->ck, out->be, out->comm, &out->model, &err))
+        fprintf(stderr, "%s reference model: %s\n", ref, err.msg);
+    return out->model;
+}
+
+/* The reference ref's run of p: from the cache when it holds it, else computed on *model (built
+ * on first need) and, with a cache, written and read back (so the figures come from the file
+ * every run). */
+static bool reference_outcome(glm_rank_context *ctx, const glm_model_options *mo, const args *a,
+                              const char *ref, const prompt *p, cpu_reference *model, outcome *o)
+{
+    const glm_model_config *c = &ctx->cfg;
+    size_t n_pix = (size_t)c->vision.in_channels * c->vision.image_size * c->vision.image_size;
+    uint64_t key = cache_key(a, ref, p, n_pix);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s.%s.ref", a->ref_cache ? a->ref_cache : ".", ref, p->name);
+    if (a->ref_cache && cache_read(path, key, c->padded_vocab_size, o)) {
+        printf("reference %s %s: read from %s\n", ref, p->name, path);
+        return true;
+    }
+    if (!model->model && !dense_reference_create(ctx, mo, ref, model)) return false;
+    glm_error err = {0};
+    if (run_outcome(model->model, c->hidden_size, p, o, &err)) {
+        fprintf(stderr, "%s %s: %s\n", ref, p->name, err.msg);
+        outcome_free(o);
+        return false;
+    }
+    if (!a->ref_cache) return true;
+    bool ok = cache_write(path, key, c->padded_vocab_size, o);
+    outcome_free(o);
+    ok = ok && cache_read(path, key, c->padded_vocab_size, o);
+    CHECK_MSG(ok, "%s: the reference run did not write and read back", path);
+    printf("reference %s %s: computed, written to %s\n", ref, p->name, path);
+    return ok;
+}
+
+/* The quantized run q of p against the reference r: one "vs-ref:" line, the bounds. */
+static void compare(const glm_rank_context *ctx, const args *a, const char *ref, const prompt *p,
+                    const outcome *q, const outcome *r)
+{
+    int vocab = ctx->cfg.padded_vocab_size, agree = 0, same_ids = 0;
+    CHECK_MSG(q->run.rows == r->run.rows && q->n_embeds == r->n_embeds,
+              "%s: %d rows, %zu embeddings; %s %d, %zu", p->name, q->run.rows, q->n_embeds, ref,
+              r->run.rows, r->n_embeds);
+    if (q->run.rows != r->run.rows || q->n_embeds != r->n_embeds) return;
+    double e = rel_l2(q->run.logits, r->run.logits, (size_t)q->run.rows * vocab);
+    double ev = q->n_embeds ? rel_l2(q->embeds, r->embeds, q->n_embeds) : 0;
+    for (int i = 0; i < q->run.rows; i++)
+        agree += argmax(q->run.logits + (size_t)i * vocab, vocab, NULL) ==
+                 argmax(r->run.logits + (size_t)i * vocab, vocab, NULL);
+    while (same_ids < q->run.n_ids && same_ids < r->run.n_ids &&
+           q->run.ids[same_ids] == r->run.ids[same_ids])
+        same_ids++;
+    char vision[32] = "-";
+    if (q->n_embeds) snprintf(vision, sizeof(vision), "%.2e", ev);
+    printf("vs-ref: model=%s weights=%s vision=%s device=%s case=%s ref=%s: logits rel L2 %.2e; "
+           "top-1 agreement %d/%d; vision embeds rel L2 %s; greedy ids equal: first %d of %d\n",
+           a->dir, a->weights, a->vision_weights ? a->vision_weights : a->weights, ctx->be->name,
+           p->name, ref, e, agree, q->run.rows, vision, same_ids, r->run.n_ids);
+    CHECK_MSG(e <= a->bound, "%s %s: logits rel L2 %g against %s (bound %g)", a->weights, p->name,
+              e, ref, a->bound);
+    CHECK_MSG(ev <= a->bound, "%s %s: vision rel L2 %g against %s (bound %g)", a->weights,
+              p->name, ev, ref, a->bound);
+    CHECK_MSG(agree >= a->top1 * q->run.rows, "%s %s: top-1 agreement %d/%d with %s under %.2f",
+              a->weights, p->name, agree, q->run.rows, ref, a->top1);
+}
+
+/* The prompts: golden's cases (text, image, random) when g is not NULL, else our own two. */
+static int table_prompts(const glm_model_config *c, glm_safetensors *g, prompt *ps)
+{
+    int n = 0;
+    const char *cases[] = {"text", "image", "random"};
+    for (int i = 0; g && i < 3; i++) {
+        char key[96];
+        int64_t n_ids = 0, n_pix = 0;
+        snprintf(key, sizeof(key), "%s.input_ids", cases[i]);
+        prompt *p = &ps[n];
+        *p = (prompt){0};
+        snprintf(p->name, sizeof(p->name), "%s", cases[i]);
+        p->ids = golden(g, key, true, &n_ids);
+        p->n_ids = (int)n_ids;
+        if (i == 1) p->pixels = golden(g, "pixel_values", false, &n_pix);
+        CHECK(p->ids && (i != 1 || p->pixels));
+        n += p->ids && (i != 1 || p->pixels);
+    }
+    if (g) return n;
+    ps[0] = (prompt){.name = "own-text", .ids = malloc(sizeof(int32_t) * OWN_TEXT), .n_ids = OWN_TEXT};
+    ps[1] = (prompt){.name = "own-image", .ids = malloc(sizeof(int32_t) * OWN_IMAGE)};
+    if (!ps[0].ids || !ps[1].ids) return 0;
+    ps[1].pixels = own_prompts(c, ps[0].ids, ps[1].ids, &ps[1].n_ids);
+    return ps[1].pixels && c->has_vision ? 2 : 1;
+}
+
+static void check_against_refs(glm_rank_context *ctx, const glm_model_options *mo, const args *a,
+                               glm_safetensors *g)
+{
+    prompt ps[3] = {0};
+    outcome q[3] = {0};
+    int n = table_prompts(&ctx->cfg, g, ps);
+    CHECK(n > 0);
+    glm_error err = {0};
+    bool ran = true;
+    for (int i = 0; i < n && ran; i++) {
+        ran = run_outcome(ctx->model, ctx->cfg.hidden_size, &ps[i], &q[i], &err) == GLM_OK;
+        CHECK_MSG(ran, "%s %s: %s", a->weights, ps[i].name, err.msg);
+    }
+    /* the cache directory may be new (a build tree's); an existing one is fine */
+    if (a->ref_cache && mkdir(a->ref_cache, 0755) != 0 && errno != EEXIST)
+        CHECK_MSG(false, "--ref-cache %s: %s", a->ref_cache, strerror(errno));
+    const char *refs[] = {"fp32", a->vs16};
+    for (int k = 0; ran && k < (a->vs16 ? 2 : 1); k++) {
+        cpu_reference model = {0};
+        for (int i = 0; i < n; i++) {
+            outcome r;
+            bool ok = reference_outcome(ctx, mo, a, refs[k], &ps[i], &model, &r);
+            CHECK_MSG(ok, "no %s reference for %s", refs[k], ps[i].name);
+            if (ok) compare(ctx, a, refs[k], &ps[i], &q[i], &r);
+            outcome_free(&r);
+        }
+        if (model.model || model.be) cpu_reference_destroy(&model);
+    }
+    for (int i = 0; i < 3; i++) {
+        outcome_free(&q[i]);
+        free(ps[i].ids);
+        free(ps[i].pixels);
+    }
+}
+
 static bool parse(int argc, char **argv, args *a)
 {
     *a = (args){
@@ -268,6 +537,10 @@ static bool parse(int argc, char **argv, args *a)
             a->same_bound = atof(v);
         else if (!strcmp(f, "--same-device"))
             a->same_device = v;
+        else if (!strcmp(f, "--vs16") && (!strcmp(v, "bf16") || !strcmp(v, "f16")))
+            a->vs16 = v;
+        else if (!strcmp(f, "--ref-cache"))
+            a->ref_cache = v;
         else
             return false;
     }
@@ -288,7 +561,7 @@ int main(int argc, char **argv)
                          &ro.model.weight_format, &ro.model.vision_weight_format)) {
         fprintf(stderr, "usage: test_quant_model MODEL_DIR --weights F [--device D] "
                         "[--vision-weights F] [--bound X] [--top1 Y] [--same-bound Z] "
-                        "[--same-device cpu|cpu-bf16]\n");
+                        "[--same-device cpu|cpu-bf16] [--vs16 bf16|f16] [--ref-cache DIR]\n");
         MPI_Finalize();
         return 2;
     }
@@ -307,16 +580,19 @@ int main(int argc, char **argv)
         mo.kv_blocks = glm_model_max_blocks_per_seq(ctx.model) + 1;
         glm_model_options dense = mo;
         dense.weight_format = dense.vision_weight_format = GLM_WEIGHT_DENSE;
-        cpu_reference fp32, same = {0};
-        CHECK(cpu_reference_create(&ctx, &dense, &fp32) != NULL);
-        bool need_same = (strcmp(a.device, "cpu") != 0 || ctx.size > 1) && a.same_bound > 0;
+        cpu_reference fp32 = {0}, same = {0};
+        bool table = a.vs16 || a.ref_cache; /* the table's mode: check_against_refs */
+        if (table) check_against_refs(&ctx, &mo, &a, have_golden ? g : NULL);
+        if (!table) CHECK(cpu_reference_create(&ctx, &dense, &fp32) != NULL);
+        bool need_same =
+            !table && (strcmp(a.device, "cpu") != 0 || ctx.size > 1) && a.same_bound > 0;
         if (need_same) CHECK(same_reference_create(&ctx, &mo, a.same_device, &same) != NULL);
         const char *cases[] = {"text", "image", "random"};
-        bool ready = fp32.model && (!need_same || same.model);
+        bool ready = !table && fp32.model && (!need_same || same.model);
         for (int i = 0; have_golden && ready && i < 3; i++)
             check_case(&ctx, fp32.model, same.model, &a, g, cases[i]);
         if (!have_golden && ready) check_own_prompts(&ctx, fp32.model, same.model, &a);
-        cpu_reference_destroy(&fp32);
+        if (!table) cpu_reference_destroy(&fp32);
         if (need_same) cpu_reference_destroy(&same);
         glm_safetensors_close(g);
     }
