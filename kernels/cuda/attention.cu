@@ -82,7 +82,8 @@ void cuda_attention_full(glm_backend *be, glm_tensor out, glm_tensor qkv, int n_
 /* A prefill step whose sequences have no cached prefix (each one's keys are exactly its own rows
  * of qkv, whose k and v heads are what kv_store put in the cache: rotated in place) is plain
  * causal attention over qkv, which cuDNN's fused engine runs one sequence at a time. Only from
- * cudnn_min_prefill rows (each new prompt length builds a plan), never under graph capture (the
+ * cudnn_min_prefill rows (a prompt length's plan is built the second time that length comes: see
+ * seen_before in attention_cudnn.cu), never under graph capture (the
  * host's view of the batch is for launch sizing there), and for every sequence or none. Returns
  * true when it handled the step. */
 static bool paged_prefill_cudnn(glm_backend *be, glm_tensor out, glm_tensor qkv,

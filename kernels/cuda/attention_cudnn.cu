@@ -27,6 +27,8 @@
 #include <time.h>
 
 #define SDPA_PLAN_CACHE 64
+/* shapes met once and run by the fallback; a plan is built when one comes back (see seen_before) */
+#define SDPA_SEEN 128
 #define SDPA_MAX_OWNED 96
 
 /* The shape a plan was built for. */
@@ -59,6 +61,8 @@ struct cuda_cudnn {
     sdpa_plan plans[SDPA_PLAN_CACHE];
     int n_plans;
     uint64_t clock;
+    sdpa_key seen[SDPA_SEEN]; /* a ring: the oldest shape met once is forgotten first */
+    int n_seen, next_seen;
 };
 
 /* ---- graph building: every failure means "no plan", so the builder collects the first one ---- */
@@ -442,6 +446,26 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Whether a plan for key is worth building now. Building one costs 30-560 ms (cuDNN compiles its
+ * engine through NVRTC) and saves well under a millisecond a call, so it pays only for a shape
+ * that recurs: the first time a shape comes, the fallback runs it and the shape is remembered;
+ * the plan is built when it comes again. A one-off prompt (glm4v-run, a chat with a new length)
+ * never stalls its step on a build, while a server's or a sweep's recurring shapes (the vision
+ * tower's, an image prompt's length) get the fused engine from their second use. Strict mode
+ * (GLM4V_ATTENTION=cudnn, the tests) builds at once. */
+static bool seen_before(cuda_cudnn *c, const sdpa_key *key)
+{
+    if (c->strict) return true;
+    for (int i = 0; i < c->n_plans; i++)
+        if (same_key(&c->plans[i].key, key)) return true;
+    for (int i = 0; i < c->n_seen; i++)
+        if (same_key(&c->seen[i], key)) return true;
+    c->seen[c->next_seen] = *key;
+    c->next_seen = (c->next_seen + 1) % SDPA_SEEN;
+    if (c->n_seen < SDPA_SEEN) c->n_seen++;
+    return false;
+}
+
 /* The cached plan for key, built on first use; the least recently used one makes room. A shape
  * cuDNN refuses is cached too (ok = false), so the refusal is printed and paid for once. */
 static sdpa_plan *find_plan(cuda_cudnn *c, const sdpa_key *key)
@@ -621,6 +645,7 @@ extern "C" bool cuda_cudnn_attention_full(glm_backend *be, cuda_cudnn *c, glm_te
     for (int first = 0; first < n_seqs; first += per_call) {
         int b = n_seqs - first < per_call ? n_seqs - first : per_call;
         sdpa_key key = {b, n_heads, n_heads, seq_len, head_dim, 0, qkv.dtype};
+        if (first == 0 && !seen_before(c, &key)) return false; /* the fallback runs it all */
         sdpa_plan *p = find_plan(c, &key);
         if (!p->ok) {
             if (first == 0) return refused(be, c, &key);
@@ -644,6 +669,7 @@ extern "C" bool cuda_cudnn_attention_causal(glm_backend *be, cuda_cudnn *c, void
     int64_t width = (int64_t)(n_q_heads + 2 * n_kv_heads) * head_dim;
     if (!c || !cudnn_layout_ok(qkv, out, width, head_dim, dtype)) return false;
     sdpa_key key = {1, n_q_heads, n_kv_heads, q_len, head_dim, 1, dtype};
+    if (!seen_before(c, &key)) return false;
     sdpa_plan *p = find_plan(c, &key);
     if (!p->ok) return refused(be, c, &key);
     run_plan(be, c, p, out, qkv, scale);
