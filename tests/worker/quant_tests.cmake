@@ -35,6 +35,13 @@ add_test(NAME quant_int4_text16_vision_tiny_b
                  --vision-weights bf16 ${_q_int4})
 set_tests_properties(quant_int4_text16_vision_tiny_b PROPERTIES
   ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 120 LABELS quant)
+# The accuracy table's mode (--vs16, --ref-cache; docs/PERF.md runs it on the wide checkpoint,
+# not in CI): int8 against fp32 and the cpu-bf16 dense model, the references through the cache
+add_test(NAME quant_int8_vs16_tiny_b
+         COMMAND test_quant_model ${GLM4V_TESTDATA}/glm4v-tiny-b --weights int8 --vs16 bf16
+                 --ref-cache ${CMAKE_CURRENT_BINARY_DIR}/quant_ref_cache ${_q_int8})
+set_tests_properties(quant_int8_vs16_tiny_b PROPERTIES
+  ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 120 LABELS quant)
 # Quantization on load: TP 2 slices equal to TP 1's, non-finite weights refused (glm4v-run exit 2)
 add_executable(test_quant_load test_quant_load.c)
 target_link_libraries(test_quant_load PRIVATE glm4v_testutil glm4v_worker)
