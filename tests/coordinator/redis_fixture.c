@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,7 @@ static int free_port(void)
     return port;
 }
 
-static void sleep_ms(int ms)
+void redis_fixture_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -81,7 +82,7 @@ static int wait_ready(redis_fixture *f)
         } else if (c) {
             redisFree(c);
         }
-        sleep_ms(20);
+        redis_fixture_sleep_ms(20);
     }
     return -1;
 }
@@ -145,7 +146,7 @@ int redis_fixture_restart(redis_fixture *f)
     for (int attempt = 0; attempt < 20; attempt++) {
         if (spawn(f) == 0) return 0;
         redis_fixture_kill(f);
-        sleep_ms(100);
+        redis_fixture_sleep_ms(100);
     }
     return -1;
 }
@@ -157,4 +158,51 @@ void redis_fixture_destroy(redis_fixture *f)
     f->dir[0] = '\0';
     for (int i = 0; i < MAX_FIXTURES; i++)
         if (live[i] == f) live[i] = NULL;
+}
+
+redisContext *redis_fixture_connect(const redis_fixture *f)
+{
+    struct timeval tv = {2, 0};
+    return redisConnectWithTimeout("127.0.0.1", f->port, tv);
+}
+
+long long redis_fixture_int(redisContext *c, const char *fmt, ...)
+{
+    if (!c) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    long long v = -1;
+    if (r && r->type == REDIS_REPLY_INTEGER) v = r->integer;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER)
+        v = r->element[0]->integer;
+    if (r) freeReplyObject(r);
+    return v;
+}
+
+void redis_fixture_do(redisContext *c, const char *cmd)
+{
+    redisReply *r = c ? redisCommand(c, cmd) : NULL;
+    CHECK_MSG(r && r->type != REDIS_REPLY_ERROR, "%s: %s", cmd, r && r->str ? r->str : "no reply");
+    if (r) freeReplyObject(r);
+}
+
+bool redis_fixture_open(redis_fixture *f, bool appendonly, redisContext **spy)
+{
+    *spy = NULL;
+    if (redis_fixture_start(f, appendonly) != 0) {
+        CHECK_MSG(0, "redis-server did not start");
+        return false;
+    }
+    *spy = redis_fixture_connect(f);
+    CHECK_MSG(*spy && !(*spy)->err, "no connection to redis-server on port %d", f->port);
+    return *spy && !(*spy)->err;
+}
+
+void redis_fixture_close(redis_fixture *f, redisContext *spy)
+{
+    if (spy) redisFree(spy);
+    redis_fixture_destroy(f);
 }

@@ -4,6 +4,7 @@
 #ifndef GLM4V_REDIS_FIXTURE_H
 #define GLM4V_REDIS_FIXTURE_H
 
+#include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -23,5 +24,22 @@ void redis_fixture_kill(redis_fixture *f);
 int redis_fixture_restart(redis_fixture *f);
 /* Stops the server and removes its dir. */
 void redis_fixture_destroy(redis_fixture *f);
+
+/* What most tests start with: redis_fixture_start and a redis_fixture_connect spy (*spy). Returns
+ * false, after a failed CHECK, when either fails; redis_fixture_close tidies up in either case. */
+bool redis_fixture_open(redis_fixture *f, bool appendonly, redisContext **spy);
+/* Closes spy (may be NULL) and destroys the fixture. */
+void redis_fixture_close(redis_fixture *f, redisContext *spy);
+
+/* A direct connection (2 s timeout) for looking at keys behind the code under test; NULL or a
+ * context with err set when the server does not answer (callers CHECK it). */
+redisContext *redis_fixture_connect(const redis_fixture *f);
+/* Runs a hiredis-formatted command on c and returns its integer reply, or the first element of an
+ * array reply when that is an integer (the count of an XPENDING summary); -1 for anything else. */
+long long redis_fixture_int(redisContext *c, const char *fmt, ...);
+/* Runs a command that must succeed; an error reply or none fails the test (CHECK). */
+void redis_fixture_do(redisContext *c, const char *cmd);
+/* The queue tests wait out visibility timeouts and leases with real time. */
+void redis_fixture_sleep_ms(int ms);
 
 #endif

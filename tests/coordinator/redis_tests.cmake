@@ -3,17 +3,20 @@
 set(_redis_dir ${CMAKE_CURRENT_LIST_DIR})
 add_library(glm4v_redis_fixture STATIC ${_redis_dir}/redis_fixture.c)
 target_link_libraries(glm4v_redis_fixture PUBLIC glm4v_testutil PkgConfig::HIREDIS)
+# The queue and client steps the queue tests share (submit, finish, read the out stream).
+add_library(glm4v_redis_jobs STATIC ${_redis_dir}/redis_jobs.c)
+target_link_libraries(glm4v_redis_jobs PUBLIC glm4v_redis_fixture glm4v_client)
 
 glm4v_add_test(test_job_codec SOURCES ${_redis_dir}/test_job_codec.c LIBS glm4v_queue
   LABELS redis TIMEOUT 30)
 glm4v_add_test(test_redis_queue SOURCES ${_redis_dir}/test_redis_queue.c
-  LIBS glm4v_client glm4v_redis_fixture LABELS redis TIMEOUT 30)
+  LIBS glm4v_client glm4v_redis_jobs LABELS redis TIMEOUT 30)
 glm4v_add_test(test_redis_restart SOURCES ${_redis_dir}/test_redis_restart.c
-  LIBS glm4v_client glm4v_redis_fixture LABELS redis TIMEOUT 30)
+  LIBS glm4v_client glm4v_redis_jobs LABELS redis TIMEOUT 30)
 glm4v_add_test(test_redis_submit SOURCES ${_redis_dir}/test_redis_submit.c
   LIBS glm4v_client glm4v_redis_fixture ARGS $<TARGET_FILE:glm4v-submit> LABELS redis TIMEOUT 30)
 add_dependencies(test_redis_submit glm4v-submit)
 glm4v_add_test(test_redis_identity SOURCES ${_redis_dir}/test_redis_identity.c
-  LIBS glm4v_client glm4v_redis_fixture LABELS redis TIMEOUT 30)
+  LIBS glm4v_client glm4v_redis_jobs LABELS redis TIMEOUT 30)
 glm4v_add_test(test_redis_pressure SOURCES ${_redis_dir}/test_redis_pressure.c
-  LIBS glm4v_client glm4v_redis_fixture Threads::Threads LABELS redis TIMEOUT 30)
+  LIBS glm4v_client glm4v_redis_jobs Threads::Threads LABELS redis TIMEOUT 30)

@@ -6,44 +6,22 @@
 #include "coordinator/queue/job_fingerprint.h"
 #include "coordinator/queue/redis_conn.h"
 #include "coordinator/queue/redis_queue.h"
-#include "tests/coordinator/redis_fixture.h"
+#include "tests/coordinator/redis_jobs.h"
 #include "tests/testutil.h"
 
 #include <string.h>
-#include <time.h>
 
 static redis_fixture fx;
 static redisContext *spy;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static long long spy_int(const char *fmt, const char *arg)
-{
-    redisReply *r = redisCommand(spy, fmt, arg);
-    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    if (r) freeReplyObject(r);
-    return v;
-}
-
 static glm_queue *make_queue(const char *prefix, const char *server_id, int visibility_ms,
                              int max_deliveries)
 {
-    glm_queue_config cfg = glm_queue_config_default();
-    cfg.url = fx.url;
-    cfg.prefix = prefix;
-    cfg.server_id = server_id;
+    glm_queue_config cfg = redis_jobs_config(&fx, prefix, server_id);
     cfg.visibility_timeout_ms = visibility_ms;
     cfg.max_deliveries = max_deliveries;
     cfg.startup_wait_ms = 0;
-    glm_queue *q = NULL;
-    glm_error err = {0};
-    CHECK_MSG(glm_queue_create(&cfg, &q, &err) == GLM_OK, "%s", err.msg);
-    if (q) CHECK_MSG(glm_queue_ensure_group(q, &err) == GLM_OK, "%s", err.msg);
-    return q;
+    return redis_jobs_queue(&cfg);
 }
 
 /* Encodes a one-message job; returns its fingerprint as a client computes it. */
@@ -56,78 +34,17 @@ static void encode(const char *id, const char *prompt, uint8_t **bytes, size_t *
     glm_job_fingerprint_bytes(*bytes, *len, fp);
 }
 
+/* fp (may be NULL) receives the submitted job's fingerprint. */
 static void submit(const char *prefix, const char *id, const char *prompt,
                    char fp[GLM_FINGERPRINT_LEN + 1])
 {
-    glm_client *c = NULL;
-    glm_error err = {0};
-    CHECK_MSG(glm_client_connect(fx.url, NULL, prefix, 2000, &c, &err) == GLM_OK, "%s", err.msg);
-    if (!c) return;
-    uint8_t *bytes;
-    size_t len;
-    encode(id, prompt, &bytes, &len, fp);
-    CHECK_MSG(glm_client_submit(c, id, bytes, len, &err) == GLM_OK, "%s", err.msg);
-    free(bytes);
-    glm_client_destroy(c);
-}
-
-static glm_finish_outcome finish(glm_queue *q, const glm_queue_job *job, const char *text)
-{
-    glm_result r = {.id = job->job_id,
-                    .text = text,
-                    .finish_reason = GLM_FINISH_STOP,
-                    .attempts = job->deliveries};
-    uint8_t *bytes;
-    size_t len;
-    glm_finish_outcome out = GLM_RESULT_QUEUED;
-    glm_error err = {0};
-    CHECK(glm_result_encode(&r, &bytes, &len, NULL) == GLM_OK);
-    CHECK_MSG(glm_queue_finish(q, job->entry_id, job->job_id, bytes, len, &out, &err) == GLM_OK,
-              "%s", err.msg);
-    free(bytes);
-    return out;
-}
-
-/* Reads <prefix>:out:<id>: counts chunks and results, returns the last Result; *chunk_fp gets the
- * first chunk's fingerprint. */
-static glm_result *read_out(const char *prefix, const char *id, int *n_chunks, int *n_results,
-                            char chunk_fp[GLM_FINGERPRINT_LEN + 1])
-{
-    glm_client *c = NULL;
-    glm_error err = {0};
-    *n_chunks = *n_results = 0;
-    if (chunk_fp) chunk_fp[0] = '\0';
-    glm_result *last = NULL;
-    if (glm_client_connect(fx.url, NULL, prefix, 2000, &c, &err) != GLM_OK) return NULL;
-    char cursor[48] = "0-0";
-    for (;;) {
-        glm_client_event ev;
-        if (glm_client_next(c, id, cursor, 50, &ev, &err) != GLM_OK || ev.kind == GLM_EVENT_NONE)
-            break;
-        if (ev.kind == GLM_EVENT_CHUNK) {
-            if (chunk_fp && *n_chunks == 0)
-                snprintf(chunk_fp, GLM_FINGERPRINT_LEN + 1, "%s", ev.chunk->job_fingerprint);
-            (*n_chunks)++;
-            glm_chunk_free(ev.chunk);
-        } else {
-            (*n_results)++;
-            glm_result_free(last);
-            last = ev.result;
-        }
-    }
-    glm_client_destroy(c);
-    return last;
+    redis_jobs_submit(&fx, prefix, id, prompt, 0, fp);
 }
 
 static void write_chunk(glm_queue *q, const char *job_id, const char *text)
 {
-    glm_chunk ch = {.id = job_id, .index = 0, .text = text, .attempt = 1};
-    uint8_t *b;
-    size_t l;
     glm_error err = {0};
-    CHECK(glm_chunk_encode(&ch, &b, &l, NULL) == GLM_OK);
-    CHECK_MSG(glm_queue_write_chunk(q, job_id, b, l, &err) == GLM_OK, "%s", err.msg);
-    free(b);
+    CHECK_MSG(redis_jobs_write_chunk(q, job_id, text, &err) == GLM_OK, "%s", err.msg);
 }
 
 static void test_fingerprint(void)
@@ -190,7 +107,7 @@ static void test_reused_id(void)
     CHECK(strcmp(jobs[0].fingerprint, fp_a) == 0); /* server and client agree */
     CHECK(glm_queue_begin(q, &jobs[0], &outcome, &err) == GLM_OK && outcome == GLM_BEGIN_RUN);
     write_chunk(q, "q1", "first ");
-    CHECK(finish(q, &jobs[0], "first answer") == GLM_RESULT_WRITTEN);
+    CHECK(redis_jobs_finish(q, &jobs[0], "first answer") == GLM_RESULT_WRITTEN);
     glm_queue_job_clear(&jobs[0]);
 
     submit("id1", "q1", "second prompt", fp_b);
@@ -198,10 +115,10 @@ static void test_reused_id(void)
     CHECK(glm_queue_read(q, 2, 1000, jobs, &n, &err) == GLM_OK && n == 1);
     if (n != 1) goto out;
     CHECK(glm_queue_begin(q, &jobs[0], &outcome, &err) == GLM_OK && outcome == GLM_BEGIN_CONFLICT);
-    CHECK(spy_int("XLEN %s", "id1:jobs") == 0); /* acked and removed: never runs */
+    CHECK(redis_fixture_int(spy, "XLEN %s", "id1:jobs") == 0); /* acked and removed: never runs */
     glm_queue_job_clear(&jobs[0]);
     int n_chunks, n_results;
-    glm_result *r = read_out("id1", "q1", &n_chunks, &n_results, fp_chunk);
+    glm_result *r = redis_jobs_read_out(&fx, "id1", "q1", &n_chunks, &n_results, fp_chunk);
     CHECK(n_results == 1 && n_chunks == 1);
     CHECK(r && strcmp(r->text, "first answer") == 0);
     CHECK(r && strcmp(r->job_fingerprint, fp_a) == 0 &&
@@ -246,11 +163,11 @@ static void test_concurrent_duplicates(void)
     /* a's re-delivery of its own entry (a claim of its own work) keeps running */
     CHECK(glm_queue_begin(a, &ja, &oa, &err) == GLM_OK && oa == GLM_BEGIN_RUN);
     write_chunk(a, "dup", "one ");
-    CHECK(finish(a, &ja, "one answer") == GLM_RESULT_WRITTEN);
-    CHECK(spy_int("XLEN %s", "id2:jobs") == 0);
-    CHECK(spy_int("EXISTS %s", "id2:claim:dup") == 0); /* released by the finish */
+    CHECK(redis_jobs_finish(a, &ja, "one answer") == GLM_RESULT_WRITTEN);
+    CHECK(redis_fixture_int(spy, "XLEN %s", "id2:jobs") == 0);
+    CHECK(redis_fixture_int(spy, "EXISTS %s", "id2:claim:dup") == 0); /* released by the finish */
     int n_chunks, n_results;
-    glm_result *r = read_out("id2", "dup", &n_chunks, &n_results, NULL);
+    glm_result *r = redis_jobs_read_out(&fx, "id2", "dup", &n_chunks, &n_results, NULL);
     CHECK(n_results == 1 && n_chunks == 1 && r && strcmp(r->text, "one answer") == 0);
     CHECK(r && strcmp(r->job_fingerprint, fp1) == 0);
     glm_result_free(r);
@@ -269,8 +186,7 @@ static void test_stale_and_cancel(void)
     glm_queue *stale = make_queue("id3", "stale", 300, 3);
     glm_queue *fresh = make_queue("id3", "fresh", 300, 3);
     if (!stale || !fresh) goto out;
-    char fp[33];
-    submit("id3", "slow", "long job", fp);
+    submit("id3", "slow", "long job", NULL);
     glm_queue_job js, jf;
     size_t n = 0, n_dead = 0;
     glm_error err = {0};
@@ -278,11 +194,12 @@ static void test_stale_and_cancel(void)
     CHECK(glm_queue_read(stale, 1, 1000, &js, &n, &err) == GLM_OK && n == 1);
     CHECK(glm_queue_begin(stale, &js, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
     write_chunk(stale, "slow", "a");
-    sleep_ms(400); /* "stale" is stopped past its lease; "fresh" reclaims and answers */
+    /* "stale" is stopped past its lease; "fresh" reclaims and answers */
+    redis_fixture_sleep_ms(400);
     CHECK(glm_queue_claim(fresh, 4, &jf, &n, &n_dead, &err) == GLM_OK && n == 1);
     if (n == 1) {
         CHECK(glm_queue_begin(fresh, &jf, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
-        CHECK(finish(fresh, &jf, "fresh answer") == GLM_RESULT_WRITTEN);
+        CHECK(redis_jobs_finish(fresh, &jf, "fresh answer") == GLM_RESULT_WRITTEN);
         glm_queue_job_clear(&jf);
     }
     CHECK(glm_queue_entry_state(stale, js.entry_id) == GLM_ENTRY_ACTIVE);
@@ -290,20 +207,19 @@ static void test_stale_and_cancel(void)
     CHECK(glm_queue_entry_state(stale, js.entry_id) == GLM_ENTRY_ANSWERED);
     CHECK(glm_queue_stats_get(stale).chunks_suppressed == 1);
     int n_chunks, n_results;
-    glm_result *r = read_out("id3", "slow", &n_chunks, &n_results, NULL);
+    glm_result *r = redis_jobs_read_out(&fx, "id3", "slow", &n_chunks, &n_results, NULL);
     CHECK(n_chunks == 1 && n_results == 1 && r && strcmp(r->text, "fresh answer") == 0);
     glm_result_free(r);
     glm_queue_forget(stale, js.entry_id);
     glm_queue_job_clear(&js);
 
-    submit("id3", "gone", "nobody waits", fp);
+    submit("id3", "gone", "nobody waits", NULL);
     CHECK(glm_queue_read(fresh, 1, 1000, &jf, &n, &err) == GLM_OK && n == 1);
     if (n == 1) {
         CHECK(glm_queue_begin(fresh, &jf, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
         CHECK(glm_queue_check_jobs(fresh, &err) == GLM_OK);
         CHECK(glm_queue_entry_state(fresh, jf.entry_id) == GLM_ENTRY_ACTIVE);
-        redisReply *x = redisCommand(spy, "SET id3:cancel:gone 1 EX 3600");
-        if (x) freeReplyObject(x);
+        redis_fixture_do(spy, "SET id3:cancel:gone 1 EX 3600");
         CHECK(glm_queue_check_jobs(fresh, &err) == GLM_OK);
         CHECK(glm_queue_entry_state(fresh, jf.entry_id) == GLM_ENTRY_CANCELLED);
         glm_queue_job_clear(&jf);
@@ -320,10 +236,9 @@ static void test_crash_attribution(void)
     glm_queue *a = make_queue("id4", "crashy", 300, 3);
     glm_queue *b = make_queue("id4", "rescuer", 300, 3);
     if (!a || !b) goto out;
-    char fp[33];
-    submit("id4", "innocent-1", "fine", fp);
-    submit("id4", "culprit", "crash here", fp);
-    submit("id4", "innocent-2", "fine too", fp);
+    submit("id4", "innocent-1", "fine", NULL);
+    submit("id4", "culprit", "crash here", NULL);
+    submit("id4", "innocent-2", "fine too", NULL);
     glm_queue_job ja[3], jb[4];
     size_t n = 0, n_dead = 0;
     glm_error err = {0};
@@ -331,9 +246,9 @@ static void test_crash_attribution(void)
     if (n != 3) goto out;
     const char *step[] = {ja[1].entry_id};
     CHECK(glm_queue_step_begin(a, step, 1, &err) == GLM_OK);
-    CHECK(spy_int("EXISTS %s", "id4:step:crashy") == 1);
+    CHECK(redis_fixture_int(spy, "EXISTS %s", "id4:step:crashy") == 1);
     /* "crashy" dies inside the step: the record stays */
-    sleep_ms(400);
+    redis_fixture_sleep_ms(400);
     CHECK(glm_queue_claim(b, 4, jb, &n, &n_dead, &err) == GLM_OK && n == 3 && n_dead == 0);
     for (size_t i = 0; i < n; i++) {
         uint32_t want = strcmp(jb[i].job_id, "culprit") == 0 ? 2 : 1;
@@ -341,7 +256,7 @@ static void test_crash_attribution(void)
                   jb[i].deliveries);
     }
     /* "rescuer" dies too, outside any recorded step: everyone it held is blamed */
-    sleep_ms(400);
+    redis_fixture_sleep_ms(400);
     glm_queue_job jc[4];
     glm_queue *c = make_queue("id4", "third", 300, 3);
     if (c) {
@@ -359,7 +274,7 @@ static void test_crash_attribution(void)
         glm_queue_job_clear(&jb[i]);
     }
     CHECK(glm_queue_step_end(a, &err) == GLM_OK);
-    CHECK(spy_int("EXISTS %s", "id4:step:crashy") == 0);
+    CHECK(redis_fixture_int(spy, "EXISTS %s", "id4:step:crashy") == 0);
 out:
     glm_queue_destroy(a);
     glm_queue_destroy(b);
@@ -368,18 +283,12 @@ out:
 int main(void)
 {
     test_fingerprint();
-    if (redis_fixture_start(&fx, false) != 0) {
-        CHECK_MSG(0, "redis-server did not start");
-        return test_finish("test_redis_identity");
+    if (redis_fixture_open(&fx, false, &spy)) {
+        test_reused_id();
+        test_concurrent_duplicates();
+        test_stale_and_cancel();
+        test_crash_attribution();
     }
-    struct timeval tv = {2, 0};
-    spy = redisConnectWithTimeout("127.0.0.1", fx.port, tv);
-    CHECK(spy && !spy->err);
-    test_reused_id();
-    test_concurrent_duplicates();
-    test_stale_and_cancel();
-    test_crash_attribution();
-    if (spy) redisFree(spy);
-    redis_fixture_destroy(&fx);
+    redis_fixture_close(&fx, spy);
     return test_finish("test_redis_identity");
 }

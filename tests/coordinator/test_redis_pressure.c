@@ -7,43 +7,18 @@
 #include "client/redis_client.h"
 #include "coordinator/queue/redis_conn.h"
 #include "coordinator/queue/redis_queue.h"
-#include "tests/coordinator/redis_fixture.h"
+#include "tests/coordinator/redis_jobs.h"
 #include "tests/testutil.h"
 
 #include <pthread.h>
 #include <string.h>
-#include <time.h>
 
 static redis_fixture fx;
 static redisContext *spy;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void spy_do(const char *cmd)
-{
-    redisReply *r = redisCommand(spy, cmd);
-    CHECK_MSG(r && r->type != REDIS_REPLY_ERROR, "%s: %s", cmd, r && r->str ? r->str : "no reply");
-    if (r) freeReplyObject(r);
-}
-
-static long long spy_int(const char *fmt, const char *arg)
-{
-    redisReply *r = redisCommand(spy, fmt, arg);
-    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    if (r) freeReplyObject(r);
-    return v;
-}
-
 static glm_queue *make_queue(const char *prefix, const char *server_id, int visibility_ms)
 {
-    glm_queue_config cfg = glm_queue_config_default();
-    cfg.url = fx.url;
-    cfg.prefix = prefix;
-    cfg.server_id = server_id;
+    glm_queue_config cfg = redis_jobs_config(&fx, prefix, server_id);
     cfg.visibility_timeout_ms = visibility_ms;
     cfg.max_deliveries = 0; /* every claim dead-letters (the dead-stream test) */
     cfg.backoff_initial_ms = 50;
@@ -52,81 +27,26 @@ static glm_queue *make_queue(const char *prefix, const char *server_id, int visi
     cfg.dead_payload_max = 1000;
     cfg.liveness_ttl_s = 30;
     cfg.startup_wait_ms = 0;
-    glm_queue *q = NULL;
-    glm_error err = {0};
-    CHECK_MSG(glm_queue_create(&cfg, &q, &err) == GLM_OK, "%s", err.msg);
-    if (q) CHECK_MSG(glm_queue_ensure_group(q, &err) == GLM_OK, "%s", err.msg);
-    return q;
+    return redis_jobs_queue(&cfg);
 }
 
 static void submit(const char *prefix, const char *id, const char *prompt, uint64_t deadline)
 {
-    glm_client *c = NULL;
-    glm_error err = {0};
-    CHECK_MSG(glm_client_connect(fx.url, NULL, prefix, 2000, &c, &err) == GLM_OK, "%s", err.msg);
-    if (!c) return;
-    glm_message m = {.role = GLM_ROLE_USER, .content = prompt};
-    glm_job job = {.id = id,
-                   .messages = &m,
-                   .n_messages = 1,
-                   .sampling = glm_sampling_defaults(),
-                   .deadline_unix_ms = deadline};
-    uint8_t *bytes;
-    size_t len;
-    CHECK(glm_job_encode(&job, &bytes, &len, NULL) == GLM_OK);
-    CHECK_MSG(glm_client_submit(c, id, bytes, len, &err) == GLM_OK, "%s", err.msg);
-    free(bytes);
-    glm_client_destroy(c);
-}
-
-static glm_finish_outcome finish(glm_queue *q, const glm_queue_job *job, const char *text)
-{
-    glm_result r = {.id = job->job_id,
-                    .text = text,
-                    .finish_reason = GLM_FINISH_STOP,
-                    .attempts = job->deliveries};
-    uint8_t *bytes;
-    size_t len;
-    glm_finish_outcome out = GLM_RESULT_WRITTEN;
-    glm_error err = {0};
-    CHECK(glm_result_encode(&r, &bytes, &len, NULL) == GLM_OK);
-    CHECK_MSG(glm_queue_finish(q, job->entry_id, job->job_id, bytes, len, &out, &err) == GLM_OK,
-              "%s", err.msg);
-    free(bytes);
-    return out;
+    redis_jobs_submit(&fx, prefix, id, prompt, deadline, NULL);
 }
 
 static glm_result *last_result(const char *prefix, const char *id, int *n_results)
 {
-    glm_client *c = NULL;
-    glm_error err = {0};
-    glm_result *last = NULL;
-    *n_results = 0;
-    if (glm_client_connect(fx.url, NULL, prefix, 2000, &c, &err) != GLM_OK) return NULL;
-    char cursor[48] = "0-0";
-    for (;;) {
-        glm_client_event ev;
-        if (glm_client_next(c, id, cursor, 50, &ev, &err) != GLM_OK || ev.kind == GLM_EVENT_NONE)
-            break;
-        if (ev.kind == GLM_EVENT_CHUNK) {
-            glm_chunk_free(ev.chunk);
-            continue;
-        }
-        (*n_results)++;
-        glm_result_free(last);
-        last = ev.result;
-    }
-    glm_client_destroy(c);
-    return last;
+    return redis_jobs_read_out(&fx, prefix, id, NULL, n_results, NULL);
 }
 
 static void refuse_writes(bool on)
 {
     if (on) {
-        spy_do("CONFIG SET maxmemory-policy noeviction");
-        spy_do("CONFIG SET maxmemory 1");
+        redis_fixture_do(spy, "CONFIG SET maxmemory-policy noeviction");
+        redis_fixture_do(spy, "CONFIG SET maxmemory 1");
     } else {
-        spy_do("CONFIG SET maxmemory 0");
+        redis_fixture_do(spy, "CONFIG SET maxmemory 0");
     }
 }
 
@@ -143,21 +63,16 @@ static void test_refused_then_accepted(void)
     if (n != 1) goto out;
     CHECK(glm_queue_begin(q, &job, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
     refuse_writes(true);
-    glm_chunk ch = {.id = "held", .text = "x", .attempt = 1};
-    uint8_t *b;
-    size_t l;
-    CHECK(glm_chunk_encode(&ch, &b, &l, NULL) == GLM_OK);
-    CHECK(glm_queue_write_chunk(q, "held", b, l, &err) == GLM_ERR_LIMIT); /* dropped, not lost */
-    free(b);
+    CHECK(redis_jobs_write_chunk(q, "held", "x", &err) == GLM_ERR_LIMIT); /* dropped, not lost */
     CHECK(glm_queue_connected(q)); /* a refusal is not a lost connection */
-    CHECK(finish(q, &job, "kept through OOM") == GLM_RESULT_QUEUED);
+    CHECK(redis_jobs_finish(q, &job, "kept through OOM") == GLM_RESULT_QUEUED);
     CHECK(glm_queue_outbox_size(q) == 1);
     glm_queue_stats st = glm_queue_stats_get(q);
     CHECK(st.refusals >= 2 && st.refusals_by_kind[GLM_REDIS_OOM] >= 2);
     /* longer than the visibility timeout: the outbox keeps the entry claimed */
     for (int i = 0; i < 15; i++) {
         glm_queue_tick(q, NULL, &err);
-        sleep_ms(100);
+        redis_fixture_sleep_ms(100);
     }
     CHECK(glm_queue_outbox_size(q) == 1);
     redisReply *p = redisCommand(spy, "XPENDING p1:jobs p1:servers IDLE 600 - + 10");
@@ -166,7 +81,7 @@ static void test_refused_then_accepted(void)
     refuse_writes(false);
     for (int i = 0; i < 20 && glm_queue_outbox_size(q); i++) {
         glm_queue_tick(q, NULL, &err);
-        sleep_ms(50);
+        redis_fixture_sleep_ms(50);
     }
     CHECK(glm_queue_outbox_size(q) == 0);
     int n_results;
@@ -174,7 +89,7 @@ static void test_refused_then_accepted(void)
     CHECK(n_results == 1 && r && strcmp(r->text, "kept through OOM") == 0 && r->attempts == 1);
     CHECK(r && strcmp(r->job_fingerprint, job.fingerprint) == 0);
     glm_result_free(r);
-    CHECK(spy_int("XLEN %s", "p1:jobs") == 0);
+    CHECK(redis_fixture_int(spy, "XLEN %s", "p1:jobs") == 0);
     glm_queue_job_clear(&job);
 out:
     refuse_writes(false);
@@ -194,16 +109,16 @@ static void test_refused_past_deadline(void)
     if (n != 1) goto out;
     CHECK(job.deadline_unix_ms == (uint64_t)deadline);
     refuse_writes(true);
-    CHECK(finish(q, &job, "too late") == GLM_RESULT_QUEUED);
+    CHECK(redis_jobs_finish(q, &job, "too late") == GLM_RESULT_QUEUED);
     while (glm_now_unix_ms() < deadline + 300) {
         glm_queue_tick(q, NULL, &err);
-        sleep_ms(50);
+        redis_fixture_sleep_ms(50);
     }
     CHECK(glm_queue_stats_get(q).results_abandoned == 1);
     refuse_writes(false);
     for (int i = 0; i < 20 && glm_queue_outbox_size(q); i++) {
         glm_queue_tick(q, NULL, &err);
-        sleep_ms(50);
+        redis_fixture_sleep_ms(50);
     }
     int n_results;
     glm_result *r = last_result("p2", "late", &n_results);
@@ -218,7 +133,8 @@ out:
 
 static void test_dead_bounded(void)
 {
-    spy_do("CONFIG SET stream-node-max-entries 4"); /* lets MAXLEN ~ trim at small sizes */
+    /* lets MAXLEN ~ trim at small sizes */
+    redis_fixture_do(spy, "CONFIG SET stream-node-max-entries 4");
     glm_queue *q = make_queue("p3", "s3", 50);
     if (!q) return;
     char big[5001];
@@ -235,13 +151,13 @@ static void test_dead_bounded(void)
     CHECK(glm_queue_read(q, 24, 1000, jobs, &n, &err) == GLM_OK && n == 24);
     for (size_t i = 0; i < n; i++)
         glm_queue_job_clear(&jobs[i]);
-    sleep_ms(100);
+    redis_fixture_sleep_ms(100);
     for (int k = 0; k < 5 && total_dead < 24; k++) {
         CHECK(glm_queue_claim(q, 24, jobs, &n, &n_dead, &err) == GLM_OK);
         total_dead += n_dead;
     }
     CHECK(total_dead == 24);
-    long long len = spy_int("XLEN %s", "p3:dead");
+    long long len = redis_fixture_int(spy, "XLEN %s", "p3:dead");
     CHECK_MSG(len >= 8 && len <= 12, "dead stream holds %lld entries", len);
     redisReply *r = redisCommand(spy, "XREVRANGE p3:dead + - COUNT 1");
     bool capped = false;
@@ -270,7 +186,7 @@ static void test_liveness_loss(void)
     CHECK(glm_queue_heartbeat(q, NULL, &err) == GLM_OK);
     CHECK(glm_queue_heartbeat(q, NULL, &err) == GLM_OK);
     CHECK(glm_queue_stats_get(q).liveness_lost == 0);
-    spy_do("DEL p4:server:s4");
+    redis_fixture_do(spy, "DEL p4:server:s4");
     CHECK(glm_queue_heartbeat(q, NULL, &err) == GLM_OK);
     CHECK(glm_queue_stats_get(q).liveness_lost == 1);
     glm_queue_destroy(q);
@@ -300,10 +216,7 @@ static void test_waits_for_redis(void)
     redisFree(spy);
     spy = NULL;
     redis_fixture_kill(&fx);
-    glm_queue_config cfg = glm_queue_config_default();
-    cfg.url = fx.url;
-    cfg.prefix = "p5";
-    cfg.server_id = "early";
+    glm_queue_config cfg = redis_jobs_config(&fx, "p5", "early");
     cfg.backoff_initial_ms = 50;
     cfg.backoff_max_ms = 200;
     cfg.startup_wait_ms = 300;
@@ -316,7 +229,7 @@ static void test_waits_for_redis(void)
     e.cfg.startup_wait_ms = -1; /* for ever: until Redis comes */
     pthread_t th;
     CHECK(pthread_create(&th, NULL, create_early, &e) == 0);
-    sleep_ms(700);
+    redis_fixture_sleep_ms(700);
     CHECK(redis_fixture_restart(&fx) == 0);
     pthread_join(th, NULL);
     CHECK_MSG(e.st == GLM_OK && e.q, "%s", e.err.msg);
@@ -331,19 +244,13 @@ static void test_waits_for_redis(void)
 
 int main(void)
 {
-    if (redis_fixture_start(&fx, false) != 0) {
-        CHECK_MSG(0, "redis-server did not start");
-        return test_finish("test_redis_pressure");
+    if (redis_fixture_open(&fx, false, &spy)) {
+        test_refused_then_accepted();
+        test_refused_past_deadline();
+        test_dead_bounded();
+        test_liveness_loss();
+        test_waits_for_redis();
     }
-    struct timeval tv = {2, 0};
-    spy = redisConnectWithTimeout("127.0.0.1", fx.port, tv);
-    CHECK(spy && !spy->err);
-    test_refused_then_accepted();
-    test_refused_past_deadline();
-    test_dead_bounded();
-    test_liveness_loss();
-    test_waits_for_redis();
-    if (spy) redisFree(spy);
-    redis_fixture_destroy(&fx);
+    redis_fixture_close(&fx, spy);
     return test_finish("test_redis_pressure");
 }

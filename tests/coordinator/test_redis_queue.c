@@ -4,114 +4,41 @@
 #include "client/redis_client.h"
 #include "coordinator/queue/redis_conn.h"
 #include "coordinator/queue/redis_queue.h"
-#include "tests/coordinator/redis_fixture.h"
+#include "tests/coordinator/redis_jobs.h"
 #include "tests/testutil.h"
 
 #include <cjson/cJSON.h>
 #include <string.h>
-#include <time.h>
 
 static redis_fixture fx;
 static redisContext *spy; /* direct connection for inspecting keys */
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static long long spy_int(const char *fmt, const char *arg)
-{
-    redisReply *r = redisCommand(spy, fmt, arg);
-    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    if (r) freeReplyObject(r);
-    return v;
-}
-
 /* XPENDING summary count of the group. */
 static long long pending(const char *prefix)
 {
-    redisReply *r = redisCommand(spy, "XPENDING %s:jobs %s:servers", prefix, prefix);
-    long long v = r && r->type == REDIS_REPLY_ARRAY ? r->element[0]->integer : -1;
-    if (r) freeReplyObject(r);
-    return v;
+    return redis_fixture_int(spy, "XPENDING %s:jobs %s:servers", prefix, prefix);
 }
 
 static glm_queue *make_queue(const char *prefix, const char *server_id, int visibility_ms,
                              int max_deliveries)
 {
-    glm_queue_config cfg = glm_queue_config_default();
-    cfg.url = fx.url;
-    cfg.prefix = prefix;
-    cfg.server_id = server_id;
+    glm_queue_config cfg = redis_jobs_config(&fx, prefix, server_id);
     cfg.server_version = "test 1";
     cfg.visibility_timeout_ms = visibility_ms;
     cfg.max_deliveries = max_deliveries;
     cfg.liveness_ttl_s = 7;
-    glm_queue *q = NULL;
-    glm_error err = {0};
-    CHECK_MSG(glm_queue_create(&cfg, &q, &err) == GLM_OK, "%s", err.msg);
-    if (q) CHECK_MSG(glm_queue_ensure_group(q, &err) == GLM_OK, "%s", err.msg);
-    return q;
+    return redis_jobs_queue(&cfg);
 }
 
 static void submit(const char *prefix, const char *id)
 {
-    glm_client *c = NULL;
-    glm_error err = {0};
-    CHECK_MSG(glm_client_connect(fx.url, NULL, prefix, 2000, &c, &err) == GLM_OK, "%s", err.msg);
-    if (!c) return;
-    glm_message m = {.role = GLM_ROLE_USER, .content = "hello"};
-    glm_job job = {.id = id, .messages = &m, .n_messages = 1, .sampling = glm_sampling_defaults()};
-    uint8_t *bytes;
-    size_t len;
-    CHECK(glm_job_encode(&job, &bytes, &len, NULL) == GLM_OK);
-    CHECK_MSG(glm_client_submit(c, id, bytes, len, &err) == GLM_OK, "%s", err.msg);
-    free(bytes);
-    glm_client_destroy(c);
-}
-
-static glm_finish_outcome finish(glm_queue *q, const glm_queue_job *job, const char *text)
-{
-    glm_result r = {.id = job->job_id,
-                    .text = text,
-                    .finish_reason = GLM_FINISH_STOP,
-                    .attempts = job->deliveries};
-    uint8_t *bytes;
-    size_t len;
-    glm_finish_outcome out = GLM_RESULT_QUEUED;
-    glm_error err = {0};
-    CHECK(glm_result_encode(&r, &bytes, &len, NULL) == GLM_OK);
-    CHECK_MSG(glm_queue_finish(q, job->entry_id, job->job_id, bytes, len, &out, &err) == GLM_OK,
-              "%s", err.msg);
-    free(bytes);
-    return out;
+    redis_jobs_submit(&fx, prefix, id, "hello", 0, NULL);
 }
 
 /* Reads every entry of <prefix>:out:<id>; counts chunks and results, returns the last Result. */
 static glm_result *read_out(const char *prefix, const char *id, int *n_chunks, int *n_results)
 {
-    glm_client *c = NULL;
-    glm_error err = {0};
-    *n_chunks = *n_results = 0;
-    glm_result *last = NULL;
-    if (glm_client_connect(fx.url, NULL, prefix, 2000, &c, &err) != GLM_OK) return NULL;
-    char cursor[48] = "0-0";
-    for (;;) {
-        glm_client_event ev;
-        if (glm_client_next(c, id, cursor, 50, &ev, &err) != GLM_OK || ev.kind == GLM_EVENT_NONE)
-            break;
-        if (ev.kind == GLM_EVENT_CHUNK) {
-            (*n_chunks)++;
-            glm_chunk_free(ev.chunk);
-        } else {
-            (*n_results)++;
-            glm_result_free(last);
-            last = ev.result;
-        }
-    }
-    glm_client_destroy(c);
-    return last;
+    return redis_jobs_read_out(&fx, prefix, id, n_chunks, n_results, NULL);
 }
 
 static void test_read_finish_once(void)
@@ -133,21 +60,16 @@ static void test_read_finish_once(void)
     glm_job_free(job);
     CHECK(pending("t1") == 1);
 
-    glm_chunk ch = {.id = "job-a", .index = 0, .text = "par", .attempt = 1};
-    uint8_t *cb;
-    size_t cl;
-    CHECK(glm_chunk_encode(&ch, &cb, &cl, NULL) == GLM_OK);
-    CHECK(glm_queue_write_chunk(q, "job-a", cb, cl, &err) == GLM_OK);
-    free(cb);
-    CHECK(finish(q, &jobs[0], "partial") == GLM_RESULT_WRITTEN);
+    CHECK(redis_jobs_write_chunk(q, "job-a", "par", &err) == GLM_OK);
+    CHECK(redis_jobs_finish(q, &jobs[0], "partial") == GLM_RESULT_WRITTEN);
     CHECK(pending("t1") == 0);
-    CHECK(spy_int("XLEN %s", "t1:jobs") == 0); /* finished entries are deleted */
-    CHECK(spy_int("EXISTS %s", "t1:done:job-a") == 1);
-    long long ttl = spy_int("TTL %s", "t1:out:job-a");
+    CHECK(redis_fixture_int(spy, "XLEN %s", "t1:jobs") == 0); /* finished entries are deleted */
+    CHECK(redis_fixture_int(spy, "EXISTS %s", "t1:done:job-a") == 1);
+    long long ttl = redis_fixture_int(spy, "TTL %s", "t1:out:job-a");
     CHECK(ttl > 0 && ttl <= 86400);
 
     /* finishing again (a retry, or a slow replica) writes no second Result */
-    CHECK(finish(q, &jobs[0], "other") == GLM_RESULT_DUPLICATE);
+    CHECK(redis_jobs_finish(q, &jobs[0], "other") == GLM_RESULT_DUPLICATE);
     CHECK(glm_queue_duplicates(q) == 1);
     int n_chunks, n_results;
     glm_result *r = read_out("t1", "job-a", &n_chunks, &n_results);
@@ -181,7 +103,7 @@ static void test_dead_consumer_claimed(void)
     /* a "dies": never acks. Before the visibility timeout b sees nothing. */
     CHECK(glm_queue_claim(b, 4, &jb, &n, &n_dead, &err) == GLM_OK && n == 0);
     CHECK(glm_queue_read(b, 1, 100, &jb, &n, &err) == GLM_OK && n == 0);
-    sleep_ms(400);
+    redis_fixture_sleep_ms(400);
     CHECK_MSG(glm_queue_claim(b, 4, &jb, &n, &n_dead, &err) == GLM_OK, "%s", err.msg);
     CHECK(n == 1 && n_dead == 0);
     if (n == 1) {
@@ -189,11 +111,11 @@ static void test_dead_consumer_claimed(void)
         CHECK(strcmp(jb.job_id, "job-b") == 0 && jb.len == ja.len);
         bool done = true;
         CHECK(glm_queue_ack_if_done(b, &jb, &done, &err) == GLM_OK && !done);
-        CHECK(finish(b, &jb, "from b") == GLM_RESULT_WRITTEN);
+        CHECK(redis_jobs_finish(b, &jb, "from b") == GLM_RESULT_WRITTEN);
         glm_queue_job_clear(&jb);
     }
     /* a comes back to life and finishes too: no second Result, nothing acked twice */
-    CHECK(finish(a, &ja, "from a") == GLM_RESULT_DUPLICATE);
+    CHECK(redis_jobs_finish(a, &ja, "from a") == GLM_RESULT_DUPLICATE);
     glm_queue_job_clear(&ja);
     int n_chunks, n_results;
     glm_result *r = read_out("t2", "job-b", &n_chunks, &n_results);
@@ -210,7 +132,7 @@ static void test_dead_consumer_claimed(void)
     CHECK(glm_queue_claim(a, 4, &ja, &n, &n_dead, &err) == GLM_OK && n == 1);
     if (n == 1) {
         CHECK(strcmp(ja.job_id, "job-c") == 0 && ja.deliveries == 2);
-        CHECK(finish(a, &ja, "c") == GLM_RESULT_WRITTEN);
+        CHECK(redis_jobs_finish(a, &ja, "c") == GLM_RESULT_WRITTEN);
         glm_queue_job_clear(&ja);
     }
     glm_queue_job_clear(&jb);
@@ -229,15 +151,15 @@ static void test_poison(void)
     glm_error err = {0};
     CHECK(glm_queue_read(a, 1, 1000, &j, &n, &err) == GLM_OK && n == 1); /* delivery 1 */
     glm_queue_job_clear(&j);
-    sleep_ms(250);
+    redis_fixture_sleep_ms(250);
     CHECK(glm_queue_claim(a, 4, &j, &n, &n_dead, &err) == GLM_OK && n == 1); /* delivery 2 */
     CHECK(j.deliveries == 2);
     glm_queue_job_clear(&j);
-    sleep_ms(250);
+    redis_fixture_sleep_ms(250);
     CHECK_MSG(glm_queue_claim(a, 4, &j, &n, &n_dead, &err) == GLM_OK, "%s", err.msg);
     CHECK(n == 0 && n_dead == 1); /* delivery 3 > 2: dead */
     CHECK(glm_queue_dead_count(a) == 1);
-    CHECK(spy_int("XLEN %s", "t3:dead") == 1);
+    CHECK(redis_fixture_int(spy, "XLEN %s", "t3:dead") == 1);
     CHECK(pending("t3") == 0);
     int n_chunks, n_results;
     glm_result *r = read_out("t3", "job-p", &n_chunks, &n_results);
@@ -251,12 +173,11 @@ static void test_poison(void)
     glm_result_free(r);
 
     /* an entry without a usable id goes to the dead stream without a Result */
-    redisReply *x = redisCommand(spy, "XADD t3:jobs * job garbage");
-    if (x) freeReplyObject(x);
+    redis_fixture_do(spy, "XADD t3:jobs * job garbage");
     CHECK(glm_queue_read(a, 1, 1000, &j, &n, &err) == GLM_OK && n == 1);
     CHECK(j.job_id[0] == '\0' && j.len == 7);
     CHECK(glm_queue_dead_letter(a, &j, "malformed job without id", &err) == GLM_OK);
-    CHECK(spy_int("XLEN %s", "t3:dead") == 2 && pending("t3") == 0);
+    CHECK(redis_fixture_int(spy, "XLEN %s", "t3:dead") == 2 && pending("t3") == 0);
     glm_queue_job_clear(&j);
     glm_queue_destroy(a);
 }
@@ -268,7 +189,7 @@ static void test_liveness(void)
     glm_server_load load = {.running = 3, .waiting = 2, .load = 0.25};
     glm_error err = {0};
     CHECK_MSG(glm_queue_tick(q, &load, &err) == GLM_OK, "%s", err.msg);
-    long long ttl = spy_int("TTL %s", "t4:server:live-1");
+    long long ttl = redis_fixture_int(spy, "TTL %s", "t4:server:live-1");
     CHECK_MSG(ttl > 0 && ttl <= 7, "ttl %lld", ttl);
     redisReply *r = redisCommand(spy, "GET t4:server:live-1");
     cJSON *o = r && r->type == REDIS_REPLY_STRING ? cJSON_Parse(r->str) : NULL;
@@ -282,23 +203,17 @@ static void test_liveness(void)
     cJSON_Delete(o);
     if (r) freeReplyObject(r);
     glm_queue_destroy(q); /* removes the key */
-    CHECK(spy_int("EXISTS %s", "t4:server:live-1") == 0);
+    CHECK(redis_fixture_int(spy, "EXISTS %s", "t4:server:live-1") == 0);
 }
 
 int main(void)
 {
-    if (redis_fixture_start(&fx, false) != 0) {
-        CHECK_MSG(0, "redis-server did not start");
-        return test_finish("test_redis_queue");
+    if (redis_fixture_open(&fx, false, &spy)) {
+        test_read_finish_once();
+        test_dead_consumer_claimed();
+        test_poison();
+        test_liveness();
     }
-    struct timeval tv = {2, 0};
-    spy = redisConnectWithTimeout("127.0.0.1", fx.port, tv);
-    CHECK(spy && !spy->err);
-    test_read_finish_once();
-    test_dead_consumer_claimed();
-    test_poison();
-    test_liveness();
-    redisFree(spy);
-    redis_fixture_destroy(&fx);
+    redis_fixture_close(&fx, spy);
     return test_finish("test_redis_queue");
 }
