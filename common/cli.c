@@ -43,6 +43,26 @@ bool glm_cli_choice(const char *prog, const char *flag, const char *s, const cha
     return false;
 }
 
+int glm_cli_int_flags(const char *prog, const glm_cli_int_flag *table, size_t n, int code,
+                      const char *s)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (table[i].code != code) continue;
+        long v;
+        if (!glm_cli_int(prog, table[i].flag, s, table[i].lo, table[i].hi, &v)) return -1;
+        *table[i].dst = (int)v;
+        return 1;
+    }
+    return 0;
+}
+
+void glm_cli_bad_option(const char *prog, const char *arg, bool quiet, void (*usage)(FILE *))
+{
+    if (quiet) return;
+    fprintf(stderr, "%s: unknown or incomplete option '%s'\n", prog, arg);
+    usage(stderr);
+}
+
 const char *const glm_cli_weight_names[] = {"bf16", "f16", "fp8", "int8", "int4", NULL};
 
 /* One word: its format, and the 16-bit storage word it implies (NULL for quantized formats). */

@@ -5,6 +5,8 @@
 #define GLM4V_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
 
 #include "common/dtype.h" /* glm_weight_format */
 
@@ -15,6 +17,23 @@ bool glm_cli_number(const char *prog, const char *flag, const char *s, double lo
 bool glm_cli_int(const char *prog, const char *flag, const char *s, long lo, long hi, long *out);
 /* One of the NULL-terminated words in choices. */
 bool glm_cli_choice(const char *prog, const char *flag, const char *s, const char *const *choices);
+
+/* A tool's integer flags as a table: a getopt_long code, the flag's name, its range and where
+ * the value goes. */
+typedef struct glm_cli_int_flag {
+    int code;
+    const char *flag;
+    long lo, hi;
+    int *dst;
+} glm_cli_int_flag;
+/* When code is one of the table's flags: parses s into its dst and returns 1, or -1 (message
+ * printed) when s is not an integer in range. Returns 0 for any other code. */
+int glm_cli_int_flags(const char *prog, const glm_cli_int_flag *table, size_t n, int code,
+                      const char *s);
+
+/* getopt_long's '?' (an unknown flag, or one missing its value; arg is argv[optind - 1]): prints
+ * which, then the tool's usage, on stderr; quiet (ranks other than 0) prints nothing. */
+void glm_cli_bad_option(const char *prog, const char *arg, bool quiet, void (*usage)(FILE *));
 
 /* --weights and --vision-weights, shared by glm4v-run, glm4v-serve and bench_model: the format of
  * the linear weights. "bf16" and "f16" are dense 16-bit weights (the storage type: on cuda and

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/cli.h"
+#include "coordinator/rank_flags.h"
 #include "coordinator/run_inputs.h"
 #include "coordinator/serve/run_once.h"
 #include "kernels/backend_registry.h"
@@ -62,7 +63,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank_options *ro)
 {
     enum {
-        O_IDS = 256,
+        O_IDS = GLM_RANK_FLAG_END,
         O_PIXELS,
         O_MAXNEW,
         O_IGNORE_EOS,
@@ -70,7 +71,6 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         O_DUMP_PIXELS,
         O_JSON,
         O_CHUNK,
-        O_RANDOM,
         O_GPU_MEM,
         O_THREADS,
         O_STEPTO,
@@ -80,18 +80,14 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         O_IMAGE,
         O_TP,
         O_DEVICE,
-        O_DTYPE,
-        O_WEIGHTS,
-        O_VISION_WEIGHTS,
-        O_MODEL,
         O_HELP
     };
     static const struct option opts[] = {
-        {"model", required_argument, 0, O_MODEL},
+        {"model", required_argument, 0, GLM_RANK_FLAG_MODEL},
         {"device", required_argument, 0, O_DEVICE},
-        {"dtype", required_argument, 0, O_DTYPE},
-        {"weights", required_argument, 0, O_WEIGHTS},
-        {"vision-weights", required_argument, 0, O_VISION_WEIGHTS},
+        {"dtype", required_argument, 0, GLM_RANK_FLAG_DTYPE},
+        {"weights", required_argument, 0, GLM_RANK_FLAG_WEIGHTS},
+        {"vision-weights", required_argument, 0, GLM_RANK_FLAG_VISION_WEIGHTS},
         {"tp", required_argument, 0, O_TP},
         {"input-ids", required_argument, 0, O_IDS},
         {"prompt", required_argument, 0, O_PROMPT},
@@ -105,7 +101,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         {"dump-pixels", required_argument, 0, O_DUMP_PIXELS},
         {"json", no_argument, 0, O_JSON},
         {"prefill-chunk", required_argument, 0, O_CHUNK},
-        {"random-weights", required_argument, 0, O_RANDOM},
+        {"random-weights", required_argument, 0, GLM_RANK_FLAG_RANDOM_WEIGHTS},
         {"gpu-memory", required_argument, 0, O_GPU_MEM},
         {"threads", required_argument, 0, O_THREADS},
         {"step-timeout-ms", required_argument, 0, O_STEPTO},
@@ -113,22 +109,26 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof(*a));
-    memset(ro, 0, sizeof(*ro));
-    glm_model_options_default(&ro->model); /* before the options: --random-weights sets fields */
-    ro->device = "cpu";
-    ro->tp = 1;
-    ro->step_timeout_ms = GLM_STEP_TIMEOUT_MS_DEFAULT;
+    glm_rank_flags rf;
+    glm_rank_flags_begin(&rf, "glm4v-run", ro);
     a->max_new_tokens = 32;
     a->prefill_chunk = 512;
+    const glm_cli_int_flag ints[] = {
+        {O_TP, "--tp", 1, 64, &ro->tp},
+        {O_MAXNEW, "--max-new-tokens", 0, 1 << 20, &a->max_new_tokens},
+        {O_CHUNK, "--prefill-chunk", 1, 1 << 16, &a->prefill_chunk},
+        {O_THREADS, "--threads", 1, 1024, &ro->cpu_threads},
+        {O_STEPTO, "--step-timeout-ms", 0, 86400000, &ro->step_timeout_ms},
+    };
     opterr = 0;
-    long v;
     int c;
-    const char *weights = NULL, *vision_weights = NULL;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int taken = glm_rank_flag(&rf, c, optarg);
+        if (!taken)
+            taken = glm_cli_int_flags("glm4v-run", ints, sizeof(ints) / sizeof(ints[0]), c, optarg);
+        if (taken < 0) return 2;
+        if (taken) continue;
         switch (c) {
-        case O_MODEL:
-            ro->model_dir = optarg;
-            break;
         case O_DEVICE:
             if (!glm_backend_find(optarg)) { /* the backend registry: what this build has */
                 char names[128];
@@ -138,20 +138,6 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
                 return 2;
             }
             ro->device = optarg;
-            break;
-        case O_DTYPE:
-            if (!glm_cli_choice("glm4v-run", "--dtype", optarg, glm_storage_names)) return 2;
-            ro->dtype = optarg;
-            break;
-        case O_WEIGHTS:
-            weights = optarg;
-            break;
-        case O_VISION_WEIGHTS:
-            vision_weights = optarg;
-            break;
-        case O_TP:
-            if (!glm_cli_int("glm4v-run", "--tp", optarg, 1, 64, &v)) return 2;
-            ro->tp = (int)v;
             break;
         case O_IDS:
             a->input_ids = optarg;
@@ -175,10 +161,6 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
             (c == O_IMAGE ? a->images : a->pixels)[(*n)++] = optarg;
             break;
         }
-        case O_MAXNEW:
-            if (!glm_cli_int("glm4v-run", "--max-new-tokens", optarg, 0, 1 << 20, &v)) return 2;
-            a->max_new_tokens = (int)v;
-            break;
         case O_IGNORE_EOS:
             a->ignore_eos = true;
             break;
@@ -191,15 +173,6 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         case O_JSON:
             a->json = true;
             break;
-        case O_CHUNK:
-            if (!glm_cli_int("glm4v-run", "--prefill-chunk", optarg, 1, 1 << 16, &v)) return 2;
-            a->prefill_chunk = (int)v;
-            break;
-        case O_RANDOM:
-            if (!glm_cli_int("glm4v-run", "--random-weights", optarg, 0, 0x7fffffff, &v)) return 2;
-            ro->model.use_random_weights = 1;
-            ro->model.random_seed = (uint64_t)v;
-            break;
         case O_GPU_MEM:
             ro->gpu_memory_gib = strtod(optarg, NULL);
             if (ro->gpu_memory_gib <= 0) {
@@ -207,22 +180,11 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
                 return 2;
             }
             break;
-        case O_THREADS:
-            if (!glm_cli_int("glm4v-run", "--threads", optarg, 1, 1024, &v)) return 2;
-            ro->cpu_threads = (int)v;
-            break;
-        case O_STEPTO:
-            if (!glm_cli_int("glm4v-run", "--step-timeout-ms", optarg, 0, 86400000, &v)) return 2;
-            ro->step_timeout_ms = (int)v;
-            break;
         case O_HELP:
             if (!rank) usage(stdout);
             exit(0);
         default:
-            if (!rank) {
-                fprintf(stderr, "glm4v-run: unknown or incomplete option '%s'\n", argv[optind - 1]);
-                usage(stderr);
-            }
+            glm_cli_bad_option("glm4v-run", argv[optind - 1], rank != 0, usage);
             return 2;
         }
     }
@@ -230,13 +192,7 @@ static int parse_args(int argc, char **argv, int rank, glm_run_args *a, glm_rank
         if (!rank) fprintf(stderr, "glm4v-run: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!glm_cli_weights("glm4v-run", weights, vision_weights, &ro->dtype,
-                         &ro->model.weight_format, &ro->model.vision_weight_format))
-        return 2;
-    if (!ro->model_dir) {
-        if (!rank) fprintf(stderr, "glm4v-run: --model DIR is required\n");
-        return 2;
-    }
+    if (!glm_rank_flags_finish(&rf, rank != 0)) return 2;
     if ((a->input_ids != NULL) + (a->prompt != NULL) + (a->messages != NULL) != 1) {
         if (!rank)
             fprintf(stderr,

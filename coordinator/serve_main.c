@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/cli.h"
+#include "coordinator/rank_flags.h"
 #include "coordinator/serve/metrics.h"
 #include "coordinator/serve/scheduler.h"
 #include "coordinator/serve/serve_loop.h"
@@ -76,11 +77,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, glm_rank_options *ro)
 {
     enum {
-        O_MODEL = 256,
-        O_DEVICE,
-        O_DTYPE,
-        O_WEIGHTS,
-        O_VISION_WEIGHTS,
+        O_DEVICE = GLM_RANK_FLAG_END,
         O_TP,
         O_REDIS,
         O_PWFILE,
@@ -102,17 +99,16 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         O_MPORT,
         O_MBIND,
         O_CRASH,
-        O_RANDOM,
         O_PREP,
         O_MAXIMG,
         O_HELP
     };
     static const struct option opts[] = {
-        {"model", 1, 0, O_MODEL},
+        {"model", 1, 0, GLM_RANK_FLAG_MODEL},
         {"device", 1, 0, O_DEVICE},
-        {"dtype", 1, 0, O_DTYPE},
-        {"weights", 1, 0, O_WEIGHTS},
-        {"vision-weights", 1, 0, O_VISION_WEIGHTS},
+        {"dtype", 1, 0, GLM_RANK_FLAG_DTYPE},
+        {"weights", 1, 0, GLM_RANK_FLAG_WEIGHTS},
+        {"vision-weights", 1, 0, GLM_RANK_FLAG_VISION_WEIGHTS},
         {"tp", 1, 0, O_TP},
         {"redis", 1, 0, O_REDIS},
         {"redis-password-file", 1, 0, O_PWFILE},
@@ -134,25 +130,17 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         {"metrics-port", 1, 0, O_MPORT},
         {"metrics-bind", 1, 0, O_MBIND},
         {"crash-on-prompt", 1, 0, O_CRASH},
-        {"random-weights", 1, 0, O_RANDOM},
+        {"random-weights", 1, 0, GLM_RANK_FLAG_RANDOM_WEIGHTS},
         {"prep-threads", 1, 0, O_PREP},
         {"max-images-per-prompt", 1, 0, O_MAXIMG},
         {"help", 0, 0, O_HELP},
         {0, 0, 0, 0},
     };
     glm_serve_options_default(so);
-    memset(ro, 0, sizeof(*ro));
-    ro->device = "cpu";
-    ro->tp = 1;
-    ro->step_timeout_ms = GLM_STEP_TIMEOUT_MS_DEFAULT;
-    glm_model_options_default(&ro->model);
+    glm_rank_flags rf;
+    glm_rank_flags_begin(&rf, "glm4v-serve", ro);
     /* integer flags: each must be a whole number inside its range, or the server does not start */
-    const struct int_flag {
-        int code;
-        const char *flag;
-        long lo, hi;
-        int *dst;
-    } ints[] = {
+    const glm_cli_int_flag ints[] = {
         {O_TP, "--tp", 1, 64, &ro->tp},
         {O_BATCH, "--max-batch", 1, 4096, &so->max_batch},
         {O_BUDGET, "--max-tokens-per-step", 1, 1 << 20, &so->max_tokens_per_step},
@@ -170,33 +158,16 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
     };
     opterr = 0;
     int c;
-    const char *weights = NULL, *vision_weights = NULL;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        const struct int_flag *f = NULL;
-        for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
-            if (ints[i].code == c) f = &ints[i];
-        if (f) {
-            long v;
-            if (!glm_cli_int("glm4v-serve", f->flag, optarg, f->lo, f->hi, &v)) return 2;
-            *f->dst = (int)v;
-            continue;
-        }
+        int taken = glm_rank_flag(&rf, c, optarg);
+        if (!taken)
+            taken =
+                glm_cli_int_flags("glm4v-serve", ints, sizeof(ints) / sizeof(ints[0]), c, optarg);
+        if (taken < 0) return 2;
+        if (taken) continue;
         switch (c) {
-        case O_MODEL:
-            ro->model_dir = optarg;
-            break;
         case O_DEVICE:
             ro->device = optarg;
-            break;
-        case O_DTYPE:
-            if (!glm_cli_choice("glm4v-serve", "--dtype", optarg, glm_storage_names)) return 2;
-            ro->dtype = optarg;
-            break;
-        case O_WEIGHTS:
-            weights = optarg;
-            break;
-        case O_VISION_WEIGHTS:
-            vision_weights = optarg;
             break;
         case O_REDIS:
             if (strchr(optarg, '@')) {
@@ -234,33 +205,15 @@ static int parse_args(int argc, char **argv, int rank, glm_serve_options *so, gl
         case O_NOPREFIX:
             so->no_prefix_cache = true;
             break;
-        case O_RANDOM: {
-            long seed;
-            if (!glm_cli_int("glm4v-serve", "--random-weights", optarg, 0, 0x7fffffff, &seed))
-                return 2;
-            ro->model.use_random_weights = 1;
-            ro->model.random_seed = (uint64_t)seed;
-            break;
-        }
         case O_HELP:
             if (!rank) usage(stdout);
             exit(0);
         default:
-            if (!rank) {
-                fprintf(stderr, "glm4v-serve: unknown or incomplete option '%s'\n",
-                        argv[optind - 1]);
-                usage(stderr);
-            }
+            glm_cli_bad_option("glm4v-serve", argv[optind - 1], rank != 0, usage);
             return 2;
         }
     }
-    if (!glm_cli_weights("glm4v-serve", weights, vision_weights, &ro->dtype,
-                         &ro->model.weight_format, &ro->model.vision_weight_format))
-        return 2;
-    if (!ro->model_dir) {
-        if (!rank) fprintf(stderr, "glm4v-serve: --model DIR is required\n");
-        return 2;
-    }
+    if (!glm_rank_flags_finish(&rf, rank != 0)) return 2;
     if (so->max_batch < 1 || so->max_tokens_per_step < so->max_batch || so->prefill_chunk < 1 ||
         so->vision_cache < 1 || so->max_deliveries < 1 || so->grace_ms < 0 ||
         so->prep_threads < 1 || so->prep_threads > 64) {
