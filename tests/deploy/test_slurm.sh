@@ -8,38 +8,11 @@
 #    an output file with every row, no errors, and the same token ids as the direct run.
 # usage: test_slurm.sh BIN_DIR TESTDATA REPO
 set -u
-bin=$(cd "$1" && pwd)
-model=$(cd "$2" && pwd)/glm4v-tiny-b
-repo=$(cd "$3" && pwd)
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
-passed=0
-failed=0
-check() { # check "what" command...
-    local what=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL: $what" >&2
-    fi
-}
-
-missing=""
-for tool in slurmctld slurmd munged sbatch ip nsenter redis-server; do
-    command -v "$tool" >/dev/null || missing="$missing $tool"
-done
-if [ "$(id -u)" -ne 0 ] || [ -n "$missing" ]; then
-    why=${missing:+missing:$missing (scripts/setup.sh installs slurm-wlm and munge)}
-    [ "$(id -u)" -eq 0 ] || why="not root"
-    if [ "${CI:-}" = true ]; then
-        echo "FAIL: a one-node Slurm is needed in CI: $why" >&2
-        exit 1
-    fi
-    echo "SKIP: $why" >&2
-    exit 77
-fi
+# shellcheck source=tests/deploy/slurm_test_lib.sh
+. "$(dirname "$0")/slurm_test_lib.sh"
+slurm_test_init "$@"
+slurm_test_skip_if "$(slurm_test_missing slurmctld slurmd munged sbatch ip nsenter redis-server)" \
+    "a one-node Slurm"
 
 # shellcheck source=tests/deploy/slurm_cluster.sh
 . "$(dirname "$0")/slurm_cluster.sh"
@@ -143,12 +116,4 @@ check "sweep job: its private Redis had a password of mode 600" \
     [ "$(stat -c %a "$d/run-sweep/redis/password" 2>/dev/null)" = 600 ]
 check "sweep job: no glm4v-serve left running" [ -z "$(ip netns pids "$SLURM_NS" | while read -r p; do
     [ "$(cat "/proc/$p/comm" 2>/dev/null)" = glm4v-serve ] && echo "$p"; done)" ]
-if [ "$failed" -gt 0 ]; then
-    for f in "$d"/serve-*.out "$d"/sweep-*.out "$d"/run-*/replica-0.log; do
-        echo "---- $f" >&2
-        tail -n 20 "$f" >&2
-    done
-fi
-echo "[$((SECONDS - t0))s] done"
-echo "deploy_slurm: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+slurm_test_finish deploy_slurm 20 "$d"/serve-*.out "$d"/sweep-*.out "$d"/run-*/replica-0.log

@@ -10,39 +10,12 @@
 # replica whole when that node drops off the network.
 # usage: test_slurm_nodes.sh BIN_DIR TESTDATA REPO
 set -u
-bin=$(cd "$1" && pwd)
-model=$(cd "$2" && pwd)/glm4v-tiny-b
-repo=$(cd "$3" && pwd)
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
-passed=0
-failed=0
-check() { # check "what" command...
-    local what=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL: $what" >&2
-    fi
-}
-
-missing=""
-for tool in slurmctld slurmd munged sbatch ip nsenter unshare redis-server; do
-    command -v "$tool" >/dev/null || missing="$missing $tool"
-done
-if [ "$(id -u)" -ne 0 ] || [ -n "$missing" ] || ! ip netns add glm4vs-probe 2>/dev/null; then
-    why=${missing:+missing:$missing (scripts/setup.sh installs slurm-wlm and munge)}
-    [ "$(id -u)" -eq 0 ] || why="not root"
-    [ -n "$why" ] || why="cannot create network namespaces"
-    if [ "${CI:-}" = true ]; then
-        echo "FAIL: a two-node Slurm is needed in CI: $why" >&2
-        exit 1
-    fi
-    echo "SKIP: $why" >&2
-    exit 77
-fi
+# shellcheck source=tests/deploy/slurm_test_lib.sh
+. "$(dirname "$0")/slurm_test_lib.sh"
+slurm_test_init "$@"
+why=$(slurm_test_missing slurmctld slurmd munged sbatch ip nsenter unshare redis-server)
+[ -n "$why" ] || ip netns add glm4vs-probe 2>/dev/null || why="cannot create network namespaces"
+slurm_test_skip_if "$why" "a two-node Slurm"
 ip netns del glm4vs-probe
 
 # shellcheck source=tests/deploy/slurm_cluster.sh
@@ -105,12 +78,4 @@ check "rank 1's traffic crossed the second node's veth ($crossed bytes)" [ "$cro
 check "the replica drained" grep -q "draining" "$d/run/replica-0.log"
 check "the second node's orted has the OOB keepalive of a 30 s deadline (${keepalive:-none})" \
     [ "$keepalive" = 3 ]
-if [ "$failed" -gt 0 ]; then
-    for f in "$d"/sweep-*.out "$d/run/replica-0.log"; do
-        echo "---- $f" >&2
-        tail -n 30 "$f" >&2
-    done
-fi
-echo "[$((SECONDS - t0))s] done"
-echo "deploy_slurm_nodes: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+slurm_test_finish deploy_slurm_nodes 30 "$d"/sweep-*.out "$d/run/replica-0.log"
