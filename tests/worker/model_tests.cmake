@@ -3,7 +3,7 @@ set(_tiny_a ${GLM4V_TESTDATA}/glm4v-tiny-a)
 set(_tiny_b ${GLM4V_TESTDATA}/glm4v-tiny-b)
 set(_mpirun ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none)
 
-add_executable(test_golden test_golden.c model_test_frame.c)
+add_executable(test_golden test_golden.c model_test_frame.c golden_util.c)
 target_link_libraries(test_golden PRIVATE glm4v_testutil glm4v_coordinator glm4v_worker)
 
 foreach(model a b)

@@ -1,7 +1,7 @@
 # Several images in one conversation (issue 22): the golden-multi-image cases through glm4v-run's
 # path at TP 1 and 2 (logits within 1e-3 of the float64 goldens at every position, greedy ids
 # equal, prefill chunks cutting inside and between images).
-add_executable(test_golden_multi test_golden_multi.c model_test_frame.c)
+add_executable(test_golden_multi test_golden_multi.c model_test_frame.c golden_util.c)
 target_link_libraries(test_golden_multi PRIVATE glm4v_testutil glm4v_coordinator glm4v_worker)
 foreach(model a b)
   add_test(NAME golden_multi_tiny_${model}

@@ -9,52 +9,15 @@
  * checks the cache). Under mpirun, rank 0 also builds a one-rank model in the same process (two
  * models side by side, no shared state) and requires the tensor-parallel logits to match it
  * within 1e-4 and the ids to be identical. */
-#include <math.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/dtype.h"
 #include "tests/testutil.h"
+#include "tests/worker/golden_util.h"
 #include "tests/worker/model_test_frame.h"
-#include "worker/rank_context.h"
-#include "worker/safetensors.h"
 
 static const char *const CASES[] = {"text", "image", "random"};
-
-/* A golden tensor converted to float32 (or int32 for ids); caller frees. */
-static void *golden_tensor(glm_safetensors *g, const char *name, glm_dtype want, int64_t *numel)
-{
-    const glm_st_tensor *t = glm_safetensors_find(g, name);
-    if (!t) {
-        fprintf(stderr, "golden tensor %s missing\n", name);
-        return NULL;
-    }
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++)
-        n *= t->shape[i];
-    *numel = n;
-    void *out = malloc((size_t)(n > 0 ? n : 1) * 4);
-    if (want == GLM_I32) {
-        for (int64_t i = 0; i < n; i++)
-            ((int32_t *)out)[i] = t->dtype == GLM_I64 ? (int32_t)((const int64_t *)t->data)[i]
-                                                      : ((const int32_t *)t->data)[i];
-    } else {
-        glm_convert(out, GLM_F32, t->data, t->dtype, (size_t)n);
-    }
-    return out;
-}
-
-static double max_abs_diff(const float *a, const float *b, int64_t n)
-{
-    double worst = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= worst)) worst = d; /* NaN propagates as a failure */
-    }
-    return worst;
-}
 
 /* reference: a second model in this process (a one-rank model under mpirun; with one rank, a
  * model with 3-token KV blocks run in 5-row prefill chunks, so images and prompts straddle chunk
@@ -65,27 +28,26 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
     char key[128];
     int64_t n_ids = 0, n_logits = 0, n_greedy = 0, n_pix = 0;
     snprintf(key, sizeof(key), "%s.input_ids", name);
-    int32_t *ids = golden_tensor(g, key, GLM_I32, &n_ids);
+    int32_t *ids = golden_tensor(g, key, GLM_I32, &n_ids, NULL);
     snprintf(key, sizeof(key), "%s.logits", name);
-    float *gold = golden_tensor(g, key, GLM_F32, &n_logits);
+    float *gold = golden_tensor(g, key, GLM_F32, &n_logits, NULL);
     snprintf(key, sizeof(key), "%s.greedy_ids", name);
-    int32_t *greedy = golden_tensor(g, key, GLM_I32, &n_greedy);
+    int32_t *greedy = golden_tensor(g, key, GLM_I32, &n_greedy, NULL);
     float *pixels =
-        strcmp(name, "image") == 0 ? golden_tensor(g, "pixel_values", GLM_F32, &n_pix) : NULL;
+        strcmp(name, "image") == 0 ? golden_tensor(g, "pixel_values", GLM_F32, &n_pix, NULL) : NULL;
     CHECK(ids && gold && greedy);
     if (!ids || !gold || !greedy) goto out;
 
     glm_error err = {0};
     model_run run = {0};
-    glm_status st =
-        model_test_generate(ctx->model, ids, (int)n_ids, pixels, 64, &run, &err);
+    glm_status st = model_test_generate(ctx->model, ids, (int)n_ids, pixels, 64, &run, &err);
     CHECK_MSG(st == GLM_OK, "%s %s: %s", model_dir, name, err.msg);
     if (st) goto out;
     int vocab = ctx->cfg.padded_vocab_size;
     CHECK_MSG((int64_t)run.rows * vocab == n_logits, "%s: %d rows of logits, golden has %lld", name,
               run.rows, (long long)(n_logits / vocab));
     if ((int64_t)run.rows * vocab == n_logits) {
-        double d = max_abs_diff(run.logits, gold, n_logits);
+        double d = golden_max_abs_diff(run.logits, gold, n_logits);
         printf("%s %s tp=%d: max |logit - golden| = %.3g\n", model_dir, name, ctx->size, d);
         CHECK_MSG(d <= 1e-3, "%s: logits differ from golden by %g", name, d);
     }
@@ -96,13 +58,13 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
 
     if (pixels) {
         int64_t n_embeds = 0;
-        float *gold_embeds = golden_tensor(g, "image.vision_embeds", GLM_F32, &n_embeds);
+        float *gold_embeds = golden_tensor(g, "image.vision_embeds", GLM_F32, &n_embeds, NULL);
         int rows = glm_model_image_rows(ctx->model);
         float *embeds = malloc(sizeof(float) * (size_t)rows * ctx->cfg.hidden_size);
         CHECK(glm_model_read_image_embeds(ctx->model, 0, embeds, &err) == GLM_OK);
         CHECK(n_embeds == (int64_t)rows * ctx->cfg.hidden_size);
         if (gold_embeds && n_embeds == (int64_t)rows * ctx->cfg.hidden_size) {
-            double d = max_abs_diff(embeds, gold_embeds, n_embeds);
+            double d = golden_max_abs_diff(embeds, gold_embeds, n_embeds);
             printf("%s vision_embeds tp=%d: max |diff| = %.3g\n", model_dir, ctx->size, d);
             CHECK_MSG(d <= 1e-4, "vision embeds differ from golden by %g", d);
         }
@@ -115,7 +77,7 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
         st = model_test_generate(reference, ids, (int)n_ids, pixels, ref_chunk, &ref, &err);
         CHECK_MSG(st == GLM_OK, "reference %s: %s", name, err.msg);
         if (!st && ref.rows == run.rows) {
-            double d = max_abs_diff(run.logits, ref.logits, (int64_t)ref.rows * vocab);
+            double d = golden_max_abs_diff(run.logits, ref.logits, (int64_t)ref.rows * vocab);
             printf("%s %s: max |logit - logit of the reference (tp=1, chunk %d)| = %.3g\n",
                    model_dir, name, ref_chunk, d);
             CHECK_MSG(d <= 1e-4, "%s: logits differ from the reference by %g", name, d);
@@ -131,38 +93,23 @@ out:
     free(pixels);
 }
 
+/* Rank 0: the reference model, then every case. */
+static void run_cases(glm_rank_context *ctx, const glm_rank_options *ro, glm_safetensors *g,
+                      const char *model_dir)
+{
+    glm_model_options ref_opt = ro->model;
+    int ref_chunk = 64;
+    if (ctx->size == 1) ref_opt.kv_block_size = 3, ref_chunk = 5;
+    cpu_reference ref;
+    CHECK(cpu_reference_create(ctx, &ref_opt, &ref) != NULL);
+    for (size_t i = 0; ref.model && i < sizeof(CASES) / sizeof(CASES[0]); i++)
+        check_case(ctx, ref.model, ref_chunk, g, CASES[i], model_dir);
+    cpu_reference_destroy(&ref);
+}
+
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_golden MODEL_DIR\n");
-        MPI_Finalize();
-        return 2;
-    }
-    glm_rank_options ro;
-    model_test_options(&ro, argv[1], "cpu", 64);
-    glm_rank_context ctx;
-    glm_error err = {0};
-    if (!model_test_start(&ro, &ctx)) {
-        MPI_Finalize();
-        return 1;
-    }
-    if (ctx.rank == 0) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/golden.safetensors", argv[1]);
-        glm_safetensors *g = NULL;
-        CHECK_MSG(glm_safetensors_open(path, &g, &err) == GLM_OK, "%s", err.msg);
-        glm_model_options ref_opt = ro.model;
-        int ref_chunk = 64;
-        if (ctx.size == 1) ref_opt.kv_block_size = 3, ref_chunk = 5;
-        cpu_reference ref;
-        CHECK(cpu_reference_create(&ctx, &ref_opt, &ref) != NULL);
-        for (size_t i = 0; g && ref.model && i < sizeof(CASES) / sizeof(CASES[0]); i++)
-            check_case(&ctx, ref.model, ref_chunk, g, CASES[i], argv[1]);
-        cpu_reference_destroy(&ref);
-        glm_safetensors_close(g);
-    }
-    int code = model_test_finish(&ctx, "golden");
-    MPI_Finalize();
-    return code;
+    const golden_test t = {
+        .suite = "golden", .file = "golden.safetensors", .rows = 64, .run = run_cases};
+    return golden_test_main(argc, argv, &t);
 }

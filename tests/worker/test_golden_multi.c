@@ -9,46 +9,23 @@
  * Each case runs with the whole prompt in one step and with prefill chunks that cut inside an
  * image and exactly between two images' rows, so a chunk boundary anywhere stays exact. */
 #include <math.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "common/dtype.h"
 #include "coordinator/serve/run_once.h"
 #include "tests/testutil.h"
-#include "tests/worker/model_test_frame.h"
-#include "worker/safetensors.h"
+#include "tests/worker/golden_util.h"
 
 static const char *const CASES[] = {"two_images", "turns", "late_image"};
 #define N_GEN 12
 
-/* A golden tensor as float32 (or int32 for ids), *numel its size and dim0 its first dimension;
- * caller frees. */
+/* The golden tensor <c>.<what> (golden_tensor). */
 static void *golden(glm_safetensors *g, const char *c, const char *what, glm_dtype want,
                     int64_t *numel, int64_t *dim0)
 {
     char name[128];
     snprintf(name, sizeof(name), "%s.%s", c, what);
-    const glm_st_tensor *t = glm_safetensors_find(g, name);
-    if (!t) {
-        fprintf(stderr, "golden tensor %s missing\n", name);
-        return NULL;
-    }
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++)
-        n *= t->shape[i];
-    *numel = n;
-    if (dim0) *dim0 = t->shape[0];
-    void *out = malloc((size_t)(n > 0 ? n : 1) * 4);
-    if (!out) return NULL;
-    if (want == GLM_I32)
-        for (int64_t i = 0; i < n; i++)
-            ((int32_t *)out)[i] = t->dtype == GLM_I64 ? (int32_t)((const int64_t *)t->data)[i]
-                                                      : ((const int32_t *)t->data)[i];
-    else
-        glm_convert(out, GLM_F32, t->data, t->dtype, (size_t)n);
-    return out;
+    return golden_tensor(g, name, want, numel, dim0);
 }
 
 /* The first prompt row of image k (0-based) in the spliced sequence, from the golden ids. */
@@ -106,11 +83,7 @@ static void run_case(glm_model *m, glm_safetensors *g, const char *c, const char
         st = logits ? glm_run_once(m, &req, &res, &err) : GLM_ERR_NOMEM;
         CHECK_MSG(st == GLM_OK, "%s chunk %d: %s", c, chunks[k], err.msg);
         if (!st) {
-            double worst = 0;
-            for (int64_t i = 0; i < n_logits; i++) {
-                double d = fabs((double)logits[i] - (double)gold[i]);
-                if (!(d <= worst)) worst = d; /* NaN stays the worst */
-            }
+            double worst = golden_max_abs_diff(logits, gold, n_logits);
             printf("%s %s (%lld images) tp=%d chunk %d: max |logit - golden| = %.3g\n", model_dir,
                    c, (long long)n_images, tp, chunks[k], worst);
             CHECK_MSG(worst <= 1e-3, "%s chunk %d: logits differ from golden by %g", c, chunks[k],
@@ -140,34 +113,20 @@ static void run_case(glm_model *m, glm_safetensors *g, const char *c, const char
     free(pixels);
 }
 
+static void run_cases(glm_rank_context *ctx, const glm_rank_options *ro, glm_safetensors *g,
+                      const char *model_dir)
+{
+    (void)ro;
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++)
+        run_case(ctx->model, g, CASES[i], model_dir, ctx->size);
+}
+
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_golden_multi MODEL_DIR\n");
-        MPI_Finalize();
-        return 2;
-    }
-    glm_rank_options ro;
-    model_test_options(&ro, argv[1], "cpu", 256);
-    ro.model.max_images = 2; /* every case's images in one vision batch */
-    ro.model.image_pool_slots = 2;
-    glm_rank_context ctx;
-    if (!model_test_start(&ro, &ctx)) {
-        MPI_Finalize();
-        return 1;
-    }
-    if (ctx.rank == 0) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/golden-multi-image.safetensors", argv[1]);
-        glm_safetensors *g = NULL;
-        glm_error err = {0};
-        CHECK_MSG(glm_safetensors_open(path, &g, &err) == GLM_OK, "%s", err.msg);
-        for (size_t i = 0; g && i < sizeof(CASES) / sizeof(CASES[0]); i++)
-            run_case(ctx.model, g, CASES[i], argv[1], ctx.size);
-        glm_safetensors_close(g);
-    }
-    int code = model_test_finish(&ctx, "golden_multi");
-    MPI_Finalize();
-    return code;
+    const golden_test t = {.suite = "golden_multi",
+                           .file = "golden-multi-image.safetensors",
+                           .rows = 256,
+                           .images_per_batch = 2, /* every case's images in one vision batch */
+                           .run = run_cases};
+    return golden_test_main(argc, argv, &t);
 }
