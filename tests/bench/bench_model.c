@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #ifdef GLM4V_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -50,6 +49,7 @@
 #include "common/cli.h"
 #include "common/dtype.h"
 #include "kernels/ops.h"
+#include "tests/bench/bench_util.h"
 #include "worker/rank_context.h"
 #include "worker/step_exec.h"
 
@@ -261,25 +261,6 @@ static int parse_args(int argc, char **argv, int rank, bench_args *a)
 }
 
 /* ---- small helpers ---- */
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int max_of(const int *v, int n)
 {
@@ -521,12 +502,12 @@ static glm_status measure_ceilings(driver *d)
     for (int i = 0; i < 3; i++) be->ops->copy(be, dst, src, copy_bytes);
     if ((st = sync_be(d))) goto done;
     for (int r = 0; r < rounds; r++) {
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         for (int i = 0; i < batch; i++) be->ops->copy(be, dst, src, copy_bytes);
         be->ops->synchronize(be);
-        t[r] = (now_ms() - t0) / batch;
+        t[r] = (bench_now_ms() - t0) / batch;
     }
-    double ms = median(t, rounds);
+    double ms = bench_median(t, rounds);
     d->cl.copy_gbps = 2.0 * copy_bytes / ms / 1e6;
     char params[96];
     snprintf(params, sizeof(params), "bytes=%zu", copy_bytes);
@@ -537,13 +518,13 @@ static glm_status measure_ceilings(driver *d)
     for (int i = 0; i < 3; i++) glm_op_linear(be, ty, tx, tww, NULL, GLM_ACT_NONE);
     if ((st = sync_be(d))) goto done;
     for (int r = 0; r < rounds; r++) {
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         for (int i = 0; i < batch; i++) glm_op_linear(be, ty, tx, tww, NULL, GLM_ACT_NONE);
         be->ops->synchronize(be);
-        t[r] = (now_ms() - t0) / batch;
+        t[r] = (bench_now_ms() - t0) / batch;
     }
     if ((st = glm_backend_take_error(be, &d->err))) goto done;
-    ms = median(t, rounds);
+    ms = bench_median(t, rounds);
     d->cl.gemm_tflops = 2.0 * n * n * n / ms / 1e9;
     snprintf(params, sizeof(params), "m=%lld n=%lld k=%lld", (long long)n, (long long)n, (long long)n);
     report("ceiling_gemm_tflops", params, d->cl.gemm_tflops, "TFLOP/s", 0, 1, "");
@@ -587,14 +568,14 @@ static glm_status bench_vision(driver *d)
         PHASE_BEGIN(phase);
         for (int r = 0; r < warm + reps && !st; r++) {
             if ((st = sync_be(d))) break;
-            double t0 = now_ms();
+            double t0 = bench_now_ms();
             st = exec(d, pixels, NULL);
             if (!st) st = sync_be(d);
-            if (r >= warm) t[r - warm] = now_ms() - t0;
+            if (r >= warm) t[r - warm] = bench_now_ms() - t0;
         }
         PHASE_END();
         if (st || k < 0) continue;
-        double ms = median(t, reps);
+        double ms = bench_median(t, reps);
         if (n == 1) d->vision1_ms = ms;
         char params[96], extra[160];
         snprintf(params, sizeof(params), "n=%d", n);
@@ -641,14 +622,14 @@ static glm_status run_prompt(driver *d, const int32_t *ids, const int32_t *pos, 
     glm_status st = sync_be(d);
     if (st) return st;
     int32_t next = 0;
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     for (int first = 0; first < total && !st; first += chunk) {
         int n = total - first < chunk ? total - first : chunk;
         st = plan_chunk(d, ids, pos, img, first, n, total, 0);
         if (!st) st = exec(d, NULL, &next); /* the last chunk's row draws the first token */
     }
     if (!st) st = sync_be(d);
-    *ms = now_ms() - t0;
+    *ms = bench_now_ms() - t0;
     return st;
 }
 
@@ -696,7 +677,7 @@ static glm_status bench_prefill(driver *d)
         }
         PHASE_END();
         if (st) break;
-        double ms = median(t, reps);
+        double ms = bench_median(t, reps);
         model_counts k = count_model(d->cfg);
         double fl = floor_ms(&d->cl, prefill_flops(d->cfg, total),
                              2.0 * (k.dec_params + k.out_params) + total * k.kv_bytes_per_token,
@@ -787,11 +768,11 @@ static glm_status bench_decode(driver *d)
     int bmax = max_of(d->a->decode, d->a->n_decode);
     if (bmax < 1) return GLM_OK;
     int ctx = d->a->ctx;
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     glm_status st = fill_contexts(d, bmax, ctx, d->a->quick ? ctx : 4096);
     if (st) return st;
     fprintf(stderr, "bench_model: prefilled %d contexts of %d tokens in %.1f s\n", bmax, ctx,
-            (now_ms() - t0) / 1e3);
+            (bench_now_ms() - t0) / 1e3);
     model_counts k = count_model(d->cfg);
     for (int bi = 0; bi < d->a->n_decode && !st; bi++) {
         int B = d->a->decode[bi];
@@ -806,17 +787,17 @@ static glm_status bench_decode(driver *d)
         for (int i = 0; i < warm + steps && !st; i++) {
             /* rows ctx .. ctx + warm + steps - 1: the context stays ~ctx for every batch size */
             if ((st = sync_be(d))) break;
-            double ts = now_ms();
+            double ts = bench_now_ms();
             st = decode_step(d, B, ctx + i);
             if (!st) st = sync_be(d);
-            if (i >= warm) t[i - warm] = now_ms() - ts, total += t[i - warm];
+            if (i >= warm) t[i - warm] = bench_now_ms() - ts, total += t[i - warm];
         }
         PHASE_END();
         if (st) {
             free(t);
             break;
         }
-        double ms = median(t, steps);
+        double ms = bench_median(t, steps);
         free(t);
         d->decode_step_ms[bi] = ms;
         double mid_ctx = ctx + warm + steps / 2.0;
@@ -877,9 +858,9 @@ static glm_status drive_memory(driver *d)
         free(pixels);
         TRY(st);
     }
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     TRY(fill_contexts(d, a->mem_seqs, a->mem_ctx, a->mem_chunk));
-    double fill_ms = now_ms() - t0;
+    double fill_ms = bench_now_ms() - t0;
     char params[96], extra[96];
     snprintf(params, sizeof(params), "seqs=%d ctx=%d chunk=%d", a->mem_seqs, a->mem_ctx, a->mem_chunk);
     snprintf(extra, sizeof(extra), "tokens_per_s=%.0f", (double)a->mem_seqs * a->mem_ctx / fill_ms * 1e3);
@@ -889,12 +870,12 @@ static glm_status drive_memory(driver *d)
     int steps = a->mem_decode_steps > 64 ? 64 : a->mem_decode_steps;
     for (int i = 0; i < steps; i++) {
         TRY(sync_be(d));
-        double ts = now_ms();
+        double ts = bench_now_ms();
         TRY(decode_step(d, a->mem_seqs, a->mem_ctx + i));
         TRY(sync_be(d));
-        t[i] = now_ms() - ts;
+        t[i] = bench_now_ms() - ts;
     }
-    double ms = median(t, steps);
+    double ms = bench_median(t, steps);
     snprintf(params, sizeof(params), "batch=%d ctx=%d", a->mem_seqs, a->mem_ctx);
     snprintf(extra, sizeof(extra), "step_ms=%.4g", ms);
     report("mem_decode_tps", params, a->mem_seqs / ms * 1e3, "tok/s", 0, 1, extra);
@@ -1060,7 +1041,7 @@ int main(int argc, char **argv)
 
     mem_probe_start();
     glm_rank_context ctx;
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     glm_status st = glm_rank_context_create(&ro, &ctx, &err);
     if (st) {
         fprintf(stderr, "bench_model: rank %d: %s\n", rank, err.msg);
@@ -1068,7 +1049,7 @@ int main(int argc, char **argv)
         return 1;
     }
     ctx.be->ops->synchronize(ctx.be); /* the random fill runs on the device */
-    double create_s = (now_ms() - t0) / 1e3;
+    double create_s = (bench_now_ms() - t0) / 1e3;
     mem_probe(ctx.be);
     /* every rank swaps at the same point, before any step, so no rank waits in a collective */
     glm_comm_ops skipping;

@@ -19,10 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/cli.h"
 #include "coordinator/serve/run_once.h"
+#include "tests/bench/bench_util.h"
 #include "worker/rank_context.h"
 #include "worker/step_exec.h"
 
@@ -33,25 +33,6 @@ typedef struct args {
     int tp, threads, reps, warmup, chunk, text_rows, quick;
     int counts[MAX_COUNTS], n_counts;
 } args;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int parse_counts(const char *s, args *a)
 {
@@ -159,9 +140,9 @@ static int drive(glm_rank_context *ctx, const args *a, figure *out)
                                         .prefill_chunk = a->chunk};
             glm_run_once_result res;
             glm_error err = {0};
-            double t0 = now_ms();
+            double t0 = bench_now_ms();
             glm_status st = glm_run_once(ctx->model, &req, &res, &err);
-            double ms = now_ms() - t0;
+            double ms = bench_now_ms() - t0;
             if (st) {
                 fprintf(stderr, "bench_multi_image: %d images: %s\n", n, err.msg);
                 return 1;
@@ -175,9 +156,9 @@ static int drive(glm_rank_context *ctx, const args *a, figure *out)
             glm_run_once_result_free(&res);
         }
         out[c].n = n;
-        out[c].ttft_ms = median(ttft, a->reps);
-        out[c].vision_ms = median(vision, a->reps);
-        out[c].prefill_ms = median(prefill, a->reps);
+        out[c].ttft_ms = bench_median(ttft, a->reps);
+        out[c].vision_ms = bench_median(vision, a->reps);
+        out[c].prefill_ms = bench_median(prefill, a->reps);
         printf(
             "bench multi_image n=%d rows=%d ttft_ms=%.4g vision_ms=%.4g vision_ms_per_image=%.4g "
             "images_per_s=%.4g prefill_ms=%.4g reps=%d\n",
