@@ -85,7 +85,14 @@ e2e_start_replica() {
         >"$E2E_DIR/$name.log" 2>&1 </dev/null &
     REPLICA_PID=$!
     E2E_REPLICAS+=("$REPLICA_PID")
-    for _ in $(seq 300); do
+    e2e_wait_ready "$name" 30
+}
+
+# e2e_wait_ready NAME SECONDS: waits until replica NAME says ready in $E2E_DIR/NAME.log, for at
+# most SECONDS and only while its mpirun (REPLICA_PID) lives; otherwise prints that log and fails.
+e2e_wait_ready() {
+    local name=$1
+    for _ in $(seq $(($2 * 10))); do
         grep -q "ready" "$E2E_DIR/$name.log" 2>/dev/null && return 0
         kill -0 "$REPLICA_PID" 2>/dev/null || break
         sleep 0.1

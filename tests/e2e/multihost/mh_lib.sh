@@ -8,7 +8,7 @@
 # person has up by hand (glm4v-h*) is never touched. ctest runs them one at a time (RESOURCE_LOCK).
 set -u
 # shellcheck source=tests/e2e/serve_lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../serve_lib.sh" # e2e_check, e2e_json, e2e_finish
+source "$(dirname "${BASH_SOURCE[0]}")/../serve_lib.sh" # e2e_check, e2e_json, e2e_wait_ready, e2e_finish
 # shellcheck source=deploy/common/glm4v-mca.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../../deploy/common/glm4v-mca.sh" # glm4v_mca_keepalive
 
@@ -115,14 +115,7 @@ mh_start_replica() {
         --server-id "$name" "$@" >"$E2E_DIR/$name.log" 2>&1 </dev/null &
     REPLICA_PID=$!
     MH_REPLICAS+=("$REPLICA_PID")
-    for _ in $(seq 600); do
-        grep -q "ready" "$E2E_DIR/$name.log" 2>/dev/null && return 0
-        kill -0 "$REPLICA_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "replica $name did not start:" >&2
-    cat "$E2E_DIR/$name.log" >&2
-    return 1
+    e2e_wait_ready "$name" 60
 }
 
 # Processes named NAME (default glm4v-serve) running in host h's namespace, one pid per line;
