@@ -1,38 +1,25 @@
 #!/usr/bin/env bash
 # What the deploy/slurm tests (test_slurm.sh, test_slurm_nodes.sh) share around the cluster of
-# slurm_cluster.sh: their arguments and environment, the pass/fail count, the skip-or-fail rule
-# when this machine cannot run a Slurm, and the summary at the end.
+# slurm_cluster.sh. The end-to-end kit (tests/e2e/serve_lib.sh) gives them the MPI environment,
+# e2e_check and the count; this adds their arguments, the skip-or-fail rule when this machine
+# cannot run a Slurm, and the summary at the end.
 #
 # Source it, then:
 #   slurm_test_init BIN_DIR TESTDATA REPO   sets bin, model (glm4v-tiny-b) and repo
-#   check "what" CMD...                      counts CMD's success in passed / failed
 #   why=$(slurm_test_missing TOOL...)        "" when root with every TOOL, else why not
 #   slurm_test_skip_if WHY NEED              exits 77 (skip), or 1 in CI, when WHY is not ""
 #   slurm_test_finish NAME LINES FILE...     on failures the last LINES of each FILE; the counts;
 #                                            its status is the test's (call it last; the times it
 #                                            prints count from the test's t0)
 
-passed=0
-failed=0
+# shellcheck source=tests/e2e/serve_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/serve_lib.sh" # e2e_check, e2e_finish
 
 # shellcheck disable=SC2034 # bin, model and repo are for the test that sources this file
 slurm_test_init() {
     bin=$(cd "$1" && pwd)
     model=$(cd "$2" && pwd)/glm4v-tiny-b
     repo=$(cd "$3" && pwd)
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-    export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
-}
-
-check() { # check "what" command...
-    local what=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL: $what" >&2
-    fi
 }
 
 slurm_test_missing() {
@@ -61,7 +48,7 @@ slurm_test_skip_if() {
 slurm_test_finish() {
     local name=$1 lines=$2 f
     shift 2
-    if [ "$failed" -gt 0 ]; then
+    if [ "$E2E_FAILED" -gt 0 ]; then
         for f in "$@"; do
             echo "---- $f" >&2
             tail -n "$lines" "$f" >&2
@@ -69,6 +56,5 @@ slurm_test_finish() {
     fi
     # shellcheck disable=SC2154 # t0: set by the test once its cluster is up
     echo "[$((SECONDS - t0))s] done"
-    echo "$name: $passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
+    e2e_finish "$name"
 }

@@ -71,7 +71,7 @@ redis_pid=$!
 export GLM4V_REDIS=redis://127.0.0.1:6380 GLM4V_REDIS_PASSWORD_FILE=$d/redis/password
 export GLM4V_PREFIX=slurmtest GLM4V_RUN_DIR=$d/run-serve GLM4V_SERVE_ARGS="--max-batch 8"
 serve_job=$(submit glm4v-serve.sbatch --output="$d/serve-%j.out")
-check "sbatch glm4v-serve.sbatch accepted ($serve_job)" [ -n "$serve_job" ]
+e2e_check "sbatch glm4v-serve.sbatch accepted ($serve_job)" [ -n "$serve_job" ]
 live=0
 for _ in $(seq 240); do
     if slurm_in "$bin/glm4v-submit" --redis "$GLM4V_REDIS" --prefix slurmtest \
@@ -82,19 +82,19 @@ for _ in $(seq 240); do
     sleep 0.5
 done
 echo "[$((SECONDS - t0))s] serve job $serve_job live: $live"
-check "the serve job's replica registers with Redis" [ "$live" = 1 ]
+e2e_check "the serve job's replica registers with Redis" [ "$live" = 1 ]
 if [ "$live" = 1 ]; then
     slurm_in "$bin/glm4v-sweep" --redis "$GLM4V_REDIS" --prefix slurmtest \
         --password-file "$GLM4V_REDIS_PASSWORD_FILE" --in "$d/data/q.jsonl" --out "$d/direct.jsonl" \
         "${sweep_args[@]}" --timeout 120 2>"$d/direct.err"
-    check "direct glm4v-sweep against the serve job exits 0" [ $? -eq 0 ]
+    e2e_check "direct glm4v-sweep against the serve job exits 0" [ $? -eq 0 ]
 fi
 slurm_in scancel --signal=TERM --batch "$serve_job"
 state=$(job_end "$serve_job" 90)
 echo "[$((SECONDS - t0))s] serve job after scancel --signal=TERM --batch: $state"
-check "serve job drained and completed with exit 0 ($state)" [ "$state" = "JobState=COMPLETED ExitCode=0:0" ]
-check "serve job: its replica logged the drain" grep -q "draining" "$d/run-serve/replica-0.log"
-check "serve job: glm4v-drain found rank 0" grep -q "SIGTERM to rank 0" "$d/serve-$serve_job.out"
+e2e_check "serve job drained and completed with exit 0 ($state)" [ "$state" = "JobState=COMPLETED ExitCode=0:0" ]
+e2e_check "serve job: its replica logged the drain" grep -q "draining" "$d/run-serve/replica-0.log"
+e2e_check "serve job: glm4v-drain found rank 0" grep -q "SIGTERM to rank 0" "$d/serve-$serve_job.out"
 kill -TERM "$redis_pid" 2>/dev/null
 wait "$redis_pid" 2>/dev/null
 redis_pid=""
@@ -104,16 +104,16 @@ unset GLM4V_REDIS GLM4V_REDIS_PASSWORD_FILE GLM4V_SERVE_ARGS
 export GLM4V_PREFIX=glm4v GLM4V_RUN_DIR=$d/run-sweep GLM4V_SWEEP_IN=$d/data/q.jsonl
 export GLM4V_SWEEP_OUT=$d/answers.jsonl GLM4V_SWEEP_ARGS="${sweep_args[*]}"
 sweep_job=$(submit glm4v-sweep.sbatch --output="$d/sweep-%j.out")
-check "sbatch glm4v-sweep.sbatch accepted ($sweep_job)" [ -n "$sweep_job" ]
+e2e_check "sbatch glm4v-sweep.sbatch accepted ($sweep_job)" [ -n "$sweep_job" ]
 state=$(job_end "$sweep_job" 150)
 echo "[$((SECONDS - t0))s] sweep job: $state"
-check "sweep job completed with exit 0 ($state)" [ "$state" = "JobState=COMPLETED ExitCode=0:0" ]
-check "sweep job: every one of $rows rows answered once, no errors" \
+e2e_check "sweep job completed with exit 0 ($state)" [ "$state" = "JobState=COMPLETED ExitCode=0:0" ]
+e2e_check "sweep job: every one of $rows rows answered once, no errors" \
     /usr/bin/python3 "$repo/tests/e2e/sweep/check.py" complete "$d/data/q.jsonl" "$d/answers.jsonl"
-check "sweep job: the same token ids as the direct glm4v-sweep run" \
+e2e_check "sweep job: the same token ids as the direct glm4v-sweep run" \
     /usr/bin/python3 "$repo/tests/e2e/sweep/check.py" same "$d/direct.jsonl" "$d/answers.jsonl"
-check "sweep job: its private Redis had a password of mode 600" \
+e2e_check "sweep job: its private Redis had a password of mode 600" \
     [ "$(stat -c %a "$d/run-sweep/redis/password" 2>/dev/null)" = 600 ]
-check "sweep job: no glm4v-serve left running" [ -z "$(ip netns pids "$SLURM_NS" | while read -r p; do
+e2e_check "sweep job: no glm4v-serve left running" [ -z "$(ip netns pids "$SLURM_NS" | while read -r p; do
     [ "$(cat "/proc/$p/comm" 2>/dev/null)" = glm4v-serve ] && echo "$p"; done)" ]
 slurm_test_finish deploy_slurm 20 "$d"/serve-*.out "$d"/sweep-*.out "$d"/run-*/replica-0.log

@@ -54,7 +54,7 @@ before=$(veth_bytes)
 # the nodes have 4 CPUs and 1 GPU each, not the script's 16 and 2: adapted on the command line
 job=$(slurm_in sbatch --parsable --nodes=2 --cpus-per-task=2 --gpus-per-node=1 \
     --output="$d/sweep-%j.out" "$repo/deploy/slurm/glm4v-sweep.sbatch")
-check "sbatch accepted ($job)" [ -n "$job" ]
+e2e_check "sbatch accepted ($job)" [ -n "$job" ]
 state=""
 keepalive=""
 deadline=$((SECONDS + 150))
@@ -67,15 +67,15 @@ done
 state=$(grep -o 'JobState=[A-Z_]* .*ExitCode=[0-9:]*' <<<"$info" | awk '{print $1, $NF}')
 crossed=$(($(veth_bytes) - before))
 echo "[$((SECONDS - t0))s] sweep job over two nodes: $state, $crossed bytes through the second node's veth"
-check "the job completed with exit 0 ($state)" [ "$state" = "JobState=COMPLETED ExitCode=0:0" ]
-check "one replica of TP 2 over both nodes" grep -q "1 replica(s) of TP 2 on glm4vs-h1 glm4vs-h2" "$d/sweep-$job.out"
-check "the private Redis listens on the first node's address" grep -q "private Redis at redis://198.18.79.1:" "$d/sweep-$job.out"
-check "every row answered once, no errors" \
+e2e_check "the job completed with exit 0 ($state)" [ "$state" = "JobState=COMPLETED ExitCode=0:0" ]
+e2e_check "one replica of TP 2 over both nodes" grep -q "1 replica(s) of TP 2 on glm4vs-h1 glm4vs-h2" "$d/sweep-$job.out"
+e2e_check "the private Redis listens on the first node's address" grep -q "private Redis at redis://198.18.79.1:" "$d/sweep-$job.out"
+e2e_check "every row answered once, no errors" \
     /usr/bin/python3 "$repo/tests/e2e/sweep/check.py" complete "$d/data/q.jsonl" "$d/answers.jsonl"
-check "every row has the ids of glm4v-run alone" /usr/bin/python3 "$repo/tests/e2e/sweep/check.py" \
+e2e_check "every row has the ids of glm4v-run alone" /usr/bin/python3 "$repo/tests/e2e/sweep/check.py" \
     vs-run "$bin" "$model" "$d/data/q.jsonl" "$d/answers.jsonl" "$d/data" 1 5
-check "rank 1's traffic crossed the second node's veth ($crossed bytes)" [ "$crossed" -gt 50000 ]
-check "the replica drained" grep -q "draining" "$d/run/replica-0.log"
-check "the second node's orted has the OOB keepalive of a 30 s deadline (${keepalive:-none})" \
+e2e_check "rank 1's traffic crossed the second node's veth ($crossed bytes)" [ "$crossed" -gt 50000 ]
+e2e_check "the replica drained" grep -q "draining" "$d/run/replica-0.log"
+e2e_check "the second node's orted has the OOB keepalive of a 30 s deadline (${keepalive:-none})" \
     [ "$keepalive" = 3 ]
 slurm_test_finish deploy_slurm_nodes 30 "$d"/sweep-*.out "$d/run/replica-0.log"
