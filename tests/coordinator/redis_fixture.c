@@ -189,20 +189,21 @@ void redis_fixture_do(redisContext *c, const char *cmd)
     if (r) freeReplyObject(r);
 }
 
-bool redis_fixture_open(redis_fixture *f, bool appendonly, redisContext **spy)
+int redis_fixture_main(redis_fixture *f, redisContext **spy, const char *suite,
+                       void (*const tests[])(void), size_t n_tests)
 {
     *spy = NULL;
-    if (redis_fixture_start(f, appendonly) != 0) {
+    if (redis_fixture_start(f, false) != 0) {
         CHECK_MSG(0, "redis-server did not start");
-        return false;
+    } else {
+        *spy = redis_fixture_connect(f);
+        bool up = *spy && !(*spy)->err;
+        CHECK_MSG(up, "no connection to redis-server on port %d", f->port);
+        for (size_t i = 0; up && i < n_tests; i++)
+            tests[i]();
     }
-    *spy = redis_fixture_connect(f);
-    CHECK_MSG(*spy && !(*spy)->err, "no connection to redis-server on port %d", f->port);
-    return *spy && !(*spy)->err;
-}
-
-void redis_fixture_close(redis_fixture *f, redisContext *spy)
-{
-    if (spy) redisFree(spy);
+    if (*spy) redisFree(*spy);
+    *spy = NULL;
     redis_fixture_destroy(f);
+    return test_finish(suite);
 }

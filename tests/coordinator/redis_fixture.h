@@ -25,11 +25,12 @@ int redis_fixture_restart(redis_fixture *f);
 /* Stops the server and removes its dir. */
 void redis_fixture_destroy(redis_fixture *f);
 
-/* What most tests start with: redis_fixture_start and a redis_fixture_connect spy (*spy). Returns
- * false, after a failed CHECK, when either fails; redis_fixture_close tidies up in either case. */
-bool redis_fixture_open(redis_fixture *f, bool appendonly, redisContext **spy);
-/* Closes spy (may be NULL) and destroys the fixture. */
-void redis_fixture_close(redis_fixture *f, redisContext *spy);
+/* main() of a test program against one server: starts it (appendonly off) with a spy connection
+ * (*spy, redis_fixture_connect) for the tests to look at keys, runs the tests in order when both
+ * came up (a failed CHECK when not), closes the spy (if the tests left one), destroys the server
+ * and returns test_finish(suite). */
+int redis_fixture_main(redis_fixture *f, redisContext **spy, const char *suite,
+                       void (*const tests[])(void), size_t n_tests);
 
 /* A direct connection (2 s timeout) for looking at keys behind the code under test; NULL or a
  * context with err set when the server does not answer (callers CHECK it). */

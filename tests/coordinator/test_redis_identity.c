@@ -282,13 +282,9 @@ out:
 
 int main(void)
 {
-    test_fingerprint();
-    if (redis_fixture_open(&fx, false, &spy)) {
-        test_reused_id();
-        test_concurrent_duplicates();
-        test_stale_and_cancel();
-        test_crash_attribution();
-    }
-    redis_fixture_close(&fx, spy);
-    return test_finish("test_redis_identity");
+    static void (*const tests[])(void) = {test_reused_id, test_concurrent_duplicates,
+                                          test_stale_and_cancel, test_crash_attribution};
+    test_fingerprint(); /* needs no server */
+    return redis_fixture_main(&fx, &spy, "test_redis_identity", tests,
+                              sizeof tests / sizeof tests[0]);
 }

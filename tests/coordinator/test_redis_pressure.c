@@ -244,13 +244,9 @@ static void test_waits_for_redis(void)
 
 int main(void)
 {
-    if (redis_fixture_open(&fx, false, &spy)) {
-        test_refused_then_accepted();
-        test_refused_past_deadline();
-        test_dead_bounded();
-        test_liveness_loss();
-        test_waits_for_redis();
-    }
-    redis_fixture_close(&fx, spy);
-    return test_finish("test_redis_pressure");
+    static void (*const tests[])(void) = {test_refused_then_accepted, test_refused_past_deadline,
+                                          test_dead_bounded, test_liveness_loss,
+                                          test_waits_for_redis};
+    return redis_fixture_main(&fx, &spy, "test_redis_pressure", tests,
+                              sizeof tests / sizeof tests[0]);
 }

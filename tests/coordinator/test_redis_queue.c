@@ -208,12 +208,7 @@ static void test_liveness(void)
 
 int main(void)
 {
-    if (redis_fixture_open(&fx, false, &spy)) {
-        test_read_finish_once();
-        test_dead_consumer_claimed();
-        test_poison();
-        test_liveness();
-    }
-    redis_fixture_close(&fx, spy);
-    return test_finish("test_redis_queue");
+    static void (*const tests[])(void) = {test_read_finish_once, test_dead_consumer_claimed,
+                                          test_poison, test_liveness};
+    return redis_fixture_main(&fx, &spy, "test_redis_queue", tests, sizeof tests / sizeof tests[0]);
 }
