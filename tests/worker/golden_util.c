@@ -34,6 +34,27 @@ void *golden_tensor(glm_safetensors *g, const char *name, glm_dtype want, int64_
     return out;
 }
 
+bool golden_case_load(glm_safetensors *g, const char *name, golden_case *gc)
+{
+    char key[160];
+    *gc = (golden_case){0};
+    snprintf(key, sizeof(key), "%s.input_ids", name);
+    gc->ids = golden_tensor(g, key, GLM_I32, &gc->n_ids, NULL);
+    snprintf(key, sizeof(key), "%s.logits", name);
+    gc->logits = golden_tensor(g, key, GLM_F32, &gc->n_logits, NULL);
+    snprintf(key, sizeof(key), "%s.greedy_ids", name);
+    gc->greedy = golden_tensor(g, key, GLM_I32, &gc->n_greedy, NULL);
+    return gc->ids && gc->logits && gc->greedy;
+}
+
+void golden_case_free(golden_case *gc)
+{
+    free(gc->ids);
+    free(gc->logits);
+    free(gc->greedy);
+    *gc = (golden_case){0};
+}
+
 double golden_max_abs_diff(const float *a, const float *b, int64_t n)
 {
     double worst = 0;

@@ -4,6 +4,7 @@
 #ifndef GLM4V_TESTS_GOLDEN_UTIL_H
 #define GLM4V_TESTS_GOLDEN_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/dtype.h"
@@ -15,6 +16,21 @@
  * with the name printed, when it is missing. Caller frees. */
 void *golden_tensor(glm_safetensors *g, const char *name, glm_dtype want, int64_t *numel,
                     int64_t *dim0);
+
+/* One case of a golden file: <name>.input_ids, <name>.logits (every prompt position) and
+ * <name>.greedy_ids. */
+typedef struct golden_case {
+    int32_t *ids;
+    int64_t n_ids;
+    float *logits;
+    int64_t n_logits;
+    int32_t *greedy;
+    int64_t n_greedy;
+} golden_case;
+/* Loads the case's three tensors; false (the missing names printed) unless all are there.
+ * golden_case_free it either way. */
+bool golden_case_load(glm_safetensors *g, const char *name, golden_case *gc);
+void golden_case_free(golden_case *gc);
 
 /* The largest |a[i] - b[i]|, or NaN when any difference is NaN, so that it fails any bound. */
 double golden_max_abs_diff(const float *a, const float *b, int64_t n);

@@ -25,36 +25,31 @@ static const char *const CASES[] = {"text", "image", "random"};
 static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chunk,
                        glm_safetensors *g, const char *name, const char *model_dir)
 {
-    char key[128];
-    int64_t n_ids = 0, n_logits = 0, n_greedy = 0, n_pix = 0;
-    snprintf(key, sizeof(key), "%s.input_ids", name);
-    int32_t *ids = golden_tensor(g, key, GLM_I32, &n_ids, NULL);
-    snprintf(key, sizeof(key), "%s.logits", name);
-    float *gold = golden_tensor(g, key, GLM_F32, &n_logits, NULL);
-    snprintf(key, sizeof(key), "%s.greedy_ids", name);
-    int32_t *greedy = golden_tensor(g, key, GLM_I32, &n_greedy, NULL);
+    golden_case gc;
+    bool ok = golden_case_load(g, name, &gc);
+    int64_t n_pix = 0;
     float *pixels =
         strcmp(name, "image") == 0 ? golden_tensor(g, "pixel_values", GLM_F32, &n_pix, NULL) : NULL;
-    CHECK(ids && gold && greedy);
-    if (!ids || !gold || !greedy) goto out;
+    CHECK(ok);
+    if (!ok) goto out;
 
     glm_error err = {0};
     model_run run = {0};
-    glm_status st = model_test_generate(ctx->model, ids, (int)n_ids, pixels, 64, &run, &err);
+    glm_status st = model_test_generate(ctx->model, gc.ids, (int)gc.n_ids, pixels, 64, &run, &err);
     CHECK_MSG(st == GLM_OK, "%s %s: %s", model_dir, name, err.msg);
     if (st) goto out;
     int vocab = ctx->cfg.padded_vocab_size;
-    CHECK_MSG((int64_t)run.rows * vocab == n_logits, "%s: %d rows of logits, golden has %lld", name,
-              run.rows, (long long)(n_logits / vocab));
-    if ((int64_t)run.rows * vocab == n_logits) {
-        double d = golden_max_abs_diff(run.logits, gold, n_logits);
+    CHECK_MSG((int64_t)run.rows * vocab == gc.n_logits, "%s: %d rows of logits, golden has %lld",
+              name, run.rows, (long long)(gc.n_logits / vocab));
+    if ((int64_t)run.rows * vocab == gc.n_logits) {
+        double d = golden_max_abs_diff(run.logits, gc.logits, gc.n_logits);
         printf("%s %s tp=%d: max |logit - golden| = %.3g\n", model_dir, name, ctx->size, d);
         CHECK_MSG(d <= 1e-3, "%s: logits differ from golden by %g", name, d);
     }
-    CHECK(run.n_ids == n_greedy);
-    for (int i = 0; i < run.n_ids && i < n_greedy; i++)
-        CHECK_MSG(run.ids[i] == greedy[i], "%s: greedy id %d is %d, golden %d", name, i, run.ids[i],
-                  greedy[i]);
+    CHECK(run.n_ids == gc.n_greedy);
+    for (int i = 0; i < run.n_ids && i < gc.n_greedy; i++)
+        CHECK_MSG(run.ids[i] == gc.greedy[i], "%s: greedy id %d is %d, golden %d", name, i,
+                  run.ids[i], gc.greedy[i]);
 
     if (pixels) {
         int64_t n_embeds = 0;
@@ -74,7 +69,7 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
 
     if (reference) { /* tensor-parallel against one rank, in this process */
         model_run ref = {0};
-        st = model_test_generate(reference, ids, (int)n_ids, pixels, ref_chunk, &ref, &err);
+        st = model_test_generate(reference, gc.ids, (int)gc.n_ids, pixels, ref_chunk, &ref, &err);
         CHECK_MSG(st == GLM_OK, "reference %s: %s", name, err.msg);
         if (!st && ref.rows == run.rows) {
             double d = golden_max_abs_diff(run.logits, ref.logits, (int64_t)ref.rows * vocab);
@@ -87,9 +82,7 @@ static void check_case(glm_rank_context *ctx, glm_model *reference, int ref_chun
     }
     free(run.logits);
 out:
-    free(ids);
-    free(gold);
-    free(greedy);
+    golden_case_free(&gc);
     free(pixels);
 }
 

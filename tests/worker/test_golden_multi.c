@@ -46,24 +46,24 @@ static int image_start_row(const int32_t *ids, int n_ids, int boi, int image_row
 
 static void run_case(glm_model *m, glm_safetensors *g, const char *c, const char *model_dir, int tp)
 {
-    int64_t n_ids = 0, n_logits = 0, n_greedy = 0, n_pix = 0, n_images = 0;
-    int32_t *ids = golden(g, c, "input_ids", GLM_I32, &n_ids, NULL);
-    float *gold = golden(g, c, "logits", GLM_F32, &n_logits, NULL);
-    int32_t *greedy = golden(g, c, "greedy_ids", GLM_I32, &n_greedy, NULL);
+    golden_case gc;
+    bool ok = golden_case_load(g, c, &gc);
+    int64_t n_pix = 0, n_images = 0;
     float *pixels = golden(g, c, "pixel_values", GLM_F32, &n_pix, &n_images);
-    CHECK(ids && gold && greedy && pixels && n_greedy == N_GEN);
+    CHECK(ok && pixels && gc.n_greedy == N_GEN);
     const glm_model_config *cfg = glm_model_config_of(m);
     int vocab = cfg->padded_vocab_size, image_rows = glm_model_image_rows(m);
     /* chunks: everything at once; 5 rows (cuts inside images); ending exactly where the last
      * image starts (between two images' rows when there are two) */
     int chunks[3] = {256, 5, 0};
-    chunks[2] = image_start_row(ids, (int)n_ids, cfg->boi_token_id, image_rows, (int)n_images - 1);
+    chunks[2] =
+        image_start_row(gc.ids, (int)gc.n_ids, cfg->boi_token_id, image_rows, (int)n_images - 1);
     CHECK_MSG(chunks[2] > 0, "%s: no image in the golden ids", c);
-    for (int k = 0; ids && gold && greedy && pixels && k < 3 && chunks[k] > 0; k++) {
+    for (int k = 0; ok && pixels && k < 3 && chunks[k] > 0; k++) {
         glm_error err = {0};
         int spliced = 0;
-        glm_run_once_request req = {.ids = ids,
-                                    .n_ids = (int)n_ids,
+        glm_run_once_request req = {.ids = gc.ids,
+                                    .n_ids = (int)gc.n_ids,
                                     .pixels = pixels,
                                     .n_images = (int)n_images,
                                     .max_new_tokens = N_GEN,
@@ -72,18 +72,18 @@ static void run_case(glm_model *m, glm_safetensors *g, const char *c, const char
         glm_status st = glm_run_once_validate(m, &req, &spliced, &err);
         CHECK_MSG(st == GLM_OK, "%s: %s", c, err.msg);
         if (st) break;
-        CHECK_MSG((int64_t)spliced * vocab == n_logits, "%s: %d rows, golden has %lld", c, spliced,
-                  (long long)(n_logits / vocab));
-        if ((int64_t)spliced * vocab != n_logits) break;
-        float *logits = malloc(sizeof(float) * (size_t)n_logits);
-        for (int64_t i = 0; logits && i < n_logits; i++)
+        CHECK_MSG((int64_t)spliced * vocab == gc.n_logits, "%s: %d rows, golden has %lld", c,
+                  spliced, (long long)(gc.n_logits / vocab));
+        if ((int64_t)spliced * vocab != gc.n_logits) break;
+        float *logits = malloc(sizeof(float) * (size_t)gc.n_logits);
+        for (int64_t i = 0; logits && i < gc.n_logits; i++)
             logits[i] = NAN; /* a row never written fails the comparison */
         req.dump_logits = logits;
         glm_run_once_result res;
         st = logits ? glm_run_once(m, &req, &res, &err) : GLM_ERR_NOMEM;
         CHECK_MSG(st == GLM_OK, "%s chunk %d: %s", c, chunks[k], err.msg);
         if (!st) {
-            double worst = golden_max_abs_diff(logits, gold, n_logits);
+            double worst = golden_max_abs_diff(logits, gc.logits, gc.n_logits);
             printf("%s %s (%lld images) tp=%d chunk %d: max |logit - golden| = %.3g\n", model_dir,
                    c, (long long)n_images, tp, chunks[k], worst);
             CHECK_MSG(worst <= 1e-3, "%s chunk %d: logits differ from golden by %g", c, chunks[k],
@@ -91,25 +91,23 @@ static void run_case(glm_model *m, glm_safetensors *g, const char *c, const char
             CHECK_MSG(res.n_ids == N_GEN && res.n_images == (int)n_images, "%s: %d ids, %d images",
                       c, res.n_ids, res.n_images);
             for (int i = 0; i < res.n_ids && i < N_GEN; i++)
-                CHECK_MSG(res.ids[i] == greedy[i], "%s chunk %d: greedy id %d is %d, golden %d", c,
-                          chunks[k], i, res.ids[i], greedy[i]);
+                CHECK_MSG(res.ids[i] == gc.greedy[i], "%s chunk %d: greedy id %d is %d, golden %d",
+                          c, chunks[k], i, res.ids[i], gc.greedy[i]);
             glm_run_once_result_free(&res);
         }
         free(logits);
     }
     /* one image fewer than the prompt's markers is refused, not read past */
-    if (ids && pixels && n_images > 1) {
+    if (ok && pixels && n_images > 1) {
         glm_error err = {0};
-        glm_run_once_request req = {.ids = ids,
-                                    .n_ids = (int)n_ids,
+        glm_run_once_request req = {.ids = gc.ids,
+                                    .n_ids = (int)gc.n_ids,
                                     .pixels = pixels,
                                     .n_images = (int)n_images - 1,
                                     .max_new_tokens = 1};
         CHECK(glm_run_once_validate(m, &req, NULL, &err) == GLM_ERR_INVALID_ARG);
     }
-    free(ids);
-    free(gold);
-    free(greedy);
+    golden_case_free(&gc);
     free(pixels);
 }
 
