@@ -15,6 +15,7 @@
 
 #include "common/cli.h"
 #include "coordinator/rank_flags.h"
+#include "coordinator/rank_main.h"
 #include "coordinator/run_inputs.h"
 #include "coordinator/serve/run_once.h"
 #include "kernels/backend_registry.h"
@@ -327,13 +328,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "glm4v-run: %s\n", line);
         code = drive(&ctx, &args);
         if (glm_step_shutdown(ctx.model, &err)) code = 1;
-    } else if (glm_worker_serve(ctx.model, &err)) {
-        fprintf(stderr, "glm4v-run: rank %d: %s\n", rank, err.msg);
-        code = 1;
     }
-    /* a peer that missed the step watchdog's deadline would also miss MPI_Finalize */
-    if (!glm_rank_group_ok(&ctx)) glm_rank_abort(&ctx, code, "glm4v-run");
-    glm_rank_context_destroy(&ctx);
-    MPI_Finalize();
-    return code;
+    return glm_rank_main_end(&ctx, code, "glm4v-run");
 }

@@ -17,6 +17,7 @@
 
 #include "common/cli.h"
 #include "coordinator/rank_flags.h"
+#include "coordinator/rank_main.h"
 #include "coordinator/serve/metrics.h"
 #include "coordinator/serve/scheduler.h"
 #include "coordinator/serve/serve_loop.h"
@@ -269,13 +270,6 @@ int main(int argc, char **argv)
         if (code) fprintf(stderr, "glm4v-serve: %s\n", err.msg);
         glm_error e2 = {0};
         if (glm_step_shutdown(ctx.model, &e2)) code = 1;
-    } else if (glm_worker_serve(ctx.model, &err)) {
-        fprintf(stderr, "glm4v-serve: rank %d: %s\n", rank, err.msg);
-        code = 1;
     }
-    /* a peer that missed the step watchdog's deadline would also miss MPI_Finalize */
-    if (!glm_rank_group_ok(&ctx)) glm_rank_abort(&ctx, code, "glm4v-serve");
-    glm_rank_context_destroy(&ctx);
-    MPI_Finalize();
-    return code;
+    return glm_rank_main_end(&ctx, code, "glm4v-serve");
 }
