@@ -298,8 +298,7 @@ static void outcome_free(outcome *o)
     *o = (outcome){0};
 }
 
-static glm_status run_outcome(glm_model *m, int hidden, const prompt *p, outcome *o,
-                              glm_error *err)
+static glm_status run_outcome(glm_model *m, int hidden, const prompt *p, outcome *o, glm_error *err)
 {
     *o = (outcome){0};
     glm_status st = model_test_generate(m, p->ids, p->n_ids, p->pixels, 512, &o->run, err);
@@ -448,8 +447,8 @@ static void compare(const glm_rank_context *ctx, const args *a, const char *ref,
            p->name, ref, e, agree, q->run.rows, vision, same_ids, r->run.n_ids);
     CHECK_MSG(e <= a->bound, "%s %s: logits rel L2 %g against %s (bound %g)", a->weights, p->name,
               e, ref, a->bound);
-    CHECK_MSG(ev <= a->bound, "%s %s: vision rel L2 %g against %s (bound %g)", a->weights,
-              p->name, ev, ref, a->bound);
+    CHECK_MSG(ev <= a->bound, "%s %s: vision rel L2 %g against %s (bound %g)", a->weights, p->name,
+              ev, ref, a->bound);
     CHECK_MSG(agree >= a->top1 * q->run.rows, "%s %s: top-1 agreement %d/%d with %s under %.2f",
               a->weights, p->name, agree, q->run.rows, ref, a->top1);
 }
@@ -473,7 +472,8 @@ static int table_prompts(const glm_model_config *c, glm_safetensors *g, prompt *
         n += p->ids && (i != 1 || p->pixels);
     }
     if (g) return n;
-    ps[0] = (prompt){.name = "own-text", .ids = malloc(sizeof(int32_t) * OWN_TEXT), .n_ids = OWN_TEXT};
+    ps[0] =
+        (prompt){.name = "own-text", .ids = malloc(sizeof(int32_t) * OWN_TEXT), .n_ids = OWN_TEXT};
     ps[1] = (prompt){.name = "own-image", .ids = malloc(sizeof(int32_t) * OWN_IMAGE)};
     if (!ps[0].ids || !ps[1].ids) return 0;
     ps[1].pixels = own_prompts(c, ps[0].ids, ps[1].ids, &ps[1].n_ids);
