@@ -48,6 +48,15 @@ void held_remove(glm_queue *q, const char *entry_id)
     if (h) *h = q->held[--q->n_held];
 }
 
+void held_mark_answered(glm_queue *q, held_entry *h, const char *how)
+{
+    if (!h || h->state == GLM_ENTRY_ANSWERED) return;
+    h->state = GLM_ENTRY_ANSWERED;
+    h->answered_ms = glm_now_mono_ms();
+    fprintf(stderr, "glm_queue %s: job=%s its Result exists (written elsewhere)%s: stop\n",
+            q->server_id, h->job_id, how);
+}
+
 size_t held_append_claim_refresh(glm_queue *q, const char *const *entry_ids, size_t n)
 {
     char key[KEY_MAX], ttl[24];
@@ -107,10 +116,7 @@ glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err)
             if (r) freeReplyObject(r);
         }
         if (exists[0] && h->state != GLM_ENTRY_ANSWERED) {
-            h->state = GLM_ENTRY_ANSWERED;
-            h->answered_ms = glm_now_mono_ms();
-            fprintf(stderr, "glm_queue %s: job=%s its Result exists (written elsewhere): stop\n",
-                    q->server_id, h->job_id);
+            held_mark_answered(q, h, "");
         } else if (exists[1] && h->state == GLM_ENTRY_ACTIVE) {
             h->state = GLM_ENTRY_CANCELLED;
         }

@@ -85,13 +85,9 @@ glm_status glm_queue_write_chunks(glm_queue *q, size_t n, const char *const *job
         glm_status one = queue_check(q, r, REDIS_REPLY_INTEGER, "chunk script", err);
         if (one == GLM_OK && r && r->integer == 0) {
             q->stats.chunks_suppressed++;
-            if (owners[k] && owners[k]->state != GLM_ENTRY_ANSWERED) {
-                owners[k]->state = GLM_ENTRY_ANSWERED;
-                fprintf(stderr,
-                        "glm_queue %s: job=%s its Result exists (written elsewhere): chunk not "
-                        "written, stop\n",
-                        q->server_id, owners[k]->job_id);
-            }
+            /* with its time: an entry marked without one was pruned as a minute old at the next
+             * poll, before the caller saw it, and the stale job ran on to its end */
+            held_mark_answered(q, owners[k], ", chunk not written");
         } else if (one == GLM_OK) {
             queue_writes_accepted(q);
         }

@@ -86,6 +86,10 @@ held_entry *held_find_job(glm_queue *q, const char *job_id);
 /* Adds (or refreshes) the entry of a delivered job. */
 glm_status held_add(glm_queue *q, const glm_queue_job *job, glm_error *err);
 void held_remove(glm_queue *q, const char *entry_id);
+/* Marks an entry answered elsewhere and says so (HOW: where it was found); a no-op when it
+ * already is. The time is kept: the caller forgets the entry at its next step, and one still held
+ * a minute later is dropped. */
+void held_mark_answered(glm_queue *q, held_entry *h, const char *how);
 /* PEXPIRE <prefix>:claim:<job id> for the held entries among entry_ids, pipelined after the
  * caller's own commands (returns how many commands it appended). */
 size_t held_append_claim_refresh(glm_queue *q, const char *const *entry_ids, size_t n);

@@ -71,6 +71,10 @@ typedef struct server {
     /* GLM4V_TEST_CRASH_ON_PROMPT (a test hook, inert unless set): abort inside the model step of a
      * job whose prompt holds this text, as a kernel fault would (crash attribution tests) */
     const char *crash_in_step_on;
+    /* GLM4V_TEST_SLOW_PROMPT (a test hook, inert unless set): a step holding a job whose prompt has
+     * this text lasts at least 5 ms more, so a test can stop a replica in the middle of that job on
+     * a tiny model that would otherwise finish it before the signal lands */
+    const char *slow_step_on;
     loop_clock clock;
 } server;
 
@@ -156,6 +160,7 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     qc.max_deliveries = so->max_deliveries;
     qc.stop = stop; /* a Redis that is not up yet is waited for, until SIGTERM */
     s->crash_in_step_on = getenv("GLM4V_TEST_CRASH_ON_PROMPT");
+    s->slow_step_on = getenv("GLM4V_TEST_SLOW_PROMPT");
     if ((st = glm_queue_create(&qc, &s->queue, err))) return st;
     if ((st = glm_queue_ensure_group(s->queue, err))) return st;
 
@@ -560,19 +565,29 @@ static bool record_isolated_step(server *s)
     return true;
 }
 
-/* The test hook GLM4V_TEST_CRASH_ON_PROMPT: dies inside the step, like a kernel fault. */
-static void crash_in_step_if_asked(const server *s)
+/* Whether a job scheduled in this step has TEXT in one of its messages (the test hooks). */
+static const glm_request *scheduled_job_with(const server *s, const char *text)
 {
-    if (!s->crash_in_step_on || !*s->crash_in_step_on) return;
+    if (!text || !*text) return NULL;
     for (int i = 0; i < s->n_requests; i++) {
         const glm_request *r = s->requests[i];
         if (!r->seq.scheduled) continue;
         for (size_t k = 0; k < r->job->n_messages; k++)
-            if (strstr(r->job->messages[k].content, s->crash_in_step_on)) {
-                log_event(r->job->id, "test hook GLM4V_TEST_CRASH_ON_PROMPT: aborting in a step");
-                abort();
-            }
+            if (strstr(r->job->messages[k].content, text)) return r;
     }
+    return NULL;
+}
+
+/* The test hooks GLM4V_TEST_CRASH_ON_PROMPT (dies inside the step, like a kernel fault) and
+ * GLM4V_TEST_SLOW_PROMPT (paces the step). */
+static void test_hooks_in_step(const server *s)
+{
+    const glm_request *r = scheduled_job_with(s, s->crash_in_step_on);
+    if (r) {
+        log_event(r->job->id, "test hook GLM4V_TEST_CRASH_ON_PROMPT: aborting in a step");
+        abort();
+    }
+    if (scheduled_job_with(s, s->slow_step_on)) nanosleep(&(struct timespec){0, 5000000}, NULL);
 }
 
 /* Jobs the queue's poll found answered elsewhere (this replica was paused past its lease and
@@ -609,7 +624,7 @@ static glm_status run_batch_step(server *s, glm_error *err)
     for (int i = 0; i < rep->n_seqs; i++)
         if (rep->seqs[i]->request->t_scheduled == 0) rep->seqs[i]->request->t_scheduled = t0;
     bool recorded = record_isolated_step(s);
-    crash_in_step_if_asked(s);
+    test_hooks_in_step(s);
     st = glm_step_driver_run(s->driver, rep, err);
     if (recorded) {
         glm_error record_err = {0};

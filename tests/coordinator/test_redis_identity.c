@@ -206,6 +206,11 @@ static void test_stale_and_cancel(void)
     write_chunk(stale, "slow", "b"); /* resumed: must not land after the Result */
     CHECK(glm_queue_entry_state(stale, js.entry_id) == GLM_ENTRY_ANSWERED);
     CHECK(glm_queue_stats_get(stale).chunks_suppressed == 1);
+    /* the poll a resumed replica runs first must not forget it before the loop ends the job (it
+     * once did: marked without a time, the entry looked a minute old and was pruned, and the stale
+     * job ran on to its end) */
+    CHECK(glm_queue_check_jobs(stale, &err) == GLM_OK);
+    CHECK(glm_queue_entry_state(stale, js.entry_id) == GLM_ENTRY_ANSWERED);
     int n_chunks, n_results;
     glm_result *r = redis_jobs_read_out(&fx, "id3", "slow", &n_chunks, &n_results, NULL);
     CHECK(n_chunks == 1 && n_results == 1 && r && strcmp(r->text, "fresh answer") == 0);

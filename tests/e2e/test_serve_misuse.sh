@@ -15,6 +15,10 @@ source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 p="Describe the picture in detail."
+# case 5 must stop a replica in the middle of its job: the tiny model writes 1500 tokens in a few
+# hundred ms on an idle machine, faster than the signal lands on a busy one, so that job's steps are
+# paced (5 ms each, about 7.5 s for the job) by the serve test hook
+export GLM4V_TEST_SLOW_PROMPT=PACED-STALE-JOB
 
 # 1. replica first, Redis 5 s later
 e2e_redis_stop
@@ -90,7 +94,7 @@ e2e_check "redis refusing: the Result waited in the outbox" \
     grep -q "job=oom-1 result held in the outbox" "$E2E_DIR/a.log" "$E2E_DIR/b.log"
 
 # 5. a stale replica: stopped past its lease, resumed after the other replica answered
-e2e_submit --id stale-1 --prompt "$p" --max-new-tokens 1500 --ignore-eos --temperature 0 \
+e2e_submit --id stale-1 --prompt "$p PACED-STALE-JOB" --max-new-tokens 1500 --ignore-eos --temperature 0 \
     --timeout 90 >"$E2E_DIR/stale.json" 2>/dev/null &
 stale_client=$!
 for _ in $(seq 200); do [ "$(rcli XLEN "$PREFIX:out:stale-1")" -ge 20 ] && break; sleep 0.02; done
@@ -111,5 +115,6 @@ e2e_check "stale: one Result" [ "$(e2e_result_count stale-1)" = 1 ]
 e2e_check "stale: the resumed replica noticed" grep -q "job=stale-1 its Result exists" "$E2E_DIR/$owner.log"
 e2e_check "stale: and stopped working on it" \
     grep -q "job=stale-1 stopped: its Result was written by another replica" "$E2E_DIR/$owner.log"
+e2e_check "stale: without finishing it" bash -c "! grep -q 'job=stale-1 done' '$E2E_DIR/$owner.log'"
 
 e2e_finish serve_misuse
