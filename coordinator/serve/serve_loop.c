@@ -42,9 +42,10 @@ void glm_serve_options_default(glm_serve_options *so)
  * from the host's work around them: logged when the server stops. Steps are told apart by what
  * they carry, since a step that only decodes replays a CUDA graph and the others do not. */
 enum { PH_QUEUE, PH_JOBS, PH_SCHEDULE, PH_DECODE, PH_MIXED, PH_VISION, PH_DELIVER, PH_OTHER, PH_N };
-static const char *const phase_names[PH_N] = {"redis tick+polls", "taking jobs (idle waits too)", "scheduling",
-                                              "decode-only steps", "prefill steps",
-                                              "steps with images", "delivering tokens", "rest"};
+static const char *const phase_names[PH_N] = {"redis tick+polls",  "taking jobs (idle waits too)",
+                                              "scheduling",        "decode-only steps",
+                                              "prefill steps",     "steps with images",
+                                              "delivering tokens", "rest"};
 typedef struct loop_clock {
     double ms[PH_N];
     uint64_t steps[PH_N];
@@ -499,8 +500,8 @@ static void deliver_tokens(server *s, int n_rows)
                                 (r->queue_ms + glm_now_ms() - r->t_received) / 1e3);
         bool stop_string = false;
         if (glm_request_on_token(r, &s->env, id,
-                                 rep->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE, &stop_string,
-                                 &delta, &err))
+                                 rep->logprobs + (size_t)i * GLM_SAMPLE_LOGPROBS_STRIDE,
+                                 &stop_string, &delta, &err))
             log_event(r->job->id, "detokenize: %s", err.msg);
         if (stop_string) glm_scheduler_finish(s->sched, &r->seq, GLM_SEQ_FINISHED_STOP_STRING);
         if (ids && chunks && lens &&
@@ -560,8 +561,10 @@ static bool record_isolated_step(server *s)
     glm_error err = {0};
     if (n == 0) return false;
     if (glm_queue_step_begin(s->queue, ids, n, &err))
-        fprintf(stderr, "glm4v-serve: step record not written (a crash now blames every job "
-                        "held here): %s\n", err.msg);
+        fprintf(stderr,
+                "glm4v-serve: step record not written (a crash now blames every job "
+                "held here): %s\n",
+                err.msg);
     return true;
 }
 
@@ -673,9 +676,10 @@ static void update_gauges(server *s)
     /* Redis refusals, counted by the queue: the counters follow its totals */
     glm_queue_stats qs = glm_queue_stats_get(s->queue);
     const uint64_t *by = qs.refusals_by_kind;
-    const uint64_t refused[] = {by[GLM_REDIS_OOM],  by[GLM_REDIS_READONLY], by[GLM_REDIS_LOADING],
-                                by[GLM_REDIS_BUSY], by[GLM_REDIS_MISCONF],
-                                by[GLM_REDIS_MASTERDOWN] + by[GLM_REDIS_NOREPLICAS]};
+    const uint64_t refused[] = {
+        by[GLM_REDIS_OOM],     by[GLM_REDIS_READONLY],
+        by[GLM_REDIS_LOADING], by[GLM_REDIS_BUSY],
+        by[GLM_REDIS_MISCONF], by[GLM_REDIS_MASTERDOWN] + by[GLM_REDIS_NOREPLICAS]};
     for (int k = 0; k < 6; k++) {
         glm_counter_id id = (glm_counter_id)(GLM_COUNTER_REDIS_REFUSED_OOM + k);
         uint64_t seen = glm_metrics_counter_value(s->metrics, id);
