@@ -49,6 +49,16 @@ static bool fused_fp8(const glm_model *m, const glm_vision_layer_weights *L)
            m->vs.xq.data && m->vs.q8.data;
 }
 
+/* Bidirectional attention within each image's rows: qkv -> attn (both paths). */
+static void vision_attention(glm_model *m, glm_tensor attn, glm_tensor qkv, int n_images,
+                             int64_t rows)
+{
+    const glm_vision_config *v = &m->cfg.vision;
+    int seq = (int)(rows / n_images), head_dim = v->hidden_size / v->num_heads;
+    glm_op_attention_full(m->be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
+                          1.0f / sqrtf((float)head_dim));
+}
+
 /* residual_branch for the fused path: the GEMM reads the quantized rows in, and the LayerNorm
  * also leaves the new x quantized in xq for the next GEMM. */
 static glm_status residual_branch_q8(glm_model *m, glm_tensor x, glm_tensor xin, glm_weight in,
@@ -72,15 +82,13 @@ static glm_status vision_layer_q8(glm_model *m, const glm_vision_layer_weights *
     glm_backend *be = m->be;
     const glm_vision_config *v = &m->cfg.vision;
     vision_scratch *s = &m->vs;
-    int seq = (int)(rows / n_images), head_dim = v->hidden_size / v->num_heads;
     glm_tensor x = glm_rows(&s->x, rows), xin = glm_rows(&s->delta, rows);
     glm_tensor qkv = glm_rows(&s->qkv, rows), attn = glm_rows(&s->attn, rows);
     glm_weight xq = act_q8(&s->xq, &s->xq_scales, rows, v->hidden_size);
     glm_weight aq = act_q8(&s->q8, &s->q8_scales, rows, glm_tensor_cols(&attn));
 
     glm_op_linear_q8(be, qkv, xq, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
-    glm_op_attention_full(be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
-                          1.0f / sqrtf((float)head_dim));
+    vision_attention(m, attn, qkv, n_images, rows);
     glm_op_quantize_act(be, aq, attn);
     glm_status st = residual_branch_q8(m, x, xin, aq, L->dense_w, &L->dense_b, L->ln_in_w,
                                        L->ln_in_b, xq, err);
@@ -99,15 +107,12 @@ static glm_status vision_layer(glm_model *m, const glm_vision_layer_weights *L, 
                                int64_t rows, glm_error *err)
 {
     glm_backend *be = m->be;
-    const glm_vision_config *v = &m->cfg.vision;
     vision_scratch *s = &m->vs;
-    int seq = (int)(rows / n_images), head_dim = v->hidden_size / v->num_heads;
     glm_tensor x = glm_rows(&s->x, rows), xin = glm_rows(&s->delta, rows);
 
     glm_tensor qkv = glm_rows(&s->qkv, rows), attn = glm_rows(&s->attn, rows);
     glm_op_linear(be, qkv, xin, L->qkv_w, &L->qkv_b, GLM_ACT_NONE);
-    glm_op_attention_full(be, attn, qkv, n_images, seq, m->plan.v_heads, head_dim,
-                          1.0f / sqrtf((float)head_dim));
+    vision_attention(m, attn, qkv, n_images, rows);
     glm_status st =
         residual_branch(m, x, xin, attn, L->dense_w, &L->dense_b, L->ln_in_w, L->ln_in_b, err);
     if (st) return st;
