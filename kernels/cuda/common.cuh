@@ -22,12 +22,51 @@ extern "C" {
 #define GLM_CUDA_GEMM_CACHE 256
 #define GLM_CUDA_GEMV_MAX_ROWS 8 /* the most rows gemv.cu has a kernel for */
 
+/* The cuBLASLt descriptors of one linear layer's GEMM, as every plan here (gemm.cu, gemm_quant.cu,
+ * gemm_fp8_epilogue.cu) lays it out: the row-major y [m, n] = x [m, k] W^T, W row-major [n, k], is
+ * the column-major n x m product of W (k x n, transposed: layout a) and x^T (k x m: layout b) into
+ * c (n x m, leading dimension ldc). */
+typedef struct cuda_lt_gemm {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+} cuda_lt_gemm;
+
+/* Creates g's descriptors (f32 compute and scale, the epilogue set); on failure the ones made
+ * stay in g for cuda_lt_gemm_destroy. */
+static inline cublasStatus_t cuda_lt_gemm_create(cuda_lt_gemm *g, cudaDataType_t ab_type,
+                                                 cudaDataType_t c_type, int64_t m, int64_t n,
+                                                 int64_t k, int64_t ldc, cublasLtEpilogue_t epi)
+{
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtMatmulDescAttributes_t attr[3] = {CUBLASLT_MATMUL_DESC_TRANSA,
+                                              CUBLASLT_MATMUL_DESC_TRANSB,
+                                              CUBLASLT_MATMUL_DESC_EPILOGUE};
+    const void *value[3] = {&ta, &tb, &epi};
+    size_t size[3] = {sizeof(ta), sizeof(tb), sizeof(epi)};
+    cublasStatus_t st = cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    for (int i = 0; i < 3 && !st; i++)
+        st = cublasLtMatmulDescSetAttribute(g->op, attr[i], value[i], size[i]);
+    if (!st) st = cublasLtMatrixLayoutCreate(&g->a, ab_type, (uint64_t)k, (uint64_t)n, k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&g->b, ab_type, (uint64_t)k, (uint64_t)m, k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&g->c, c_type, (uint64_t)n, (uint64_t)m, ldc);
+    return st;
+}
+
+/* Destroys the descriptors that exist and zeroes g. */
+static inline void cuda_lt_gemm_destroy(cuda_lt_gemm *g)
+{
+    if (g->a) cublasLtMatrixLayoutDestroy(g->a);
+    if (g->b) cublasLtMatrixLayoutDestroy(g->b);
+    if (g->c) cublasLtMatrixLayoutDestroy(g->c);
+    if (g->op) cublasLtMatmulDescDestroy(g->op);
+    *g = cuda_lt_gemm{};
+}
+
 /* One cached cuBLASLt plan: the descriptors and the algorithm the heuristic picked for a shape. */
 typedef struct cuda_gemm_plan {
     int64_t m, n, k;
     int epilogue; /* cublasLtEpilogue_t */
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, c;
+    cuda_lt_gemm lt;
     cublasLtMatmulAlgo_t algo;
 } cuda_gemm_plan;
 

@@ -17,11 +17,7 @@
 void cuda_gemm_destroy_plans(cuda_backend *cb)
 {
     for (int i = 0; i < cb->n_plans; i++) {
-        cuda_gemm_plan *p = &cb->plans[i];
-        cublasLtMatrixLayoutDestroy(p->a);
-        cublasLtMatrixLayoutDestroy(p->b);
-        cublasLtMatrixLayoutDestroy(p->c);
-        cublasLtMatmulDescDestroy(p->op);
+        cuda_lt_gemm_destroy(&cb->plans[i].lt);
     }
     cb->n_plans = 0;
 }
@@ -56,8 +52,8 @@ static float time_algo(cuda_backend *cb, const cuda_gemm_plan *p, const cublasLt
     const float alpha = 1.f, beta = 0.f;
     for (int r = 0; r <= GEMM_TUNE_REPS; r++) {
         if (r == 1 && cudaEventRecord(e0, cb->stream) != cudaSuccess) return -1.f;
-        if (cublasLtMatmul(cb->lt, p->op, &alpha, o->w, p->a, o->x, p->b, &beta, o->y, p->c, o->y,
-                           p->c, algo, cb->lt_workspace, cb->lt_workspace_bytes,
+        if (cublasLtMatmul(cb->lt, p->lt.op, &alpha, o->w, p->lt.a, o->x, p->lt.b, &beta, o->y, p->lt.c, o->y,
+                           p->lt.c, algo, cb->lt_workspace, cb->lt_workspace_bytes,
                            cb->stream) != CUBLAS_STATUS_SUCCESS)
             return -1.f;
     }
@@ -88,7 +84,7 @@ static int pick_fastest(cuda_backend *cb, const cuda_gemm_plan *p,
         return 0;
     }
     if (o->bias)
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o->bias,
+        cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o->bias,
                                        sizeof(o->bias));
     int best = 0;
     float best_ms = -1.f;
@@ -126,7 +122,6 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, glm_dtype out, i
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t results[GEMM_TUNE_CANDIDATES];
     int n_results = 0;
-    cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)epilogue;
     uint32_t align_bytes = (uint32_t)align;
     cudaDataType_t type = dt == GLM_F16 ? CUDA_R_16F : CUDA_R_16BF;
@@ -141,18 +136,10 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, glm_dtype out, i
             goto fail;                                                                             \
         }                                                                                          \
     } while (0)
-    LT(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a,
-                                      sizeof(trans_a)));
-    LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b,
-                                      sizeof(trans_b)));
-    LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    LT(cuda_lt_gemm_create(&plan.lt, type, out_type, m, n, k, n, epi));
     if (out_type != type && epi == CUBLASLT_EPILOGUE_BIAS) /* the bias stays 16-bit */
-        LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
+        LT(cublasLtMatmulDescSetAttribute(plan.lt.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
                                           sizeof(type)));
-    LT(cublasLtMatrixLayoutCreate(&plan.a, type, (uint64_t)k, (uint64_t)n, k));
-    LT(cublasLtMatrixLayoutCreate(&plan.b, type, (uint64_t)k, (uint64_t)m, k));
-    LT(cublasLtMatrixLayoutCreate(&plan.c, out_type, (uint64_t)n, (uint64_t)m, n));
     LT(cublasLtMatmulPreferenceCreate(&pref));
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                             &cb->lt_workspace_bytes,
@@ -165,7 +152,7 @@ static cuda_gemm_plan *gemm_plan(glm_backend *be, glm_dtype dt, glm_dtype out, i
                                             &align_bytes, sizeof(align_bytes)));
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                             &align_bytes, sizeof(align_bytes)));
-    st = cublasLtMatmulAlgoGetHeuristic(cb->lt, plan.op, plan.a, plan.b, plan.c, plan.c, pref,
+    st = cublasLtMatmulAlgoGetHeuristic(cb->lt, plan.lt.op, plan.lt.a, plan.lt.b, plan.lt.c, plan.lt.c, pref,
                                         GEMM_TUNE_CANDIDATES, results, &n_results);
     cublasLtMatmulPreferenceDestroy(pref);
     pref = NULL;
@@ -178,10 +165,7 @@ fail:
     *failed = true;
 no_algo:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (plan.a) cublasLtMatrixLayoutDestroy(plan.a);
-    if (plan.b) cublasLtMatrixLayoutDestroy(plan.b);
-    if (plan.c) cublasLtMatrixLayoutDestroy(plan.c);
-    if (plan.op) cublasLtMatmulDescDestroy(plan.op);
+    cuda_lt_gemm_destroy(&plan.lt);
     return NULL;
 }
 
@@ -253,11 +237,11 @@ void cuda_linear(glm_backend *be, glm_tensor y, glm_tensor x, glm_weight weight,
     if (plan) {
         if (bias_ptr)
             CUBLAS_CHECK(be,
-                         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                         cublasLtMatmulDescSetAttribute(plan->lt.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                         &bias_ptr, sizeof(bias_ptr)));
         const float alpha = 1.f, beta = 0.f;
-        CUBLAS_CHECK(be, cublasLtMatmul(cb->lt, plan->op, &alpha, w.data, plan->a, x.data, plan->b,
-                                        &beta, y.data, plan->c, y.data, plan->c, &plan->algo,
+        CUBLAS_CHECK(be, cublasLtMatmul(cb->lt, plan->lt.op, &alpha, w.data, plan->lt.a, x.data, plan->lt.b,
+                                        &beta, y.data, plan->lt.c, y.data, plan->lt.c, &plan->algo,
                                         cb->lt_workspace, cb->lt_workspace_bytes, cb->stream));
     } else {
         dim3 grid(cuda_blocks(n, 16), cuda_blocks(m, 16)), block(16, 16);

@@ -31,8 +31,7 @@ typedef struct q8_plan {
     int dtype, bias, form;
     cudaDataType_t d_type; /* Q8_PLAIN: the sums' type */
     bool none; /* cuBLASLt has no algorithm: the fallback kernel runs this shape */
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, c;
+    cuda_lt_gemm lt;
     cublasLtMatmulAlgo_t algo;
 } q8_plan;
 
@@ -46,10 +45,7 @@ struct cuda_q8 {
 
 static void destroy_plan(q8_plan *p)
 {
-    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
-    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
-    if (p->c) cublasLtMatrixLayoutDestroy(p->c);
-    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    cuda_lt_gemm_destroy(&p->lt);
     memset(p, 0, sizeof(*p));
 }
 
@@ -97,23 +93,15 @@ static q8_plan *get_plan(glm_backend *be, int form, int64_t m, int64_t n, int64_
     cudaDataType_t out = dt == GLM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     /* bare sums: bf16 holds their range (y's own buffer); f16 may not (f32 scratch) */
     p->d_type = form == Q8_SCALED || dt == GLM_BF16 ? out : CUDA_R_32F;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     cublasLtMatmulPreference_t pref = NULL;
     bool ok =
-        cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == 0 &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) == 0 &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) == 0 &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)) ==
-            0 &&
-        (!has_bias || (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+        cuda_lt_gemm_create(&p->lt, CUDA_R_8F_E4M3, p->d_type, m, n, k, n, epi) == 0 &&
+        (!has_bias || (cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                       &out, sizeof(out)) == 0 &&
-                       cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                       cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                       &bias, sizeof(bias)) == 0)) &&
-        cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)n, k) == 0 &&
-        cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)m, k) == 0 &&
-        cublasLtMatrixLayoutCreate(&p->c, p->d_type, (uint64_t)n, (uint64_t)m, n) == 0 &&
         cublasLtMatmulPreferenceCreate(&pref) == 0 &&
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                              &cb->lt_workspace_bytes,
@@ -128,22 +116,22 @@ static q8_plan *get_plan(glm_backend *be, int form, int64_t m, int64_t n, int64_
     /* a cuBLASLt without outer-vector scaling refuses the mode here: no algorithm */
     cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
     if (form == Q8_SCALED) {
-        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode,
+        st = cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode,
                                             sizeof(mode));
         if (st == CUBLAS_STATUS_SUCCESS)
-            st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode,
+            st = cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode,
                                                 sizeof(mode));
         if (st == CUBLAS_STATUS_SUCCESS)
-            st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa,
+            st = cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa,
                                                 sizeof(sa));
         if (st == CUBLAS_STATUS_SUCCESS)
-            st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb,
+            st = cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb,
                                                 sizeof(sb));
     }
     cublasLtMatmulHeuristicResult_t result[4];
     int n_results = 0;
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(cb->lt, p->op, p->a, p->b, p->c, p->c, pref, 4, result,
+        st = cublasLtMatmulAlgoGetHeuristic(cb->lt, p->lt.op, p->lt.a, p->lt.b, p->lt.c, p->lt.c, pref, 4, result,
                                             &n_results);
     cublasLtMatmulPreferenceDestroy(pref);
     if (form == Q8_SCALED && q->plain_only) st = CUBLAS_STATUS_NOT_SUPPORTED;
@@ -250,15 +238,15 @@ void cuda_linear_q8(glm_backend *be, glm_tensor y, glm_weight q, glm_weight w,
     if (be->status != GLM_OK) return;
     if (p && !p->none) {
         const float *sa = w.scales, *sb = q.scales;
-        CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+        CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
                                                         &sa, sizeof(sa)));
-        CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+        CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
                                                         &sb, sizeof(sb)));
         if (b)
             CUBLAS_CHECK(be, cublasLtMatmulDescSetAttribute(
-                                 p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof(b)));
-        cublasStatus_t st = cublasLtMatmul(cb->lt, p->op, &alpha, w.data, p->a, q.data, p->b,
-                                           &beta, y.data, p->c, y.data, p->c, &p->algo,
+                                 p->lt.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof(b)));
+        cublasStatus_t st = cublasLtMatmul(cb->lt, p->lt.op, &alpha, w.data, p->lt.a, q.data, p->lt.b,
+                                           &beta, y.data, p->lt.c, y.data, p->lt.c, &p->algo,
                                            cb->lt_workspace, cb->lt_workspace_bytes, cb->stream);
         if (st == CUBLAS_STATUS_SUCCESS) {
             if (act == GLM_ACT_GELU) cuda_gelu(be, y, y);
@@ -280,8 +268,8 @@ void cuda_linear_q8(glm_backend *be, glm_tensor y, glm_weight q, glm_weight w,
             sum = cuda_scratch(be, (size_t)(m * n) * sizeof(float));
             if (!sum) return;
         }
-        CUBLAS_CHECK(be, cublasLtMatmul(cb->lt, plain->op, &alpha, w.data, plain->a, q.data,
-                                        plain->b, &beta, sum, plain->c, sum, plain->c,
+        CUBLAS_CHECK(be, cublasLtMatmul(cb->lt, plain->lt.op, &alpha, w.data, plain->lt.a, q.data,
+                                        plain->lt.b, &beta, sum, plain->lt.c, sum, plain->lt.c,
                                         &plain->algo, cb->lt_workspace, cb->lt_workspace_bytes,
                                         cb->stream));
         unsigned blocks = (unsigned)(cb->n_sms * 8);

@@ -30,8 +30,7 @@
 typedef struct quant_plan {
     int64_t m, n, k, ldd;
     int key; /* a type, out type, epilogue */
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, c;
+    cuda_lt_gemm lt;
     cublasLtMatmulAlgo_t algo;
     bool none; /* cuBLASLt has no algorithm: use the fallback */
 } quant_plan;
@@ -61,10 +60,7 @@ struct cuda_quant {
 
 static void destroy_plan(quant_plan *p)
 {
-    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
-    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
-    if (p->c) cublasLtMatrixLayoutDestroy(p->c);
-    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    cuda_lt_gemm_destroy(&p->lt);
     memset(p, 0, sizeof(*p));
 }
 
@@ -268,21 +264,13 @@ static quant_plan *lt_plan(glm_backend *be, cuda_quant *q, cudaDataType_t a_type
     quant_plan *p = &q->plans[q->n_plans];
     memset(p, 0, sizeof(*p));
     p->m = m, p->n = n, p->k = k, p->ldd = ldd, p->key = key;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = (cublasLtEpilogue_t)epilogue;
     cudaDataType_t c_type = d_type;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t result;
     int n_results = 0;
     bool ok =
-        cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) == 0 &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) == 0 &&
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)) ==
-            0 &&
-        cublasLtMatrixLayoutCreate(&p->a, a_type, (uint64_t)k, (uint64_t)n, k) == 0 &&
-        cublasLtMatrixLayoutCreate(&p->b, a_type, (uint64_t)k, (uint64_t)m, k) == 0 &&
-        cublasLtMatrixLayoutCreate(&p->c, c_type, (uint64_t)n, (uint64_t)m, ldd) == 0 &&
+        cuda_lt_gemm_create(&p->lt, a_type, c_type, m, n, k, ldd, epi) == CUBLAS_STATUS_SUCCESS &&
         cublasLtMatmulPreferenceCreate(&pref) == 0 &&
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                              &cb->lt_workspace_bytes,
@@ -293,7 +281,7 @@ static quant_plan *lt_plan(glm_backend *be, cuda_quant *q, cudaDataType_t a_type
         glm_backend_fail(be, GLM_ERR_BACKEND, "linear: cuBLASLt descriptor setup failed");
         return NULL;
     }
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cb->lt, p->op, p->a, p->b, p->c, p->c, pref,
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cb->lt, p->lt.op, p->lt.a, p->lt.b, p->lt.c, p->lt.c, pref,
                                                        1, &result, &n_results);
     cublasLtMatmulPreferenceDestroy(pref);
     q->n_plans++;
@@ -309,11 +297,11 @@ static bool lt_run(glm_backend *be, quant_plan *p, const void *a, const void *b,
                    const void *bias)
 {
     cuda_backend *cb = cuda_impl(be);
-    if (bias && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+    if (bias && cublasLtMatmulDescSetAttribute(p->lt.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                sizeof(bias)) != CUBLAS_STATUS_SUCCESS)
         return false;
     const float alpha = 1.f, beta = 0.f;
-    return cublasLtMatmul(cb->lt, p->op, &alpha, a, p->a, b, p->b, &beta, d, p->c, d, p->c,
+    return cublasLtMatmul(cb->lt, p->lt.op, &alpha, a, p->lt.a, b, p->lt.b, &beta, d, p->lt.c, d, p->lt.c,
                           &p->algo, cb->lt_workspace, cb->lt_workspace_bytes,
                           cb->stream) == CUBLAS_STATUS_SUCCESS;
 }
