@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/status.h"
 #include "kernels/tensor.h"
@@ -92,7 +93,26 @@ glm_weight glm_weight_row_view(const glm_weight *w, int64_t first, int64_t count
 /* E4M3 <-> float. The conversion rounds to nearest even and saturates finite values to +-448
  * (CUDA's __NV_SATFINITE); NaN maps to the NaN code 0x7f. */
 uint8_t glm_f32_to_e4m3(float f);
-float glm_e4m3_to_f32(uint8_t code);
+
+/* Exact and branch-light, inline: the CPU backend decodes every fp8 weight it multiplies with it. A
+ * normal code's exponent and mantissa fields move into an f32's (bias 7 -> 127); a subnormal one is
+ * m * 2^-9, exact in f32; 0x7f / 0xff are NaN. */
+static inline float glm_e4m3_to_f32(uint8_t code)
+{
+    uint32_t e = (code >> 3) & 0xfu, m = code & 7u, bits;
+    float v;
+    if (e == 0) {
+        v = (float)m * 0x1p-9f;
+        memcpy(&bits, &v, sizeof(bits));
+    } else if (e == 15 && m == 7) {
+        bits = 0x7fc00000u;
+    } else {
+        bits = ((e + 120u) << 23) | (m << 20);
+    }
+    bits |= (uint32_t)(code & 0x80u) << 24;
+    memcpy(&v, &bits, sizeof(v));
+    return v;
+}
 
 /* Quantizes rows [rows, cols] of src (f32, row-major) into codes / scales / zeros laid out as a
  * glm_weight of format f (host memory; zeros only for int4). GLM_ERR_INVALID_ARG when a value is

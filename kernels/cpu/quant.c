@@ -88,19 +88,6 @@ uint8_t glm_f32_to_e4m3(float f)
     return sign | (uint8_t)(((exp + 7) << 3) | ((int)q - 8));
 }
 
-float glm_e4m3_to_f32(uint8_t code)
-{
-    int e = (code >> 3) & 0xf, m = code & 7;
-    float v;
-    if (e == 15 && m == 7)
-        v = NAN;
-    else if (e == 0)
-        v = ldexpf((float)m, -9);
-    else
-        v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
-    return (code & 0x80) ? -v : v;
-}
-
 /* ---- quantization ------------------------------------------------------------------------- */
 
 static bool find_non_finite(const float *row, int64_t cols, int64_t *col)
