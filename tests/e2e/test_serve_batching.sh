@@ -9,16 +9,8 @@
 source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
 
-/usr/bin/python3 - "$E2E_DIR" <<'PY'
-import sys, random
-from PIL import Image
-d = sys.argv[1]; rnd = random.Random(7)
-for i in range(8):
-    w, h = rnd.randint(20, 300), rnd.randint(20, 300)
-    im = Image.new("RGB", (w, h))
-    im.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(w * h)])
-    im.save(f"{d}/img{i}." + ("png" if i % 2 else "jpg"))
-PY
+/usr/bin/python3 "$(dirname "$0")/random_images.py" "$E2E_DIR" --seed 7 --count 8 --size 20 300 \
+    --alternate-jpg
 prompts=("Describe the picture in detail." "What is in the image?" "Hello" \
     "Write a long story about a cat who lives on a red sofa and dreams of the sea, then explain it." \
     "1 2 3 4 5 6 7 8 9" "图片中有什么？" "Short." "Tell me everything you can see, in order.")

@@ -16,16 +16,12 @@ source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
 GOLDEN=$MODEL/golden-multi-image.json
 
+/usr/bin/python3 "$(dirname "$0")/random_images.py" "$E2E_DIR" --seed 22 --count 5 --size 30 200 \
+    --alternate-jpg
 /usr/bin/python3 - "$E2E_DIR" "$GOLDEN" <<'PY'
 import json, random, sys
-from PIL import Image
 d, golden = sys.argv[1], sys.argv[2]
 rnd = random.Random(22)
-for i in range(5):
-    w, h = rnd.randint(30, 200), rnd.randint(30, 200)
-    im = Image.new("RGB", (w, h))
-    im.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(w * h)])
-    im.save(f"{d}/img{i}." + ("png" if i % 2 else "jpg"))
 good = open(f"{d}/img1.png", "rb").read()
 open(f"{d}/corrupt.png", "wb").write(good[:40] + bytes(rnd.randrange(256) for _ in range(200)))
 for c in json.load(open(golden))["cases"]:

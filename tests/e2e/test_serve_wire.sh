@@ -35,16 +35,7 @@ print(next((l.split()[1] for l in text.splitlines() if l.split()[0:1] == [sys.ar
 PY
 }
 
-/usr/bin/python3 - "$E2E_DIR" <<'PY'
-import random, sys
-from PIL import Image
-rnd = random.Random(14)
-for i in range(3):
-    w, h = rnd.randint(40, 160), rnd.randint(40, 160)
-    im = Image.new("RGB", (w, h))
-    im.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(w * h)])
-    im.save(f"{sys.argv[1]}/i{i}.png")
-PY
+/usr/bin/python3 "$(dirname "$0")/random_images.py" "$E2E_DIR" --seed 14 --count 3 --size 40 160 --name i
 IMAGE_ROWS=$(/usr/bin/python3 -c "import json,sys; v=json.load(open(sys.argv[1]))['vision_config']
 print((v['image_size'] // v['patch_size'] // 2) ** 2 + 2)" "$MODEL/config.json")
 

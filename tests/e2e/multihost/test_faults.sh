@@ -45,16 +45,7 @@ if [ "$fault" = linkdown ]; then step_ms=8000; fi
 if [ "$fault" = sigstop ]; then step_ms=10000; fi
 max_batch=4
 
-/usr/bin/python3 - "$E2E_DIR" <<'PY'
-import sys, random
-from PIL import Image
-rnd = random.Random(5)
-for i in range(3):
-    w, h = rnd.randint(30, 160), rnd.randint(30, 160)
-    im = Image.new("RGB", (w, h))
-    im.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(w * h)])
-    im.save(f"{sys.argv[1]}/img{i}.png")
-PY
+/usr/bin/python3 "$(dirname "$0")/../random_images.py" "$E2E_DIR" --seed 5 --count 3 --size 30 160
 prompts=("Describe the picture in detail." "What is in the image?" "1 2 3 4 5 6 7 8 9")
 job_args() { # job_args KIND: the 6 kinds of job (prompt, image or not, length)
     args=(--prompt "${prompts[$(($1 % 3))]}" --max-new-tokens $((160 + 16 * $1)) --ignore-eos)

@@ -48,16 +48,7 @@ e2e_check "TP 2 over two hosts: traffic crossed h2's veth ($crossed bytes)" [ "$
 
 # Serving: Redis on h3, one replica of TP 2 over h1 + h2, clients in the root namespace.
 mh_redis_start h3 || exit 1
-/usr/bin/python3 - "$E2E_DIR" <<'PY'
-import sys, random
-from PIL import Image
-rnd = random.Random(11)
-for i in range(2):
-    w, h = rnd.randint(30, 200), rnd.randint(30, 200)
-    im = Image.new("RGB", (w, h))
-    im.putdata([(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(w * h)])
-    im.save(f"{sys.argv[1]}/img{i}.png")
-PY
+/usr/bin/python3 "$(dirname "$0")/../random_images.py" "$E2E_DIR" --seed 11 --count 2 --size 30 200
 mh_start_replica a "h1 h2" --max-batch 8 || exit 1
 prompts=("Describe the picture in detail." "What is in the image?" "Hello" "1 2 3 4 5 6 7 8 9")
 job_args() { # job_args I: the arguments of job I, shared by glm4v-submit and glm4v-run
