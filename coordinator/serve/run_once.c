@@ -12,9 +12,8 @@ static glm_status build_layout(const glm_model *m, const glm_run_once_request *r
 {
     const glm_model_config *cfg = glm_model_config_of(m);
     /* the id between boi and eoi is <|endoftext|>, which is also the pad id */
-    int image_rows = cfg->has_vision ? glm_model_image_rows(m) : 3;
     return glm_prompt_layout_build(req->ids, req->n_ids, cfg->boi_token_id, cfg->eoi_token_id,
-                                   cfg->pad_token_id, image_rows, layout, err);
+                                   cfg->pad_token_id, glm_step_driver_image_rows(m), layout, err);
 }
 
 glm_status glm_run_once_validate(const glm_model *m, const glm_run_once_request *req,
@@ -71,24 +70,12 @@ glm_status glm_run_once_validate(const glm_model *m, const glm_run_once_request 
 static glm_status make_scheduler(glm_model *m, const glm_run_once_request *req, int n_images,
                                  glm_image_cache *images, glm_scheduler **out, glm_error *err)
 {
-    const glm_model_config *cfg = glm_model_config_of(m);
     int chunk = req->prefill_chunk > 0 ? req->prefill_chunk : 512;
-    glm_scheduler_config sc = {
-        .max_batch = 1,
-        .max_tokens_per_step = chunk,
-        .prefill_chunk = chunk,
-        .max_images_per_step = n_images > 0 ? n_images : 1,
-        .block_size = glm_model_kv_block_size(m),
-        .n_blocks = glm_model_kv_blocks(m),
-        .max_blocks_per_seq = glm_model_max_blocks_per_seq(m),
-        .image_rows = cfg->has_vision ? glm_model_image_rows(m) : 3,
-        .pixel_floats = cfg->has_vision ? cfg->vision.in_channels * cfg->vision.image_size *
-                                              cfg->vision.image_size
-                                        : 0,
-        .seq_length = cfg->seq_length,
-        .eos_ids = cfg->eos_token_ids,
-        .n_eos_ids = cfg->n_eos_token_ids,
-    };
+    glm_scheduler_config sc = glm_step_driver_model_limits(m);
+    sc.max_batch = 1;
+    sc.max_tokens_per_step = chunk;
+    sc.prefill_chunk = chunk;
+    sc.max_images_per_step = n_images > 0 ? n_images : 1;
     return glm_scheduler_create(&sc, images, out, err);
 }
 

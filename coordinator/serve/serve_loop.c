@@ -145,7 +145,7 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     s->env.job_limits.max_images = (size_t)so->max_images_per_prompt;
     if (s->env.job_limits.max_new_tokens > (uint32_t)cfg->seq_length)
         s->env.job_limits.max_new_tokens = (uint32_t)cfg->seq_length;
-    s->env.image_rows = cfg->has_vision ? glm_model_image_rows(ctx->model) : 3;
+    s->env.image_rows = glm_step_driver_image_rows(ctx->model);
     s->env.default_max_new_tokens = so->default_max_new_tokens;
     s->env.server_id = s->server_id;
 
@@ -167,23 +167,12 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
 
     if ((st = glm_image_cache_create(so->vision_cache, &s->images, err))) return st;
     glm_image_cache_set_reuse(s->images, !so->no_vision_reuse);
-    glm_scheduler_config sc = {
-        .max_batch = so->max_batch,
-        .max_tokens_per_step = so->max_tokens_per_step,
-        .prefill_chunk = so->prefill_chunk,
-        .max_images_per_step = so->max_images_per_step,
-        .block_size = glm_model_kv_block_size(ctx->model),
-        .n_blocks = glm_model_kv_blocks(ctx->model),
-        .max_blocks_per_seq = glm_model_max_blocks_per_seq(ctx->model),
-        .image_rows = s->env.image_rows,
-        .pixel_floats = cfg->has_vision ? cfg->vision.in_channels * cfg->vision.image_size *
-                                              cfg->vision.image_size
-                                        : 0,
-        .seq_length = cfg->seq_length,
-        .eos_ids = cfg->eos_token_ids,
-        .n_eos_ids = cfg->n_eos_token_ids,
-        .no_prefix_cache = so->no_prefix_cache,
-    };
+    glm_scheduler_config sc = glm_step_driver_model_limits(ctx->model);
+    sc.max_batch = so->max_batch;
+    sc.max_tokens_per_step = so->max_tokens_per_step;
+    sc.prefill_chunk = so->prefill_chunk;
+    sc.max_images_per_step = so->max_images_per_step;
+    sc.no_prefix_cache = so->no_prefix_cache;
     if ((st = glm_scheduler_create(&sc, s->images, &s->sched, err))) return st;
     if ((st = glm_metrics_create(&s->metrics, err))) return st;
     if ((st = glm_prep_pool_create(so->prep_threads > 0 ? so->prep_threads : 1, &s->env, &s->prep,

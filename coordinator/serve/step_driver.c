@@ -29,6 +29,27 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+int glm_step_driver_image_rows(const glm_model *m)
+{
+    return glm_model_config_of(m)->has_vision ? glm_model_image_rows(m) : 3;
+}
+
+glm_scheduler_config glm_step_driver_model_limits(const glm_model *m)
+{
+    const glm_model_config *cfg = glm_model_config_of(m);
+    const glm_vision_config *v = &cfg->vision;
+    return (glm_scheduler_config){
+        .block_size = glm_model_kv_block_size(m),
+        .n_blocks = glm_model_kv_blocks(m),
+        .max_blocks_per_seq = glm_model_max_blocks_per_seq(m),
+        .image_rows = glm_step_driver_image_rows(m),
+        .pixel_floats = cfg->has_vision ? v->in_channels * v->image_size * v->image_size : 0,
+        .seq_length = cfg->seq_length,
+        .eos_ids = cfg->eos_token_ids,
+        .n_eos_ids = cfg->n_eos_token_ids,
+    };
+}
+
 glm_status glm_step_driver_create(glm_model *model, glm_scheduler *sched, glm_step_driver **out,
                                   glm_error *err)
 {

@@ -29,6 +29,15 @@ typedef struct glm_step_report {
     double step_ms, vision_ms;  /* the whole step, and its vision tower */
 } glm_step_report;
 
+/* Rows an image occupies in a prompt of this model (3 for a model without a vision tower: its
+ * layout still has the boi / pad / eoi rows). */
+int glm_step_driver_image_rows(const glm_model *m);
+
+/* The scheduler settings the model fixes (KV blocks, image rows and pixels, context length, eos
+ * ids); the caller adds its policy (batch, step budget, chunk, images per step, prefix cache). The
+ * CLI and the server both start from it. */
+glm_scheduler_config glm_step_driver_model_limits(const glm_model *m);
+
 /* model: rank 0's model (the other ranks serve its plans in glm_worker_serve). */
 glm_status glm_step_driver_create(glm_model *model, glm_scheduler *sched, glm_step_driver **out,
                                   glm_error *err);
