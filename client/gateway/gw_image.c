@@ -8,39 +8,9 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/base64.h"
+
 #define MAX_REDIRECTS 3
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-bool gw_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len)
-{
-    while (n > 0 && in[n - 1] == '=')
-        n--;
-    if (n % 4 == 1) return false;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value((unsigned char)in[i]);
-        if (v < 0) return false;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    *out_len = o;
-    return true;
-}
 
 /* data:image/<png|jpeg|jpg|webp>;base64,<data> */
 static int load_data_uri(const char *url, const gw_image_policy *p, uint8_t **bytes, size_t *len,
@@ -71,7 +41,7 @@ static int load_data_uri(const char *url, const gw_image_policy *p, uint8_t **by
     uint8_t *out = malloc(n / 4 * 3 + 3);
     if (!out) return gw_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     size_t out_len = 0;
-    if (!gw_base64_decode(data, n, out, &out_len) || out_len == 0) {
+    if (!glm_base64_decode(data, n, false, out, &out_len) || out_len == 0) {
         free(out);
         return gw_bad_request(e, "messages", "image_url: the data URI is not valid base64");
     }

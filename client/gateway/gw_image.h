@@ -26,10 +26,6 @@ typedef struct gw_image_policy {
 int gw_image_load(const char *url, const gw_image_policy *policy, uint8_t **bytes, size_t *len,
                   gw_error *e);
 
-/* Decodes standard base64 (padding optional, no whitespace); returns false on a bad character or
- * length. out must hold 3 * (n / 4) + 3 bytes. */
-bool gw_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len);
-
 /* True when url's scheme is http or https and its host (and port, where the entry names one) is
  * allow-listed. */
 bool gw_image_host_allowed(const char *url, const gw_image_policy *policy);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base64.h"
+
 static const char *const special_names[GLM_TOKENIZER_N_SPECIAL] = {
     "<|endoftext|>",
     "[MASK]",
@@ -210,43 +212,6 @@ static int32_t table_insert(glm_tokenizer *tok, int32_t rank)
 
 /* ---- loading --------------------------------------------------------------------------------- */
 
-static int base64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-/* Strict standard base64 (length a multiple of 4, '=' only as final padding). Returns the decoded
- * length, or -1 when the text is not base64. out needs room for len / 4 * 3 bytes. */
-static long base64_decode(const char *text, size_t len, char *out)
-{
-    if (len == 0 || len % 4 != 0) return -1;
-    size_t n_out = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4], pad = 0;
-        for (int j = 0; j < 4; j++) {
-            unsigned char c = (unsigned char)text[i + j];
-            if (c == '=' && i + 4 == len && j >= 2) {
-                v[j] = 0;
-                pad++;
-                continue;
-            }
-            if (pad) return -1; /* data after padding */
-            v[j] = base64_value(c);
-            if (v[j] < 0) return -1;
-        }
-        unsigned triple = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | v[3];
-        out[n_out++] = (char)(triple >> 16);
-        if (pad < 2) out[n_out++] = (char)(triple >> 8);
-        if (pad < 1) out[n_out++] = (char)triple;
-    }
-    return (long)n_out;
-}
-
 static size_t count_lines(const char *data, size_t len)
 {
     size_t n = 0;
@@ -269,8 +234,8 @@ static glm_status parse_line(glm_tokenizer *tok, const char *name, size_t line_n
         return glm_fail(err, GLM_ERR_FORMAT, "%s:%zu: expected 'base64 rank'", name, line_no);
     size_t b64_len = (size_t)(space - line);
     char *dst = tok->token_bytes + *arena_used;
-    long n_bytes = base64_decode(line, b64_len, dst);
-    if (n_bytes <= 0)
+    size_t n_bytes = 0;
+    if (!glm_base64_decode(line, b64_len, true, (uint8_t *)dst, &n_bytes) || n_bytes == 0)
         return glm_fail(err, GLM_ERR_FORMAT, "%s:%zu: bad base64 token '%.*s'", name, line_no,
                         (int)(b64_len < 40 ? b64_len : 40), line);
     const char *digits = space + 1, *end = line + len;

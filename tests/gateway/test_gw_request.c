@@ -4,6 +4,7 @@
  * and bodies over the limit. Also base64, the host allow-list, API keys and error objects. */
 #include "client/gateway/gw_auth.h"
 #include "client/gateway/gw_request.h"
+#include "common/base64.h"
 #include "tests/testutil.h"
 
 #include <string.h>
@@ -152,10 +153,11 @@ static void test_base64_and_hosts(void)
 {
     uint8_t out[16];
     size_t n = 0;
-    CHECK(gw_base64_decode("aGVsbG8=", 8, out, &n) && n == 5 && memcmp(out, "hello", 5) == 0);
-    CHECK(gw_base64_decode("aGVsbG8", 7, out, &n) && n == 5);
-    CHECK(!gw_base64_decode("aGV sbG8", 8, out, &n));
-    CHECK(!gw_base64_decode("a", 1, out, &n));
+    /* data URIs: the final '=' may be left out (common/base64.c; tests/kernels/test_base64.c) */
+    CHECK(glm_base64_decode("aGVsbG8=", 8, false, out, &n) && n == 5 && !memcmp(out, "hello", 5));
+    CHECK(glm_base64_decode("aGVsbG8", 7, false, out, &n) && n == 5);
+    CHECK(!glm_base64_decode("aGV sbG8", 8, false, out, &n));
+    CHECK(!glm_base64_decode("a", 1, false, out, &n));
     gw_request_limits l = limits();
     CHECK(gw_image_host_allowed("http://images.example/a.png", &l.image));
     CHECK(gw_image_host_allowed("https://IMAGES.example:8443/a.png", &l.image));
