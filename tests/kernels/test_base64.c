@@ -30,14 +30,15 @@ int main(void)
     CHECK(glm_base64_decode("aGVsbG8=", 8, true, out, &n) && n == 5 && !memcmp(out, "hello", 5));
     CHECK(glm_base64_decode("aGk=", 4, true, out, &n) && n == 2 && !memcmp(out, "hi", 2));
     CHECK(glm_base64_decode("aA==", 4, true, out, &n) && n == 1 && out[0] == 'h');
-    CHECK(glm_base64_decode("+/+/", 4, true, out, &n) && n == 3 && out[0] == 0xfb && out[2] == 0xbf);
+    CHECK(glm_base64_decode("+/+/", 4, true, out, &n) && n == 3 && out[0] == 0xfb &&
+          out[2] == 0xbf);
     /* padded (tiktoken files): whole groups only */
     CHECK(!glm_base64_decode("aGVsbG8", 7, true, out, &n));
     CHECK(!glm_base64_decode("", 0, true, out, &n));
     /* both modes: bad characters, misplaced or surplus padding, impossible lengths */
     for (int padded = 0; padded < 2; padded++) {
-        static const char *const bad[] = {"a",    "aGV sbG8", "aGVs\n", "a===", "aG=s",
-                                          "aGk==", "=aGk",    "aGk-",   "aG==aG==", "aGVsb"};
+        static const char *const bad[] = {"a",     "aGV sbG8", "aGVs\n", "a===",     "aG=s",
+                                          "aGk==", "=aGk",     "aGk-",   "aG==aG==", "aGVsb"};
         for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
             CHECK_MSG(!glm_base64_decode(bad[i], strlen(bad[i]), padded, out, &n),
                       "'%s' accepted (padded %d)", bad[i], padded);
