@@ -510,10 +510,13 @@ glm_status glm_queue_hand_back(glm_queue *q, const char *entry_id, glm_error *er
     if (st != GLM_OK) return st;
     char idle[24];
     snprintf(idle, sizeof idle, "%d", q->cfg.visibility_timeout_ms);
-    const char *argv[] = {"XCLAIM", q->key_jobs, q->key_group, q->server_id, "0",
-                          entry_id, "IDLE",      idle,         "JUSTID"};
-    redisReply *r = redisCommandArgv(q->ctx, 9, argv, NULL);
-    st = queue_check(q, r, REDIS_REPLY_ARRAY, "XCLAIM hand back", err);
+    /* a plain XCLAIM ... JUSTID kept the count, and the next claim added one (a drained replica
+     * leaves no step record): each hand-back counted as a delivery blamed on the job, so a long
+     * job went into quarantine after one rolling restart and was dead-lettered as POISON after
+     * --max-deliveries of them */
+    const char *args[] = {q->key_jobs, q->key_group, q->server_id, entry_id, idle};
+    redisReply *r = glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_HAND_BACK, 1, 5, args, NULL);
+    st = queue_check(q, r, REDIS_REPLY_INTEGER, "hand back script", err);
     if (r) freeReplyObject(r);
     if (st == GLM_OK) held_remove(q, entry_id); /* its claim expires; the next owner takes it */
     return st;

@@ -183,9 +183,11 @@ glm_status glm_queue_dead_letter(glm_queue *q, const glm_queue_job *job, const c
  * for all its in-flight jobs (entries held in the outbox are refreshed by glm_queue_tick). */
 glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n, glm_error *err);
 
-/* SIGTERM drain: marks a job this replica will not finish as idle past the visibility timeout
- * (XCLAIM ... IDLE, JUSTID so its delivery count is unchanged), so another replica claims it at
- * once instead of after the timeout. */
+/* SIGTERM drain: marks a job this replica will not finish as idle past the visibility timeout,
+ * so another replica claims it at once instead of after the timeout. The hand-back is not blamed
+ * on the job: the next claim delivers it with the count it had here (no quarantine, no step
+ * nearer the dead letters), so its Chunks restart at index 0 under the same attempt number. An
+ * entry another replica owns by now is left to it. */
 glm_status glm_queue_hand_back(glm_queue *q, const char *entry_id, glm_error *err);
 
 /* What the latest poll (glm_queue_tick, chunk writes) learnt about a held entry. */

@@ -149,8 +149,18 @@ static const char CHUNK_LUA[] = "if redis.call('EXISTS', KEYS[2]) == 1 then retu
                                 "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
                                 "return 1\n";
 
-static const char *const SCRIPT_SOURCE[GLM_SCRIPT_COUNT] = {FINISH_LUA, CLAIM_LUA, BEGIN_LUA,
-                                                            DEAD_LETTER_LUA, CHUNK_LUA};
+static const char HAND_BACK_LUA[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)\n"
+    "local e = p[1]\n"
+    "if not e or e[2] ~= ARGV[2] then return 0 end\n"
+    "local count = tonumber(e[4]) - 1\n"
+    "if count < 0 then count = 0 end\n"
+    "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4],\n"
+    "           'RETRYCOUNT', count, 'JUSTID')\n"
+    "return 1\n";
+
+static const char *const SCRIPT_SOURCE[GLM_SCRIPT_COUNT] = {
+    FINISH_LUA, CLAIM_LUA, BEGIN_LUA, DEAD_LETTER_LUA, CHUNK_LUA, HAND_BACK_LUA};
 
 /* SCRIPT LOAD; returns 0 on success, -1 with *fail holding the reply (or NULL) otherwise. */
 static int load_script(redisContext *c, glm_redis_scripts *s, glm_redis_script_id id,

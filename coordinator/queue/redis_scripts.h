@@ -38,6 +38,13 @@ typedef enum glm_redis_script_id {
     /* KEYS out:<id>, done:<id>; ARGV chunk, result ttl s. Appends the Chunk unless the job's
      * Result exists (a stale replica never writes after the Result). Returns 1 written, 0 not. */
     GLM_SCRIPT_CHUNK,
+    /* KEYS jobs; ARGV group, consumer, entry id, idle ms. Hands an entry this consumer still owns
+     * back (SIGTERM drain): marks it idle past the visibility timeout and takes one off its
+     * delivery count, so the next claim, which adds one for an owner without a step record,
+     * leaves the count where it was: a hand-back is no delivery blamed on the job (it neither
+     * quarantines the job nor brings it nearer the dead letters). An entry owned by another
+     * consumer (reclaimed while this one was paused) is left alone. Returns 1 handed back, 0 not. */
+    GLM_SCRIPT_HAND_BACK,
     GLM_SCRIPT_COUNT,
 } glm_redis_script_id;
 

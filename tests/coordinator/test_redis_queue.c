@@ -131,7 +131,7 @@ static void test_dead_consumer_claimed(void)
     CHECK(glm_queue_read(b, 1, 100, &ja, &n, &err) == GLM_OK && n == 0);
     CHECK(glm_queue_claim(a, 4, &ja, &n, &n_dead, &err) == GLM_OK && n == 1);
     if (n == 1) {
-        CHECK(strcmp(ja.job_id, "job-c") == 0 && ja.deliveries == 2);
+        CHECK(strcmp(ja.job_id, "job-c") == 0 && ja.deliveries == 1); /* not blamed on it */
         CHECK(redis_jobs_finish(a, &ja, "c") == GLM_RESULT_WRITTEN);
         glm_queue_job_clear(&ja);
     }
@@ -139,6 +139,58 @@ static void test_dead_consumer_claimed(void)
 out:
     glm_queue_destroy(a);
     glm_queue_destroy(b);
+}
+
+/* A long job handed back by one draining replica after another (a rolling restart) is never
+ * blamed for it: it keeps delivery 1 (no quarantine) and is not dead-lettered however often it
+ * moves, while a real crash still counts. Before the hand-back script each hand-back counted, and
+ * with --max-deliveries 2 the third claim dead-lettered the healthy job as POISON. */
+static void test_hand_back_not_blamed(void)
+{
+    glm_queue *q[2] = {make_queue("t5", "roll-a", 60000, 2), make_queue("t5", "roll-b", 60000, 2)};
+    glm_queue *crash = make_queue("t5", "roll-c", 60000, 2);
+    if (!q[0] || !q[1] || !crash) goto out;
+    submit("t5", "job-roll");
+    glm_queue_job j = {0};
+    size_t n = 0, n_dead = 0;
+    glm_error err = {0};
+    CHECK(glm_queue_read(q[0], 1, 1000, &j, &n, &err) == GLM_OK && n == 1);
+    for (int k = 0; k < 5 && n == 1; k++) {
+        glm_queue *from = q[k % 2], *to = q[(k + 1) % 2];
+        CHECK_MSG(glm_queue_hand_back(from, j.entry_id, &err) == GLM_OK, "%s", err.msg);
+        glm_queue_job_clear(&j);
+        CHECK_MSG(glm_queue_claim(to, 4, &j, &n, &n_dead, &err) == GLM_OK, "%s", err.msg);
+        CHECK_MSG(n == 1 && n_dead == 0, "hand-back %d: %zu claimed, %zu dead", k + 1, n, n_dead);
+        CHECK_MSG(n != 1 || j.deliveries == 1, "hand-back %d: delivery %u", k + 1, j.deliveries);
+    }
+    /* a hand-back of an entry that another replica owns by now leaves it to that one */
+    bool held = n == 1;
+    if (held) {
+        CHECK(glm_queue_hand_back(q[0], j.entry_id, &err) == GLM_OK);
+        glm_queue_job other = {0};
+        CHECK(glm_queue_claim(crash, 4, &other, &n, &n_dead, &err) == GLM_OK && n == 0);
+    }
+    /* a crash of its owner (roll-b, no hand-back, no step record) still counts as a delivery */
+    if (held) {
+        redisReply *c = redisCommand(spy, "XCLAIM t5:jobs t5:servers roll-b 0 %s IDLE 60000 JUSTID",
+                                     j.entry_id);
+        CHECK(c && c->type == REDIS_REPLY_ARRAY && c->elements == 1);
+        if (c) freeReplyObject(c);
+        glm_queue_job_clear(&j);
+        CHECK(glm_queue_claim(crash, 4, &j, &n, &n_dead, &err) == GLM_OK && n == 1);
+        CHECK(n != 1 || j.deliveries == 2);
+    }
+    if (n == 1) CHECK(redis_jobs_finish(crash, &j, "rolled") == GLM_RESULT_WRITTEN);
+    int n_chunks, n_results;
+    glm_result *r = read_out("t5", "job-roll", &n_chunks, &n_results);
+    CHECK(n_results == 1 && r && r->error_code == GLM_EC_OK && strcmp(r->text, "rolled") == 0);
+    glm_result_free(r);
+    CHECK(redis_fixture_int(spy, "XLEN %s", "t5:dead") <= 0 && pending("t5") == 0);
+    glm_queue_job_clear(&j);
+out:
+    glm_queue_destroy(q[0]);
+    glm_queue_destroy(q[1]);
+    glm_queue_destroy(crash);
 }
 
 static void test_poison(void)
@@ -209,6 +261,6 @@ static void test_liveness(void)
 int main(void)
 {
     static void (*const tests[])(void) = {test_read_finish_once, test_dead_consumer_claimed,
-                                          test_poison, test_liveness};
+                                          test_hand_back_not_blamed, test_poison, test_liveness};
     return redis_fixture_main(&fx, &spy, "test_redis_queue", tests, sizeof tests / sizeof tests[0]);
 }
