@@ -193,6 +193,17 @@ bool glm_request_prepare(glm_request *r, const glm_request_env *env)
         glm_request_set_error(r, problem.code, "%s", problem.message);
         return false;
     }
+    /* The entry's id field is the job's address: its claim, done marker, cancel key and error
+     * Results are keyed by it. A Job that names another id would have streamed and answered
+     * there, bound that other id to this content and left its own client waiting for ever. An
+     * entry without the field (not a glm4v client) is answered at the Job's id, unclaimed. */
+    if (r->entry.job_id[0] && strcmp(r->job->id, r->entry.job_id) != 0) {
+        glm_request_set_error(r, GLM_EC_INVALID_REQUEST,
+                              "the Job's id \"%.128s\" differs from the id field of its stream "
+                              "entry; send the same id in both",
+                              r->job->id);
+        return false;
+    }
     if (r->job->deadline_unix_ms && (double)r->job->deadline_unix_ms < wall_ms()) {
         glm_request_set_error(r, GLM_EC_DEADLINE_EXCEEDED,
                               "deadline passed before the job was started");

@@ -20,3 +20,6 @@ glm4v_add_test(test_redis_identity SOURCES ${_redis_dir}/test_redis_identity.c
   LIBS glm4v_client glm4v_redis_jobs LABELS redis TIMEOUT 30)
 glm4v_add_test(test_redis_pressure SOURCES ${_redis_dir}/test_redis_pressure.c
   LIBS glm4v_client glm4v_redis_jobs Threads::Threads LABELS redis TIMEOUT 30)
+# the serve side of a stream entry's id field: a Job naming another id is refused (no Redis needed)
+glm4v_add_test(test_redis_entry_id SOURCES ${_redis_dir}/test_redis_entry_id.c LIBS glm4v_coordinator
+  TIMEOUT 30)
