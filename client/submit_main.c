@@ -268,7 +268,7 @@ static void cancel_job(glm_client *client, const char *id)
 }
 
 static int wait_for_result(glm_client *client, const char *id, const char *fingerprint,
-                           const submit_args *a)
+                           const char *raw_fingerprint, const submit_args *a)
 {
     glm_stream_follow follow;
     glm_stream_follow_init(&follow, id, stdout, stderr,
@@ -298,7 +298,8 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
         if (ev.kind == GLM_EVENT_CHUNK) {
             /* text mode follows the newest attempt; --json prints the Result alone */
             const glm_chunk *c = ev.chunk;
-            if (!a->json && glm_fingerprint_matches(c->job_fingerprint, fingerprint))
+            if (!a->json &&
+                glm_fingerprint_answers(c->job_fingerprint, fingerprint, raw_fingerprint))
                 glm_stream_follow_chunk(&follow, c->attempt, c->index, c->text ? c->text : "",
                                         glm_chunk_text_bytes(c));
             glm_chunk_free(ev.chunk);
@@ -306,7 +307,7 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
         }
         if (ev.kind != GLM_EVENT_RESULT) continue;
         const glm_result *r = ev.result;
-        if (!glm_fingerprint_matches(r->job_fingerprint, fingerprint)) {
+        if (!glm_fingerprint_answers(r->job_fingerprint, fingerprint, raw_fingerprint)) {
             rc = report_conflict(id, r, fingerprint, a);
             glm_result_free(ev.result);
             break;
@@ -399,8 +400,9 @@ int main(int argc, char **argv)
     size_t len = 0;
     rc = encode_job(&a, id, &job, &len);
     if (rc == 0) {
-        char fingerprint[GLM_FINGERPRINT_LEN + 1];
+        char fingerprint[GLM_FINGERPRINT_LEN + 1], raw[GLM_FINGERPRINT_LEN + 1];
         glm_job_fingerprint_bytes(job, len, fingerprint); /* as the server will compute it */
+        glm_job_fingerprint_raw(job, len, raw); /* as an older server that cannot decode it does */
         struct sigaction sa = {0};
         sa.sa_handler = on_stop_signal;
         sa.sa_flags = SA_RESTART; /* the wait loop looks at the flag at least once a second */
@@ -412,7 +414,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "glm4v-submit: %s\n", err.msg);
             rc = EXIT_TRANSPORT;
         } else {
-            rc = wait_for_result(client, id, fingerprint, &a);
+            rc = wait_for_result(client, id, fingerprint, raw, &a);
         }
     }
     free(job);

@@ -99,7 +99,8 @@ static void job_id_of(const sweep_run *run, size_t row_index, char out[GLM_JOB_I
  * returns false when the row was settled here instead (a missing image or one outside the root)
  * or a fatal error set run->failed. */
 static bool build_row_job(sweep_run *run, size_t row_index, const char *job_id, uint8_t **bytes,
-                          size_t *len, char fingerprint[GLM_FINGERPRINT_LEN + 1])
+                          size_t *len, char fingerprint[GLM_FINGERPRINT_LEN + 1],
+                          char raw_fingerprint[GLM_FINGERPRINT_LEN + 1])
 {
     const sweep_row *row = &run->in.rows[row_index];
     sweep_line line;
@@ -145,6 +146,8 @@ static bool build_row_job(sweep_run *run, size_t row_index, const char *job_id, 
     }
     /* the server fingerprints the decoded job; so do we, from the very bytes it will decode */
     glm_job_fingerprint_bytes(*bytes, *len, fingerprint);
+    /* and as a server older than this client does when it cannot decode them (sweep_queue.h) */
+    glm_job_fingerprint_raw(*bytes, *len, raw_fingerprint);
     return true;
 }
 
@@ -202,9 +205,10 @@ static void fill_window(sweep_run *run)
         size_t row_index = run->order[run->next++];
         uint8_t *bytes = NULL;
         size_t len = 0;
-        char fingerprint[GLM_FINGERPRINT_LEN + 1];
-        bool built = build_row_job(run, row_index, job_ids[k], &bytes, &len, fingerprint);
-        if (built && found[k] && glm_fingerprint_matches(found[k]->job_fingerprint, fingerprint)) {
+        char fingerprint[GLM_FINGERPRINT_LEN + 1], raw[GLM_FINGERPRINT_LEN + 1];
+        bool built = build_row_job(run, row_index, job_ids[k], &bytes, &len, fingerprint, raw);
+        if (built && found[k] &&
+            glm_fingerprint_answers(found[k]->job_fingerprint, fingerprint, raw)) {
             run->stats.from_redis++;
             settle(run, row_index, found[k], true);
         } else if (built && found[k]) {
@@ -213,6 +217,7 @@ static void fill_window(sweep_run *run)
             sweep_flight *f = &run->flights[run->n_flights++];
             snprintf(f->job_id, sizeof f->job_id, "%s", job_ids[k]);
             snprintf(f->fingerprint, sizeof f->fingerprint, "%s", fingerprint);
+            snprintf(f->raw_fingerprint, sizeof f->raw_fingerprint, "%s", raw);
             snprintf(f->cursor, sizeof f->cursor, "0-0");
             f->row = row_index;
             f->submitted_ms = glm_now_mono_ms();
@@ -244,8 +249,8 @@ static void collect_results(sweep_run *run, int block_ms)
     size_t kept = 0;
     for (size_t i = 0; i < run->n_flights; i++) {
         sweep_flight *f = &run->flights[i];
-        if (run->results[i] &&
-            !glm_fingerprint_matches(run->results[i]->job_fingerprint, f->fingerprint)) {
+        if (run->results[i] && !glm_fingerprint_answers(run->results[i]->job_fingerprint,
+                                                        f->fingerprint, f->raw_fingerprint)) {
             settle_conflict(run, f->row, f->job_id, run->results[i]->job_fingerprint,
                             f->fingerprint);
             glm_result_free(run->results[i]);

@@ -19,6 +19,8 @@ typedef struct sweep_queue sweep_queue;
 typedef struct sweep_flight {
     char job_id[GLM_JOB_ID_MAX + 1];
     char fingerprint[GLM_FINGERPRINT_LEN + 1]; /* of the submitted job: its Result must match */
+    /* of its bytes: an older server's error Result is stamped so (glm_fingerprint_answers) */
+    char raw_fingerprint[GLM_FINGERPRINT_LEN + 1];
     char cursor[48]; /* "0-0" at submission */
     size_t row;
     long long submitted_ms, deadline_ms;

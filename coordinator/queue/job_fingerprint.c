@@ -115,6 +115,11 @@ void glm_job_fingerprint_bytes(const void *bytes, size_t len, char out[GLM_FINGE
         glm_job_free(job);
         return;
     }
+    glm_job_fingerprint_raw(bytes, len, out);
+}
+
+void glm_job_fingerprint_raw(const void *bytes, size_t len, char out[GLM_FINGERPRINT_LEN + 1])
+{
     XXH3_state_t *h = begin_hash("glm4v-undecodable-job-1");
     if (!h) {
         snprintf(out, GLM_FINGERPRINT_LEN + 1, "%032x", 0);
@@ -136,4 +141,10 @@ bool glm_fingerprint_matches(const char *stamped, const char *mine)
 {
     if (!stamped || !stamped[0]) return true;
     return mine && strcmp(stamped, mine) == 0;
+}
+
+bool glm_fingerprint_answers(const char *stamped, const char *mine, const char *raw)
+{
+    if (glm_fingerprint_matches(stamped, mine)) return true;
+    return raw && raw[0] && stamped && strcmp(stamped, raw) == 0;
 }

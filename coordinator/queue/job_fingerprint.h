@@ -31,11 +31,22 @@ void glm_job_fingerprint(const glm_job *job, char out[GLM_FINGERPRINT_LEN + 1]);
  * with MALFORMED_JOB, but duplicates of it are still told apart from other jobs). */
 void glm_job_fingerprint_bytes(const void *bytes, size_t len, char out[GLM_FINGERPRINT_LEN + 1]);
 
+/* The fingerprint of bytes as such (glm_job_fingerprint_bytes' fallback for bytes that do not
+ * decode), whether or not they decode here. */
+void glm_job_fingerprint_raw(const void *bytes, size_t len, char out[GLM_FINGERPRINT_LEN + 1]);
+
 /* True when s is a fingerprint (32 lowercase hex digits). */
 bool glm_fingerprint_valid(const char *s);
 
 /* True when a Result (or Chunk) stamped with `stamped` may answer a job fingerprinted `mine`:
  * they are equal, or the Result carries none (a server older than fingerprints). */
 bool glm_fingerprint_matches(const char *stamped, const char *mine);
+
+/* What a client asks of every Chunk and Result under its job id: glm_fingerprint_matches against
+ * its job's fingerprint `mine`, or `stamped` equals `raw`, the raw fingerprint of the bytes it sent
+ * (NULL: none). A server older than the client cannot decode a Job carrying a field or version it
+ * does not know, answers UNKNOWN_FIELD or UNSUPPORTED_VERSION and stamps that error Result with the
+ * raw fingerprint; compared with `mine` alone, the client reported it as an ID_CONFLICT. */
+bool glm_fingerprint_answers(const char *stamped, const char *mine, const char *raw);
 
 #endif

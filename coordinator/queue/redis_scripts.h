@@ -43,7 +43,8 @@ typedef enum glm_redis_script_id {
      * delivery count, so the next claim, which adds one for an owner without a step record,
      * leaves the count where it was: a hand-back is no delivery blamed on the job (it neither
      * quarantines the job nor brings it nearer the dead letters). An entry owned by another
-     * consumer (reclaimed while this one was paused) is left alone. Returns 1 handed back, 0 not. */
+     * consumer (reclaimed while this one was paused) is left alone. Returns 1 handed back, 0 if
+     * not. */
     GLM_SCRIPT_HAND_BACK,
     GLM_SCRIPT_COUNT,
 } glm_redis_script_id;

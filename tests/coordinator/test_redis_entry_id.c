@@ -19,8 +19,11 @@ static void make_entry(glm_queue_job *e, const char *entry_id, const char *job_i
     snprintf(e->job_id, sizeof(e->job_id), "%s", entry_id);
     e->deliveries = 1;
     glm_message m = {.role = GLM_ROLE_USER, .content = "Which id am I?", .image_format = ""};
-    glm_job job = {.version = GLM4V_PROTOCOL_VERSION, .id = job_id, .messages = &m,
-                   .n_messages = 1, .sampling = glm_sampling_defaults()};
+    glm_job job = {.version = GLM4V_PROTOCOL_VERSION,
+                   .id = job_id,
+                   .messages = &m,
+                   .n_messages = 1,
+                   .sampling = glm_sampling_defaults()};
     job.sampling.max_new_tokens = 4;
     CHECK(glm_job_encode(&job, &e->bytes, &e->len, NULL) == GLM_OK);
 }
@@ -70,9 +73,13 @@ int main(void)
     glm_tokenizer *tok = NULL;
     CHECK(glm_tokenizer_load(path, &tok, NULL) == GLM_OK);
     if (!tok) return test_finish("test_redis_entry_id");
-    glm_request_env env = {.cfg = &cfg, .tok = tok, .image_limits = glm_image_limits_default(),
-                           .job_limits = glm_job_limits_default(), .image_rows = 11,
-                           .default_max_new_tokens = 8, .server_id = "test"};
+    glm_request_env env = {.cfg = &cfg,
+                           .tok = tok,
+                           .image_limits = glm_image_limits_default(),
+                           .job_limits = glm_job_limits_default(),
+                           .image_rows = 11,
+                           .default_max_new_tokens = 8,
+                           .server_id = "test"};
     env.job_limits.vocab_size = cfg.padded_vocab_size;
     char to[GLM_JOB_ID_MAX + 1];
 

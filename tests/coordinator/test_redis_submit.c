@@ -150,6 +150,47 @@ static void serve_one(glm_queue *q, const char *const *pieces, glm_error_code fa
     glm_queue_job_clear(&j);
 }
 
+/* Plays a server older than glm4v-submit: it cannot decode the Job (a field or a version it does
+ * not know), so its error Result carries code and is stamped with the fingerprint of the raw bytes,
+ * as such a server's queue stamps it. */
+static void serve_undecodable(glm_queue *q, glm_error_code code)
+{
+    glm_queue_job j;
+    size_t n = 0;
+    glm_error err = {0};
+    for (int tries = 0; tries < 50 && n == 0; tries++)
+        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
+    CHECK(n == 1);
+    if (n != 1) return;
+    char raw[GLM_FINGERPRINT_LEN + 1];
+    glm_job_fingerprint_raw(j.bytes, j.len, raw);
+    glm_result r = {.version = 1,
+                    .id = j.job_id,
+                    .text = "",
+                    .finish_reason = GLM_FINISH_ERROR,
+                    .error_code = code,
+                    .error_message = "Job field 99 is unknown to this server",
+                    .server_id = "old-1",
+                    .attempts = 1,
+                    .job_fingerprint = raw};
+    uint8_t *b = NULL;
+    size_t len = 0;
+    CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
+    redisContext *c = redis_fixture_connect(&fx);
+    redisReply *x = c && b ? redisCommand(c, "XADD sb:out:%s * result %b", j.job_id, b, len) : NULL;
+    CHECK(x && x->type == REDIS_REPLY_STRING);
+    if (x) freeReplyObject(x);
+    x = c ? redisCommand(c, "XACK sb:jobs sb:servers %s", j.entry_id) : NULL;
+    CHECK(x && x->type == REDIS_REPLY_INTEGER && x->integer == 1);
+    if (x) freeReplyObject(x);
+    x = c ? redisCommand(c, "XDEL sb:jobs %s", j.entry_id) : NULL;
+    if (x) freeReplyObject(x);
+    if (c) redisFree(c);
+    free(b);
+    glm_queue_forget(q, j.entry_id);
+    glm_queue_job_clear(&j);
+}
+
 static const char *const JOB_ARGS_TAIL[] = {"--prompt",
                                             "describe it",
                                             "--max-new-tokens",
@@ -241,6 +282,32 @@ int main(int argc, char **argv)
     cJSON *e = o ? cJSON_GetObjectItem(o, "error") : NULL;
     CHECK(e && strcmp(cJSON_GetObjectItem(e, "code")->valuestring, "BAD_IMAGE") == 0);
     cJSON_Delete(o);
+
+    /* a server older than the client answers UNKNOWN_FIELD, stamped with the raw bytes'
+     * fingerprint: that is this job's answer (exit 1, the code), not an ID_CONFLICT */
+    build_args(args, (const char *[]){"--json", "--id", "skew-1", NULL});
+    ch = start_submit(args, NULL);
+    serve_undecodable(q, GLM_EC_UNKNOWN_FIELD);
+    rc = finish_submit(ch, buf, sizeof buf);
+    CHECK_MSG(rc == 1, "exit %d", rc);
+    o = cJSON_Parse(buf);
+    e = o ? cJSON_GetObjectItem(o, "error") : NULL;
+    CHECK_MSG(e && strcmp(cJSON_GetObjectItem(e, "code")->valuestring, "UNKNOWN_FIELD") == 0,
+              "got '%s'", buf);
+    cJSON_Delete(o);
+    /* and a Result stamped with another job's fingerprint is still a conflict */
+    build_args(args, (const char *[]){"--json", "--id", "skew-1", "--seed", "7", NULL});
+    rc = finish_submit(start_submit(args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 1 && strstr(buf, "ID_CONFLICT"), "exit %d: '%s'", rc, buf);
+    /* the same conversation resubmitted finds its error Result (no server needed) */
+    build_args(args, (const char *[]){"--json", "--id", "skew-1", NULL});
+    rc = finish_submit(start_submit(args, NULL), buf, sizeof buf);
+    CHECK_MSG(rc == 1 && strstr(buf, "UNKNOWN_FIELD"), "exit %d: '%s'", rc, buf);
+    redisContext *trim = redis_fixture_connect(&fx); /* the two entries nobody serves */
+    redisReply *t = trim ? redisCommand(trim, "XTRIM sb:jobs MAXLEN 0") : NULL;
+    CHECK(t && t->type == REDIS_REPLY_INTEGER && t->integer == 2);
+    if (t) freeReplyObject(t);
+    if (trim) redisFree(trim);
 
     /* nobody serves: timeout -> exit 3 (the job stays queued; the status shows it) */
     build_args(args, (const char *[]){"--timeout", "0.5", NULL});
