@@ -402,6 +402,22 @@ static int next_admissible(const glm_scheduler *s, int from)
     return -1;
 }
 
+/* Whether an ordinary step must leave waiting sequence k where it is because a quarantined one
+ * queues before it and none runs: admitting ordinary jobs past it would let a steady stream of
+ * short ones keep the batch or the KV pool too full for it at every quarantine step, forever.
+ * Held back, the ordinary jobs drain and the next quarantine step admits it. While an isolated
+ * sequence runs, the waiting ones cannot start anyway (one isolated sequence per step), so
+ * ordinary admission goes on. */
+static bool behind_quarantine(const glm_scheduler *s, int k)
+{
+    if (s->isolating) return false;
+    for (int i = 0; i < s->n_running; i++)
+        if (s->running[i]->isolated) return false;
+    for (int i = 0; i < k; i++)
+        if (s->waiting[i]->isolated) return true;
+    return false;
+}
+
 /* Whether row r of q (fed in the step being built) is a logit row. */
 static bool is_logit_row(const glm_sequence *q, int r)
 {
@@ -455,6 +471,7 @@ glm_status glm_scheduler_schedule(glm_scheduler *s, glm_step_plan *p, const floa
      * one whose prefix another is computing right now waits its turn in place */
     int k = 0;
     while (budget > 0 && s->n_running < s->cfg.max_batch && (k = next_admissible(s, k)) >= 0) {
+        if (behind_quarantine(s, k)) break;
         glm_sequence *q = s->waiting[k];
         int reused = reuse_prefix(s, q);
         if (reused < 0) break;

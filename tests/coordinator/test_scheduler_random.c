@@ -542,8 +542,74 @@ static void one_seed(uint64_t seed, coverage *cov)
             c.max_batch, c.budget, c.chunk, c.images_per_step, c.vision_slots, c.cache);
 }
 
+/* Regression (found while building the random test): a quarantined (isolated) sequence with a
+ * long prompt never started under a steady stream of short ordinary jobs. Ordinary steps admitted
+ * the jobs queued behind it, so every quarantine step found the pool 8 blocks free where it needed
+ * 6 + one per running sequence; it waited all 200 steps. Now ordinary steps admit nothing behind
+ * a waiting quarantined sequence (while none runs), the pool drains, and it starts. */
+static void quarantine_not_starved(void)
+{
+    glm_scheduler_config cfg = {.max_batch = 8,
+                                .max_tokens_per_step = 64,
+                                .prefill_chunk = 64,
+                                .max_images_per_step = 1,
+                                .block_size = 4,
+                                .n_blocks = 16,
+                                .max_blocks_per_seq = 8,
+                                .image_rows = 3,
+                                .seq_length = 32,
+                                .no_prefix_cache = true};
+    glm_image_cache *images = NULL;
+    glm_scheduler *s = NULL;
+    CHECK(glm_image_cache_create(1, &images, NULL) == GLM_OK);
+    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    enum { STEPS = 200 };
+    static glm_sequence seqs[2 * STEPS + 1];
+    glm_sequence *quarantined = &seqs[2 * STEPS];
+    glm_step_plan plan = {0};
+    glm_logit_row rows[64];
+    int32_t sampled[64] = {0};
+    int32_t ids[32] = {10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25};
+    int started = -1;
+    for (int step = 0; step < STEPS && started < 0; step++) {
+        /* a steady stream of ordinary jobs; the quarantined one arrives at step 3 */
+        glm_sequence *news[3] = {&seqs[2 * step], NULL, step == 20 ? quarantined : NULL};
+        for (int k = 0; k < 3; k++) {
+            if (!news[k]) continue;
+            glm_sequence *q = news[k];
+            memset(q, 0, sizeof(*q));
+            int n_ids = q == quarantined ? 24 : 3;
+            CHECK(glm_prompt_layout_build(ids, n_ids, BOI, EOI, PAD, 3, &q->layout, NULL) ==
+                  GLM_OK);
+            q->max_new_tokens = q == quarantined ? 4 : 6;
+            q->ignore_eos = true;
+            q->isolated = q == quarantined;
+            CHECK(glm_scheduler_add(s, q, NULL) == GLM_OK);
+        }
+        const float *px = NULL;
+        CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
+        if (quarantined->state == GLM_JOB_RUNNING) started = step;
+        if (getenv("GLM_SCHED_TRACE"))
+            printf("step %d: %d seqs, blocks used %d, running %d\n", step, plan.n_seqs,
+                   glm_scheduler_stats_get(s).blocks_used, glm_scheduler_stats_get(s).running);
+        glm_scheduler_commit(s, rows, sampled, plan.n_logit_rows);
+    }
+    printf("quarantined sequence started at step %d\n", started);
+    CHECK_MSG(started >= 0 && started < 80, "the quarantined sequence started at step %d", started);
+    for (int i = 0; i <= 2 * STEPS; i++)
+        if (seqs[i].state == GLM_JOB_RUNNING || seqs[i].state == GLM_JOB_WAITING)
+            glm_scheduler_finish(s, &seqs[i], GLM_SEQ_CANCELLED);
+    for (int i = 0; i <= 2 * STEPS; i++)
+        glm_sequence_free(&seqs[i]);
+    CHECK(glm_scheduler_stats_get(s).blocks_used == 0);
+    glm_step_plan_free(&plan);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
 int main(void)
 {
+    quarantine_not_starved();
     coverage cov = {0};
     const char *one = getenv("GLM_SCHED_SEED");
     if (one) {
