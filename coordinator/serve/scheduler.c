@@ -586,15 +586,35 @@ void glm_scheduler_commit(glm_scheduler *s, const glm_logit_row *rows, const int
     s->n_step_seqs = 0;
 }
 
+/* Whether q holds a slot whose image was to be encoded in the step being built. */
+static bool reads_new_image(const glm_scheduler *s, const glm_sequence *q)
+{
+    for (int i = 0; i < q->layout.n_images; i++)
+        for (int k = 0; k < s->n_new_images; k++)
+            if (q->image_slots[i] == s->new_image_slots[k]) return true;
+    return false;
+}
+
 void glm_scheduler_abort_step(glm_scheduler *s)
 {
+    /* The new images were never encoded, so a sequence holding their slots would feed image rows
+     * from an empty slot in its next step (running sequences never attach images again). Such a
+     * sequence was admitted in this very step: it goes back to the front of the queue, holding
+     * nothing, and takes its slots anew (encoding them) when admitted again. Back to front keeps
+     * their queue order. */
+    for (int i = s->n_step_seqs - 1; i >= 0; i--) {
+        glm_sequence *q = s->step_seqs[i];
+        q->scheduled = false;
+        q->step_rows = 0;
+        if (!reads_new_image(s, q)) continue;
+        release_resources(s, q);
+        remove_running(s, q);
+        glm_job_transition(&q->state, GLM_JOB_WAITING);
+        push_waiting(s, q, true);
+    }
     for (int i = 0; i < s->n_new_images; i++)
         glm_image_cache_invalidate(s->images, s->new_image_slots[i]);
     s->n_new_images = 0;
-    for (int i = 0; i < s->n_step_seqs; i++) {
-        s->step_seqs[i]->scheduled = false;
-        s->step_seqs[i]->step_rows = 0;
-    }
     s->n_step_seqs = 0;
 }
 

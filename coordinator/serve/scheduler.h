@@ -147,7 +147,9 @@ int glm_scheduler_step_sequences(const glm_scheduler *s, glm_sequence *const **s
  * says why). */
 void glm_scheduler_commit(glm_scheduler *s, const glm_logit_row *rows, const int32_t *sampled,
                           int n_logit_rows);
-/* After a failed step: undoes the step's image reservations so they are encoded again. */
+/* After a failed step: undoes the step's image reservations so they are encoded again (the
+ * sequences admitted with them go back to the front of the queue); the step can be planned
+ * again. */
 void glm_scheduler_abort_step(glm_scheduler *s);
 /* Ends a sequence (stop string, error, deadline, cancellation): releases what it holds in the
  * scheduler when it is WAITING or RUNNING, and moves it to glm_seq_finish_state(why). Returns
