@@ -189,15 +189,20 @@ bool glm_request_prepare(glm_request *r, const glm_request_env *env)
     glm_job_problem problem = {0};
     glm_status st = glm_job_decode(r->entry.bytes, r->entry.len, &r->job, &problem);
     if (!st) st = glm_job_validate(r->job, &env->job_limits, &problem);
+    /* An entry without the id field (not a glm4v client) is answered at the Job's id, its error
+     * Result too (with no id at all it went to the dead letters, while its answer would have gone
+     * to the Job's id: a failure its client never heard of). */
+    const char *own_id = r->job ? r->job->id : problem.job_id;
+    if (!r->entry.job_id[0] && own_id && glm_job_id_valid(own_id))
+        snprintf(r->entry.job_id, sizeof(r->entry.job_id), "%s", own_id);
     if (st) {
         glm_request_set_error(r, problem.code, "%s", problem.message);
         return false;
     }
     /* The entry's id field is the job's address: its claim, done marker, cancel key and error
      * Results are keyed by it. A Job that names another id would have streamed and answered
-     * there, bound that other id to this content and left its own client waiting for ever. An
-     * entry without the field (not a glm4v client) is answered at the Job's id, unclaimed. */
-    if (r->entry.job_id[0] && strcmp(r->job->id, r->entry.job_id) != 0) {
+     * there, bound that other id to this content and left its own client waiting for ever. */
+    if (strcmp(r->job->id, r->entry.job_id) != 0) {
         glm_request_set_error(r, GLM_EC_INVALID_REQUEST,
                               "the Job's id \"%.128s\" differs from the id field of its stream "
                               "entry; send the same id in both",

@@ -12,13 +12,14 @@
 #include "worker/config.h"
 
 /* An entry with the id field entry_id carrying a one-message Job whose own id is job_id. */
-static void make_entry(glm_queue_job *e, const char *entry_id, const char *job_id)
+static void make_entry(glm_queue_job *e, const char *entry_id, const char *job_id,
+                       const char *prompt)
 {
     memset(e, 0, sizeof(*e));
     snprintf(e->entry_id, sizeof(e->entry_id), "1700000000000-0");
     snprintf(e->job_id, sizeof(e->job_id), "%s", entry_id);
     e->deliveries = 1;
-    glm_message m = {.role = GLM_ROLE_USER, .content = "Which id am I?", .image_format = ""};
+    glm_message m = {.role = GLM_ROLE_USER, .content = prompt, .image_format = ""};
     glm_job job = {.version = GLM4V_PROTOCOL_VERSION,
                    .id = job_id,
                    .messages = &m,
@@ -30,11 +31,12 @@ static void make_entry(glm_queue_job *e, const char *entry_id, const char *job_i
 
 /* Prepares a request for (entry id, job id); returns its error code, and the id its Result (the
  * error Result when it failed) is addressed to in *result_id. */
-static glm_error_code prepare(const glm_request_env *env, const char *entry_id, const char *job_id,
-                              char *result_id, size_t cap)
+static glm_error_code prepare_prompt(const glm_request_env *env, const char *entry_id,
+                                     const char *job_id, const char *prompt, char *result_id,
+                                     size_t cap)
 {
     glm_queue_job e;
-    make_entry(&e, entry_id, job_id);
+    make_entry(&e, entry_id, job_id, prompt);
     glm_request *r = NULL;
     CHECK(glm_request_create(&e, &r, NULL) == GLM_OK && r);
     if (!r) return GLM_EC_INTERNAL;
@@ -53,7 +55,9 @@ static glm_error_code prepare(const glm_request_env *env, const char *entry_id, 
         if (res) {
             snprintf(result_id, cap, "%s", res->id);
             CHECK(res->error_code == r->error_code && res->finish_reason == GLM_FINISH_ERROR);
-            CHECK_MSG(strstr(res->error_message, job_id) != NULL, "%s", res->error_message);
+            CHECK_MSG(res->error_code != GLM_EC_INVALID_REQUEST ||
+                          strstr(res->error_message, job_id),
+                      "%s", res->error_message);
         }
         glm_result_free(res);
         free(bytes);
@@ -61,6 +65,12 @@ static glm_error_code prepare(const glm_request_env *env, const char *entry_id, 
     glm_error_code code = r->error_code;
     glm_request_destroy(r);
     return code;
+}
+
+static glm_error_code prepare(const glm_request_env *env, const char *entry_id, const char *job_id,
+                              char *result_id, size_t cap)
+{
+    return prepare_prompt(env, entry_id, job_id, "Which id am I?", result_id, cap);
 }
 
 int main(void)
@@ -95,6 +105,12 @@ int main(void)
     /* an entry without an id field (not a glm4v client) is answered at the Job's id */
     CHECK(prepare(&env, "", "bare-job", to, sizeof to) == GLM_EC_OK);
     CHECK(strcmp(to, "bare-job") == 0);
+    /* and so is its failure: before, it had no address and went to the dead letters unanswered */
+    CHECK(prepare_prompt(&env, "", "bare-bad", "", to, sizeof to) == GLM_EC_EMPTY_PROMPT);
+    CHECK_MSG(strcmp(to, "bare-bad") == 0, "error Result addressed to '%s'", to);
+    /* a failing job with both ids is answered at them as always */
+    CHECK(prepare_prompt(&env, "both-bad", "both-bad", "", to, sizeof to) == GLM_EC_EMPTY_PROMPT);
+    CHECK(strcmp(to, "both-bad") == 0);
 
     glm_tokenizer_destroy(tok);
     return test_finish("test_redis_entry_id");
