@@ -440,9 +440,17 @@ static void draw_specs(test_rng *g, spec *specs, int n)
     for (int i = 0; i < n; i++) {
         spec *sp = &specs[i];
         memset(sp, 0, sizeof(*sp));
-        int how = test_rng_int(g, 0, 3);
+        int how = test_rng_int(g, 0, 4);
         if (how == 0 && i > 0) { /* a later turn of an earlier conversation */
             *sp = specs[test_rng_int(g, 0, i - 1)];
+        } else if (how == 4 && i > 0) { /* an earlier prompt with one image or one id changed */
+            *sp = specs[test_rng_int(g, 0, i - 1)];
+            int at = test_rng_int(g, 0, sp->n_ids - 1);
+            if (sp->n_images > 0 && test_rng_int(g, 0, 1) == 0)
+                sp->image_key[test_rng_int(g, 0, sp->n_images - 1)] =
+                    test_rng_int(g, 0, N_KEYS - 1);
+            else if (sp->ids[at] < PAD) /* a text id, not part of an image marker */
+                sp->ids[at] = 10 + test_rng_int(g, 0, 3);
         } else if (how <= 2) { /* an opening, cut anywhere (inside a block, inside its ids) */
             const spec *o = &openings[test_rng_int(g, 0, 2)];
             int cut = test_rng_int(g, 0, o->n_ids);
@@ -686,7 +694,7 @@ static void quarantine_not_starved(void)
     glm_image_cache_destroy(images);
 }
 
-/* Regression (found by the random test, seeds 112 and 143 among others): after a failed step,
+/* Regression (found by the random test once it failed steps at random): after a failed step,
  * glm_scheduler_abort_step forgot the step's new images, but the sequences admitted with them
  * kept their slots and, running, were never given images again: the retried step fed their image
  * rows from a slot nothing had been encoded into. Now they go back to the queue and the retry
