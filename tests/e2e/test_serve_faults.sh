@@ -3,7 +3,8 @@
 #  - kill -9 of one of two replicas while it holds running jobs: every job completes exactly once;
 #  - redis-server restarted (AOF on) mid-run: the server reconnects and every job finishes;
 #  - a poison job that crashes its server on every delivery ends in the dead-letter stream;
-#  - SIGTERM drains: running jobs finish, the replica exits 0, nothing is lost.
+#  - SIGTERM drains: running jobs finish, the replica exits 0, nothing is lost;
+#  - a job still running when the grace ends is handed back, not blamed (attempts 1).
 # usage: test_serve_faults.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
@@ -96,5 +97,28 @@ e2e_check "drain: the replica exited cleanly" [ $? -eq 0 ]
 wait "${pids[@]}"
 e2e_check "drain: all 6 running jobs finished" wait_results drain 6 5
 e2e_check "drain: logged" grep -q "draining" "$E2E_DIR/d.log"
+
+# 5. a drain whose grace ends before its job does: the job is handed back and the next replica
+#    runs it as the same delivery (a hand-back is not blamed on the job: no quarantine, and rolling
+#    restarts never bring it to the dead letters). Its steps are paced (5 ms each, >= 4 s for 800
+#    tokens) so it is still running when the 300 ms grace ends, however busy the machine.
+export GLM4V_TEST_SLOW_PROMPT=PACED-HANDBACK
+e2e_start_replica h1 1 --grace-ms 300 || exit 1
+first=$REPLICA_PID
+e2e_submit --id handback-0 --prompt "PACED-HANDBACK $p" --max-new-tokens 800 --temperature 0 \
+    --ignore-eos --timeout 120 >"$E2E_DIR/handback.json" 2>/dev/null &
+sub=$!
+for _ in $(seq 200); do grep -q "accepted" "$E2E_DIR/h1.log" && break; sleep 0.05; done
+bash "$root/deploy/common/glm4v-drain.sh" --mpirun-pid "$first" --timeout 60
+e2e_check "hand-back: the draining replica handed its job back" \
+    grep -q "handed back for another replica" "$E2E_DIR/h1.log"
+e2e_start_replica h2 1 || exit 1
+unset GLM4V_TEST_SLOW_PROMPT
+wait $sub
+e2e_check "hand-back: exactly one Result" [ "$(e2e_result_count handback-0)" = 1 ]
+e2e_check "hand-back: the full answer with attempts 1" \
+    [ "$(e2e_json "$E2E_DIR/handback.json" "(d['attempts'], len(d['token_ids']))" 2>/dev/null)" = "(1, 800)" ]
+e2e_check "hand-back: taken over as delivery 1, not quarantined" \
+    grep -q "reclaimed (delivery 1)" "$E2E_DIR/h2.log"
 
 e2e_finish serve_faults
