@@ -72,13 +72,22 @@ void glm_stream_follow_chunk(glm_stream_follow *f, uint32_t attempt, uint32_t in
                              const char *text, size_t text_bytes)
 {
     if (attempt < f->attempt) return; /* an older attempt, still running on a stalled server */
-    if (attempt > f->attempt) {
+    /* the same attempt from its start: a job handed back by a draining server keeps its delivery
+     * count (it is not blamed on the job), so the server that takes it over streams under the
+     * same number; without this the stream stopped there as if a chunk were lost */
+    bool restarted = attempt == f->attempt && index == 0 && (f->next_index > 0 || f->gap);
+    if (attempt > f->attempt || restarted) {
         if (f->attempt > 0) {
             bool broken = f->same_screen && f->n_shown > 0;
-            fprintf(f->notes,
-                    "%sglm4v-submit: job %s was handed to another server (attempt %u); "
-                    "following it\n",
-                    broken ? "\n" : "", f->job_id, attempt);
+            if (restarted)
+                fprintf(f->notes,
+                        "%sglm4v-submit: job %s started again on another server; following it\n",
+                        broken ? "\n" : "", f->job_id);
+            else
+                fprintf(f->notes,
+                        "%sglm4v-submit: job %s was handed to another server (attempt %u); "
+                        "following it\n",
+                        broken ? "\n" : "", f->job_id, attempt);
             fflush(f->notes);
             if (broken) { /* the terminal line was cut by the note: show the text so far again */
                 fwrite(f->shown, 1, f->n_shown, f->out);

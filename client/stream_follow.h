@@ -2,7 +2,9 @@
  * --json). A job reclaimed from a stalled or dead server runs again as a new attempt (Chunk.attempt
  * = its delivery count) while the old attempt may still be writing chunks: the follower keeps to
  * the newest attempt it has seen and ignores older ones, and says on the notes stream when it
- * switches. When the newest attempt's text goes on from what was printed (greedy and seeded jobs
+ * switches. A job handed back by a draining server goes on under the same attempt number (a
+ * hand-back is not a delivery blamed on it): its chunks starting again at index 0 are followed the
+ * same way. When the newest attempt's text goes on from what was printed (greedy and seeded jobs
  * do), the output continues: out holds the answer exactly once (on a terminal, where the note has
  * broken the line, the text so far is shown again after it). When it differs, a note says so and
  * the new attempt's text is printed again from its start on a fresh line. The final Result (first

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -191,6 +192,35 @@ static void serve_undecodable(glm_queue *q, glm_error_code code)
     glm_queue_job_clear(&j);
 }
 
+/* Writes one chunk of attempt 1 for job_id. */
+static void chunk_of_attempt_1(glm_queue *q, const char *job_id, uint32_t index, const char *text)
+{
+    int32_t id = 100 + (int32_t)index;
+    glm_chunk c = {
+        .id = job_id, .index = index, .attempt = 1, .text = text, .token_ids = &id, .n_tokens = 1};
+    uint8_t *b = NULL;
+    size_t len = 0;
+    glm_error err = {0};
+    CHECK(glm_chunk_encode(&c, &b, &len, NULL) == GLM_OK);
+    CHECK_MSG(b && glm_queue_write_chunk(q, job_id, b, len, &err) == GLM_OK, "%s", err.msg);
+    free(b);
+}
+
+/* Reads the child's stdout into buf (appending at *n) until it holds want or timeout_ms pass. */
+static bool read_until(int fd, char *buf, size_t cap, size_t *n, const char *want, int timeout_ms)
+{
+    for (int waited = 0; !strstr(buf, want) && waited < timeout_ms; waited += 20) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 20) == 1 && *n + 1 < cap) {
+            ssize_t k = read(fd, buf + *n, cap - 1 - *n);
+            if (k <= 0) break;
+            *n += (size_t)k;
+            buf[*n] = '\0';
+        }
+    }
+    return strstr(buf, want) != NULL;
+}
+
 static const char *const JOB_ARGS_TAIL[] = {"--prompt",
                                             "describe it",
                                             "--max-new-tokens",
@@ -215,6 +245,56 @@ static void build_args(const char **out, const char *const *head)
     for (const char *const *t = JOB_ARGS_TAIL; *t; t++)
         out[n++] = *t;
     out[n] = NULL;
+}
+
+/* A job handed back by a draining server: the next one streams it again from index 0 under the
+ * same attempt number (the hand-back is not blamed on the job). glm4v-submit follows the new
+ * stream live, before any Result, and prints the answer once; it used to take the restart for a
+ * lost chunk and show nothing more until the Result. */
+static void test_handed_back_stream(glm_queue *q)
+{
+    const char *args[40];
+    build_args(args, (const char *[]){"--id", "handed-1", NULL});
+    child ch = start_submit(args, NULL);
+    glm_queue_job j;
+    size_t n = 0;
+    glm_error err = {0};
+    for (int tries = 0; tries < 50 && n == 0; tries++)
+        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
+    CHECK(n == 1);
+    char buf[4096] = "";
+    size_t got = 0;
+    if (n == 1) {
+        chunk_of_attempt_1(q, j.job_id, 0, "The cat ");
+        chunk_of_attempt_1(q, j.job_id, 1, "sits ");
+        CHECK(read_until(ch.out_fd, buf, sizeof buf, &got, "sits ", 5000));
+        /* drained: the next server starts over, same attempt, and goes further */
+        chunk_of_attempt_1(q, j.job_id, 0, "The cat ");
+        chunk_of_attempt_1(q, j.job_id, 1, "sits ");
+        chunk_of_attempt_1(q, j.job_id, 2, "down.");
+        CHECK_MSG(read_until(ch.out_fd, buf, sizeof buf, &got, "down.", 5000),
+                  "streamed before the Result: '%s'", buf);
+        uint8_t *b = NULL;
+        size_t len = 0;
+        int32_t ids[3] = {100, 101, 102};
+        glm_result r = {.id = j.job_id,
+                        .text = "The cat sits down.",
+                        .token_ids = ids,
+                        .n_tokens = 3,
+                        .finish_reason = GLM_FINISH_LENGTH,
+                        .server_id = "fake-1",
+                        .attempts = 1};
+        CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
+        glm_finish_outcome outcome;
+        CHECK(b && glm_queue_finish(q, j.entry_id, j.job_id, b, len, &outcome, &err) == GLM_OK);
+        free(b);
+        glm_queue_job_clear(&j);
+    }
+    char rest[4096];
+    int rc = finish_submit(ch, rest, sizeof rest);
+    CHECK_MSG(rc == 0, "exit %d", rc);
+    snprintf(buf + got, sizeof buf - got, "%s", rest);
+    CHECK_MSG(strcmp(buf, "The cat sits down.\n") == 0, "got '%s'", buf);
 }
 
 int main(int argc, char **argv)
@@ -282,6 +362,8 @@ int main(int argc, char **argv)
     cJSON *e = o ? cJSON_GetObjectItem(o, "error") : NULL;
     CHECK(e && strcmp(cJSON_GetObjectItem(e, "code")->valuestring, "BAD_IMAGE") == 0);
     cJSON_Delete(o);
+
+    test_handed_back_stream(q);
 
     /* a server older than the client answers UNKNOWN_FIELD, stamped with the raw bytes'
      * fingerprint: that is this job's answer (exit 1, the code), not an ID_CONFLICT */
