@@ -61,6 +61,11 @@ glm_status queue_check(glm_queue *q, redisReply *r, int type, const char *what, 
     glm_status st = REDIS_CHECK(q->ctx, r, type, what, err);
     if (!r) queue_drop_connection(q);
     glm_redis_refusal kind = glm_redis_refusal_of(r);
+    /* READONLY and MASTERDOWN come from a replica: the primary failed over (Sentinel, a managed
+     * Redis) and this connection still goes to the demoted one, which keeps it open. The URL's
+     * name or address leads to the new primary only on a new connection; kept, like one refused
+     * for OOM, this connection was refused for ever, and so was every Result in the outbox. */
+    bool replica = kind == GLM_REDIS_READONLY || kind == GLM_REDIS_MASTERDOWN;
     if (r && kind != GLM_REDIS_NOT_REFUSED) {
         q->stats.refusals++;
         q->stats.refusals_by_kind[kind]++;
@@ -68,17 +73,24 @@ glm_status queue_check(glm_queue *q, redisReply *r, int type, const char *what, 
             q->refusing = true;
             q->refusing_since_ms = glm_now_unix_ms();
             fprintf(stderr,
-                    "glm_queue %s: redis %s:%d refuses commands (%s: %.*s); the connection is "
-                    "fine: finished Results wait in the outbox, chunks may be dropped\n",
+                    "glm_queue %s: redis %s:%d refuses commands (%s: %.*s); %s: finished Results "
+                    "wait in the outbox, chunks may be dropped\n",
                     q->server_id, q->url.host, q->url.port, glm_redis_refusal_name(kind),
-                    (int)(r->len > 160 ? 160 : r->len), r->str);
+                    (int)(r->len > 160 ? 160 : r->len), r->str,
+                    replica ? "a replica: reconnecting to find the primary"
+                            : "the connection is fine");
         }
+    }
+    if (r && replica && q->ctx) {
+        q->on_replica = true;
+        queue_drop_connection(q);
     }
     return st;
 }
 
 void queue_writes_accepted(glm_queue *q)
 {
+    q->on_replica = false;
     if (!q->refusing) return;
     q->refusing = false;
     fprintf(stderr, "glm_queue %s: redis accepts writes again after %.1f s of refusals\n",
@@ -109,7 +121,8 @@ glm_status queue_conn(glm_queue *q, glm_error *err)
         queue_drop_connection(q);
         return st; /* IO: not reachable; LIMIT: LOADING; FORMAT: AUTH or SELECT refused */
     }
-    q->backoff_ms = q->cfg.backoff_initial_ms;
+    /* a replica answers PING like a primary: only an accepted write ends the backoff then */
+    if (!q->on_replica) q->backoff_ms = q->cfg.backoff_initial_ms;
     memset(&q->scripts, 0, sizeof q->scripts);
     if (q->group_wanted && (st = create_group(q, err)) != GLM_OK) {
         if (q->ctx) queue_drop_connection(q);

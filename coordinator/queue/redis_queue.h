@@ -15,7 +15,9 @@
  * Redis going away or refusing: every call that needs Redis returns GLM_ERR_IO when the connection
  * is lost or still down (and reconnects with exponential backoff on a later call; glm_queue_tick
  * is the place to drive that), and GLM_ERR_LIMIT when Redis refused the command (OOM, READONLY,
- * LOADING, BUSY, MISCONF, ...: see glm_redis_refusal). A finished Result is never dropped for
+ * LOADING, BUSY, MISCONF, ...: see glm_redis_refusal; READONLY and MASTERDOWN, a replica's
+ * answers after a failover, also drop the connection so that a reconnection finds the new
+ * primary). A finished Result is never dropped for
  * either: glm_queue_finish keeps it in an outbox and retries with backoff until Redis takes it or
  * the job's deadline (else outbox_hold_ms) passes; only then is it replaced by a small
  * REDIS_REFUSED error Result naming the cause. Entries in the outbox stay claimed (their idle time

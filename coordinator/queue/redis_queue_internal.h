@@ -61,6 +61,8 @@ struct glm_queue {
     long long last_outbox_touch_ms, last_job_check_ms;
 
     bool refusing;               /* the last write was refused (logged once per episode) */
+    bool on_replica;             /* READONLY / MASTERDOWN seen: reconnects back off until a write
+                                  * is accepted again */
     long long refusing_since_ms; /* unix */
     bool step_recorded;          /* <prefix>:step:<id> may hold a record to clear */
 

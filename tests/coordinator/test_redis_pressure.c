@@ -2,8 +2,8 @@
  * noeviction) is told apart from a lost connection, the finished Result waits in the outbox and
  * arrives once writes are accepted again (attempts unchanged, entry kept claimed meanwhile); past
  * the job's deadline it becomes a REDIS_REFUSED Result naming the cause; <prefix>:dead is trimmed
- * and its payloads capped; the liveness key's loss is noticed; a queue created before its Redis
- * waits for it. */
+ * and its payloads capped; the liveness key's loss is noticed; a replica's READONLY (a failover)
+ * drops the connection; a queue created before its Redis waits for it. */
 #include "client/redis_client.h"
 #include "coordinator/queue/redis_conn.h"
 #include "coordinator/queue/redis_queue.h"
@@ -242,11 +242,56 @@ static void test_waits_for_redis(void)
     CHECK(glm_now_mono_ms() - t0 < 1000);
 }
 
+/* A primary that failed over (Sentinel, a managed Redis) goes on as a read-only replica and keeps
+ * its clients' connections open; the URL leads to the new primary only on a new connection. The
+ * queue kept its connection through READONLY refusals as through OOM ones, so after a failover it
+ * was refused for ever: no job read, every Result held until it was given up. It must drop the
+ * connection on READONLY (counted as a refusal), keep the Result, and deliver it once a
+ * reconnection reaches a primary. Played on the one server with REPLICAOF (a real failover moves
+ * the name to another server; nothing kept on the old connection could reach it). */
+static void test_readonly_reconnects(void)
+{
+    glm_queue *q = make_queue("p6", "ro-1", 60000);
+    if (!q) return;
+    submit("p6", "job-ro", "after the failover", 0);
+    glm_queue_job job;
+    size_t n = 0;
+    glm_error err = {0};
+    CHECK(glm_queue_read(q, 1, 1000, &job, &n, &err) == GLM_OK && n == 1);
+    if (n != 1) goto out;
+    redis_fixture_do(spy, "REPLICAOF 127.0.0.1 1"); /* demoted; its master never answers */
+    CHECK(redis_jobs_finish(q, &job, "written to the primary") == GLM_RESULT_QUEUED);
+    CHECK(glm_queue_outbox_size(q) == 1);
+    CHECK_MSG(!glm_queue_connected(q), "the connection to a replica was kept");
+    glm_queue_stats st = glm_queue_stats_get(q);
+    CHECK(st.refusals_by_kind[GLM_REDIS_READONLY] >= 1);
+    /* while it is a replica, reconnecting finds it read-only again: still held */
+    for (int i = 0; i < 10; i++) {
+        glm_queue_tick(q, NULL, &err);
+        redis_fixture_sleep_ms(50);
+    }
+    CHECK(glm_queue_outbox_size(q) == 1);
+    redis_fixture_do(spy, "REPLICAOF NO ONE"); /* the name leads to a primary again */
+    for (int i = 0; i < 40 && glm_queue_outbox_size(q); i++) {
+        glm_queue_tick(q, NULL, &err);
+        redis_fixture_sleep_ms(50);
+    }
+    CHECK(glm_queue_outbox_size(q) == 0 && glm_queue_connected(q));
+    int n_results;
+    glm_result *r = last_result("p6", "job-ro", &n_results);
+    CHECK(n_results == 1 && r && strcmp(r->text, "written to the primary") == 0);
+    glm_result_free(r);
+    glm_queue_job_clear(&job);
+out:
+    redis_fixture_do(spy, "REPLICAOF NO ONE");
+    glm_queue_destroy(q);
+}
+
 int main(void)
 {
     static void (*const tests[])(void) = {test_refused_then_accepted, test_refused_past_deadline,
-                                          test_dead_bounded, test_liveness_loss,
-                                          test_waits_for_redis};
+                                          test_dead_bounded,          test_liveness_loss,
+                                          test_readonly_reconnects,   test_waits_for_redis};
     return redis_fixture_main(&fx, &spy, "test_redis_pressure", tests,
                               sizeof tests / sizeof tests[0]);
 }
