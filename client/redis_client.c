@@ -7,9 +7,10 @@
 #include <string.h>
 
 struct glm_client {
-    redisContext *ctx;
+    redisContext *ctx; /* NULL after a failed reconnection */
     char prefix[64];
     int timeout_ms;
+    char *url, *password; /* kept for glm_client_reconnect; the password is wiped on destroy */
 };
 
 glm_status glm_client_connect(const char *url, const char *password, const char *prefix,
@@ -27,6 +28,12 @@ glm_status glm_client_connect(const char *url, const char *password, const char 
     c->ctx = ctx;
     snprintf(c->prefix, sizeof c->prefix, "%s", prefix);
     c->timeout_ms = timeout_ms;
+    c->url = strdup(url);
+    c->password = password ? strdup(password) : NULL;
+    if (!c->url || (password && !c->password)) {
+        glm_client_destroy(c);
+        return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    }
     *out = c;
     return GLM_OK;
 }
@@ -35,13 +42,33 @@ void glm_client_destroy(glm_client *c)
 {
     if (!c) return;
     if (c->ctx) redisFree(c->ctx);
+    if (c->password) {
+        memset(c->password, 0, strlen(c->password));
+        free(c->password);
+    }
+    free(c->url);
     free(c);
+}
+
+glm_status glm_client_reconnect(glm_client *c, glm_error *err)
+{
+    if (c->ctx) redisFree(c->ctx);
+    c->ctx = NULL;
+    return glm_redis_client_connect(c->url, c->password, c->prefix, sizeof c->prefix, c->timeout_ms,
+                                    &c->ctx, err);
+}
+
+/* After a failed glm_client_reconnect there is no connection until the next one succeeds. */
+static glm_status need_ctx(const glm_client *c, glm_error *err)
+{
+    return c->ctx ? GLM_OK : glm_fail(err, GLM_ERR_IO, "not connected to Redis");
 }
 
 glm_status glm_client_submit(glm_client *c, const char *job_id, const void *job, size_t len,
                              glm_error *err)
 {
     if (!glm_job_id_valid(job_id)) return glm_fail(err, GLM_ERR_INVALID_ARG, "invalid job id");
+    if (need_ctx(c, err)) return GLM_ERR_IO;
     char key[128];
     snprintf(key, sizeof key, "%s:jobs", c->prefix);
     const char *argv[] = {"XADD", key, "*", "job", job, "id", job_id};
@@ -55,6 +82,7 @@ glm_status glm_client_submit(glm_client *c, const char *job_id, const void *job,
 glm_status glm_client_cancel(glm_client *c, const char *job_id, glm_error *err)
 {
     if (!glm_job_id_valid(job_id)) return glm_fail(err, GLM_ERR_INVALID_ARG, "invalid job id");
+    if (need_ctx(c, err)) return GLM_ERR_IO;
     char key[256];
     snprintf(key, sizeof key, "%s:cancel:%s", c->prefix, job_id);
     glm_redis_set_timeout(c->ctx, c->timeout_ms);
@@ -92,6 +120,7 @@ glm_status glm_client_next(glm_client *c, const char *job_id, char cursor[48], i
                            glm_client_event *event, glm_error *err)
 {
     memset(event, 0, sizeof *event);
+    if (need_ctx(c, err)) return GLM_ERR_IO;
     char key[256], block[24];
     snprintf(key, sizeof key, "%s:out:%s", c->prefix, job_id);
     snprintf(block, sizeof block, "%d", block_ms > 0 ? block_ms : 1);
@@ -164,6 +193,7 @@ static glm_status print_servers(glm_client *c, FILE *out, glm_error *err)
 
 glm_status glm_client_status(glm_client *c, FILE *out, glm_error *err)
 {
+    if (need_ctx(c, err)) return GLM_ERR_IO;
     glm_status st = print_servers(c, out, err);
     if (st != GLM_OK) return st;
     char jobs[128], dead[128], group[128];

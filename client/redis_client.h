@@ -19,6 +19,11 @@ glm_status glm_client_connect(const char *url, const char *password, const char 
                               int timeout_ms, glm_client **out, glm_error *err);
 void glm_client_destroy(glm_client *c);
 
+/* Drops the connection and connects again with the same settings (after a lost connection, a
+ * Redis restart or a failover: the URL may lead elsewhere now). On failure the client has no
+ * connection (every call fails with GLM_ERR_IO) until a later reconnection succeeds. */
+glm_status glm_client_reconnect(glm_client *c, glm_error *err);
+
 /* XADD <prefix>:jobs * job <bytes> id <job_id>. */
 glm_status glm_client_submit(glm_client *c, const char *job_id, const void *job, size_t len,
                              glm_error *err);

@@ -2,7 +2,8 @@
  *
  * Only Chunks and a Result stamped with this job's fingerprint (or with none: older servers) are
  * taken as its answer; a Result for another job under the same --id is reported as ID_CONFLICT.
- * Giving up (--timeout, SIGINT, SIGTERM) cancels the job on the cluster.
+ * Giving up (--timeout, SIGINT, SIGTERM) cancels the job on the cluster. A connection lost while
+ * waiting (Redis restarting, failing over) is made again until --timeout; the job goes on meanwhile.
  *
  * Exit codes: 0 done, 1 the job failed (its Result carries an error, or ID_CONFLICT), 2 usage
  * error, 3 transport error or timeout, 128+N stopped by signal N. */
@@ -261,7 +262,10 @@ static int report_conflict(const char *id, const glm_result *theirs, const char 
 static void cancel_job(glm_client *client, const char *id)
 {
     glm_error err = {0};
-    if (glm_client_cancel(client, id, &err) == GLM_OK)
+    glm_status st = glm_client_cancel(client, id, &err);
+    if (st == GLM_ERR_IO && glm_client_reconnect(client, &err) == GLM_OK)
+        st = glm_client_cancel(client, id, &err); /* the connection was lost meanwhile */
+    if (st == GLM_OK)
         fprintf(stderr, "glm4v-submit: cancelled job %s on the cluster\n", id);
     else
         fprintf(stderr, "glm4v-submit: could not cancel job %s: %s\n", id, err.msg);
@@ -276,6 +280,7 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
     char cursor[48] = "0-0";
     long long deadline = glm_now_mono_ms() + (long long)(a->timeout_s * 1000.0);
     int rc = EXIT_TRANSPORT;
+    bool lost = false; /* the connection to Redis, until a reconnection succeeds */
     for (;;) {
         long long left = deadline - glm_now_mono_ms();
         if (g_stop_signal) {
@@ -290,8 +295,24 @@ static int wait_for_result(glm_client *client, const char *id, const char *finge
         }
         glm_client_event ev;
         glm_error err = {0};
-        if (glm_client_next(client, id, cursor, left < 1000 ? (int)left : 1000, &ev, &err) !=
-            GLM_OK) {
+        glm_status st =
+            glm_client_next(client, id, cursor, left < 1000 ? (int)left : 1000, &ev, &err);
+        if (st == GLM_ERR_IO || st == GLM_ERR_LIMIT) {
+            /* a lost connection, a Redis restarting (LOADING) or failing over: the job goes on in
+             * the cluster and its Result will be in Redis. Exiting here reported a transport
+             * error for a job that was answered; instead reconnect and read on from the cursor,
+             * until --timeout */
+            if (!lost)
+                fprintf(stderr, "glm4v-submit: %s; reconnecting until the timeout\n", err.msg);
+            lost = true;
+            nanosleep(&(struct timespec){0, (left < 200 ? left : 200) * 1000000L}, NULL);
+            if (glm_client_reconnect(client, &err) == GLM_OK) {
+                fprintf(stderr, "glm4v-submit: reconnected; following job %s again\n", id);
+                lost = false;
+            }
+            continue;
+        }
+        if (st != GLM_OK) {
             fprintf(stderr, "glm4v-submit: %s\n", err.msg);
             break;
         }

@@ -297,6 +297,57 @@ static void test_handed_back_stream(glm_queue *q)
     CHECK_MSG(strcmp(buf, "The cat sits down.\n") == 0, "got '%s'", buf);
 }
 
+/* Redis restarts (here without persistence, the harder case) while glm4v-submit waits: the job
+ * goes on in the cluster and its Result is written after the restart. glm4v-submit used to exit 3
+ * (transport error) at the first failed read; it must reconnect, read on from its cursor and print
+ * the answer once. */
+static void test_redis_restart_while_waiting(glm_queue *q)
+{
+    const char *args[40];
+    build_args(args, (const char *[]){"--id", "restart-1", NULL});
+    child ch = start_submit(args, NULL);
+    glm_queue_job j;
+    size_t n = 0;
+    glm_error err = {0};
+    for (int tries = 0; tries < 50 && n == 0; tries++)
+        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
+    CHECK(n == 1);
+    char buf[4096] = "";
+    size_t got = 0;
+    if (n == 1) {
+        chunk_of_attempt_1(q, j.job_id, 0, "Before ");
+        CHECK(read_until(ch.out_fd, buf, sizeof buf, &got, "Before ", 5000));
+        redis_fixture_kill(&fx);
+        redis_fixture_sleep_ms(300); /* the client's read fails meanwhile */
+        CHECK(redis_fixture_restart(&fx) == 0);
+        uint8_t *b = NULL;
+        size_t len = 0;
+        int32_t ids[2] = {100, 101};
+        glm_result r = {.id = j.job_id,
+                        .text = "Before after.",
+                        .token_ids = ids,
+                        .n_tokens = 2,
+                        .finish_reason = GLM_FINISH_LENGTH,
+                        .server_id = "fake-1",
+                        .attempts = 1};
+        CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
+        glm_finish_outcome outcome;
+        CHECK(b && glm_queue_finish(q, j.entry_id, j.job_id, b, len, &outcome, &err) == GLM_OK);
+        free(b);
+        for (int i = 0; i < 100 && glm_queue_outbox_size(q); i++) { /* the server reconnects too */
+            glm_queue_tick(q, NULL, &err);
+            redis_fixture_sleep_ms(50);
+        }
+        CHECK(glm_queue_outbox_size(q) == 0);
+        glm_queue_job_clear(&j);
+    }
+    char rest[4096];
+    int rc = finish_submit(ch, rest, sizeof rest);
+    CHECK_MSG(rc == 0, "exit %d", rc);
+    snprintf(buf + got, sizeof buf - got, "%s", rest);
+    CHECK_MSG(strcmp(buf, "Before after.\n") == 0, "got '%s'", buf);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -364,6 +415,7 @@ int main(int argc, char **argv)
     cJSON_Delete(o);
 
     test_handed_back_stream(q);
+    test_redis_restart_while_waiting(q);
 
     /* a server older than the client answers UNKNOWN_FIELD, stamped with the raw bytes'
      * fingerprint: that is this job's answer (exit 1, the code), not an ID_CONFLICT */
