@@ -3,7 +3,8 @@
  * Only Chunks and a Result stamped with this job's fingerprint (or with none: older servers) are
  * taken as its answer; a Result for another job under the same --id is reported as ID_CONFLICT.
  * Giving up (--timeout, SIGINT, SIGTERM) cancels the job on the cluster. A connection lost while
- * waiting (Redis restarting, failing over) is made again until --timeout; the job goes on meanwhile.
+ * waiting (Redis restarting, failing over) is made again until --timeout; the job goes on
+ * meanwhile.
  *
  * Exit codes: 0 done, 1 the job failed (its Result carries an error, or ID_CONFLICT), 2 usage
  * error, 3 transport error or timeout, 128+N stopped by signal N. */
