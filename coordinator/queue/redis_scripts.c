@@ -32,7 +32,8 @@ static const char FINISH_LUA[] =
 /* The POISON Result is protobuf glm4v.Result written by hand (proto2 wire format): version=1,
  * id, finish_reason=ERROR(4), error{code=POISON(11), message}, server_id, attempts and, when the
  * job's claim names its fingerprint, job_fingerprint (12). Keep the field numbers in step with
- * proto/glm4v.proto; tests decode it with the generated code. */
+ * proto/glm4v.proto; tests decode it with the generated code. A delivery is numbered 1 at least: a
+ * hand-back takes one off the count (HAND_BACK_LUA), which an unblamed claim does not add back. */
 static const char CLAIM_LUA[] =
     "local function varint(n)\n"
     "  local s = ''\n"
@@ -61,6 +62,7 @@ static const char CLAIM_LUA[] =
     "  end\n"
     "  local deliveries = count + 1\n"
     "  if records[owner] and not listed(records[owner], eid) then deliveries = count end\n"
+    "  if deliveries < 1 then deliveries = 1 end\n"
     "  local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, ARGV[3], eid,\n"
     "                             'RETRYCOUNT', deliveries)\n"
     "  local e = claimed[1]\n"

@@ -181,6 +181,18 @@ static void test_hand_back_not_blamed(void)
         CHECK(n != 1 || j.deliveries == 2);
     }
     if (n == 1) CHECK(redis_jobs_finish(crash, &j, "rolled") == GLM_RESULT_WRITTEN);
+    glm_queue_job_clear(&j);
+    /* handed back by an owner whose step record does not list it (no added delivery): still
+     * delivery 1, never 0 */
+    submit("t5", "job-rec");
+    CHECK(glm_queue_read(q[0], 1, 1000, &j, &n, &err) == GLM_OK && n == 1);
+    redis_fixture_do(spy, "SET t5:step:roll-a 1-1 PX 60000");
+    if (n == 1) CHECK(glm_queue_hand_back(q[0], j.entry_id, &err) == GLM_OK);
+    glm_queue_job_clear(&j);
+    CHECK(glm_queue_claim(crash, 4, &j, &n, &n_dead, &err) == GLM_OK && n == 1);
+    CHECK_MSG(n != 1 || j.deliveries == 1, "delivery %u", j.deliveries);
+    if (n == 1) CHECK(redis_jobs_finish(crash, &j, "rec") == GLM_RESULT_WRITTEN);
+    redis_fixture_do(spy, "DEL t5:step:roll-a");
     int n_chunks, n_results;
     glm_result *r = read_out("t5", "job-roll", &n_chunks, &n_results);
     CHECK(n_results == 1 && r && r->error_code == GLM_EC_OK && strcmp(r->text, "rolled") == 0);
