@@ -139,6 +139,18 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
         return glm_fail(err, GLM_ERR_LIMIT,
                         "a prompt of %d images (this scheduler encodes %d a step, at most %d)",
                         q->layout.n_images, s->cfg.max_images_per_step, GLM_SEQ_MAX_IMAGES);
+    /* A sequence that could never be placed would not fail: it would come back to the head of
+     * the queue after every preemption and hold up everyone behind it. Callers check seq_length
+     * (which the pool always fits); these are the scheduler's own limits. */
+    if (q->layout.n_rows < 1)
+        return glm_fail(err, GLM_ERR_INVALID_ARG, "an empty prompt has no row to draw from");
+    int64_t rows = (int64_t)q->layout.n_rows + (q->max_new_tokens > 1 ? q->max_new_tokens - 1 : 0);
+    int64_t blocks = (rows + s->cfg.block_size - 1) / s->cfg.block_size;
+    if (blocks > s->cfg.n_blocks || blocks > s->cfg.max_blocks_per_seq)
+        return glm_fail(err, GLM_ERR_LIMIT,
+                        "%lld rows need %lld KV blocks; this scheduler has %d (%d per sequence)",
+                        (long long)rows, (long long)blocks, s->cfg.n_blocks,
+                        s->cfg.max_blocks_per_seq);
     q->n_generated = 0;
     q->n_cached = 0;
     clear_image_slots(q);
@@ -146,9 +158,10 @@ glm_status glm_scheduler_add(glm_scheduler *s, glm_sequence *q, glm_error *err)
     q->finish = GLM_SEQ_NOT_FINISHED;
     q->arrival = s->next_arrival++;
     memset(&q->table, 0, sizeof(q->table));
-    if (q->max_new_tokens > 0 && !q->generated) {
-        q->generated = malloc(sizeof(int32_t) * (size_t)q->max_new_tokens);
-        if (!q->generated) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
+    if (q->max_new_tokens > 0 && (!q->generated || q->cap_generated < q->max_new_tokens)) {
+        int32_t *g = realloc(q->generated, sizeof(int32_t) * (size_t)q->max_new_tokens);
+        if (!g) return glm_fail(err, GLM_ERR_NOMEM, "out of host memory");
+        q->generated = g;
         q->cap_generated = q->max_new_tokens;
     }
     if (s->blocks.hash && !q->row_keys) {
