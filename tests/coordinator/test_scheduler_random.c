@@ -749,8 +749,66 @@ static void abort_reencodes(void)
     glm_image_cache_destroy(images);
 }
 
+/* A sequence the scheduler could never place (more rows than its pool or a block table holds)
+ * is refused when added, and so is an empty prompt: queued, either would come back to the head
+ * of the queue forever and hold up every sequence behind it. One that just fits is taken and
+ * runs to its end. */
+static void refuses_what_never_fits(void)
+{
+    glm_scheduler_config cfg = {.max_batch = 2,
+                                .max_tokens_per_step = 64,
+                                .prefill_chunk = 64,
+                                .max_images_per_step = 1,
+                                .block_size = 4,
+                                .n_blocks = 4,
+                                .max_blocks_per_seq = 3,
+                                .image_rows = 3,
+                                .seq_length = 64};
+    glm_image_cache *images = NULL;
+    glm_scheduler *s = NULL;
+    CHECK(glm_image_cache_create(1, &images, NULL) == GLM_OK);
+    CHECK(glm_scheduler_create(&cfg, images, &s, NULL) == GLM_OK);
+    int32_t ids[13] = {10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10};
+    /* rows the sequence feeds: its prompt and all its tokens but the last */
+    struct {
+        int n_ids, max_new;
+        glm_status want;
+    } cases[] = {{0, 4, GLM_ERR_INVALID_ARG},
+                 {13, 1, GLM_ERR_LIMIT},
+                 {12, 2, GLM_ERR_LIMIT},
+                 {8, 5, GLM_OK},
+                 {12, 1, GLM_OK}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        glm_sequence q;
+        memset(&q, 0, sizeof(q));
+        CHECK(glm_prompt_layout_build(ids, cases[i].n_ids, BOI, EOI, PAD, 3, &q.layout, NULL) ==
+              GLM_OK);
+        q.max_new_tokens = cases[i].max_new;
+        q.ignore_eos = true;
+        glm_status st = glm_scheduler_add(s, &q, NULL);
+        CHECK_MSG(st == cases[i].want, "%d ids + %d new tokens: status %d, want %d", cases[i].n_ids,
+                  cases[i].max_new, st, cases[i].want);
+        glm_step_plan plan = {0};
+        glm_logit_row rows[64];
+        int32_t sampled[64] = {0};
+        for (int step = 0; st == GLM_OK && glm_scheduler_has_work(s) && step < 20; step++) {
+            const float *px = NULL;
+            CHECK(glm_scheduler_schedule(s, &plan, &px, rows, NULL) == GLM_OK);
+            CHECK(plan.n_tokens > 0);
+            glm_scheduler_commit(s, rows, sampled, plan.n_logit_rows);
+        }
+        CHECK(st != GLM_OK || (q.state == GLM_JOB_FINISHED && q.n_generated == q.max_new_tokens));
+        glm_sequence_free(&q);
+        glm_step_plan_free(&plan);
+    }
+    CHECK(glm_scheduler_stats_get(s).blocks_used == 0);
+    glm_scheduler_destroy(s);
+    glm_image_cache_destroy(images);
+}
+
 int main(void)
 {
+    refuses_what_never_fits();
     quarantine_not_starved();
     abort_reencodes();
     coverage cov = {0};
