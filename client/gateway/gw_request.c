@@ -243,7 +243,11 @@ static int refuse_unsupported(const cJSON *root, gw_error *e)
                                               "function_call", "audio",     "prediction"};
     for (size_t i = 0; i < sizeof absent_only / sizeof *absent_only; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, absent_only[i]);
-        if (!is_absent(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
+        /* tool_choice / function_call "none": call no tool, which is what the cluster does */
+        bool none = cJSON_IsString(v) && strcmp(v->valuestring, "none") == 0 &&
+                    (strcmp(absent_only[i], "tool_choice") == 0 ||
+                     strcmp(absent_only[i], "function_call") == 0);
+        if (!is_absent(v) && !none && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
             return gw_bad_request(e, absent_only[i], "%s is not supported", absent_only[i]);
     }
     const cJSON *lb = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
@@ -294,11 +298,12 @@ static int parse_sampling(parse_state *ps, const cJSON *root)
         s->max_new_tokens = (uint32_t)d;
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "seed");
-    if (!is_absent(v)) {
-        if (!whole_number(v, 0, 9007199254740991.0, &d))
-            return gw_bad_request(e, "seed", "seed must be a whole number >= 0");
+    if (!is_absent(v)) { /* any 64-bit integer, as OpenAI's reference says; a negative one
+                          * keeps its two's-complement bits (JSON numbers: exact to 2^53) */
+        if (!whole_number(v, -9007199254740991.0, 9007199254740991.0, &d))
+            return gw_bad_request(e, "seed", "seed must be a whole number within +-(2^53 - 1)");
         s->has_seed = true;
-        s->seed = (uint64_t)d;
+        s->seed = (uint64_t)(int64_t)d;
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "ignore_eos"); /* vLLM's extension */
     if (!is_absent(v)) {

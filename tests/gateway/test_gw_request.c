@@ -112,6 +112,11 @@ static void test_refusals(void)
          "does not exist"},
         {MSG("\"x\"") ",\"n\":2}", 400, "n = 1"},
         {MSG("\"x\"") ",\"tools\":[{\"type\":\"function\"}]}", 400, "tools"},
+        {MSG("\"x\"") ",\"tool_choice\":\"auto\"}", 400, "tool_choice"},
+        {MSG("\"x\"") ",\"tool_choice\":\"required\"}", 400, "tool_choice"},
+        {MSG("\"x\"") ",\"tool_choice\":{\"type\":\"function\"}}", 400, "tool_choice"},
+        {MSG("\"x\"") ",\"seed\":1.5}", 400, "seed"},
+        {MSG("\"x\"") ",\"seed\":1e300}", 400, "seed"},
         {MSG("\"x\"") ",\"temperature\":3}", 400, "temperature"},
         {MSG("\"x\"") ",\"top_p\":0}", 400, "top_p"},
         {MSG("\"x\"") ",\"max_tokens\":0}", 400, "max_tokens"},
@@ -146,6 +151,41 @@ static void test_refusals(void)
                       strstr(e.message, cases[i].needle) != NULL,
                   "case %zu: %d '%s'", i, rc, e.message);
         if (rc == 0) gw_request_free(&r);
+    }
+}
+
+/* Shapes the OpenAI reference allows and SDK users send, which the gateway refused: a negative
+ * seed (the reference's seed is any 64-bit integer; the bits are kept, so -1 and 2^64 - 1 are
+ * the same seed) and tool_choice "none" (no tool is called: what the cluster does anyway). */
+static void test_accepted_shapes(void)
+{
+    static const struct {
+        const char *extra;
+        bool has_seed;
+        uint64_t seed;
+    } cases[] = {
+        {",\"seed\":-1", true, UINT64_MAX},
+        {",\"seed\":-9007199254740991", true, (uint64_t)-9007199254740991LL},
+        {",\"seed\":0", true, 0},
+        {",\"tool_choice\":\"none\"", false, 0},
+        {",\"tool_choice\":\"none\",\"tools\":[]", false, 0},
+        {",\"parallel_tool_calls\":false,\"user\":\"u1\",\"metadata\":{\"a\":\"b\"}", false, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]%s}",
+                 cases[i].extra);
+        gw_request r;
+        gw_error e = {0};
+        int rc = parse(body, &r, &e);
+        CHECK_MSG(rc == 0, "case %zu (%s): %d '%s'", i, cases[i].extra, rc, e.message);
+        if (rc) continue;
+        CHECK_MSG(r.job.sampling.has_seed == cases[i].has_seed &&
+                      (!cases[i].has_seed || r.job.sampling.seed == cases[i].seed),
+                  "case %zu: seed %d %llu", i, r.job.sampling.has_seed,
+                  (unsigned long long)r.job.sampling.seed);
+        gw_request_free(&r);
     }
 }
 
@@ -225,6 +265,7 @@ int main(void)
 {
     test_maps_fields();
     test_refusals();
+    test_accepted_shapes();
     test_base64_and_hosts();
     test_api_keys();
     test_error_mapping();
