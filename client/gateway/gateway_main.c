@@ -179,6 +179,8 @@ static void wait_for_stop(const sigset_t *set)
     fprintf(stderr, PROG ": %s: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
+#define ABORT_GRACE_MS 3000
+
 /* Stops accepting, lets requests in flight finish for up to drain_s, then cancels the rest. */
 static void drain(gw_context *g, gw_http *http, double drain_s)
 {
@@ -190,6 +192,15 @@ static void drain(gw_context *g, gw_http *http, double drain_s)
         nanosleep(&ts, NULL);
     }
     atomic_store(&g->aborting, true);
+    /* Requests still waiting see aborting within a wait slice (250 ms) and answer 503 or end
+     * their stream with an error event; stopping the daemon at once would cut their connections
+     * first (it shuts every socket down), leaving them without an answer. A short, bounded
+     * wait: one may be inside a Redis command or an image fetch. */
+    end = glm_now_mono_ms() + ABORT_GRACE_MS;
+    while (atomic_load(&g->metrics.in_flight) > 0 && glm_now_mono_ms() < end) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Each connection holds a socket and, while its job runs, a Redis connection: lift the soft limit

@@ -114,15 +114,42 @@ static enum MHD_Result chat(gw_context *g, struct MHD_Connection *conn, exchange
     return r;
 }
 
-static enum MHD_Result models(gw_context *g, struct MHD_Connection *conn, exchange *x)
+/* GET /v1/models (the list) or, with id set, GET /v1/models/<id> (the SDKs' models.retrieve). */
+static enum MHD_Result models(gw_context *g, struct MHD_Connection *conn, exchange *x,
+                              const char *id)
 {
+    if (id && strcmp(id, g->settings.model_name) != 0) {
+        gw_error e;
+        gw_fail(&e, 404, "invalid_request_error", "model_not_found", "model",
+                "The model '%.64s' does not exist; this gateway serves '%s'", id,
+                g->settings.model_name);
+        return queue_error(conn, x, &e);
+    }
     char *body = NULL;
     if (asprintf(&body,
-                 "{\"object\":\"list\",\"data\":[{\"id\":\"%s\",\"object\":\"model\","
-                 "\"created\":0,\"owned_by\":\"glm4v-cluster\"}]}",
-                 g->settings.model_name) < 0)
+                 "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":0,\"owned_by\":"
+                 "\"glm4v-cluster\"}%s",
+                 id ? "" : "{\"object\":\"list\",\"data\":[", g->settings.model_name,
+                 id ? "" : "]}") < 0)
         body = NULL;
     return queue_body(conn, x, 200, "application/json", body, 0);
+}
+
+/* Paths under /v1/ need the key when keys are configured. Checked from the headers, before the body is
+ * read: a caller without a key must not make the gateway buffer up to --max-body-bytes. */
+static bool key_missing(gw_context *g, struct MHD_Connection *conn, const char *url)
+{
+    return g->auth && strncmp(url, "/v1/", 4) == 0 &&
+           !gw_auth_check(g->auth,
+                          MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
+}
+
+static enum MHD_Result refuse_key(struct MHD_Connection *conn, exchange *x)
+{
+    gw_error e;
+    gw_fail(&e, 401, "invalid_request_error", "invalid_api_key", NULL,
+            "a valid API key is needed (Authorization: Bearer <key>)");
+    return queue_error(conn, x, &e);
 }
 
 static enum MHD_Result health(gw_context *g, struct MHD_Connection *conn, exchange *x)
@@ -163,20 +190,16 @@ static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchang
     }
     bool is_chat = strcmp(url, "/v1/chat/completions") == 0;
     bool is_models = strcmp(url, "/v1/models") == 0;
-    if (!is_chat && !is_models) {
+    const char *model_id = strncmp(url, "/v1/models/", 11) == 0 && url[11] ? url + 11 : NULL;
+    if (!is_chat && !is_models && !model_id) {
         gw_fail(&e, 404, "invalid_request_error", "unknown_url", NULL, "no route %s %s", method,
                 url);
         return queue_error(conn, x, &e);
     }
-    if (g->auth && !gw_auth_check(g->auth, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                                       "Authorization"))) {
-        gw_fail(&e, 401, "invalid_request_error", "invalid_api_key", NULL,
-                "a valid API key is needed (Authorization: Bearer <key>)");
-        return queue_error(conn, x, &e);
-    }
-    if (is_models) {
+    if (key_missing(g, conn, url)) return refuse_key(conn, x);
+    if (is_models || model_id) {
         if (!get) goto not_allowed;
-        return models(g, conn, x);
+        return models(g, conn, x, model_id);
     }
     if (!post) goto not_allowed;
     if (x->too_large) {
@@ -231,6 +254,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         x->t0_us = now_us();
         *state = x;
         atomic_fetch_add(&g->metrics.in_flight, 1);
+        if (key_missing(g, conn, url)) return refuse_key(conn, x);
         /* a declared length over the limit is answered before its body is read */
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);

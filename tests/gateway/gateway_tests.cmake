@@ -12,7 +12,7 @@ endif()
 glm4v_add_test(test_gw_follow SOURCES ${_gw}/test_gw_follow.c LIBS glm4v_gateway LABELS gateway)
 glm4v_add_test(test_gw_request SOURCES ${_gw}/test_gw_request.c LIBS glm4v_gateway LABELS gateway)
 glm4v_add_test(test_gw_openai SOURCES ${_gw}/test_gw_openai.c LIBS glm4v_gateway LABELS gateway)
-foreach(t openai errors failover)
+foreach(t openai errors failover review)
   add_test(NAME gateway_${t}
            COMMAND bash ${_gw}/test_gateway_${t}.sh ${CMAKE_BINARY_DIR}/bin ${GLM4V_TESTDATA})
   set_tests_properties(gateway_${t} PROPERTIES TIMEOUT 120 LABELS "gateway;e2e" RUN_SERIAL TRUE)

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# glm4v-gateway cases found in review, each failing before its fix; only redis-server, no replica
+# (a prefix nobody serves, --no-require-server, so jobs wait in the queue):
+#  - GET /v1/models/<id> (the openai SDKs' models.retrieve): 200 with the model object for the
+#    served model, 404 model_not_found for another, 401 without a key;
+#  - the API key is checked from the headers, before the body is read: a wrong key with a body
+#    over the limit is a 401 (it was a 413), and a wrong key whose body never comes is answered at
+#    once (it waited for the body until the idle timeout);
+#  - SIGTERM past --drain-timeout: requests still waiting get the documented 503 shutting_down
+#    and their jobs are cancelled (the connections were cut without an answer).
+# usage: test_gateway_review.sh BIN_DIR TESTDATA
+source "$(dirname "$0")/gateway_lib.sh"
+gw_setup "$1" "$2"
+
+printf 'sk-review\n' >"$E2E_DIR/keys"
+K=(-H "Authorization: Bearer sk-review")
+gw_start a --api-key-file "$E2E_DIR/keys" --no-require-server --max-body-bytes 2000 \
+    --timeout 30 --drain-timeout 0.5 || exit 1
+A=$GW_PORT
+pid_a=$GW_PID
+
+# ---- GET /v1/models/<id> ----------------------------------------------------------------------------
+e2e_check "GET /v1/models/glm-4v-9b: 200" [ "$(gw_call $A GET /v1/models/glm-4v-9b "${K[@]}")" = 200 ]
+e2e_check "GET /v1/models/glm-4v-9b: the model object ($(head -c 200 "$E2E_DIR/body"))" \
+    [ "$(e2e_json "$E2E_DIR/body" "d['id'] + ' ' + d['object']" 2>/dev/null)" = "glm-4v-9b model" ]
+e2e_check "GET /v1/models/gpt-4o: 404" [ "$(gw_call $A GET /v1/models/gpt-4o "${K[@]}")" = 404 ]
+e2e_check "GET /v1/models/gpt-4o: model_not_found" \
+    [ "$(e2e_json "$E2E_DIR/body" "d['error']['code']" 2>/dev/null)" = model_not_found ]
+e2e_check "GET /v1/models/glm-4v-9b without a key: 401" [ "$(gw_call $A GET /v1/models/glm-4v-9b)" = 401 ]
+e2e_check "POST /v1/models/glm-4v-9b: 405" [ "$(gw_call $A POST /v1/models/glm-4v-9b "${K[@]}")" = 405 ]
+
+# ---- the key before the body ------------------------------------------------------------------------
+head -c 5000 /dev/zero | tr '\0' 'a' >"$E2E_DIR/long.txt"
+printf '{"model":"glm-4v-9b","messages":[{"role":"user","content":"%s"}]}' "$(cat "$E2E_DIR/long.txt")" >"$E2E_DIR/big.json"
+gw_expect "wrong key, body over the limit: 401" 401 invalid_api_key $A "@$E2E_DIR/big.json" \
+    -H "Authorization: Bearer sk-wrong"
+gw_expect "right key, body over the limit: 413" 413 request_too_large $A "@$E2E_DIR/big.json" "${K[@]}"
+# headers that announce a body which never comes: answered from the headers alone
+first_line=$(/usr/bin/python3 - "$A" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(5)
+s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-wrong\r\n"
+          b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+try:
+    print(s.recv(4096).split(b"\r\n")[0].decode())
+except socket.timeout:
+    print("no answer within 5 s")
+PY
+)
+e2e_check "wrong key, body not sent: answered at once ($first_line)" \
+    [ "${first_line#HTTP/1.1 401}" != "$first_line" ]
+
+# ---- SIGTERM past --drain-timeout: 503 for what still waits ---------------------------------------
+body='{"model":"glm-4v-9b","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}'
+curl -s -o "$E2E_DIR/drain1.out" -w '%{http_code}' --max-time 20 "${K[@]}" \
+    "http://127.0.0.1:$A/v1/chat/completions" -d "$body" >"$E2E_DIR/drain1.code" 2>/dev/null &
+c1=$!
+curl -s -o "$E2E_DIR/drain2.out" -w '%{http_code}' --max-time 20 "${K[@]}" \
+    "http://127.0.0.1:$A/v1/chat/completions" -d "${body%\}},\"stream\":true}" >"$E2E_DIR/drain2.code" 2>/dev/null &
+c2=$!
+for _ in $(seq 200); do
+    [ "$(redis-cli -p "$REDIS_PORT" XLEN "$PREFIX:jobs")" = 2 ] && break
+    sleep 0.05
+done
+e2e_check "two jobs queued before SIGTERM" [ "$(redis-cli -p "$REDIS_PORT" XLEN "$PREFIX:jobs")" = 2 ]
+kill -TERM "$pid_a"
+wait "$c1" "$c2"
+for i in 1 2; do
+    code=$(cat "$E2E_DIR/drain$i.code")
+    err=$(e2e_json "$E2E_DIR/drain$i.out" "d['error']['code']" 2>/dev/null)
+    e2e_check "past the drain timeout, request $i: 503 shutting_down (HTTP $code, $err)" \
+        [ "$code" = 503 ] && [ "$err" = shutting_down ]
+done
+wait "$pid_a"
+e2e_check "the drained gateway exited 0" [ $? -eq 0 ]
+cancels=$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX:cancel:*" | wc -l)
+e2e_check "both waiting jobs cancelled ($cancels cancel keys)" [ "$cancels" = 2 ]
+e2e_finish test_gateway_review
