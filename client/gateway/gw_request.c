@@ -74,7 +74,9 @@ static int parse_role(const cJSON *m, size_t i, glm_role *role, gw_error *e)
     else
         return gw_bad_request(e, "messages",
                               "messages[%zu].role must be system, developer, user or assistant", i);
-    if (!is_absent(cJSON_GetObjectItemCaseSensitive(m, "tool_calls")) ||
+    /* tool_calls [] is no call (other OpenAI-compatible servers return it, clients echo it) */
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (!(is_absent(tc) || (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) == 0)) ||
         !is_absent(cJSON_GetObjectItemCaseSensitive(m, "function_call")))
         return gw_bad_request(e, "messages", "messages[%zu]: tool calls are not supported", i);
     return 0;

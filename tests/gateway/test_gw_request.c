@@ -127,6 +127,9 @@ static void test_refusals(void)
         {MSG("\"x\"") ",\"stop\":[\"\"]}", 400, "stop"},
         {"{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400,
          "tool"},
+        {"{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"assistant\",\"content\":null,"
+         "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\"}]}]}",
+         400, "tool calls"},
         {MSG("[" IMG3 "," IMG3 "," IMG3 "]") "}", 400, "more than 8 images"},
         {MSG("[" IMG("file:///etc/passwd") "]") "}", 400, "never files"},
         {MSG("[" IMG("/etc/passwd") "]") "}", 400, "never files"},
@@ -169,13 +172,22 @@ static void test_accepted_shapes(void)
         {",\"seed\":0", true, 0},
         {",\"tool_choice\":\"none\"", false, 0},
         {",\"tool_choice\":\"none\",\"tools\":[]", false, 0},
+        /* an assistant turn as other OpenAI-compatible servers return it (vLLM: tool_calls []) */
+        {"{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
+         "{\"role\":\"assistant\",\"content\":\"b\",\"tool_calls\":[],\"function_call\":null,"
+         "\"refusal\":null},{\"role\":\"user\",\"content\":\"c\"}]}",
+         false, 0},
         {",\"parallel_tool_calls\":false,\"user\":\"u1\",\"metadata\":{\"a\":\"b\"}", false, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char body[512];
-        snprintf(body, sizeof body,
-                 "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]%s}",
-                 cases[i].extra);
+        if (cases[i].extra[0] == '{') /* a whole body */
+            snprintf(body, sizeof body, "%s", cases[i].extra);
+        else
+            snprintf(body, sizeof body,
+                     "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":"
+                     "\"x\"}]%s}",
+                     cases[i].extra);
         gw_request r;
         gw_error e = {0};
         int rc = parse(body, &r, &e);
