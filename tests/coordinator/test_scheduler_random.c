@@ -71,9 +71,14 @@ typedef struct coverage {
     uint64_t aborts, refused, ended_early, empty_steps, seeds_preempting, seeds_reusing;
 } coverage;
 
+enum { MAX_ROWS = MAX_IDS + MAX_IMG * 9 };
+
 typedef struct outcome {
     int32_t gen[MAX_NEW];
     int n_gen;
+    /* prompt_logits: the fake "logits" of each prompt row (a hash of the context up to it) */
+    uint64_t logit[MAX_ROWS];
+    bool have_logit[MAX_ROWS];
     glm_seq_finish finish;
     bool refused; /* glm_scheduler_add said GLM_ERR_LIMIT */
 } outcome;
@@ -197,14 +202,21 @@ static void feed(const setup *c, const glm_step_plan *p, int k, glm_sequence *q,
     }
 }
 
-/* The token the fake model draws after ctx rows of the sequence at plan entry k. */
-static int32_t draw(const setup *c, const glm_step_plan *p, int k, const fake_model *m)
+/* The fake model's logits at row `last` of the sequence at plan entry k: every KV row of its
+ * context up to there, read through the block table. */
+static uint64_t logits_at(const setup *c, const glm_step_plan *p, int k, const fake_model *m,
+                          int last)
 {
     const int32_t *bt = p->block_table + (size_t)k * p->max_blocks_per_seq;
     uint64_t h = 7;
-    for (int r = 0; r < p->ctx_len[k]; r++)
+    for (int r = 0; r <= last; r++)
         h = mix(h, m->kv[slot_at(bt, c->bs, r)]);
-    return (int32_t)(100 + h % 16);
+    return h;
+}
+
+static int32_t token_of(uint64_t logits)
+{
+    return (int32_t)(100 + logits % 16);
 }
 
 static void make_sequence(const setup *c, const spec *sp, glm_sequence *q, float *pixels)
@@ -377,7 +389,15 @@ static void run(const setup *c, const spec *specs, int n, outcome *out, coverage
             bool last = rows[l].row == q->layout.n_rows + q->n_generated - 1;
             CHECK(rows[l].draw == last);
             CHECK(last || (q->prompt_logits && rows[l].row < q->layout.n_rows));
-            sampled[l] = rows[l].draw ? draw(c, &plan, k, &m) : -1;
+            uint64_t logits = logits_at(c, &plan, k, &m, rows[l].row);
+            sampled[l] = rows[l].draw ? token_of(logits) : -1;
+            outcome *o = &out[q - seqs];
+            if (q->prompt_logits && rows[l].row < q->layout.n_rows && rows[l].row < MAX_ROWS) {
+                /* a recomputed row (after a preemption) must give what it gave before */
+                CHECK(!o->have_logit[rows[l].row] || o->logit[rows[l].row] == logits);
+                o->logit[rows[l].row] = logits;
+                o->have_logit[rows[l].row] = true;
+            }
         }
         glm_scheduler_commit(s, rows, sampled, plan.n_logit_rows);
     }
@@ -533,7 +553,7 @@ static void oracle(const setup *c, const spec *sp, outcome *out)
     glm_prompt_layout l;
     CHECK(glm_prompt_layout_build(sp->ids, sp->n_ids, BOI, EOI, PAD, c->image_rows, &l, NULL) ==
           GLM_OK);
-    uint64_t kv[MAX_IDS * 9 + MAX_NEW], prev = 1;
+    uint64_t kv[MAX_ROWS + MAX_NEW], prev = 1;
     int n_rows = 0;
     for (;;) {
         int r = n_rows;
@@ -552,6 +572,13 @@ static void oracle(const setup *c, const spec *sp, outcome *out)
             pos = r < l.n_rows ? l.positions[r] : l.n_ids + (r - l.n_rows);
             kv[r] = prev = mix(mix(prev, content), (uint64_t)pos);
             n_rows++;
+            if (r < l.n_rows) { /* the prompt row's logits */
+                uint64_t h = 7;
+                for (int i = 0; i <= r; i++)
+                    h = mix(h, kv[i]);
+                out->logit[r] = h;
+                out->have_logit[r] = true;
+            }
             continue;
         }
         if (out->n_gen >= sp->max_new) {
@@ -561,7 +588,7 @@ static void oracle(const setup *c, const spec *sp, outcome *out)
         uint64_t h = 7;
         for (int i = 0; i < n_rows; i++)
             h = mix(h, kv[i]);
-        int32_t tok = (int32_t)(100 + h % 16);
+        int32_t tok = token_of(h);
         out->gen[out->n_gen++] = tok;
         if ((!sp->ignore_eos && tok == EOS) || tok == sp->stop_id) {
             out->finish = GLM_SEQ_FINISHED_STOP;
@@ -616,6 +643,13 @@ static void one_seed(uint64_t seed, coverage *cov)
         CHECK_MSG(agrees(&lone, &truth, &alone[i]),
                   "sequence %d alone: %d tokens (finish %d), the model says %d (finish %d)", i,
                   alone[i].n_gen, alone[i].finish, truth.n_gen, truth.finish);
+        /* every prompt row's logits were produced, from the right context */
+        bool whole = specs[i].prompt_logits && !got[i].refused &&
+                     !(specs[i].end_at >= 0 && got[i].finish == (glm_seq_finish)specs[i].end_why);
+        for (int r = 0; whole && r < MAX_ROWS && truth.have_logit[r]; r++)
+            CHECK_MSG(got[i].have_logit[r] && got[i].logit[r] == truth.logit[r],
+                      "sequence %d: prompt row %d's logits %s", i, r,
+                      got[i].have_logit[r] ? "differ" : "missing");
         CHECK_MSG(agrees(&specs[i], &truth, &got[i]),
                   "sequence %d: %d tokens (finish %d), the model says %d (finish %d)", i,
                   got[i].n_gen, got[i].finish, truth.n_gen, truth.finish);
