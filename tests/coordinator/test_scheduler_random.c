@@ -527,7 +527,9 @@ static void draw_setup(test_rng *g, const spec *specs, int n, setup *c)
                                  : kind == 1 ? test_rng_int(g, 1, most_blocks)
                                              : test_rng_int(g, 2, 6) * most_blocks);
     c->max_blocks_per_seq = most_blocks + test_rng_int(g, 0, 2);
+    /* sometimes shorter than some prompts and their tokens: those end at seq_length */
     c->seq_length = most_rows + test_rng_int(g, 0, 3);
+    if (test_rng_int(g, 0, 4) == 0) c->seq_length = test_rng_int(g, most_rows / 2 + 1, most_rows);
     c->max_batch = test_rng_int(g, 1, 6);
     c->budget = test_rng_int(g, 1, 48);
     c->chunk = test_rng_int(g, 1, 24);
