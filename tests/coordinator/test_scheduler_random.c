@@ -52,6 +52,7 @@ typedef struct spec {
     bool prompt_logits;
     bool isolated;
     int priority;
+    int nan_at;  /* the model's logits are not finite when drawing this token (-1 never) */
     int arrive;  /* step at which it is added */
     int end_at;  /* step after which the caller ends it, -1 never */
     int end_why; /* GLM_SEQ_CANCELLED, _STOP_STRING or _ERROR */
@@ -391,6 +392,8 @@ static void run(const setup *c, const spec *specs, int n, outcome *out, coverage
             CHECK(last || (q->prompt_logits && rows[l].row < q->layout.n_rows));
             uint64_t logits = logits_at(c, &plan, k, &m, rows[l].row);
             sampled[l] = rows[l].draw ? token_of(logits) : -1;
+            if (rows[l].draw && q->n_generated == specs[q - seqs].nan_at)
+                sampled[l] = -1; /* the sampler found no finite logit */
             outcome *o = &out[q - seqs];
             if (q->prompt_logits && rows[l].row < q->layout.n_rows && rows[l].row < MAX_ROWS) {
                 /* a recomputed row (after a preemption) must give what it gave before */
@@ -495,6 +498,7 @@ static void draw_specs(test_rng *g, spec *specs, int n)
         sp->prompt_logits = test_rng_int(g, 0, 6) == 0;
         sp->isolated = test_rng_int(g, 0, 12) == 0;
         sp->priority = test_rng_int(g, 0, 3) == 0 ? test_rng_int(g, -2, 2) : 0;
+        sp->nan_at = test_rng_int(g, 0, 15) == 0 ? test_rng_int(g, 0, MAX_NEW - 1) : -1;
         sp->arrive = test_rng_int(g, 0, 2) == 0 ? 0 : test_rng_int(g, 0, 30);
         sp->end_at = test_rng_int(g, 0, 8) == 0 ? sp->arrive + test_rng_int(g, 0, 12) : -1;
         static const int whys[] = {GLM_SEQ_CANCELLED, GLM_SEQ_FINISHED_STOP_STRING,
@@ -585,6 +589,10 @@ static void oracle(const setup *c, const spec *sp, outcome *out)
         }
         if (out->n_gen >= sp->max_new) {
             out->finish = GLM_SEQ_FINISHED_LENGTH;
+            break;
+        }
+        if (out->n_gen == sp->nan_at) {
+            out->finish = GLM_SEQ_FINISHED_ERROR;
             break;
         }
         uint64_t h = 7;
