@@ -156,6 +156,36 @@ nomem:
     return gw_fail(e, 500, "server_error", NULL, NULL, "out of memory");
 }
 
+/* Counts the image_url parts of all messages first: a request over the per-prompt limit is
+ * refused before any image is fetched or decoded (the servers would refuse it with
+ * TOO_MANY_IMAGES after the gateway had fetched up to 8 remote images for nothing). */
+static int count_images(parse_state *ps, const cJSON *msgs)
+{
+    size_t n = 0;
+    const cJSON *m, *part;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *c = cJSON_IsObject(m) ? cJSON_GetObjectItemCaseSensitive(m, "content") : NULL;
+        if (!cJSON_IsArray(c)) continue;
+        cJSON_ArrayForEach(part, c)
+        {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+            n += cJSON_IsString(type) && strcmp(type->valuestring, "image_url") == 0;
+        }
+    }
+    if (n > GW_MAX_IMAGES_PER_JOB)
+        return gw_bad_request(ps->e, "messages", "more than %d images in the request",
+                              GW_MAX_IMAGES_PER_JOB);
+    if (n > ps->lim->job.max_images) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%zu images > the limit of %zu per prompt", n,
+                 ps->lim->job.max_images);
+        gw_error_from_result(ps->e, GLM_EC_TOO_MANY_IMAGES, GLM_FINISH_ERROR, msg);
+        return ps->e->http_status;
+    }
+    return 0;
+}
+
 static int parse_messages(parse_state *ps, const cJSON *root)
 {
     gw_request *r = ps->r;
@@ -165,6 +195,8 @@ static int parse_messages(parse_state *ps, const cJSON *root)
     size_t n = (size_t)cJSON_GetArraySize(msgs);
     if (n > ps->lim->job.max_messages)
         return gw_bad_request(ps->e, "messages", "at most %zu messages", ps->lim->job.max_messages);
+    int rc = count_images(ps, msgs);
+    if (rc) return rc;
     r->messages = calloc(n, sizeof *r->messages);
     r->texts = calloc(n, sizeof *r->texts);
     r->image_parts = calloc(GW_MAX_IMAGES_PER_JOB, sizeof *r->image_parts);
@@ -178,7 +210,7 @@ static int parse_messages(parse_state *ps, const cJSON *root)
         if (!cJSON_IsObject(m))
             return gw_bad_request(ps->e, "messages", "messages[%zu] must be an object", i);
         glm_role role = GLM_ROLE_UNSPECIFIED;
-        int rc = parse_role(m, i, &role, ps->e);
+        rc = parse_role(m, i, &role, ps->e);
         if (!rc) rc = parse_content(ps, m, i, role, &r->texts[i]);
         if (rc) return rc;
         r->messages[i] = (glm_message){.role = role, .content = r->texts[i], .image_format = ""};

@@ -131,6 +131,12 @@ static void test_refusals(void)
          "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\"}]}]}",
          400, "tool calls"},
         {MSG("[" IMG3 "," IMG3 "," IMG3 "]") "}", 400, "more than 8 images"},
+        /* five images over the 4 per prompt: refused before any is fetched (127.0.0.1:9 is
+         * allow-listed and refuses connections: a fetch would fail with "could not be fetched") */
+        {MSG("[" IMG("http://127.0.0.1:9/a.png") "," IMG("http://127.0.0.1:9/b.png") "," IMG(
+             "http://127.0.0.1:9/c.png") "," IMG("http://127.0.0.1:9/d.png") "," IMG(
+             "http://127.0.0.1:9/e.png") "]") "}",
+         400, "5 images > the limit of 4 per prompt"},
         {MSG("[" IMG("file:///etc/passwd") "]") "}", 400, "never files"},
         {MSG("[" IMG("/etc/passwd") "]") "}", 400, "never files"},
         {MSG("[" IMG("ftp://images.example/a.png") "]") "}", 400, "never files"},
