@@ -3,17 +3,23 @@
  *  - a row's "KV" is a hash of the KV of the row before it (read through the plan's block
  *    table), its rope position and its content: the token id, or the embedding the fake vision
  *    tower wrote into the pool row the plan names;
- *  - a drawn token is a hash of every KV row of the context, read through the block table, so a
- *    block with the wrong content anywhere in the context changes the answer.
+ *  - a row's "logits" hash every KV row of the context up to it, read through the block table,
+ *    so a block with the wrong content anywhere in the context changes the drawn token.
  * Each seed draws a configuration (block size, pool from roomy down to one sequence's worth,
- * batch, budget, chunk, images per step, vision slots, prefix cache on or off) and a set of
- * prompts that share openings, images and whole earlier prompts, diverge inside blocks, carry 0..3
- * images, want prompt logits, run quarantined, arrive over time and are sometimes ended early.
- * Every step is checked (plan structure, slots inside the sequence's own blocks, no shared block
- * written, image rows fed from a slot holding their image, limits, and that the blocks and
- * vision slots in use are exactly those the live sequences hold); at the end every sequence's
- * tokens must equal those it gets alone on a roomy scheduler, and nothing may stay held.
- * GLM_SCHED_SEEDS=N runs N seeds (default 300); GLM_SCHED_SEED=S runs seed S alone. */
+ * batch, budget, chunk, images per step, vision slots with or without reuse, prefix cache on or
+ * off, seq_length, steps that fail now and then and are planned again) and up to 12 prompts that
+ * share openings, images and whole earlier prompts, change one image or one id of an earlier
+ * one, diverge inside blocks, carry 0..3 images (some more than a step encodes: refused), want
+ * prompt logits, run quarantined, have priorities, arrive over time, stop on eos or stop ids, hit
+ * non-finite logits, and are sometimes ended early by the caller.
+ * Every step is checked: plan structure and limits, rows' slots inside the sequence's own blocks,
+ * no block written that another sequence holds, image rows fed from a slot holding their image,
+ * quarantined sequences alone, the blocks and vision slots in use exactly those the live
+ * sequences hold, and no stall. At the end every sequence's tokens, finish reason and prompt
+ * logits must equal an oracle that runs the fake model on the sequence's rows in order (no
+ * scheduler), as must a run alone on a roomy scheduler; nothing may stay held.
+ * GLM_SCHED_SEEDS=N runs N seeds (default 10000, about half a second); GLM_SCHED_SEED=S runs seed
+ * S alone (a failure prints its seed), GLM_SCHED_TRACE=1 prints every step. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -862,7 +868,7 @@ int main(void)
         return test_finish("scheduler_random");
     }
     const char *env = getenv("GLM_SCHED_SEEDS");
-    int n_seeds = env ? atoi(env) : 2000;
+    int n_seeds = env ? atoi(env) : 10000;
     for (int seed = 1; seed <= n_seeds; seed++)
         one_seed((uint64_t)seed, &cov);
     printf("%d seeds: %llu steps, %llu rows fed, %llu images encoded (%llu vision hits), %llu "
