@@ -73,7 +73,11 @@ static gw_follow_outcome emit(gw_follower *f, const int32_t *ids, size_t n, size
 gw_follow_outcome gw_follower_on_chunk(gw_follower *f, const glm_chunk *c, gw_delta *d)
 {
     memset(d, 0, sizeof *d);
-    if (c->attempt > f->attempt) { /* another replica took the job over: follow it from 0 */
+    /* the same attempt from index 0 again: a job handed back by a draining replica keeps its
+     * delivery count, so the replica that takes it over streams under the same number (taken
+     * for a lost chunk, this stopped the live stream until the Result) */
+    bool restarted = c->attempt == f->attempt && c->index == 0 && (f->next_index > 0 || f->gap);
+    if (c->attempt > f->attempt || restarted) { /* another replica took the job over: from 0 */
         if (f->next_index > 0 || f->n_sent_ids > 0) f->restarts++;
         f->attempt = c->attempt;
         f->next_index = 0;

@@ -2,7 +2,8 @@
  * tokens that only ever extend what was already sent.
  *
  * Chunks carry `attempt` (the delivery count): when another replica reclaims the job, chunks of
- * the newer attempt start again at index 0. The follower keeps to the newest attempt, skips what
+ * the newer attempt start again at index 0 (after a drain's hand-back, under the same attempt
+ * number: index 0 again is a restart too). The follower keeps to the newest attempt, skips what
  * the client already has while the new attempt agrees with it, and reports a divergence (a sampled
  * job that came out differently) so the caller can end the stream with an error instead of
  * sending text that contradicts what went before. Agreement is judged on token ids (the answer);

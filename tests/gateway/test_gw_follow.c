@@ -124,8 +124,42 @@ static void test_text_lags_tokens(void)
     gw_follower_free(&f);
 }
 
+/* A job handed back by a draining replica keeps its attempt number (the hand-back is not blamed
+ * on it): the next replica streams it again from chunk index 0 under the same attempt. That is a
+ * restart to follow live, not a lost chunk (which stopped the stream until the Result). */
+static void test_handed_back_same_attempt(void)
+{
+    gw_follower f;
+    gw_follower_init(&f);
+    char text[256] = "";
+    int32_t ids[64];
+    size_t n = 0;
+    const int32_t a[] = {1, 2}, b[] = {3};
+    CHECK(feed(&f, chunk(1, 0, "ab", a, 2), text, ids, &n) == GW_FOLLOW_OK);
+    CHECK(feed(&f, chunk(1, 1, "c", b, 1), text, ids, &n) == GW_FOLLOW_OK);
+    /* drained: the next replica starts over under attempt 1 */
+    const int32_t a2[] = {1, 2, 3}, b2[] = {4, 5}, c2[] = {6};
+    CHECK(feed(&f, chunk(1, 0, "abc", a2, 3), text, ids, &n) == GW_FOLLOW_OK);
+    CHECK(feed(&f, chunk(1, 1, "de", b2, 2), text, ids, &n) == GW_FOLLOW_OK);
+    CHECK(feed(&f, chunk(1, 2, "f", c2, 1), text, ids, &n) == GW_FOLLOW_OK);
+    CHECK_MSG(strcmp(text, "abcdef") == 0 && n == 6, "streamed live: '%s' %zu ids", text, n);
+    CHECK(!f.gap && f.restarts == 1);
+    /* also after a gap (a chunk lost while Redis was away), then a hand-back */
+    gw_follower_free(&f);
+    gw_follower_init(&f);
+    text[0] = '\0';
+    n = 0;
+    CHECK(feed(&f, chunk(1, 0, "ab", a, 2), text, ids, &n) == GW_FOLLOW_OK);
+    CHECK(feed(&f, chunk(1, 2, "x", b, 1), text, ids, &n) == GW_FOLLOW_OK); /* index 1 lost */
+    CHECK(f.gap);
+    CHECK(feed(&f, chunk(1, 0, "abc", a2, 3), text, ids, &n) == GW_FOLLOW_OK);
+    CHECK_MSG(strcmp(text, "abc") == 0 && n == 3 && !f.gap, "after a gap: '%s' %zu", text, n);
+    gw_follower_free(&f);
+}
+
 int main(void)
 {
+    test_handed_back_same_attempt();
     test_failover_same_answer();
     test_divergence();
     test_gap_waits_for_result();
