@@ -57,6 +57,7 @@ static bool client_gone(int fd)
 static void reply_error(gw_reply *out, const gw_error *e)
 {
     out->status = e->http_status;
+    out->no_retry = e->no_retry;
     out->body = gw_error_json(e);
     out->stream = NULL;
 }

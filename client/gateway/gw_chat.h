@@ -17,6 +17,7 @@ typedef struct gw_reply {
     char *body;        /* malloc'd JSON when stream is NULL */
     gw_chat *stream;   /* set for a 200 event stream: read with gw_chat_read */
     int retry_after_s; /* > 0: send Retry-After */
+    bool no_retry;     /* send x-should-retry: false (gw_error.no_retry) */
 } gw_reply;
 
 /* Runs the request until its answer (non-streaming) or its first event (streaming), so that a job

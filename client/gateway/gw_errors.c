@@ -9,6 +9,7 @@ static int vfail(gw_error *e, int http_status, const char *type, const char *cod
                  const char *param, const char *fmt, va_list ap)
 {
     e->http_status = http_status;
+    e->no_retry = false;
     e->type = type;
     e->code = code;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
@@ -69,6 +70,9 @@ void gw_error_from_result(gw_error *e, glm_error_code code, glm_finish_reason fi
         return;
     default: /* MALFORMED_JOB, UNKNOWN_FIELD, UNSUPPORTED_VERSION, INTERNAL, POISON, ID_CONFLICT */
         gw_fail(e, 500, "server_error", name, NULL, "%s", msg);
+        /* the same job fails the same way (a POISON one crashed replicas --max-deliveries times:
+         * an SDK's automatic retry would crash them again); an ID_CONFLICT retry gets a new id */
+        e->no_retry = code != GLM_EC_ID_CONFLICT;
         return;
     }
 }

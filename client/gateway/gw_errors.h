@@ -6,6 +6,7 @@
 #include "coordinator/queue/job_codec.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 
 typedef struct gw_error {
     int http_status;  /* 400, 401, 404, 405, 413, 429, 500, 502, 503, 504 */
@@ -13,6 +14,10 @@ typedef struct gw_error {
     const char *code; /* "model_not_found", ... or NULL (JSON null) */
     char param[64];   /* the offending request field, "" = null */
     char message[512];
+    /* A retry of the same request cannot succeed (a poison job, a server error that is the
+     * job's own): answered with x-should-retry: false, which the openai SDKs obey instead of
+     * retrying every 5xx twice. Reset by every fill. */
+    bool no_retry;
 } gw_error;
 
 /* Fills e and returns e->http_status, so a failing path reads

@@ -37,7 +37,8 @@ static long long now_us(void)
 }
 
 static enum MHD_Result queue_body(struct MHD_Connection *conn, exchange *x, int status,
-                                  const char *content_type, char *body, int retry_after_s)
+                                  const char *content_type, char *body, int retry_after_s,
+                                  bool no_retry)
 {
     const char *text = body ? body : "{\"error\":{\"message\":\"out of memory\"}}";
     struct MHD_Response *resp =
@@ -51,6 +52,7 @@ static enum MHD_Result queue_body(struct MHD_Connection *conn, exchange *x, int 
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, s);
     }
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (no_retry) MHD_add_response_header(resp, "x-should-retry", "false");
     x->status = status;
     x->answered = true;
     enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
@@ -60,7 +62,8 @@ static enum MHD_Result queue_body(struct MHD_Connection *conn, exchange *x, int 
 
 static enum MHD_Result queue_error(struct MHD_Connection *conn, exchange *x, const gw_error *e)
 {
-    return queue_body(conn, x, e->http_status, "application/json", gw_error_json(e), 0);
+    return queue_body(conn, x, e->http_status, "application/json", gw_error_json(e), 0,
+                      e->no_retry);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -97,7 +100,7 @@ static enum MHD_Result chat(gw_context *g, struct MHD_Connection *conn, exchange
     }
     if (!reply.stream)
         return queue_body(conn, x, reply.status, "application/json", reply.body,
-                          reply.retry_after_s);
+                          reply.retry_after_s, reply.no_retry);
     struct MHD_Response *resp = MHD_create_response_from_callback(
         MHD_SIZE_UNKNOWN, STREAM_BLOCK_BYTES, stream_reader, reply.stream, stream_free);
     if (!resp) {
@@ -132,7 +135,7 @@ static enum MHD_Result models(gw_context *g, struct MHD_Connection *conn, exchan
                  id ? "" : "{\"object\":\"list\",\"data\":[", g->settings.model_name,
                  id ? "" : "]}") < 0)
         body = NULL;
-    return queue_body(conn, x, 200, "application/json", body, 0);
+    return queue_body(conn, x, 200, "application/json", body, 0, false);
 }
 
 /* Paths under /v1/ need the key when keys are configured. Checked from the headers, before the body is
@@ -171,7 +174,8 @@ static enum MHD_Result health(gw_context *g, struct MHD_Connection *conn, exchan
                           : "redis_unavailable",
                  ok ? "true" : "false") < 0)
         body = NULL;
-    return queue_body(conn, x, ok && !draining ? 200 : 503, "application/json", body, 0);
+    return queue_body(conn, x, ok && !draining ? 200 : 503, "application/json", body, 0,
+                      false);
 }
 
 static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchange *x,
@@ -186,7 +190,7 @@ static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchang
     if (strcmp(url, "/metrics") == 0) {
         if (!get) goto not_allowed;
         return queue_body(conn, x, 200, "text/plain; version=0.0.4", gw_metrics_render(&g->metrics),
-                          0);
+                          0, false);
     }
     bool is_chat = strcmp(url, "/v1/chat/completions") == 0;
     bool is_models = strcmp(url, "/v1/models") == 0;

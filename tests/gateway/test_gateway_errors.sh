@@ -113,6 +113,8 @@ e2e_check "429 carries Retry-After" grep -qi '^Retry-After: 1' "$E2E_DIR/headers
 # ---- 503: Redis refuses writes (out of memory) -----------------------------------------------------
 redis-cli -p "$REDIS_PORT" CONFIG SET maxmemory 1 >/dev/null
 gw_expect "Redis refuses the job (OOM): 503" 503 queue_refused $A "$(msg '"hi"')" "${K[@]}"
+e2e_check "a refusal that may pass is retryable (no x-should-retry)" \
+    bash -c "! grep -qi '^x-should-retry' '$E2E_DIR/headers'"
 redis-cli -p "$REDIS_PORT" CONFIG SET maxmemory 0 >/dev/null
 
 # ---- 500: the server's INTERNAL error (a model whose embeddings are all +inf) ----------------------
@@ -138,6 +140,8 @@ PY
 e2e_kill_replica r "$REPLICA_PID"
 MODEL=$poisoned e2e_start_replica bad 1 || exit 1
 gw_expect "the server's INTERNAL error: 500" 500 INTERNAL $A "$(msg '"hi"')" "${K[@]}"
+e2e_check "INTERNAL: x-should-retry: false (the openai SDKs would resubmit the job twice)" \
+    grep -qi '^x-should-retry: false' "$E2E_DIR/headers"
 gw_expect "the server's INTERNAL error, streaming: 500" 500 INTERNAL $A "$(msg '"hi"' ',"stream":true')" "${K[@]}"
 
 gw_call $A GET /metrics >/dev/null

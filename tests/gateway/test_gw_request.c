@@ -274,6 +274,26 @@ static void test_error_mapping(void)
     CHECK(e.http_status == 503);
     gw_error_from_result(&e, GLM_EC_OK, GLM_FINISH_ABORTED, "");
     CHECK(e.http_status == 503);
+    /* the openai SDKs retry every 5xx twice unless told not to (x-should-retry: false): a job the
+     * servers gave up on as a poison (it crashed them) or failed for good must not run again */
+    static const glm_error_code final_codes[] = {GLM_EC_POISON, GLM_EC_INTERNAL,
+                                                 GLM_EC_MALFORMED_JOB, GLM_EC_UNKNOWN_FIELD,
+                                                 GLM_EC_UNSUPPORTED_VERSION};
+    for (size_t i = 0; i < sizeof final_codes / sizeof *final_codes; i++) {
+        gw_error_from_result(&e, final_codes[i], GLM_FINISH_ERROR, "x");
+        CHECK_MSG(e.http_status == 500 && e.no_retry, "code %d", (int)final_codes[i]);
+    }
+    static const glm_error_code retry_codes[] = {GLM_EC_REDIS_REFUSED, GLM_EC_DEADLINE_EXCEEDED,
+                                                 GLM_EC_CANCELLED, GLM_EC_ID_CONFLICT,
+                                                 GLM_EC_BAD_IMAGE};
+    for (size_t i = 0; i < sizeof retry_codes / sizeof *retry_codes; i++) {
+        gw_error_from_result(&e, retry_codes[i], GLM_FINISH_ERROR, "x");
+        CHECK_MSG(!e.no_retry, "code %d", (int)retry_codes[i]);
+    }
+    gw_error_from_result(&e, GLM_EC_POISON, GLM_FINISH_ERROR, "x");
+    gw_fail(&e, 502, "server_error", NULL, NULL, "later"); /* every fill resets it */
+    CHECK(!e.no_retry);
+    gw_error_from_result(&e, GLM_EC_OK, GLM_FINISH_ABORTED, "");
     char *json = gw_error_json(&e);
     CHECK(json && strstr(json, "\"error\":{\"message\":") && strstr(json, "\"param\":null"));
     free(json);
