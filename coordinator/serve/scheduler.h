@@ -75,7 +75,9 @@ typedef struct glm_sequence {
      * from. */
     float *prompt_logits;
     /* quarantine (crash attribution, docs/DEPLOY.md): runs alone in its step, never batched
-     * with another sequence; steps of isolated sequences alternate with ordinary ones */
+     * with another sequence; steps of isolated sequences alternate with ordinary ones, and while
+     * one waits with none running, ordinary steps admit nothing queued behind it (else a steady
+     * stream of short jobs could keep the batch or the pool too full for it forever) */
     bool isolated;
     /* state kept by the scheduler */
     int32_t *generated;
