@@ -3,6 +3,7 @@
 
 #include "coordinator/queue/redis_conn.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,11 +68,23 @@ void gw_queue_destroy(gw_queue *q)
     free(q);
 }
 
+/* An idle connection has nothing to read: readable, hung up or in error means Redis closed it
+ * (a restart, a timeout, CLIENT KILL) while it sat in the pool. One poll, no round trip. */
+static bool stale(const redisContext *ctx)
+{
+    struct pollfd p = {.fd = ctx->fd, .events = POLLIN | POLLRDHUP};
+    return ctx->err || poll(&p, 1, 0) != 0;
+}
+
 glm_status gw_queue_acquire(gw_queue *q, redisContext **ctx, glm_error *err)
 {
-    pthread_mutex_lock(&q->lock);
-    *ctx = q->n_idle > 0 ? q->idle[--q->n_idle] : NULL;
-    pthread_mutex_unlock(&q->lock);
+    for (;;) { /* after a Redis restart every pooled connection is dead: each drew a 502 */
+        pthread_mutex_lock(&q->lock);
+        *ctx = q->n_idle > 0 ? q->idle[--q->n_idle] : NULL;
+        pthread_mutex_unlock(&q->lock);
+        if (!*ctx || !stale(*ctx)) break;
+        redisFree(*ctx);
+    }
     if (*ctx) return GLM_OK;
     return glm_redis_client_connect(q->url, q->password[0] ? q->password : NULL, q->prefix,
                                     sizeof q->prefix, q->timeout_ms, ctx, err);

@@ -7,7 +7,9 @@
 #    over the limit is a 401 (it was a 413), and a wrong key whose body never comes is answered at
 #    once (it waited for the body until the idle timeout);
 #  - SIGTERM past --drain-timeout: requests still waiting get the documented 503 shutting_down
-#    and their jobs are cancelled (the connections were cut without an answer).
+#    and their jobs are cancelled (the connections were cut without an answer);
+#  - Redis restarts between requests: the connections the gateway pooled are dead; a request that
+#    draws one gets a fresh connection (each drew a 502 until the pool was used up).
 # usage: test_gateway_review.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/gateway_lib.sh"
 gw_setup "$1" "$2"
@@ -76,4 +78,23 @@ wait "$pid_a"
 e2e_check "the drained gateway exited 0" [ $? -eq 0 ]
 cancels=$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX:cancel:*" | wc -l)
 e2e_check "both waiting jobs cancelled ($cancels cancel keys)" [ "$cancels" = 2 ]
+# ---- Redis restarts between requests: pooled connections are stale, not errors -------------------
+gw_start b --no-require-server --timeout 0.5 || exit 1
+B=$GW_PORT
+pool_pids=()
+for i in 1 2 3; do # three at once: three connections go back to the pool
+    curl -s -o /dev/null -w '%{http_code}' --max-time 20 "http://127.0.0.1:$B/v1/chat/completions" \
+        -d "$body" >"$E2E_DIR/pool$i.code" 2>/dev/null &
+    pool_pids+=($!)
+done
+wait "${pool_pids[@]}"
+e2e_check "before the restart: 504 (queued, nobody serves) x3 ($(cat "$E2E_DIR"/pool?.code | tr '\n' ' '))" \
+    [ "$(cat "$E2E_DIR"/pool?.code | tr -d '\n')" = 504504504 ]
+e2e_redis_stop
+e2e_redis_start || exit 1
+codes=""
+for i in 1 2 3 4; do codes="$codes$(gw_chat $B "$body") "; done
+e2e_check "after a Redis restart: every request reaches the queue (504, not 502: $codes)" \
+    [ "$codes" = "504 504 504 504 " ]
+e2e_check "after a Redis restart: /health 200" [ "$(gw_call $B GET /health)" = 200 ]
 e2e_finish test_gateway_review
