@@ -333,10 +333,12 @@ static int submit(gw_chat *c, gw_error *e)
         rc = gw_fail(e, 429, "rate_limit_error", "queue_full", NULL,
                      "the queue holds %lld jobs (limit %lld); retry later", depth,
                      g->settings.max_queue_depth);
-    else if (st == GLM_OK)
-        st = gw_queue_submit(g->queue, c->ctx, c->job_id, bytes, len, &err);
+    bool drop = false;
+    if (st == GLM_OK && !rc)
+        st = gw_queue_submit(g->queue, c->ctx, c->job_id, bytes, len, &drop, &err);
     free(bytes);
     if (rc) return rc;
+    if (drop) c->redis_healthy = false; /* a demoted primary: not back into the pool */
     if (st == GLM_ERR_LIMIT)
         return gw_fail(e, 503, "server_error", "queue_refused", NULL,
                        "the job queue refused the job for now: %s", err.msg);

@@ -138,8 +138,8 @@ static enum MHD_Result models(gw_context *g, struct MHD_Connection *conn, exchan
     return queue_body(conn, x, 200, "application/json", body, 0, false);
 }
 
-/* Paths under /v1/ need the key when keys are configured. Checked from the headers, before the body is
- * read: a caller without a key must not make the gateway buffer up to --max-body-bytes. */
+/* Paths under /v1/ need the key when keys are configured. Checked from the headers, before the body
+ * is read: a caller without a key must not make the gateway buffer up to --max-body-bytes. */
 static bool key_missing(gw_context *g, struct MHD_Connection *conn, const char *url)
 {
     return g->auth && strncmp(url, "/v1/", 4) == 0 &&
@@ -174,8 +174,7 @@ static enum MHD_Result health(gw_context *g, struct MHD_Connection *conn, exchan
                           : "redis_unavailable",
                  ok ? "true" : "false") < 0)
         body = NULL;
-    return queue_body(conn, x, ok && !draining ? 200 : 503, "application/json", body, 0,
-                      false);
+    return queue_body(conn, x, ok && !draining ? 200 : 503, "application/json", body, 0, false);
 }
 
 static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchange *x,

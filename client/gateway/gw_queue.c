@@ -154,8 +154,9 @@ glm_status gw_queue_servers_live(gw_queue *q, redisContext *ctx, bool *live, glm
 }
 
 glm_status gw_queue_submit(gw_queue *q, redisContext *ctx, const char *job_id, const void *job,
-                           size_t len, glm_error *err)
+                           size_t len, bool *drop, glm_error *err)
 {
+    *drop = false;
     if (!glm_job_id_valid(job_id)) return glm_fail(err, GLM_ERR_INVALID_ARG, "invalid job id");
     char key[128];
     snprintf(key, sizeof key, "%s:jobs", q->prefix);
@@ -163,6 +164,9 @@ glm_status gw_queue_submit(gw_queue *q, redisContext *ctx, const char *job_id, c
     size_t lens[] = {4, strlen(key), 1, 3, len, 2, strlen(job_id)};
     redisReply *r = redisCommandArgv(ctx, 7, argv, lens);
     glm_status st = REDIS_CHECK(ctx, r, REDIS_REPLY_STRING, "XADD job", err);
+    glm_redis_refusal why =
+        st == GLM_ERR_LIMIT && r ? glm_redis_refusal_of(r) : GLM_REDIS_NOT_REFUSED;
+    *drop = why == GLM_REDIS_READONLY || why == GLM_REDIS_MASTERDOWN;
     if (r) freeReplyObject(r);
     return st;
 }

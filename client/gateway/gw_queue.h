@@ -31,9 +31,12 @@ glm_status gw_queue_depth(gw_queue *q, redisContext *ctx, long long *depth, glm_
 glm_status gw_queue_servers_live(gw_queue *q, redisContext *ctx, bool *live, glm_error *err);
 
 /* XADD <prefix>:jobs * job <bytes> id <job_id>, the fields glm4v-submit sends. GLM_ERR_LIMIT when
- * Redis refused it for now (OOM, READONLY, ...). */
+ * Redis refused it for now (OOM, READONLY, ...); *drop is then set when the refusal comes from a
+ * replica (READONLY, MASTERDOWN: a failover demoted the server this connection reaches), so the
+ * caller frees the connection instead of pooling it and the next one reaches the URL's new
+ * primary. */
 glm_status gw_queue_submit(gw_queue *q, redisContext *ctx, const char *job_id, const void *job,
-                           size_t len, glm_error *err);
+                           size_t len, bool *drop, glm_error *err);
 
 /* SET <prefix>:cancel:<job_id> 1 EX ttl_s: the server ends the job with a CANCELLED Result. */
 glm_status gw_queue_cancel(gw_queue *q, redisContext *ctx, const char *job_id, int ttl_s,

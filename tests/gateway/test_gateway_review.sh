@@ -9,7 +9,9 @@
 #  - SIGTERM past --drain-timeout: requests still waiting get the documented 503 shutting_down
 #    and their jobs are cancelled (the connections were cut without an answer);
 #  - Redis restarts between requests: the connections the gateway pooled are dead; a request that
-#    draws one gets a fresh connection (each drew a 502 until the pool was used up).
+#    draws one gets a fresh connection (each drew a 502 until the pool was used up);
+#  - a READONLY refusal (a failover demoted the Redis behind the URL) drops that connection, so the
+#    next request connects to whatever the URL leads to now (it went back to the pool for ever).
 # usage: test_gateway_review.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/gateway_lib.sh"
 gw_setup "$1" "$2"
@@ -97,4 +99,17 @@ for i in 1 2 3 4; do codes="$codes$(gw_chat $B "$body") "; done
 e2e_check "after a Redis restart: every request reaches the queue (504, not 502: $codes)" \
     [ "$codes" = "504 504 504 504 " ]
 e2e_check "after a Redis restart: /health 200" [ "$(gw_call $B GET /health)" = 200 ]
+# ---- a READONLY refusal (the Redis behind the URL was demoted by a failover) drops the connection --
+conns() { redis-cli -p "$REDIS_PORT" INFO stats | sed -n 's/^total_connections_received:\([0-9]*\).*/\1/p'; }
+gw_chat $B "$body" >/dev/null # one healthy connection in the pool
+dead_port=$(e2e_free_port)
+redis-cli -p "$REDIS_PORT" REPLICAOF 127.0.0.1 "$dead_port" >/dev/null
+gw_expect "Redis demoted to a replica: 503" 503 queue_refused $B "$body"
+redis-cli -p "$REDIS_PORT" REPLICAOF NO ONE >/dev/null
+n0=$(conns)
+e2e_check "after the failover: a request reaches the queue" [ "$(gw_chat $B "$body")" = 504 ]
+n1=$(conns)
+# (redis-cli's own INFO connection is one of them)
+e2e_check "the refused connection was not pooled: the next request connected anew ($n0 -> $n1)" \
+    [ $((n1 - n0)) -ge 2 ]
 e2e_finish test_gateway_review

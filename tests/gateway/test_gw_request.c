@@ -103,8 +103,8 @@ static void test_refusals(void)
 #define MSG(x) "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":" x "}]"
 #define IMG(url) "{\"type\":\"image_url\",\"image_url\":{\"url\":\"" url "\"}}"
 #define IMG3                                                                                       \
-    IMG("data:image/png;base64," PNG_B64) "," IMG("data:image/png;base64," PNG_B64) "," IMG(      \
-        "data:image/png;base64," PNG_B64)
+    IMG("data:image/png;base64," PNG_B64)                                                          \
+    "," IMG("data:image/png;base64," PNG_B64) "," IMG("data:image/png;base64," PNG_B64)
     static const refusal cases[] = {
         {"not json", 400, "JSON"},
         {"{\"model\":\"glm-4v-9b\"}", 400, "messages"},
@@ -134,8 +134,9 @@ static void test_refusals(void)
         /* five images over the 4 per prompt: refused before any is fetched (127.0.0.1:9 is
          * allow-listed and refuses connections: a fetch would fail with "could not be fetched") */
         {MSG("[" IMG("http://127.0.0.1:9/a.png") "," IMG("http://127.0.0.1:9/b.png") "," IMG(
-             "http://127.0.0.1:9/c.png") "," IMG("http://127.0.0.1:9/d.png") "," IMG(
-             "http://127.0.0.1:9/e.png") "]") "}",
+             "http://127.0.0.1:9/c.png") "," IMG("http://127.0.0.1:9/d.png") "," IMG("http://"
+                                                                                     "127.0.0.1:9/"
+                                                                                     "e.png") "]") "}",
          400, "5 images > the limit of 4 per prompt"},
         {MSG("[" IMG("file:///etc/passwd") "]") "}", 400, "never files"},
         {MSG("[" IMG("/etc/passwd") "]") "}", 400, "never files"},
