@@ -20,6 +20,9 @@ struct gw_chat {
     gw_request req;
     char job_id[48], completion_id[64];
     char fingerprint[GLM_FINGERPRINT_LEN + 1]; /* of the Job we queued */
+    /* of its bytes as such: how a server older than this gateway, which cannot decode the Job,
+     * stamps its UNKNOWN_FIELD / UNSUPPORTED_VERSION answer (glm_fingerprint_answers) */
+    char raw_fingerprint[GLM_FINGERPRINT_LEN + 1];
     gw_answer_meta meta;
     redisContext *ctx;
     bool redis_healthy;
@@ -67,7 +70,7 @@ static void reply_error(gw_reply *out, const gw_error *e)
  * random ids this is a defence, not an expected case). */
 static bool result_failed(const gw_chat *c, const glm_result *r, gw_error *e)
 {
-    if (!glm_fingerprint_matches(r->job_fingerprint, c->fingerprint)) {
+    if (!glm_fingerprint_answers(r->job_fingerprint, c->fingerprint, c->raw_fingerprint)) {
         gw_fail(e, 500, "server_error", "ID_CONFLICT", NULL,
                 "the job id was used by another job; this is not our answer");
         return true;
@@ -220,7 +223,9 @@ static void on_stream_event(gw_chat *c, const gw_event *ev)
     uint32_t restarts = c->follow.restarts;
     gw_follow_outcome o;
     if (ev->chunk) {
-        if (!glm_fingerprint_matches(ev->chunk->job_fingerprint, c->fingerprint)) return;
+        if (!glm_fingerprint_answers(ev->chunk->job_fingerprint, c->fingerprint,
+                                     c->raw_fingerprint))
+            return;
         o = gw_follower_on_chunk(&c->follow, ev->chunk, &d);
         if (c->follow.restarts != restarts) atomic_fetch_add(&c->g->metrics.failovers, 1);
         if (o == GW_FOLLOW_OK) push_delta(c, &d, ev->chunk->logprobs, ev->chunk->n_logprobs);
@@ -312,6 +317,7 @@ static int submit(gw_chat *c, gw_error *e)
     if (glm_job_encode(&c->req.job, &bytes, &len, &err) != GLM_OK)
         return gw_fail(e, 500, "server_error", NULL, NULL, "encoding the job: %s", err.msg);
     glm_job_fingerprint_bytes(bytes, len, c->fingerprint); /* as the server computes it */
+    glm_job_fingerprint_raw(bytes, len, c->raw_fingerprint);
     glm_status st = gw_queue_acquire(g->queue, &c->ctx, &err);
     if (st != GLM_OK) {
         free(bytes);

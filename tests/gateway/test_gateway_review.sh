@@ -12,6 +12,9 @@
 #    draws one gets a fresh connection (each drew a 502 until the pool was used up);
 #  - a READONLY refusal (a failover demoted the Redis behind the URL) drops that connection, so the
 #    next request connects to whatever the URL leads to now (it went back to the pool for ever).
+#  - a server older than the gateway (tests/gateway/gw_old_server.c) cannot decode the Job and
+#    answers UNKNOWN_FIELD stamped with the raw bytes' fingerprint: the client gets that error (it
+#    got 500 ID_CONFLICT, 'the job id was used by another job').
 # usage: test_gateway_review.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/gateway_lib.sh"
 gw_setup "$1" "$2"
@@ -74,7 +77,7 @@ for i in 1 2; do
     code=$(cat "$E2E_DIR/drain$i.code")
     err=$(e2e_json "$E2E_DIR/drain$i.out" "d['error']['code']" 2>/dev/null)
     e2e_check "past the drain timeout, request $i: 503 shutting_down (HTTP $code, $err)" \
-        [ "$code" = 503 ] && [ "$err" = shutting_down ]
+        [ "$code" = 503 ] --and [ "$err" = shutting_down ]
 done
 wait "$pid_a"
 e2e_check "the drained gateway exited 0" [ $? -eq 0 ]
@@ -112,4 +115,15 @@ n1=$(conns)
 # (redis-cli's own INFO connection is one of them)
 e2e_check "the refused connection was not pooled: the next request connected anew ($n0 -> $n1)" \
     [ $((n1 - n0)) -ge 2 ]
+# ---- a server older than the gateway answers UNKNOWN_FIELD, stamped with the raw bytes' fingerprint --
+gw_start c --prefix oldsrv --no-require-server --timeout 20 || exit 1
+curl -s -o "$E2E_DIR/old.out" -w '%{http_code}' --max-time 30 "http://127.0.0.1:$GW_PORT/v1/chat/completions" \
+    -d "$body" >"$E2E_DIR/old.code" 2>/dev/null &
+old_client=$!
+"$BIN/gw_old_server" "$REDIS_PORT" oldsrv >"$E2E_DIR/old_server.log" 2>&1
+e2e_check "the older server answered ($(cat "$E2E_DIR/old_server.log"))" [ $? -eq 0 ]
+wait "$old_client"
+e2e_check "its answer is the job's: 500 UNKNOWN_FIELD, not ID_CONFLICT ($(head -c 200 "$E2E_DIR/old.out"))" \
+    [ "$(cat "$E2E_DIR/old.code")" = 500 ] --and \
+    [ "$(e2e_json "$E2E_DIR/old.out" "d['error']['code']" 2>/dev/null)" = UNKNOWN_FIELD ]
 e2e_finish test_gateway_review
