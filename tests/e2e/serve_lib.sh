@@ -13,10 +13,22 @@ E2E_REPLICAS=()
 # shellcheck disable=SC2034
 pids=()
 
-e2e_check() { # e2e_check "what" command...
-    local what=$1
+# e2e_check "what" command... [--and command...]...: one check, passed when every command succeeds.
+# Join conditions with --and, never with &&: `e2e_check "x" [ a ] && [ b ]` is two shell commands,
+# and the check would count only the first (the second's failure went unnoticed).
+e2e_check() {
+    local what=$1 ok=1 arg
+    local -a cmd=()
     shift
-    if "$@"; then
+    for arg in "$@" --and; do
+        if [ "$arg" != --and ]; then
+            cmd+=("$arg")
+            continue
+        fi
+        if [ ${#cmd[@]} -eq 0 ] || ! "${cmd[@]}"; then ok=0; fi
+        cmd=()
+    done
+    if [ $ok -eq 1 ]; then
         E2E_PASSED=$((E2E_PASSED + 1))
     else
         E2E_FAILED=$((E2E_FAILED + 1))

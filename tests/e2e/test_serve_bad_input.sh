@@ -12,7 +12,7 @@ for bad in "--max-batch abc" "--max-batch 0" "--gpu-memory -3" "--prep-threads 1
     "$BIN/glm4v-serve" --model "$MODEL" $bad >/dev/null 2>"$E2E_DIR/flag.err"
     rc=$?
     e2e_check "glm4v-serve $bad: exit 2 ($rc) naming ${bad%% *}" \
-        [ $rc -eq 2 ] && grep -q -- "${bad%% *}" "$E2E_DIR/flag.err"
+        [ $rc -eq 2 ] --and grep -q -- "${bad%% *}" "$E2E_DIR/flag.err"
 done
 
 e2e_start_replica r 2 || exit 1
@@ -27,7 +27,7 @@ expect_error() { # expect_error ID CODE submit-args...
     e2e_submit --id "$id" "$@" --timeout 60 >"$E2E_DIR/$id.json" 2>"$E2E_DIR/$id.err"
     local rc=$?
     e2e_check "$id: exit 1 and $code (got rc $rc, $(error_code "$id"))" \
-        [ $rc -eq 1 ] && [ "$(error_code "$id")" = "$code" ]
+        [ $rc -eq 1 ] --and [ "$(error_code "$id")" = "$code" ]
 }
 
 head -c 3000 /dev/urandom >"$E2E_DIR/garbage.png"
@@ -39,7 +39,10 @@ long=$(/usr/bin/python3 -c "print('word ' * 3000)")
 
 expect_error empty EMPTY_PROMPT --prompt ""
 expect_error too-long PROMPT_TOO_LONG --prompt "$long" --max-new-tokens 100
-expect_error garbage-image BAD_IMAGE --prompt "What is this?" --image "$E2E_DIR/garbage.png"
+# random bytes carry no known signature: an unknown format (UNSUPPORTED_IMAGE, naming the formats we
+# take, as test_image_errors expects), where a known signature with a broken body is BAD_IMAGE. This
+# check expected BAD_IMAGE and never counted it (its second condition was outside e2e_check).
+expect_error garbage-image UNSUPPORTED_IMAGE --prompt "What is this?" --image "$E2E_DIR/garbage.png"
 expect_error truncated-image BAD_IMAGE --prompt "What is this?" --image "$E2E_DIR/truncated.png"
 expect_error gif UNSUPPORTED_IMAGE --prompt "What is this?" --image "$E2E_DIR/fake.gif"
 expect_error top-k-huge BAD_SAMPLING --prompt "Hi" --top-k 100000   # > the vocabulary

@@ -34,7 +34,7 @@ for i in $(seq 0 63); do
     "$BIN/glm4v-run" --model "$MODEL" "${args[@]}" --json >"$E2E_DIR/ref-$i.json" 2>/dev/null
     served=$(e2e_json "$E2E_DIR/out-$i.json" "d['token_ids']" 2>/dev/null)
     alone=$(e2e_json "$E2E_DIR/ref-$i.json" "d['generated_ids']" 2>/dev/null)
-    e2e_check "job $i: served $served vs alone $alone" [ -n "$served" ] && [ "$served" = "$alone" ]
+    e2e_check "job $i: served $served vs alone $alone" [ -n "$served" ] --and [ "$served" = "$alone" ]
 done
 e2e_check "each job answered once" [ "$(e2e_result_count batch-17)" = 1 ]
 

@@ -62,7 +62,7 @@ e2e_check "duplicates: one Result" [ "$(e2e_result_count twin-1)" = 1 ]
 chunks=$(rcli --raw XRANGE "$PREFIX:out:twin-1" - + | grep -cx chunk)
 e2e_check "duplicates: computed once ($chunks chunks for 400 tokens)" [ "$chunks" -le 400 ]
 e2e_check "duplicates: both clients got the answer" [ "$(e2e_json "$E2E_DIR/twin-1.json" "len(d['token_ids'])")" = 400 ] \
-    && [ "$(e2e_json "$E2E_DIR/twin-1.json" "d['token_ids']")" = "$(e2e_json "$E2E_DIR/twin-2.json" "d['token_ids']")" ]
+    --and [ "$(e2e_json "$E2E_DIR/twin-1.json" "d['token_ids']")" = "$(e2e_json "$E2E_DIR/twin-2.json" "d['token_ids']")" ]
 e2e_check "duplicates: the second joined the first" grep -q "job=twin-1 entry .* is a duplicate" "$E2E_DIR/a.log"
 
 # 4. Redis refuses writes for 10 s while a job runs and finishes

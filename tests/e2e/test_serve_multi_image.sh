@@ -66,7 +66,7 @@ served_vs_alone() { # served_vs_alone TP
         local served alone
         served=$(e2e_json "$E2E_DIR/out-$tp-$c.json" "d['token_ids']" 2>/dev/null)
         alone=$(e2e_json "$E2E_DIR/ref-$c.json" "d['generated_ids']" 2>/dev/null)
-        e2e_check "tp $tp $c: served $served vs glm4v-run $alone" [ -n "$served" ] && [ "$served" = "$alone" ]
+        e2e_check "tp $tp $c: served $served vs glm4v-run $alone" [ -n "$served" ] --and [ "$served" = "$alone" ]
     done
     # 12 jobs of 0, 1 and 3 images at once
     for i in $(seq 0 11); do
@@ -82,7 +82,7 @@ served_vs_alone() { # served_vs_alone TP
         served=$(e2e_json "$E2E_DIR/mout-$tp-$i.json" "d['token_ids']" 2>/dev/null)
         alone=$(e2e_json "$E2E_DIR/mref-$i.json" "d['generated_ids']" 2>/dev/null)
         e2e_check "tp $tp mixed job $i ($((i % 3 == 2 ? 3 : i % 3)) images): served $served vs alone $alone" \
-            [ -n "$served" ] && [ "$served" = "$alone" ]
+            [ -n "$served" ] --and [ "$served" = "$alone" ]
     done
 }
 
@@ -100,7 +100,7 @@ for pair in "img0.jpg img1.png" "img0.jpg img2.jpg" "img0.jpg img1.png"; do
         --image "$E2E_DIR/$second" --max-new-tokens 5 --json >"$E2E_DIR/pfx.ref" 2>/dev/null
     served=$(e2e_json "$E2E_DIR/pfx.json" "d['token_ids']" 2>/dev/null)
     alone=$(e2e_json "$E2E_DIR/pfx.ref" "d['generated_ids']" 2>/dev/null)
-    e2e_check "prefix cache, $first + $second: served $served vs alone $alone" [ -n "$served" ] && [ "$served" = "$alone" ]
+    e2e_check "prefix cache, $first + $second: served $served vs alone $alone" [ -n "$served" ] --and [ "$served" = "$alone" ]
 done
 # the limit and the context, each failing its own job only
 five=()
@@ -154,7 +154,7 @@ for l in open(sys.argv[1]):
 for id in sw-two sw-turns; do
     got=$(row "$id" "d['token_ids']" 2>/dev/null)
     want=$(e2e_json "$E2E_DIR/$id.ref" "d['generated_ids']" 2>/dev/null)
-    e2e_check "sweep $id: $got vs glm4v-run $want" [ -n "$got" ] && [ "$got" = "$want" ]
+    e2e_check "sweep $id: $got vs glm4v-run $want" [ -n "$got" ] --and [ "$got" = "$want" ]
 done
 e2e_check "sweep row with a missing second image: an error naming it ($(row sw-bad "d.get('error')" 2>/dev/null))" \
     grep -q "BAD_IMAGE.*missing.png" <<<"$(row sw-bad "d.get('error')" 2>/dev/null)"
@@ -162,17 +162,17 @@ e2e_check "sweep row with a missing second image: an error naming it ($(row sw-b
 e2e_submit --messages "$E2E_DIR/late_image.json" --image "$E2E_DIR/img0.jpg" --image "$E2E_DIR/img1.png" \
     >/dev/null 2>"$E2E_DIR/unused.err"
 rc=$?
-e2e_check "submit: unused --image refused (rc $rc)" [ $rc -eq 2 ] && grep -q "is not used by" "$E2E_DIR/unused.err"
+e2e_check "submit: unused --image refused (rc $rc)" [ $rc -eq 2 ] --and grep -q "is not used by" "$E2E_DIR/unused.err"
 e2e_submit --messages "$E2E_DIR/turns.json" --image "$E2E_DIR/img0.jpg" >/dev/null 2>"$E2E_DIR/past.err"
 rc=$?
-e2e_check "submit: image index past the --image files refused (rc $rc)" [ $rc -eq 2 ] && grep -q "refers to image 1" "$E2E_DIR/past.err"
+e2e_check "submit: image index past the --image files refused (rc $rc)" [ $rc -eq 2 ] --and grep -q "refers to image 1" "$E2E_DIR/past.err"
 e2e_kill_replica r1 "$REPLICA_PID"
 
 # a vision cache smaller than the per-prompt limit could never admit a full prompt: refused at start
 "$BIN/glm4v-serve" --model "$MODEL" --redis "$REDIS_URL" --prefix "$PREFIX" --vision-cache 2 \
     --max-images-per-prompt 3 >/dev/null 2>"$E2E_DIR/vc.err"
 rc=$?
-e2e_check "--vision-cache 2 < --max-images-per-prompt 3: exit 2 (rc $rc)" [ $rc -eq 2 ] && grep -q "must hold" "$E2E_DIR/vc.err"
+e2e_check "--vision-cache 2 < --max-images-per-prompt 3: exit 2 (rc $rc)" [ $rc -eq 2 ] --and grep -q "must hold" "$E2E_DIR/vc.err"
 e2e_start_replica r2 2 --max-batch 8 --max-tokens-per-step 48 --prefill-chunk 16 --vision-cache 6 \
     --max-images-per-prompt 3 || exit 1
 served_vs_alone 2

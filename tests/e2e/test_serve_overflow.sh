@@ -8,7 +8,7 @@ source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
 
 tok=$(printf '~' | "$BIN/glm4v-tokenize" --tokenizer "$MODEL/tokenizer.model")
-e2e_check "'~' is one token ($tok)" [ -n "$tok" ] && [ "$tok" -eq "$tok" ] 2>/dev/null
+e2e_check "'~' is one token ($tok)" [ -n "$tok" ] --and [ "$tok" -eq "$tok" ] 2>/dev/null
 poisoned=$E2E_DIR/poisoned
 mkdir -p "$poisoned"
 /usr/bin/python3 - "$MODEL" "$poisoned" "$tok" <<'PY'
@@ -34,7 +34,7 @@ MODEL=$poisoned
 "$BIN/glm4v-run" --model "$MODEL" --prompt "What is ~ this?" --max-new-tokens 4 \
     >"$E2E_DIR/run.out" 2>"$E2E_DIR/run.err"
 rc=$?
-e2e_check "glm4v-run on the overflowing prompt: exit 1 ($rc), 'not finite'" [ $rc -eq 1 ] &&
+e2e_check "glm4v-run on the overflowing prompt: exit 1 ($rc), 'not finite'" [ $rc -eq 1 ] --and \
     grep -q "not finite" "$E2E_DIR/run.err"
 e2e_start_replica r 2 || exit 1
 
@@ -51,11 +51,11 @@ wait $clean_pid
 clean_rc=$?
 code=$(e2e_json "$E2E_DIR/bad.json" "(d['error'] or {}).get('code')" 2>/dev/null)
 msg=$(e2e_json "$E2E_DIR/bad.json" "(d['error'] or {}).get('message')" 2>/dev/null)
-e2e_check "overflowing job: exit 1, INTERNAL (rc $bad_rc, $code)" [ $bad_rc -eq 1 ] && [ "$code" = INTERNAL ]
+e2e_check "overflowing job: exit 1, INTERNAL (rc $bad_rc, $code)" [ $bad_rc -eq 1 ] --and [ "$code" = INTERNAL ]
 e2e_check "overflowing job: the message says why ($msg)" grep -q "not finite" <<<"$msg"
-e2e_check "the job beside it: served, 6 tokens (rc $clean_rc)" [ $clean_rc -eq 0 ] &&
+e2e_check "the job beside it: served, 6 tokens (rc $clean_rc)" [ $clean_rc -eq 0 ] --and \
     [ "$(e2e_json "$E2E_DIR/clean.json" "len(d['token_ids'])")" = 6 ]
-e2e_check "one Result each" [ "$(e2e_result_count bad)" = 1 ] && [ "$(e2e_result_count clean)" = 1 ]
+e2e_check "one Result each" [ "$(e2e_result_count bad)" = 1 ] --and [ "$(e2e_result_count clean)" = 1 ]
 e2e_check "the replica is still alive" kill -0 "$REPLICA_PID"
 e2e_submit --id after --prompt "Hi" --max-new-tokens 3 --timeout 60 >"$E2E_DIR/after.json"
 e2e_check "a job after it is served" [ "$(e2e_json "$E2E_DIR/after.json" "len(d['token_ids'])")" = 3 ]

@@ -64,7 +64,7 @@ gw_expect "three images in two user turns: 200" 200 - $A "{\"model\":\"glm-4v-9b
 gw_expect "allow-listed URL: 200" 200 - $A "$(img_msg "http://127.0.0.1:$IMG/img.png")" "${K[@]}"
 url_job=$(e2e_json "$E2E_DIR/body" "d['id'].removeprefix('chatcmpl-')")
 e2e_check "fetched image: the same job as the data URI (fingerprint)" \
-    [ -n "$(gw_fingerprint "$data_job")" ] && [ "$(gw_fingerprint "$data_job")" = "$(gw_fingerprint "$url_job")" ]
+    [ -n "$(gw_fingerprint "$data_job")" ] --and [ "$(gw_fingerprint "$data_job")" = "$(gw_fingerprint "$url_job")" ]
 gw_expect "same-host redirect followed: 200" 200 - $A "$(img_msg "http://127.0.0.1:$IMG/redir-same")" "${K[@]}"
 before=$(fetches /img.png)
 gw_expect "host not allow-listed (localhost): 400" 400 - $A "$(img_msg "http://localhost:$IMG/img.png")" "${K[@]}"
@@ -106,7 +106,7 @@ gw_expect "no first event in time, streaming: 504" 504 timeout $S "$(msg '"hi"' 
 cancels=$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX-stalled:cancel:*" | wc -l)
 e2e_check "timed-out jobs cancelled ($cancels cancel keys)" [ "$cancels" = 2 ]
 ttl=$(redis-cli -p "$REDIS_PORT" TTL "$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX-stalled:cancel:*" | head -1)")
-e2e_check "cancel key expires (TTL $ttl)" [ "$ttl" -gt 3000 ] && [ "$ttl" -le 3600 ]
+e2e_check "cancel key expires (TTL $ttl)" [ "$ttl" -gt 3000 ] --and [ "$ttl" -le 3600 ]
 gw_expect "queue at its depth limit: 429" 429 queue_full $S "$(msg '"hi"')"
 e2e_check "429 carries Retry-After" grep -qi '^Retry-After: 1' "$E2E_DIR/headers"
 
