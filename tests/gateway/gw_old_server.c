@@ -1,6 +1,6 @@
 /* Plays a glm4v-serve older than the gateway, for test_gateway_review.sh: it waits (up to 10 s) for
- * the first Job on <prefix>:jobs and answers it as a server that cannot decode it (the Job carries a
- * field or a version it does not know) does: an UNKNOWN_FIELD error Result stamped with the
+ * the first Job on <prefix>:jobs and answers it as a server that cannot decode it (the Job carries
+ * a field or a version it does not know) does: an UNKNOWN_FIELD error Result stamped with the
  * fingerprint of the raw Job bytes. A gateway that compared that stamp with its decoded
  * fingerprint alone told its client the id was used by another job (500 ID_CONFLICT).
  * usage: gw_old_server PORT PREFIX (Redis on 127.0.0.1) */
