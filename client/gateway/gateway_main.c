@@ -37,7 +37,7 @@ static void usage(FILE *f)
                "                     [--max-queue-depth N] [--timeout SEC] [--cancel-ttl SEC]\n"
                "                     [--no-require-server] [--max-connections N]\n"
                "                     [--drain-timeout SEC] [--password-file FILE]\n"
-               "                     [--max-images-per-prompt N]\n"
+               "                     [--max-images-per-prompt N] [--keepalive SEC]\n"
                "Binds 127.0.0.1:8000 by default. Without --api-key-file no key is asked for.\n"
                "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD.\n");
 }
@@ -68,6 +68,7 @@ static int parse_args(int argc, char **argv, gateway_args *a)
         {"drain-timeout", required_argument, 0, 'd'},
         {"password-file", required_argument, 0, 'w'},
         {"max-images-per-prompt", required_argument, 0, 'I'},
+        {"keepalive", required_argument, 0, 'K'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -158,6 +159,11 @@ static int parse_args(int argc, char **argv, gateway_args *a)
             break;
         case 'd':
             if (!number("--drain-timeout", 0, 86400, &a->drain_timeout_s)) return EXIT_USAGE;
+            break;
+        case 'K': /* a stream's headers wait for its job's first event at most this long, and a
+                   * quiet stream gets a comment line this often: keep it under the read timeout
+                   * of any proxy in front */
+            if (!number("--keepalive", 0.1, 3600, &a->s.keepalive_s)) return EXIT_USAGE;
             break;
         default:
             usage(stderr);

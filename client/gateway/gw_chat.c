@@ -438,12 +438,23 @@ void gw_chat_start(gw_context *g, const char *body, size_t len, int client_fd, g
         return;
     }
     /* Streaming: hold the headers until the first event, so a job the server refuses at once
-     * (bad image, prompt too long) still gets its HTTP status instead of a 200 with an error. */
+     * (bad image, prompt too long) still gets its HTTP status instead of a 200 with an error; but
+     * no longer than the keep-alive interval: a job waiting in a long queue would otherwise send
+     * nothing at all, and a proxy in front (nginx reads for 60 s by default) cuts the request.
+     * Past that the stream starts, keep-alive comments hold it open, and a later refusal is an
+     * error event. */
     glm_error err = {0};
     wait_outcome w;
+    long long headers_by = glm_now_mono_ms() + (long long)(g->settings.keepalive_s * 1000.0);
     do
         w = wait_slice(c, ev, &n, &err);
-    while (w == WAIT_NOTHING);
+    while (w == WAIT_NOTHING && glm_now_mono_ms() < headers_by);
+    if (w == WAIT_NOTHING) {
+        push(c, gw_chunk_event(&c->meta, true, "", 0, NULL, 0, NULL, c->req.include_usage));
+        out->status = 200;
+        out->stream = c;
+        return;
+    }
     if (w != WAIT_EVENTS) {
         cancel_job(c);
         if (w == WAIT_CLIENT_GONE) {

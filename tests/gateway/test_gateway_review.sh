@@ -12,6 +12,9 @@
 #    draws one gets a fresh connection (each drew a 502 until the pool was used up);
 #  - a READONLY refusal (a failover demoted the Redis behind the URL) drops that connection, so the
 #    next request connects to whatever the URL leads to now (it went back to the pool for ever).
+#  - a stream whose job waits in the queue longer than --keepalive starts anyway (200, keep-alive
+#    comments, a later error as an event), so a proxy's read timeout does not cut it (the headers
+#    waited for the first event, however long);
 #  - a server older than the gateway (tests/gateway/gw_old_server.c) cannot decode the Job and
 #    answers UNKNOWN_FIELD stamped with the raw bytes' fingerprint: the client gets that error (it
 #    got 500 ID_CONFLICT, 'the job id was used by another job').
@@ -126,4 +129,16 @@ wait "$old_client"
 e2e_check "its answer is the job's: 500 UNKNOWN_FIELD, not ID_CONFLICT ($(head -c 200 "$E2E_DIR/old.out"))" \
     [ "$(cat "$E2E_DIR/old.code")" = 500 ] --and \
     [ "$(e2e_json "$E2E_DIR/old.out" "d['error']['code']" 2>/dev/null)" = UNKNOWN_FIELD ]
+# ---- a stream whose job waits in the queue: headers after --keepalive, comments, then the error --
+gw_start d --prefix quiet --no-require-server --keepalive 1 --timeout 4 || exit 1
+curl -s -N -o "$E2E_DIR/quiet.out" -w '%{http_code} %{time_starttransfer}' --max-time 20 \
+    "http://127.0.0.1:$GW_PORT/v1/chat/completions" -d "${body%\}},\"stream\":true}" >"$E2E_DIR/quiet.code"
+read -r quiet_code quiet_ttfb <"$E2E_DIR/quiet.code"
+e2e_check "a queued stream starts after --keepalive: 200, first byte at ${quiet_ttfb}s (it was a 504 after --timeout)" \
+    [ "$quiet_code" = 200 ] --and awk -v t="$quiet_ttfb" 'BEGIN { exit !(t >= 0.8 && t < 3.5) }'
+e2e_check "the queued stream is held open by keep-alive comments" grep -q '^: keep-alive' "$E2E_DIR/quiet.out"
+e2e_check "and ends with the timeout as an error event, then [DONE]" \
+    grep -q '"code":"timeout"' "$E2E_DIR/quiet.out" --and \
+    [ "$(grep -v '^$' "$E2E_DIR/quiet.out" | tail -1)" = "data: [DONE]" ]
+e2e_check "its job was cancelled" [ "$(redis-cli -p "$REDIS_PORT" --scan --pattern 'quiet:cancel:*' | wc -l)" = 1 ]
 e2e_finish test_gateway_review
