@@ -4,6 +4,7 @@
 #include "coordinator/queue/result_json.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,9 @@ static cJSON *token_entry(int32_t id, float logprob)
     char name[32];
     snprintf(name, sizeof name, "token_id:%d", id);
     cJSON_AddStringToObject(o, "token", name);
-    cJSON_AddNumberToObject(o, "logprob", logprob);
+    /* a token the sampler ruled out has a logprob of -inf, which JSON cannot hold: cJSON writes
+     * null, which the openai SDKs refuse (a float field). OpenAI writes -9999.0 for those. */
+    cJSON_AddNumberToObject(o, "logprob", isfinite(logprob) ? logprob : -9999.0);
     cJSON_AddNullToObject(o, "bytes");
     return o;
 }

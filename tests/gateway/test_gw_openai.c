@@ -6,6 +6,8 @@
 #include "client/gateway/gw_openai.h"
 #include "tests/testutil.h"
 
+#include <math.h>
+
 #include <cjson/cJSON.h>
 #include <string.h>
 
@@ -18,7 +20,7 @@ static cJSON *parse_event(const char *ev)
 
 static void test_completion(void)
 {
-    glm_top_logprob tops[3] = {{5, -0.1f}, {9, -2.0f}, {7, -3.0f}};
+    glm_top_logprob tops[3] = {{5, -0.1f}, {9, -INFINITY}, {7, -3.0f}};
     glm_token_logprobs lp[2] = {{5, -0.1f, tops, 3}, {6, -0.5f, NULL, 0}};
     int32_t ids[2] = {5, 6};
     glm_result r = {.text = "hi \"there\"",
@@ -47,6 +49,10 @@ static void test_completion(void)
         cJSON *t0 = cJSON_GetArrayItem(content, 0);
         CHECK(strcmp(cJSON_GetObjectItem(t0, "token")->valuestring, "token_id:5") == 0);
         CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(t0, "top_logprobs")) == 2);
+        /* -inf (a token ruled out) as OpenAI writes it, a number: null fails the SDKs' parsing */
+        cJSON *ruled_out = cJSON_GetObjectItem(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(t0, "top_logprobs"), 1), "logprob");
+        CHECK(cJSON_IsNumber(ruled_out) && ruled_out->valuedouble == -9999.0);
         cJSON *u = cJSON_GetObjectItem(o, "usage");
         CHECK(cJSON_GetObjectItem(u, "prompt_tokens")->valueint == 12 &&
               cJSON_GetObjectItem(u, "completion_tokens")->valueint == 2 &&
