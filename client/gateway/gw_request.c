@@ -323,11 +323,12 @@ static int parse_sampling(parse_state *ps, const cJSON *root)
             return gw_bad_request(e, "top_k", "top_k must be a whole number >= -1");
         s->top_k = d < 0 ? 0 : (uint32_t)d;
     }
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens");
-    if (is_absent(mt)) mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
+    const char *mt_name = "max_completion_tokens"; /* named as the caller spelled it */
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, mt_name);
+    if (is_absent(mt)) mt = cJSON_GetObjectItemCaseSensitive(root, mt_name = "max_tokens");
     if (!is_absent(mt)) {
         if (!whole_number(mt, 1, ps->lim->job.max_new_tokens, &d))
-            return gw_bad_request(e, "max_tokens", "max_tokens must be a whole number in [1, %u]",
+            return gw_bad_request(e, mt_name, "%s must be a whole number in [1, %u]", mt_name,
                                   ps->lim->job.max_new_tokens);
         s->max_new_tokens = (uint32_t)d;
     }

@@ -121,6 +121,7 @@ static void test_refusals(void)
         {MSG("\"x\"") ",\"top_p\":0}", 400, "top_p"},
         {MSG("\"x\"") ",\"max_tokens\":0}", 400, "max_tokens"},
         {MSG("\"x\"") ",\"max_tokens\":1.5}", 400, "max_tokens"},
+        {MSG("\"x\"") ",\"max_completion_tokens\":0}", 400, "max_completion_tokens must"},
         {MSG("\"x\"") ",\"top_logprobs\":2}", 400, "logprobs"},
         {MSG("\"x\"") ",\"stream_options\":{\"include_usage\":true}}", 400, "stream"},
         {MSG("\"x\"") ",\"presence_penalty\":1}", 400, "presence_penalty"},
