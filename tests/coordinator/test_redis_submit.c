@@ -81,17 +81,46 @@ static glm_queue *make_server(const char *server_id)
     return q;
 }
 
+/* Takes the next job glm4v-submit queued, waiting up to 5 s (checked). */
+static bool take_job(glm_queue *q, glm_queue_job *j)
+{
+    size_t n = 0;
+    glm_error err = {0};
+    for (int tries = 0; tries < 50 && n == 0; tries++)
+        CHECK(glm_queue_read(q, 1, 100, j, &n, &err) == GLM_OK);
+    CHECK(n == 1);
+    return n == 1;
+}
+
+/* Finishes job j with a plain answer of n_ids tokens (ids 100, 101, ...), as a server does. */
+static void finish_with_text(glm_queue *q, glm_queue_job *j, const char *text, size_t n_ids)
+{
+    int32_t ids[8];
+    for (size_t i = 0; i < n_ids && i < 8; i++)
+        ids[i] = 100 + (int32_t)i;
+    glm_result r = {.id = j->job_id,
+                    .text = text,
+                    .token_ids = ids,
+                    .n_tokens = n_ids,
+                    .finish_reason = GLM_FINISH_LENGTH,
+                    .server_id = "fake-1",
+                    .attempts = 1};
+    uint8_t *b = NULL;
+    size_t len = 0;
+    glm_error err = {0};
+    glm_finish_outcome outcome;
+    CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
+    CHECK(b && glm_queue_finish(q, j->entry_id, j->job_id, b, len, &outcome, &err) == GLM_OK);
+    free(b);
+}
+
 /* Plays the server for one job: streams pieces as chunks, then a Result (or an error Result). */
 static void serve_one(glm_queue *q, const char *const *pieces, glm_error_code fail_with,
                       const uint8_t *want_image, size_t want_image_bytes)
 {
     glm_queue_job j;
-    size_t n = 0;
     glm_error err = {0};
-    for (int tries = 0; tries < 50 && n == 0; tries++)
-        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
-    CHECK(n == 1);
-    if (n != 1) return;
+    if (!take_job(q, &j)) return;
     glm_job *job = NULL;
     glm_job_problem pr;
     CHECK(glm_job_decode(j.bytes, j.len, &job, &pr) == GLM_OK);
@@ -157,12 +186,7 @@ static void serve_one(glm_queue *q, const char *const *pieces, glm_error_code fa
 static void serve_undecodable(glm_queue *q, glm_error_code code)
 {
     glm_queue_job j;
-    size_t n = 0;
-    glm_error err = {0};
-    for (int tries = 0; tries < 50 && n == 0; tries++)
-        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
-    CHECK(n == 1);
-    if (n != 1) return;
+    if (!take_job(q, &j)) return;
     char raw[GLM_FINGERPRINT_LEN + 1];
     glm_job_fingerprint_raw(j.bytes, j.len, raw);
     glm_result r = {.version = 1,
@@ -257,14 +281,10 @@ static void test_handed_back_stream(glm_queue *q)
     build_args(args, (const char *[]){"--id", "handed-1", NULL});
     child ch = start_submit(args, NULL);
     glm_queue_job j;
-    size_t n = 0;
-    glm_error err = {0};
-    for (int tries = 0; tries < 50 && n == 0; tries++)
-        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
-    CHECK(n == 1);
+    bool taken = take_job(q, &j);
     char buf[4096] = "";
     size_t got = 0;
-    if (n == 1) {
+    if (taken) {
         chunk_of_attempt_1(q, j.job_id, 0, "The cat ");
         chunk_of_attempt_1(q, j.job_id, 1, "sits ");
         CHECK(read_until(ch.out_fd, buf, sizeof buf, &got, "sits ", 5000));
@@ -274,20 +294,7 @@ static void test_handed_back_stream(glm_queue *q)
         chunk_of_attempt_1(q, j.job_id, 2, "down.");
         CHECK_MSG(read_until(ch.out_fd, buf, sizeof buf, &got, "down.", 5000),
                   "streamed before the Result: '%s'", buf);
-        uint8_t *b = NULL;
-        size_t len = 0;
-        int32_t ids[3] = {100, 101, 102};
-        glm_result r = {.id = j.job_id,
-                        .text = "The cat sits down.",
-                        .token_ids = ids,
-                        .n_tokens = 3,
-                        .finish_reason = GLM_FINISH_LENGTH,
-                        .server_id = "fake-1",
-                        .attempts = 1};
-        CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
-        glm_finish_outcome outcome;
-        CHECK(b && glm_queue_finish(q, j.entry_id, j.job_id, b, len, &outcome, &err) == GLM_OK);
-        free(b);
+        finish_with_text(q, &j, "The cat sits down.", 3);
         glm_queue_job_clear(&j);
     }
     char rest[4096];
@@ -307,33 +314,17 @@ static void test_redis_restart_while_waiting(glm_queue *q)
     build_args(args, (const char *[]){"--id", "restart-1", NULL});
     child ch = start_submit(args, NULL);
     glm_queue_job j;
-    size_t n = 0;
-    glm_error err = {0};
-    for (int tries = 0; tries < 50 && n == 0; tries++)
-        CHECK(glm_queue_read(q, 1, 100, &j, &n, &err) == GLM_OK);
-    CHECK(n == 1);
+    bool taken = take_job(q, &j);
     char buf[4096] = "";
     size_t got = 0;
-    if (n == 1) {
+    if (taken) {
         chunk_of_attempt_1(q, j.job_id, 0, "Before ");
         CHECK(read_until(ch.out_fd, buf, sizeof buf, &got, "Before ", 5000));
         redis_fixture_kill(&fx);
         redis_fixture_sleep_ms(300); /* the client's read fails meanwhile */
         CHECK(redis_fixture_restart(&fx) == 0);
-        uint8_t *b = NULL;
-        size_t len = 0;
-        int32_t ids[2] = {100, 101};
-        glm_result r = {.id = j.job_id,
-                        .text = "Before after.",
-                        .token_ids = ids,
-                        .n_tokens = 2,
-                        .finish_reason = GLM_FINISH_LENGTH,
-                        .server_id = "fake-1",
-                        .attempts = 1};
-        CHECK(glm_result_encode(&r, &b, &len, NULL) == GLM_OK);
-        glm_finish_outcome outcome;
-        CHECK(b && glm_queue_finish(q, j.entry_id, j.job_id, b, len, &outcome, &err) == GLM_OK);
-        free(b);
+        finish_with_text(q, &j, "Before after.", 2);
+        glm_error err = {0};
         for (int i = 0; i < 100 && glm_queue_outbox_size(q); i++) { /* the server reconnects too */
             glm_queue_tick(q, NULL, &err);
             redis_fixture_sleep_ms(50);
