@@ -33,15 +33,18 @@ static int load_data_uri(const char *url, const gw_image_policy *p, uint8_t **by
                               "are accepted");
     const char *data = comma + 1;
     size_t n = strlen(data);
+    /* some clients wrap the base64 in 76-column CRLF lines (RFC 2045): the breaks are skipped and
+     * not counted against the limit */
+    size_t chars = n - glm_base64_count_breaks(data, n);
     /* reject on the encoded size first: no allocation for a body the limit refuses anyway */
-    if (n / 4 * 3 > p->max_image_bytes + 3)
+    if (chars / 4 * 3 > p->max_image_bytes + 3)
         return gw_fail(e, 413, "invalid_request_error", "image_too_large", "messages",
-                       "image of about %zu bytes is over the limit of %zu bytes", n / 4 * 3,
+                       "image of about %zu bytes is over the limit of %zu bytes", chars / 4 * 3,
                        p->max_image_bytes);
-    uint8_t *out = malloc(n / 4 * 3 + 3);
+    uint8_t *out = malloc(chars / 4 * 3 + 3);
     if (!out) return gw_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     size_t out_len = 0;
-    if (!glm_base64_decode(data, n, false, out, &out_len) || out_len == 0) {
+    if (!glm_base64_decode_lines(data, n, out, &out_len) || out_len == 0) {
         free(out);
         return gw_bad_request(e, "messages", "image_url: the data URI is not valid base64");
     }

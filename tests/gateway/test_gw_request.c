@@ -1,7 +1,8 @@
 /* Request JSON -> Job: what maps where (text parts joined, the image of a user turn, sampling),
  * and what is refused with which HTTP status: n > 1, tools, bad ranges, a ninth image, images
  * anywhere but data URIs and allow-listed http(s) hosts (file://, paths, other hosts), images
- * and bodies over the limit. Also base64, the host allow-list, API keys and error objects. */
+ * and bodies over the limit. Also base64 (CR/LF-wrapped data URIs too), the host allow-list, API
+ * keys (reloaded) and error objects. */
 #include "client/gateway/gw_auth.h"
 #include "client/gateway/gw_request.h"
 #include "common/base64.h"
@@ -230,6 +231,53 @@ static void test_base64_and_hosts(void)
     CHECK(!gw_image_host_allowed("ftp://images.example/a.png", &l.image));
 }
 
+/* Image data in MIME-wrapped lines (RFC 2045: CRLF every 76 columns; here every 4, so breaks stand
+ * inside groups and the limit check must not count them): accepted with the same bytes as one
+ * unbroken line; any other whitespace is still refused. */
+static void test_wrapped_base64(void)
+{
+    /* 63 bytes: under the 64-byte limit of limits() only when the breaks are not counted */
+    static const char b64[] =
+        "CzBVep/E6Q4zWH2ix+wRNluApcrvFDleg6jN8hc8YYar0PUaP2SJrtP4HUJnjLHW+yBFao+02f4jSG2St9wB";
+    uint8_t want[63];
+    for (size_t i = 0; i < sizeof want; i++)
+        want[i] = (uint8_t)((i * 37 + 11) % 256);
+    static const char *const breaks[] = {"\\r\\n", "\\n", "\\r"}; /* JSON escapes */
+    for (size_t b = 0; b < sizeof breaks / sizeof *breaks; b++) {
+        char wrapped[512] = "", body[1024];
+        size_t o = 0;
+        for (size_t i = 0; i < sizeof b64 - 1; i += 4)
+            o += (size_t)snprintf(wrapped + o, sizeof wrapped - o, "%.4s%s", b64 + i, breaks[b]);
+        snprintf(body, sizeof body,
+                 "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":[{"
+                 "\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,%s\"}}]}]}",
+                 wrapped);
+        gw_request r;
+        gw_error e = {0};
+        int rc = parse(body, &r, &e);
+        CHECK_MSG(rc == 0, "breaks %s: %d '%s'", breaks[b], rc, e.message);
+        if (rc) continue;
+        CHECK_MSG(r.job.messages[0].image_bytes == sizeof want &&
+                      memcmp(r.job.messages[0].image, want, sizeof want) == 0,
+                  "breaks %s: %zu bytes", breaks[b], r.job.messages[0].image_bytes);
+        gw_request_free(&r);
+    }
+    static const char *const refused[] = {"iVBO Rw0KGgo=", "iVBO\\tRw0KGgo=", "iVBORw0KGgo= "};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"model\":\"glm-4v-9b\",\"messages\":[{\"role\":\"user\",\"content\":[{"
+                 "\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,%s\"}}]}]}",
+                 refused[i]);
+        gw_request r;
+        gw_error e = {0};
+        int rc = parse(body, &r, &e);
+        CHECK_MSG(rc == 400 && strstr(e.message, "base64"), "'%s': %d '%s'", refused[i], rc,
+                  e.message);
+        if (rc == 0) gw_request_free(&r);
+    }
+}
+
 static void test_api_keys(void)
 {
     CHECK(gw_ct_equal("abc", 3, "abc", 3));
@@ -307,6 +355,7 @@ int main(void)
     test_refusals();
     test_accepted_shapes();
     test_base64_and_hosts();
+    test_wrapped_base64();
     test_api_keys();
     test_error_mapping();
     return test_finish("test_gw_request");
