@@ -57,20 +57,15 @@ void held_mark_answered(glm_queue *q, held_entry *h, const char *how)
             q->server_id, h->job_id, how);
 }
 
-size_t held_append_claim_refresh(glm_queue *q, const char *const *entry_ids, size_t n)
+void held_mark_lost(glm_queue *q, held_entry *h)
 {
-    char key[KEY_MAX], ttl[24];
-    snprintf(ttl, sizeof ttl, "%d", q->cfg.visibility_timeout_ms);
-    size_t appended = 0;
-    for (size_t i = 0; i < n; i++) {
-        const held_entry *h = held_find(q, entry_ids[i]);
-        if (!h || !h->job_id[0]) continue;
-        snprintf(key, sizeof key, "%s:claim:%s", q->prefix, h->job_id);
-        const char *argv[] = {"PEXPIRE", key, ttl};
-        redisAppendCommandArgv(q->ctx, 3, argv, NULL);
-        appended++;
-    }
-    return appended;
+    if (!h || h->state != GLM_ENTRY_ACTIVE) return;
+    h->state = GLM_ENTRY_LOST;
+    h->answered_ms = glm_now_mono_ms();
+    fprintf(stderr,
+            "glm_queue %s: job=%s entry %s is no longer this replica's (reclaimed by another "
+            "while this one was paused past its lease, or acknowledged): stop\n",
+            q->server_id, h->job_id[0] ? h->job_id : "-", h->entry_id);
 }
 
 glm_entry_state glm_queue_entry_state(const glm_queue *q, const char *entry_id)
@@ -93,7 +88,7 @@ glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err)
     size_t asked = 0;
     for (size_t i = 0; i < q->n_held; i++) {
         const held_entry *h = &q->held[i];
-        if (h->in_outbox || !h->job_id[0]) continue;
+        if (h->in_outbox || !h->job_id[0] || h->state == GLM_ENTRY_LOST) continue;
         snprintf(key, sizeof key, "%s:done:%s", q->prefix, h->job_id);
         redisAppendCommandArgv(q->ctx, 2, (const char *[]){"EXISTS", key}, NULL);
         snprintf(key, sizeof key, "%s:cancel:%s", q->prefix, h->job_id);
@@ -104,7 +99,7 @@ glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err)
     size_t k = 0;
     for (size_t i = 0; i < q->n_held && k < asked && q->ctx; i++) {
         held_entry *h = &q->held[i];
-        if (h->in_outbox || !h->job_id[0]) continue;
+        if (h->in_outbox || !h->job_id[0] || h->state == GLM_ENTRY_LOST) continue;
         k++;
         long long exists[2] = {0, 0};
         for (int j = 0; j < 2 && q->ctx; j++) {
@@ -121,14 +116,15 @@ glm_status glm_queue_check_jobs(glm_queue *q, glm_error *err)
             h->state = GLM_ENTRY_CANCELLED;
         }
     }
-    /* the caller forgets an answered entry at its next step; one still here a minute later was
-     * dropped by the caller without a word (a job it could not even start): stop polling it */
+    /* the caller forgets an answered or lost entry at its next step; one still here a minute
+     * later was dropped by the caller without a word (a job it could not even start): stop
+     * polling it */
     long long now = glm_now_mono_ms();
     size_t kept = 0;
     for (size_t i = 0; i < q->n_held; i++) {
         const held_entry *h = &q->held[i];
-        if (h->state == GLM_ENTRY_ANSWERED && !h->in_outbox && now - h->answered_ms > 60000)
-            continue;
+        bool stopped = h->state == GLM_ENTRY_ANSWERED || h->state == GLM_ENTRY_LOST;
+        if (stopped && !h->in_outbox && now - h->answered_ms > 60000) continue;
         q->held[kept++] = *h;
     }
     q->n_held = kept;

@@ -540,33 +540,46 @@ glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n,
     if (n == 0) return GLM_OK;
     glm_status st = queue_conn(q, err);
     if (st != GLM_OK) return st;
-    const char **argv = malloc((n + 6) * sizeof(*argv));
-    if (!argv) return glm_fail(err, GLM_ERR_NOMEM, "touch: out of memory");
-    size_t k = 0;
-    argv[k++] = "XCLAIM";
-    argv[k++] = q->key_jobs;
-    argv[k++] = q->key_group;
-    argv[k++] = q->server_id;
-    argv[k++] = "0";
-    for (size_t i = 0; i < n; i++)
-        argv[k++] = entry_ids[i];
-    argv[k++] = "JUSTID"; /* idle back to 0; the delivery count is not touched */
-    /* XCLAIM and PEXPIRE are not refused under maxmemory (they do not grow memory), so a
-     * replica holding Results through an OOM episode keeps its jobs */
-    redisAppendCommandArgv(q->ctx, (int)k, argv, NULL);
-    free(argv);
-    size_t extra = held_append_claim_refresh(q, entry_ids, n);
-    redisReply *r = NULL;
-    if (redisGetReply(q->ctx, (void **)&r) != REDIS_OK) r = NULL;
-    st = queue_check(q, r, REDIS_REPLY_ARRAY, "XCLAIM touch", err);
-    if (r) freeReplyObject(r);
-    for (size_t i = 0; q->ctx && i < extra; i++) {
-        redisReply *x = NULL;
-        if (redisGetReply(q->ctx, (void **)&x) != REDIS_OK) x = NULL;
-        glm_status one = queue_check(q, x, REDIS_REPLY_INTEGER, "PEXPIRE claim", err);
-        if (st == GLM_OK) st = one;
-        if (x) freeReplyObject(x);
+    size_t n_args = 4 + 2 * n;
+    const char **args = malloc(n_args * sizeof *args);
+    char(*claim_keys)[KEY_MAX] = malloc(n * sizeof *claim_keys);
+    if (!args || !claim_keys) {
+        free(args);
+        free(claim_keys);
+        return glm_fail(err, GLM_ERR_NOMEM, "touch: out of memory");
     }
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%d", q->cfg.visibility_timeout_ms);
+    args[0] = q->key_jobs;
+    args[1] = q->key_group;
+    args[2] = q->server_id;
+    args[3] = ttl;
+    for (size_t i = 0; i < n; i++) {
+        const held_entry *h = held_find(q, entry_ids[i]);
+        claim_keys[i][0] = '\0';
+        if (h && h->job_id[0])
+            snprintf(claim_keys[i], KEY_MAX, "%s:claim:%s", q->prefix, h->job_id);
+        args[4 + 2 * i] = entry_ids[i];
+        args[5 + 2 * i] = claim_keys[i];
+    }
+    /* XPENDING, XCLAIM and PEXPIRE are not refused under maxmemory (they do not grow memory), so
+     * a replica holding Results through an OOM episode keeps its jobs */
+    redisReply *r =
+        glm_redis_eval(q->ctx, &q->scripts, GLM_SCRIPT_TOUCH, 1, (int)n_args, args, NULL);
+    free(args);
+    free(claim_keys);
+    st = queue_check(q, r, REDIS_REPLY_ARRAY, "touch script", err);
+    if (st == GLM_OK && r->elements != n)
+        st = glm_fail(err, GLM_ERR_FORMAT, "touch script: %zu replies for %zu entries", r->elements,
+                      n);
+    for (size_t i = 0; st == GLM_OK && i < n; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_INTEGER || e->integer != 0) continue;
+        held_entry *h = held_find(q, entry_ids[i]);
+        /* a Result in the outbox is written whoever owns the entry: the first Result wins */
+        if (h && !h->in_outbox) held_mark_lost(q, h);
+    }
+    if (r) freeReplyObject(r);
     return st;
 }
 

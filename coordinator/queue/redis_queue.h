@@ -97,6 +97,8 @@ typedef enum glm_entry_state {
     GLM_ENTRY_ACTIVE,    /* nothing known against it */
     GLM_ENTRY_ANSWERED,  /* its Result exists (written elsewhere): stop working on it */
     GLM_ENTRY_CANCELLED, /* its client set <prefix>:cancel:<id>: end it with a CANCELLED Result */
+    GLM_ENTRY_LOST,      /* another replica owns it now (this one was paused past its lease): stop
+                          * working on it, without a Result and without handing it back */
 } glm_entry_state;
 
 typedef struct glm_server_load {
@@ -182,7 +184,10 @@ glm_status glm_queue_dead_letter(glm_queue *q, const glm_queue_job *job, const c
 /* Resets the idle time of entries this server is still working on (XCLAIM to itself, JUSTID)
  * and refreshes their claims, so a job that runs longer than the visibility timeout is not
  * reclaimed from a live server. The serve loop calls it every third of the visibility timeout
- * for all its in-flight jobs (entries held in the outbox are refreshed by glm_queue_tick). */
+ * for all its in-flight jobs, those still in preparation too (entries held in the outbox are
+ * refreshed by glm_queue_tick). Only entries this consumer still owns are extended: one that
+ * another replica reclaimed while this one was paused past its lease (or that is no longer
+ * pending) stays with its owner and becomes GLM_ENTRY_LOST here (glm_queue_entry_state). */
 glm_status glm_queue_touch(glm_queue *q, const char *const *entry_ids, size_t n, glm_error *err);
 
 /* SIGTERM drain: marks a job this replica will not finish as idle past the visibility timeout,

@@ -19,7 +19,7 @@ typedef struct held_entry {
     char fingerprint[GLM_FINGERPRINT_LEN + 1];
     uint64_t deadline_unix_ms;
     glm_entry_state state;
-    long long answered_ms; /* monotonic time it was found ANSWERED, 0 before */
+    long long answered_ms; /* monotonic time it was found ANSWERED or LOST, 0 before */
     bool in_outbox;        /* finished; its Result waits in the outbox */
 } held_entry;
 
@@ -92,9 +92,9 @@ void held_remove(glm_queue *q, const char *entry_id);
  * already is. The time is kept: the caller forgets the entry at its next step, and one still held
  * a minute later is dropped. */
 void held_mark_answered(glm_queue *q, held_entry *h, const char *how);
-/* PEXPIRE <prefix>:claim:<job id> for the held entries among entry_ids, pipelined after the
- * caller's own commands (returns how many commands it appended). */
-size_t held_append_claim_refresh(glm_queue *q, const char *const *entry_ids, size_t n);
+/* Marks an active entry LOST (the touch found it owned by another consumer, or acked) and says
+ * so; the caller stops working on it at its next step, like an answered one. */
+void held_mark_lost(glm_queue *q, held_entry *h);
 
 /* redis_outbox.c */
 void outbox_flush(glm_queue *q, bool all);

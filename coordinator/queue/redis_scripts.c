@@ -161,8 +161,30 @@ static const char HAND_BACK_LUA[] =
     "           'RETRYCOUNT', count, 'JUSTID')\n"
     "return 1\n";
 
+/* The owner is checked inside the script: XCLAIM's min-idle alone cannot tell "still mine" from
+ * "reclaimed by another replica a moment ago" (both may have been idle as long). */
+static const char TOUCH_LUA[] =
+    "local group, me, ttl, out = ARGV[1], ARGV[2], ARGV[3], {}\n"
+    "for i = 4, #ARGV, 2 do\n"
+    "  local eid, ckey = ARGV[i], ARGV[i + 1]\n"
+    "  local e = redis.call('XPENDING', KEYS[1], group, eid, eid, 1)[1]\n"
+    "  if e and e[2] == me then\n"
+    "    redis.call('XCLAIM', KEYS[1], group, me, 0, eid, 'JUSTID')\n"
+    "    if ckey ~= '' then\n"
+    "      local claim = redis.call('GET', ckey)\n"
+    "      if claim and string.find(claim, ' ' .. eid .. ' ', 1, true) then\n"
+    "        redis.call('PEXPIRE', ckey, ttl)\n"
+    "      end\n"
+    "    end\n"
+    "    out[#out + 1] = 1\n"
+    "  else\n"
+    "    out[#out + 1] = 0\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
 static const char *const SCRIPT_SOURCE[GLM_SCRIPT_COUNT] = {
-    FINISH_LUA, CLAIM_LUA, BEGIN_LUA, DEAD_LETTER_LUA, CHUNK_LUA, HAND_BACK_LUA};
+    FINISH_LUA, CLAIM_LUA, BEGIN_LUA, DEAD_LETTER_LUA, CHUNK_LUA, HAND_BACK_LUA, TOUCH_LUA};
 
 /* SCRIPT LOAD; returns 0 on success, -1 with *fail holding the reply (or NULL) otherwise. */
 static int load_script(redisContext *c, glm_redis_scripts *s, glm_redis_script_id id,

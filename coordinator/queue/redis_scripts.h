@@ -46,6 +46,12 @@ typedef enum glm_redis_script_id {
      * consumer (reclaimed while this one was paused) is left alone. Returns 1 handed back, 0 if
      * not. */
     GLM_SCRIPT_HAND_BACK,
+    /* KEYS jobs; ARGV group, consumer, claim ttl ms, then per entry: entry id, its claim key (""
+     * = none). Extends the lease of each entry this consumer still owns (XCLAIM to itself, idle 0,
+     * the delivery count untouched) and its claim when the claim names the entry; an entry owned
+     * by another consumer (reclaimed while this one was paused) or no longer pending is left as
+     * it is. Returns one integer per entry: 1 extended, 0 not this consumer's any more. */
+    GLM_SCRIPT_TOUCH,
     GLM_SCRIPT_COUNT,
 } glm_redis_script_id;
 

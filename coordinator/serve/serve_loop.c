@@ -329,6 +329,10 @@ static void end_job(server *s, glm_request *r, glm_seq_finish why)
         if (glm_queue_entry_state(s->queue, r->entry.entry_id) == GLM_ENTRY_ANSWERED) {
             glm_queue_forget(s->queue, r->entry.entry_id); /* answered elsewhere: nothing to do */
             log_event(job_id, "stopped: its Result was written by another replica");
+        } else if (glm_queue_entry_state(s->queue, r->entry.entry_id) == GLM_ENTRY_LOST) {
+            glm_queue_forget(s->queue, r->entry.entry_id); /* its new owner computes it */
+            log_event(job_id, "stopped: another replica reclaimed it (this one was paused past "
+                              "its lease)");
         } else if (glm_queue_hand_back(s->queue, r->entry.entry_id, &err))
             log_event(job_id, "hand back failed (it will be reclaimed): %s", err.msg);
         else
@@ -583,8 +587,8 @@ static void test_hooks_in_step(const server *s)
 }
 
 /* Jobs the queue's poll found answered elsewhere (this replica was paused past its lease and
- * another one finished them) stop without a Result; jobs whose client set the cancel key end
- * with a CANCELLED Result. */
+ * another one finished them) or its touch found owned by another replica (reclaimed meanwhile)
+ * stop without a Result; jobs whose client set the cancel key end with a CANCELLED Result. */
 static void end_cancelled_and_stale(server *s)
 {
     for (int i = 0; i < s->n_requests;) {

@@ -23,3 +23,6 @@ glm4v_add_test(test_redis_pressure SOURCES ${_redis_dir}/test_redis_pressure.c
 # the serve side of a stream entry's id field: a Job naming another id is refused (no Redis needed)
 glm4v_add_test(test_redis_entry_id SOURCES ${_redis_dir}/test_redis_entry_id.c LIBS glm4v_coordinator
   TIMEOUT 30)
+# a held entry's lifecycle: a stale replica's touch, id-less entries, jobs a read could not return
+glm4v_add_test(test_redis_lifecycle SOURCES ${_redis_dir}/test_redis_lifecycle.c
+  LIBS glm4v_client glm4v_redis_jobs LABELS redis TIMEOUT 30)

@@ -1,0 +1,113 @@
+/* A held entry's lifecycle against a real redis-server, where a replica may lose it or hold it
+ * without knowing: a stale replica's lease refresh must not take an entry back from the replica
+ * that reclaimed it, and must tell the stale one to stop. Time is not waited out: the spy
+ * connection sets an entry's idle time (XCLAIM ... IDLE) as a paused replica would leave it. */
+#include "coordinator/queue/redis_queue.h"
+#include "tests/coordinator/redis_jobs.h"
+#include "tests/testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static redis_fixture fx;
+static redisContext *spy;
+
+static glm_queue *make_queue(const char *prefix, const char *server_id)
+{
+    glm_queue_config cfg = redis_jobs_config(&fx, prefix, server_id);
+    cfg.visibility_timeout_ms = 60000;
+    cfg.job_check_interval_ms = 0; /* the tests poll when they mean to */
+    return redis_jobs_queue(&cfg);
+}
+
+/* The consumer that owns a pending entry ("" when it is not pending) and its idle time. */
+static long long pending_owner(const char *prefix, const char *entry_id, char owner[128])
+{
+    owner[0] = '\0';
+    long long idle = -1;
+    redisReply *r = redisCommand(spy, "XPENDING %s:jobs %s:servers %s %s 1", prefix, prefix,
+                                 entry_id, entry_id);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 4) {
+        snprintf(owner, 128, "%s", r->element[0]->element[1]->str);
+        idle = r->element[0]->element[2]->integer;
+    }
+    if (r) freeReplyObject(r);
+    return idle;
+}
+
+/* Leaves entry_id with consumer as if it had not been touched for idle_ms (a paused replica). */
+static void age_entry(const char *prefix, const char *consumer, const char *entry_id, int idle_ms)
+{
+    redisReply *r = redisCommand(spy, "XCLAIM %s:jobs %s:servers %s 0 %s IDLE %d JUSTID", prefix,
+                                 prefix, consumer, entry_id, idle_ms);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    if (r) freeReplyObject(r);
+}
+
+/* Bug: the touch was XCLAIM <me> 0 <ids> JUSTID, which succeeds whoever owns the entry. A replica
+ * paused past its lease (SIGSTOP, a swap storm) took every entry back from the replicas that had
+ * reclaimed them when it woke, and kept computing them: wasted work on two replicas, a second
+ * client-visible stream restart. The touch now extends only what this replica still owns, and an
+ * entry owned by another consumer is LOST here: the serve loop stops working on it. */
+static void test_touch_extends_only_own(void)
+{
+    glm_queue *a = make_queue("l4", "stale-a"), *b = make_queue("l4", "fresh-b");
+    glm_queue_job ja = {0}, jb = {0};
+    if (!a || !b) goto out;
+    redis_jobs_submit(&fx, "l4", "job-t", "touch me", 0, NULL);
+    size_t n = 0, n_dead = 0;
+    glm_error err = {0};
+    glm_begin_outcome o;
+    CHECK(glm_queue_read(a, 1, 1000, &ja, &n, &err) == GLM_OK && n == 1);
+    if (n != 1) goto out;
+    CHECK(glm_queue_begin(a, &ja, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
+    const char *ids[] = {ja.entry_id};
+    char owner[128];
+
+    /* a replica that still owns its entry keeps it: idle back to ~0, the claim refreshed */
+    age_entry("l4", "stale-a", ja.entry_id, 50000);
+    redis_fixture_do(spy, "PEXPIRE l4:claim:job-t 1000");
+    CHECK_MSG(glm_queue_touch(a, ids, 1, &err) == GLM_OK, "%s", err.msg);
+    long long idle = pending_owner("l4", ja.entry_id, owner);
+    CHECK_MSG(idle >= 0 && idle < 5000 && strcmp(owner, "stale-a") == 0, "%s idle %lld", owner,
+              idle);
+    CHECK(redis_fixture_int(spy, "PTTL l4:claim:job-t") > 50000);
+    CHECK(glm_queue_entry_state(a, ja.entry_id) == GLM_ENTRY_ACTIVE);
+
+    /* a is paused past its lease; b reclaims the entry and begins it */
+    age_entry("l4", "stale-a", ja.entry_id, 60000);
+    CHECK_MSG(glm_queue_claim(b, 4, &jb, &n, &n_dead, &err) == GLM_OK, "%s", err.msg);
+    CHECK(n == 1 && n_dead == 0);
+    if (n != 1) goto out;
+    CHECK(jb.deliveries == 2 && strcmp(jb.entry_id, ja.entry_id) == 0);
+    CHECK(glm_queue_begin(b, &jb, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
+
+    /* a wakes and refreshes its lease: b keeps the entry, a learns it lost it */
+    CHECK_MSG(glm_queue_touch(a, ids, 1, &err) == GLM_OK, "%s", err.msg);
+    pending_owner("l4", ja.entry_id, owner);
+    CHECK_MSG(strcmp(owner, "fresh-b") == 0, "the stale touch took the entry back: owner %s",
+              owner);
+    CHECK(glm_queue_entry_state(a, ja.entry_id) == GLM_ENTRY_LOST);
+    /* b's own touch still works, and b answers once */
+    CHECK(glm_queue_touch(b, ids, 1, &err) == GLM_OK);
+    CHECK(glm_queue_entry_state(b, jb.entry_id) == GLM_ENTRY_ACTIVE);
+    pending_owner("l4", ja.entry_id, owner);
+    CHECK(strcmp(owner, "fresh-b") == 0);
+    CHECK(redis_jobs_finish(b, &jb, "from b") == GLM_RESULT_WRITTEN);
+    int n_results = 0;
+    glm_result *r = redis_jobs_read_out(&fx, "l4", "job-t", NULL, &n_results, NULL);
+    CHECK(n_results == 1 && r && strcmp(r->text, "from b") == 0 && r->attempts == 2);
+    glm_result_free(r);
+out:
+    glm_queue_job_clear(&ja);
+    glm_queue_job_clear(&jb);
+    glm_queue_destroy(a);
+    glm_queue_destroy(b);
+}
+
+int main(void)
+{
+    static void (*const tests[])(void) = {test_touch_extends_only_own};
+    return redis_fixture_main(&fx, &spy, "test_redis_lifecycle", tests,
+                              sizeof tests / sizeof tests[0]);
+}
