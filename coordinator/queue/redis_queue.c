@@ -284,7 +284,11 @@ bool glm_queue_reading(const glm_queue *q)
 
 /* ---- reading --------------------------------------------------------------------------------- */
 
-/* The fingerprint and deadline of a delivered job, from one decode of its bytes. */
+/* The fingerprint and deadline of a delivered job, from one decode of its bytes; and the address
+ * of an entry without a usable id field: its Job's id. Such an entry is answered there (the serve
+ * loop writes its Result at the Job's id), so it is bound, polled for its done marker and cancel
+ * key, and refreshed under that id from delivery on, like any other (held under no id, nothing
+ * stopped it when it was cancelled or answered elsewhere). */
 static void describe_job(glm_queue_job *job)
 {
     glm_job *decoded = NULL;
@@ -292,6 +296,9 @@ static void describe_job(glm_queue_job *job)
     if (job->bytes && glm_job_decode(job->bytes, job->len, &decoded, &problem) == GLM_OK) {
         glm_job_fingerprint(decoded, job->fingerprint);
         job->deadline_unix_ms = decoded->deadline_unix_ms;
+        if (!job->job_id[0] && decoded->id && strlen(decoded->id) < sizeof job->job_id &&
+            glm_job_id_valid(decoded->id))
+            snprintf(job->job_id, sizeof job->job_id, "%s", decoded->id);
         glm_job_free(decoded);
     } else {
         glm_job_fingerprint_bytes(job->bytes, job->bytes ? job->len : 0, job->fingerprint);

@@ -70,7 +70,8 @@ glm_queue_config glm_queue_config_default(void);
  * the queue decodes them once on its own for the fingerprint and the deadline. */
 typedef struct glm_queue_job {
     char entry_id[48];               /* stream entry id, "1700000000000-0" */
-    char job_id[GLM_JOB_ID_MAX + 1]; /* the entry's "id" field; "" if absent or not a valid id */
+    char job_id[GLM_JOB_ID_MAX + 1]; /* the entry's "id" field; when absent or not a valid id,
+                                      * the Job's own id; "" when the bytes do not decode either */
     uint8_t *bytes;                  /* the entry's "job" field (malloc'd; NULL if absent) */
     size_t len;
     uint32_t deliveries; /* 1 on first delivery, +1 per claim blamed on it (see glm_queue_claim) */

@@ -7,6 +7,7 @@
 #include "tests/testutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static redis_fixture fx;
@@ -105,9 +106,94 @@ out:
     glm_queue_destroy(b);
 }
 
+/* Adds a stream entry without the id field (not a glm4v client) whose Job's own id is job_id. */
+static void submit_idless(const char *prefix, const char *job_id)
+{
+    glm_message m = {.role = GLM_ROLE_USER, .content = "no id field"};
+    glm_job job = {
+        .id = job_id, .messages = &m, .n_messages = 1, .sampling = glm_sampling_defaults()};
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    CHECK(glm_job_encode(&job, &bytes, &len, NULL) == GLM_OK);
+    redisReply *r = redisCommand(spy, "XADD %s:jobs * job %b", prefix, bytes, len);
+    CHECK(r && r->type == REDIS_REPLY_STRING);
+    if (r) freeReplyObject(r);
+    free(bytes);
+}
+
+/* Bug: an entry without the id field is answered at its Job's id (since aa9bc01), but the queue
+ * held it under no id, so nothing polled its done marker or cancel key, its id was never bound
+ * (begin) nor its claim refreshed: a cancelled one ran to its end, and one answered elsewhere
+ * (its replica paused past its lease) was computed to its end for nothing. The queue now
+ * addresses such an entry by its Job's id from delivery on, read or reclaimed. */
+static void test_idless_addressed_by_job_id(void)
+{
+    glm_queue *q = make_queue("l3", "idless-a"), *b = make_queue("l3", "idless-b");
+    glm_queue_job j[2] = {0}, c = {0};
+    if (!q || !b) goto out;
+    submit_idless("l3", "bare-1");
+    submit_idless("l3", "bare-2");
+    size_t n = 0, n_dead = 0;
+    glm_error err = {0};
+    glm_begin_outcome o;
+    CHECK(glm_queue_read(q, 2, 1000, j, &n, &err) == GLM_OK && n == 2);
+    if (n != 2) goto out;
+    CHECK_MSG(strcmp(j[0].job_id, "bare-1") == 0 && strcmp(j[1].job_id, "bare-2") == 0,
+              "read as '%s' and '%s'", j[0].job_id, j[1].job_id);
+    /* bound like any job: its claim names the entry */
+    CHECK(glm_queue_begin(q, &j[0], &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
+    CHECK(redis_fixture_int(spy, "EXISTS l3:claim:bare-1") == 1);
+    CHECK(glm_queue_begin(q, &j[1], &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
+    /* its client cancels it under the id it reads its answer at */
+    redis_fixture_do(spy, "SET l3:cancel:bare-1 1 EX 60");
+    CHECK_MSG(glm_queue_check_jobs(q, &err) == GLM_OK, "%s", err.msg);
+    CHECK(glm_queue_entry_state(q, j[0].entry_id) == GLM_ENTRY_CANCELLED);
+    /* stale: another replica reclaimed bare-2 while this one was paused, and answered it */
+    age_entry("l3", "idless-a", j[1].entry_id, 60000);
+    CHECK(glm_queue_claim(b, 4, &c, &n, &n_dead, &err) == GLM_OK && n == 1);
+    CHECK(n != 1 || strcmp(c.job_id, "bare-2") == 0); /* reclaimed: addressed the same */
+    if (n == 1) {
+        CHECK(glm_queue_begin(b, &c, &o, &err) == GLM_OK && o == GLM_BEGIN_RUN);
+        CHECK(redis_jobs_finish(b, &c, "from b") == GLM_RESULT_WRITTEN);
+    }
+    CHECK(glm_queue_check_jobs(q, &err) == GLM_OK);
+    CHECK(glm_queue_entry_state(q, j[1].entry_id) == GLM_ENTRY_ANSWERED);
+    /* the cancelled one is answered at its Job's id, once */
+    glm_result res = {.id = "bare-1",
+                      .finish_reason = GLM_FINISH_ERROR,
+                      .error_code = GLM_EC_CANCELLED,
+                      .error_message = "cancelled",
+                      .attempts = 1};
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    glm_finish_outcome fo;
+    CHECK(glm_result_encode(&res, &bytes, &len, NULL) == GLM_OK);
+    CHECK(glm_queue_finish(q, j[0].entry_id, j[0].job_id, bytes, len, &fo, &err) == GLM_OK &&
+          fo == GLM_RESULT_WRITTEN);
+    free(bytes);
+    int n_results = 0;
+    glm_result *r = redis_jobs_read_out(&fx, "l3", "bare-1", NULL, &n_results, NULL);
+    CHECK(n_results == 1 && r && r->error_code == GLM_EC_CANCELLED);
+    glm_result_free(r);
+    CHECK(redis_fixture_int(spy, "EXISTS l3:claim:bare-1") == 0);
+    /* undecodable bytes have no id to adopt: still id-less (the serve loop dead-letters them) */
+    redis_fixture_do(spy, "XADD l3:jobs * job garbage");
+    glm_queue_job_clear(&c);
+    CHECK(glm_queue_read(q, 1, 1000, &c, &n, &err) == GLM_OK && n == 1);
+    CHECK(n != 1 || c.job_id[0] == '\0');
+    if (n == 1) CHECK(glm_queue_dead_letter(q, &c, "undecodable", &err) == GLM_OK);
+out:
+    glm_queue_job_clear(&j[0]);
+    glm_queue_job_clear(&j[1]);
+    glm_queue_job_clear(&c);
+    glm_queue_destroy(q);
+    glm_queue_destroy(b);
+}
+
 int main(void)
 {
-    static void (*const tests[])(void) = {test_touch_extends_only_own};
+    static void (*const tests[])(void) = {test_touch_extends_only_own,
+                                          test_idless_addressed_by_job_id};
     return redis_fixture_main(&fx, &spy, "test_redis_lifecycle", tests,
                               sizeof tests / sizeof tests[0]);
 }
