@@ -221,6 +221,69 @@ __global__ void __launch_bounds__(Q8_THREADS)
     if (threadIdx.x == 0) scales[row] = act_scale(amax);
 }
 
+/* act_q8_kernel for rows of at most 8 chunks of 8 a thread (the tower's fc1 output, 15360 wide,
+ * at TP 1): each value is made once and kept in registers from the amax to the codes. With
+ * GELU, the exact erf is this kernel's cost: the two-pass form above made it twice and ran at
+ * ~1.2 TB/s on 6401 x 15360 (profile in PERF.md). Same values, same codes. */
+template <typename T, bool GELU, int CH>
+__global__ void __launch_bounds__(Q8_THREADS)
+    act_q8_rows_kernel(uint8_t *codes, float *scales, const T *x, int64_t cols)
+{
+    pdl_wait();
+    pdl_trigger();
+    const int64_t row = blockIdx.x, n8 = cols / 8;
+    const half8<T> *xr = (const half8<T> *)(x + row * cols);
+    half8<T> raw[CH];
+#pragma unroll
+    for (int i = 0; i < CH; i++) { /* every load out before the first erf */
+        const int64_t c = threadIdx.x + (int64_t)i * Q8_THREADS;
+        if (c < n8) raw[i] = xr[c];
+    }
+    float v[CH][8];
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < CH; i++) {
+        if (threadIdx.x + (int64_t)i * Q8_THREADS >= n8) continue;
+        half8_to_f32(raw[i], v[i]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            v[i][j] = q8_value<T, GELU>(v[i][j]);
+            amax = fmaxf(amax, fabsf(v[i][j]));
+        }
+    }
+    amax = act_block_max(amax);
+    const float q = act_inv(amax);
+    uint2 *qr = (uint2 *)(codes + row * cols);
+#pragma unroll
+    for (int i = 0; i < CH; i++) {
+        const int64_t c = threadIdx.x + (int64_t)i * Q8_THREADS;
+        if (c < n8) qr[c] = act_pack8(v[i], q);
+    }
+    if (threadIdx.x == 0) scales[row] = act_scale(amax);
+}
+
+template <typename T, bool GELU>
+static cudaError_t launch_act_q8_as(const cuda_backend *cb, uint8_t *codes, float *scales,
+                                    const T *x, int64_t rows, int64_t cols, int vec8)
+{
+    const int64_t per_thread = (cols / 8 + Q8_THREADS - 1) / Q8_THREADS;
+    const unsigned grid = (unsigned)rows;
+    if (!vec8 || per_thread > 8)
+        return cuda_launch(cb, grid, Q8_THREADS, 0, act_q8_kernel<T, GELU>, codes, scales, x,
+                           cols, vec8);
+    if (per_thread <= 1)
+        return cuda_launch(cb, grid, Q8_THREADS, 0, act_q8_rows_kernel<T, GELU, 1>, codes,
+                           scales, x, cols);
+    if (per_thread <= 2)
+        return cuda_launch(cb, grid, Q8_THREADS, 0, act_q8_rows_kernel<T, GELU, 2>, codes,
+                           scales, x, cols);
+    if (per_thread <= 4)
+        return cuda_launch(cb, grid, Q8_THREADS, 0, act_q8_rows_kernel<T, GELU, 4>, codes,
+                           scales, x, cols);
+    return cuda_launch(cb, grid, Q8_THREADS, 0, act_q8_rows_kernel<T, GELU, 8>, codes, scales, x,
+                       cols);
+}
+
 static void launch_act_q8(glm_backend *be, const char *op, glm_weight q, glm_tensor x, bool gelu)
 {
     cuda_backend *cb = cuda_impl(be);
@@ -237,11 +300,11 @@ static void launch_act_q8(glm_backend *be, const char *op, glm_weight q, glm_ten
     cudaError_t e = cudaSuccess;
     GLM_DISPATCH_HALF(x.dtype, T, {
         if (gelu)
-            e = cuda_launch(cb, (unsigned)rows, Q8_THREADS, 0, act_q8_kernel<T, true>,
-                            (uint8_t *)q.data, q.scales, (const T *)x.data, cols, vec8);
+            e = launch_act_q8_as<T, true>(cb, (uint8_t *)q.data, q.scales, (const T *)x.data, rows,
+                                          cols, vec8);
         else
-            e = cuda_launch(cb, (unsigned)rows, Q8_THREADS, 0, act_q8_kernel<T, false>,
-                            (uint8_t *)q.data, q.scales, (const T *)x.data, cols, vec8);
+            e = launch_act_q8_as<T, false>(cb, (uint8_t *)q.data, q.scales, (const T *)x.data,
+                                           rows, cols, vec8);
     });
     CUDA_CHECK(be, e);
 }

@@ -53,8 +53,11 @@ struct cuda_quant {
      * comparison), its warps side by side along rows at M <= 8 (GLM4V_GEMVQ_WR: 1, 2, 4 or 8;
      * 0 or unset: chosen per shape), its row tiles per warp above 16 rows (GLM4V_GEMMQ_RT, 1 by
      * default or 2), and the most rows it takes for int8 / int4 (GLM4V_GEMMQ_MAX_M; more go to
-     * slabs + cuBLASLt) */
-    int mma, mma_wr, mma_rt;
+     * slabs + cuBLASLt); at M <= 8 the units each warp loads at once (GLM4V_GEMVQ_U: 2 by
+     * default, or 4) and the blocks per multiprocessor the row-warp choice aims at
+     * (GLM4V_GEMVQ_BPS, 2 by default) */
+    int mma;
+    gqm_knobs knobs;
     int64_t mma_max_m;
 };
 
@@ -92,9 +95,14 @@ static cuda_quant *quant_state(glm_backend *be)
         cb->quant->mma = v && *v ? atoi(v) != 0 : 1;
         v = getenv("GLM4V_GEMVQ_WR");
         int wr = v && *v ? atoi(v) : 0;
-        cb->quant->mma_wr = wr >= 8 ? 8 : wr >= 4 ? 4 : wr >= 2 ? 2 : wr;
+        gqm_knobs *kn = &cb->quant->knobs;
+        kn->wr = wr >= 8 ? 8 : wr >= 4 ? 4 : wr >= 2 ? 2 : wr;
         v = getenv("GLM4V_GEMMQ_RT");
-        cb->quant->mma_rt = v && *v && atoi(v) >= 2 ? 2 : 1;
+        kn->rt = v && *v && atoi(v) >= 2 ? 2 : 1;
+        v = getenv("GLM4V_GEMVQ_U");
+        kn->u = v && *v && atoi(v) >= 4 ? 4 : 2;
+        v = getenv("GLM4V_GEMVQ_BPS");
+        kn->bps = v && *v && atoi(v) > 0 ? atoi(v) : 2;
         v = getenv("GLM4V_GEMMQ_MAX_M");
         cb->quant->mma_max_m = v && *v ? atoll(v) : GQM_DEFAULT_MAX_M;
     }
@@ -412,7 +420,7 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
     if (!q) return;
     int64_t m = glm_tensor_rows(&x), k = w.cols;
     if (q->mma && m <= q->mma_max_m && gqm_fits(w, x.data, m)) {
-        cudaError_t e = gqm_run<T, OutT>(be, y, x, w, bias, gelu, m, q->mma_wr, q->mma_rt);
+        cudaError_t e = gqm_run<T, OutT>(be, y, x, w, bias, gelu, m, q->knobs);
         if (e != cudaSuccess)
             glm_backend_fail(be, GLM_ERR_BACKEND,
                              "linear: quantized mma launch (%lld x %lld x %lld): %s", (long long)m,

@@ -222,8 +222,9 @@ __device__ __forceinline__ void gqm_dequant(uint32_t (*af)[4], const uint4 &la, 
  * so that every x fragment it loads feeds RT products (batches: x traffic per weight byte / RT).
  * Requirements (gqm_fits): k % 16 == 0 (int4: k % 32 and group % 128 == 0), 16-byte aligned codes
  * and x. */
-template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1>
-__global__ void __launch_bounds__(GQM_THREADS)
+template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1, int UB = GQM_U,
+          int MINB = 1>
+__global__ void __launch_bounds__(GQM_THREADS, MINB)
     gqm_kernel(OutT *y, const T *x, const uint8_t *codes, const float *scales, const uint8_t *zeros,
                int group, const T *bias, int gelu, int64_t m, int64_t n, int64_t k)
 {
@@ -235,7 +236,7 @@ __global__ void __launch_bounds__(GQM_THREADS)
     constexpr int STEPS = E / 4;           /* k16 MMA steps per unit */
     constexpr int LDR = NT * 8 + 1;        /* reduction row stride (floats) */
     constexpr int ROWS = WR * 16 * RT;     /* rows of the block */
-    constexpr int U = RT == 1 ? GQM_U : 1; /* units per load batch (registers) */
+    constexpr int U = RT == 1 ? UB : 1;    /* units per load batch (registers) */
     __shared__ float red[WK * ROWS * LDR];
     __shared__ float tok_inv[8], tok_sx[8]; /* fp8: per-token 448 / amax and amax / 448 */
 
@@ -458,13 +459,15 @@ static inline bool gqm_fits(const glm_weight &w, const void *x, int64_t m)
            cuda_aligned16(w.data) && cuda_aligned16(x);
 }
 
-/* Blocks of 16 WR RT rows, each over 8 NT tokens. */
-template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1>
+/* Blocks of 16 WR RT rows, each over 8 NT tokens; UB units per load batch (M <= 8), MINB blocks
+ * per multiprocessor the registers must allow. */
+template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1, int UB = GQM_U,
+          int MINB = 1>
 static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
                                     const glm_weight &w, const T *bias, int gelu, int64_t m)
 {
     dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(w.rows, WR * 16 * RT)), block(GQM_THREADS);
-    return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT, RT>, y, x,
+    return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT, RT, UB, MINB>, y, x,
                        (const uint8_t *)w.data, (const float *)w.scales, (const uint8_t *)w.zeros,
                        w.group_size, bias, gelu, m, w.rows, w.cols);
 }
@@ -477,25 +480,48 @@ static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
  * where WR row warps share each x load through L1: the largest WR of 4, 2, 1 by the same rule;
  * rt = 2 gives each warp two row tiles there (each x fragment feeds two products: half the x
  * traffic per weight byte, more registers; GLM4V_GEMMQ_RT). */
+/* M <= 8 with WR row warps, UB units per load batch (2, or 4: twice the weight bytes in flight
+ * per warp, registers capped so that two blocks still fit a multiprocessor). */
+template <typename T, typename OutT, int FMT, int UB>
+static cudaError_t gqm_launch_decode(const cuda_backend *cb, OutT *y, const T *x,
+                                     const glm_weight &w, const T *bias, int gelu, int64_t m,
+                                     int wr)
+{
+    constexpr int MINB = UB > GQM_U ? 2 : 1;
+    switch (wr) {
+    case 8:
+        return gqm_launch_shape<T, OutT, FMT, 8, 1, 1, UB, MINB>(cb, y, x, w, bias, gelu, m);
+    case 4:
+        return gqm_launch_shape<T, OutT, FMT, 4, 1, 1, UB, MINB>(cb, y, x, w, bias, gelu, m);
+    case 2:
+        return gqm_launch_shape<T, OutT, FMT, 2, 1, 1, UB, MINB>(cb, y, x, w, bias, gelu, m);
+    default:
+        return gqm_launch_shape<T, OutT, FMT, 1, 1, 1, UB, MINB>(cb, y, x, w, bias, gelu, m);
+    }
+}
+
+/* The decode knobs (gemm_quant.cu reads them from the environment once per backend). */
+typedef struct gqm_knobs {
+    int wr;  /* row warps at M <= 8; 0: chosen per shape */
+    int rt;  /* row tiles per warp above 16 rows: 1 or 2 */
+    int u;   /* units per load batch at M <= 8: 2 or 4 */
+    int bps; /* blocks per multiprocessor the M <= 8 row-warp choice aims at */
+} gqm_knobs;
+
 template <typename T, typename OutT, int FMT>
 static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const glm_weight &w,
-                              const T *bias, int gelu, int64_t m, int wr, int rt)
+                              const T *bias, int gelu, int64_t m, const gqm_knobs &kn)
 {
-    const int64_t want = 2 * (int64_t)(cb->n_sms > 0 ? cb->n_sms : 132);
+    const int64_t sms = cb->n_sms > 0 ? cb->n_sms : 132;
+    const int64_t want = 2 * sms;
+    int wr = kn.wr, rt = kn.rt;
     if (m <= 8) {
+        const int64_t aim = (kn.bps > 0 ? kn.bps : 2) * sms;
         if (wr <= 0)
-            for (wr = 8; wr > 1 && (int64_t)cuda_blocks(w.rows, 16 * wr) < want; wr /= 2) {
+            for (wr = 8; wr > 1 && (int64_t)cuda_blocks(w.rows, 16 * wr) < aim; wr /= 2) {
             }
-        switch (wr) {
-        case 8:
-            return gqm_launch_shape<T, OutT, FMT, 8, 1>(cb, y, x, w, bias, gelu, m);
-        case 4:
-            return gqm_launch_shape<T, OutT, FMT, 4, 1>(cb, y, x, w, bias, gelu, m);
-        case 2:
-            return gqm_launch_shape<T, OutT, FMT, 2, 1>(cb, y, x, w, bias, gelu, m);
-        default:
-            return gqm_launch_shape<T, OutT, FMT, 1, 1>(cb, y, x, w, bias, gelu, m);
-        }
+        if (kn.u >= 4) return gqm_launch_decode<T, OutT, FMT, 4>(cb, y, x, w, bias, gelu, m, wr);
+        return gqm_launch_decode<T, OutT, FMT, GQM_U>(cb, y, x, w, bias, gelu, m, wr);
     }
     if constexpr (FMT == GLM_WEIGHT_FP8) {
         return cudaErrorInvalidValue; /* gqm_fits refuses it: fp8 batches go to cuBLASLt */
@@ -520,16 +546,16 @@ static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const
 /* The product on the backend's stream, by weight format. */
 template <typename T, typename OutT>
 static cudaError_t gqm_run(glm_backend *be, glm_tensor y, glm_tensor x, const glm_weight &w,
-                           const void *bias, int gelu, int64_t m, int wr, int rt)
+                           const void *bias, int gelu, int64_t m, const gqm_knobs &kn)
 {
     const cuda_backend *cb = cuda_impl(be);
     OutT *yd = (OutT *)y.data;
     const T *xd = (const T *)x.data, *bd = (const T *)bias;
     if (w.format == GLM_WEIGHT_FP8)
-        return gqm_launch<T, OutT, GLM_WEIGHT_FP8>(cb, yd, xd, w, bd, gelu, m, wr, rt);
+        return gqm_launch<T, OutT, GLM_WEIGHT_FP8>(cb, yd, xd, w, bd, gelu, m, kn);
     if (w.format == GLM_WEIGHT_INT8)
-        return gqm_launch<T, OutT, GLM_WEIGHT_INT8>(cb, yd, xd, w, bd, gelu, m, wr, rt);
-    return gqm_launch<T, OutT, GLM_WEIGHT_INT4>(cb, yd, xd, w, bd, gelu, m, wr, rt);
+        return gqm_launch<T, OutT, GLM_WEIGHT_INT8>(cb, yd, xd, w, bd, gelu, m, kn);
+    return gqm_launch<T, OutT, GLM_WEIGHT_INT4>(cb, yd, xd, w, bd, gelu, m, kn);
 }
 
 #endif

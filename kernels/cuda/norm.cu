@@ -245,6 +245,109 @@ __global__ void add_layernorm_q8_kernel(T *y, R *resid, const T *delta, const T 
     if (threadIdx.x == 0) scales[row] = act_scale(amax);
 }
 
+/* The value v as stored in S and read back (the residual stream's and y's rounding). */
+template <typename S> __device__ __forceinline__ float as_stored(float v)
+{
+    return to_f32(from_f32<S>(v));
+}
+template <> __device__ __forceinline__ float as_stored<float>(float v)
+{
+    return v;
+}
+
+/* add_layernorm (and with Q8 add_layernorm_q8) for rows of at most 256 chunks of 8 (the vision
+ * tower's 1792): one warp per row, the row's delta held in registers from the statistics to the
+ * output, so there is no block barrier and no second read of the row (the block-per-row kernels
+ * above reached ~40 % of the copy rate on the tower's 6401 x 1792 rows, profile in PERF.md).
+ * Lane l takes chunks l, l + 32, ..; CH chunks a lane at most. Same arithmetic as above (two-pass
+ * statistics; y is the stored residual rounded to T; the codes are made from y as stored); only
+ * the order of the fp32 sums differs. */
+template <typename T, typename R, bool Q8, int CH>
+__global__ void __launch_bounds__(NORM_THREADS)
+    add_layernorm_rows_kernel(T *y, R *resid, const T *delta, const T *w, const T *b,
+                              uint8_t *codes, float *scales, int64_t rows, int64_t cols, float eps)
+{
+    pdl_wait();
+    pdl_trigger();
+    const int lane = threadIdx.x % 32;
+    const int64_t row = (int64_t)blockIdx.x * (NORM_THREADS / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const int64_t n8 = cols / 8;
+    R *rr = resid + row * cols;
+    const T *dr = delta + row * cols;
+    T *yr = y + row * cols;
+    float d[CH][8];
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < CH; i++) {
+        const int64_t c = lane + 32 * i;
+        if (c < n8) {
+            load8(dr, c, d[i]);
+#pragma unroll
+            for (int j = 0; j < 8; j++) sum += d[i][j];
+        }
+    }
+    const float mean = warp_sum(sum) / (float)cols;
+    float var = 0.f;
+#pragma unroll
+    for (int i = 0; i < CH; i++)
+        if (lane + 32 * i < n8)
+#pragma unroll
+            for (int j = 0; j < 8; j++) var += (d[i][j] - mean) * (d[i][j] - mean);
+    const float inv = rsqrtf(warp_sum(var) / (float)cols + eps);
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < CH; i++) {
+        const int64_t c = lane + 32 * i;
+        if (c >= n8) continue;
+        float r[8], fw[8], fb[8];
+        load8(rr, c, r);
+        load8(w, c, fw);
+        load8(b, c, fb);
+#pragma unroll
+        for (int j = 0; j < 8; j++) r[j] = as_stored<R>(r[j] + (d[i][j] - mean) * inv * fw[j] + fb[j]);
+        store8(rr, c, r);
+        store8(yr, c, r);
+        if (Q8)
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                d[i][j] = as_stored<T>(r[j]); /* y as stored: what the codes are made of */
+                amax = fmaxf(amax, fabsf(d[i][j]));
+            }
+    }
+    if (!Q8) return;
+    amax = warp_max(amax);
+    const float q = act_inv(amax);
+#pragma unroll
+    for (int i = 0; i < CH; i++) {
+        const int64_t c = lane + 32 * i;
+        if (c < n8) ((uint2 *)(codes + row * cols))[c] = act_pack8(d[i], q);
+    }
+    if (lane == 0) scales[row] = act_scale(amax);
+}
+
+/* add_layernorm_rows_kernel when it takes the shape (vec8, at most 256 chunks of 8 a row);
+ * false: the caller runs the block-per-row kernel. */
+template <typename T, typename R, bool Q8>
+static bool launch_add_layernorm_rows(const cuda_backend *cb, cudaError_t *e, T *y, R *resid,
+                                      const T *delta, const T *w, const T *b, uint8_t *codes,
+                                      float *scales, int64_t rows, int64_t cols, float eps,
+                                      int vec8)
+{
+    const int64_t n8 = cols / 8, per_lane = (n8 + 31) / 32;
+    if (!vec8 || per_lane > 8) return false;
+    const unsigned grid = (unsigned)((rows + NORM_THREADS / 32 - 1) / (NORM_THREADS / 32));
+#define GLM4V_ALN_ROWS(CH)                                                                         \
+    cuda_launch(cb, grid, NORM_THREADS, 0, add_layernorm_rows_kernel<T, R, Q8, CH>, y, resid,      \
+                delta, w, b, codes, scales, rows, cols, eps)
+    *e = per_lane <= 1   ? GLM4V_ALN_ROWS(1)
+         : per_lane <= 2 ? GLM4V_ALN_ROWS(2)
+         : per_lane <= 4 ? GLM4V_ALN_ROWS(4)
+                         : GLM4V_ALN_ROWS(8);
+#undef GLM4V_ALN_ROWS
+    return true;
+}
+
 template <typename T, typename R>
 static cudaError_t launch_norm_as(const cuda_backend *cb, const glm_tensor &y,
                                   const glm_tensor &x, const glm_tensor *delta,
@@ -256,6 +359,11 @@ static cudaError_t launch_norm_as(const cuda_backend *cb, const glm_tensor &y,
     T *yd = (T *)y.data;
     const T *dd = delta ? (const T *)delta->data : NULL;
     const T *bd = b ? (const T *)b->data : NULL;
+    cudaError_t e;
+    if (mode == 3 &&
+        launch_add_layernorm_rows<T, R, false>(cb, &e, yd, (R *)x.data, dd, (const T *)w.data, bd,
+                                               NULL, NULL, rows, cols, eps, vec8))
+        return e;
     if (mode == 3)
         return cuda_launch(cb, rows, NORM_THREADS, 0, add_layernorm_kernel<T, R>, yd, (R *)x.data,
                            dd, (const T *)w.data, bd, cols, eps, vec8);
@@ -316,6 +424,24 @@ void cuda_add_layernorm(glm_backend *be, glm_tensor y, glm_tensor resid, glm_ten
     launch_norm(be, y, resid, &delta, w, &b, eps, 3);
 }
 
+template <typename T, typename R>
+static cudaError_t launch_add_layernorm_q8_as(const cuda_backend *cb, const glm_tensor &y,
+                                              const glm_tensor &resid, const glm_tensor &delta,
+                                              const glm_tensor &w, const glm_tensor &b, float eps,
+                                              const glm_weight &q, int vec8)
+{
+    int64_t rows = glm_tensor_rows(&resid), cols = glm_tensor_cols(&resid);
+    T *yd = (T *)y.data;
+    R *rd = (R *)resid.data;
+    const T *dd = (const T *)delta.data, *wd = (const T *)w.data, *bd = (const T *)b.data;
+    cudaError_t e;
+    if (launch_add_layernorm_rows<T, R, true>(cb, &e, yd, rd, dd, wd, bd, (uint8_t *)q.data,
+                                              q.scales, rows, cols, eps, vec8))
+        return e;
+    return cuda_launch(cb, (unsigned)rows, NORM_THREADS, 0, add_layernorm_q8_kernel<T, R>, yd, rd,
+                       dd, wd, bd, (uint8_t *)q.data, q.scales, cols, eps, vec8);
+}
+
 void cuda_add_layernorm_q8(glm_backend *be, glm_tensor y, glm_tensor resid, glm_tensor delta,
                            glm_tensor w, glm_tensor b, float eps, glm_weight q)
 {
@@ -347,15 +473,9 @@ void cuda_add_layernorm_q8(glm_backend *be, glm_tensor y, glm_tensor resid, glm_
     cudaError_t e = cudaSuccess;
     GLM_DISPATCH_HALF(t, T, {
         if (resid.dtype == GLM_F32)
-            e = cuda_launch(cb, (unsigned)rows, NORM_THREADS, 0, add_layernorm_q8_kernel<T, float>,
-                            (T *)y.data, (float *)resid.data, (const T *)delta.data,
-                            (const T *)w.data, (const T *)b.data, (uint8_t *)q.data, q.scales,
-                            cols, eps, vec8);
+            e = launch_add_layernorm_q8_as<T, float>(cb, y, resid, delta, w, b, eps, q, vec8);
         else
-            e = cuda_launch(cb, (unsigned)rows, NORM_THREADS, 0, add_layernorm_q8_kernel<T, T>,
-                            (T *)y.data, (T *)resid.data, (const T *)delta.data,
-                            (const T *)w.data, (const T *)b.data, (uint8_t *)q.data, q.scales,
-                            cols, eps, vec8);
+            e = launch_add_layernorm_q8_as<T, T>(cb, y, resid, delta, w, b, eps, q, vec8);
     });
     CUDA_CHECK(be, e);
 }

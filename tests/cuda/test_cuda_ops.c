@@ -1394,6 +1394,16 @@ static void run_suite(void)
     test_act_q8(2, 37); /* odd width: the one-element kernels */
     test_add_layernorm_q8(3, 48);
     test_add_layernorm_q8(2, 36);
+    /* the register-held row kernels at each of their widths (chunks of 8 per lane / thread: 2,
+     * 4, 8 and past 8: the block-per-row kernels), rows that leave a block's warps idle */
+    test_act_q8(3, 2056);
+    test_act_q8(2, 4104);
+    test_act_q8(2, 16392);
+    test_add_layernorm_q8(11, 264);
+    test_add_layernorm_q8(5, 1000);
+    test_add_layernorm_q8(3, 2040);
+    test_add_layernorm_q8(2, 2056);
+    test_resid_f32(11, 1000);
     test_linear_q8(37, 64, 128, 0); /* cuBLASLt with outer-vector scales */
     test_linear_q8(5, 40, 32, 1);
     test_linear_q8(5, 20, 36, 0); /* k % 16 != 0: the fallback kernel */

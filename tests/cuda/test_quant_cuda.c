@@ -379,12 +379,14 @@ static double copy_rate(glm_backend *be)
 /* backends of the variants compared: the default (tensor-core kernel, taking every M here, its
  * row warps chosen per shape), the same with one row warp (most split-K), with two row tiles per
  * warp in batches, and the CUDA-core kernels + slabs the default replaced */
-enum { V_MMA, V_MMA_WR1, V_MMA_RT2, V_OLD, N_VARIANTS };
-static const char *variant_env[N_VARIANTS][2] = {{"GLM4V_GEMVQ_WR", "0"},
-                                                 {"GLM4V_GEMVQ_WR", "1"},
-                                                 {"GLM4V_GEMMQ_RT", "2"},
-                                                 {"GLM4V_GEMVQ_MMA", "0"}};
-static const char *variant_name[N_VARIANTS] = {"mma", "mma-wr1", "mma-rt2", "old"};
+enum { V_MMA, V_MMA_WR1, V_MMA_RT2, V_OLD, V_MMA_U4, V_MMA_U4_BPS4, V_MMA_BPS4, N_VARIANTS };
+static const char *variant_env[N_VARIANTS][4] = {
+    {"GLM4V_GEMVQ_WR", "0"},   {"GLM4V_GEMVQ_WR", "1"},
+    {"GLM4V_GEMMQ_RT", "2"},   {"GLM4V_GEMVQ_MMA", "0"},
+    {"GLM4V_GEMVQ_U", "4"},    {"GLM4V_GEMVQ_U", "4", "GLM4V_GEMVQ_BPS", "4"},
+    {"GLM4V_GEMVQ_BPS", "4"}};
+static const char *variant_name[N_VARIANTS] = {"mma",    "mma-wr1",     "mma-rt2",  "old",
+                                               "mma-u4", "mma-u4-bps4", "mma-bps4"};
 
 /* The backend reads the GLM4V_GEMVQ / GEMMQ knobs at its first quantized product: one small
  * product runs while they are set, so that several variants can live side by side. */
@@ -403,12 +405,14 @@ static void bind_quant_knobs(glm_backend *be)
 static glm_backend *variant_backend(int v)
 {
     setenv("GLM4V_GEMMQ_MAX_M", "100000", 1);
-    setenv(variant_env[v][0], variant_env[v][1], 1);
+    for (int i = 0; i < 4 && variant_env[v][i]; i += 2)
+        setenv(variant_env[v][i], variant_env[v][i + 1], 1);
     glm_backend *b = NULL;
     glm_error err = {0};
     glm_status st = glm_backend_cuda_create(0, &b, &err);
     if (st == GLM_OK) bind_quant_knobs(b);
-    unsetenv(variant_env[v][0]);
+    for (int i = 0; i < 4 && variant_env[v][i]; i += 2)
+        unsetenv(variant_env[v][i]);
     unsetenv("GLM4V_GEMMQ_MAX_M");
     CHECK_MSG(st == GLM_OK, "%s", err.msg);
     return st == GLM_OK ? b : NULL;
@@ -426,7 +430,8 @@ static void bench_decode(glm_backend **vb, double copy_gbps)
                                     GLM_WEIGHT_INT4};
     printf("bench decode (M = 1): weight bytes read per second, %% of the copy rate; weights "
            "rotated through >= 256 MB, graph replays\n");
-    printf("  %-14s %-6s %13s %13s %13s\n", "N x K", "format", "mma", "mma-wr1", "old");
+    printf("  %-14s %-6s %13s %13s %13s %13s %13s %13s\n", "N x K", "format", "mma", "mma-wr1",
+           "old", "mma-u4", "mma-u4-bps4", "mma-bps4");
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int64_t n = shapes[s][0], k = shapes[s][1];
         glm_backend *be = vb[V_MMA];
@@ -441,8 +446,8 @@ static void bench_decode(glm_backend **vb, double copy_gbps)
             char shape[32];
             snprintf(shape, sizeof(shape), "%lldx%lld", (long long)n, (long long)k);
             printf("  %-14s %-6s", shape, glm_weight_format_name(f));
-            const int vs[] = {V_MMA, V_MMA_WR1, V_OLD};
-            for (int vi = 0; vi < 3; vi++) {
+            const int vs[] = {V_MMA, V_MMA_WR1, V_OLD, V_MMA_U4, V_MMA_U4_BPS4, V_MMA_BPS4};
+            for (int vi = 0; vi < 6; vi++) {
                 int v = vs[vi];
                 if (f == GLM_WEIGHT_DENSE && vi > 0) break;
                 double ms = time_linear(vb[v], glm_tensor_2d(GLM_BF16, 1, n, dy),
@@ -551,8 +556,9 @@ static void check_variants(glm_backend *cpu)
                             {"GLM4V_GEMVQ_WR", "1"},
                             {"GLM4V_GEMVQ_WR", "8"},
                             {"GLM4V_GEMMQ_RT", "2"},
-                            {"GLM4V_GEMMQ_MAX_M", "0"}};
-    for (int v = 0; v < 5; v++) {
+                            {"GLM4V_GEMMQ_MAX_M", "0"},
+                            {"GLM4V_GEMVQ_U", "4"}};
+    for (int v = 0; v < 6; v++) {
         setenv(env[v][0], env[v][1], 1);
         glm_backend *gpu = NULL;
         glm_error err = {0};
@@ -574,6 +580,16 @@ static void check_variants(glm_backend *cpu)
                 printf("%s=%s: ", env[v][0], env[v][1]);
                 check_linear(gpu, cpu, f, 33, 300, 4096, true, false, true, 1e-5);
             }
+            if (v == 5) { /* four units a load batch: the decode shapes, 1 to 8 row warps */
+                const int64_t shapes[][3] = {{1, 4608, 4096}, {1, 4096, 13696}, {1, 27392, 4096},
+                                             {8, 8500, 1056}, {3, 17000, 1056}, {1, 34000, 1024},
+                                             {2, 4096, 3424}};
+                for (int j = 0; j < 7; j++) {
+                    printf("%s=%s: ", env[v][0], env[v][1]);
+                    check_linear(gpu, cpu, f, shapes[j][0], shapes[j][1], shapes[j][2], j % 2,
+                                 j == 3, true, 1e-5);
+                }
+            }
             if (v != 4) continue;
             printf("%s=%s: ", env[v][0], env[v][1]);
             check_linear(gpu, cpu, f, 40, 8200, 4096, false, false, false, 1e-2);
@@ -590,6 +606,7 @@ int main(int argc, char **argv)
     glm_backend *gpu = NULL, *cpu = NULL;
     glm_error err = {0};
     unsetenv("GLM4V_GEMVQ_MMA"), unsetenv("GLM4V_GEMVQ_WR"), unsetenv("GLM4V_GEMMQ_MAX_M");
+    unsetenv("GLM4V_GEMVQ_U"), unsetenv("GLM4V_GEMVQ_BPS");
     if (glm_backend_cuda_create(0, &gpu, &err) || glm_backend_cpu_create(0, &cpu, &err)) {
         fprintf(stderr, "test_quant_cuda: %s\n", err.msg);
         return 1;
