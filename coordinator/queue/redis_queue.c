@@ -334,6 +334,35 @@ static glm_status parse_entry(const redisReply *e, glm_queue_job *job, glm_error
     return GLM_OK;
 }
 
+/* Entries of a read or claim reply from index `from` on were delivered to this consumer but not
+ * returned to the caller (out of memory copying them): they are handed back at once, unblamed,
+ * instead of waiting out the lease with nobody working on them and coming back one delivery
+ * nearer the dead letters. Entries this queue holds already (its own work, claimed again) stay. */
+static void hand_back_untaken(glm_queue *q, const redisReply *list, size_t from, const char *what)
+{
+    size_t handed = 0, kept = 0;
+    for (size_t i = from; list && i < list->elements; i++) {
+        const redisReply *e = list->element[i];
+        char entry_id[48];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 1 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= sizeof entry_id)
+            continue;
+        memcpy(entry_id, e->element[0]->str, e->element[0]->len);
+        entry_id[e->element[0]->len] = '\0';
+        if (held_find(q, entry_id)) continue;
+        glm_error ignored = {0};
+        if (q->ctx && glm_queue_hand_back(q, entry_id, &ignored) == GLM_OK)
+            handed++;
+        else
+            kept++;
+    }
+    if (handed || kept)
+        fprintf(stderr,
+                "glm_queue %s: %zu entries delivered by %s could not be taken (out of memory): "
+                "%zu handed back, %zu left to their lease\n",
+                q->server_id, handed + kept, what, handed, kept);
+}
+
 glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue_job *jobs,
                           size_t *n_jobs, glm_error *err)
 {
@@ -363,7 +392,8 @@ glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue
     if (st == GLM_OK && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
         const redisReply *stream = r->element[0];
         const redisReply *entries = stream->elements == 2 ? stream->element[1] : NULL;
-        for (size_t i = 0; entries && i < entries->elements && *n_jobs < max_jobs; i++) {
+        size_t i = 0;
+        for (; entries && i < entries->elements && *n_jobs < max_jobs; i++) {
             st = parse_entry(entries->element[i], &jobs[*n_jobs], err);
             if (st == GLM_OK) st = held_add(q, &jobs[*n_jobs], err);
             if (st != GLM_OK) {
@@ -372,6 +402,7 @@ glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue
             }
             (*n_jobs)++;
         }
+        hand_back_untaken(q, entries, i, "XREADGROUP");
     }
     if (r) freeReplyObject(r);
     return st;
@@ -411,7 +442,8 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
         q->stats.dead += dead;
         if (n_dead) *n_dead = dead;
         const redisReply *list = r->element[2];
-        for (size_t i = 0; i < list->elements && *n_jobs < max_jobs; i++) {
+        size_t i = 0;
+        for (; i < list->elements && *n_jobs < max_jobs; i++) {
             const redisReply *e = list->element[i]; /* {entry id, job id, job bytes, deliveries} */
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
                 e->element[0]->len >= sizeof jobs[0].entry_id)
@@ -437,6 +469,7 @@ glm_status glm_queue_claim(glm_queue *q, size_t max_jobs, glm_queue_job *jobs, s
             }
             (*n_jobs)++;
         }
+        hand_back_untaken(q, list, i, "the claim");
     }
     if (r) freeReplyObject(r);
     return st;

@@ -137,7 +137,10 @@ void glm_queue_destroy(glm_queue *q);
 glm_status glm_queue_ensure_group(glm_queue *q, glm_error *err);
 
 /* XREADGROUP ... COUNT max_jobs BLOCK block_ms ... >: new jobs for this consumer. *n_jobs may be 0
- * (timeout, or stop_reading). Fill jobs[0..*n_jobs); clear each with glm_queue_job_clear. */
+ * (timeout, or stop_reading). Fill jobs[0..*n_jobs); clear each with glm_queue_job_clear. The
+ * jobs returned are the caller's to handle whatever the status: out of memory part way through a
+ * batch returns the ones taken before with GLM_ERR_NOMEM, and hands the rest back (unblamed).
+ * The same holds for glm_queue_claim. */
 glm_status glm_queue_read(glm_queue *q, size_t max_jobs, int block_ms, glm_queue_job *jobs,
                           size_t *n_jobs, glm_error *err);
 

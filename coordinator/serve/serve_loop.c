@@ -401,8 +401,13 @@ static void accept_job(server *s, glm_queue_job *job)
         return;
     }
     glm_request *r = NULL;
-    if (glm_request_create(job, &r, &err)) { /* left pending: reclaimed after the timeout */
-        log_event(job->job_id, "%s", err.msg);
+    if (glm_request_create(job, &r, &err)) { /* out of memory: another replica may have room */
+        glm_error hb = {0};
+        if (glm_queue_hand_back(s->queue, job->entry_id, &hb))
+            log_event(job->job_id, "%s; hand back failed (it will be reclaimed): %s", err.msg,
+                      hb.msg);
+        else
+            log_event(job->job_id, "%s: handed back for another replica", err.msg);
         glm_queue_job_clear(job);
         return;
     }
@@ -449,26 +454,27 @@ static void take_jobs(server *s, bool idle, double *last_claim)
     glm_queue_job jobs[READ_BATCH];
     size_t n = 0, n_dead = 0;
     glm_error err = {0};
+    /* Jobs returned with an error status (out of memory part way through a batch; the queue
+     * handed back the ones it could not return) are this replica's all the same: each is
+     * accepted. Dropped, they waited out their lease unanswered and came back blamed. */
     if (glm_now_ms() - *last_claim > CLAIM_INTERVAL_MS) {
         *last_claim = glm_now_ms();
-        if (glm_queue_claim(s->queue, READ_BATCH, jobs, &n, &n_dead, &err) == GLM_OK) {
-            if (n_dead) glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_DEAD_LETTERED, n_dead);
-            for (size_t i = 0; i < n; i++) {
-                log_event(jobs[i].job_id, "reclaimed (delivery %u)", jobs[i].deliveries);
-                accept_job(s, &jobs[i]);
-            }
+        if (glm_queue_claim(s->queue, READ_BATCH, jobs, &n, &n_dead, &err))
+            fprintf(stderr, "glm4v-serve: claim: %s\n", err.msg);
+        if (n_dead) glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_DEAD_LETTERED, n_dead);
+        for (size_t i = 0; i < n; i++) {
+            log_event(jobs[i].job_id, "reclaimed (delivery %u)", jobs[i].deliveries);
+            accept_job(s, &jobs[i]);
         }
     }
     n = 0;
     size_t room = (size_t)(2 * s->so->max_batch - held);
     if (room > READ_BATCH) room = READ_BATCH;
     if (room == 0) return;
-    if (glm_queue_read(s->queue, room, idle ? IDLE_BLOCK_MS : 0, jobs, &n, &err) == GLM_OK) {
-        for (size_t i = 0; i < n; i++)
-            accept_job(s, &jobs[i]);
-    } else if (idle) {
-        usleep(IDLE_BLOCK_MS * 1000); /* Redis away: the queue reconnects in tick */
-    }
+    glm_status st = glm_queue_read(s->queue, room, idle ? IDLE_BLOCK_MS : 0, jobs, &n, &err);
+    for (size_t i = 0; i < n; i++)
+        accept_job(s, &jobs[i]);
+    if (st && n == 0 && idle) usleep(IDLE_BLOCK_MS * 1000); /* Redis away: tick reconnects */
 }
 
 /* Sampled tokens -> requests: one Chunk each, all of a step's chunks written to Redis in one

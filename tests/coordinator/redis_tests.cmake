@@ -26,3 +26,5 @@ glm4v_add_test(test_redis_entry_id SOURCES ${_redis_dir}/test_redis_entry_id.c L
 # a held entry's lifecycle: a stale replica's touch, id-less entries, jobs a read could not return
 glm4v_add_test(test_redis_lifecycle SOURCES ${_redis_dir}/test_redis_lifecycle.c
   LIBS glm4v_client glm4v_redis_jobs LABELS redis TIMEOUT 30)
+# out of memory on demand inside the queue (the test's __wrap_malloc)
+target_link_options(test_redis_lifecycle PRIVATE -Wl,--wrap=malloc)

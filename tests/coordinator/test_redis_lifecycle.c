@@ -13,6 +13,20 @@
 static redis_fixture fx;
 static redisContext *spy;
 
+/* Out of memory on demand: this test links with -Wl,--wrap=malloc (redis_tests.cmake), so the
+ * queue's own allocations come through here; the next one of exactly fail_size bytes fails. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+static size_t fail_size;
+void *__wrap_malloc(size_t size)
+{
+    if (fail_size && size == fail_size) {
+        fail_size = 0;
+        return NULL;
+    }
+    return __real_malloc(size);
+}
+
 static glm_queue *make_queue(const char *prefix, const char *server_id)
 {
     glm_queue_config cfg = redis_jobs_config(&fx, prefix, server_id);
@@ -190,10 +204,88 @@ out:
     glm_queue_destroy(b);
 }
 
+/* Adds an entry with the id field id and len bytes of job (not a decodable Job: the queue hands
+ * the bytes on as they are; their length picks the allocation that fails). */
+static void submit_sized(const char *prefix, const char *id, size_t len)
+{
+    char *bytes = malloc(len);
+    if (!bytes) return;
+    memset(bytes, 'j', len);
+    redisReply *r = redisCommand(spy, "XADD %s:jobs * id %s job %b", prefix, id, bytes, len);
+    CHECK(r && r->type == REDIS_REPLY_STRING);
+    if (r) freeReplyObject(r);
+    free(bytes);
+}
+
+/* Bug: a read or claim that ran out of memory in the middle of a batch returned the jobs taken
+ * before with an error status, and take_jobs (serve_loop.c) dropped them all; the entry that
+ * failed and those after it were delivered to this consumer too (XREADGROUP, the claim's
+ * XCLAIM) and returned to nobody. Each waited out the lease and came back blamed (one delivery
+ * more: quarantine, nearer the dead letters). The queue now returns what it took whatever the
+ * status (take_jobs handles those) and hands the rest back at once, unblamed. */
+static void test_untaken_entries_handed_back(void)
+{
+    glm_queue *a = make_queue("l2", "short-a"), *b = make_queue("l2", "short-b"),
+              *c = make_queue("l2", "other-c");
+    glm_queue_job j[4] = {0};
+    size_t n = 0, n_dead = 0;
+    glm_error err = {0};
+    if (!a || !b || !c) goto out;
+    /* a read: the second of three entries cannot be copied */
+    submit_sized("l2", "read-0", 100);
+    submit_sized("l2", "read-1", 3001);
+    submit_sized("l2", "read-2", 120);
+    fail_size = 3001;
+    glm_status st = glm_queue_read(a, 4, 1000, j, &n, &err);
+    CHECK(fail_size == 0); /* the allocation did fail */
+    CHECK_MSG(st == GLM_ERR_NOMEM && n == 1, "status %d, %zu jobs", st, n);
+    CHECK(n < 1 || strcmp(j[0].job_id, "read-0") == 0);
+    for (size_t i = 0; i < n; i++)
+        glm_queue_job_clear(&j[i]);
+    /* the two it could not take are another replica's at once, not blamed on them */
+    CHECK_MSG(glm_queue_claim(c, 4, j, &n, &n_dead, &err) == GLM_OK, "%s", err.msg);
+    CHECK_MSG(n == 2 && n_dead == 0, "%zu handed back", n);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_MSG(j[i].deliveries == 1, "%s: delivery %u", j[i].job_id, j[i].deliveries);
+        CHECK(strcmp(j[i].job_id, i ? "read-2" : "read-1") == 0);
+        glm_queue_job_clear(&j[i]);
+    }
+
+    /* a claim: a died holding three entries; b's claim cannot copy the second */
+    submit_sized("l2", "claim-0", 200);
+    submit_sized("l2", "claim-1", 3002);
+    submit_sized("l2", "claim-2", 210);
+    CHECK(glm_queue_read(a, 4, 1000, j, &n, &err) == GLM_OK && n == 3);
+    for (size_t i = 0; i < n; i++) {
+        age_entry("l2", "short-a", j[i].entry_id, 60000);
+        glm_queue_job_clear(&j[i]);
+    }
+    fail_size = 3002;
+    st = glm_queue_claim(b, 4, j, &n, &n_dead, &err);
+    CHECK(fail_size == 0);
+    CHECK_MSG(st == GLM_ERR_NOMEM && n == 1, "status %d, %zu jobs", st, n);
+    CHECK(n < 1 || (strcmp(j[0].job_id, "claim-0") == 0 && j[0].deliveries == 2));
+    for (size_t i = 0; i < n; i++)
+        glm_queue_job_clear(&j[i]);
+    /* the rest go on at once with the count a's death gave them (2), not one more */
+    CHECK_MSG(glm_queue_claim(c, 4, j, &n, &n_dead, &err) == GLM_OK, "%s", err.msg);
+    CHECK_MSG(n == 2 && n_dead == 0, "%zu handed back", n);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_MSG(j[i].deliveries == 2, "%s: delivery %u", j[i].job_id, j[i].deliveries);
+        glm_queue_job_clear(&j[i]);
+    }
+out:
+    fail_size = 0;
+    glm_queue_destroy(a);
+    glm_queue_destroy(b);
+    glm_queue_destroy(c);
+}
+
 int main(void)
 {
     static void (*const tests[])(void) = {test_touch_extends_only_own,
-                                          test_idless_addressed_by_job_id};
+                                          test_idless_addressed_by_job_id,
+                                          test_untaken_entries_handed_back};
     return redis_fixture_main(&fx, &spy, "test_redis_lifecycle", tests,
                               sizeof tests / sizeof tests[0]);
 }
