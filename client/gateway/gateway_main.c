@@ -38,13 +38,28 @@ static void usage(FILE *f)
                "                     [--no-require-server] [--max-connections N]\n"
                "                     [--drain-timeout SEC] [--password-file FILE]\n"
                "                     [--max-images-per-prompt N] [--keepalive SEC]\n"
-               "Binds 127.0.0.1:8000 by default. Without --api-key-file no key is asked for.\n"
+               "                     [--cors-origin ORIGIN|*]...\n"
+               "Binds 127.0.0.1:8000 by default. Without --api-key-file no key is asked for;\n"
+               "SIGHUP reads the key file again (a file that cannot be used keeps the old keys).\n"
+               "--cors-origin lets pages of that origin (scheme://host[:port], or * for any)\n"
+               "call the gateway from a browser; without it no CORS header is sent.\n"
                "The Redis password comes from --password-file or $GLM4V_REDIS_PASSWORD.\n");
 }
 
 static bool number(const char *flag, double lo, double hi, double *out)
 {
     return glm_cli_number(PROG, flag, optarg, lo, hi, out);
+}
+
+/* An origin as browsers send it: scheme://host[:port], nothing after (a trailing '/' or a path
+ * would never match, silently). */
+static bool origin_valid(const char *o)
+{
+    if (strcmp(o, "*") == 0) return true;
+    const char *host = strncmp(o, "https://", 8) == 0  ? o + 8
+                       : strncmp(o, "http://", 7) == 0 ? o + 7
+                                                       : NULL;
+    return host && *host && strcspn(host, "/ ,\t\r\n?#") == strlen(host);
 }
 
 static int parse_args(int argc, char **argv, gateway_args *a)
@@ -69,6 +84,7 @@ static int parse_args(int argc, char **argv, gateway_args *a)
         {"password-file", required_argument, 0, 'w'},
         {"max-images-per-prompt", required_argument, 0, 'I'},
         {"keepalive", required_argument, 0, 'K'},
+        {"cors-origin", required_argument, 0, 'O'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -120,6 +136,18 @@ static int parse_args(int argc, char **argv, gateway_args *a)
                 return EXIT_USAGE;
             }
             a->image.allow_hosts[a->image.n_allow_hosts++] = optarg;
+            break;
+        case 'O':
+            if (!origin_valid(optarg)) {
+                fprintf(stderr, PROG ": --cors-origin %s: want scheme://host[:port] or *\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            if (a->s.n_cors_origins == GW_MAX_CORS_ORIGINS) {
+                fprintf(stderr, PROG ": at most %d --cors-origin\n", GW_MAX_CORS_ORIGINS);
+                return EXIT_USAGE;
+            }
+            a->s.cors_origins[a->s.n_cors_origins++] = optarg;
             break;
         case 'p':
             if (!number("--port", 0, 65535, &v)) return EXIT_USAGE;
@@ -177,12 +205,37 @@ static int parse_args(int argc, char **argv, gateway_args *a)
     return 0;
 }
 
-/* Waits for SIGTERM or SIGINT (blocked in every thread, taken here with sigwait). */
-static void wait_for_stop(const sigset_t *set)
+/* SIGHUP: the API key file is read again. A file that cannot be used (gone, empty, a key too long)
+ * leaves the keys in force and says why; requests and streams go on throughout. */
+static void reload_keys(gw_context *g, const char *api_key_file)
 {
-    int sig = 0;
-    sigwait(set, &sig);
-    fprintf(stderr, PROG ": %s: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (!api_key_file) {
+        fprintf(stderr, PROG ": SIGHUP: no --api-key-file, nothing to reload\n");
+        return;
+    }
+    glm_error err = {0};
+    size_t n = 0;
+    if (gw_auth_reload(g->auth, api_key_file, &n, &err) != GLM_OK)
+        fprintf(stderr, PROG ": SIGHUP: keeping the API keys in force: %s\n", err.msg);
+    else
+        fprintf(stderr, PROG ": SIGHUP: reloaded %zu API key%s from %s\n", n, n == 1 ? "" : "s",
+                api_key_file);
+}
+
+/* Waits for SIGTERM or SIGINT, reloading the keys on each SIGHUP meanwhile (all three blocked in
+ * every thread, taken here with sigwait). */
+static void wait_for_stop(const sigset_t *set, gw_context *g, const char *api_key_file)
+{
+    for (;;) {
+        int sig = 0;
+        if (sigwait(set, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            reload_keys(g, api_key_file);
+            continue;
+        }
+        fprintf(stderr, PROG ": %s: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        return;
+    }
 }
 
 #define ABORT_GRACE_MS 3000
@@ -229,11 +282,13 @@ int main(int argc, char **argv)
     gateway_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
-    /* Signals go to the main thread only: block them before any thread starts. */
+    /* Signals go to the main thread only: block them before any thread starts (SIGHUP too: its
+     * default action ends the process). */
     sigset_t stop_set;
     sigemptyset(&stop_set);
     sigaddset(&stop_set, SIGTERM);
     sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_file_limit(a.s.max_connections);
@@ -278,7 +333,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": listening on http://%s%s%s:%d model %s prefix %s%s\n",
                 strchr(a.s.host, ':') ? "[" : "", a.s.host, strchr(a.s.host, ':') ? "]" : "", port,
                 a.s.model_name, a.prefix, g->auth ? " (API keys required)" : "");
-        wait_for_stop(&stop_set);
+        wait_for_stop(&stop_set, g, a.api_key_file);
         drain(g, http, a.drain_timeout_s);
         gw_http_stop(http);
         fprintf(stderr, PROG ": stopped\n");

@@ -1,6 +1,7 @@
 /* Bearer API keys (see gw_auth.h). */
 #include "client/gateway/gw_auth.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,32 +10,35 @@
 #define MAX_KEYS 1024
 #define MAX_KEY_BYTES 512
 
-struct gw_auth {
+/* One key set. A reload builds a whole new one and swaps it in: a check never sees half of each. */
+typedef struct key_set {
     char **keys;
     size_t n_keys;
+} key_set;
+
+struct gw_auth {
+    pthread_rwlock_t lock; /* read: every request's check; write: a reload's swap */
+    key_set set;
 };
 
-void gw_auth_destroy(gw_auth *a)
+static void key_set_free(key_set *s)
 {
-    if (!a) return;
-    for (size_t i = 0; i < a->n_keys; i++) {
-        memset(a->keys[i], 0, strlen(a->keys[i]));
-        free(a->keys[i]);
+    for (size_t i = 0; i < s->n_keys; i++) {
+        memset(s->keys[i], 0, strlen(s->keys[i]));
+        free(s->keys[i]);
     }
-    free(a->keys);
-    free(a);
+    free(s->keys);
+    *s = (key_set){0};
 }
 
-glm_status gw_auth_load(const char *path, gw_auth **out, glm_error *err)
+static glm_status key_set_read(const char *path, key_set *out, glm_error *err)
 {
-    *out = NULL;
+    *out = (key_set){0};
     FILE *f = fopen(path, "r");
     if (!f) return glm_fail(err, GLM_ERR_IO, "cannot read API key file %s", path);
-    gw_auth *a = calloc(1, sizeof *a);
-    if (a) a->keys = calloc(MAX_KEYS, sizeof *a->keys);
-    if (!a || !a->keys) {
+    key_set s = {.keys = calloc(MAX_KEYS, sizeof(char *))};
+    if (!s.keys) {
         fclose(f);
-        gw_auth_destroy(a);
         return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
     }
     char line[MAX_KEY_BYTES + 2];
@@ -51,24 +55,67 @@ glm_status gw_auth_load(const char *path, gw_auth **out, glm_error *err)
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
                          line[n - 1] == '\t'))
             line[--n] = '\0';
-        char *s = line;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (!*s || *s == '#') continue;
-        if (a->n_keys == MAX_KEYS)
+        char *t = line;
+        while (*t == ' ' || *t == '\t')
+            t++;
+        if (!*t || *t == '#') continue;
+        if (s.n_keys == MAX_KEYS)
             st = glm_fail(err, GLM_ERR_LIMIT, "%s: more than %d keys", path, MAX_KEYS);
-        else if (!(a->keys[a->n_keys++] = strdup(s)))
+        else if (!(s.keys[s.n_keys] = strdup(t)))
             st = glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+        else
+            s.n_keys++;
     }
+    /* a read error part way is not an end of file: a short key set must not replace a whole one */
+    if (st == GLM_OK && ferror(f)) st = glm_fail(err, GLM_ERR_IO, "error reading %s", path);
     memset(line, 0, sizeof line);
     fclose(f);
-    if (st == GLM_OK && a->n_keys == 0)
+    if (st == GLM_OK && s.n_keys == 0)
         st = glm_fail(err, GLM_ERR_MISSING, "API key file %s holds no key", path);
     if (st != GLM_OK) {
-        gw_auth_destroy(a);
+        key_set_free(&s);
         return st;
     }
+    *out = s;
+    return GLM_OK;
+}
+
+void gw_auth_destroy(gw_auth *a)
+{
+    if (!a) return;
+    key_set_free(&a->set);
+    pthread_rwlock_destroy(&a->lock);
+    free(a);
+}
+
+glm_status gw_auth_load(const char *path, gw_auth **out, glm_error *err)
+{
+    *out = NULL;
+    key_set s;
+    glm_status st = key_set_read(path, &s, err);
+    if (st != GLM_OK) return st;
+    gw_auth *a = calloc(1, sizeof *a);
+    if (!a || pthread_rwlock_init(&a->lock, NULL) != 0) {
+        free(a);
+        key_set_free(&s);
+        return glm_fail(err, GLM_ERR_NOMEM, "out of memory");
+    }
+    a->set = s;
     *out = a;
+    return GLM_OK;
+}
+
+glm_status gw_auth_reload(gw_auth *a, const char *path, size_t *n_keys, glm_error *err)
+{
+    key_set fresh;
+    glm_status st = key_set_read(path, &fresh, err);
+    if (st != GLM_OK) return st;
+    *n_keys = fresh.n_keys;
+    pthread_rwlock_wrlock(&a->lock);
+    key_set old = a->set;
+    a->set = fresh;
+    pthread_rwlock_unlock(&a->lock);
+    key_set_free(&old); /* no check can hold it now: each held the read lock while it looked */
     return GLM_OK;
 }
 
@@ -83,7 +130,7 @@ bool gw_ct_equal(const char *a, size_t na, const char *key, size_t nk)
     return diff == 0;
 }
 
-bool gw_auth_check(const gw_auth *a, const char *header)
+bool gw_auth_check(gw_auth *a, const char *header)
 {
     if (!header || strncasecmp(header, "Bearer ", 7) != 0) return false;
     const char *token = header + 7;
@@ -91,7 +138,9 @@ bool gw_auth_check(const gw_auth *a, const char *header)
         token++;
     size_t n = strlen(token);
     bool ok = false;
-    for (size_t i = 0; i < a->n_keys; i++) /* every key, no early exit */
-        ok |= gw_ct_equal(token, n, a->keys[i], strlen(a->keys[i]));
+    pthread_rwlock_rdlock(&a->lock);
+    for (size_t i = 0; i < a->set.n_keys; i++) /* every key, no early exit */
+        ok |= gw_ct_equal(token, n, a->set.keys[i], strlen(a->set.keys[i]));
+    pthread_rwlock_unlock(&a->lock);
     return ok;
 }

@@ -82,22 +82,50 @@ static bool result_failed(const gw_chat *c, const glm_result *r, gw_error *e)
     return true;
 }
 
-static void cancel_job(gw_chat *c)
+/* SETs the job's cancel key: on the held connection first, unless it is known broken, then once
+ * more on a fresh one (from the pool, which drops connections Redis closed, or a new one). The
+ * held connection may have died silently since its last command (a Redis restart, an idle
+ * timeout, a proxy in between), and a cancel that does not reach Redis leaves the job running to
+ * its end for nobody. False when neither try reached Redis; err says why. */
+static bool send_cancel(gw_chat *c, glm_error *err)
 {
-    if (c->result_seen || !c->job_id[0]) return;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!c->redis_healthy || !c->ctx) {
+            gw_queue_release(c->g->queue, c->ctx, false);
+            c->ctx = NULL;
+            if (gw_queue_acquire(c->g->queue, &c->ctx, err) != GLM_OK) {
+                c->redis_healthy = false;
+                continue;
+            }
+            c->redis_healthy = true;
+        }
+        if (gw_queue_cancel(c->g->queue, c->ctx, c->job_id, c->g->settings.cancel_ttl_s, err) ==
+            GLM_OK)
+            return true;
+        c->redis_healthy = false;
+        if (attempt == 0)
+            fprintf(stderr, "glm4v-gateway: job %s: cancel: %s; once more on a fresh connection\n",
+                    c->job_id, err->msg);
+    }
+    return false;
+}
+
+/* Cancels the job unless its Result was seen or it was never queued; once. False when the cancel
+ * could not reach Redis (logged: the job may run on for nobody). */
+static bool cancel_job(gw_chat *c)
+{
+    if (c->result_seen || !c->job_id[0]) return true;
     c->result_seen = true; /* once */
     glm_error err = {0};
-    if (!c->redis_healthy) { /* the cancel matters most when the connection just broke */
-        gw_queue_release(c->g->queue, c->ctx, false);
-        c->ctx = NULL;
-        c->redis_healthy = gw_queue_acquire(c->g->queue, &c->ctx, &err) == GLM_OK;
+    bool sent = send_cancel(c, &err);
+    if (sent)
+        atomic_fetch_add(&c->g->metrics.cancels, 1);
+    else {
+        atomic_fetch_add(&c->g->metrics.cancel_failures, 1);
+        fprintf(stderr, "glm4v-gateway: job %s: cancel failed, the job may run on: %s\n", c->job_id,
+                err.msg);
     }
-    if (!c->ctx || gw_queue_cancel(c->g->queue, c->ctx, c->job_id, c->g->settings.cancel_ttl_s,
-                                   &err) != GLM_OK) {
-        c->redis_healthy = false;
-        fprintf(stderr, "glm4v-gateway: job %s: cancel failed: %s\n", c->job_id, err.msg);
-    }
-    atomic_fetch_add(&c->g->metrics.cancels, 1);
+    return sent;
 }
 
 void gw_chat_finish(gw_chat *c)
@@ -301,6 +329,27 @@ ssize_t gw_chat_read(gw_chat *c, char *buf, size_t max)
 
 /* ---- the request up to its first event ----------------------------------------------------- */
 
+/* The XADD went out but its reply never came (the connection dropped after sending): the job may be
+ * in the queue or not. Its id is cancelled before the answer (a cancel of an id never queued is
+ * harmless), so the openai SDKs' automatic retry of a 502, a new request with a new id, cannot
+ * run the job twice. When even the cancel reaches no Redis, the answer says not to retry. */
+static int submit_lost(gw_chat *c, const glm_error *xadd_err, gw_error *e)
+{
+    fprintf(stderr, "glm4v-gateway: job %s: %s; the job may be queued: cancelling it\n", c->job_id,
+            xadd_err->msg);
+    if (cancel_job(c))
+        return gw_fail(e, 502, "server_error", "redis_unavailable", NULL,
+                       "lost the job queue before it confirmed the job (%s); the job was "
+                       "cancelled, so a retry is safe",
+                       xadd_err->msg);
+    gw_fail(e, 502, "server_error", "redis_unavailable", NULL,
+            "lost the job queue before it confirmed the job (%s) and could not cancel it: it may "
+            "still run, so do not retry at once",
+            xadd_err->msg);
+    e->no_retry = true;
+    return e->http_status;
+}
+
 /* Validates, encodes and queues the job; returns 0 or an HTTP error status with e filled. */
 static int submit(gw_chat *c, gw_error *e)
 {
@@ -339,9 +388,11 @@ static int submit(gw_chat *c, gw_error *e)
         rc = gw_fail(e, 429, "rate_limit_error", "queue_full", NULL,
                      "the queue holds %lld jobs (limit %lld); retry later", depth,
                      g->settings.max_queue_depth);
-    bool drop = false;
-    if (st == GLM_OK && !rc)
+    bool drop = false, xadd_sent = false;
+    if (st == GLM_OK && !rc) {
         st = gw_queue_submit(g->queue, c->ctx, c->job_id, bytes, len, &drop, &err);
+        xadd_sent = true;
+    }
     free(bytes);
     if (rc) return rc;
     if (drop) c->redis_healthy = false; /* a demoted primary: not back into the pool */
@@ -350,6 +401,8 @@ static int submit(gw_chat *c, gw_error *e)
                        "the job queue refused the job for now: %s", err.msg);
     if (st != GLM_OK) {
         c->redis_healthy = false;
+        /* an error reply means the XADD did not run; a lost connection leaves it unknown */
+        if (xadd_sent && st == GLM_ERR_IO) return submit_lost(c, &err, e);
         return gw_fail(e, 502, "server_error", "redis_unavailable", NULL, "job queue: %s", err.msg);
     }
     atomic_fetch_add(&g->metrics.jobs_submitted, 1);

@@ -11,6 +11,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#define GW_MAX_CORS_ORIGINS 16
+
 typedef struct gw_settings {
     const char *host;
     int port;                  /* 0: any free port (printed at start) */
@@ -22,6 +24,10 @@ typedef struct gw_settings {
     bool require_server;       /* 502 when no replica's liveness key exists */
     int max_connections;
     double keepalive_s; /* SSE comment after this long without an event */
+    /* --cors-origin: browser origins ("https://app.example" or "*") whose pages may call the
+     * gateway; none: no CORS headers at all, as before the flag */
+    const char *cors_origins[GW_MAX_CORS_ORIGINS];
+    int n_cors_origins;
 } gw_settings;
 
 typedef struct gw_context {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -25,6 +26,7 @@ typedef struct exchange {
     char *body;
     size_t len, cap;
     bool too_large, answered;
+    const char *cors_origin; /* Access-Control-Allow-Origin to send, or NULL (cors_allowed) */
     int status;
     long long t0_us;
 } exchange;
@@ -34,6 +36,43 @@ static long long now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- CORS (--cors-origin) ------------------------------------------------------------------ */
+
+/* What a browser's preflight may ask to send: the headers the openai SDKs set (the X-Stainless-*
+ * ones describe the client, OpenAI-* select an account, which this gateway ignores). */
+#define CORS_ALLOW_HEADERS                                                                         \
+    "Authorization, Content-Type, Accept, OpenAI-Organization, OpenAI-Project, OpenAI-Beta, "      \
+    "X-Stainless-Arch, X-Stainless-Lang, X-Stainless-OS, X-Stainless-Package-Version, "            \
+    "X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, "                  \
+    "X-Stainless-Timeout, X-Stainless-Helper-Method, X-Stainless-Poll-Helper, X-Stainless-Async"
+#define CORS_MAX_AGE_S "3600"
+
+/* The Access-Control-Allow-Origin this request gets: "*" when any origin is allowed, its own
+ * Origin when that is on the list, NULL otherwise (no Origin: not a browser's cross-origin call;
+ * an origin not on the list gets no CORS header, so the browser keeps the answer from its page). */
+static const char *cors_allowed(const gw_context *g, struct MHD_Connection *conn)
+{
+    if (g->settings.n_cors_origins == 0) return NULL;
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (!origin) return NULL;
+    for (int i = 0; i < g->settings.n_cors_origins; i++) {
+        if (strcmp(g->settings.cors_origins[i], "*") == 0) return "*";
+        /* scheme and host are case-insensitive; echo what the browser sent, which it compares */
+        if (strcasecmp(g->settings.cors_origins[i], origin) == 0) return origin;
+    }
+    return NULL;
+}
+
+static void add_cors_headers(struct MHD_Response *resp, const exchange *x)
+{
+    if (!x->cors_origin) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", x->cors_origin);
+    /* the answer depends on the Origin: a shared cache must not hand it to another origin */
+    if (strcmp(x->cors_origin, "*") != 0) MHD_add_response_header(resp, "Vary", "Origin");
+    /* the SDKs read these to decide on retries; a page's script sees only what is listed */
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After, x-should-retry");
 }
 
 static enum MHD_Result queue_body(struct MHD_Connection *conn, exchange *x, int status,
@@ -53,6 +92,7 @@ static enum MHD_Result queue_body(struct MHD_Connection *conn, exchange *x, int 
     }
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (no_retry) MHD_add_response_header(resp, "x-should-retry", "false");
+    add_cors_headers(resp, x);
     x->status = status;
     x->answered = true;
     enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
@@ -110,6 +150,7 @@ static enum MHD_Result chat(gw_context *g, struct MHD_Connection *conn, exchange
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* nginx: do not buffer events */
+    add_cors_headers(resp, x);
     x->status = 200;
     x->answered = true;
     enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
@@ -175,6 +216,31 @@ static enum MHD_Result health(gw_context *g, struct MHD_Connection *conn, exchan
                  ok ? "true" : "false") < 0)
         body = NULL;
     return queue_body(conn, x, ok && !draining ? 200 : 503, "application/json", body, 0, false);
+}
+
+static bool served_path(const char *url)
+{
+    return strcmp(url, "/v1/chat/completions") == 0 || strcmp(url, "/v1/models") == 0 ||
+           (strncmp(url, "/v1/models/", 11) == 0 && url[11]) || strcmp(url, "/health") == 0 ||
+           strcmp(url, "/metrics") == 0;
+}
+
+/* A browser's preflight (OPTIONS before a cross-origin POST with an Authorization header) from an
+ * allowed origin: 204 with what may follow. It carries no key by design, so it is answered before
+ * the key check; it reveals nothing the CORS headers of a real answer would not. */
+static enum MHD_Result preflight(struct MHD_Connection *conn, exchange *x)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    add_cors_headers(resp, x);
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+    MHD_add_response_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE_S);
+    x->status = 204;
+    x->answered = true;
+    enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, resp);
+    MHD_destroy_response(resp);
+    return r;
 }
 
 static enum MHD_Result route(gw_context *g, struct MHD_Connection *conn, exchange *x,
@@ -257,6 +323,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         x->t0_us = now_us();
         *state = x;
         atomic_fetch_add(&g->metrics.in_flight, 1);
+        x->cors_origin = cors_allowed(g, conn);
+        if (x->cors_origin && strcmp(method, "OPTIONS") == 0 && served_path(url))
+            return preflight(conn, x);
         if (key_missing(g, conn, url)) return refuse_key(conn, x);
         /* a declared length over the limit is answered before its body is read */
         const char *cl =

@@ -4,7 +4,9 @@
  *   POST /v1/chat/completions   gw_chat
  *   GET  /v1/models             the one model this gateway serves
  *   GET  /health                200 when Redis answers (no key needed: for load balancers)
- *   GET  /metrics               Prometheus text (no key needed; bind it privately) */
+ *   GET  /metrics               Prometheus text (no key needed; bind it privately)
+ *   OPTIONS (any of them)       a CORS preflight, 204, when --cors-origin allows the Origin;
+ *                               without the flag OPTIONS stays a 405 */
 #ifndef GLM4V_GW_HTTP_H
 #define GLM4V_GW_HTTP_H
 

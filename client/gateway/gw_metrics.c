@@ -85,6 +85,12 @@ char *gw_metrics_render(gw_metrics *m)
             "# TYPE glm4v_gateway_cancels_total counter\n"
             "glm4v_gateway_cancels_total %llu\n",
             (unsigned long long)atomic_load(&m->cancels));
+    fprintf(f,
+            "# HELP glm4v_gateway_cancel_failures_total Cancels that reached no Redis "
+            "connection, even a fresh one: those jobs ran on for nobody.\n"
+            "# TYPE glm4v_gateway_cancel_failures_total counter\n"
+            "glm4v_gateway_cancel_failures_total %llu\n",
+            (unsigned long long)atomic_load(&m->cancel_failures));
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

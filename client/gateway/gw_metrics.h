@@ -1,6 +1,7 @@
 /* Gateway metrics in the Prometheus text format: requests by HTTP code, a request-duration
  * histogram, requests in flight, and the stream events worth alerting on (failovers followed,
- * divergences, cancellations). Updated with atomics from every request thread. */
+ * divergences, cancellations, cancels that failed). Updated with atomics from every request
+ * thread. */
 #ifndef GLM4V_GW_METRICS_H
 #define GLM4V_GW_METRICS_H
 
@@ -15,7 +16,7 @@ typedef struct gw_metrics {
     atomic_ullong buckets[GW_METRIC_BUCKETS + 1]; /* last: +Inf */
     atomic_ullong duration_us_sum;
     atomic_llong in_flight;
-    atomic_ullong failovers, divergences, cancels, jobs_submitted;
+    atomic_ullong failovers, divergences, cancels, cancel_failures, jobs_submitted;
 } gw_metrics;
 
 void gw_metrics_init(gw_metrics *m);

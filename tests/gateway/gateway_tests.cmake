@@ -15,7 +15,7 @@ glm4v_add_test(test_gw_openai SOURCES ${_gw}/test_gw_openai.c LIBS glm4v_gateway
 # a server older than the gateway, played by test_gateway_review.sh (a tool, not a test)
 add_executable(gw_old_server ${_gw}/gw_old_server.c)
 target_link_libraries(gw_old_server PRIVATE glm4v_gateway)
-foreach(t openai errors failover review)
+foreach(t openai errors failover review fixes)
   add_test(NAME gateway_${t}
            COMMAND bash ${_gw}/test_gateway_${t}.sh ${CMAKE_BINARY_DIR}/bin ${GLM4V_TESTDATA})
   set_tests_properties(gateway_${t} PROPERTIES TIMEOUT 120 LABELS "gateway;e2e" RUN_SERIAL TRUE)

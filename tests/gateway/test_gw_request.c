@@ -8,6 +8,7 @@
 #include "common/base64.h"
 #include "tests/testutil.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* "\x89PNG" + 4 bytes, base64 */
@@ -301,6 +302,24 @@ static void test_api_keys(void)
         CHECK(!gw_auth_check(a, "Basic sk-one"));
         CHECK(!gw_auth_check(a, "Bearer # comment"));
         CHECK(!gw_auth_check(a, NULL));
+        /* a reload swaps the whole set; a file that is empty, gone or holds a key too long keeps
+         * the keys in force */
+        size_t n = 0;
+        test_write_file(path, "sk-three\n", 9);
+        CHECK(gw_auth_reload(a, path, &n, &err) == GLM_OK && n == 1);
+        CHECK(gw_auth_check(a, "Bearer sk-three"));
+        CHECK(!gw_auth_check(a, "Bearer sk-one"));
+        test_write_file(path, "# none\n", 7);
+        CHECK(gw_auth_reload(a, path, &n, &err) == GLM_ERR_MISSING && strstr(err.msg, "no key"));
+        char long_key[600];
+        memset(long_key, 'k', sizeof long_key - 1);
+        long_key[sizeof long_key - 1] = '\n';
+        test_write_file(path, long_key, sizeof long_key);
+        CHECK(gw_auth_reload(a, path, &n, &err) == GLM_ERR_FORMAT);
+        remove(path);
+        CHECK(gw_auth_reload(a, path, &n, &err) == GLM_ERR_IO && strstr(err.msg, "cannot read"));
+        CHECK(gw_auth_check(a, "Bearer sk-three"));
+        CHECK(!gw_auth_check(a, "Bearer sk-one"));
         gw_auth_destroy(a);
     }
     test_write_file(path, "# none\n", 7);
