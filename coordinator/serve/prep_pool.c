@@ -1,14 +1,20 @@
 #include "coordinator/serve/prep_pool.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+
+_Static_assert(GLM_PREP_ENTRY_ID_LEN == sizeof(((glm_queue_job *)0)->entry_id),
+               "GLM_PREP_ENTRY_ID_LEN must match glm_queue_job.entry_id");
 
 typedef struct prep_item {
     struct prep_item *next;
     glm_request *request;
 } prep_item;
 
-/* One FIFO list: items waiting for a thread. A second: items done, waiting for the loop. */
+/* One FIFO list: items waiting for a thread. A second: items being prepared (taken by a
+ * thread). A third: items done, waiting for the loop. */
 typedef struct prep_list {
     prep_item *head, *tail;
 } prep_list;
@@ -19,7 +25,7 @@ struct glm_prep_pool {
     int n_threads;
     pthread_mutex_t lock;
     pthread_cond_t work; /* signalled when todo grows or on shutdown */
-    prep_list todo, done;
+    prep_list todo, running, done;
     size_t in_flight;
     int stopping;
 };
@@ -44,6 +50,20 @@ static prep_item *list_pop(prep_list *l)
     return it;
 }
 
+static void list_remove(prep_list *l, prep_item *it)
+{
+    prep_item *prev = NULL;
+    for (prep_item *at = l->head; at; prev = at, at = at->next) {
+        if (at != it) continue;
+        if (prev)
+            prev->next = at->next;
+        else
+            l->head = at->next;
+        if (l->tail == at) l->tail = prev;
+        return;
+    }
+}
+
 static void *worker(void *arg)
 {
     glm_prep_pool *p = arg;
@@ -55,9 +75,14 @@ static void *worker(void *arg)
             pthread_cond_wait(&p->work, &p->lock);
             continue;
         }
+        list_push(&p->running, it);
         pthread_mutex_unlock(&p->lock);
+        int slow = p->env->test_slow_prepare_ms;
+        if (slow > 0)
+            nanosleep(&(struct timespec){slow / 1000, (long)(slow % 1000) * 1000000L}, NULL);
         glm_request_prepare(it->request, p->env);
         pthread_mutex_lock(&p->lock);
+        list_remove(&p->running, it);
         list_push(&p->done, it);
     }
     pthread_mutex_unlock(&p->lock);
@@ -147,6 +172,19 @@ size_t glm_prep_pool_collect(glm_prep_pool *p, glm_request **out, size_t max)
         p->in_flight--;
         free(it);
     }
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+size_t glm_prep_pool_entry_ids(glm_prep_pool *p, char (*ids)[GLM_PREP_ENTRY_ID_LEN], size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&p->lock);
+    /* entry_id is set before submit and never written by a thread: reading it here is safe */
+    const prep_list *lists[3] = {&p->todo, &p->running, &p->done};
+    for (int l = 0; l < 3; l++)
+        for (const prep_item *it = lists[l]->head; it; it = it->next, n++)
+            if (n < max) snprintf(ids[n], GLM_PREP_ENTRY_ID_LEN, "%s", it->request->entry.entry_id);
     pthread_mutex_unlock(&p->lock);
     return n;
 }

@@ -25,4 +25,12 @@ size_t glm_prep_pool_in_flight(glm_prep_pool *p);
  * bad carry their error_code); returns how many. */
 size_t glm_prep_pool_collect(glm_prep_pool *p, glm_request **out, size_t max);
 
+#define GLM_PREP_ENTRY_ID_LEN 48 /* sizeof glm_queue_job.entry_id */
+/* The stream entry ids of every request submitted and not yet collected (waiting for a thread,
+ * being prepared, or prepared), copied into ids (at most max); returns how many there are. The
+ * serve loop refreshes their leases like those of running jobs: a preparation may outlast the
+ * lease (a huge image on a loaded host, a long line of jobs behind each other), and an entry left
+ * idle that long is reclaimed and computed twice. */
+size_t glm_prep_pool_entry_ids(glm_prep_pool *p, char (*ids)[GLM_PREP_ENTRY_ID_LEN], size_t max);
+
 #endif

@@ -26,6 +26,10 @@ typedef struct glm_request_env {
     int image_rows;
     int default_max_new_tokens;
     const char *server_id;
+    /* GLM4V_TEST_SLOW_PREP_MS (a test hook, 0 unless set): every preparation lasts this much
+     * longer, as a huge image on a loaded host does, so a test can hold jobs in preparation past
+     * their lease */
+    int test_slow_prepare_ms;
 } glm_request_env;
 
 /* A job on this replica from the moment it is read to its Result. The request owns every piece

@@ -148,6 +148,8 @@ static glm_status server_init(server *s, glm_rank_context *ctx, const glm_rank_o
     s->env.image_rows = glm_step_driver_image_rows(ctx->model);
     s->env.default_max_new_tokens = so->default_max_new_tokens;
     s->env.server_id = s->server_id;
+    const char *slow_prep = getenv("GLM4V_TEST_SLOW_PREP_MS");
+    s->env.test_slow_prepare_ms = slow_prep ? atoi(slow_prep) : 0;
 
     if ((st = glm_redis_password_read(so->password_file, s->password, sizeof(s->password), err)))
         return st;
@@ -356,29 +358,59 @@ static void crash_if_poisoned(server *s, const glm_request *r)
         }
 }
 
-static bool tracked_entry(const server *s, const char *entry_id)
+/* The stream entry ids of the requests still in the preparation pool (malloc'd, *n of them;
+ * NULL when there are none or no memory for them). */
+static char (*preparing_entries(server *s, size_t *n))[GLM_PREP_ENTRY_ID_LEN]
+{
+    /* only this thread submits, so the count cannot grow between the two calls */
+    size_t cap = glm_prep_pool_in_flight(s->prep);
+    char(*ids)[GLM_PREP_ENTRY_ID_LEN] = cap ? malloc(cap * sizeof *ids) : NULL;
+    *n = ids ? glm_prep_pool_entry_ids(s->prep, ids, cap) : 0;
+    if (*n > cap) *n = cap;
+    return ids;
+}
+
+/* Whether entry_id is this replica's work already: running, waiting, or still in preparation. */
+static bool tracked_entry(server *s, const char *entry_id)
 {
     for (int i = 0; i < s->n_requests; i++)
         if (strcmp(s->requests[i]->entry.entry_id, entry_id) == 0) return true;
-    return false;
+    size_t n = 0;
+    char(*ids)[GLM_PREP_ENTRY_ID_LEN] = preparing_entries(s, &n);
+    bool found = false;
+    for (size_t i = 0; i < n && !found; i++)
+        found = strcmp(ids[i], entry_id) == 0;
+    free(ids);
+    return found;
 }
 
 /* Keeps this server's in-flight entries fresh so live work is never reclaimed by another
- * replica (or by this one) just because it runs longer than the visibility timeout. */
+ * replica (or by this one) just because it runs longer than the visibility timeout. Entries
+ * still in the preparation pool count: a preparation that outlasted the lease (a huge image on
+ * a loaded host, many jobs queued behind each other) had its entry reclaimed and computed twice. */
 static void touch_in_flight(server *s, double *last_touch)
 {
     double period = s->so->visibility_timeout_ms / 3.0;
-    if (s->n_requests == 0 || glm_now_ms() - *last_touch < period) return;
+    if (glm_now_ms() - *last_touch < period) return;
+    size_t n_prep = 0;
+    char(*prep)[GLM_PREP_ENTRY_ID_LEN] = preparing_entries(s, &n_prep);
+    size_t total = (size_t)s->n_requests + n_prep;
+    if (total == 0) {
+        free(prep);
+        return;
+    }
     *last_touch = glm_now_ms();
     const char *ids[256];
     glm_error err = {0};
-    for (int i = 0; i < s->n_requests;) {
+    for (size_t i = 0; i < total;) {
         size_t n = 0;
-        while (i < s->n_requests && n < 256)
-            ids[n++] = s->requests[i++]->entry.entry_id;
+        for (; i < total && n < 256; i++)
+            ids[n++] = i < (size_t)s->n_requests ? s->requests[i]->entry.entry_id
+                                                 : prep[i - (size_t)s->n_requests];
         if (glm_queue_touch(s->queue, ids, n, &err))
             fprintf(stderr, "glm4v-serve: refreshing in-flight jobs failed: %s\n", err.msg);
     }
+    free(prep);
 }
 
 /* A job from the stream: acknowledged at once when its Result already exists (re-delivery is
@@ -417,7 +449,21 @@ static void accept_job(server *s, glm_queue_job *job)
     }
 }
 
-/* Prepared requests join the scheduler (WAITING); failed preparations get their error Result. */
+/* Ends r when the queue learnt that it must stop (see end_cancelled_and_stale); returns whether
+ * it did (r is destroyed then). */
+static bool end_if_stopped(server *s, glm_request *r)
+{
+    glm_entry_state st = glm_queue_entry_state(s->queue, r->entry.entry_id);
+    if (st == GLM_ENTRY_ACTIVE) return false;
+    if (st == GLM_ENTRY_CANCELLED)
+        glm_request_set_error(r, GLM_EC_CANCELLED, "cancelled by its client after %d tokens",
+                              r->seq.n_generated);
+    end_job(s, r, st == GLM_ENTRY_CANCELLED ? GLM_SEQ_FINISHED_ERROR : GLM_SEQ_CANCELLED);
+    return true;
+}
+
+/* Prepared requests join the scheduler (WAITING); failed preparations get their error Result;
+ * those cancelled, answered elsewhere or lost while they were prepared end here, before a step. */
 static void collect_prepared(server *s)
 {
     glm_request *done[32];
@@ -425,6 +471,9 @@ static void collect_prepared(server *s)
     size_t n = glm_prep_pool_collect(s->prep, done, 32);
     for (size_t i = 0; i < n; i++) {
         glm_request *r = done[i];
+        /* a job now owned elsewhere ends without a Result even when it failed here (its new
+         * owner's answer must not lose to an error of this replica's making) */
+        if (end_if_stopped(s, r)) continue;
         if (r->error_code != GLM_EC_OK) {
             end_job(s, r, GLM_SEQ_FINISHED_ERROR);
             continue;
@@ -597,18 +646,8 @@ static void test_hooks_in_step(const server *s)
  * stop without a Result; jobs whose client set the cancel key end with a CANCELLED Result. */
 static void end_cancelled_and_stale(server *s)
 {
-    for (int i = 0; i < s->n_requests;) {
-        glm_request *r = s->requests[i];
-        glm_entry_state st = glm_queue_entry_state(s->queue, r->entry.entry_id);
-        if (st == GLM_ENTRY_ACTIVE) {
-            i++;
-            continue;
-        }
-        if (st == GLM_ENTRY_CANCELLED)
-            glm_request_set_error(r, GLM_EC_CANCELLED, "cancelled by its client after %d tokens",
-                                  r->seq.n_generated);
-        end_job(s, r, st == GLM_ENTRY_CANCELLED ? GLM_SEQ_FINISHED_ERROR : GLM_SEQ_CANCELLED);
-    }
+    for (int i = 0; i < s->n_requests;)
+        if (!end_if_stopped(s, s->requests[i])) i++; /* an ended one is untracked */
 }
 
 /* One continuous-batching step across every rank, through the step driver (schedule -> run the

@@ -4,7 +4,8 @@
 #  - redis-server restarted (AOF on) mid-run: the server reconnects and every job finishes;
 #  - a poison job that crashes its server on every delivery ends in the dead-letter stream;
 #  - SIGTERM drains: running jobs finish, the replica exits 0, nothing is lost;
-#  - a job still running when the grace ends is handed back, not blamed (attempts 1).
+#  - a job still running when the grace ends is handed back, not blamed (attempts 1);
+#  - jobs whose preparation outlasts the lease are not reclaimed and computed twice.
 # usage: test_serve_faults.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
@@ -120,5 +121,25 @@ e2e_check "hand-back: the full answer with attempts 1" \
     [ "$(e2e_json "$E2E_DIR/handback.json" "(d['attempts'], len(d['token_ids']))" 2>/dev/null)" = "(1, 800)" ]
 e2e_check "hand-back: taken over as delivery 1, not quarantined" \
     grep -q "reclaimed (delivery 1)" "$E2E_DIR/h2.log"
+
+# 6. preparations that outlast the lease: a job still in the preparation pool has its lease
+#    refreshed like a running one, so neither this replica nor another reclaims it and computes it
+#    twice. Every preparation lasts 3 s (GLM4V_TEST_SLOW_PREP_MS) against a 1.2 s lease, and the
+#    second job waits behind the first for the one preparation thread (6 s in the pool in all).
+export GLM4V_TEST_SLOW_PREP_MS=3000
+e2e_start_replica p1 1 --visibility-timeout-ms 1200 --prep-threads 1 || exit 1
+unset GLM4V_TEST_SLOW_PREP_MS
+for i in 0 1; do
+    e2e_submit --id slowprep-$i --prompt "$p" --max-new-tokens 4 --timeout 60 \
+        >"$E2E_DIR/slowprep-$i.json" 2>/dev/null &
+    pids+=($!)
+done
+wait "${pids[@]}"
+pids=()
+e2e_check "slow preparation: both answered once" exactly_once slowprep 2
+e2e_check "slow preparation: never reclaimed" bash -c "! grep 'reclaimed (delivery' $E2E_DIR/p1.log"
+e2e_check "slow preparation: first attempts" \
+    [ "$(e2e_json "$E2E_DIR/slowprep-0.json" "d['attempts']" 2>/dev/null)" = 1 ] \
+    --and [ "$(e2e_json "$E2E_DIR/slowprep-1.json" "d['attempts']" 2>/dev/null)" = 1 ]
 
 e2e_finish serve_faults
