@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const int codes[GW_METRIC_CODES] = {200, 400, 401, 404, 405, 413,
+/* 204: CORS preflights (--cors-origin) */
+static const int codes[GW_METRIC_CODES] = {200, 204, 400, 401, 404, 405, 413,
                                            429, 500, 502, 503, 504, 0 /* other */};
 static const double bounds[GW_METRIC_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                  1,     2.5,  5,     10,   30,  60,   300};

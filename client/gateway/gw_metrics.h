@@ -8,7 +8,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define GW_METRIC_CODES 12
+#define GW_METRIC_CODES 13
 #define GW_METRIC_BUCKETS 14
 
 typedef struct gw_metrics {

@@ -159,6 +159,9 @@ code=$(gw_chat $CP "$stream_body" "${CK[@]}" -H 'Origin: https://app.example')
 e2e_check "a stream carries it ($code, $(hdr Content-Type))" [ "$code" = 200 ] --and \
     [ "$(hdr Access-Control-Allow-Origin)" = https://app.example ] --and \
     grep -qi '^Content-Type: text/event-stream' "$E2E_DIR/headers"
+gw_call $CP GET /metrics >/dev/null
+e2e_check "metrics count the preflights as 204" \
+    grep -q '^glm4v_gateway_requests_total{code="204"} 2$' "$E2E_DIR/body"
 gw_start any --prefix cors --no-require-server --cors-origin '*' || exit 1
 e2e_check "--cors-origin '*': any origin's preflight, Allow-Origin *" \
     [ "$(gw_call $GW_PORT OPTIONS /v1/chat/completions -H 'Origin: https://x.example')" = 204 ] --and \
