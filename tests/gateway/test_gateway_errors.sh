@@ -3,9 +3,10 @@
 # 401 (keys), 404 (model, path), 405, 400 (the gateway's checks and the server's BAD_IMAGE, also
 # when streaming), 413 (body, data-URI image, fetched image), 429 (queue depth, Retry-After), 502
 # (no replica; Redis gone), 503 (Redis refuses writes), 504 (timeout, job cancelled), 500 (the
-# server's INTERNAL error), and the image rules: data URIs, allow-listed http hosts fetched (a
-# same-host redirect followed), file://, paths, other hosts and redirects elsewhere refused without
-# a request reaching them and without reading a local file. usage: test_gateway_errors.sh BIN TESTDATA
+# server's INTERNAL error), and the image rules: data URIs (CRLF-wrapped too), allow-listed http
+# hosts fetched (a same-host redirect followed), file://, paths, other hosts and redirects
+# elsewhere refused without a request reaching them and without reading a local file.
+# usage: test_gateway_errors.sh BIN TESTDATA
 source "$(dirname "$0")/gateway_lib.sh"
 gw_setup "$1" "$2"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -59,6 +60,12 @@ gw_expect "five images (over the 4 per prompt): 400" 400 TOO_MANY_IMAGES $A "$(m
 # ---- images: data URIs, allow-listed hosts, and everything else refused --------------------------
 gw_expect "data URI image: 200" 200 - $A "$(img_msg "data:image/png;base64,$b64")" "${K[@]}"
 data_job=$(e2e_json "$E2E_DIR/body" "d['id'].removeprefix('chatcmpl-')")
+# as some clients send it: 76-column lines ending in CRLF (RFC 2045), written as JSON escapes
+wrapped=$(base64 -w76 "$E2E_DIR/img.png" | sed 's/$/\\r\\n/' | tr -d '\n')
+gw_expect "data URI in CRLF-wrapped lines: 200" 200 - $A "$(img_msg "data:image/png;base64,$wrapped")" "${K[@]}"
+wrapped_job=$(e2e_json "$E2E_DIR/body" "d['id'].removeprefix('chatcmpl-')")
+e2e_check "CRLF-wrapped image: the same job as on one line (fingerprint)" \
+    [ -n "$(gw_fingerprint "$wrapped_job")" ] --and [ "$(gw_fingerprint "$data_job")" = "$(gw_fingerprint "$wrapped_job")" ]
 turns="[{\"role\":\"user\",\"content\":[$part,$part]},{\"role\":\"assistant\",\"content\":\"A cat.\"},{\"role\":\"user\",\"content\":[$part,{\"type\":\"text\",\"text\":\"And now?\"}]}]"
 gw_expect "three images in two user turns: 200" 200 - $A "{\"model\":\"glm-4v-9b\",\"max_tokens\":3,\"messages\":$turns}" "${K[@]}"
 gw_expect "allow-listed URL: 200" 200 - $A "$(img_msg "http://127.0.0.1:$IMG/img.png")" "${K[@]}"
