@@ -34,7 +34,7 @@ print(s.makefile().readline().strip())' "$CONTROL" "$1")
 }
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 body='{"model":"glm-4v-9b","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}'
-stream_body=${body%\}},\"stream\":true}
+stream_body="${body%\}}"',"stream":true}'
 
 # ---- 1. a cancel on a connection that died silently goes again on a fresh one ----------------------
 gw_start cancel --redis "redis://127.0.0.1:$PROXY" --prefix cx --no-require-server --keepalive 0.5 \
@@ -89,7 +89,7 @@ gw_start keys --api-key-file "$E2E_DIR/keys" --prefix hup --no-require-server --
     --timeout 3 || exit 1
 KP=$GW_PORT
 keys_pid=$GW_PID
-e2e_check "the first key works" [ "$(gw_call $KP GET /v1/models -H 'Authorization: Bearer sk-old')" = 200 ]
+e2e_check "the first key works" [ "$(gw_call "$KP" GET /v1/models -H 'Authorization: Bearer sk-old')" = 200 ]
 curl -s -N -o "$E2E_DIR/hup.out" --max-time 20 -H 'Authorization: Bearer sk-old' \
     "http://127.0.0.1:$KP/v1/chat/completions" -d "$stream_body" &
 hup_client=$!
@@ -100,8 +100,8 @@ kill -HUP "$keys_pid"
 for _ in $(seq 100); do grep -q 'reloaded 2 API keys' "$E2E_DIR/gw-keys.log" && break; sleep 0.05; done
 e2e_check "SIGHUP: the gateway lives on and says so ($(tail -1 "$E2E_DIR/gw-keys.log"))" \
     kill -0 "$keys_pid" --and grep -q 'reloaded 2 API keys' "$E2E_DIR/gw-keys.log"
-e2e_check "a new key works" [ "$(gw_call $KP GET /v1/models -H 'Authorization: Bearer sk-new')" = 200 ]
-e2e_check "the old key is refused" [ "$(gw_call $KP GET /v1/models -H 'Authorization: Bearer sk-old')" = 401 ]
+e2e_check "a new key works" [ "$(gw_call "$KP" GET /v1/models -H 'Authorization: Bearer sk-new')" = 200 ]
+e2e_check "the old key is refused" [ "$(gw_call "$KP" GET /v1/models -H 'Authorization: Bearer sk-old')" = 401 ]
 : >"$E2E_DIR/keys"
 kill -HUP "$keys_pid"
 for _ in $(seq 100); do grep -q 'keeping the API keys' "$E2E_DIR/gw-keys.log" && break; sleep 0.05; done
@@ -112,8 +112,8 @@ e2e_check "an empty, then a missing key file: the keys stay, and the log says wh
     grep -q 'keeping the API keys in force: API key file .* holds no key' "$E2E_DIR/gw-keys.log" \
     --and grep -q 'keeping the API keys in force: cannot read' "$E2E_DIR/gw-keys.log"
 e2e_check "the keys in force still work" \
-    [ "$(gw_call $KP GET /v1/models -H 'Authorization: Bearer sk-other')" = 200 ]
-e2e_check "and no key opens it" [ "$(gw_call $KP GET /v1/models)" = 401 ]
+    [ "$(gw_call "$KP" GET /v1/models -H 'Authorization: Bearer sk-other')" = 200 ]
+e2e_check "and no key opens it" [ "$(gw_call "$KP" GET /v1/models)" = 401 ]
 wait "$hup_client"
 e2e_check "the stream started with the old key went on through the reloads to its end (timeout, [DONE])" \
     grep -q '"code":"timeout"' "$E2E_DIR/hup.out" --and \
@@ -129,7 +129,7 @@ pre=(-H 'Origin: https://app.example' -H 'Access-Control-Request-Method: POST'
     -H 'Access-Control-Request-Headers: authorization, content-type, x-stainless-os')
 hdr() { grep -i "^$1:" "$E2E_DIR/headers" | head -1 | cut -d: -f2- | tr -d '\r' | sed 's/^ //'; }
 e2e_check "preflight from an allowed origin, without a key: 204" \
-    [ "$(gw_call $CP OPTIONS /v1/chat/completions "${pre[@]}")" = 204 ]
+    [ "$(gw_call "$CP" OPTIONS /v1/chat/completions "${pre[@]}")" = 204 ]
 e2e_check "preflight: Allow-Origin is the origin ($(hdr Access-Control-Allow-Origin))" \
     [ "$(hdr Access-Control-Allow-Origin)" = https://app.example ] --and \
     grep -qi '^Vary: Origin' "$E2E_DIR/headers"
@@ -141,37 +141,37 @@ for h in Authorization Content-Type OpenAI-Organization X-Stainless-OS; do
 done
 e2e_check "preflight: Max-Age ($(hdr Access-Control-Max-Age))" [ "$(hdr Access-Control-Max-Age)" -gt 0 ]
 e2e_check "the other listed origin too" \
-    [ "$(gw_call $CP OPTIONS /v1/models -H 'Origin: http://localhost:3000')" = 204 ] --and \
+    [ "$(gw_call "$CP" OPTIONS /v1/models -H 'Origin: http://localhost:3000')" = 204 ] --and \
     [ "$(hdr Access-Control-Allow-Origin)" = http://localhost:3000 ]
-code=$(gw_call $CP OPTIONS /v1/chat/completions -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: POST')
+code=$(gw_call "$CP" OPTIONS /v1/chat/completions -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: POST')
 e2e_check "preflight from another origin: not allowed ($code), no CORS header" [ "$code" != 204 ] --and \
     bash -c "! grep -qi '^Access-Control-' '$E2E_DIR/headers'"
 e2e_check "GET with an allowed Origin: 200 with Allow-Origin" \
-    [ "$(gw_call $CP GET /v1/models "${CK[@]}" -H 'Origin: https://app.example')" = 200 ] --and \
+    [ "$(gw_call "$CP" GET /v1/models "${CK[@]}" -H 'Origin: https://app.example')" = 200 ] --and \
     [ "$(hdr Access-Control-Allow-Origin)" = https://app.example ]
 e2e_check "an error (401) carries it too, so the page can read why" \
-    [ "$(gw_call $CP GET /v1/models -H 'Origin: https://app.example')" = 401 ] --and \
+    [ "$(gw_call "$CP" GET /v1/models -H 'Origin: https://app.example')" = 401 ] --and \
     [ "$(hdr Access-Control-Allow-Origin)" = https://app.example ]
 e2e_check "GET from another origin: no Allow-Origin" \
-    [ "$(gw_call $CP GET /v1/models "${CK[@]}" -H 'Origin: https://evil.example')" = 200 ] --and \
+    [ "$(gw_call "$CP" GET /v1/models "${CK[@]}" -H 'Origin: https://evil.example')" = 200 ] --and \
     bash -c "! grep -qi '^Access-Control-Allow-Origin' '$E2E_DIR/headers'"
-code=$(gw_chat $CP "$stream_body" "${CK[@]}" -H 'Origin: https://app.example')
+code=$(gw_chat "$CP" "$stream_body" "${CK[@]}" -H 'Origin: https://app.example')
 e2e_check "a stream carries it ($code, $(hdr Content-Type))" [ "$code" = 200 ] --and \
     [ "$(hdr Access-Control-Allow-Origin)" = https://app.example ] --and \
     grep -qi '^Content-Type: text/event-stream' "$E2E_DIR/headers"
-gw_call $CP GET /metrics >/dev/null
+gw_call "$CP" GET /metrics >/dev/null
 e2e_check "metrics count the preflights as 204" \
     grep -q '^glm4v_gateway_requests_total{code="204"} 2$' "$E2E_DIR/body"
 gw_start any --prefix cors --no-require-server --cors-origin '*' || exit 1
 e2e_check "--cors-origin '*': any origin's preflight, Allow-Origin *" \
-    [ "$(gw_call $GW_PORT OPTIONS /v1/chat/completions -H 'Origin: https://x.example')" = 204 ] --and \
+    [ "$(gw_call "$GW_PORT" OPTIONS /v1/chat/completions -H 'Origin: https://x.example')" = 204 ] --and \
     [ "$(hdr Access-Control-Allow-Origin)" = '*' ]
 gw_start plain --prefix cors --no-require-server || exit 1
 e2e_check "without --cors-origin: OPTIONS stays 405, no CORS header" \
-    [ "$(gw_call $GW_PORT OPTIONS /v1/chat/completions "${pre[@]}")" = 405 ] --and \
+    [ "$(gw_call "$GW_PORT" OPTIONS /v1/chat/completions "${pre[@]}")" = 405 ] --and \
     bash -c "! grep -qi '^Access-Control-' '$E2E_DIR/headers'"
 e2e_check "without --cors-origin: a GET with an Origin gets no CORS header" \
-    [ "$(gw_call $GW_PORT GET /v1/models -H 'Origin: https://app.example')" = 200 ] --and \
+    [ "$(gw_call "$GW_PORT" GET /v1/models -H 'Origin: https://app.example')" = 200 ] --and \
     bash -c "! grep -qi '^Access-Control-' '$E2E_DIR/headers'"
 "$BIN/glm4v-gateway" --redis "$REDIS_URL" --cors-origin https://app.example/ >/dev/null 2>&1
 e2e_check "--cors-origin with a path (never matches): refused at start, exit 2" [ $? -eq 2 ]
