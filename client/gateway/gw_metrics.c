@@ -82,7 +82,7 @@ char *gw_metrics_render(gw_metrics *m)
             (unsigned long long)atomic_load(&m->divergences));
     fprintf(f,
             "# HELP glm4v_gateway_cancels_total Jobs cancelled because their client went "
-            "away or timed out.\n"
+            "away, they timed out or their queuing was not confirmed.\n"
             "# TYPE glm4v_gateway_cancels_total counter\n"
             "glm4v_gateway_cancels_total %llu\n",
             (unsigned long long)atomic_load(&m->cancels));
