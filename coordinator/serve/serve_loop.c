@@ -508,8 +508,7 @@ static void take_jobs(server *s, bool idle, double *last_claim)
      * accepted. Dropped, they waited out their lease unanswered and came back blamed. */
     if (glm_now_ms() - *last_claim > CLAIM_INTERVAL_MS) {
         *last_claim = glm_now_ms();
-        if (glm_queue_claim(s->queue, READ_BATCH, jobs, &n, &n_dead, &err))
-            fprintf(stderr, "glm4v-serve: claim: %s\n", err.msg);
+        glm_queue_claim(s->queue, READ_BATCH, jobs, &n, &n_dead, &err); /* the queue logs */
         if (n_dead) glm_metrics_inc(s->metrics, GLM_COUNTER_JOBS_DEAD_LETTERED, n_dead);
         for (size_t i = 0; i < n; i++) {
             log_event(jobs[i].job_id, "reclaimed (delivery %u)", jobs[i].deliveries);

@@ -9,7 +9,8 @@
 #     held in the outbox, arrives once writes are accepted again, with attempts 1, although a second
 #     replica with a short visibility timeout was ready to reclaim it;
 #  5. a stale replica (SIGSTOP past its lease, SIGCONT after another replica wrote the Result) writes
-#     no chunk after the Result and stops working on the job.
+#     no chunk after the Result and stops working on the job;
+#  6. one resumed while the other replica still computes the job leaves it to that one and stops.
 # usage: test_serve_misuse.sh BIN_DIR TESTDATA
 source "$(dirname "$0")/serve_lib.sh"
 e2e_setup "$1" "$2"
@@ -116,5 +117,31 @@ e2e_check "stale: the resumed replica noticed" grep -q "job=stale-1 its Result e
 e2e_check "stale: and stopped working on it" \
     grep -q "job=stale-1 stopped: its Result was written by another replica" "$E2E_DIR/$owner.log"
 e2e_check "stale: without finishing it" bash -c "! grep -q 'job=stale-1 done' '$E2E_DIR/$owner.log'"
+
+# 6. a stale replica resumed while the job's new owner still computes it: it leaves the job to that
+#    one and stops (its lease refresh took the job back before, and both computed it to its end)
+e2e_submit --id stale-2 --prompt "$p PACED-STALE-JOB" --max-new-tokens 1500 --ignore-eos --temperature 0 \
+    --timeout 90 >"$E2E_DIR/stale2.json" 2>/dev/null &
+stale_client=$!
+for _ in $(seq 200); do [ "$(rcli XLEN "$PREFIX:out:stale-2")" -ge 20 ] && break; sleep 0.02; done
+owner=a other=b
+grep -q "job=stale-2 accepted" "$E2E_DIR/b.log" && owner=b other=a
+stopped=$(pgrep -f -- "--prefix $PREFIX --server-id $owner( |\$)" | tr '\n' ' ')
+# shellcheck disable=SC2086
+kill -STOP $stopped
+for _ in $(seq 400); do grep -q "job=stale-2 reclaimed" "$E2E_DIR/$other.log" && break; sleep 0.025; done
+# shellcheck disable=SC2086
+kill -CONT $stopped
+wait $stale_client
+e2e_check "stale, resumed early: the new owner answered" \
+    [ "$(e2e_json "$E2E_DIR/stale2.json" "(d['attempts'], len(d['token_ids']))")" = "(2, 1500)" ]
+e2e_check "stale, resumed early: one Result" [ "$(e2e_result_count stale-2)" = 1 ]
+e2e_check "stale, resumed early: the resumed replica saw the job was no longer its own" \
+    grep -q "job=stale-2 entry .* is no longer this replica's" "$E2E_DIR/$owner.log"
+e2e_check "stale, resumed early: and stopped without finishing it" \
+    grep -q "job=stale-2 stopped: another replica reclaimed it" "$E2E_DIR/$owner.log" \
+    --and bash -c "! grep -q 'job=stale-2 done' '$E2E_DIR/$owner.log'"
+e2e_check "stale, resumed early: the new owner kept it to its end" \
+    grep -q "job=stale-2 done: 1500 tokens" "$E2E_DIR/$other.log"
 
 e2e_finish serve_misuse
