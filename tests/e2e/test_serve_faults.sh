@@ -124,10 +124,10 @@ e2e_check "hand-back: taken over as delivery 1, not quarantined" \
 
 # 6. preparations that outlast the lease: a job still in the preparation pool has its lease
 #    refreshed like a running one, so neither this replica nor another reclaims it and computes it
-#    twice. Every preparation lasts 3 s (GLM4V_TEST_SLOW_PREP_MS) against a 1.2 s lease, and the
+#    twice. Every preparation lasts 3 s (GLM4V_TEST_SLOW_PREP_MS) against a 1.5 s lease, and the
 #    second job waits behind the first for the one preparation thread (6 s in the pool in all).
 export GLM4V_TEST_SLOW_PREP_MS=3000
-e2e_start_replica p1 1 --visibility-timeout-ms 1200 --prep-threads 1 || exit 1
+e2e_start_replica p1 1 --visibility-timeout-ms 1500 --prep-threads 1 || exit 1
 unset GLM4V_TEST_SLOW_PREP_MS
 for i in 0 1; do
     e2e_submit --id slowprep-$i --prompt "$p" --max-new-tokens 4 --timeout 60 \
