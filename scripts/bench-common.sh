@@ -64,16 +64,18 @@ bench_redis_start() {
     url=redis://127.0.0.1:$port
 }
 
-# Random full-size weights unless a checkpoint was given.
+# Random full-size weights unless a checkpoint was given, and the weight formats of
+# BENCH_WEIGHT_FLAGS (e.g. "--weights fp8 --vision-weights fp8"; default: the checkpoint's bf16).
 bench_weights() {
     [ -n "${BENCH_MODEL:-}" ] || echo --random-weights 1
+    echo "${BENCH_WEIGHT_FLAGS:-}"
 }
 
 # One replica (mpirun -np $tp) on the random-weight model; waits until it is ready.
 bench_serve_start() {
     serve_prefix=$1
     shift
-    # shellcheck disable=SC2046 # bench_weights is empty or two words
+    # shellcheck disable=SC2046 # bench_weights: flags split on purpose
     mpirun --bind-to none -np "$tp" "$B/bin/glm4v-serve" --device "$device" --tp "$tp" \
         --model "$work/model" $(bench_weights) --redis "$url" --prefix "$serve_prefix" \
         --server-id "$serve_prefix" "$@" >"$work/serve-$serve_prefix.log" 2>&1 &

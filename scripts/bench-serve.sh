@@ -11,6 +11,8 @@
 # instead (a busy service's cache hits, the old default of 16).
 #   source .devdeps/env.sh && scripts/bench-serve.sh [--tp N] [--rates "0.5 1 2 4"] [--jobs N]
 #       [--saturation N] [--repeat-images K]
+# BENCH_WEIGHT_FLAGS="--weights fp8 --vision-weights fp8" serves (and runs the lone jobs) with
+# quantized weights; BENCH_MAX_NEW sets the tokens a job generates (64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tp=1 rates="0.5 1 2 4" jobs=64 saturation=128 repeat=0 max_new=${BENCH_MAX_NEW:-64}
@@ -44,7 +46,7 @@ PY
 # glm4v-run's own timings for lone jobs (before the server takes the GPU's memory)
 q="Describe the picture in detail."
 for k in 1 2 3; do
-    # shellcheck disable=SC2046 # bench_weights is empty or two words
+    # shellcheck disable=SC2046 # bench_weights: flags split on purpose
     "$B/bin/glm4v-run" --device "$device" --model "$work/model" $(bench_weights) \
         --image "$work/images/img000$k.jpg" --prompt "$q" --max-new-tokens "$max_new" --ignore-eos \
         --json 2>"$work/run$k.err" >"$work/run$k.json" || { tail -5 "$work/run$k.err"; exit 1; }

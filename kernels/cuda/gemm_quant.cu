@@ -55,8 +55,10 @@ struct cuda_quant {
      * default or 2), and the most rows it takes for int8 / int4 (GLM4V_GEMMQ_MAX_M; more go to
      * slabs + cuBLASLt); at M <= 8 the units each warp loads at once (GLM4V_GEMVQ_U: 2 by
      * default, or 4) and the blocks per multiprocessor the row-warp choice aims at
-     * (GLM4V_GEMVQ_BPS, 2 by default) */
+     * (GLM4V_GEMVQ_BPS, 4 by default), and the fewest rows of an fp8 weight that one token
+     * reads through the CUDA-core kernel (GLM4V_GEMVQ_FP8_WIDE, 8192; 0: never) */
     int mma;
+    int64_t fp8_wide_rows;
     gqm_knobs knobs;
     int64_t mma_max_m;
 };
@@ -102,7 +104,9 @@ static cuda_quant *quant_state(glm_backend *be)
         v = getenv("GLM4V_GEMVQ_U");
         kn->u = v && *v && atoi(v) >= 4 ? 4 : 2;
         v = getenv("GLM4V_GEMVQ_BPS");
-        kn->bps = v && *v && atoi(v) > 0 ? atoi(v) : 2;
+        kn->bps = v && *v && atoi(v) > 0 ? atoi(v) : 4;
+        v = getenv("GLM4V_GEMVQ_FP8_WIDE");
+        cb->quant->fp8_wide_rows = !v || !*v ? 8192 : atoll(v) > 0 ? atoll(v) : INT64_MAX;
         v = getenv("GLM4V_GEMMQ_MAX_M");
         cb->quant->mma_max_m = v && *v ? atoll(v) : GQM_DEFAULT_MAX_M;
     }
@@ -419,7 +423,11 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
     cuda_quant *q = quant_state(be);
     if (!q) return;
     int64_t m = glm_tensor_rows(&x), k = w.cols;
-    if (q->mma && m <= q->mma_max_m && gqm_fits(w, x.data, m)) {
+    /* one token against a wide fp8 weight (gate/up, the output layer): the CUDA-core kernel
+     * streams it faster (one warp a row, x quantized once by its own launch): 76-102 % of the
+     * copy rate against 61-85 % for the tensor-core kernel, which wins below (PERF.md) */
+    bool fp8_wide = w.format == GLM_WEIGHT_FP8 && m == 1 && w.rows >= q->fp8_wide_rows;
+    if (q->mma && m <= q->mma_max_m && !fp8_wide && gqm_fits(w, x.data, m)) {
         cudaError_t e = gqm_run<T, OutT>(be, y, x, w, bias, gelu, m, q->knobs);
         if (e != cudaSuccess)
             glm_backend_fail(be, GLM_ERR_BACKEND,
@@ -438,6 +446,15 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
         CUDA_CHECK_LAUNCH(be);
         xq = (const uint8_t *)q->act.ptr;
         sx = (const float *)q->scale.ptr;
+        if (m > GEMV_QUANT_MAX_ROWS && cuda_is_half(y.dtype)) {
+            /* prefill: cuBLASLt applies both scales and the bias inside the GEMM
+             * (gemm_fp8_epilogue.cu), where fp8_lt below writes unscaled sums and rescales
+             * them in a pass over the output (a fifth of an fp8 GEMM's time at 1,632 rows) */
+            glm_weight qx = {GLM_WEIGHT_FP8, GLM_F32, m, k, 0, (void *)xq, (float *)sx, NULL};
+            glm_tensor bt = glm_tensor_2d(y.dtype, 1, w.rows, (void *)bias);
+            cuda_linear_q8(be, y, qx, w, bias ? &bt : NULL, gelu ? GLM_ACT_GELU : GLM_ACT_NONE);
+            return;
+        }
     }
     if (m <= GEMV_QUANT_MAX_ROWS &&
         gemv_quant<T, OutT>(be, y, x, w, xq, sx, bias, gelu)) /* gemv_quant.cuh */

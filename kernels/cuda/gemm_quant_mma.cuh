@@ -473,8 +473,9 @@ static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
 }
 
 /* The tile shape. At M <= 8 one token tile, and WR (warps side by side along rows; the rest
- * split k) as given, or with wr = 0 the largest of 8, 4, 2, 1 that still gives the device two
- * blocks per multiprocessor: few, long runs of units per warp keep its loads streaming (at k =
+ * split k) as given, or with wr = 0 the largest of 8, 4, 2, 1 that still gives the device
+ * knobs.bps blocks per multiprocessor (4: at 2, wave tails cost the wide weights 10-20 %,
+ * PERF.md's fourth-session table): few, long runs of units per warp keep its loads streaming (at k =
  * 4096, WR 1 leaves a warp 4 int4 units, all in flight at once, then the block ends), and fp8
  * blocks each take x's amax once. M <= 16: two token tiles; above, four (32 tokens a block),
  * where WR row warps share each x load through L1: the largest WR of 4, 2, 1 by the same rule;
