@@ -56,7 +56,8 @@ struct cuda_quant {
      * slabs + cuBLASLt); at M <= 8 the units each warp loads at once (GLM4V_GEMVQ_U: 2 by
      * default, or 4) and the blocks per multiprocessor the row-warp choice aims at
      * (GLM4V_GEMVQ_BPS, 4 by default), and the fewest rows of an fp8 weight that one token
-     * reads through the CUDA-core kernel (GLM4V_GEMVQ_FP8_WIDE, 8192; 0: never) */
+     * reads through the CUDA-core kernel (GLM4V_GEMVQ_FP8_WIDE, 8192; 0: never); with one row
+     * warp, a warp's whole run of units in one load batch where it fits (GLM4V_GEMVQ_ONE, on) */
     int mma;
     int64_t fp8_wide_rows;
     gqm_knobs knobs;
@@ -105,6 +106,8 @@ static cuda_quant *quant_state(glm_backend *be)
         kn->u = v && *v && atoi(v) >= 4 ? 4 : 2;
         v = getenv("GLM4V_GEMVQ_BPS");
         kn->bps = v && *v && atoi(v) > 0 ? atoi(v) : 4;
+        v = getenv("GLM4V_GEMVQ_ONE");
+        kn->one = v && *v ? atoi(v) != 0 : 1;
         v = getenv("GLM4V_GEMVQ_FP8_WIDE");
         cb->quant->fp8_wide_rows = !v || !*v ? 8192 : atoll(v) > 0 ? atoll(v) : INT64_MAX;
         v = getenv("GLM4V_GEMMQ_MAX_M");

@@ -223,7 +223,7 @@ __device__ __forceinline__ void gqm_dequant(uint32_t (*af)[4], const uint4 &la, 
  * Requirements (gqm_fits): k % 16 == 0 (int4: k % 32 and group % 128 == 0), 16-byte aligned codes
  * and x. */
 template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1, int UB = GQM_U,
-          int MINB = 1>
+          int MINB = 1, bool ONE = false>
 __global__ void __launch_bounds__(GQM_THREADS, MINB)
     gqm_kernel(OutT *y, const T *x, const uint8_t *codes, const float *scales, const uint8_t *zeros,
                int group, const T *bias, int gelu, int64_t m, int64_t n, int64_t k)
@@ -338,9 +338,17 @@ __global__ void __launch_bounds__(GQM_THREADS, MINB)
             acc[r][j][0] = acc[r][j][1] = acc[r][j][2] = acc[r][j][3] = 0.f;
 
     for (int64_t u0 = ub; u0 < ue; u0 += U) {
+        /* ONE: a warp's whole run of units went out in the first batch (gqm_launch picks it
+         * when the run fits), so no registers hold a second batch; were the run longer, each
+         * further batch is loaded here, unprefetched, and the sums stay right */
+        if (ONE && u0 != ub)
 #pragma unroll
-        for (int i = 0; i < U; i++)
-            load(u0 + U + i, nxt[i]);
+            for (int i = 0; i < U; i++)
+                load(u0 + i, cur[i]);
+        if (!ONE)
+#pragma unroll
+            for (int i = 0; i < U; i++)
+                load(u0 + U + i, nxt[i]);
 #pragma unroll
         for (int i = 0; i < U; i++) {
             const int64_t u = u0 + i;
@@ -415,9 +423,10 @@ __global__ void __launch_bounds__(GQM_THREADS, MINB)
                 }
             }
         }
+        if (!ONE)
 #pragma unroll
-        for (int i = 0; i < U; i++)
-            cur[i] = nxt[i];
+            for (int i = 0; i < U; i++)
+                cur[i] = nxt[i];
     }
 
     /* split-K sums through shared memory: C fragment (row g / g + 8, tokens 2t, 2t + 1) */
@@ -462,12 +471,12 @@ static inline bool gqm_fits(const glm_weight &w, const void *x, int64_t m)
 /* Blocks of 16 WR RT rows, each over 8 NT tokens; UB units per load batch (M <= 8), MINB blocks
  * per multiprocessor the registers must allow. */
 template <typename T, typename OutT, int FMT, int WR, int NT, int RT = 1, int UB = GQM_U,
-          int MINB = 1>
+          int MINB = 1, bool ONE = false>
 static cudaError_t gqm_launch_shape(const cuda_backend *cb, OutT *y, const T *x,
                                     const glm_weight &w, const T *bias, int gelu, int64_t m)
 {
     dim3 grid(cuda_blocks(m, NT * 8), cuda_blocks(w.rows, WR * 16 * RT)), block(GQM_THREADS);
-    return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT, RT, UB, MINB>, y, x,
+    return cuda_launch(cb, grid, block, 0, gqm_kernel<T, OutT, FMT, WR, NT, RT, UB, MINB, ONE>, y, x,
                        (const uint8_t *)w.data, (const float *)w.scales, (const uint8_t *)w.zeros,
                        w.group_size, bias, gelu, m, w.rows, w.cols);
 }
@@ -506,6 +515,8 @@ typedef struct gqm_knobs {
     int wr;  /* row warps at M <= 8; 0: chosen per shape */
     int rt;  /* row tiles per warp above 16 rows: 1 or 2 */
     int u;   /* units per load batch at M <= 8: 2 or 4 */
+    int one; /* at M <= 8 with one row warp: a warp's whole run of units in one batch when it
+                holds at most 8 (4 int4) units */
     int bps; /* blocks per multiprocessor the M <= 8 row-warp choice aims at */
 } gqm_knobs;
 
@@ -521,6 +532,15 @@ static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const
         if (wr <= 0)
             for (wr = 8; wr > 1 && (int64_t)cuda_blocks(w.rows, 16 * wr) < aim; wr /= 2) {
             }
+        /* one row warp (the narrow weights: qkv, dense): each of the 8 warps has k / 8 codes,
+         * 512 at k = 4096, so its whole run goes out in one batch: one memory round trip
+         * instead of four */
+        constexpr int ONE_UNITS = FMT == GLM_WEIGHT_INT4 ? 4 : 8;
+        constexpr int UNIT = FMT == GLM_WEIGHT_INT4 ? 128 : 64;
+        const int64_t per_warp = ((w.cols + UNIT - 1) / UNIT + GQM_WARPS - 1) / GQM_WARPS;
+        if (kn.one && wr == 1 && per_warp <= ONE_UNITS)
+            return gqm_launch_shape<T, OutT, FMT, 1, 1, 1, ONE_UNITS, 2, true>(cb, y, x, w, bias,
+                                                                               gelu, m);
         if (kn.u >= 4) return gqm_launch_decode<T, OutT, FMT, 4>(cb, y, x, w, bias, gelu, m, wr);
         return gqm_launch_decode<T, OutT, FMT, GQM_U>(cb, y, x, w, bias, gelu, m, wr);
     }

@@ -379,16 +379,16 @@ static double copy_rate(glm_backend *be)
 /* backends of the variants compared: the default (tensor-core kernel, taking every M here but
  * one token against a wide fp8 weight, its row warps chosen per shape), the same with one row
  * warp (most split-K), with two row tiles per warp in batches, the CUDA-core kernels + slabs,
- * four units a load batch, and the row warps aiming at two blocks a multiprocessor (the
- * default before PERF.md's fourth-session table) */
-enum { V_MMA, V_MMA_WR1, V_MMA_RT2, V_OLD, V_MMA_U4, V_MMA_U4_BPS2, V_MMA_BPS2, N_VARIANTS };
+ * four units a load batch, the row warps aiming at two blocks a multiprocessor (the default
+ * before PERF.md's fourth-session table), and one row warp's runs in batches of two units */
+enum { V_MMA, V_MMA_WR1, V_MMA_RT2, V_OLD, V_MMA_U4, V_MMA_BPS2, V_MMA_ONE0, N_VARIANTS };
 static const char *variant_env[N_VARIANTS][4] = {
     {"GLM4V_GEMVQ_WR", "0"},   {"GLM4V_GEMVQ_WR", "1"},
     {"GLM4V_GEMMQ_RT", "2"},   {"GLM4V_GEMVQ_MMA", "0"},
-    {"GLM4V_GEMVQ_U", "4"},    {"GLM4V_GEMVQ_U", "4", "GLM4V_GEMVQ_BPS", "2"},
-    {"GLM4V_GEMVQ_BPS", "2"}};
-static const char *variant_name[N_VARIANTS] = {"default", "mma-wr1",     "mma-rt2",  "old",
-                                               "mma-u4",  "mma-u4-bps2", "mma-bps2"};
+    {"GLM4V_GEMVQ_U", "4"},    {"GLM4V_GEMVQ_BPS", "2"},
+    {"GLM4V_GEMVQ_ONE", "0"}};
+static const char *variant_name[N_VARIANTS] = {"default", "mma-wr1",  "mma-rt2", "old",
+                                               "mma-u4",  "mma-bps2", "mma-one0"};
 
 /* The backend reads the GLM4V_GEMVQ / GEMMQ knobs at its first quantized product: one small
  * product runs while they are set, so that several variants can live side by side. */
@@ -433,7 +433,7 @@ static void bench_decode(glm_backend **vb, double copy_gbps)
     printf("bench decode (M = 1): weight bytes read per second, %% of the copy rate; weights "
            "rotated through >= 256 MB, graph replays\n");
     printf("  %-14s %-6s %13s %13s %13s %13s %13s %13s\n", "N x K", "format", "default",
-           "mma-wr1", "old", "mma-u4", "mma-u4-bps2", "mma-bps2");
+           "mma-wr1", "old", "mma-u4", "mma-bps2", "mma-one0");
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int64_t n = shapes[s][0], k = shapes[s][1];
         glm_backend *be = vb[V_MMA];
@@ -448,7 +448,7 @@ static void bench_decode(glm_backend **vb, double copy_gbps)
             char shape[32];
             snprintf(shape, sizeof(shape), "%lldx%lld", (long long)n, (long long)k);
             printf("  %-14s %-6s", shape, glm_weight_format_name(f));
-            const int vs[] = {V_MMA, V_MMA_WR1, V_OLD, V_MMA_U4, V_MMA_U4_BPS2, V_MMA_BPS2};
+            const int vs[] = {V_MMA, V_MMA_WR1, V_OLD, V_MMA_U4, V_MMA_BPS2, V_MMA_ONE0};
             for (int vi = 0; vi < 6; vi++) {
                 int v = vs[vi];
                 if (f == GLM_WEIGHT_DENSE && vi > 0) break;
@@ -561,8 +561,9 @@ static void check_variants(glm_backend *cpu)
                             {"GLM4V_GEMMQ_MAX_M", "0"},
                             {"GLM4V_GEMVQ_U", "4"},
                             {"GLM4V_GEMVQ_BPS", "2"},
-                            {"GLM4V_GEMVQ_FP8_WIDE", "0"}};
-    for (int v = 0; v < 8; v++) {
+                            {"GLM4V_GEMVQ_FP8_WIDE", "0"},
+                            {"GLM4V_GEMVQ_ONE", "0"}};
+    for (int v = 0; v < 9; v++) {
         setenv(env[v][0], env[v][1], 1);
         glm_backend *gpu = NULL;
         glm_error err = {0};
@@ -585,8 +586,9 @@ static void check_variants(glm_backend *cpu)
                 check_linear(gpu, cpu, f, 33, 300, 4096, true, false, true, 1e-5);
             }
             if (v >= 5) { /* four units a load batch; the row warps aiming at two blocks a
-                             * multiprocessor; fp8 wide weights on the tensor-core kernel: the
-                             * decode shapes, 1 to 8 row warps */
+                             * multiprocessor; fp8 wide weights on the tensor-core kernel; one
+                             * row warp's runs in batches of two: the decode shapes, 1 to 8 row
+                             * warps */
                 const int64_t shapes[][3] = {{1, 4608, 4096}, {1, 4096, 13696}, {1, 27392, 4096},
                                              {8, 8500, 1056}, {3, 17000, 1056}, {1, 34000, 1024},
                                              {2, 4096, 3424}};
@@ -613,6 +615,7 @@ int main(int argc, char **argv)
     glm_error err = {0};
     unsetenv("GLM4V_GEMVQ_MMA"), unsetenv("GLM4V_GEMVQ_WR"), unsetenv("GLM4V_GEMMQ_MAX_M");
     unsetenv("GLM4V_GEMVQ_U"), unsetenv("GLM4V_GEMVQ_BPS"), unsetenv("GLM4V_GEMVQ_FP8_WIDE");
+    unsetenv("GLM4V_GEMVQ_ONE");
     if (glm_backend_cuda_create(0, &gpu, &err) || glm_backend_cpu_create(0, &cpu, &err)) {
         fprintf(stderr, "test_quant_cuda: %s\n", err.msg);
         return 1;
