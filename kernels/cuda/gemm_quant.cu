@@ -418,6 +418,9 @@ static bool weight_only_lt(glm_backend *be, cuda_quant *q, glm_tensor y, glm_ten
     return true;
 }
 
+/* fp8 products of more rows than this apply their scales inside the GEMM (above) */
+#define FP8_SCALED_MIN_ROWS 256
+
 template <typename T, typename OutT>
 static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const glm_weight &w,
                              const void *bias, int gelu)
@@ -449,10 +452,13 @@ static void linear_quantized(glm_backend *be, glm_tensor y, glm_tensor x, const 
         CUDA_CHECK_LAUNCH(be);
         xq = (const uint8_t *)q->act.ptr;
         sx = (const float *)q->scale.ptr;
-        if (m > GEMV_QUANT_MAX_ROWS && cuda_is_half(y.dtype)) {
+        if (m > FP8_SCALED_MIN_ROWS && cuda_is_half(y.dtype)) {
             /* prefill: cuBLASLt applies both scales and the bias inside the GEMM
              * (gemm_fp8_epilogue.cu), where fp8_lt below writes unscaled sums and rescales
-             * them in a pass over the output (a fifth of an fp8 GEMM's time at 1,632 rows) */
+             * them in a pass over the output: at 2,048 rows 1.29 PFLOP/s against 0.85 (gate/up,
+             * H200). At 16-64 rows cuBLASLt's scaled kernels are slower than the plain GEMM and
+             * its pass (57 against 43-48 us for gate/up, 62 against 47-50 for down), so batched
+             * decode keeps fp8_lt (PERF.md, fourth session of 2026-12-03) */
             glm_weight qx = {GLM_WEIGHT_FP8, GLM_F32, m, k, 0, (void *)xq, (float *)sx, NULL};
             glm_tensor bt = glm_tensor_2d(y.dtype, 1, w.rows, (void *)bias);
             cuda_linear_q8(be, y, qx, w, bias ? &bt : NULL, gelu ? GLM_ACT_GELU : GLM_ACT_NONE);

@@ -534,13 +534,17 @@ static cudaError_t gqm_launch(const cuda_backend *cb, OutT *y, const T *x, const
             }
         /* one row warp (the narrow weights: qkv, dense): each of the 8 warps has k / 8 codes,
          * 512 at k = 4096, so its whole run goes out in one batch: one memory round trip
-         * instead of four */
-        constexpr int ONE_UNITS = FMT == GLM_WEIGHT_INT4 ? 4 : 8;
-        constexpr int UNIT = FMT == GLM_WEIGHT_INT4 ? 128 : 64;
-        const int64_t per_warp = ((w.cols + UNIT - 1) / UNIT + GQM_WARPS - 1) / GQM_WARPS;
-        if (kn.one && wr == 1 && per_warp <= ONE_UNITS)
-            return gqm_launch_shape<T, OutT, FMT, 1, 1, 1, ONE_UNITS, 2, true>(cb, y, x, w, bias,
-                                                                               gelu, m);
+         * instead of four. Measured (PERF.md, fourth session of 2026-12-03): int8 / int4 qkv
+         * + dense 19.5 / 13.7 us against 19.9 / 14.8, fp8 22.4 against 21.3 (its block-wide
+         * amax prologue already overlaps the first batch), so fp8 keeps batches of two */
+        if constexpr (FMT != GLM_WEIGHT_FP8) {
+            constexpr int ONE_UNITS = FMT == GLM_WEIGHT_INT4 ? 4 : 8;
+            constexpr int UNIT = FMT == GLM_WEIGHT_INT4 ? 128 : 64;
+            const int64_t per_warp = ((w.cols + UNIT - 1) / UNIT + GQM_WARPS - 1) / GQM_WARPS;
+            if (kn.one && wr == 1 && per_warp <= ONE_UNITS)
+                return gqm_launch_shape<T, OutT, FMT, 1, 1, 1, ONE_UNITS, 2, true>(
+                    cb, y, x, w, bias, gelu, m);
+        }
         if (kn.u >= 4) return gqm_launch_decode<T, OutT, FMT, 4>(cb, y, x, w, bias, gelu, m, wr);
         return gqm_launch_decode<T, OutT, FMT, GQM_U>(cb, y, x, w, bias, gelu, m, wr);
     }
